@@ -1,0 +1,93 @@
+package shared
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Kinds of failure a caller must tell apart. Every error an executor returns
+// that a caller may act on wraps exactly one of these, so errors.Is works on
+// both sides of the plugin boundary.
+var (
+	// ErrInvalidInput: the job, its paths or a payload manifest break the
+	// contract. Retrying the same input cannot succeed.
+	ErrInvalidInput = errors.New("invalid input")
+	// ErrNotFound: something the job needs does not exist (an instance, a
+	// manifest, a path on the remote host).
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: the remote state changed under us or contradicts the
+	// plan (an ETag mismatch that outlived its retries, two devices on one path).
+	ErrConflict = errors.New("conflict")
+	// ErrPermission: the remote refused us (authentication, host key, Incus
+	// forbidden).
+	ErrPermission = errors.New("permission denied")
+	// ErrUnavailable: the remote host or a plugin could not be reached, or
+	// died during the call. Retrying later may succeed.
+	ErrUnavailable = errors.New("unavailable")
+)
+
+// Error is the typed error executors return. Kind is one of the sentinel
+// errors above; Field and Value name the input that caused it, when one did,
+// so a CI log points at the culprit.
+type Error struct {
+	Kind  error  // ErrInvalidInput, ErrNotFound, ...
+	Field string // e.g. "host.job_dir", `payload "deps" mount "root" guest_path`
+	Value string // the offending value as given
+	msg   string
+	cause error
+}
+
+// Errorf builds an *Error of the given kind. The message is formatted as by
+// fmt.Errorf, so a %w verb keeps the cause reachable through errors.Is/As.
+func Errorf(kind error, field, value, format string, args ...any) *Error {
+	err := fmt.Errorf(format, args...)
+	return &Error{Kind: kind, Field: field, Value: value, msg: err.Error(), cause: errors.Unwrap(err)}
+}
+
+// NewError rebuilds an *Error from its parts, for adapters that carry errors
+// across a process boundary.
+func NewError(kind error, field, value, msg string) *Error {
+	return &Error{Kind: kind, Field: field, Value: value, msg: msg}
+}
+
+func (e *Error) Error() string { return e.msg }
+
+// Unwrap returns the kind and, when there is one, the cause.
+func (e *Error) Unwrap() []error {
+	if e.cause != nil {
+		return []error{e.Kind, e.cause}
+	}
+	return []error{e.Kind}
+}
+
+// KindOf returns the sentinel kind wrapped by err, or nil.
+func KindOf(err error) error {
+	for _, k := range Kinds {
+		if errors.Is(err, k) {
+			return k
+		}
+	}
+	return nil
+}
+
+// Kinds lists every sentinel kind, in a stable order.
+var Kinds = []error{ErrInvalidInput, ErrNotFound, ErrConflict, ErrPermission, ErrUnavailable}
+
+// Show renders a value for an error message so that it appears as given:
+// in double quotes, unescaped, unless it holds control characters, which are
+// escaped so a log line stays one line.
+func Show(v string) string {
+	for _, r := range v {
+		if r < 0x20 || r == 0x7f {
+			return strconv.Quote(v)
+		}
+	}
+	var b strings.Builder
+	b.Grow(len(v) + 2)
+	b.WriteByte('"')
+	b.WriteString(v)
+	b.WriteByte('"')
+	return b.String()
+}
