@@ -139,3 +139,13 @@ type DevicesResult struct {
 	Warnings []string `json:"warnings,omitempty"`
 	DryRun   bool     `json:"dry_run,omitempty"`
 }
+
+// IsLocalHost reports whether an SSH host names this machine, in which case
+// commands run in a local bash and the Incus socket is a local one.
+func IsLocalHost(host string) bool {
+	switch host {
+	case "localhost", "127.0.0.1", "::1":
+		return true
+	}
+	return false
+}
