@@ -1,0 +1,122 @@
+package devices
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"path"
+	"strings"
+
+	"github.com/pikaci/vmexec/shared"
+)
+
+// ManifestPath is where a staged payload declares its mounts, relative to
+// the payload's root.
+const ManifestPath = "share/pikaci/payload-manifest.json"
+
+// SchemaVersion is the payload manifest schema this package reads.
+const SchemaVersion = 1
+
+// Manifest is a staged payload's manifest. Fields this package does not use
+// (entrypoints, asset_roots, ...) are ignored.
+type Manifest struct {
+	SchemaVersion int     `json:"schema_version"`
+	Kind          string  `json:"kind"`
+	Mounts        []Mount `json:"mounts"`
+}
+
+// Mount is one directory a payload shares into the guest.
+type Mount struct {
+	Name         string `json:"name"`
+	RelativePath string `json:"relative_path"`
+	GuestPath    string `json:"guest_path"`
+	ReadOnly     bool   `json:"read_only"`
+}
+
+// ParseManifest decodes a manifest read from file (named in errors) and
+// validates every mount. payload names the payload in errors.
+func ParseManifest(data []byte, file, payload string) (Manifest, error) {
+	var m Manifest
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&m); err != nil {
+		return Manifest{}, shared.Errorf(shared.ErrInvalidInput, "manifest", file,
+			"staged payload %s: manifest %s is not valid JSON: %w", shared.Show(payload), file, err)
+	}
+	if dec.More() {
+		return Manifest{}, shared.Errorf(shared.ErrInvalidInput, "manifest", file,
+			"staged payload %s: manifest %s has data after its JSON object", shared.Show(payload), file)
+	}
+	if m.SchemaVersion != SchemaVersion {
+		return Manifest{}, shared.Errorf(shared.ErrInvalidInput, "schema_version", file,
+			"staged payload %s: manifest %s has schema_version %d, want %d", shared.Show(payload), file, m.SchemaVersion, SchemaVersion)
+	}
+	for i, mt := range m.Mounts {
+		if err := mt.Validate(payload, i); err != nil {
+			return Manifest{}, err
+		}
+	}
+	return m, nil
+}
+
+// Validate checks one mount: name not blank; relative_path relative with no
+// ".." component; guest_path absolute with no ".." component; no control
+// characters anywhere. Errors name the field and the mount.
+func (m Mount) Validate(payload string, index int) error {
+	who := fmt.Sprintf("staged payload %s mount %s (mounts[%d])", shared.Show(payload), shared.Show(m.Name), index)
+	if strings.TrimSpace(m.Name) == "" {
+		return shared.Errorf(shared.ErrInvalidInput, "name", m.Name, "%s: name is blank", who)
+	}
+	if hasControl(m.Name) {
+		return shared.Errorf(shared.ErrInvalidInput, "name", m.Name, "%s: name contains a control character", who)
+	}
+	switch {
+	case hasControl(m.RelativePath):
+		return shared.Errorf(shared.ErrInvalidInput, "relative_path", m.RelativePath,
+			"%s: relative_path %s contains a control character", who, shared.Show(m.RelativePath))
+	case strings.HasPrefix(m.RelativePath, "/"):
+		return shared.Errorf(shared.ErrInvalidInput, "relative_path", m.RelativePath,
+			"%s: relative_path %s is not relative", who, shared.Show(m.RelativePath))
+	case hasDotDot(m.RelativePath):
+		return shared.Errorf(shared.ErrInvalidInput, "relative_path", m.RelativePath,
+			"%s: relative_path %s has a \"..\" component", who, shared.Show(m.RelativePath))
+	}
+	switch {
+	case hasControl(m.GuestPath):
+		return shared.Errorf(shared.ErrInvalidInput, "guest_path", m.GuestPath,
+			"%s: guest_path %s contains a control character", who, shared.Show(m.GuestPath))
+	case !strings.HasPrefix(m.GuestPath, "/"):
+		return shared.Errorf(shared.ErrInvalidInput, "guest_path", m.GuestPath,
+			"%s: guest_path %s is not absolute", who, shared.Show(m.GuestPath))
+	case hasDotDot(m.GuestPath):
+		return shared.Errorf(shared.ErrInvalidInput, "guest_path", m.GuestPath,
+			"%s: guest_path %s has a \"..\" component", who, shared.Show(m.GuestPath))
+	}
+	return nil
+}
+
+// Source is the mount's source under root: root itself when relative_path
+// is empty or ".", else root/relative_path.
+func (m Mount) Source(root string) string {
+	if m.RelativePath == "" || m.RelativePath == "." {
+		return root
+	}
+	return path.Join(root, m.RelativePath)
+}
+
+func hasDotDot(p string) bool {
+	for _, c := range strings.Split(p, "/") {
+		if c == ".." {
+			return true
+		}
+	}
+	return false
+}
+
+func hasControl(s string) bool {
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return true
+		}
+	}
+	return false
+}

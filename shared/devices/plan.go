@@ -1,0 +1,282 @@
+package devices
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path"
+	"sort"
+
+	"github.com/pikaci/vmexec/shared"
+	"github.com/pikaci/vmexec/shared/layout"
+)
+
+// Remote is the I/O a plan needs on the host that holds the sources, asked
+// for in batches so an adapter can answer each batch in one round trip.
+type Remote interface {
+	// Fetch reads every file in q.Read and resolves every path in
+	// q.Resolve. A failure of one item is reported in its result, not as
+	// the error; the error is for a failure of the whole batch.
+	Fetch(ctx context.Context, q Query) (Answer, error)
+}
+
+// Query is one batch of reads and resolutions.
+type Query struct {
+	Read    []string
+	Resolve []string
+}
+
+// Answer holds one result per item of a Query, in order.
+type Answer struct {
+	Files    []File
+	Resolved []Resolved
+}
+
+// File is the content of one file, or why it could not be read.
+type File struct {
+	Data []byte
+	Err  error // wraps fs.ErrNotExist when the file is missing or unreadable
+}
+
+// Resolved is a path with every symlink resolved as readlink -f does.
+type Resolved struct {
+	Path   string // absolute and canonical; empty when Err is set
+	Exists bool   // the resolved path exists
+	Err    error  // a component other than the last is missing, a loop, ...
+}
+
+// Device is one planned disk device.
+type Device struct {
+	Name      string
+	Payload   string // "" for the snapshot
+	Mount     string // the mount's name; "snapshot" for the snapshot
+	Source    string // unresolved: the name is computed from it
+	Resolved  string // Source with all symlinks resolved on the remote host
+	GuestPath string
+	ReadOnly  bool
+}
+
+// who names the device's origin in errors.
+func (d Device) who() string {
+	if d.Payload == "" {
+		return "the workspace snapshot"
+	}
+	return fmt.Sprintf("staged payload %s mount %s", shared.Show(d.Payload), shared.Show(d.Mount))
+}
+
+// Plan is the set of disk devices a job's instance gets.
+type Plan struct {
+	Instance string
+	Devices  []Device
+}
+
+// Target says what the instance and server accept.
+type Target struct {
+	// VirtualMachine: the instance is a VM (Incus refuses any io.bus on a
+	// container's disk).
+	VirtualMachine bool
+	// VirtiofsBus: the server lists the disk_io_bus_cache_filesystem API
+	// extension, so io.bus=virtiofs is known.
+	VirtiofsBus bool
+}
+
+// ExtensionVirtiofsBus is the API extension that brings io.bus=virtiofs.
+const ExtensionVirtiofsBus = "disk_io_bus_cache_filesystem"
+
+// WarnNoVirtiofsBus is the warning when io.bus is left out on a VM.
+const WarnNoVirtiofsBus = "io.bus=virtiofs left out: the server does not list the " + ExtensionVirtiofsBus + " API extension"
+
+// Config renders the plan as Incus device configs. It returns a warning when
+// io.bus had to be left out on a virtual machine.
+func (p Plan) Config(t Target) (shared.Devices, []string) {
+	out := make(shared.Devices, len(p.Devices))
+	bus := t.VirtualMachine && t.VirtiofsBus
+	for _, d := range p.Devices {
+		c := map[string]string{
+			"type":   "disk",
+			"source": d.Resolved,
+			"path":   d.GuestPath,
+			"shift":  "false",
+		}
+		if d.ReadOnly {
+			c["readonly"] = "true"
+		}
+		if bus {
+			c["io.bus"] = "virtiofs"
+		}
+		out[d.Name] = c
+	}
+	var warnings []string
+	if t.VirtualMachine && !t.VirtiofsBus && len(p.Devices) > 0 {
+		warnings = append(warnings, WarnNoVirtiofsBus)
+	}
+	return out, warnings
+}
+
+// Names returns the planned device names, sorted.
+func (p Plan) Names() []string {
+	names := make([]string, len(p.Devices))
+	for i, d := range p.Devices {
+		names[i] = d.Name
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Build validates the job, reads the staged payloads' manifests and resolves
+// every source through r, and returns the plan. It asks r for at most two
+// batches: manifests and roots first, then sources below a root. Nothing is
+// changed anywhere.
+func Build(ctx context.Context, spec shared.JobSpec, r Remote) (Plan, error) {
+	l, err := layout.Derive(spec)
+	if err != nil {
+		return Plan{}, err
+	}
+	if spec.Job.WritableWorkspace {
+		return Plan{}, shared.Errorf(shared.ErrInvalidInput, "job.writable_workspace", "true",
+			"job %s asks for a writable workspace: the remote Linux VM executor shares the workspace read-only", shared.Show(spec.Job.ID))
+	}
+
+	plan := Plan{Instance: l.Instance}
+	snapshot := Device{
+		Name:      SnapshotDeviceName(l.SnapshotDir, SnapshotGuestPath),
+		Mount:     "snapshot",
+		Source:    l.SnapshotDir,
+		GuestPath: SnapshotGuestPath,
+		ReadOnly:  true,
+	}
+
+	var payloads []layout.Payload
+	if spec.Job.Staged {
+		payloads = l.Payloads
+	}
+
+	// Batch 1: the snapshot and every payload root resolved, every manifest read.
+	q := Query{Resolve: make([]string, 0, 1+len(payloads)), Read: make([]string, 0, len(payloads))}
+	q.Resolve = append(q.Resolve, snapshot.Source)
+	roots := make([]string, len(payloads))
+	for i, p := range payloads {
+		roots[i] = p.RemoteDir
+		if l.Local {
+			roots[i] = p.LocalDir
+		}
+		q.Resolve = append(q.Resolve, roots[i])
+		q.Read = append(q.Read, path.Join(roots[i], ManifestPath))
+	}
+	a, err := fetch(ctx, r, q)
+	if err != nil {
+		return Plan{}, err
+	}
+
+	resolved := make(map[string]Resolved, len(q.Resolve))
+	for i, p := range q.Resolve {
+		resolved[p] = a.Resolved[i]
+	}
+	// For this machine, a payload's root is its local dir, canonicalised.
+	if l.Local {
+		for i, root := range roots {
+			res := resolved[root]
+			if res.Err != nil {
+				return Plan{}, shared.Errorf(shared.ErrNotFound, "local_dir", root,
+					"staged payload %s: canonicalise root %s: %w", shared.Show(payloads[i].Name), root, res.Err)
+			}
+			roots[i] = res.Path
+			resolved[res.Path] = res
+		}
+	}
+
+	plan.Devices = append(plan.Devices, snapshot)
+	for i, p := range payloads {
+		file := q.Read[i]
+		f := a.Files[i]
+		if f.Err != nil {
+			kind := shared.ErrNotFound
+			return Plan{}, shared.Errorf(kind, "manifest", file,
+				"staged payload %s: read manifest %s under payload root %s: %w", shared.Show(p.Name), file, roots[i], f.Err)
+		}
+		m, err := ParseManifest(f.Data, file, p.Name)
+		if err != nil {
+			return Plan{}, err
+		}
+		for _, mt := range m.Mounts {
+			plan.Devices = append(plan.Devices, Device{
+				Name:      PayloadDeviceName(p.Name, mt.Name),
+				Payload:   p.Name,
+				Mount:     mt.Name,
+				Source:    mt.Source(roots[i]),
+				GuestPath: mt.GuestPath,
+				ReadOnly:  mt.ReadOnly,
+			})
+		}
+	}
+	if err := checkUnique(plan.Devices); err != nil {
+		return Plan{}, err
+	}
+
+	// Batch 2: sources below a root, when there are any.
+	var more []string
+	for _, d := range plan.Devices {
+		if _, ok := resolved[d.Source]; !ok {
+			more = append(more, d.Source)
+			resolved[d.Source] = Resolved{}
+		}
+	}
+	if len(more) > 0 {
+		a, err := fetch(ctx, r, Query{Resolve: more})
+		if err != nil {
+			return Plan{}, err
+		}
+		for i, p := range more {
+			resolved[p] = a.Resolved[i]
+		}
+	}
+
+	for i := range plan.Devices {
+		d := &plan.Devices[i]
+		res := resolved[d.Source]
+		switch {
+		case res.Err != nil:
+			return Plan{}, shared.Errorf(shared.ErrNotFound, "source", d.Source,
+				"%s: resolve source %s on the remote host: %w", d.who(), d.Source, res.Err)
+		case !res.Exists:
+			return Plan{}, shared.Errorf(shared.ErrNotFound, "source", d.Source,
+				"%s: source %s does not exist on the remote host (resolved: %s)", d.who(), d.Source, res.Path)
+		}
+		d.Resolved = res.Path
+	}
+	return plan, nil
+}
+
+func fetch(ctx context.Context, r Remote, q Query) (Answer, error) {
+	a, err := r.Fetch(ctx, q)
+	if err != nil {
+		return Answer{}, err
+	}
+	if len(a.Files) != len(q.Read) || len(a.Resolved) != len(q.Resolve) {
+		return Answer{}, fmt.Errorf("remote answered %d files and %d paths for %d and %d asked: %w",
+			len(a.Files), len(a.Resolved), len(q.Read), len(q.Resolve), errShortAnswer)
+	}
+	return a, nil
+}
+
+var errShortAnswer = errors.New("short answer")
+
+// checkUnique refuses two devices with one name or one guest path.
+func checkUnique(ds []Device) error {
+	byName := make(map[string]int, len(ds))
+	byPath := make(map[string]int, len(ds))
+	for i, d := range ds {
+		if j, ok := byName[d.Name]; ok {
+			return shared.Errorf(shared.ErrInvalidInput, "device", d.Name,
+				"%s and %s both map to device name %s", ds[j].who(), d.who(), d.Name)
+		}
+		byName[d.Name] = i
+		gp := path.Clean(d.GuestPath)
+		if j, ok := byPath[gp]; ok {
+			return shared.Errorf(shared.ErrInvalidInput, "guest_path", d.GuestPath,
+				"%s and %s both mount at guest path %s", ds[j].who(), d.who(), d.GuestPath)
+		}
+		byPath[gp] = i
+	}
+	return nil
+}

@@ -1,0 +1,78 @@
+package layout
+
+import (
+	"path"
+	"strings"
+
+	"github.com/pikaci/vmexec/shared"
+)
+
+// CheckAbsClean checks that p is an absolute, clean path: no empty, "." or
+// ".." component, no trailing slash, no NUL.
+func CheckAbsClean(field, p string) error {
+	switch {
+	case p == "":
+		return shared.Errorf(shared.ErrInvalidInput, field, p, "%s is empty", field)
+	case strings.IndexByte(p, 0) >= 0:
+		return shared.Errorf(shared.ErrInvalidInput, field, p, "%s %s contains a NUL byte", field, shared.Show(p))
+	case p[0] != '/':
+		return shared.Errorf(shared.ErrInvalidInput, field, p, "%s %s is not absolute", field, shared.Show(p))
+	case path.Clean(p) != p:
+		return shared.Errorf(shared.ErrInvalidInput, field, p,
+			"%s %s is not clean (empty, \".\" or \"..\" component, or trailing slash)", field, shared.Show(p))
+	}
+	return nil
+}
+
+// CheckComponent checks that v can be exactly one remote path component:
+// not empty, not "." or "..", no "/", no NUL or other control character.
+func CheckComponent(field, v string) error {
+	switch v {
+	case "":
+		return shared.Errorf(shared.ErrInvalidInput, field, v, "%s is empty", field)
+	case ".", "..":
+		return shared.Errorf(shared.ErrInvalidInput, field, v, "%s %s is not a valid path component", field, shared.Show(v))
+	}
+	if strings.IndexByte(v, '/') >= 0 {
+		return shared.Errorf(shared.ErrInvalidInput, field, v, "%s %s contains \"/\": it must be one path component", field, shared.Show(v))
+	}
+	for _, r := range v {
+		if r < 0x20 || r == 0x7f {
+			return shared.Errorf(shared.ErrInvalidInput, field, v, "%s %s contains a control character", field, shared.Show(v))
+		}
+	}
+	return nil
+}
+
+// RunID returns the name of the job dir's grandparent, validated as one
+// component. The job dir must already be absolute and clean.
+func RunID(jobDir string) (string, error) {
+	grand := path.Dir(path.Dir(jobDir))
+	if grand == "/" {
+		return "", shared.Errorf(shared.ErrInvalidInput, "host.job_dir", jobDir,
+			"host.job_dir %s has no run id: its grandparent is /", shared.Show(jobDir))
+	}
+	run := path.Base(grand)
+	if err := CheckComponent("run id", run); err != nil {
+		return "", shared.Errorf(shared.ErrInvalidInput, "host.job_dir", jobDir,
+			"host.job_dir %s: %w", shared.Show(jobDir), err)
+	}
+	return run, nil
+}
+
+// RelativeInside checks that dir is an absolute clean path strictly inside
+// root, compared component by component, and returns it relative to root.
+func RelativeInside(field, dir, root string) (string, error) {
+	if err := CheckAbsClean(field, dir); err != nil {
+		return "", err
+	}
+	prefix := root
+	if root != "/" {
+		prefix += "/"
+	}
+	if !strings.HasPrefix(dir, prefix) || len(dir) == len(prefix) {
+		return "", shared.Errorf(shared.ErrInvalidInput, field, dir,
+			"%s %s is not inside the job dir %s", field, shared.Show(dir), shared.Show(root))
+	}
+	return dir[len(prefix):], nil
+}
