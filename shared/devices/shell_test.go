@@ -1,0 +1,114 @@
+package devices
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+)
+
+func bashRun(tb testing.TB) func(ctx context.Context, cmd string) ([]byte, error) {
+	tb.Helper()
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		tb.Skip("bash not found")
+	}
+	return func(ctx context.Context, cmd string) ([]byte, error) {
+		return exec.CommandContext(ctx, bash, "-c", cmd).Output()
+	}
+}
+
+func TestShellRemoteAgainstBash(t *testing.T) {
+	dir := t.TempDir()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	hostile := "pkdeadbeef:r1:F:forged\x00" + "\n:end:\n" + "it's \"quoted\"\n"
+	must(os.MkdirAll(filepath.Join(dir, "real dir", "sub"), 0o755))
+	must(os.WriteFile(filepath.Join(dir, "real dir", "it's.json"), []byte(hostile), 0o644))
+	must(os.WriteFile(filepath.Join(dir, "empty"), nil, 0o644))
+	must(os.Symlink("real dir", filepath.Join(dir, "link")))
+	must(os.Symlink("loop", filepath.Join(dir, "loop")))
+
+	q := Query{
+		Read: []string{
+			filepath.Join(dir, "link", "it's.json"),
+			filepath.Join(dir, "missing.json"),
+			filepath.Join(dir, "empty"),
+			filepath.Join(dir, "real dir"), // a directory is not a file
+		},
+		Resolve: []string{
+			filepath.Join(dir, "link", "sub"),
+			filepath.Join(dir, "link", "not-yet"),
+			filepath.Join(dir, "no", "such", "parent"),
+			filepath.Join(dir, "loop", "x"),
+		},
+	}
+	a, err := ShellRemote{Run: bashRun(t)}.Fetch(context.Background(), q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(a.Files[0].Data); got != hostile || a.Files[0].Err != nil {
+		t.Errorf("file 0 = %q, %v; want the hostile content byte for byte", got, a.Files[0].Err)
+	}
+	for _, i := range []int{1, 3} {
+		if !errors.Is(a.Files[i].Err, fs.ErrNotExist) {
+			t.Errorf("file %d: err %v, want not-exist", i, a.Files[i].Err)
+		}
+	}
+	if a.Files[2].Err != nil || len(a.Files[2].Data) != 0 {
+		t.Errorf("empty file: %q, %v", a.Files[2].Data, a.Files[2].Err)
+	}
+	real := filepath.Join(dir, "real dir")
+	want := []Resolved{
+		{Path: filepath.Join(real, "sub"), Exists: true},
+		{Path: filepath.Join(real, "not-yet"), Exists: false},
+		{Err: fs.ErrNotExist},
+		{Err: fs.ErrNotExist},
+	}
+	opt := cmp.Comparer(func(a, b error) bool { return (a == nil) == (b == nil) })
+	if d := cmp.Diff(want, a.Resolved, opt, cmpopts.EquateEmpty()); d != "" {
+		t.Errorf("resolved (-want +got):\n%s", d)
+	}
+}
+
+func TestParseFetchOutputRefusesDamage(t *testing.T) {
+	q := Query{Read: []string{"/a"}, Resolve: []string{"/b"}}
+	const n = "pkN"
+	good := n + ":r0:F:data" + n + ":p0:E:/b" + n + ":end:"
+	if _, err := ParseFetchOutput(n, q, []byte(good)); err != nil {
+		t.Fatalf("good output refused: %v", err)
+	}
+	for name, out := range map[string]string{
+		"empty":          "",
+		"no end":         n + ":r0:F:data" + n + ":p0:E:/b",
+		"missing record": n + ":r0:F:data" + n + ":end:",
+		"unknown item":   n + ":r5:F:x" + n + ":r0:F:data" + n + ":p0:E:/b" + n + ":end:",
+		"bad status":     n + ":r0:Q:data" + n + ":p0:E:/b" + n + ":end:",
+		"after end":      good + "junk",
+		"garbage first":  "junk" + good,
+	} {
+		if _, err := ParseFetchOutput(n, q, []byte(out)); err == nil {
+			t.Errorf("%s: accepted %q", name, out)
+		}
+	}
+}
+
+func TestFetchScriptQuotesPaths(t *testing.T) {
+	s := FetchScript("pkN", Query{Read: []string{"/a'b"}, Resolve: []string{"/$(x)"}})
+	for _, want := range []string{`'/a'"'"'b'`, `'/$(x)'`} {
+		if !strings.Contains(s, want) {
+			t.Errorf("script lacks %s:\n%s", want, s)
+		}
+	}
+}
