@@ -1,0 +1,90 @@
+package shared
+
+import (
+	"context"
+	"os"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+
+	"github.com/pikaci/vmexec/shared/executorpb"
+)
+
+// Handshake is what host and plugin must agree on before they talk. The
+// magic cookie is not a secret: it only stops a plugin binary run by hand
+// from waiting for a host that will never come.
+var Handshake = plugin.HandshakeConfig{
+	ProtocolVersion:  ProtocolVersion,
+	MagicCookieKey:   "PIKACI_EXECUTOR_PLUGIN",
+	MagicCookieValue: "5c0d1f6e8a2b4e79b3a1c7d9e0f24a68",
+}
+
+// PluginName is the name an executor is dispensed under in a plugin set.
+const PluginName = "executor"
+
+// VersionedPlugins are the protocol versions a host speaks, each with its
+// plugin set. go-plugin picks the highest version both sides know.
+var VersionedPlugins = map[int]plugin.PluginSet{
+	ProtocolVersion: {PluginName: &ExecutorPlugin{}},
+}
+
+// ExecutorPlugin is the go-plugin glue for an Executor over gRPC. A plugin
+// sets Impl; a host leaves it nil and gets a *GRPCClient when it dispenses.
+type ExecutorPlugin struct {
+	plugin.NetRPCUnsupportedPlugin
+	Impl Executor
+}
+
+var _ plugin.GRPCPlugin = (*ExecutorPlugin)(nil)
+
+// GRPCServer registers the executor service on the plugin's gRPC server.
+func (p *ExecutorPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
+	executorpb.RegisterExecutorServer(s, &GRPCServer{Impl: p.Impl})
+	return nil
+}
+
+// GRPCClient returns the host's Executor over the plugin's connection.
+func (p *ExecutorPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, conn *grpc.ClientConn) (any, error) {
+	return NewGRPCClient(conn), nil
+}
+
+// Serve serves impl as an executor plugin speaking ProtocolVersion and
+// does not return. It is the whole of a plugin's main:
+//
+//	func main() { shared.Serve(myplugin.New(shared.PluginLogger("my-plugin"))) }
+//
+// The host starts the binary; mTLS between the two is negotiated
+// automatically (the host asks for it).
+func Serve(impl Executor) {
+	plugin.Serve(&plugin.ServeConfig{
+		HandshakeConfig: Handshake,
+		VersionedPlugins: map[int]plugin.PluginSet{
+			ProtocolVersion: {PluginName: &ExecutorPlugin{Impl: impl}},
+		},
+		GRPCServer: plugin.DefaultGRPCServer,
+		Logger:     PluginLogger("go-plugin"),
+	})
+}
+
+// LogLevelEnv is the environment variable through which a host tells its
+// plugins the lowest log level it keeps, so they do not send lines it would
+// drop anyway.
+const LogLevelEnv = "PIKACI_EXECUTOR_LOG_LEVEL"
+
+// PluginLogger returns the logger a plugin should log through: JSON lines
+// on the process's stderr, which the host reads and forwards into its own
+// logger with each line's level kept. Its level is the host's (LogLevelEnv),
+// or info when the host said nothing.
+func PluginLogger(name string) hclog.Logger {
+	level := hclog.LevelFromString(os.Getenv(LogLevelEnv))
+	if level == hclog.NoLevel {
+		level = hclog.Info
+	}
+	return hclog.New(&hclog.LoggerOptions{
+		Name:       name,
+		Level:      level,
+		Output:     os.Stderr,
+		JSONFormat: true,
+	})
+}
