@@ -1,0 +1,282 @@
+// Package cases reads and writes conformance cases: txtar archives holding a
+// case.json, the remote host's files and the wanted outcome, as
+// shared/conformance/FORMAT.md (format version 1) says.
+package cases
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/pikaci/vmexec/shared"
+	"golang.org/x/tools/txtar"
+)
+
+// Instance types a case may name.
+const (
+	VirtualMachine = "virtual-machine"
+	Container      = "container"
+)
+
+// Names of the files in a case.
+const (
+	fileCase          = "case.json"
+	fileMkdir         = "want/mkdir"
+	filePrepareError  = "want/prepare-error"
+	fileDevices       = "want/devices.json"
+	fileDevicesError  = "want/devices-error"
+	remotePrefix      = "remote/"
+	defaultCaseSuffix = ".txtar"
+)
+
+// Case is one conformance case.
+type Case struct {
+	Name        string // the file name without .txtar
+	File        string // where it was read from
+	Description string
+
+	Spec              shared.JobSpec
+	Instance          string         // the instance on the remote Incus server; "" when none
+	InstanceType      string         // VirtualMachine or Container
+	Devices           shared.Devices // the instance's devices when the case starts
+	MissingExtensions []string
+
+	RemoteDirs     []string
+	RemoteSymlinks map[string]string
+	RemoteFiles    map[string][]byte // remote path → content
+
+	// Exactly one of WantMkdir and WantPrepareError is set; when WantMkdir
+	// is, exactly one of WantDevices and WantDevicesError is.
+	WantMkdir        *string
+	WantPrepareError []string
+	WantDevices      shared.Devices
+	WantDevicesError []string
+
+	archive *txtar.Archive
+}
+
+// caseJSON is case.json; unknown fields are an error.
+type caseJSON struct {
+	Job            shared.Job        `json:"job"`
+	Host           shared.HostPaths  `json:"host"`
+	Remote         remoteJSON        `json:"remote"`
+	RemoteDirs     []string          `json:"remote_dirs"`
+	RemoteSymlinks map[string]string `json:"remote_symlinks"`
+}
+
+type remoteJSON struct {
+	Host    string    `json:"host"`
+	WorkDir string    `json:"work_dir"`
+	Incus   incusJSON `json:"incus"`
+}
+
+type incusJSON struct {
+	Project           string         `json:"project"`
+	Instance          string         `json:"instance"`
+	InstanceType      string         `json:"instance_type"`
+	Devices           shared.Devices `json:"devices"`
+	MissingExtensions []string       `json:"missing_extensions"`
+}
+
+// Load reads one case.
+func Load(file string) (*Case, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("read case: %w", err)
+	}
+	c, err := Parse(strings.TrimSuffix(filepath.Base(file), defaultCaseSuffix), data)
+	if err != nil {
+		return nil, fmt.Errorf("case %s: %w", file, err)
+	}
+	c.File = file
+	return c, nil
+}
+
+// LoadDir reads every *.txtar in dir, sorted by name.
+func LoadDir(dir string) ([]*Case, error) {
+	files, err := filepath.Glob(filepath.Join(dir, "*"+defaultCaseSuffix))
+	if err != nil {
+		return nil, fmt.Errorf("list cases in %s: %w", dir, err)
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("no *.txtar cases in %s", dir)
+	}
+	sort.Strings(files)
+	out := make([]*Case, 0, len(files))
+	for _, f := range files {
+		c, err := Load(f)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// Parse decodes a case from its archive bytes.
+func Parse(name string, data []byte) (*Case, error) {
+	a := txtar.Parse(data)
+	c := &Case{
+		Name:           name,
+		Description:    strings.TrimSpace(string(a.Comment)),
+		RemoteFiles:    map[string][]byte{},
+		RemoteSymlinks: map[string]string{},
+		archive:        a,
+	}
+	seen := map[string]bool{}
+	var haveCase bool
+	for _, f := range a.Files {
+		if seen[f.Name] {
+			return nil, fmt.Errorf("file %s appears twice", f.Name)
+		}
+		seen[f.Name] = true
+		switch {
+		case f.Name == fileCase:
+			haveCase = true
+			if err := c.decodeJSON(f.Data); err != nil {
+				return nil, err
+			}
+		case strings.HasPrefix(f.Name, remotePrefix):
+			p := "/" + strings.TrimPrefix(f.Name, remotePrefix)
+			if path.Clean(p) != p || p == "/" {
+				return nil, fmt.Errorf("remote file %s: not a clean path", f.Name)
+			}
+			c.RemoteFiles[p] = f.Data
+		case f.Name == fileMkdir:
+			s := strings.TrimSuffix(string(f.Data), "\n")
+			c.WantMkdir = &s
+		case f.Name == filePrepareError:
+			c.WantPrepareError = lines(f.Data)
+		case f.Name == fileDevices:
+			var d shared.Devices
+			dec := json.NewDecoder(bytes.NewReader(f.Data))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&d); err != nil {
+				return nil, fmt.Errorf("%s: %w", fileDevices, err)
+			}
+			if d == nil {
+				d = shared.Devices{}
+			}
+			c.WantDevices = d
+		case f.Name == fileDevicesError:
+			c.WantDevicesError = lines(f.Data)
+		default:
+			return nil, fmt.Errorf("unknown file %s in case", f.Name)
+		}
+	}
+	if !haveCase {
+		return nil, errors.New("no case.json")
+	}
+	return c, c.check(seen)
+}
+
+func (c *Case) decodeJSON(data []byte) error {
+	var j caseJSON
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&j); err != nil {
+		return fmt.Errorf("%s: %w", fileCase, err)
+	}
+	if dec.More() {
+		return fmt.Errorf("%s: data after the JSON object", fileCase)
+	}
+	c.Spec = shared.JobSpec{
+		Job:  j.Job,
+		Host: j.Host,
+		Remote: shared.Remote{
+			Host:    j.Remote.Host,
+			WorkDir: j.Remote.WorkDir,
+			Incus:   shared.Incus{Project: j.Remote.Incus.Project},
+		},
+	}
+	c.Instance = j.Remote.Incus.Instance
+	c.InstanceType = j.Remote.Incus.InstanceType
+	c.Devices = j.Remote.Incus.Devices
+	if c.Devices == nil {
+		c.Devices = shared.Devices{}
+	}
+	c.MissingExtensions = j.Remote.Incus.MissingExtensions
+	c.RemoteDirs = j.RemoteDirs
+	if j.RemoteSymlinks != nil {
+		c.RemoteSymlinks = j.RemoteSymlinks
+	}
+	switch c.InstanceType {
+	case VirtualMachine, Container:
+	case "":
+		c.InstanceType = VirtualMachine
+	default:
+		return fmt.Errorf("%s: remote.incus.instance_type %q is neither %q nor %q", fileCase, c.InstanceType, VirtualMachine, Container)
+	}
+	return nil
+}
+
+func (c *Case) check(seen map[string]bool) error {
+	if seen[fileMkdir] == seen[filePrepareError] {
+		return fmt.Errorf("want exactly one of %s and %s", fileMkdir, filePrepareError)
+	}
+	if seen[fileMkdir] && seen[fileDevices] == seen[fileDevicesError] {
+		return fmt.Errorf("want exactly one of %s and %s", fileDevices, fileDevicesError)
+	}
+	if seen[filePrepareError] && (seen[fileDevices] || seen[fileDevicesError]) {
+		return fmt.Errorf("a case whose PrepareDirectories fails wants no devices")
+	}
+	if seen[fileMkdir] && c.Instance == "" {
+		return fmt.Errorf("%s: remote.incus.instance is required when PrepareDirectories succeeds", fileCase)
+	}
+	return nil
+}
+
+// lines returns the non-empty lines of a want file.
+func lines(data []byte) []string {
+	var out []string
+	for _, l := range strings.Split(string(data), "\n") {
+		if strings.TrimSpace(l) != "" {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// Outcome is what a plugin did, in want/ terms, for Update.
+type Outcome struct {
+	Mkdir        string
+	PrepareError string // set when PrepareDirectories failed
+	Devices      shared.Devices
+	DevicesError string // set when ConfigureDevices failed
+}
+
+// Update rewrites the case's want/ files from an outcome, leaving every
+// input untouched, and writes the archive back to c.File.
+func (c *Case) Update(o Outcome) error {
+	var files []txtar.File
+	for _, f := range c.archive.Files {
+		if !strings.HasPrefix(f.Name, "want/") {
+			files = append(files, f)
+		}
+	}
+	if o.PrepareError != "" {
+		files = append(files, txtar.File{Name: filePrepareError, Data: []byte(o.PrepareError + "\n")})
+	} else {
+		files = append(files, txtar.File{Name: fileMkdir, Data: []byte(o.Mkdir + "\n")})
+		if o.DevicesError != "" {
+			files = append(files, txtar.File{Name: fileDevicesError, Data: []byte(o.DevicesError + "\n")})
+		} else {
+			data, err := json.MarshalIndent(o.Devices, "", "  ")
+			if err != nil {
+				return fmt.Errorf("encode devices: %w", err)
+			}
+			files = append(files, txtar.File{Name: fileDevices, Data: append(data, '\n')})
+		}
+	}
+	a := &txtar.Archive{Comment: c.archive.Comment, Files: files}
+	if err := os.WriteFile(c.File, txtar.Format(a), 0o644); err != nil {
+		return fmt.Errorf("update case %s: %w", c.File, err)
+	}
+	return nil
+}
