@@ -623,6 +623,9 @@ func (s *Server) validateDevice(typ string, devices shared.Devices, dev string) 
 	if cfg["size"] != "" && cfg["path"] != "/" {
 		return refuse("Only root or tmpfs disks can have a size quota")
 	}
+	if isTrue(cfg["recursive"]) && isTrue(cfg["readonly"]) {
+		return refuse("Recursive read-only bind-mounts aren't currently supported by the kernel")
+	}
 	if cfg["path"] != "" {
 		n := 0
 		for _, other := range devices {
@@ -648,6 +651,14 @@ type refusal string
 func (r refusal) Error() string { return string(r) }
 
 func refuse(format string, args ...any) error { return refusal(fmt.Sprintf(format, args...)) }
+
+func isTrue(v string) bool {
+	switch strings.ToLower(v) {
+	case "true", "1", "yes", "on":
+		return true
+	}
+	return false
+}
 
 func isBool(v string) bool {
 	switch strings.ToLower(v) {

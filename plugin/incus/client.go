@@ -306,10 +306,6 @@ type operation struct {
 	Err        string `json:"err"`
 }
 
-func (o operation) final() bool {
-	return o.StatusCode == statusSuccess || o.StatusCode == statusFailure || o.StatusCode == statusCancelled
-}
-
 // wait waits for the asynchronous operation an accepted request started:
 // GET <operation>/wait?timeout=N, asked again while it runs and ctx lives.
 // A failed or cancelled operation is an *APIError for the request that
