@@ -90,16 +90,14 @@ func (f *fakeExecutor) ConfigureDevices(ctx context.Context, req DevicesRequest)
 }
 
 // connect serves impl over a real gRPC connection and returns the host's
-// side of it.
-func connect(tb testing.TB, impl Executor) (Executor, *plugin.GRPCServer) {
+// side of it and a function that stops the server, as a dying plugin
+// would. Closing the client at cleanup stops the server otherwise.
+func connect(tb testing.TB, impl Executor) (Executor, func()) {
 	tb.Helper()
 	client, server := plugin.TestPluginGRPCConn(tb, false, map[string]plugin.Plugin{
 		PluginName: &ExecutorPlugin{Impl: impl},
 	})
-	tb.Cleanup(func() {
-		_ = client.Close()
-		server.Stop()
-	})
+	tb.Cleanup(func() { _ = client.Close() })
 	raw, err := client.Dispense(PluginName)
 	if err != nil {
 		tb.Fatalf("dispense: %v", err)
@@ -108,7 +106,7 @@ func connect(tb testing.TB, impl Executor) (Executor, *plugin.GRPCServer) {
 	if !ok {
 		tb.Fatalf("dispensed %T, want an Executor", raw)
 	}
-	return exec, server
+	return exec, server.Stop
 }
 
 func fullSpec() JobSpec {
@@ -397,8 +395,9 @@ func TestContextReachesPlugin(t *testing.T) {
 
 func TestPluginDiesMidCall(t *testing.T) {
 	fake := &fakeExecutor{}
-	exec, server := connect(t, fake)
-	fake.onCall = func() { go server.Stop() }
+	exec, stop := connect(t, fake)
+	var once sync.Once
+	fake.onCall = func() { once.Do(func() { go stop() }) }
 	fake.block = make(chan seen, 1)
 	_, err := exec.PrepareDirectories(t.Context(), PrepareRequest{})
 	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, ErrPluginExited) {
