@@ -123,18 +123,29 @@ func (p Plan) Names() []string {
 	return names
 }
 
+// Check validates a job for ConfigureDevices without any I/O: its layout,
+// and that it does not ask for a writable workspace, which this executor
+// never gives (the workspace is shared read-only).
+func Check(spec shared.JobSpec) (layout.Layout, error) {
+	l, err := layout.Derive(spec)
+	if err != nil {
+		return layout.Layout{}, err
+	}
+	if spec.Job.WritableWorkspace {
+		return layout.Layout{}, shared.Errorf(shared.ErrInvalidInput, "job.writable_workspace", "true",
+			"job %s asks for a writable workspace: the remote Linux VM executor shares the workspace read-only", shared.Show(spec.Job.ID))
+	}
+	return l, nil
+}
+
 // Build validates the job, reads the staged payloads' manifests and resolves
 // every source through r, and returns the plan. It asks r for at most two
 // batches: manifests and roots first, then sources below a root. Nothing is
 // changed anywhere.
 func Build(ctx context.Context, spec shared.JobSpec, r Remote) (Plan, error) {
-	l, err := layout.Derive(spec)
+	l, err := Check(spec)
 	if err != nil {
 		return Plan{}, err
-	}
-	if spec.Job.WritableWorkspace {
-		return Plan{}, shared.Errorf(shared.ErrInvalidInput, "job.writable_workspace", "true",
-			"job %s asks for a writable workspace: the remote Linux VM executor shares the workspace read-only", shared.Show(spec.Job.ID))
 	}
 
 	plan := Plan{Instance: l.Instance}
