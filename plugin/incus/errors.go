@@ -43,7 +43,11 @@ func (e *APIError) Error() string {
 
 // Kind is the shared error kind the status code maps to.
 func (e *APIError) Kind() error {
+	var pin *PinError
 	switch {
+	case e.StatusCode == 0 && errors.As(e.Err, &pin):
+		// The server is not the one we trust: no retry will fix that.
+		return shared.ErrPermission
 	case e.StatusCode == 0:
 		return shared.ErrUnavailable
 	case e.StatusCode == http.StatusNotFound:
