@@ -224,7 +224,9 @@ func TestWaitTimeoutAsAnErrorIsAskedAgain(t *testing.T) {
 	ts := httptest.NewServer(h) // loopback
 	defer ts.Close()
 	var d net.Dialer
-	c := New(func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", ts.Listener.Addr().String()) })
+	c := New(func(ctx context.Context) (net.Conn, error) {
+		return d.DialContext(ctx, "tcp", ts.Listener.Addr().String())
+	})
 	defer c.Close()
 	src := sources(t, 1)
 	res, err := c.ApplyDevices(context.Background(), "p", "i", shared.Devices{"d": disk(src[0], "/d", true)}, false)
