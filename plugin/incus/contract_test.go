@@ -24,7 +24,9 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/pikaci/vmexec/internal/incusfake"
 	"github.com/pikaci/vmexec/internal/lxdtest"
+	"github.com/pikaci/vmexec/internal/sshdtest"
 	"github.com/pikaci/vmexec/shared"
+	gossh "golang.org/x/crypto/ssh"
 )
 
 func TestMain(m *testing.M) { os.Exit(lxdtest.Main(m)) }
@@ -106,11 +108,52 @@ func lxdTarget(tb testing.TB) target {
 	}
 }
 
-// forEachTarget runs test against the fake and against real LXD.
+// lxdOverSSHTarget reaches the real LXD as the plugin reaches a remote
+// Incus: through a real sshd's streamlocal forwarding (direct-streamlocal,
+// what ssh -L /local:/remote.sock does) to the daemon's Unix socket, all
+// requests on one SSH connection.
+func lxdOverSSHTarget(tb testing.TB) target {
+	tb.Helper()
+	tg := lxdTarget(tb)
+	tg.name = "lxd-over-ssh"
+	d := lxdtest.Shared(tb)
+	srv := sshdtest.Start(tb, sshdtest.Options{})
+	key, err := os.ReadFile(srv.ClientKeyPath)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	signer, err := gossh.ParsePrivateKey(key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx := ctxT(tb)
+	var dialer net.Dialer
+	tcp, err := dialer.DialContext(ctx, "tcp", srv.Addr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cc, chans, reqs, err := gossh.NewClientConn(tcp, srv.Addr, &gossh.ClientConfig{
+		User:            srv.User,
+		Auth:            []gossh.AuthMethod{gossh.PublicKeys(signer)},
+		HostKeyCallback: gossh.FixedHostKey(srv.HostKeyPublic),
+	})
+	if err != nil {
+		tcp.Close()
+		tb.Fatal(err)
+	}
+	client := gossh.NewClient(cc, chans, reqs)
+	tb.Cleanup(func() { client.Close() })
+	tg.dial = func(ctx context.Context) (net.Conn, error) { return client.DialContext(ctx, "unix", d.Socket) }
+	return tg
+}
+
+// forEachTarget runs test against the fake, against real LXD on its local
+// socket, and against the same LXD through a real sshd.
 func forEachTarget(t *testing.T, test func(t *testing.T, tg target)) {
 	t.Helper()
 	t.Run("fake", func(t *testing.T) { test(t, fakeTarget(t)) })
 	t.Run("lxd", func(t *testing.T) { test(t, lxdTarget(t)) })
+	t.Run("lxd-over-ssh", func(t *testing.T) { test(t, lxdOverSSHTarget(t)) })
 }
 
 // recorder wraps a dialer and records the request line of every request
