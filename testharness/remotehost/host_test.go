@@ -293,6 +293,15 @@ func TestCommands(t *testing.T) {
 			dirs: []string{"/viaabs"},
 		},
 		{
+			name: "command -v and type answer for the remote, not this machine",
+			cmd:  `command -v mkdir echo curl sh; type cat echo if; type -t test; type -p realpath; type ls`,
+			want: result{
+				Stdout: "/usr/bin/mkdir\necho\ncat is /usr/bin/cat\necho is a shell builtin\nif is a shell keyword\nbuiltin\n/usr/bin/realpath\n",
+				Stderr: "bash: type: ls: not found\n",
+				Status: 1,
+			},
+		},
+		{
 			name: "exit status",
 			cmd:  `exit 3`,
 			want: result{Status: 3},

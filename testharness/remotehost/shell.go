@@ -55,6 +55,7 @@ func (s *shell) run(ctx context.Context, command string, stdin *os.File, stdout,
 		)),
 		interp.Dir("/"),
 		interp.StdIO(stdin, stdout, stderr),
+		interp.CallHandler(lookupCalls),
 		interp.ExecHandlers(func(interp.ExecHandlerFunc) interp.ExecHandlerFunc { return s.exec }),
 		interp.OpenHandler(s.open),
 		interp.ReadDirHandler2(s.readDir),
@@ -115,6 +116,9 @@ func (s *shell) exec(ctx context.Context, args []string) error {
 		if strings.HasPrefix(name, dir) && !strings.Contains(name[len(dir):], "/") {
 			base = name[len(dir):]
 		}
+	}
+	if lookup, ok := lookups[name]; ok {
+		return lookup(hc.Stdout, hc.Stderr, args[1:])
 	}
 	prog, ok := programs[base]
 	if !ok {
@@ -396,4 +400,98 @@ func realpathProgram(s *shell, p *stdio, args []string) int {
 		fmt.Fprint(p.out, out+end)
 	}
 	return status
+}
+
+// The interpreter's `command -v` and `type` search PATH on this machine's
+// filesystem, which would tell the remote's scripts about the harness's
+// programs. lookupCalls sends them to the remote's own lookup instead. (A
+// shell function of the same name is reported as missing: the call handler
+// cannot see functions.)
+func lookupCalls(_ context.Context, args []string) ([]string, error) {
+	switch {
+	case args[0] == "command" && len(args) > 1 && args[1] == "-v":
+		return append([]string{lookupCommandV}, args[2:]...), nil
+	case args[0] == "type":
+		return append([]string{lookupType}, args[1:]...), nil
+	}
+	return args, nil
+}
+
+// Names no script can call: they contain a NUL byte.
+const (
+	lookupCommandV = "\x00command -v"
+	lookupType     = "\x00type"
+)
+
+var lookups = map[string]func(out, errw io.Writer, args []string) error{
+	lookupCommandV: func(out, _ io.Writer, args []string) error {
+		status := uint8(0)
+		for _, a := range args {
+			status = 0
+			switch {
+			case interp.IsBuiltin(a):
+				fmt.Fprintln(out, a)
+			case programs[a] != nil:
+				fmt.Fprintln(out, "/usr/bin/"+a)
+			default:
+				status = 1
+			}
+		}
+		if status != 0 {
+			return interp.ExitStatus(status)
+		}
+		return nil
+	},
+	lookupType: func(out, errw io.Writer, args []string) error {
+		mode := ""
+		for len(args) > 0 && strings.HasPrefix(args[0], "-") && args[0] != "-" {
+			if args[0] == "--" {
+				args = args[1:]
+				break
+			}
+			switch args[0] {
+			case "-p", "-P", "-t":
+				mode = args[0]
+			default:
+				fmt.Fprintf(errw, "bash: type: %s: invalid option\n", args[0])
+				return interp.ExitStatus(2)
+			}
+			args = args[1:]
+		}
+		status := uint8(0)
+		for _, a := range args {
+			kind, where := "", ""
+			switch {
+			case syntax.IsKeyword(a):
+				kind = "keyword"
+			case interp.IsBuiltin(a):
+				kind = "builtin"
+			case programs[a] != nil:
+				kind, where = "file", "/usr/bin/"+a
+			}
+			switch {
+			case kind == "":
+				status = 1
+				if mode == "" {
+					fmt.Fprintf(errw, "bash: type: %s: not found\n", a)
+				}
+			case mode == "-t":
+				fmt.Fprintln(out, kind)
+			case mode == "-p" || mode == "-P":
+				if where != "" {
+					fmt.Fprintln(out, where)
+				}
+			case kind == "keyword":
+				fmt.Fprintf(out, "%s is a shell keyword\n", a)
+			case kind == "builtin":
+				fmt.Fprintf(out, "%s is a shell builtin\n", a)
+			default:
+				fmt.Fprintf(out, "%s is %s\n", a, where)
+			}
+		}
+		if status != 0 {
+			return interp.ExitStatus(status)
+		}
+		return nil
+	},
 }
