@@ -244,6 +244,11 @@ func TestCommands(t *testing.T) {
 			want: result{Status: 1},
 		},
 		{
+			name: "the last of readlink -e, -f, -m wins",
+			cmd:  `readlink -e -f /passwd; readlink -f -e /passwd; readlink -fm /nope/x; realpath -m -e /nope/x`,
+			want: result{Stdout: "/etc/passwd\n/nope/x\n", Stderr: "realpath: /nope/x: No such file or directory\n", Status: 1},
+		},
+		{
 			name: "readlink -n and --",
 			cmd:  `readlink -n -- /esc`,
 			want: result{Stdout: "/../../etc"},

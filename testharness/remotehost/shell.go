@@ -210,9 +210,12 @@ func quoteIfNeeded(s string) string {
 
 // options parses GNU-style arguments: short flags (combinable), long flags
 // from longs (mapped to a short letter), options anywhere before "--", and
-// "-" as an operand. It reports an error message as GNU does.
-func options(p *stdio, args []string, shorts string, longs map[string]byte) (map[byte]bool, []string, bool) {
-	flags := map[byte]bool{}
+// "-" as an operand. A flag's value is 1 + the position of its last
+// occurrence (0: absent), so "the last of -f, -e, -m wins" can be decided.
+// It reports an error message as GNU does.
+func options(p *stdio, args []string, shorts string, longs map[string]byte) (map[byte]int, []string, bool) {
+	flags := map[byte]int{}
+	n := 0
 	var operands []string
 	for i := 0; i < len(args); i++ {
 		a := args[i]
@@ -227,7 +230,8 @@ func options(p *stdio, args []string, shorts string, longs map[string]byte) (map
 				fmt.Fprintf(p.err, "Try '%s --help' for more information.\n", p.name)
 				return nil, nil, false
 			}
-			flags[c] = true
+			n++
+			flags[c] = n
 		case len(a) > 1 && a[0] == '-':
 			for j := 1; j < len(a); j++ {
 				if !strings.ContainsRune(shorts, rune(a[j])) {
@@ -235,7 +239,8 @@ func options(p *stdio, args []string, shorts string, longs map[string]byte) (map
 					fmt.Fprintf(p.err, "Try '%s --help' for more information.\n", p.name)
 					return nil, nil, false
 				}
-				flags[a[j]] = true
+				n++
+				flags[a[j]] = n
 			}
 		default:
 			operands = append(operands, a)
@@ -262,7 +267,7 @@ func mkdirProgram(s *shell, p *stdio, args []string) int {
 	status := 0
 	for _, d := range dirs {
 		var err error
-		if flags['p'] {
+		if flags['p'] > 0 {
 			err = s.fs.MkdirAll(abs(p.dir, d))
 		} else {
 			err = s.fs.Mkdir(abs(p.dir, d), 0o755)
@@ -322,21 +327,20 @@ func readlinkProgram(s *shell, p *stdio, args []string) int {
 		return missingOperand(p)
 	}
 	canon, mode := false, remotefs.AllButLast
-	// GNU: the last of -f, -e, -m wins; options are not ordered here, so
-	// the strictest given wins.
-	switch {
-	case flags['e']:
-		canon, mode = true, remotefs.Existing
-	case flags['f']:
-		canon, mode = true, remotefs.AllButLast
-	case flags['m']:
-		canon, mode = true, remotefs.Missing
+	last := 0 // the last of -f, -e, -m wins
+	for _, m := range []struct {
+		flag byte
+		mode remotefs.Mode
+	}{{'f', remotefs.AllButLast}, {'e', remotefs.Existing}, {'m', remotefs.Missing}} {
+		if flags[m.flag] > last {
+			canon, mode, last = true, m.mode, flags[m.flag]
+		}
 	}
 	end := "\n"
-	if flags['z'] {
+	if flags['z'] > 0 {
 		end = "\x00"
 	}
-	if flags['n'] {
+	if flags['n'] > 0 {
 		if len(files) > 1 {
 			p.errorf("ignoring --no-newline with multiple arguments")
 		} else {
@@ -353,7 +357,7 @@ func readlinkProgram(s *shell, p *stdio, args []string) int {
 			out, err = s.fs.Readlink(abs(p.dir, f))
 		}
 		if err != nil {
-			if flags['v'] {
+			if flags['v'] > 0 {
 				p.errorf("%s: %s", quoteIfNeeded(f), strerror(err))
 			}
 			status = 1
@@ -376,22 +380,24 @@ func realpathProgram(s *shell, p *stdio, args []string) int {
 	if len(files) == 0 {
 		return missingOperand(p)
 	}
-	mode := remotefs.AllButLast
-	switch {
-	case flags['e']:
-		mode = remotefs.Existing
-	case flags['m']:
-		mode = remotefs.Missing
+	mode, last := remotefs.AllButLast, 0 // the last of -E, -e, -m wins
+	for _, m := range []struct {
+		flag byte
+		mode remotefs.Mode
+	}{{'E', remotefs.AllButLast}, {'e', remotefs.Existing}, {'m', remotefs.Missing}} {
+		if flags[m.flag] > last {
+			mode, last = m.mode, flags[m.flag]
+		}
 	}
 	end := "\n"
-	if flags['z'] {
+	if flags['z'] > 0 {
 		end = "\x00"
 	}
 	status := 0
 	for _, f := range files {
 		out, err := s.fs.Canonicalize(abs(p.dir, f), mode)
 		if err != nil {
-			if !flags['q'] {
+			if flags['q'] == 0 {
 				p.errorf("%s: %s", quoteIfNeeded(f), strerror(err))
 			}
 			status = 1
