@@ -9,7 +9,7 @@
 // a test a daemon of its own.
 //
 // Without root, lxd or unshare the tests skip and say why; under CI=true
-// they fail instead. Under -short they skip.
+// they fail instead. Under -short they always skip.
 package lxdtest
 
 import (
@@ -78,13 +78,14 @@ func Unavailable() string {
 	return ""
 }
 
-// skipUnlessAvailable skips tb (fails it under CI=true) when LXD cannot run.
-func skipUnlessAvailable(tb testing.TB) {
+// Require skips tb (fails it under CI=true) when LXD cannot run here, and
+// always under -short.
+func Require(tb testing.TB) {
 	tb.Helper()
-	why := Unavailable()
-	if why == "" && testing.Short() {
-		why = "integration test skipped under -short"
+	if testing.Short() {
+		tb.Skip("lxdtest: integration test skipped under -short")
 	}
+	why := Unavailable()
 	if why == "" {
 		return
 	}
@@ -126,7 +127,7 @@ func Main(m *testing.M) int {
 // Shared returns the test binary's one daemon, starting it on first use.
 func Shared(tb testing.TB) *Daemon {
 	tb.Helper()
-	skipUnlessAvailable(tb)
+	Require(tb)
 	if !mainWrapped.Load() {
 		tb.Fatal(errNotInMain)
 	}
@@ -145,7 +146,7 @@ func Shared(tb testing.TB) *Daemon {
 // Start starts a daemon of tb's own, stopped in tb.Cleanup.
 func Start(tb testing.TB) *Daemon {
 	tb.Helper()
-	skipUnlessAvailable(tb)
+	Require(tb)
 	d, err := start()
 	if err != nil {
 		tb.Fatalf("lxdtest: %v", err)

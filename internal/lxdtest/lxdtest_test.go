@@ -86,6 +86,7 @@ func TestNewInstanceInAProjectIsDeletedAtCleanup(t *testing.T) {
 // checks it runs in network and mount namespaces of its own, and that its
 // cleanup leaves no process and no directory.
 func TestOwnDaemonIsIsolatedAndLeavesNothingBehind(t *testing.T) {
+	Require(t)
 	var pgid int
 	var dir string
 	t.Run("run", func(t *testing.T) {
