@@ -6,6 +6,7 @@ import (
 	"path"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/pikaci/vmexec/shared"
 	"mvdan.cc/sh/v3/expand"
@@ -45,6 +46,17 @@ func FuzzQuote(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		if strings.IndexByte(s, 0) >= 0 {
 			t.Skip("a shell word cannot hold NUL")
+		}
+		if !utf8.ValidString(s) {
+			// The Go shell parser reads UTF-8 only; bash takes any bytes.
+			out, err := exec.Command("bash", "-c", "printf %s "+Quote(s)).Output()
+			if err != nil {
+				t.Fatalf("bash on Quote(%q) = %s: %v", s, Quote(s), err)
+			}
+			if string(out) != s {
+				t.Fatalf("bash gives %q for Quote(%q) = %s", out, s, Quote(s))
+			}
+			return
 		}
 		words, err := shellWords(t, "printf %s "+Quote(s))
 		if err != nil {

@@ -3,18 +3,23 @@ package layout
 import (
 	"path"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/pikaci/vmexec/shared"
 )
 
 // CheckAbsClean checks that p is an absolute, clean path: no empty, "." or
-// ".." component, no trailing slash, no NUL.
+// ".." component, no trailing slash, no NUL. Paths must also be valid UTF-8:
+// the protocol carries them as protobuf strings, which cannot hold anything
+// else.
 func CheckAbsClean(field, p string) error {
 	switch {
 	case p == "":
 		return shared.Errorf(shared.ErrInvalidInput, field, p, "%s is empty", field)
 	case strings.IndexByte(p, 0) >= 0:
 		return shared.Errorf(shared.ErrInvalidInput, field, p, "%s %s contains a NUL byte", field, shared.Show(p))
+	case !utf8.ValidString(p):
+		return shared.Errorf(shared.ErrInvalidInput, field, p, "%s %s is not valid UTF-8", field, shared.Show(p))
 	case p[0] != '/':
 		return shared.Errorf(shared.ErrInvalidInput, field, p, "%s %s is not absolute", field, shared.Show(p))
 	case path.Clean(p) != p:
@@ -32,6 +37,9 @@ func CheckComponent(field, v string) error {
 		return shared.Errorf(shared.ErrInvalidInput, field, v, "%s is empty", field)
 	case ".", "..":
 		return shared.Errorf(shared.ErrInvalidInput, field, v, "%s %s is not a valid path component", field, shared.Show(v))
+	}
+	if !utf8.ValidString(v) {
+		return shared.Errorf(shared.ErrInvalidInput, field, v, "%s %s is not valid UTF-8", field, shared.Show(v))
 	}
 	if strings.IndexByte(v, '/') >= 0 {
 		return shared.Errorf(shared.ErrInvalidInput, field, v, "%s %s contains \"/\": it must be one path component", field, shared.Show(v))

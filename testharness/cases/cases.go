@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
@@ -254,6 +255,9 @@ type Outcome struct {
 // Update rewrites the case's want/ files from an outcome, leaving every
 // input untouched, and writes the archive back to c.File.
 func (c *Case) Update(o Outcome) error {
+	if c.File == "" {
+		return fmt.Errorf("case %s was not read from a file and cannot be updated", c.Name)
+	}
 	var files []txtar.File
 	for _, f := range c.archive.Files {
 		if !strings.HasPrefix(f.Name, "want/") {
@@ -279,4 +283,30 @@ func (c *Case) Update(o Outcome) error {
 		return fmt.Errorf("update case %s: %w", c.File, err)
 	}
 	return nil
+}
+
+// LoadFS reads every *.txtar in dir of fsys, sorted by name. Cases read
+// this way have no File and cannot be updated.
+func LoadFS(fsys fs.FS, dir string) ([]*Case, error) {
+	files, err := fs.Glob(fsys, path.Join(dir, "*"+defaultCaseSuffix))
+	if err != nil {
+		return nil, fmt.Errorf("list cases in %s: %w", dir, err)
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("no *.txtar cases in %s", dir)
+	}
+	sort.Strings(files)
+	out := make([]*Case, 0, len(files))
+	for _, f := range files {
+		data, err := fs.ReadFile(fsys, f)
+		if err != nil {
+			return nil, fmt.Errorf("read case: %w", err)
+		}
+		c, err := Parse(strings.TrimSuffix(path.Base(f), defaultCaseSuffix), data)
+		if err != nil {
+			return nil, fmt.Errorf("case %s: %w", f, err)
+		}
+		out = append(out, c)
+	}
+	return out, nil
 }

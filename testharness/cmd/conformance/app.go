@@ -1,0 +1,118 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"regexp"
+	"strings"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/pikaci/vmexec/testharness"
+)
+
+// App is the conformance command line.
+type App struct {
+	Stdout, Stderr io.Writer
+
+	cfg     testharness.Config
+	json    bool
+	verbose bool
+}
+
+// ParseFlags reads the command line.
+func (a *App) ParseFlags(_ context.Context, args []string) error {
+	fs := flag.NewFlagSet("conformance", flag.ContinueOnError)
+	fs.SetOutput(a.Stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(a.Stderr, "usage: conformance --plugin PATH [--cases DIR] [--run REGEXP] [--update] [--json] [-v]")
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&a.cfg.Plugin, "plugin", "", "the executor plugin binary to check (required)")
+	fs.StringVar(&a.cfg.Cases, "cases", "", "folder of *.txtar cases (default: the project's own, built in)")
+	run := fs.String("run", "", "only run cases whose name matches this regular expression")
+	fs.BoolVar(&a.cfg.Update, "update", false, "rewrite each case's want/ files from what the plugin did (needs --cases)")
+	fs.BoolVar(&a.json, "json", false, "print the results as one JSON object")
+	fs.BoolVar(&a.verbose, "v", false, "forward the plugin's log lines to standard error")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if a.cfg.Plugin == "" {
+		fs.Usage()
+		return errors.New("--plugin is required")
+	}
+	if *run != "" {
+		re, err := regexp.Compile(*run)
+		if err != nil {
+			return fmt.Errorf("--run %q: %w", *run, err)
+		}
+		a.cfg.Run = re
+	}
+	if a.verbose {
+		a.cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: "plugin", Output: a.Stderr, Level: hclog.Debug})
+	}
+	return nil
+}
+
+// Run checks the plugin and returns the exit status: 0 only when no case failed.
+func (a *App) Run(ctx context.Context) (int, error) {
+	var passed, failed, skipped int
+	each := func(r testharness.Result) {
+		switch {
+		case r.Skipped != "":
+			skipped++
+		case r.Passed:
+			passed++
+		default:
+			failed++
+		}
+		if a.json {
+			return
+		}
+		switch {
+		case r.Skipped != "":
+			fmt.Fprintf(a.Stdout, "SKIP %s: %s\n", r.Name, r.Skipped)
+		case r.Updated:
+			fmt.Fprintf(a.Stdout, "PASS %s (want/ updated)\n", r.Name)
+		case r.Passed:
+			fmt.Fprintf(a.Stdout, "PASS %s\n", r.Name)
+		default:
+			fmt.Fprintf(a.Stdout, "FAIL %s\n", r.Name)
+			for _, f := range r.Failures {
+				fmt.Fprintf(a.Stdout, "    %s\n", strings.ReplaceAll(f, "\n", "\n    "))
+			}
+		}
+	}
+	results, err := testharness.RunCases(ctx, a.cfg, each)
+	if err != nil {
+		return 2, err
+	}
+	if a.json {
+		enc := json.NewEncoder(a.Stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(struct {
+			Results []testharness.Result `json:"results"`
+			Passed  int                  `json:"passed"`
+			Failed  int                  `json:"failed"`
+			Skipped int                  `json:"skipped"`
+		}{results, passed, failed, skipped}); err != nil {
+			return 2, err
+		}
+	} else {
+		if skipped > 0 {
+			fmt.Fprintf(a.Stdout, "%d skipped\n", skipped)
+		}
+		fmt.Fprintf(a.Stdout, "%d passed, %d failed\n", passed, failed)
+	}
+	if failed > 0 {
+		return 1, nil
+	}
+	return 0, nil
+}

@@ -1,0 +1,383 @@
+// Package testharness checks an executor plugin, ours or anyone's, against
+// conformance cases from the outside: it starts the plugin binary through
+// go-plugin, gives it a virtual remote host per case (a real SSH server over
+// a private filesystem, with a faithful fake of the Incus API behind the
+// remote's Unix socket), and compares what the plugin did with the case's
+// golden mkdir command and device map.
+//
+// A plugin learns where the remote is only through the protocol: Configure
+// receives shared.Settings{SSHConfigPath}, an OpenSSH client config naming
+// the case's remote.host with HostName, Port, User, IdentityFile and
+// UserKnownHostsFile. The plugin must verify the host key against that
+// known_hosts file, authenticate with that key, run its commands in exec
+// sessions, and reach Incus by OpenSSH streamlocal forwarding to
+// /var/lib/incus/unix.socket.
+package testharness
+
+import (
+	"context"
+	"embed"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/hashicorp/go-hclog"
+	"mvdan.cc/sh/v3/expand"
+	"mvdan.cc/sh/v3/syntax"
+
+	"github.com/pikaci/vmexec/host"
+	"github.com/pikaci/vmexec/shared"
+	"github.com/pikaci/vmexec/testharness/cases"
+)
+
+//go:embed testdata/cases/*.txtar
+var builtin embed.FS
+
+// Config says which plugin to check against which cases.
+type Config struct {
+	// Plugin is the plugin binary.
+	Plugin string
+	// Cases is a folder of *.txtar cases. Empty: the project's own cases,
+	// built into this package.
+	Cases string
+	// Run, when set, selects the cases whose name it matches.
+	Run *regexp.Regexp
+	// Update rewrites each case's want/ files from what the plugin did
+	// (inputs are never touched). It needs Cases.
+	Update bool
+	// Logger receives the plugin's log lines. Nil: discarded.
+	Logger hclog.Logger
+}
+
+// Result is one case's outcome.
+type Result struct {
+	Name     string   `json:"name"`
+	Passed   bool     `json:"passed"`
+	Skipped  string   `json:"skipped,omitempty"` // why, when skipped
+	Failures []string `json:"failures,omitempty"`
+	Updated  bool     `json:"updated,omitempty"`
+}
+
+// LoadCases reads the configured cases, filtered by cfg.Run.
+func LoadCases(cfg Config) ([]*cases.Case, error) {
+	var cs []*cases.Case
+	var err error
+	if cfg.Cases == "" {
+		if cfg.Update {
+			return nil, fmt.Errorf("--update needs a cases folder: the built-in cases are read-only")
+		}
+		cs, err = cases.LoadFS(builtin, "testdata/cases")
+	} else {
+		cs, err = cases.LoadDir(cfg.Cases)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Run == nil {
+		return cs, nil
+	}
+	var out []*cases.Case
+	for _, c := range cs {
+		if cfg.Run.MatchString(c.Name) {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+// RunCases runs every configured case against the plugin and returns one
+// result per case. The error is for failures of the harness itself (no
+// cases, a plugin that will not start).
+func RunCases(ctx context.Context, cfg Config, each func(Result)) ([]Result, error) {
+	cs, err := LoadCases(cfg)
+	if err != nil {
+		return nil, err
+	}
+	p, err := startPlugin(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer p.Close()
+	results := make([]Result, 0, len(cs))
+	for _, c := range cs {
+		r := runCase(ctx, p, c, cfg.Update)
+		results = append(results, r)
+		if each != nil {
+			each(r)
+		}
+	}
+	return results, nil
+}
+
+// Run runs every configured case as a subtest of t.
+func Run(t *testing.T, cfg Config) {
+	t.Helper()
+	cs, err := LoadCases(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	p, err := startPlugin(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	for _, c := range cs {
+		t.Run(c.Name, func(t *testing.T) {
+			r := runCase(ctx, p, c, cfg.Update)
+			if r.Skipped != "" {
+				t.Skip(r.Skipped)
+			}
+			for _, f := range r.Failures {
+				t.Error(f)
+			}
+		})
+	}
+}
+
+func startPlugin(ctx context.Context, cfg Config) (*host.Plugin, error) {
+	abs, err := filepath.Abs(cfg.Plugin)
+	if err != nil {
+		return nil, fmt.Errorf("plugin %s: %w", cfg.Plugin, err)
+	}
+	name := strings.TrimPrefix(filepath.Base(abs), host.Prefix)
+	log := cfg.Logger
+	if log == nil {
+		log = hclog.New(&hclog.LoggerOptions{Output: io.Discard})
+	}
+	p, err := host.Open(ctx, host.Binary{Name: name, Path: abs}, host.Options{Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("start plugin %s: %w", cfg.Plugin, err)
+	}
+	return p, nil
+}
+
+// check collects the failures of one case.
+type check struct {
+	failures []string
+}
+
+func (c *check) failf(format string, args ...any) {
+	c.failures = append(c.failures, fmt.Sprintf(format, args...))
+}
+
+func runCase(ctx context.Context, p shared.Executor, c *cases.Case, update bool) (res Result) {
+	res.Name = c.Name
+	if shared.IsLocalHost(c.Spec.Remote.Host) {
+		res.Skipped = "remote.host " + c.Spec.Remote.Host + " runs on this machine, not on a virtual remote"
+		return res
+	}
+	dir, err := os.MkdirTemp("", "conformance-*")
+	if err != nil {
+		res.Failures = []string{err.Error()}
+		return res
+	}
+	defer os.RemoveAll(dir)
+	remote, err := StartRemote(ctx, c, dir)
+	if err != nil {
+		res.Failures = []string{"harness: " + err.Error()}
+		return res
+	}
+	defer remote.Close()
+
+	ck := &check{}
+	out := caseRun(ctx, ck, p, c, remote)
+	res.Failures = ck.failures
+	res.Passed = len(ck.failures) == 0
+	if update && out != nil {
+		if err := c.Update(*out); err != nil {
+			res.Failures = append(res.Failures, "update: "+err.Error())
+			res.Passed = false
+		} else {
+			res.Updated = true
+			res.Passed, res.Failures = true, nil
+		}
+	}
+	return res
+}
+
+// caseRun does what FORMAT.md says a harness checks, in order, and returns
+// what the plugin did (for --update), or nil when the harness could not tell.
+func caseRun(ctx context.Context, ck *check, p shared.Executor, c *cases.Case, remote *Remote) *cases.Outcome {
+	if err := p.Configure(ctx, shared.Settings{SSHConfigPath: remote.SSHConfig}); err != nil {
+		ck.failf("Configure with the virtual remote's SSH config: %v", err)
+		return nil
+	}
+	start, err := remote.State()
+	if err != nil {
+		ck.failf("harness: %v", err)
+		return nil
+	}
+	wantPrepareOK := c.WantMkdir != nil
+
+	// 1. Dry run: the plan, and nothing changed.
+	remote.SSH.ResetCommands()
+	prep, err := p.PrepareDirectories(ctx, shared.PrepareRequest{Spec: c.Spec, DryRun: true})
+	checkPrepare(ck, "dry run", c, prep, err)
+	if wantPrepareOK && err == nil {
+		dev, err := p.ConfigureDevices(ctx, shared.DevicesRequest{Spec: c.Spec, DryRun: true})
+		checkDevices(ck, "dry run", c, dev.Devices, err)
+	}
+	checkUnchanged(ck, "dry run", remote, start)
+
+	// 2. Real run.
+	remote.SSH.ResetCommands()
+	prep, prepErr := p.PrepareDirectories(ctx, shared.PrepareRequest{Spec: c.Spec})
+	cmds := remote.SSH.Commands()
+	checkPrepare(ck, "real run", c, prep, prepErr)
+	out := &cases.Outcome{Mkdir: prep.Command}
+	if prepErr != nil {
+		out.PrepareError = prepErr.Error()
+	}
+	if !wantPrepareOK {
+		if len(cmds) > 0 {
+			ck.failf("real run: PrepareDirectories failed as wanted but ran %d command(s) on the remote:\n%s", len(cmds), numbered(cmds))
+		}
+		checkUnchanged(ck, "real run (failed PrepareDirectories)", remote, start)
+		return out
+	}
+	switch {
+	case len(cmds) != 1:
+		ck.failf("real run: PrepareDirectories ran %d commands on the remote, want exactly 1:\n%s", len(cmds), numbered(cmds))
+	case cmds[0] != *c.WantMkdir:
+		ck.failf("real run: the command run on the remote differs from want/mkdir (-want +got):\n%s", cmp.Diff(*c.WantMkdir, cmds[0]))
+	}
+	if prepErr == nil {
+		dirs, err := mkdirDirs(*c.WantMkdir)
+		if err != nil {
+			ck.failf("harness: want/mkdir: %v", err)
+		}
+		for _, d := range dirs {
+			if !remote.FS.IsDir(d) {
+				ck.failf("real run: directory %s is not on the remote after PrepareDirectories", d)
+			}
+		}
+	}
+
+	before, err := remote.State()
+	if err != nil {
+		ck.failf("harness: %v", err)
+		return nil
+	}
+	dev, devErr := p.ConfigureDevices(ctx, shared.DevicesRequest{Spec: c.Spec})
+	checkDevices(ck, "real run", c, remote.Devices(), devErr)
+	if devErr != nil {
+		out.DevicesError = devErr.Error()
+		checkUnchanged(ck, "real run (failed ConfigureDevices)", remote, before)
+		return out
+	}
+	out.Devices = remote.Devices()
+	if c.WantDevices != nil {
+		if d := cmp.Diff(c.WantDevices, dev.Devices); d != "" {
+			ck.failf("real run: ConfigureDevices reported a device map unlike the instance's (-want +reported):\n%s", d)
+		}
+	}
+
+	// 3. A second real run succeeds and changes nothing.
+	after, err := remote.State()
+	if err != nil {
+		ck.failf("harness: %v", err)
+		return nil
+	}
+	if _, err := p.ConfigureDevices(ctx, shared.DevicesRequest{Spec: c.Spec}); err != nil {
+		ck.failf("second real run: ConfigureDevices failed: %v", err)
+	}
+	checkUnchanged(ck, "second real run", remote, after)
+	return out
+}
+
+func checkPrepare(ck *check, phase string, c *cases.Case, res shared.PrepareResult, err error) {
+	if c.WantMkdir == nil {
+		if err == nil {
+			ck.failf("%s: PrepareDirectories succeeded with %q; want an error containing %q", phase, res.Command, c.WantPrepareError)
+			return
+		}
+		checkLines(ck, phase+": PrepareDirectories", err, c.WantPrepareError)
+		return
+	}
+	if err != nil {
+		ck.failf("%s: PrepareDirectories failed: %v", phase, err)
+		return
+	}
+	if res.Command != *c.WantMkdir {
+		ck.failf("%s: PrepareDirectories reported a command unlike want/mkdir (-want +got):\n%s", phase, cmp.Diff(*c.WantMkdir, res.Command))
+	}
+}
+
+func checkDevices(ck *check, phase string, c *cases.Case, got shared.Devices, err error) {
+	if c.WantDevices == nil {
+		if err == nil {
+			ck.failf("%s: ConfigureDevices succeeded; want an error containing %q", phase, c.WantDevicesError)
+			return
+		}
+		checkLines(ck, phase+": ConfigureDevices", err, c.WantDevicesError)
+		return
+	}
+	if err != nil {
+		ck.failf("%s: ConfigureDevices failed: %v", phase, err)
+		return
+	}
+	if d := cmp.Diff(c.WantDevices, got); d != "" {
+		ck.failf("%s: device map differs from want/devices.json (-want +got):\n%s", phase, d)
+	}
+}
+
+func checkLines(ck *check, what string, err error, lines []string) {
+	for _, l := range lines {
+		if !strings.Contains(err.Error(), l) {
+			ck.failf("%s: error %q does not contain %q", what, err.Error(), l)
+		}
+	}
+}
+
+func checkUnchanged(ck *check, phase string, remote *Remote, before State) {
+	now, err := remote.State()
+	if err != nil {
+		ck.failf("harness: %v", err)
+		return
+	}
+	if d := cmp.Diff(before.Files, now.Files); d != "" {
+		ck.failf("%s changed the remote filesystem (-before +after):\n%s", phase, d)
+	}
+	if d := cmp.Diff(before.Devices, now.Devices); d != "" {
+		ck.failf("%s changed the instance's devices (-before +after):\n%s", phase, d)
+	}
+}
+
+// mkdirDirs returns the directories a `set -euo pipefail; mkdir -p …`
+// command names, as a shell parses them.
+func mkdirDirs(command string) ([]string, error) {
+	f, err := syntax.NewParser(syntax.Variant(syntax.LangBash)).Parse(strings.NewReader(command), "want/mkdir")
+	if err != nil {
+		return nil, err
+	}
+	for _, st := range f.Stmts {
+		call, ok := st.Cmd.(*syntax.CallExpr)
+		if !ok || len(call.Args) < 2 {
+			continue
+		}
+		words := make([]string, len(call.Args))
+		for i, w := range call.Args {
+			if words[i], err = expand.Literal(nil, w); err != nil {
+				return nil, err
+			}
+		}
+		if words[0] == "mkdir" && words[1] == "-p" {
+			return words[2:], nil
+		}
+	}
+	return nil, fmt.Errorf("no mkdir -p in %q", command)
+}
+
+func numbered(cmds []string) string {
+	var b strings.Builder
+	for i, c := range cmds {
+		fmt.Fprintf(&b, "  %d: %s\n", i+1, c)
+	}
+	return strings.TrimSuffix(b.String(), "\n")
+}
