@@ -327,16 +327,32 @@ func (s *Server) CertAuthorityLine() string {
 
 // ConfigBlock is an OpenSSH client config block for alias that reaches this
 // server with its client key, checking host keys against knownHostsFile.
-// The extra lines come first, so they override the defaults (OpenSSH takes
-// the first value of each keyword).
+// Each extra line ("Keyword value") replaces the fixture's line for the same
+// keyword, so IdentityFile, which accumulates, can be swapped too.
 func (s *Server) ConfigBlock(alias, knownHostsFile string, extra ...string) string {
+	defaults := [][2]string{
+		{"HostName", s.Host},
+		{"Port", strconv.Itoa(s.Port)},
+		{"User", s.User},
+		{"IdentityFile", s.ClientKeyPath},
+		{"IdentitiesOnly", "yes"},
+		{"UserKnownHostsFile", knownHostsFile},
+		{"GlobalKnownHostsFile", "/dev/null"},
+	}
+	overridden := map[string]bool{}
 	var b strings.Builder
 	fmt.Fprintf(&b, "Host %s\n", alias)
 	for _, l := range extra {
+		if f := strings.Fields(l); len(f) > 0 {
+			overridden[strings.ToLower(f[0])] = true
+		}
 		fmt.Fprintf(&b, "  %s\n", l)
 	}
-	fmt.Fprintf(&b, "  HostName %s\n  Port %d\n  User %s\n  IdentityFile %s\n  IdentitiesOnly yes\n  UserKnownHostsFile %s\n  GlobalKnownHostsFile /dev/null\n",
-		s.Host, s.Port, s.User, s.ClientKeyPath, knownHostsFile)
+	for _, d := range defaults {
+		if !overridden[strings.ToLower(d[0])] {
+			fmt.Fprintf(&b, "  %s %s\n", d[0], d[1])
+		}
+	}
 	return b.String()
 }
 
