@@ -327,13 +327,25 @@ func (c *Client) wait(ctx context.Context, method, path string, started *respons
 	q := opURL.Query()
 	q.Set("timeout", strconv.Itoa(c.waitTimeout))
 	waitPath := opURL.EscapedPath() + "/wait?" + q.Encode()
+	opPath := opURL.EscapedPath()
+	if opURL.RawQuery != "" {
+		opPath += "?" + opURL.RawQuery
+	}
 	for {
 		resp, err := c.do(ctx, http.MethodGet, waitPath, nil, nil)
 		if err != nil {
-			if e, ok := asAPIError(err); ok && e.StatusCode == http.StatusGatewayTimeout && ctx.Err() == nil {
-				continue // this wait timed out; the operation runs on
+			// Servers differ in how a wait that timed out answers: the
+			// running operation (200), 504, or a 500 "context deadline
+			// exceeded". On any failure of the wait itself, look at the
+			// operation before giving up on it.
+			e, ok := asAPIError(err)
+			if !ok || e.StatusCode == 0 || e.StatusCode == http.StatusNotFound || ctx.Err() != nil {
+				return err
 			}
-			return err
+			resp, err = c.do(ctx, http.MethodGet, opPath, nil, nil)
+			if err != nil {
+				return e
+			}
 		}
 		var op operation
 		if err := json.Unmarshal(resp.Envelope.Metadata, &op); err != nil {

@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"math/big"
 	"net"
 	"net/http"
@@ -208,33 +209,53 @@ func TestWaitAsksAgainWhileTheOperationRuns(t *testing.T) {
 }
 
 // TestWaitTimeoutAsAnErrorIsAskedAgain covers servers that answer a wait
-// that timed out with 504 rather than with the running operation.
+// that timed out with an error rather than with the running operation.
 func TestWaitTimeoutAsAnErrorIsAskedAgain(t *testing.T) {
-	fake := incusfake.New(incusfake.Options{})
-	fake.AddInstance("p", "i", TypeContainer, nil)
-	var timeouts atomic.Int32
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasSuffix(r.URL.Path, "/wait") && timeouts.Add(1) <= 2 {
-			w.WriteHeader(http.StatusGatewayTimeout)
-			_, _ = w.Write([]byte(`{"type":"error","error_code":504,"error":"context deadline exceeded"}`))
-			return
-		}
-		fake.ServeHTTP(w, r)
-	})
-	ts := httptest.NewServer(h) // loopback
-	defer ts.Close()
-	var d net.Dialer
-	c := New(func(ctx context.Context) (net.Conn, error) {
-		return d.DialContext(ctx, "tcp", ts.Listener.Addr().String())
-	})
-	defer c.Close()
-	src := sources(t, 1)
-	res, err := c.ApplyDevices(context.Background(), "p", "i", shared.Devices{"d": disk(src[0], "/d", true)}, false)
-	if err != nil || !res.Changed {
-		t.Fatalf("ApplyDevices = %+v, %v", res, err)
+	tests := []struct {
+		name string
+		code int
+	}{
+		{"504", http.StatusGatewayTimeout},
+		{"500 context deadline exceeded", http.StatusInternalServerError},
 	}
-	if n := timeouts.Load(); n != 3 {
-		t.Errorf("%d waits, want 3 (two timed out)", n)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fake := incusfake.New(incusfake.Options{})
+			fake.AddInstance("p", "i", TypeContainer, nil)
+			release := fake.HoldOperations()
+			defer release()
+			var timeouts atomic.Int32
+			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if strings.HasSuffix(r.URL.Path, "/wait") {
+					if n := timeouts.Add(1); n <= 2 {
+						w.WriteHeader(tt.code)
+						_, _ = fmt.Fprintf(w, `{"type":"error","error_code":%d,"error":"context deadline exceeded"}`, tt.code)
+						return
+					}
+					release() // the third wait sees the operation finish
+				}
+				fake.ServeHTTP(w, r)
+			})
+			ts := httptest.NewServer(h) // loopback
+			defer ts.Close()
+			var d net.Dialer
+			c := New(func(ctx context.Context) (net.Conn, error) {
+				return d.DialContext(ctx, "tcp", ts.Listener.Addr().String())
+			})
+			defer c.Close()
+			src := sources(t, 1)
+			res, err := c.ApplyDevices(context.Background(), "p", "i", shared.Devices{"d": disk(src[0], "/d", true)}, false)
+			if err != nil || !res.Changed {
+				t.Fatalf("ApplyDevices = %+v, %v", res, err)
+			}
+			if n := timeouts.Load(); n != 3 {
+				t.Errorf("%d waits, want 3 (two timed out)", n)
+			}
+			isOp := func(p string) bool { return strings.HasPrefix(p, "/1.0/operations/") && !strings.HasSuffix(p, "/wait") }
+			if n := fake.Count(http.MethodGet, isOp); n != 2 {
+				t.Errorf("%d plain operation reads, want 2 (one per failed wait)", n)
+			}
+		})
 	}
 }
 
