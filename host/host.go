@@ -1,0 +1,196 @@
+// Package host loads executor plugins for a CI runner: it finds them in a
+// directory, starts each over go-plugin's gRPC transport with mutual TLS,
+// negotiates the protocol version, checks the binary's SHA-256 when the
+// operator pinned one, and hands out each plugin as a shared.Executor that
+// survives a crash of its process.
+package host
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-plugin"
+
+	"github.com/pikaci/vmexec/shared"
+)
+
+// Prefix starts the file name of every plugin binary; the plugin's name is
+// the rest (executor-remote-linux-vm is the plugin remote-linux-vm).
+const Prefix = "executor-"
+
+// DefaultStartTimeout bounds a plugin's start, from exec to handshake.
+const DefaultStartTimeout = 30 * time.Second
+
+// Options say where plugins are and how to start them.
+type Options struct {
+	// PluginDir holds the plugin binaries.
+	PluginDir string
+	// RequireSHA256 pins plugins by name to the hex SHA-256 of their binary.
+	// A plugin whose binary differs is refused; a pinned plugin that is
+	// missing is an error. Unpinned plugins load as they are, and a restart
+	// after a crash only ever runs the binary that was loaded first.
+	RequireSHA256 map[string]string
+	// Settings are passed to every plugin once it has started (and again
+	// after a restart).
+	Settings shared.Settings
+	// Logger receives the host's messages about plugins and the plugins'
+	// own log lines, at their levels. Nil: hclog's default logger.
+	Logger hclog.Logger
+	// StartTimeout bounds each plugin start. Zero: DefaultStartTimeout.
+	StartTimeout time.Duration
+
+	// versions are the protocol versions the host speaks; nil:
+	// shared.VersionedPlugins. Tests set it to prove negotiation.
+	versions map[int]plugin.PluginSet
+}
+
+// Binary is a plugin binary found in a directory.
+type Binary struct {
+	Name string // e.g. remote-linux-vm
+	Path string // e.g. /usr/lib/runner/executor-remote-linux-vm
+}
+
+// Discover lists the plugin binaries in dir: executable regular files (or
+// symlinks to them) whose name starts with Prefix, sorted by name.
+func Discover(dir string) ([]Binary, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, shared.Errorf(kindOfFSError(err), "plugin_dir", dir, "read plugin dir %s: %w", dir, err)
+	}
+	var bins []Binary
+	for _, e := range entries {
+		name, ok := strings.CutPrefix(e.Name(), Prefix)
+		if !ok || name == "" {
+			continue
+		}
+		path := filepath.Join(dir, e.Name())
+		fi, err := os.Stat(path)
+		if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
+			continue
+		}
+		bins = append(bins, Binary{Name: name, Path: path})
+	}
+	return bins, nil
+}
+
+func kindOfFSError(err error) error {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return shared.ErrNotFound
+	case errors.Is(err, fs.ErrPermission):
+		return shared.ErrPermission
+	}
+	return shared.ErrUnavailable
+}
+
+// Registry is the set of plugins a runner loaded.
+type Registry struct {
+	plugins []*Plugin
+}
+
+// Load starts every plugin in opts.PluginDir, checks it, describes it and
+// configures it. It is all or nothing: when any plugin fails, Load stops
+// those it started and returns one error naming every plugin that failed.
+func Load(ctx context.Context, opts Options) (*Registry, error) {
+	bins, err := Discover(opts.PluginDir)
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	found := make(map[string]bool, len(bins))
+	for _, b := range bins {
+		found[b.Name] = true
+	}
+	for _, name := range slices.Sorted(maps.Keys(opts.RequireSHA256)) {
+		if !found[name] {
+			errs = append(errs, shared.Errorf(shared.ErrNotFound, "plugin", name,
+				"plugin %s is pinned but %s has no %s%s", name, opts.PluginDir, Prefix, name))
+		}
+	}
+	r := &Registry{}
+	for _, b := range bins {
+		p, err := Open(ctx, b, opts)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		r.plugins = append(r.plugins, p)
+	}
+	if err := errors.Join(errs...); err != nil {
+		_ = r.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+// Plugins returns the loaded plugins, sorted by name.
+func (r *Registry) Plugins() []*Plugin { return slices.Clone(r.plugins) }
+
+// Get returns the plugin with the given name.
+func (r *Registry) Get(name string) (*Plugin, error) {
+	for _, p := range r.plugins {
+		if p.name == name {
+			return p, nil
+		}
+	}
+	names := make([]string, len(r.plugins))
+	for i, p := range r.plugins {
+		names[i] = p.name
+	}
+	return nil, shared.Errorf(shared.ErrNotFound, "plugin", name, "no plugin %s loaded (loaded: %s)",
+		shared.Show(name), strings.Join(names, ", "))
+}
+
+// Close stops every plugin and its child processes.
+func (r *Registry) Close() error {
+	var wg sync.WaitGroup
+	errs := make([]error, len(r.plugins))
+	for i, p := range r.plugins {
+		wg.Go(func() { errs[i] = p.Close() })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// ChecksumError refuses a plugin binary whose SHA-256 is not the pinned one.
+// It wraps shared.ErrPermission.
+type ChecksumError struct {
+	Name string
+	Path string
+	Want string // hex, as pinned
+	Got  string // hex, of the file on disk
+}
+
+func (e *ChecksumError) Error() string {
+	return fmt.Sprintf("plugin %s refused: %s has sha256 %s, want %s", e.Name, e.Path, e.Got, e.Want)
+}
+
+// Unwrap makes the error a shared.ErrPermission.
+func (e *ChecksumError) Unwrap() error { return shared.ErrPermission }
+
+// fileSHA256 returns the hex SHA-256 of the file at path.
+func fileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer func() { _ = f.Close() }()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("read %s: %w", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}

@@ -1,0 +1,342 @@
+package host
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"maps"
+	"os/exec"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-plugin"
+
+	"github.com/pikaci/vmexec/shared"
+)
+
+// crashWait bounds how long a call that lost its plugin waits for the
+// process to be reaped, to report how it ended.
+const crashWait = 5 * time.Second
+
+// Plugin is one loaded plugin. It is a shared.Executor: its calls go to the
+// plugin process. When that process dies, the call that hit it fails with
+// an error wrapping shared.ErrUnavailable and shared.ErrPluginExited, and
+// the next call starts a new process (same binary, same settings) first.
+// A Plugin is safe for concurrent use.
+type Plugin struct {
+	name   string
+	path   string
+	sha256 string // hex, of the binary loaded first; restarts must match it
+	logger hclog.Logger
+	opts   Options
+
+	mu       sync.Mutex
+	settings shared.Settings
+	info     shared.Info
+	inst     *instance // nil: not running, start before the next call
+	closed   bool
+}
+
+var _ shared.Executor = (*Plugin)(nil)
+
+// instance is one process of a plugin.
+type instance struct {
+	client *plugin.Client
+	exec   shared.Executor
+	pid    int // also the id of its process group
+	cmd    *exec.Cmd
+}
+
+// Open starts one plugin binary, checks its digest against
+// opts.RequireSHA256[b.Name], negotiates the protocol, describes it and
+// configures it with opts.Settings. opts.PluginDir is not used.
+func Open(ctx context.Context, b Binary, opts Options) (*Plugin, error) {
+	if opts.Logger == nil {
+		opts.Logger = hclog.L()
+	}
+	if opts.StartTimeout == 0 {
+		opts.StartTimeout = DefaultStartTimeout
+	}
+	if opts.versions == nil {
+		opts.versions = shared.VersionedPlugins
+	}
+	got, err := fileSHA256(b.Path)
+	if err != nil {
+		return nil, shared.Errorf(kindOfFSError(err), "plugin", b.Name, "plugin %s: %w", b.Name, err)
+	}
+	if want, ok := opts.RequireSHA256[b.Name]; ok {
+		if raw, err := hex.DecodeString(want); err != nil || len(raw) != sha256.Size {
+			return nil, shared.Errorf(shared.ErrInvalidInput, "require_sha256", want,
+				"plugin %s: pinned sha256 %s is not 64 hex digits", b.Name, shared.Show(want))
+		}
+		if got != want {
+			return nil, &ChecksumError{Name: b.Name, Path: b.Path, Want: want, Got: got}
+		}
+	}
+	p := &Plugin{
+		name:     b.Name,
+		path:     b.Path,
+		sha256:   got,
+		logger:   opts.Logger.With("plugin", b.Name),
+		opts:     opts,
+		settings: opts.Settings,
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	inst, err := p.start(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p.inst = inst
+	return p, nil
+}
+
+// Name is the plugin's name, from its file name.
+func (p *Plugin) Name() string { return p.name }
+
+// Path is the plugin's binary.
+func (p *Plugin) Path() string { return p.path }
+
+// SHA256 is the hex SHA-256 of the plugin's binary as loaded.
+func (p *Plugin) SHA256() string { return p.sha256 }
+
+// Info is what the plugin said it is when it last started.
+func (p *Plugin) Info() shared.Info {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	info := p.info
+	info.Capabilities = slices.Clone(info.Capabilities)
+	return info
+}
+
+// Pid is the plugin's current process id, 0 when none runs (it exited and
+// will be restarted by the next call, or the plugin is closed).
+func (p *Plugin) Pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.inst == nil || p.inst.client.Exited() {
+		return 0
+	}
+	return p.inst.pid
+}
+
+// Close stops the plugin process and every process in its process group:
+// first gracefully (go-plugin asks the plugin to exit and waits two
+// seconds), then with SIGKILL. Calls after Close fail with
+// shared.ErrUnavailable.
+func (p *Plugin) Close() error {
+	p.mu.Lock()
+	inst := p.inst
+	p.inst, p.closed = nil, true
+	p.mu.Unlock()
+	if inst != nil {
+		inst.stop()
+	}
+	return nil
+}
+
+// Describe implements shared.Executor: it asks the running plugin.
+func (p *Plugin) Describe(ctx context.Context) (shared.Info, error) {
+	return call(ctx, p, "Describe", func(e shared.Executor) (shared.Info, error) {
+		return e.Describe(ctx)
+	})
+}
+
+// Configure implements shared.Executor. The settings are kept, and passed
+// again to every restarted process.
+func (p *Plugin) Configure(ctx context.Context, s shared.Settings) error {
+	p.mu.Lock()
+	p.settings = s
+	p.mu.Unlock()
+	_, err := call(ctx, p, "Configure", func(e shared.Executor) (struct{}, error) {
+		return struct{}{}, e.Configure(ctx, s)
+	})
+	return err
+}
+
+// PrepareDirectories implements shared.Executor.
+func (p *Plugin) PrepareDirectories(ctx context.Context, req shared.PrepareRequest) (shared.PrepareResult, error) {
+	return call(ctx, p, "PrepareDirectories", func(e shared.Executor) (shared.PrepareResult, error) {
+		return e.PrepareDirectories(ctx, req)
+	})
+}
+
+// ConfigureDevices implements shared.Executor.
+func (p *Plugin) ConfigureDevices(ctx context.Context, req shared.DevicesRequest) (shared.DevicesResult, error) {
+	return call(ctx, p, "ConfigureDevices", func(e shared.Executor) (shared.DevicesResult, error) {
+		return e.ConfigureDevices(ctx, req)
+	})
+}
+
+// call runs f against the plugin's current process, starting one first if
+// the last one died.
+func call[T any](ctx context.Context, p *Plugin, method string, f func(shared.Executor) (T, error)) (T, error) {
+	var zero T
+	inst, err := p.current(ctx)
+	if err != nil {
+		return zero, err
+	}
+	res, err := f(inst.exec)
+	if err != nil && (errors.Is(err, shared.ErrPluginExited) || inst.client.Exited()) {
+		return zero, p.lost(inst, method, err)
+	}
+	return res, err
+}
+
+// current returns the running process, restarting the plugin if its last
+// process died.
+func (p *Plugin) current(ctx context.Context) (*instance, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil, shared.Errorf(shared.ErrUnavailable, "plugin", p.name, "plugin %s is closed", p.name)
+	}
+	if p.inst != nil && !p.inst.client.Exited() {
+		return p.inst, nil
+	}
+	if p.inst != nil {
+		p.logger.Warn("plugin process exited between calls", "pid", p.inst.pid, "state", p.inst.exitState())
+		p.inst.stop()
+		p.inst = nil
+	}
+	p.logger.Info("restarting plugin")
+	inst, err := p.start(ctx)
+	if err != nil {
+		return nil, shared.Errorf(shared.ErrUnavailable, "plugin", p.name, "restart plugin %s: %w", p.name, err)
+	}
+	p.inst = inst
+	return inst, nil
+}
+
+// lost reports a call whose process died under it, and makes sure the next
+// call starts a new one.
+func (p *Plugin) lost(inst *instance, method string, callErr error) error {
+	for deadline := time.Now().Add(crashWait); !inst.client.Exited() && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	state := inst.exitState()
+	p.logger.Error("plugin process died during a call", "method", method, "pid", inst.pid, "state", state, "error", callErr)
+	inst.stop()
+	p.mu.Lock()
+	closed := p.closed
+	if p.inst == inst {
+		p.inst = nil
+	}
+	p.mu.Unlock()
+	if closed {
+		return shared.Errorf(shared.ErrUnavailable, "plugin", p.name, "plugin %s was closed during %s: %w",
+			p.name, method, shared.ErrPluginExited)
+	}
+	return shared.Errorf(shared.ErrUnavailable, "plugin", p.name,
+		"plugin %s (pid %d) %s during %s; it is restarted before the next call: %w",
+		p.name, inst.pid, state, method, shared.ErrPluginExited)
+}
+
+// start starts a process of the plugin; p.mu is held. The binary must be
+// the one loaded first. The start itself is bounded by opts.StartTimeout,
+// Describe and Configure by ctx.
+func (p *Plugin) start(ctx context.Context) (*instance, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("start plugin %s: %w", p.name, err)
+	}
+	got, err := fileSHA256(p.path)
+	if err != nil {
+		return nil, shared.Errorf(kindOfFSError(err), "plugin", p.name, "plugin %s: %w", p.name, err)
+	}
+	if got != p.sha256 {
+		return nil, &ChecksumError{Name: p.name, Path: p.path, Want: p.sha256, Got: got}
+	}
+	checksum, _ := hex.DecodeString(p.sha256)
+
+	cmd := exec.Command(p.path)
+	// Its own process group, so that Close can kill its children too.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Env = []string{shared.LogLevelEnv + "=" + p.opts.Logger.GetLevel().String()}
+	client := plugin.NewClient(&plugin.ClientConfig{
+		HandshakeConfig:  shared.Handshake,
+		VersionedPlugins: p.opts.versions,
+		Cmd:              cmd,
+		// go-plugin checks the digest again right before it starts the
+		// binary; a fresh hash each time, as Check does not reset it.
+		SecureConfig:     &plugin.SecureConfig{Checksum: checksum, Hash: sha256.New()},
+		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
+		AutoMTLS:         true,
+		StartTimeout:     p.opts.StartTimeout,
+		Logger:           p.logger,
+	})
+	inst := &instance{client: client, cmd: cmd}
+	fail := func(err error) (*instance, error) {
+		inst.stop()
+		return nil, err
+	}
+	rpc, err := client.Client()
+	if cmd.Process != nil {
+		inst.pid = cmd.Process.Pid
+	}
+	if err != nil {
+		if errors.Is(err, plugin.ErrChecksumsDoNotMatch) {
+			got, _ := fileSHA256(p.path)
+			return fail(&ChecksumError{Name: p.name, Path: p.path, Want: p.sha256, Got: got})
+		}
+		return fail(fmt.Errorf("start plugin %s (%s), host protocol versions %v: %w",
+			p.name, p.path, slices.Sorted(maps.Keys(p.opts.versions)), err))
+	}
+	raw, err := rpc.Dispense(shared.PluginName)
+	if err != nil {
+		return fail(fmt.Errorf("plugin %s: dispense %q: %w", p.name, shared.PluginName, err))
+	}
+	e, ok := raw.(shared.Executor)
+	if !ok {
+		return fail(fmt.Errorf("plugin %s: dispensed %T, not a shared.Executor", p.name, raw))
+	}
+	inst.exec = e
+	info, err := e.Describe(ctx)
+	if err != nil {
+		return fail(fmt.Errorf("plugin %s: describe: %w", p.name, err))
+	}
+	if info.Name != p.name {
+		return fail(shared.Errorf(shared.ErrInvalidInput, "name", info.Name,
+			"plugin binary %s describes itself as %s, want %s", p.path, shared.Show(info.Name), shared.Show(p.name)))
+	}
+	if v := client.NegotiatedVersion(); info.Protocol != v {
+		return fail(shared.Errorf(shared.ErrInvalidInput, "protocol", fmt.Sprint(info.Protocol),
+			"plugin %s describes protocol %d but negotiated protocol %d", p.name, info.Protocol, v))
+	}
+	if err := e.Configure(ctx, p.settings); err != nil {
+		return fail(fmt.Errorf("plugin %s: configure: %w", p.name, err))
+	}
+	p.info = info
+	p.logger.Debug("plugin ready", "pid", inst.pid, "version", info.Version, "protocol", info.Protocol)
+	return inst, nil
+}
+
+// stop ends the process, gracefully if it can, then kills its process
+// group so no child is left behind.
+func (i *instance) stop() {
+	i.client.Kill()
+	if i.pid > 0 {
+		// The group outlives its leader as long as a member lives, and its
+		// id cannot be reused meanwhile, so this reaches only our children.
+		_ = syscall.Kill(-i.pid, syscall.SIGKILL)
+	}
+}
+
+// exitState says how the process ended, once go-plugin has reaped it.
+func (i *instance) exitState() string {
+	if !i.client.Exited() {
+		return "stopped answering"
+	}
+	// Exited is true only after Wait returned, which set ProcessState.
+	if st := i.cmd.ProcessState; st != nil {
+		if st.Exited() {
+			return fmt.Sprintf("exited with status %d", st.ExitCode())
+		}
+		return "was killed (" + st.String() + ")"
+	}
+	return "exited"
+}
