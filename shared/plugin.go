@@ -2,6 +2,7 @@ package shared
 
 import (
 	"context"
+	"io"
 	"os"
 
 	"github.com/hashicorp/go-hclog"
@@ -49,13 +50,15 @@ func (p *ExecutorPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, con
 	return NewGRPCClient(conn), nil
 }
 
-// Serve serves impl as an executor plugin speaking ProtocolVersion and
-// does not return. It is the whole of a plugin's main:
+// Serve serves impl as an executor plugin speaking ProtocolVersion until
+// the host stops it; then, if impl is an io.Closer, it closes impl. It is
+// the whole of a plugin's main:
 //
 //	func main() { shared.Serve(myplugin.New(shared.PluginLogger("my-plugin"))) }
 //
 // The host starts the binary; mTLS between the two is negotiated
-// automatically (the host asks for it).
+// automatically (the host asks for it). Run by hand, the binary says that
+// it is a plugin and exits with status 1.
 func Serve(impl Executor) {
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: Handshake,
@@ -65,6 +68,9 @@ func Serve(impl Executor) {
 		GRPCServer: plugin.DefaultGRPCServer,
 		Logger:     PluginLogger("go-plugin"),
 	})
+	if c, ok := impl.(io.Closer); ok {
+		_ = c.Close()
+	}
 }
 
 // LogLevelEnv is the environment variable through which a host tells its
