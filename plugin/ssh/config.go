@@ -173,16 +173,18 @@ func (r *resolver) getAll(alias, key string) ([]string, error) {
 
 // resolve answers everything the pool needs for alias, jump hops included.
 func (r *resolver) resolve(alias string) (*hostConfig, error) {
-	h, err := r.resolveDepth(alias, 0)
+	h, err := r.resolveDepth(alias, nil)
 	if err != nil {
 		return nil, shared.Errorf(shared.ErrInvalidInput, "remote.host", alias, "ssh config for %s: %w", shared.Show(alias), err)
 	}
 	return h, nil
 }
 
-func (r *resolver) resolveDepth(alias string, depth int) (*hostConfig, error) {
-	if depth > maxJumpDepth {
-		return nil, fmt.Errorf("ProxyJump chain deeper than %d hops (a loop?) at %s", maxJumpDepth, shared.Show(alias))
+// resolveDepth resolves alias, reached through the jump hosts in path.
+func (r *resolver) resolveDepth(alias string, path []string) (*hostConfig, error) {
+	if contains(path, alias) || len(path) > maxJumpDepth {
+		return nil, fmt.Errorf("ProxyJump loop: %s > %s (a \"Host *\" ProxyJump also applies to the jump host; exclude it with \"Host * !name\")",
+			strings.Join(path, " > "), alias)
 	}
 	if alias == "" || strings.ContainsAny(alias, " \t\r\n\x00") || strings.HasPrefix(alias, "-") {
 		return nil, fmt.Errorf("host name %s is not a valid ssh host", shared.Show(alias))
@@ -307,9 +309,9 @@ func (r *resolver) resolveDepth(alias string, depth int) (*hostConfig, error) {
 		// The first hop is reached the way its own config says (its own
 		// ProxyJump included); later hops through the hop before them.
 		for i, spec := range strings.Split(pj, ",") {
-			hop, err := r.resolveJump(strings.TrimSpace(spec), depth)
+			hop, err := r.resolveJump(strings.TrimSpace(spec), append(path[:len(path):len(path)], alias))
 			if err != nil {
-				return nil, fmt.Errorf("ProxyJump %s: %w", shared.Show(pj), err)
+				return nil, err
 			}
 			if i == 0 {
 				h.Jumps = append(h.Jumps, hop.Jumps...)
@@ -326,7 +328,7 @@ func (r *resolver) resolveDepth(alias string, depth int) (*hostConfig, error) {
 
 // resolveJump resolves one ProxyJump hop, [user@]host[:port] or
 // ssh://[user@]host[:port]; user and port given there override the config.
-func (r *resolver) resolveJump(spec string, depth int) (*hostConfig, error) {
+func (r *resolver) resolveJump(spec string, path []string) (*hostConfig, error) {
 	s := strings.TrimPrefix(spec, "ssh://")
 	var user, port string
 	if i := strings.LastIndex(s, "@"); i >= 0 {
@@ -337,7 +339,7 @@ func (r *resolver) resolveJump(spec string, depth int) (*hostConfig, error) {
 		h, p, err := net.SplitHostPort(s)
 		if err != nil {
 			if !strings.HasSuffix(s, "]") {
-				return nil, fmt.Errorf("hop %s: %w", shared.Show(spec), err)
+				return nil, fmt.Errorf("ProxyJump hop %s: %w", shared.Show(spec), err)
 			}
 			h = strings.Trim(s, "[]")
 		}
@@ -346,20 +348,24 @@ func (r *resolver) resolveJump(spec string, depth int) (*hostConfig, error) {
 		host, port = s[:i], s[i+1:]
 	}
 	if host == "" {
-		return nil, fmt.Errorf("hop %s names no host", shared.Show(spec))
+		return nil, fmt.Errorf("ProxyJump hop %s names no host", shared.Show(spec))
 	}
-	hop, err := r.resolveDepth(host, depth+1)
+	p := 0
+	if port != "" {
+		var err error
+		p, err = strconv.Atoi(port)
+		if err != nil || p < 1 || p > 65535 {
+			return nil, fmt.Errorf("ProxyJump hop %s: port %s is not a port number", shared.Show(spec), shared.Show(port))
+		}
+	}
+	hop, err := r.resolveDepth(host, path)
 	if err != nil {
 		return nil, err
 	}
 	if user != "" {
 		hop.User = user
 	}
-	if port != "" {
-		p, err := strconv.Atoi(port)
-		if err != nil || p < 1 || p > 65535 {
-			return nil, fmt.Errorf("hop %s: port %s is not a port number", shared.Show(spec), shared.Show(port))
-		}
+	if p != 0 {
 		hop.Port = p
 	}
 	return hop, nil
