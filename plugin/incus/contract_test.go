@@ -25,8 +25,8 @@ import (
 	"github.com/pikaci/vmexec/internal/incusfake"
 	"github.com/pikaci/vmexec/internal/lxdtest"
 	"github.com/pikaci/vmexec/internal/sshdtest"
+	pluginssh "github.com/pikaci/vmexec/plugin/ssh"
 	"github.com/pikaci/vmexec/shared"
-	gossh "golang.org/x/crypto/ssh"
 )
 
 func TestMain(m *testing.M) { os.Exit(lxdtest.Main(m)) }
@@ -109,41 +109,29 @@ func lxdTarget(tb testing.TB) target {
 }
 
 // lxdOverSSHTarget reaches the real LXD as the plugin reaches a remote
-// Incus: through a real sshd's streamlocal forwarding (direct-streamlocal,
-// what ssh -L /local:/remote.sock does) to the daemon's Unix socket, all
-// requests on one SSH connection.
+// Incus: through plugin/ssh's pooled connection to a real sshd and its
+// streamlocal forwarding (direct-streamlocal, what ssh -L /l:/remote.sock
+// does) to the daemon's Unix socket.
 func lxdOverSSHTarget(tb testing.TB) target {
 	tb.Helper()
 	tg := lxdTarget(tb)
 	tg.name = "lxd-over-ssh"
 	d := lxdtest.Shared(tb)
 	srv := sshdtest.Start(tb, sshdtest.Options{})
-	key, err := os.ReadFile(srv.ClientKeyPath)
+	const alias = "incus-host"
+	pool, err := pluginssh.NewPool(pluginssh.Options{ConfigPath: srv.WriteClientConfig(tb, alias)})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	signer, err := gossh.ParsePrivateKey(key)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ctx := ctxT(tb)
-	var dialer net.Dialer
-	tcp, err := dialer.DialContext(ctx, "tcp", srv.Addr)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	cc, chans, reqs, err := gossh.NewClientConn(tcp, srv.Addr, &gossh.ClientConfig{
-		User:            srv.User,
-		Auth:            []gossh.AuthMethod{gossh.PublicKeys(signer)},
-		HostKeyCallback: gossh.FixedHostKey(srv.HostKeyPublic),
+	tb.Cleanup(func() { pool.Close() })
+	tb.Cleanup(func() {
+		// Every request of the test, ours and any other client's, went
+		// over one pooled SSH connection.
+		if n := srv.AcceptedConnections(); n > 1 {
+			tb.Errorf("sshd accepted %d connections, want at most 1", n)
+		}
 	})
-	if err != nil {
-		tcp.Close()
-		tb.Fatal(err)
-	}
-	client := gossh.NewClient(cc, chans, reqs)
-	tb.Cleanup(func() { client.Close() })
-	tg.dial = func(ctx context.Context) (net.Conn, error) { return client.DialContext(ctx, "unix", d.Socket) }
+	tg.dial = func(ctx context.Context) (net.Conn, error) { return pool.DialUnix(ctx, alias, d.Socket) }
 	return tg
 }
 
