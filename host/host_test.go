@@ -495,3 +495,36 @@ func TestPluginLogsKeepTheirLevel(t *testing.T) {
 		})
 	}
 }
+
+func TestRestartRunsOnlyTheLoadedBinary(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, Prefix+"p")
+	copyFile(t, testPlugin, path)
+	p, err := Open(t.Context(), Binary{Name: "p", Path: path}, Options{Logger: hclog.NewNullLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	loaded := p.SHA256()
+
+	// An upgrade replaces the file while the plugin runs; then it crashes.
+	next := filepath.Join(dir, "next")
+	copyFile(t, testPlugin, next)
+	tamper(t, next)
+	if err := os.Rename(next, path); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := job(t.Context(), p, "exit"); !errors.Is(err, shared.ErrPluginExited) {
+		t.Fatalf("crash: %v", err)
+	}
+
+	_, err = job(t.Context(), p, "pid")
+	t.Logf("error: %v", err)
+	var ce *ChecksumError
+	if !errors.As(err, &ce) || ce.Want != loaded || ce.Got == loaded {
+		t.Fatalf("restart with another binary on disk = %v, want a *ChecksumError wanting %s", err, loaded)
+	}
+	if !errors.Is(err, shared.ErrUnavailable) || !errors.Is(err, shared.ErrPermission) {
+		t.Errorf("error %v, want ErrUnavailable and ErrPermission", err)
+	}
+}

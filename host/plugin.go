@@ -238,18 +238,12 @@ func (p *Plugin) lost(inst *instance, method string, callErr error) error {
 }
 
 // start starts a process of the plugin; p.mu is held. The binary must be
-// the one loaded first. The start itself is bounded by opts.StartTimeout,
+// the one loaded first: go-plugin checks its digest (SecureConfig) right
+// before it runs it. The start itself is bounded by opts.StartTimeout,
 // Describe and Configure by ctx.
 func (p *Plugin) start(ctx context.Context) (*instance, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("start plugin %s: %w", p.name, err)
-	}
-	got, err := fileSHA256(p.path)
-	if err != nil {
-		return nil, shared.Errorf(kindOfFSError(err), "plugin", p.name, "plugin %s: %w", p.name, err)
-	}
-	if got != p.sha256 {
-		return nil, &ChecksumError{Name: p.name, Path: p.path, Want: p.sha256, Got: got}
 	}
 	checksum, _ := hex.DecodeString(p.sha256)
 
@@ -261,8 +255,7 @@ func (p *Plugin) start(ctx context.Context) (*instance, error) {
 		HandshakeConfig:  shared.Handshake,
 		VersionedPlugins: p.opts.versions,
 		Cmd:              cmd,
-		// go-plugin checks the digest again right before it starts the
-		// binary; a fresh hash each time, as Check does not reset it.
+		// A fresh hash each time: Check does not reset it.
 		SecureConfig:     &plugin.SecureConfig{Checksum: checksum, Hash: sha256.New()},
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		AutoMTLS:         true,
@@ -280,7 +273,10 @@ func (p *Plugin) start(ctx context.Context) (*instance, error) {
 	}
 	if err != nil {
 		if errors.Is(err, plugin.ErrChecksumsDoNotMatch) {
-			got, _ := fileSHA256(p.path)
+			got, herr := fileSHA256(p.path)
+			if herr != nil {
+				got = "unreadable (" + herr.Error() + ")"
+			}
 			return fail(&ChecksumError{Name: p.name, Path: p.path, Want: p.sha256, Got: got})
 		}
 		return fail(fmt.Errorf("start plugin %s (%s), host protocol versions %v: %w",
