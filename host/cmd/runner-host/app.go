@@ -1,0 +1,213 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// Exit codes.
+const (
+	exitOK    = 0
+	exitFail  = 1 // the verb ran and failed
+	exitUsage = 2 // the command line is wrong
+)
+
+// App is one invocation of runner-host: ParseFlags picks the verb and
+// parses its flags, Run runs it.
+type App struct {
+	Stdout io.Writer
+	Stderr io.Writer
+
+	run func(ctx context.Context) error
+}
+
+// Verb is one subcommand.
+type Verb struct {
+	// Summary is the one line `runner-host help` prints.
+	Summary string
+	// Parse parses the verb's arguments and returns what to run.
+	Parse func(ctx context.Context, app *App, args []string) (func(ctx context.Context) error, error)
+}
+
+// verbs is the dispatch table. A verb that lives in its own file may add
+// itself from an init function.
+var verbs = map[string]Verb{
+	"plugins": {Summary: "load every plugin and print NAME VERSION protocol=N sha256=HEX", Parse: parsePlugins},
+	"run":     {Summary: "run a job's phases through a plugin and report each with its timing", Parse: parseRun},
+}
+
+// usageError is a command line that cannot run; Main exits with exitUsage.
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error {
+	return &usageError{fmt.Errorf(format, args...)}
+}
+
+// ParseFlags picks the verb named by args[0] and parses the rest.
+func (a *App) ParseFlags(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		a.usage()
+		return usagef("no verb given")
+	}
+	name := args[0]
+	if name == "help" || name == "-h" || name == "--help" {
+		a.run = func(context.Context) error { a.usage(); return nil }
+		return nil
+	}
+	v, ok := verbs[name]
+	if !ok {
+		a.usage()
+		return usagef("unknown verb %q", name)
+	}
+	run, err := v.Parse(ctx, a, args[1:])
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			a.run = func(context.Context) error { return nil }
+			return nil
+		}
+		var ue *usageError
+		if !errors.As(err, &ue) {
+			err = &usageError{err}
+		}
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	a.run = run
+	return nil
+}
+
+// Run runs the verb ParseFlags picked.
+func (a *App) Run(ctx context.Context) error {
+	if a.run == nil {
+		return errors.New("ParseFlags was not called")
+	}
+	return a.run(ctx)
+}
+
+func (a *App) usage() {
+	fmt.Fprintln(a.Stderr, "usage: runner-host VERB [flags]\n\nverbs:")
+	for _, name := range slices.Sorted(maps.Keys(verbs)) {
+		fmt.Fprintf(a.Stderr, "  %-10s %s\n", name, verbs[name].Summary)
+	}
+}
+
+// Main parses args, runs the verb and returns the exit code, having
+// printed any error.
+func Main(ctx context.Context, app *App, args []string) int {
+	if err := app.ParseFlags(ctx, args); err != nil {
+		fmt.Fprintln(app.Stderr, "runner-host:", err)
+		return exitUsage
+	}
+	if err := app.Run(ctx); err != nil {
+		fmt.Fprintln(app.Stderr, "runner-host:", err)
+		return exitFail
+	}
+	return exitOK
+}
+
+// common are the flags every verb that loads plugins has.
+type common struct {
+	pluginDir string
+	logLevel  string
+	pins      pinFlag
+}
+
+func (c *common) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.pluginDir, "plugin-dir", "", "directory of the executor-* plugin binaries (default: the directory of runner-host)")
+	fs.StringVar(&c.logLevel, "log-level", "warn", "lowest level of log lines printed on stderr, the plugins' included (trace, debug, info, warn, error, off)")
+	fs.Var(&c.pins, "require-sha256", "NAME=HEX: refuse plugin NAME unless its binary has this SHA-256 (repeatable)")
+}
+
+// resolve fills in defaults once the flags are parsed.
+func (c *common) resolve() error {
+	if c.pluginDir == "" {
+		dir, err := executableDir()
+		if err != nil {
+			return fmt.Errorf("default --plugin-dir: %w", err)
+		}
+		c.pluginDir = dir
+	}
+	if hclog.LevelFromString(c.logLevel) == hclog.NoLevel {
+		return usagef("--log-level %q: want trace, debug, info, warn, error or off", c.logLevel)
+	}
+	return nil
+}
+
+func (c *common) logger(stderr io.Writer) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{
+		Name:   "runner-host",
+		Level:  hclog.LevelFromString(c.logLevel),
+		Output: stderr,
+	})
+}
+
+// executableDir is the directory of the running binary, symlinks resolved:
+// where `make build` puts the plugins next to it.
+func executableDir() (string, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return "", err
+	}
+	if resolved, err := filepath.EvalSymlinks(exe); err == nil {
+		exe = resolved
+	}
+	return filepath.Dir(exe), nil
+}
+
+// pinFlag collects --require-sha256 NAME=HEX.
+type pinFlag map[string]string
+
+func (p *pinFlag) String() string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(*p)) {
+		parts = append(parts, k+"="+(*p)[k])
+	}
+	return strings.Join(parts, ",")
+}
+
+func (p *pinFlag) Set(v string) error {
+	name, sum, ok := strings.Cut(v, "=")
+	if !ok || name == "" || sum == "" {
+		return fmt.Errorf("%q is not NAME=HEX", v)
+	}
+	if *p == nil {
+		*p = map[string]string{}
+	}
+	if old, dup := (*p)[name]; dup && old != sum {
+		return fmt.Errorf("plugin %s pinned twice, to %s and %s", name, old, sum)
+	}
+	(*p)[name] = strings.ToLower(sum)
+	return nil
+}
+
+// newFlagSet returns a flag set that reports to app.Stderr and returns
+// its errors instead of exiting.
+func newFlagSet(app *App, verb, args string) *flag.FlagSet {
+	fs := flag.NewFlagSet(verb, flag.ContinueOnError)
+	fs.SetOutput(app.Stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(app.Stderr, "usage: runner-host %s %s\n\nflags:\n", verb, args)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// noArgs refuses positional arguments after the flags.
+func noArgs(fs *flag.FlagSet) error {
+	if fs.NArg() > 0 {
+		return usagef("unexpected argument %q", fs.Arg(0))
+	}
+	return nil
+}

@@ -1,0 +1,355 @@
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/pikaci/vmexec/shared"
+)
+
+// testPlugin is host/testdata/testplugin, built once; its name comes from
+// its file name.
+var testPlugin string
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "runner-host-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer func() { _ = os.RemoveAll(dir) }()
+	testPlugin = filepath.Join(dir, "testplugin")
+	cmd := exec.Command("go", "build", "-o", testPlugin, "github.com/pikaci/vmexec/host/testdata/testplugin")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build test plugin:", err)
+		return 1
+	}
+	return m.Run()
+}
+
+// pluginDir returns a directory with the test plugin installed under each
+// name.
+func pluginDir(tb testing.TB, names ...string) string {
+	tb.Helper()
+	dir := tb.TempDir()
+	for _, name := range names {
+		if err := os.Link(testPlugin, filepath.Join(dir, "executor-"+name)); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func sha256File(tb testing.TB, path string) string {
+	tb.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
+}
+
+// runMain runs runner-host with args and returns its exit code and output.
+func runMain(tb testing.TB, args ...string) (code int, stdout, stderr string) {
+	tb.Helper()
+	var out, errOut bytes.Buffer
+	code = Main(tb.Context(), &App{Stdout: &out, Stderr: &errOut}, args)
+	tb.Logf("runner-host %s: exit %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), code, out.String(), errOut.String())
+	return code, out.String(), errOut.String()
+}
+
+func TestPlugins(t *testing.T) {
+	sum := sha256File(t, testPlugin)
+	zero := strings.Repeat("0", 64)
+	tests := []struct {
+		name       string
+		plugins    []string
+		args       []string
+		wantCode   int
+		wantStdout string
+		wantStderr []string
+	}{
+		{
+			name: "lists every plugin", plugins: []string{"beta", "alpha"},
+			wantStdout: fmt.Sprintf("alpha 0.0.1-test protocol=1 sha256=%s\nbeta 0.0.1-test protocol=1 sha256=%s\n", sum, sum),
+		},
+		{
+			name: "pinned and matching", plugins: []string{"alpha"}, args: []string{"--require-sha256", "alpha=" + strings.ToUpper(sum)},
+			wantStdout: fmt.Sprintf("alpha 0.0.1-test protocol=1 sha256=%s\n", sum),
+		},
+		{
+			name: "digest differs", plugins: []string{"alpha", "beta"}, args: []string{"--require-sha256", "alpha=" + zero},
+			wantCode: exitFail, wantStdout: fmt.Sprintf("beta 0.0.1-test protocol=1 sha256=%s\n", sum),
+			wantStderr: []string{"plugin alpha refused", sum, zero, "1 of 2 plugins failed to load"},
+		},
+		{
+			name: "pinned plugin missing", plugins: []string{"alpha"}, args: []string{"--require-sha256", "gamma=" + sum},
+			wantCode: exitFail, wantStdout: fmt.Sprintf("alpha 0.0.1-test protocol=1 sha256=%s\n", sum),
+			wantStderr: []string{"plugin gamma is pinned", "1 of 2 plugins failed to load"},
+		},
+		{
+			name: "incompatible protocol", plugins: []string{"alpha-v2only"},
+			wantCode: exitFail, wantStderr: []string{"host protocol versions [1]", "Plugin version: 2"},
+		},
+		{
+			name: "no plugins", wantCode: exitFail, wantStderr: []string{"no executor-* plugins"},
+		},
+		{
+			name: "malformed pin", plugins: []string{"alpha"}, args: []string{"--require-sha256", "alpha"},
+			wantCode: exitUsage, wantStderr: []string{`"alpha" is not NAME=HEX`},
+		},
+		{
+			name: "stray argument", plugins: []string{"alpha"}, args: []string{"extra"},
+			wantCode: exitUsage, wantStderr: []string{`unexpected argument "extra"`},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := pluginDir(t, tt.plugins...)
+			code, stdout, stderr := runMain(t, append([]string{"plugins", "--plugin-dir", dir}, tt.args...)...)
+			if code != tt.wantCode {
+				t.Errorf("exit code %d, want %d", code, tt.wantCode)
+			}
+			if diff := cmp.Diff(tt.wantStdout, stdout); diff != "" {
+				t.Errorf("stdout (-want +got):\n%s", diff)
+			}
+			for _, s := range tt.wantStderr {
+				if !strings.Contains(stderr, s) {
+					t.Errorf("stderr does not contain %q", s)
+				}
+			}
+		})
+	}
+}
+
+// writeJob writes a job file holding spec, with extra merged into its
+// top-level object, and returns its path.
+func writeJob(tb testing.TB, spec shared.JobSpec, extra map[string]any) string {
+	tb.Helper()
+	data, err := json.Marshal(spec)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if extra != nil {
+		var m map[string]any
+		if err := json.Unmarshal(data, &m); err != nil {
+			tb.Fatal(err)
+		}
+		for k, v := range extra {
+			m[k] = v
+		}
+		if data, err = json.Marshal(m); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	path := filepath.Join(tb.TempDir(), "job.json")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	return path
+}
+
+func testSpec(id string) shared.JobSpec {
+	return shared.JobSpec{
+		Job:    shared.Job{ID: id},
+		Host:   shared.HostPaths{JobDir: "/tmp/run/jobs/job"},
+		Remote: shared.Remote{Host: "pika-build", WorkDir: "/var/tmp/pikaci", Incus: shared.Incus{Project: "p"}},
+	}
+}
+
+func TestRunText(t *testing.T) {
+	dir := pluginDir(t, "remote-linux-vm")
+	job := writeJob(t, testSpec("job"), nil)
+	code, stdout, _ := runMain(t, "run", "--plugin-dir", dir, "--job", job, "--dry-run")
+	if code != exitOK {
+		t.Fatalf("exit code %d", code)
+	}
+	for _, s := range []string{
+		"plugin remote-linux-vm 0.0.1-test protocol=1\n",
+		"prepare-directories (dry run): ",
+		"  command: mkdir -p /tmp/run/jobs/job\n",
+		"configure-devices (dry run): ",
+		"  instance: pikaci-test (project p), unchanged\n",
+		"  device snapshot: path=/workspace/snapshot source=/var/tmp/pikaci type=disk\n",
+		"  warning: test plugin: nothing was applied\n",
+	} {
+		if !strings.Contains(stdout, s) {
+			t.Errorf("stdout does not contain %q", s)
+		}
+	}
+}
+
+func TestRunJSON(t *testing.T) {
+	type phaseWant struct {
+		Phase     string
+		Command   string
+		Devices   shared.Devices
+		Warnings  []string
+		Error     string // a substring
+		ErrorKind string
+	}
+	devices := shared.Devices{"snapshot": {"type": "disk", "path": "/workspace/snapshot", "source": "/var/tmp/pikaci"}}
+	warnings := []string{"test plugin: nothing was applied"}
+	tests := []struct {
+		name     string
+		spec     shared.JobSpec
+		args     []string
+		wantCode int
+		want     []phaseWant
+	}{
+		{
+			name: "every phase",
+			spec: testSpec("job"),
+			want: []phaseWant{
+				{Phase: "prepare_directories", Command: "mkdir -p /tmp/run/jobs/job"},
+				{Phase: "configure_devices", Devices: devices, Warnings: warnings},
+			},
+		},
+		{
+			name: "settings reach the plugin",
+			spec: testSpec("settings"),
+			args: []string{"--ssh-config", "/etc/runner/ssh_config", "--phases", "prepare-directories"},
+			want: []phaseWant{{Phase: "prepare_directories", Command: "/etc/runner/ssh_config"}},
+		},
+		{
+			name: "one phase",
+			spec: testSpec("job"),
+			args: []string{"--phases", "configure-devices"},
+			want: []phaseWant{{Phase: "configure_devices", Devices: devices, Warnings: warnings}},
+		},
+		{
+			name: "first phase fails",
+			spec: testSpec("not-found"), wantCode: exitFail,
+			want: []phaseWant{{Phase: "prepare_directories", Error: `job "not-found" not found`, ErrorKind: "not found"}},
+		},
+		{
+			name:     "second phase fails",
+			spec:     func() shared.JobSpec { s := testSpec("job"); s.Job.WritableWorkspace = true; return s }(),
+			wantCode: exitFail,
+			want: []phaseWant{
+				{Phase: "prepare_directories", Command: "mkdir -p /tmp/run/jobs/job"},
+				{Phase: "configure_devices", Error: "writable workspace", ErrorKind: "invalid input"},
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := pluginDir(t, "remote-linux-vm")
+			job := writeJob(t, tt.spec, nil)
+			code, stdout, _ := runMain(t, append([]string{"run", "--plugin-dir", dir, "--job", job, "--json"}, tt.args...)...)
+			if code != tt.wantCode {
+				t.Errorf("exit code %d, want %d", code, tt.wantCode)
+			}
+			var rep report
+			dec := json.NewDecoder(strings.NewReader(stdout))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&rep); err != nil {
+				t.Fatalf("stdout is not a report: %v", err)
+			}
+			wantInfo := shared.Info{Name: "remote-linux-vm", Version: "0.0.1-test", Protocol: 1, Capabilities: []string{"test"}}
+			if diff := cmp.Diff(wantInfo, rep.Plugin); diff != "" {
+				t.Errorf("plugin (-want +got):\n%s", diff)
+			}
+			var got []phaseWant
+			for _, p := range rep.Phases {
+				if p.StartedAt.IsZero() || p.FinishedAt.Before(p.StartedAt) {
+					t.Errorf("phase %s: started %v, finished %v", p.Phase, p.StartedAt, p.FinishedAt)
+				}
+				if want := float64(p.FinishedAt.Sub(p.StartedAt).Microseconds()) / 1000; p.DurationMS != want {
+					t.Errorf("phase %s: duration_ms %v, but it ran from %v to %v", p.Phase, p.DurationMS, p.StartedAt, p.FinishedAt)
+				}
+				g := phaseWant{Phase: p.Phase, Command: p.Command, Devices: p.Devices, Warnings: p.Warnings, ErrorKind: p.ErrorKind}
+				if p.Error != "" {
+					g.Error = p.Error
+				}
+				got = append(got, g)
+			}
+			// Errors are compared as substrings.
+			for i := range got {
+				if i < len(tt.want) && tt.want[i].Error != "" && strings.Contains(got[i].Error, tt.want[i].Error) {
+					got[i].Error = tt.want[i].Error
+				}
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("phases (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestRunRefuses(t *testing.T) {
+	dir := pluginDir(t, "remote-linux-vm")
+	good := writeJob(t, testSpec("job"), nil)
+	tests := []struct {
+		name       string
+		args       []string
+		wantCode   int
+		wantStderr string
+	}{
+		{name: "no job", args: []string{"run", "--plugin-dir", dir}, wantCode: exitUsage, wantStderr: "--job is required"},
+		{
+			name: "unknown phase", args: []string{"run", "--plugin-dir", dir, "--job", good, "--phases", "prepare-directories,boot"},
+			wantCode: exitUsage, wantStderr: `unknown phase "boot"`,
+		},
+		{
+			name: "phase twice", args: []string{"run", "--plugin-dir", dir, "--job", good, "--phases", "configure-devices,configure_devices"},
+			wantCode: exitUsage, wantStderr: "configure-devices given twice",
+		},
+		{
+			name:     "unknown field in the job file",
+			args:     []string{"run", "--plugin-dir", dir, "--job", writeJob(t, testSpec("job"), map[string]any{"remote_dirs": []string{}})},
+			wantCode: exitFail, wantStderr: `unknown field "remote_dirs"`,
+		},
+		{
+			name: "missing plugin", args: []string{"run", "--plugin-dir", dir, "--job", good, "--plugin", "nope"},
+			wantCode: exitFail, wantStderr: "executor-nope",
+		},
+		{name: "unknown verb", args: []string{"fly"}, wantCode: exitUsage, wantStderr: `unknown verb "fly"`},
+		{name: "bad log level", args: []string{"run", "--job", good, "--log-level", "loud"}, wantCode: exitUsage, wantStderr: `--log-level "loud"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, _, stderr := runMain(t, tt.args...)
+			if code != tt.wantCode {
+				t.Errorf("exit code %d, want %d", code, tt.wantCode)
+			}
+			if !strings.Contains(stderr, tt.wantStderr) {
+				t.Errorf("stderr does not contain %q", tt.wantStderr)
+			}
+		})
+	}
+}
+
+func TestDefaultPluginDirIsTheExecutablesDir(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe, err = filepath.EvalSymlinks(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := common{logLevel: "warn"}
+	if err := c.resolve(); err != nil {
+		t.Fatal(err)
+	}
+	if c.pluginDir != filepath.Dir(exe) {
+		t.Errorf("default plugin dir %s, want %s", c.pluginDir, filepath.Dir(exe))
+	}
+}
