@@ -171,6 +171,11 @@ func Start(tb testing.TB, opts Options) *Server {
 			"AllowTcpForwarding yes",
 			"AllowStreamLocalForwarding yes",
 			"PrintMotd no",
+			// Debian's bash sources ~/.bashrc for a command run by sshd
+			// when SHLVL says it is the first shell. Tests must not depend
+			// on (or pay for) the machine user's dotfiles, so the session
+			// starts at SHLVL 1; the command itself is unchanged.
+			"SetEnv SHLVL=1",
 		)
 		conf := strings.Join(lines, "\n") + "\n"
 		if err := os.WriteFile(s.ConfigPath, []byte(conf), 0o600); err != nil {
