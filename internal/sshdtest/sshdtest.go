@@ -265,6 +265,26 @@ func (s *Server) Stop() {
 	s.cmd = nil
 }
 
+// FreezeConnections stops (SIGSTOP) every process serving an established
+// connection, as on a host that hangs: the kernel still acknowledges TCP,
+// but nothing answers. The listener keeps accepting new connections. Stop
+// kills the frozen processes.
+func (s *Server) FreezeConnections(tb testing.TB) {
+	tb.Helper()
+	if s.cmd == nil {
+		tb.Fatal("sshdtest: FreezeConnections on a stopped server")
+	}
+	procs := descendants(s.cmd.Process.Pid)
+	if len(procs) == 0 {
+		tb.Fatal("sshdtest: FreezeConnections: no established connection")
+	}
+	for _, p := range procs {
+		if err := syscall.Kill(p, syscall.SIGSTOP); err != nil {
+			tb.Fatalf("sshdtest: stop pid %d: %v", p, err)
+		}
+	}
+}
+
 // Restart stops sshd, breaking every connection, and starts it again on the
 // same port with the same keys and config.
 func (s *Server) Restart(tb testing.TB) {

@@ -364,6 +364,30 @@ func TestRedialAfterServerRestart(t *testing.T) {
 	}
 }
 
+func TestKeepaliveDropsHungConnection(t *testing.T) {
+	s := sshdtest.Start(t, sshdtest.Options{})
+	p := newPool(t, s.WriteClientConfig(t, "vmhost", "ServerAliveInterval 1", "ServerAliveCountMax 2"))
+	if _, err := p.Run(context.Background(), "vmhost", "true"); err != nil {
+		t.Fatalf("first Run: %v", err)
+	}
+	// The connection hangs: its session requests go unanswered, so only
+	// the keepalive can tell it is dead. The deadline is only a backstop
+	// against a hang.
+	s.FreezeConnections(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := p.Run(ctx, "vmhost", "echo after")
+	if err != nil {
+		t.Fatalf("Run on a hung connection: %v", err)
+	}
+	if got := strings.TrimSpace(string(res.Stdout)); got != "after" {
+		t.Errorf("stdout = %q, want %q", got, "after")
+	}
+	if got := s.AcceptedConnections(); got != 2 {
+		t.Errorf("sshd authenticated %d connections, want 2 (one redial)", got)
+	}
+}
+
 func TestCancelClosesTheSession(t *testing.T) {
 	// DEBUG1: sshd logs the signal request it receives.
 	s := sshdtest.Start(t, sshdtest.Options{ExtraConfig: []string{"LogLevel DEBUG1"}})
@@ -535,6 +559,30 @@ func TestLocalHostRunsBash(t *testing.T) {
 				t.Errorf("directories (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+func TestUnreachableHost(t *testing.T) {
+	// A port nothing listens on: take a free one and close it.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	_, port, _ := net.SplitHostPort(addr)
+	dir := t.TempDir()
+	cfg, key := filepath.Join(dir, "config"), filepath.Join(dir, "id")
+	sshdtest.WriteKey(t, key, "")
+	writeFile(t, cfg, "Host gone\n  HostName 127.0.0.1\n  Port "+port+"\n  IdentityFile "+key+"\n  ConnectTimeout 5\n")
+	_, err = newPool(t, cfg).Run(context.Background(), "gone", "true")
+	if !errors.Is(err, shared.ErrUnavailable) {
+		t.Fatalf("Run = %v, want shared.ErrUnavailable", err)
+	}
+	for _, w := range []string{`"gone"`, addr} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error lacks %q: %v", w, err)
+		}
 	}
 }
 
