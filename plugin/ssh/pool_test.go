@@ -3,6 +3,7 @@ package ssh_test
 import (
 	"bufio"
 	"context"
+	"encoding/pem"
 	"errors"
 	"io"
 	"io/fs"
@@ -16,6 +17,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	gossh "golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/agent"
 	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/pikaci/vmexec/internal/sshdtest"
@@ -233,6 +236,55 @@ func TestUserKeyRefused(t *testing.T) {
 	}
 	if got := s.AcceptedConnections(); got != 0 {
 		t.Errorf("sshd authenticated %d connections, want 0", got)
+	}
+}
+
+// An encrypted identity file whose key the agent holds authenticates
+// through the agent, as with ssh.
+func TestAgentHoldsEncryptedKey(t *testing.T) {
+	s := sshdtest.Start(t, sshdtest.Options{})
+	raw, err := os.ReadFile(s.ClientKeyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	priv, err := gossh.ParseRawPrivateKey(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	encrypted := filepath.Join(dir, "id_encrypted")
+	block, err := gossh.MarshalPrivateKeyWithPassphrase(priv, "test", []byte("secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, encrypted, string(pem.EncodeToMemory(block)))
+
+	keyring := agent.NewKeyring()
+	if err := keyring.Add(agent.AddedKey{PrivateKey: priv}); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "agent.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				agent.ServeAgent(keyring, c)
+			}()
+		}
+	}()
+
+	cfg := s.WriteClientConfig(t, "vmhost", "IdentityFile "+encrypted, "IdentityAgent "+sock)
+	if _, err := newPool(t, cfg).Run(context.Background(), "vmhost", "true"); err != nil {
+		t.Fatalf("Run with the key in the agent: %v", err)
 	}
 }
 
