@@ -528,3 +528,19 @@ func TestRestartRunsOnlyTheLoadedBinary(t *testing.T) {
 		t.Errorf("error %v, want ErrUnavailable and ErrPermission", err)
 	}
 }
+
+func TestCloseIsGraceful(t *testing.T) {
+	logger, logs := testLogger(hclog.Info)
+	p := open(t, "p", Options{Logger: logger})
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// shared.Serve closed the executor before the process exited, and Close
+	// waited for its last log lines.
+	for _, e := range logs.entries(t) {
+		if e["@message"] == "executor closed" {
+			return
+		}
+	}
+	t.Errorf("the plugin's executor was not closed; host log:\n%s", logs)
+}

@@ -248,8 +248,11 @@ func (p *Plugin) start(ctx context.Context) (*instance, error) {
 	checksum, _ := hex.DecodeString(p.sha256)
 
 	cmd := exec.Command(p.path)
-	// Its own process group, so that Close can kill its children too.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Its own process group, so that Close can kill its children too; and
+	// killed with us should we die without closing it. (Pdeathsig follows
+	// the OS thread that started the child; a Go thread rarely ends, and if
+	// one did, the plugin would be restarted by the next call.)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Env = []string{shared.LogLevelEnv + "=" + p.opts.Logger.GetLevel().String()}
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  shared.Handshake,

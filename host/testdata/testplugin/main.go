@@ -69,6 +69,12 @@ func (e *executor) Describe(context.Context) (shared.Info, error) {
 	return shared.Info{Name: e.name, Version: "0.0.1-test", Protocol: e.protocol, Capabilities: []string{"test"}}, nil
 }
 
+// Close is called by shared.Serve when the host stops the plugin.
+func (e *executor) Close() error {
+	e.logger.Info("executor closed")
+	return nil
+}
+
 func (e *executor) Configure(_ context.Context, s shared.Settings) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
