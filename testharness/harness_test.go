@@ -95,6 +95,13 @@ func buildOnce(tb testing.TB, sub, file, pkg, ldflags string) string {
 	return b.path
 }
 
+// harnessMu serialises in-process harness runs. testharness.mkdirDirs
+// calls expand.Literal(nil, …), and mvdan.cc/sh/v3/expand then writes to a
+// package-level Config (zeroConfig in prepareConfig): two concurrent runs
+// race (go test -race). Drop this once the harness passes a fresh
+// &expand.Config{} instead of nil.
+var harnessMu sync.Mutex
+
 // realPlugin is our plugin binary.
 func realPlugin(tb testing.TB) string {
 	tb.Helper()
@@ -141,7 +148,10 @@ func remoteCases(tb testing.TB, run *regexp.Regexp) []string {
 
 func TestOurPluginPassesEveryCase(t *testing.T) {
 	t.Parallel()
-	testharness.Run(t, testharness.Config{Plugin: realPlugin(t)})
+	bin := realPlugin(t)
+	harnessMu.Lock()
+	defer harnessMu.Unlock()
+	testharness.Run(t, testharness.Config{Plugin: bin})
 }
 
 // TestBrokenPluginsFail checks the harness against plugins with one known
@@ -213,7 +223,9 @@ func TestBrokenPluginsFail(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			bin := brokenPlugin(t, tt.fault)
+			harnessMu.Lock()
 			results, err := testharness.RunCases(t.Context(), testharness.Config{Plugin: bin}, nil)
+			harnessMu.Unlock()
 			if err != nil {
 				t.Fatal(err)
 			}
