@@ -63,6 +63,30 @@ type Result struct {
 	Updated  bool     `json:"updated,omitempty"`
 }
 
+// Summary is the whole outcome of a run, as `conformance --json` prints it.
+type Summary struct {
+	Results []Result `json:"results"`
+	Passed  int      `json:"passed"`
+	Failed  int      `json:"failed"`
+	Skipped int      `json:"skipped"`
+}
+
+// Summarize counts results.
+func Summarize(results []Result) Summary {
+	s := Summary{Results: results}
+	for _, r := range results {
+		switch {
+		case r.Skipped != "":
+			s.Skipped++
+		case r.Passed:
+			s.Passed++
+		default:
+			s.Failed++
+		}
+	}
+	return s
+}
+
 // LoadCases reads the configured cases, filtered by cfg.Run.
 func LoadCases(cfg Config) ([]*cases.Case, error) {
 	var cs []*cases.Case
@@ -189,16 +213,25 @@ func runCase(ctx context.Context, p shared.Executor, c *cases.Case, update bool)
 	out := caseRun(ctx, ck, p, c, remote)
 	res.Failures = ck.failures
 	res.Passed = len(ck.failures) == 0
-	if update && out != nil {
-		if err := c.Update(*out); err != nil {
-			res.Failures = append(res.Failures, "update: "+err.Error())
-			res.Passed = false
-		} else {
-			res.Updated = true
-			res.Passed, res.Failures = true, nil
-		}
+	if !update || out == nil || res.Passed {
+		return res
 	}
-	return res
+	// --update: rewrite the goldens from what the plugin did, then run the
+	// case again from the rewritten file on a fresh remote, so a fault the
+	// goldens cannot express (an extra command, a dry run that writes, a
+	// partial apply) still fails.
+	if err := c.Update(*out); err != nil {
+		res.Failures = append(res.Failures, "update: "+err.Error())
+		return res
+	}
+	updated, err := cases.Load(c.File)
+	if err != nil {
+		res.Failures = append(res.Failures, "update: "+err.Error())
+		return res
+	}
+	again := runCase(ctx, p, updated, false)
+	again.Updated = true
+	return again
 }
 
 // caseRun does what FORMAT.md says a harness checks, in order, and returns
@@ -221,7 +254,7 @@ func caseRun(ctx context.Context, ck *check, p shared.Executor, c *cases.Case, r
 	checkPrepare(ck, "dry run", c, prep, err)
 	if wantPrepareOK && err == nil {
 		dev, err := p.ConfigureDevices(ctx, shared.DevicesRequest{Spec: c.Spec, DryRun: true})
-		checkDevices(ck, "dry run", c, dev.Devices, err)
+		checkDevices(ck, "dry run", "reported", c, dev.Devices, err)
 	}
 	checkUnchanged(ck, "dry run", remote, start)
 
@@ -265,7 +298,7 @@ func caseRun(ctx context.Context, ck *check, p shared.Executor, c *cases.Case, r
 		return nil
 	}
 	dev, devErr := p.ConfigureDevices(ctx, shared.DevicesRequest{Spec: c.Spec})
-	checkDevices(ck, "real run", c, remote.Devices(), devErr)
+	checkDevices(ck, "real run", "the instance's", c, remote.Devices(), devErr)
 	if devErr != nil {
 		out.DevicesError = devErr.Error()
 		checkUnchanged(ck, "real run (failed ConfigureDevices)", remote, before)
@@ -274,16 +307,20 @@ func caseRun(ctx context.Context, ck *check, p shared.Executor, c *cases.Case, r
 	out.Devices = remote.Devices()
 	if c.WantDevices != nil {
 		if d := cmp.Diff(c.WantDevices, dev.Devices); d != "" {
-			ck.failf("real run: ConfigureDevices reported a device map unlike the instance's (-want +reported):\n%s", d)
+			ck.failf("real run: ConfigureDevices reported a device map unlike want/devices.json (-want +reported):\n%s", d)
 		}
 	}
-
-	// 3. A second real run succeeds and changes nothing.
 	after, err := remote.State()
 	if err != nil {
 		ck.failf("harness: %v", err)
 		return nil
 	}
+	// ConfigureDevices reads the remote host; it must not write to it.
+	if d := cmp.Diff(before.Files, after.Files); d != "" {
+		ck.failf("real run: ConfigureDevices changed the remote filesystem (-before +after):\n%s", d)
+	}
+
+	// 3. A second real run succeeds and changes nothing.
 	if _, err := p.ConfigureDevices(ctx, shared.DevicesRequest{Spec: c.Spec}); err != nil {
 		ck.failf("second real run: ConfigureDevices failed: %v", err)
 	}
@@ -309,7 +346,9 @@ func checkPrepare(ck *check, phase string, c *cases.Case, res shared.PrepareResu
 	}
 }
 
-func checkDevices(ck *check, phase string, c *cases.Case, got shared.Devices, err error) {
+// checkDevices compares a device map (whose: "reported" or "the instance's")
+// with want/devices.json, or an error with want/devices-error.
+func checkDevices(ck *check, phase, whose string, c *cases.Case, got shared.Devices, err error) {
 	if c.WantDevices == nil {
 		if err == nil {
 			ck.failf("%s: ConfigureDevices succeeded; want an error containing %q", phase, c.WantDevicesError)
@@ -323,7 +362,7 @@ func checkDevices(ck *check, phase string, c *cases.Case, got shared.Devices, er
 		return
 	}
 	if d := cmp.Diff(c.WantDevices, got); d != "" {
-		ck.failf("%s: device map differs from want/devices.json (-want +got):\n%s", phase, d)
+		ck.failf("%s: %s device map differs from want/devices.json (-want +got):\n%s", phase, whose, d)
 	}
 }
 
@@ -363,7 +402,7 @@ func mkdirDirs(command string) ([]string, error) {
 		}
 		words := make([]string, len(call.Args))
 		for i, w := range call.Args {
-			if words[i], err = expand.Literal(nil, w); err != nil {
+			if words[i], err = expand.Literal(&expand.Config{}, w); err != nil {
 				return nil, err
 			}
 		}

@@ -30,7 +30,7 @@ func shellWords(tb testing.TB, line string) ([]string, error) {
 	}
 	words := make([]string, len(call.Args))
 	for i, w := range call.Args {
-		s, err := expand.Literal(nil, w)
+		s, err := expand.Literal(&expand.Config{}, w)
 		if err != nil {
 			return nil, err
 		}
@@ -48,15 +48,10 @@ func FuzzQuote(f *testing.F) {
 			t.Skip("a shell word cannot hold NUL")
 		}
 		if !utf8.ValidString(s) {
-			// The Go shell parser reads UTF-8 only; bash takes any bytes.
-			out, err := exec.Command("bash", "-c", "printf %s "+Quote(s)).Output()
-			if err != nil {
-				t.Fatalf("bash on Quote(%q) = %s: %v", s, Quote(s), err)
-			}
-			if string(out) != s {
-				t.Fatalf("bash gives %q for Quote(%q) = %s", out, s, Quote(s))
-			}
-			return
+			// Derive refuses such paths (the protocol's strings are UTF-8),
+			// and the Go shell parser reads UTF-8 only; TestQuoteInBash
+			// covers raw bytes with a real bash.
+			t.Skip("not UTF-8")
 		}
 		words, err := shellWords(t, "printf %s "+Quote(s))
 		if err != nil {
@@ -75,7 +70,7 @@ func TestQuoteInBash(t *testing.T) {
 	if err != nil {
 		t.Skip("bash not found")
 	}
-	inputs := []string{"", "it's", "''", "a  b", "$(echo pwned)", "`id`", "\\'", "\n\n", "tab\there", "\"", "!x", "*", "~root", "-e", "${HOME}", "é ü 日本", "\x01\x7f"}
+	inputs := []string{"", "it's", "''", "a  b", "$(echo pwned)", "`id`", "\\'", "\n\n", "tab\there", "\"", "!x", "*", "~root", "-e", "${HOME}", "é ü 日本", "\x01\x7f", "\xff\xfe\x80", "a\xc3"}
 	var script strings.Builder
 	for _, s := range inputs {
 		script.WriteString("printf '%s\\0' " + Quote(s) + "\n")

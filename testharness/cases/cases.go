@@ -259,17 +259,34 @@ func (c *Case) Update(o Outcome) error {
 		return fmt.Errorf("case %s was not read from a file and cannot be updated", c.Name)
 	}
 	var files []txtar.File
+	old := map[string][]byte{}
 	for _, f := range c.archive.Files {
-		if !strings.HasPrefix(f.Name, "want/") {
-			files = append(files, f)
+		if strings.HasPrefix(f.Name, "want/") {
+			old[f.Name] = f.Data
+			continue
 		}
+		files = append(files, f)
+	}
+	// A wanted error lists the lines a message must hold; when the new
+	// message still holds them all, the hand-picked file is kept as it is.
+	errorFile := func(name, msg string) txtar.File {
+		if data, ok := old[name]; ok {
+			keep := true
+			for _, l := range lines(data) {
+				keep = keep && strings.Contains(msg, l)
+			}
+			if keep {
+				return txtar.File{Name: name, Data: data}
+			}
+		}
+		return txtar.File{Name: name, Data: []byte(msg + "\n")}
 	}
 	if o.PrepareError != "" {
-		files = append(files, txtar.File{Name: filePrepareError, Data: []byte(o.PrepareError + "\n")})
+		files = append(files, errorFile(filePrepareError, o.PrepareError))
 	} else {
 		files = append(files, txtar.File{Name: fileMkdir, Data: []byte(o.Mkdir + "\n")})
 		if o.DevicesError != "" {
-			files = append(files, txtar.File{Name: fileDevicesError, Data: []byte(o.DevicesError + "\n")})
+			files = append(files, errorFile(fileDevicesError, o.DevicesError))
 		} else {
 			data, err := json.MarshalIndent(o.Devices, "", "  ")
 			if err != nil {

@@ -63,28 +63,21 @@ func (a *App) ParseFlags(_ context.Context, args []string) error {
 
 // Run checks the plugin and returns the exit status: 0 only when no case failed.
 func (a *App) Run(ctx context.Context) (int, error) {
-	var passed, failed, skipped int
 	each := func(r testharness.Result) {
-		switch {
-		case r.Skipped != "":
-			skipped++
-		case r.Passed:
-			passed++
-		default:
-			failed++
-		}
 		if a.json {
 			return
+		}
+		note := ""
+		if r.Updated {
+			note = " (want/ updated)"
 		}
 		switch {
 		case r.Skipped != "":
 			fmt.Fprintf(a.Stdout, "SKIP %s: %s\n", r.Name, r.Skipped)
-		case r.Updated:
-			fmt.Fprintf(a.Stdout, "PASS %s (want/ updated)\n", r.Name)
 		case r.Passed:
-			fmt.Fprintf(a.Stdout, "PASS %s\n", r.Name)
+			fmt.Fprintf(a.Stdout, "PASS %s%s\n", r.Name, note)
 		default:
-			fmt.Fprintf(a.Stdout, "FAIL %s\n", r.Name)
+			fmt.Fprintf(a.Stdout, "FAIL %s%s\n", r.Name, note)
 			for _, f := range r.Failures {
 				fmt.Fprintf(a.Stdout, "    %s\n", strings.ReplaceAll(f, "\n", "\n    "))
 			}
@@ -94,24 +87,20 @@ func (a *App) Run(ctx context.Context) (int, error) {
 	if err != nil {
 		return 2, err
 	}
+	sum := testharness.Summarize(results)
 	if a.json {
 		enc := json.NewEncoder(a.Stdout)
 		enc.SetIndent("", "  ")
-		if err := enc.Encode(struct {
-			Results []testharness.Result `json:"results"`
-			Passed  int                  `json:"passed"`
-			Failed  int                  `json:"failed"`
-			Skipped int                  `json:"skipped"`
-		}{results, passed, failed, skipped}); err != nil {
+		if err := enc.Encode(sum); err != nil {
 			return 2, err
 		}
 	} else {
-		if skipped > 0 {
-			fmt.Fprintf(a.Stdout, "%d skipped\n", skipped)
+		if sum.Skipped > 0 {
+			fmt.Fprintf(a.Stdout, "%d skipped\n", sum.Skipped)
 		}
-		fmt.Fprintf(a.Stdout, "%d passed, %d failed\n", passed, failed)
+		fmt.Fprintf(a.Stdout, "%d passed, %d failed\n", sum.Passed, sum.Failed)
 	}
-	if failed > 0 {
+	if sum.Failed > 0 {
 		return 1, nil
 	}
 	return 0, nil
