@@ -173,7 +173,13 @@ func (a *App) runJob(ctx context.Context, f runFlags) error {
 		return err
 	}
 	defer func() { _ = p.Close() }()
+	_, err = a.runPhases(ctx, p, spec, f)
+	return err
+}
 
+// runPhases runs f.phases on a loaded plugin until one fails, prints each
+// (or, with --json, the whole report) and returns the report.
+func (a *App) runPhases(ctx context.Context, p *host.Plugin, spec shared.JobSpec, f runFlags) (report, error) {
 	rep := report{Plugin: p.Info(), Phases: []*phaseReport{}}
 	if !f.json {
 		fmt.Fprintf(a.Stdout, "plugin %s %s protocol=%d\n", rep.Plugin.Name, rep.Plugin.Version, rep.Plugin.Protocol)
@@ -204,10 +210,10 @@ func (a *App) runJob(ctx context.Context, f runFlags) error {
 		enc := json.NewEncoder(a.Stdout)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(rep); err != nil {
-			return errors.Join(runErr, err)
+			return rep, errors.Join(runErr, err)
 		}
 	}
-	return runErr
+	return rep, runErr
 }
 
 func printPhase(w io.Writer, name string, d time.Duration, r *phaseReport) {
@@ -230,15 +236,20 @@ func printPhase(w io.Writer, name string, d time.Duration, r *phaseReport) {
 		}
 		fmt.Fprintf(w, "  instance: %s (project %s), %s\n", r.Instance, r.Project, changed)
 	}
-	for _, name := range slices.Sorted(maps.Keys(r.Devices)) {
-		cfg := r.Devices[name]
+	printDevices(w, r.Devices)
+	for _, warn := range r.Warnings {
+		fmt.Fprintf(w, "  warning: %s\n", warn)
+	}
+}
+
+// printDevices prints a device map, one device a line, keys sorted.
+func printDevices(w io.Writer, devs shared.Devices) {
+	for _, name := range slices.Sorted(maps.Keys(devs)) {
+		cfg := devs[name]
 		var kv []string
 		for _, k := range slices.Sorted(maps.Keys(cfg)) {
 			kv = append(kv, k+"="+cfg[k])
 		}
 		fmt.Fprintf(w, "  device %s: %s\n", name, strings.Join(kv, " "))
-	}
-	for _, warn := range r.Warnings {
-		fmt.Fprintf(w, "  warning: %s\n", warn)
 	}
 }
