@@ -64,11 +64,23 @@ func FetchScript(nonce string, q Query) string {
 		fmt.Fprintf(&b, "if test -f %s && test -r %s; then printf '%%s:%s:F:' \"$n\"; cat -- %s || printf '%%s:%s:X:' \"$n\"; else printf '%%s:%s:X:' \"$n\"; fi\n",
 			qp, qp, id, qp, id, id)
 	}
-	for i, p := range q.Resolve {
-		qp := layout.Quote(p)
-		id := "p" + strconv.Itoa(i)
-		fmt.Fprintf(&b, "if t=$(readlink -fn -- %s && printf x); then t=${t%%x}; if test -e \"$t\"; then s=E; else s=M; fi; printf '%%s:%s:%%s:%%s' \"$n\" \"$s\" \"$t\"; else printf '%%s:%s:X:' \"$n\"; fi\n",
-			qp, id, id)
+	if len(q.Resolve) > 0 {
+		// Fast path: when every path exists, one readlink -e resolves them
+		// all (NUL-terminated). Otherwise its record is cancelled and each
+		// path is resolved on its own with readlink -f semantics.
+		b.WriteString("printf '%s:pb:E:' \"$n\"\nif ! readlink -ez --")
+		for _, p := range q.Resolve {
+			b.WriteByte(' ')
+			b.WriteString(layout.Quote(p))
+		}
+		b.WriteString(" 2>/dev/null; then\nprintf '%s:pb:X:' \"$n\"\n")
+		for i, p := range q.Resolve {
+			qp := layout.Quote(p)
+			id := "p" + strconv.Itoa(i)
+			fmt.Fprintf(&b, "if t=$(readlink -fn -- %s && printf x); then t=${t%%x}; if test -e \"$t\"; then s=E; else s=M; fi; printf '%%s:%s:%%s:%%s' \"$n\" \"$s\" \"$t\"; else printf '%%s:%s:X:' \"$n\"; fi\n",
+				qp, id, id)
+		}
+		b.WriteString("fi\n")
 	}
 	b.WriteString("printf '%s:end:'  \"$n\"\n")
 	return b.String()
@@ -86,6 +98,7 @@ func ParseFetchOutput(nonce string, q Query, out []byte) (Answer, error) {
 		return Answer{}, fmt.Errorf("remote output does not start with a record: %w", errTruncated)
 	}
 	ended := false
+	var batch []byte // the fast path's NUL-terminated paths, if it held
 	for _, rec := range bytes.Split(out[len(sep):], sep) {
 		if ended {
 			return Answer{}, fmt.Errorf("remote output continues after its end: %w", errTruncated)
@@ -98,6 +111,17 @@ func ParseFetchOutput(nonce string, q Query, out []byte) (Answer, error) {
 		status, body, ok2 := bytes.Cut(rest, []byte(":"))
 		if !ok1 || !ok2 || len(id) < 2 {
 			return Answer{}, fmt.Errorf("malformed record %q", truncate(rec))
+		}
+		if string(id) == "pb" {
+			switch string(status) {
+			case "E":
+				batch = body
+			case "X":
+				batch = nil
+			default:
+				return Answer{}, fmt.Errorf("bad status %q for the batch of paths", status)
+			}
+			continue
 		}
 		n, err := strconv.Atoi(string(id[1:]))
 		if err != nil || n < 0 {
@@ -137,6 +161,16 @@ func ParseFetchOutput(nonce string, q Query, out []byte) (Answer, error) {
 	}
 	if !ended {
 		return Answer{}, fmt.Errorf("remote output has no end record: %w", errTruncated)
+	}
+	if batch != nil {
+		paths := bytes.Split(batch, []byte{0})
+		if len(paths) != len(q.Resolve)+1 || len(paths[len(q.Resolve)]) != 0 {
+			return Answer{}, fmt.Errorf("readlink -e gave %d paths for %d: %w", len(paths)-1, len(q.Resolve), errTruncated)
+		}
+		for i := range q.Resolve {
+			a.Resolved[i] = Resolved{Path: string(paths[i]), Exists: true}
+			seenP[i] = true
+		}
 	}
 	for i, ok := range seenR {
 		if !ok {

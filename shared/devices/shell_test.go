@@ -112,3 +112,77 @@ func TestFetchScriptQuotesPaths(t *testing.T) {
 		}
 	}
 }
+
+// TestShellRemoteFastPath: when every path exists, one readlink resolves
+// them all, and the answer is the same as path by path.
+func TestShellRemoteFastPath(t *testing.T) {
+	dir := t.TempDir()
+	for _, d := range []string{"a b/x", "it's/y", "real"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink("real", filepath.Join(dir, "link\nwith newline")); err != nil {
+		t.Fatal(err)
+	}
+	q := Query{Resolve: []string{filepath.Join(dir, "a b", "x"), filepath.Join(dir, "it's", "y"), filepath.Join(dir, "link\nwith newline")}}
+	var script string
+	run := bashRun(t)
+	r := ShellRemote{Run: func(ctx context.Context, cmd string) ([]byte, error) {
+		script = cmd
+		return run(ctx, cmd)
+	}}
+	a, err := r.Fetch(context.Background(), q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Resolved{
+		{Path: filepath.Join(dir, "a b", "x"), Exists: true},
+		{Path: filepath.Join(dir, "it's", "y"), Exists: true},
+		{Path: filepath.Join(dir, "real"), Exists: true},
+	}
+	if d := cmp.Diff(want, a.Resolved); d != "" {
+		t.Errorf("resolved (-want +got):\n%s", d)
+	}
+	if !strings.Contains(script, "readlink -ez --") {
+		t.Errorf("no batched readlink in the script:\n%s", script)
+	}
+	// The same query with one path missing takes the slow path and still
+	// answers every item.
+	q.Resolve = append(q.Resolve, filepath.Join(dir, "missing"))
+	a, err = r.Fetch(context.Background(), q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = append(want, Resolved{Path: filepath.Join(dir, "missing")})
+	if d := cmp.Diff(want, a.Resolved); d != "" {
+		t.Errorf("resolved with one missing (-want +got):\n%s", d)
+	}
+}
+
+func TestParseFetchOutputBatch(t *testing.T) {
+	q := Query{Resolve: []string{"/a", "/b"}}
+	const n = "pkN"
+	for name, tt := range map[string]struct {
+		out  string
+		want []Resolved
+		ok   bool
+	}{
+		"batch":               {n + ":pb:E:/x\x00/y\x00" + n + ":end:", []Resolved{{Path: "/x", Exists: true}, {Path: "/y", Exists: true}}, true},
+		"batch cancelled":     {n + ":pb:E:/x\x00" + n + ":pb:X:" + n + ":p0:E:/x" + n + ":p1:M:/b" + n + ":end:", []Resolved{{Path: "/x", Exists: true}, {Path: "/b"}}, true},
+		"batch short":         {n + ":pb:E:/x\x00" + n + ":end:", nil, false},
+		"batch unterminated":  {n + ":pb:E:/x\x00/y" + n + ":end:", nil, false},
+		"cancelled, no items": {n + ":pb:E:" + n + ":pb:X:" + n + ":end:", nil, false},
+	} {
+		a, err := ParseFetchOutput(n, q, []byte(tt.out))
+		if (err == nil) != tt.ok {
+			t.Errorf("%s: err %v, want ok=%t", name, err, tt.ok)
+			continue
+		}
+		if tt.ok {
+			if d := cmp.Diff(tt.want, a.Resolved); d != "" {
+				t.Errorf("%s (-want +got):\n%s", name, d)
+			}
+		}
+	}
+}
