@@ -147,24 +147,38 @@ func MergeDevices(current, planned shared.Devices) (shared.Devices, bool) {
 // whole update before it applies any of it.
 func (c *Client) ApplyDevices(ctx context.Context, project, name string, planned shared.Devices, dryRun bool) (ApplyResult, error) {
 	project = normProject(project)
-	for dev, cfg := range planned {
-		if dev == "" || cfg["type"] == "" {
-			return ApplyResult{}, shared.Errorf(shared.ErrInvalidInput, "device", dev,
-				"incus: planned device %s for instance %s in project %s has no name or no type",
-				shared.Show(dev), shared.Show(name), shared.Show(project))
-		}
+	if err := checkPlanned(project, name, planned); err != nil {
+		return ApplyResult{}, err
+	}
+	inst, err := c.Instance(ctx, project, name)
+	if err != nil {
+		return ApplyResult{Attempts: 1}, err
+	}
+	return c.ApplyDevicesTo(ctx, inst, planned, dryRun)
+}
+
+// ApplyDevicesTo is ApplyDevices for an instance the caller has just read
+// (to learn its type before planning): the first round reuses that read, so
+// a whole apply costs one GET, one PUT and one wait. On 412 it reads again,
+// as ApplyDevices does.
+func (c *Client) ApplyDevicesTo(ctx context.Context, inst Instance, planned shared.Devices, dryRun bool) (ApplyResult, error) {
+	project, name := inst.Project, inst.Name
+	if err := checkPlanned(project, name, planned); err != nil {
+		return ApplyResult{}, err
 	}
 	for attempt := 1; ; attempt++ {
-		inst, err := c.Instance(ctx, project, name)
-		if err != nil {
-			return ApplyResult{Attempts: attempt}, err
+		if attempt > 1 {
+			var err error
+			if inst, err = c.Instance(ctx, project, name); err != nil {
+				return ApplyResult{Attempts: attempt}, err
+			}
 		}
 		merged, changed := MergeDevices(inst.Devices, planned)
 		res := ApplyResult{Devices: merged, Changed: changed, Attempts: attempt}
 		if !changed || dryRun {
 			return res, nil
 		}
-		err = c.putDevices(ctx, inst, merged)
+		err := c.putDevices(ctx, inst, merged)
 		if err == nil {
 			return res, nil
 		}
@@ -180,6 +194,19 @@ func (c *Client) ApplyDevices(ctx context.Context, project, name string, planned
 		return ApplyResult{Attempts: attempt}, wrapKind(err, "instance", name,
 			"incus: update the devices of instance %s in project %s: %w", shared.Show(name), shared.Show(project), err)
 	}
+}
+
+// checkPlanned refuses a planned device without a name or a type before
+// anything is sent.
+func checkPlanned(project, name string, planned shared.Devices) error {
+	for dev, cfg := range planned {
+		if dev == "" || cfg["type"] == "" {
+			return shared.Errorf(shared.ErrInvalidInput, "device", dev,
+				"incus: planned device %s for instance %s in project %s has no name or no type",
+				shared.Show(dev), shared.Show(name), shared.Show(project))
+		}
+	}
+	return nil
 }
 
 // putDevices sends inst's writable object with devices replaced, guarded
