@@ -482,4 +482,3 @@ func readCases(tb testing.TB, dir string) map[string][]byte {
 	}
 	return out
 }
-
