@@ -1,7 +1,6 @@
 package ssh
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -16,8 +15,8 @@ import (
 // over SSH. Canceling ctx kills its whole process group.
 func runLocal(ctx context.Context, host, command string) (Result, error) {
 	cmd := exec.CommandContext(ctx, "bash", "-c", command)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	stdout, stderr := newBoundedBuffer(), newBoundedBuffer()
+	cmd.Stdout, cmd.Stderr = stdout, stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
@@ -27,7 +26,7 @@ func runLocal(ctx context.Context, host, command string) (Result, error) {
 		return Result{}, fmt.Errorf("%s: run %s: %w", host, shortCommand(command), ctx.Err())
 	}
 	if err == nil {
-		return res, nil
+		return res, stdout.overflow(host, command)
 	}
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {

@@ -6,7 +6,6 @@
 package ssh
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -384,9 +383,9 @@ func (c *conn) run(ctx context.Context, command string) (res Result, retry bool,
 		}
 		return Result{}, false, shared.Errorf(shared.ErrUnavailable, "remote.host", h.Alias, "ssh %s: open session: %w", h.Describe(), err)
 	}
-	var stdout, stderr bytes.Buffer
-	sess.Stdout = &stdout
-	sess.Stderr = &stderr
+	stdout, stderr := newBoundedBuffer(), newBoundedBuffer()
+	sess.Stdout = stdout
+	sess.Stderr = stderr
 	if err := sess.Start(command); err != nil {
 		sess.Close()
 		release()
@@ -409,7 +408,7 @@ func (c *conn) run(ctx context.Context, command string) (res Result, retry bool,
 	}
 	res = Result{Stdout: stdout.Bytes(), Stderr: stderr.Bytes()}
 	if err == nil {
-		return res, false, nil
+		return res, false, stdout.overflow(h.Alias, command)
 	}
 	var ee *gossh.ExitError
 	if errors.As(err, &ee) {
