@@ -35,8 +35,11 @@ type devFlags struct {
 
 func parseDev(_ context.Context, app *App, args []string) (func(context.Context) error, error) {
 	var f devFlags
-	fs := newFlagSet(app, "dev", "[--plugin-dir DIR] [--plugin NAME] [--case NAME] [--dry-run] [--json]")
+	fs := newFlagSet(app, "dev", "[--plugin-dir DIR] [--plugin NAME] [--case NAME | --job FILE --ssh-config FILE] [--phases LIST] [--dry-run] [--json]")
 	f.register(fs)
+	fs.StringVar(&f.jobFile, "job", "", "run this job file against a real host instead of the virtual one (as `run` does)")
+	fs.StringVar(&f.sshConfig, "ssh-config", "", "with --job: the OpenSSH client config the plugin reads")
+	phaseList := fs.String("phases", defaultPhases, "comma-separated phases to run, in order")
 	fs.StringVar(&f.plugin, "plugin", "remote-linux-vm", "plugin to run the job with")
 	caseName := fs.String("case", defaultDevCase, "built-in conformance case whose job and remote host to use")
 	fs.BoolVar(&f.dryRun, "dry-run", false, "change nothing; report what each phase would do")
@@ -47,9 +50,19 @@ func parseDev(_ context.Context, app *App, args []string) (func(context.Context)
 	if err := noArgs(fs); err != nil {
 		return nil, err
 	}
-	f.phases = phases
+	var err error
+	if f.phases, err = parsePhases(*phaseList); err != nil {
+		return nil, err
+	}
 	if err := f.resolve(); err != nil {
 		return nil, err
+	}
+	if f.jobFile != "" {
+		// The same binary, against a real host: exactly `run`.
+		return func(ctx context.Context) error { return app.runJob(ctx, f.runFlags) }, nil
+	}
+	if f.sshConfig != "" {
+		return nil, usagef("--ssh-config needs --job: the virtual remote host brings its own")
 	}
 	cs, err := testharness.LoadCases(testharness.Config{Run: regexp.MustCompile("^" + regexp.QuoteMeta(*caseName) + "$")})
 	if err != nil {

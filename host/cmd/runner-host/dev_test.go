@@ -51,5 +51,16 @@ func TestDev(t *testing.T) {
 	if code != 2 || !strings.Contains(stderr, "no-such-case") {
 		t.Errorf("unknown case: exit %d, stderr %q", code, stderr)
 	}
+
+	// With --job, dev runs a job file as `run` does (here a dry run, which
+	// needs no remote host at all).
+	job := writeJob(t, testSpec("dev-job"), nil)
+	code, stdout, stderr = runMain(t, "dev", "--plugin-dir", dir, "--job", job, "--dry-run", "--phases", "prepare-directories")
+	if code != 0 || !strings.Contains(stdout, "prepare-directories (dry run)") {
+		t.Errorf("dev --job --dry-run: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if code, _, _ = runMain(t, "dev", "--plugin-dir", dir, "--ssh-config", "/x"); code != 2 {
+		t.Errorf("--ssh-config without --job: exit %d, want 2", code)
+	}
 	_ = os.Remove(bin)
 }
