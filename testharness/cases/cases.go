@@ -101,23 +101,14 @@ func Load(file string) (*Case, error) {
 
 // LoadDir reads every *.txtar in dir, sorted by name.
 func LoadDir(dir string) ([]*Case, error) {
-	files, err := filepath.Glob(filepath.Join(dir, "*"+defaultCaseSuffix))
+	cs, err := LoadFS(os.DirFS(dir), ".")
 	if err != nil {
-		return nil, fmt.Errorf("list cases in %s: %w", dir, err)
+		return nil, fmt.Errorf("cases in %s: %w", dir, err)
 	}
-	if len(files) == 0 {
-		return nil, fmt.Errorf("no *.txtar cases in %s", dir)
+	for _, c := range cs {
+		c.File = filepath.Join(dir, c.Name+defaultCaseSuffix)
 	}
-	sort.Strings(files)
-	out := make([]*Case, 0, len(files))
-	for _, f := range files {
-		c, err := Load(f)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
-	return out, nil
+	return cs, nil
 }
 
 // Parse decodes a case from its archive bytes.
