@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"path"
+	"strconv"
 	"strings"
 
 	"github.com/pikaci/vmexec/shared"
@@ -111,26 +112,7 @@ func Derive(spec shared.JobSpec) (Layout, error) {
 }
 
 func payloadField(i int, field string) string {
-	var b strings.Builder
-	b.WriteString("host.staged_payloads[")
-	b.WriteString(itoa(i))
-	b.WriteString("].")
-	b.WriteString(field)
-	return b.String()
-}
-
-func itoa(i int) string {
-	if i == 0 {
-		return "0"
-	}
-	var buf [20]byte
-	n := len(buf)
-	for i > 0 {
-		n--
-		buf[n] = byte('0' + i%10)
-		i /= 10
-	}
-	return string(buf[n:])
+	return "host.staged_payloads[" + strconv.Itoa(i) + "]." + field
 }
 
 // Directories are the directories PrepareDirectories creates, in the order
