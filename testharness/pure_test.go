@@ -2,6 +2,7 @@ package testharness_test
 
 import (
 	"context"
+	"flag"
 	"strings"
 	"testing"
 
@@ -12,6 +13,8 @@ import (
 	"github.com/pikaci/vmexec/testharness/cases"
 	"github.com/pikaci/vmexec/testharness/remotefs"
 )
+
+var update = flag.Bool("update", false, "rewrite the cases' want/ files from the pure derivation (inputs are never touched)")
 
 // TestCasesPure checks the pure part of every conformance case straight
 // from shared/: the mkdir command or the prepare error, and the device map
@@ -24,54 +27,77 @@ func TestCasesPure(t *testing.T) {
 	}
 	for _, c := range cs {
 		t.Run(c.Name, func(t *testing.T) {
-			l, err := layout.Derive(c.Spec)
+			if *update {
+				if err := c.Update(pureOutcome(t, c)); err != nil {
+					t.Fatal(err)
+				}
+				updated, err := cases.Load(c.File)
+				if err != nil {
+					t.Fatal(err)
+				}
+				c = updated
+			}
+			got := pureOutcome(t, c)
 			if c.WantPrepareError != nil {
-				if err == nil {
+				if got.PrepareError == "" {
 					t.Fatalf("layout accepted the job; want an error with %q", c.WantPrepareError)
 				}
-				wantLines(t, err.Error(), c.WantPrepareError)
+				wantLines(t, got.PrepareError, c.WantPrepareError)
 				return
 			}
-			if err != nil {
-				t.Fatalf("layout: %v", err)
+			if got.PrepareError != "" {
+				t.Fatalf("layout: %s", got.PrepareError)
 			}
-			if got := l.MkdirCommand(); got != *c.WantMkdir {
-				t.Errorf("mkdir command:\n got %s\nwant %s", got, *c.WantMkdir)
+			if got.Mkdir != *c.WantMkdir {
+				t.Errorf("mkdir command:\n got %s\nwant %s", got.Mkdir, *c.WantMkdir)
 			}
-
-			fsys, err := remotefs.New(t.TempDir())
-			if err != nil {
-				t.Fatal(err)
+			if l, _ := layout.Derive(c.Spec); l.Instance != c.Instance {
+				t.Errorf("instance %s, want %s", l.Instance, c.Instance)
 			}
-			if err := c.Populate(fsys); err != nil {
-				t.Fatal(err)
-			}
-			plan, err := devices.Build(context.Background(), c.Spec, cases.FSRemote{FS: fsys})
 			if c.WantDevicesError != nil {
-				if err == nil {
+				if got.DevicesError == "" {
 					t.Fatalf("plan succeeded; want an error with %q", c.WantDevicesError)
 				}
-				wantLines(t, err.Error(), c.WantDevicesError)
+				wantLines(t, got.DevicesError, c.WantDevicesError)
 				return
 			}
-			if err != nil {
-				t.Fatalf("plan: %v", err)
+			if got.DevicesError != "" {
+				t.Fatalf("plan: %s", got.DevicesError)
 			}
-			if plan.Instance != c.Instance {
-				t.Errorf("instance %s, want %s", plan.Instance, c.Instance)
-			}
-			missing := strings.Join(c.MissingExtensions, " ")
-			target := devices.Target{
-				VirtualMachine: c.InstanceType == cases.VirtualMachine,
-				VirtiofsBus:    !strings.Contains(" "+missing+" ", " "+devices.ExtensionVirtiofsBus+" "),
-			}
-			planned, _ := plan.Config(target)
-			got, _ := incus.MergeDevices(c.Devices, planned)
-			if d := cmp.Diff(c.WantDevices, got); d != "" {
+			if d := cmp.Diff(c.WantDevices, got.Devices); d != "" {
 				t.Errorf("devices (-want +got):\n%s", d)
 			}
 		})
 	}
+}
+
+// pureOutcome is what shared/ derives for a case, in want/ terms.
+func pureOutcome(tb testing.TB, c *cases.Case) cases.Outcome {
+	tb.Helper()
+	l, err := layout.Derive(c.Spec)
+	if err != nil {
+		return cases.Outcome{PrepareError: err.Error()}
+	}
+	out := cases.Outcome{Mkdir: l.MkdirCommand()}
+	fsys, err := remotefs.New(tb.TempDir())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := c.Populate(fsys); err != nil {
+		tb.Fatal(err)
+	}
+	plan, err := devices.Build(context.Background(), c.Spec, cases.FSRemote{FS: fsys})
+	if err != nil {
+		out.DevicesError = err.Error()
+		return out
+	}
+	missing := " " + strings.Join(c.MissingExtensions, " ") + " "
+	planned, _ := plan.Config(devices.Target{
+		VirtualMachine: c.InstanceType == cases.VirtualMachine,
+		VirtiofsBus:    !strings.Contains(missing, " "+devices.ExtensionVirtiofsBus+" "),
+	})
+	out.Devices, _ = incus.MergeDevices(c.Devices, planned)
+	return out
 }
 
 func wantLines(tb testing.TB, msg string, lines []string) {
