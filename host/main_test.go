@@ -5,9 +5,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/pikaci/vmexec/internal/testbin"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -33,9 +33,7 @@ func run(m *testing.M) int {
 	}
 	defer func() { _ = os.RemoveAll(dir) }()
 	testPlugin = filepath.Join(dir, "testplugin")
-	cmd := exec.Command("go", "build", "-o", testPlugin, "./testdata/testplugin")
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Run(); err != nil {
+	if err := testbin.Build(testPlugin, "./testdata/testplugin", ""); err != nil {
 		fmt.Fprintln(os.Stderr, "build test plugin:", err)
 		return 1
 	}

@@ -2,7 +2,7 @@ package host
 
 import (
 	"errors"
-	"os/exec"
+	"github.com/pikaci/vmexec/internal/testbin"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -17,10 +17,7 @@ import (
 // through the host, as a runner does.
 func TestRealPlugin(t *testing.T) {
 	dir := t.TempDir()
-	out, err := exec.Command("go", "build", "-o", dir, "github.com/pikaci/vmexec/plugin/cmd/executor-remote-linux-vm").CombinedOutput()
-	if err != nil {
-		t.Fatalf("build executor-remote-linux-vm: %v\n%s", err, out)
-	}
+	testbin.Must(t, filepath.Join(dir, "executor-remote-linux-vm"), testbin.Plugin)
 	reg, err := Load(t.Context(), Options{PluginDir: dir, Logger: hclog.NewNullLogger()})
 	if err != nil {
 		t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/pikaci/vmexec/internal/testbin"
 	"io"
 	"net/http"
 	"net/url"
@@ -29,10 +30,7 @@ import (
 // runner does, configured for the sshd's client config.
 func loadPlugin(tb testing.TB, sshConfig string) *host.Plugin {
 	tb.Helper()
-	bin := filepath.Join(tb.TempDir(), "executor-remote-linux-vm")
-	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/executor-remote-linux-vm").CombinedOutput(); err != nil {
-		tb.Fatalf("build plugin: %v\n%s", err, out)
-	}
+	bin := testbin.Must(tb, filepath.Join(tb.TempDir(), "executor-remote-linux-vm"), testbin.Plugin)
 	p, err := host.Open(context.Background(), host.Binary{Name: "remote-linux-vm", Path: bin}, host.Options{
 		Settings: shared.Settings{SSHConfigPath: sshConfig},
 		Logger:   hclog.New(&hclog.LoggerOptions{Output: io.Discard}),

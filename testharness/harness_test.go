@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/pikaci/vmexec/internal/testbin"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -71,22 +72,9 @@ func buildOnce(tb testing.TB, sub, file, pkg, ldflags string) string {
 	}
 	buildsMu.Unlock()
 	b.once.Do(func() {
-		goCmd, err := exec.LookPath("go")
-		if err != nil {
-			b.err = fmt.Errorf("find the go command to build %s: %w", pkg, err)
-			return
+		if b.err = testbin.Build(out, pkg, ldflags); b.err == nil {
+			b.path = out
 		}
-		args := []string{"build", "-o", out}
-		if ldflags != "" {
-			args = append(args, "-ldflags", ldflags)
-		}
-		args = append(args, pkg)
-		cmd := exec.Command(goCmd, args...)
-		if msg, err := cmd.CombinedOutput(); err != nil {
-			b.err = fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, msg)
-			return
-		}
-		b.path = out
 	})
 	if b.err != nil {
 		tb.Fatal(b.err)

@@ -6,8 +6,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/pikaci/vmexec/internal/testbin"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -33,9 +33,7 @@ func run(m *testing.M) int {
 	}
 	defer func() { _ = os.RemoveAll(dir) }()
 	testPlugin = filepath.Join(dir, "testplugin")
-	cmd := exec.Command("go", "build", "-o", testPlugin, "github.com/pikaci/vmexec/host/testdata/testplugin")
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Run(); err != nil {
+	if err := testbin.Build(testPlugin, "github.com/pikaci/vmexec/host/testdata/testplugin", ""); err != nil {
 		fmt.Fprintln(os.Stderr, "build test plugin:", err)
 		return 1
 	}

@@ -1,8 +1,8 @@
 package main
 
 import (
+	"github.com/pikaci/vmexec/internal/testbin"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,10 +13,7 @@ import (
 // seed case's goldens.
 func TestDev(t *testing.T) {
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "executor-remote-linux-vm")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/pikaci/vmexec/plugin/cmd/executor-remote-linux-vm").CombinedOutput(); err != nil {
-		t.Fatalf("build plugin: %v\n%s", err, out)
-	}
+	bin := testbin.Must(t, filepath.Join(dir, "executor-remote-linux-vm"), testbin.Plugin)
 	code, stdout, stderr := runMain(t, "dev", "--plugin-dir", dir)
 	if code != 0 {
 		t.Fatalf("dev: exit %d\n%s", code, stderr)
