@@ -264,23 +264,7 @@ func TestAgentHoldsEncryptedKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	sock := filepath.Join(dir, "agent.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				agent.ServeAgent(keyring, c)
-			}()
-		}
-	}()
+	serveUnix(t, sock, func(c net.Conn) { agent.ServeAgent(keyring, c) })
 
 	cfg := s.WriteClientConfig(t, "vmhost", "IdentityFile "+encrypted, "IdentityAgent "+sock)
 	if _, err := newPool(t, cfg).Run(context.Background(), "vmhost", "true"); err != nil {
@@ -540,24 +524,10 @@ func TestDialUnix(t *testing.T) {
 	s := sshdtest.Start(t, sshdtest.Options{})
 	p := newPool(t, s.WriteClientConfig(t, "vmhost"))
 	sock := filepath.Join(t.TempDir(), "api socket")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				line, _ := bufio.NewReader(c).ReadString('\n')
-				io.WriteString(c, "echo: "+line)
-			}()
-		}
-	}()
+	serveUnix(t, sock, func(c net.Conn) {
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		io.WriteString(c, "echo: "+line)
+	})
 	for _, host := range []string{"vmhost", "localhost"} {
 		t.Run(host, func(t *testing.T) {
 			c, err := p.DialUnix(context.Background(), host, sock)
@@ -676,4 +646,27 @@ func processes(cmdline string) []string {
 		}
 	}
 	return out
+}
+
+// serveUnix listens on the Unix socket path until the test ends, handing
+// each connection to handle and closing it afterwards.
+func serveUnix(tb testing.TB, path string, handle func(net.Conn)) {
+	tb.Helper()
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				handle(c)
+			}()
+		}
+	}()
 }
