@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/pikaci/vmexec/internal/seedjob"
 	"io/fs"
 	"path"
 	"strings"
@@ -262,20 +263,7 @@ func mount(name, rel, guest string, ro bool) string {
 	return fmt.Sprintf(`{"name":%q,"relative_path":%q,"guest_path":%q,"read_only":%t}`, name, rel, guest, ro)
 }
 
-func seedSpec() shared.JobSpec {
-	return shared.JobSpec{
-		Job: shared.Job{ID: "job", Staged: true},
-		Host: shared.HostPaths{
-			JobDir:              "/tmp/run/jobs/job",
-			SnapshotContentHash: "abc123",
-			StagedPayloads: []shared.StagedPayload{
-				{Name: "workspace-deps", LocalDir: "/tmp/run/jobs/job/staged-linux-rust/workspace-deps"},
-				{Name: "workspace-build", LocalDir: "/tmp/run/jobs/job/staged-linux-rust/workspace-build"},
-			},
-		},
-		Remote: shared.Remote{Host: "pika-build", WorkDir: "/var/tmp/pikaci", Incus: shared.Incus{Project: "pika-managed-agents"}},
-	}
-}
+func seedSpec() shared.JobSpec { return seedjob.Spec() }
 
 func seedRemote() *memRemote {
 	m := newMemRemote()

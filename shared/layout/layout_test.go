@@ -2,6 +2,7 @@ package layout
 
 import (
 	"errors"
+	"github.com/pikaci/vmexec/internal/seedjob"
 	"strings"
 	"testing"
 
@@ -9,21 +10,7 @@ import (
 	"github.com/pikaci/vmexec/shared"
 )
 
-// seedSpec is the seed's example job: a staged job on pika-build.
-func seedSpec() shared.JobSpec {
-	return shared.JobSpec{
-		Job: shared.Job{ID: "job", Staged: true},
-		Host: shared.HostPaths{
-			JobDir:              "/tmp/run/jobs/job",
-			SnapshotContentHash: "abc123",
-			StagedPayloads: []shared.StagedPayload{
-				{Name: "workspace-deps", LocalDir: "/tmp/run/jobs/job/staged-linux-rust/workspace-deps"},
-				{Name: "workspace-build", LocalDir: "/tmp/run/jobs/job/staged-linux-rust/workspace-build"},
-			},
-		},
-		Remote: shared.Remote{Host: "pika-build", WorkDir: "/var/tmp/pikaci", Incus: shared.Incus{Project: "pika-managed-agents"}},
-	}
-}
+func seedSpec() shared.JobSpec { return seedjob.Spec() }
 
 func TestDeriveSeed(t *testing.T) {
 	l, err := Derive(seedSpec())
