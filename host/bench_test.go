@@ -10,18 +10,32 @@ import (
 )
 
 // BenchmarkLoad measures load to ready and back: start the process,
-// handshake (mTLS, version), Describe, Configure, then Close.
+// handshake (mTLS, version), Describe, Configure, then Close; unpinned, and
+// pinned to the binary's SHA-256 as an operator would run it.
 func BenchmarkLoad(b *testing.B) {
 	dir := pluginDir(b, "bench")
-	opts := Options{PluginDir: dir, Logger: hclog.NewNullLogger()}
-	for b.Loop() {
-		reg, err := Load(b.Context(), opts)
-		if err != nil {
-			b.Fatal(err)
+	sum, err := fileSHA256(testPlugin)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, pinned := range []bool{false, true} {
+		name := "unpinned"
+		opts := Options{PluginDir: dir, Logger: hclog.NewNullLogger()}
+		if pinned {
+			name = "pinned"
+			opts.RequireSHA256 = map[string]string{"bench": sum}
 		}
-		if err := reg.Close(); err != nil {
-			b.Fatal(err)
-		}
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				reg, err := Load(b.Context(), opts)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := reg.Close(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 
