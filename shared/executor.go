@@ -65,6 +65,9 @@ type HostPaths struct {
 	JobDir              string          `json:"job_dir"`
 	SnapshotContentHash string          `json:"snapshot_content_hash"`
 	StagedPayloads      []StagedPayload `json:"staged_payloads"`
+	// SnapshotDir is the workspace snapshot on the runner host, a directory
+	// holding pikaci-snapshot.json; only the whole job (version 2) reads it.
+	SnapshotDir string `json:"snapshot_dir,omitempty"`
 }
 
 // Incus says where the Incus API is and which project holds the instance.
