@@ -287,6 +287,8 @@ func TestAttack12_AcceptNewDevNullRefused(t *testing.T) {
 	var hke *ssh.HostKeyError
 	if !errors.As(err, &hke) || hke.Changed {
 		t.Errorf("Run with yes and /dev/null = %v, want an unknown-key *ssh.HostKeyError", err)
+	} else if !strings.Contains(err.Error(), "keeps no key") || strings.Contains(err.Error(), ">> /dev/null") {
+		t.Errorf("unknown-key error with /dev/null does not say to name a real file: %v", err)
 	}
 	if got := s.AcceptedConnections(); got != 0 {
 		t.Errorf("sshd authenticated %d connections, want 0", got)

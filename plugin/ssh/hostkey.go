@@ -61,6 +61,12 @@ func (e *HostKeyError) Error() string {
 		if file == "" {
 			file = "~/.ssh/known_hosts"
 		}
+		if file == os.DevNull {
+			return fmt.Sprintf("ssh %s: host key for %s is not known (%s %s) and UserKnownHostsFile is %s, which keeps no key; "+
+				"refusing to connect. Name a real known_hosts file, then add the key after verifying its fingerprint out of band "+
+				"(ssh-keyscan -p %s -t %s %s >> FILE), or let StrictHostKeyChecking accept-new record it there",
+				shared.Show(e.Host), e.Address, e.KeyType, e.Fingerprint, os.DevNull, port, e.KeyType, host)
+		}
 		return fmt.Sprintf("ssh %s: host key for %s is not known (%s %s, no entry in %s); refusing to connect. "+
 			"To trust it, verify the fingerprint out of band, then add it: ssh-keyscan -p %s -t %s %s >> %s "+
 			"(or set StrictHostKeyChecking accept-new for this host to record a first-seen key)",
