@@ -157,6 +157,43 @@ func TestAttack4_TargetSilentNoTimeoutAnywhere(t *testing.T) {
 	}
 }
 
+// Attack 4: a caller deadline shorter than the connect timeout ends the
+// dial with an error that still says what was in progress and where, for
+// the call that dials and for one waiting on that dial.
+func TestAttack4_CallerDeadlineNamesTheStep(t *testing.T) {
+	addr, _ := silentListener(t)
+	_, port, _ := net.SplitHostPort(addr)
+	dir := t.TempDir()
+	key := filepath.Join(dir, "id")
+	sshdtest.WriteKey(t, key, "")
+	cfg := filepath.Join(dir, "config")
+	writeFile(t, cfg, "Host silent\n  HostName 127.0.0.1\n  Port "+port+"\n  IdentityFile "+key+
+		"\n  UserKnownHostsFile /dev/null\n")
+	p := newPool(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() {
+			_, err := p.Run(ctx, "silent", "true")
+			errs <- err
+		}()
+	}
+	var texts []string
+	for range 2 {
+		select {
+		case err := <-errs:
+			wantBoundedDialError(t, err, `"silent"`, "127.0.0.1:"+port)
+			texts = append(texts, err.Error())
+		case <-time.After(backstop):
+			t.Fatalf("Run with a 1 s deadline still running after %v", backstop)
+		}
+	}
+	if all := strings.Join(texts, "\n"); !strings.Contains(all, "ssh handshake with "+addr) {
+		t.Errorf("no error names the handshake in progress:\n%s", all)
+	}
+}
+
 // Attack 4: sshd stopped (SIGSTOP) while a command runs and no caller
 // deadline: keepalive drops the connection, and the redial that follows
 // ends after ConnectTimeout with an error naming the host, instead of

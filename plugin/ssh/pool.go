@@ -244,6 +244,10 @@ func (p *Pool) get(ctx context.Context, h *hostConfig) (*conn, error) {
 				}
 				return nil, d.err
 			case <-ctx.Done():
+				if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+					return nil, shared.Errorf(shared.ErrUnavailable, "remote.host", h.Alias,
+						"ssh %s: wait for the connection another call is dialling: %w", h.Describe(), ctx.Err())
+				}
 				return nil, fmt.Errorf("ssh %s: wait for connection: %w", h.Describe(), ctx.Err())
 			}
 		}
