@@ -32,6 +32,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pikaci/vmexec/internal/tied"
 	"github.com/pikaci/vmexec/shared"
 )
 
@@ -191,13 +192,16 @@ func start() (d *Daemon, err error) {
 		"--", Binary, "--group", "root", "--logfile", filepath.Join(dir, "lxd.log"))
 	d.cmd.Env = append(os.Environ(), "LXD_DIR="+dir)
 	d.cmd.Stdout, d.cmd.Stderr = out, out
-	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := d.cmd.Start(); err != nil {
+	// unshare dies with the test process (a parent-death signal, sent
+	// from a thread that lives as long as unshare: see tied.Start), and
+	// --kill-child takes LXD and its namespace with it.
+	exited, err := tied.Start(d.cmd)
+	if err != nil {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("start %s: %w", Binary, err)
 	}
 	go func() {
-		d.waitErr = d.cmd.Wait()
+		d.waitErr = <-exited
 		close(d.waited)
 	}()
 	defer func() {

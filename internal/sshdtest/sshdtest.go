@@ -26,6 +26,8 @@ import (
 
 	gossh "golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
+
+	"github.com/pikaci/vmexec/internal/tied"
 )
 
 // SSHDPath is the OpenSSH server the fixture runs.
@@ -213,12 +215,12 @@ func (s *Server) start() error {
 	cmd := exec.Command(SSHDPath, "-D", "-e", "-f", s.ConfigPath)
 	cmd.Stdout = logf
 	cmd.Stderr = logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	// sshd dies with the test process (parent-death signal), even one
+	// killed by go test's timeout; its group is killed by Stop.
+	exited, err := tied.Start(cmd)
+	if err != nil {
 		return fmt.Errorf("start %s: %w", SSHDPath, err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
 	deadline := time.After(10 * time.Second)
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
@@ -263,6 +265,32 @@ func (s *Server) Stop() {
 	// Wait until the listener is gone so its port is free again.
 	<-s.done
 	s.cmd = nil
+}
+
+// Pid is the listening sshd's process id (0 when stopped).
+func (s *Server) Pid() int {
+	if s.cmd == nil {
+		return 0
+	}
+	return s.cmd.Process.Pid
+}
+
+// Freeze stops (SIGSTOP) sshd and every process it started, as on a host
+// that hangs whole: the kernel still completes TCP connections to the
+// port, but nothing answers on them, old or new. Stop kills the frozen
+// processes.
+func (s *Server) Freeze(tb testing.TB) {
+	tb.Helper()
+	if s.cmd == nil {
+		tb.Fatal("sshdtest: Freeze on a stopped server")
+	}
+	pid := s.cmd.Process.Pid
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		tb.Fatalf("sshdtest: stop pid %d: %v", pid, err)
+	}
+	for _, p := range descendants(pid) {
+		_ = syscall.Kill(p, syscall.SIGSTOP)
+	}
 }
 
 // FreezeConnections stops (SIGSTOP) every process serving an established

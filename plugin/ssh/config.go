@@ -46,11 +46,11 @@ type hostConfig struct {
 	GlobalKnownHostsFiles []string
 	HostKeyAlias          string
 	// AcceptNew records a first-seen host key (StrictHostKeyChecking
-	// accept-new, no or off). A changed key is refused whatever it says.
+	// accept-new; no and off are refused). A changed key is refused.
 	AcceptNew      bool
 	HashKnownHosts bool
 
-	ConnectTimeout      time.Duration // 0: none
+	ConnectTimeout      time.Duration // 0: not set (DefaultConnectTimeout applies)
 	ServerAliveInterval time.Duration // 0: not set in the config
 	ServerAliveCountMax int
 
@@ -282,10 +282,18 @@ func (r *resolver) resolveDepth(alias string, path []string) (*hostConfig, error
 	switch v := strings.ToLower(get("StrictHostKeyChecking")); v {
 	case "", "yes", "ask":
 		// ask is yes without a terminal, as in BatchMode.
-	case "accept-new", "no", "off":
+	case "accept-new":
 		h.AcceptNew = true
+	case "no", "off":
+		// OpenSSH would connect to any host key here, and with
+		// UserKnownHostsFile /dev/null to any key every time. We never
+		// skip verification, so say what to use instead.
+		return nil, fmt.Errorf("StrictHostKeyChecking %s would connect without verifying the host key; refused. "+
+			"Use StrictHostKeyChecking accept-new with a UserKnownHostsFile we can write (it records the first key seen "+
+			"and checks it from then on), or add the host's key to known_hosts (ssh-keyscan) and use StrictHostKeyChecking yes",
+			shared.Show(v))
 	default:
-		return nil, fmt.Errorf("StrictHostKeyChecking %s: want yes, ask, accept-new, no or off", shared.Show(v))
+		return nil, fmt.Errorf("StrictHostKeyChecking %s: want yes, ask or accept-new", shared.Show(v))
 	}
 	if h.HashKnownHosts, err = yesNo(get("HashKnownHosts"), "HashKnownHosts", false); err != nil {
 		return nil, err

@@ -119,12 +119,6 @@ func TestResolve(t *testing.T) {
 			want:   defaults("h"),
 		},
 		{
-			name:   "strict no is accept-new",
-			config: "StrictHostKeyChecking no\n",
-			alias:  "h",
-			want:   with(defaults("h"), func(h *hostConfig) { h.AcceptNew = true }),
-		},
-		{
 			name:   "IdentityFile none",
 			config: "IdentityFile none\n",
 			alias:  "h",
@@ -205,6 +199,8 @@ func TestResolveErrors(t *testing.T) {
 		{name: "ProxyCommand", config: "ProxyCommand nc %h %p\n", alias: "h", want: "ProxyCommand"},
 		{name: "bad port", config: "Port 99999\n", alias: "h", want: "99999"},
 		{name: "bad StrictHostKeyChecking", config: "StrictHostKeyChecking maybe\n", alias: "h", want: "maybe"},
+		{name: "StrictHostKeyChecking no", config: "StrictHostKeyChecking no\n", alias: "h", want: "accept-new"},
+		{name: "StrictHostKeyChecking off", config: "StrictHostKeyChecking off\n", alias: "h", want: "accept-new"},
 		{name: "bad ConnectTimeout", config: "ConnectTimeout soon\n", alias: "h", want: "soon"},
 		{name: "unknown token", config: "IdentityFile ~/.ssh/%z\n", alias: "h", want: "%z"},
 		{name: "ProxyJump loop", config: "Host a\n  ProxyJump b\nHost b\n  ProxyJump a\n", alias: "a", want: "loop"},

@@ -6,15 +6,46 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"time"
 
 	gossh "golang.org/x/crypto/ssh"
 
 	"github.com/pikaci/vmexec/shared"
 )
 
-// errConnectTimeout is the cause when ConnectTimeout, not the caller's
-// context, ends a dial.
-var errConnectTimeout = errors.New("ConnectTimeout expired")
+// DefaultConnectTimeout bounds each TCP connect and SSH handshake (each
+// ProxyJump hop's included) of a host whose config sets no ConnectTimeout,
+// whatever the caller's deadline. OpenSSH waits for the kernel's TCP
+// timeout there, and for ever for a server that accepts and never speaks;
+// a pool must not.
+const DefaultConnectTimeout = 30 * time.Second
+
+// connectTimeoutError is the cause when the connect timeout, not the
+// caller's context, ends a dial. It is a context.DeadlineExceeded.
+type connectTimeoutError struct {
+	after  time.Duration
+	source string // where the bound comes from, for the message
+}
+
+func (e *connectTimeoutError) Error() string {
+	return fmt.Sprintf("no answer within %s (%s): %v", e.after, e.source, context.DeadlineExceeded)
+}
+
+// Is makes errors.Is(err, context.DeadlineExceeded) true.
+func (e *connectTimeoutError) Is(target error) bool { return target == context.DeadlineExceeded }
+
+// connectTimeout is what bounds dialling hop on the way to target: the
+// hop's own ConnectTimeout, else the target's (as with ssh -o
+// ConnectTimeout=N through a jump host), else DefaultConnectTimeout.
+func connectTimeout(target, hop *hostConfig) *connectTimeoutError {
+	switch {
+	case hop.ConnectTimeout > 0:
+		return &connectTimeoutError{hop.ConnectTimeout, "ConnectTimeout of " + shared.Show(hop.Alias)}
+	case target.ConnectTimeout > 0:
+		return &connectTimeoutError{target.ConnectTimeout, "ConnectTimeout of " + shared.Show(target.Alias)}
+	}
+	return &connectTimeoutError{DefaultConnectTimeout, "the default; set ConnectTimeout to change it"}
+}
 
 // dial connects to h through its jump hops, each dialled through the one
 // before it, in process.
@@ -31,7 +62,7 @@ func (p *Pool) dial(ctx context.Context, h *hostConfig) (*conn, error) {
 		if i > 0 {
 			via = clients[i-1]
 		}
-		client, err := p.dialOne(ctx, h, hop, via)
+		client, err := p.dialOne(ctx, h, hop, via, i+1, len(chain))
 		if err != nil {
 			closeAll()
 			return nil, err
@@ -49,27 +80,30 @@ func (p *Pool) dial(ctx context.Context, h *hostConfig) (*conn, error) {
 	}, nil
 }
 
-// dialOne makes one SSH connection to hop, over TCP or through via. The
-// context (and hop's ConnectTimeout) bounds the TCP dial and the whole
-// handshake, authentication included.
-func (p *Pool) dialOne(ctx context.Context, target, hop *hostConfig, via *gossh.Client) (*gossh.Client, error) {
+// dialOne makes one SSH connection to hop, the n-th of the chain's total,
+// over TCP or through via. The context and the connect timeout (see
+// connectTimeout) bound the TCP dial and the whole handshake,
+// authentication included. An error names the step in progress and the
+// address it was against.
+func (p *Pool) dialOne(ctx context.Context, target, hop *hostConfig, via *gossh.Client, n, total int) (*gossh.Client, error) {
 	where := target.Describe()
 	if hop != target {
-		where += ": jump host " + hop.Describe()
+		where += fmt.Sprintf(": jump host %d of %d %s", n, total-1, hop.Describe())
 	}
 	fail := func(kind error, format string, args ...any) error {
 		return shared.Errorf(kind, "remote.host", target.Alias, "ssh "+where+": "+format, args...)
 	}
-	if hop.ConnectTimeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeoutCause(ctx, hop.ConnectTimeout, errConnectTimeout)
-		defer cancel()
-	}
-	// ctxErr explains a dial the context ended: the caller's cancellation
-	// or deadline (kept as is), or ConnectTimeout (host unavailable).
+	bound := connectTimeout(target, hop)
+	ctx, cancel := context.WithTimeoutCause(ctx, bound.after, bound)
+	defer cancel()
+	// ctxErr explains a dial the context ended: the connect timeout or the
+	// caller's deadline (the host did not answer in time: unavailable, and
+	// still a context.DeadlineExceeded), or the caller's cancellation
+	// (kept as is).
 	ctxErr := func(step string) error {
-		if cause := context.Cause(ctx); errors.Is(cause, errConnectTimeout) {
-			return fail(shared.ErrUnavailable, "%s: %w after %s", step, cause, hop.ConnectTimeout)
+		cause := context.Cause(ctx)
+		if errors.Is(cause, context.DeadlineExceeded) {
+			return fail(shared.ErrUnavailable, "%s: %w", step, cause)
 		}
 		return fmt.Errorf("ssh %s: %s: %w", where, step, ctx.Err())
 	}
@@ -92,7 +126,7 @@ func (p *Pool) dialOne(ctx context.Context, target, hop *hostConfig, via *gossh.
 	}
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, ctxErr("connect " + hop.Addr())
+			return nil, ctxErr("connect to " + hop.Addr())
 		}
 		return nil, fail(shared.ErrUnavailable, "connect %s: %w", hop.Addr(), err)
 	}

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 
 	gossh "golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
@@ -60,6 +61,12 @@ func (e *HostKeyError) Error() string {
 		if file == "" {
 			file = "~/.ssh/known_hosts"
 		}
+		if file == os.DevNull {
+			return fmt.Sprintf("ssh %s: host key for %s is not known (%s %s) and UserKnownHostsFile is %s, which keeps no key; "+
+				"refusing to connect. Name a real known_hosts file, then add the key after verifying its fingerprint out of band "+
+				"(ssh-keyscan -p %s -t %s %s >> FILE), or let StrictHostKeyChecking accept-new record it there",
+				shared.Show(e.Host), e.Address, e.KeyType, e.Fingerprint, os.DevNull, port, e.KeyType, host)
+		}
 		return fmt.Sprintf("ssh %s: host key for %s is not known (%s %s, no entry in %s); refusing to connect. "+
 			"To trust it, verify the fingerprint out of band, then add it: ssh-keyscan -p %s -t %s %s >> %s "+
 			"(or set StrictHostKeyChecking accept-new for this host to record a first-seen key)",
@@ -91,6 +98,16 @@ func loadHostKeys(h *hostConfig, mu *sync.Mutex) (*hostKeys, error) {
 	k := &hostKeys{alias: h.Alias, accept: h.AcceptNew, hash: h.HashKnownHosts, caLine: map[string]bool{}, mu: mu}
 	if len(h.KnownHostsFiles) > 0 {
 		k.first = h.KnownHostsFiles[0]
+	}
+	if k.accept {
+		// accept-new promises to check the key next time: refuse up front
+		// a file that cannot keep it (/dev/null, a directory, a file or
+		// directory we cannot write), rather than connect on a key that is
+		// never recorded.
+		if err := recordable(k.first); err != nil {
+			return nil, fmt.Errorf("StrictHostKeyChecking accept-new: %w; "+
+				"name a regular, writable UserKnownHostsFile, or add the host's key to known_hosts and use StrictHostKeyChecking yes", err)
+		}
 	}
 	for _, f := range append(append([]string{}, h.KnownHostsFiles...), h.GlobalKnownHostsFiles...) {
 		fh, err := os.Open(f)
@@ -261,13 +278,59 @@ func (k *hostKeys) check(addr string, remote net.Addr, key gossh.PublicKey) erro
 		return hke
 	}
 	if err := k.record(addr, key); err != nil {
-		return fmt.Errorf("ssh %s: record host key %s %s for %s in %s: %w",
-			shared.Show(k.alias), hke.KeyType, hke.Fingerprint, hke.Address, k.first, err)
+		// A key accept-new cannot record would go unchecked next time.
+		return shared.Errorf(shared.ErrPermission, "remote.host", k.alias,
+			"ssh %s: record first-seen host key %s %s for %s in %s: %w; refusing to connect",
+			shared.Show(k.alias), hke.KeyType, hke.Fingerprint, hke.Address, shared.Show(k.first), err)
 	}
 	return nil
 }
 
-// record appends a first-seen key to the first user known_hosts file.
+// recordable says why accept-new cannot record keys in path, or nil: path
+// must be a regular file we may write, or not exist yet under a directory
+// (or the nearest existing ancestor, which record creates it under) that
+// we may write.
+func recordable(path string) error {
+	if path == "" {
+		return errors.New("UserKnownHostsFile is none, so there is no file to record a first-seen key in")
+	}
+	fi, err := os.Stat(path)
+	switch {
+	case err == nil:
+		if !fi.Mode().IsRegular() {
+			return fmt.Errorf("UserKnownHostsFile %s is not a regular file (%s), so a key recorded there is not kept", shared.Show(path), fi.Mode().Type())
+		}
+		if err := syscall.Access(path, accessW); err != nil {
+			return fmt.Errorf("UserKnownHostsFile %s is not writable: %w", shared.Show(path), err)
+		}
+		return nil
+	case !errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("UserKnownHostsFile %s: %w", shared.Show(path), err)
+	}
+	dir := filepath.Dir(path)
+	for {
+		fi, err := os.Stat(dir)
+		if err == nil {
+			if !fi.IsDir() {
+				return fmt.Errorf("UserKnownHostsFile %s cannot be created: %s is not a directory", shared.Show(path), shared.Show(dir))
+			}
+			if err := syscall.Access(dir, accessW); err != nil {
+				return fmt.Errorf("UserKnownHostsFile %s cannot be created: directory %s is not writable: %w", shared.Show(path), shared.Show(dir), err)
+			}
+			return nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) || filepath.Dir(dir) == dir {
+			return fmt.Errorf("UserKnownHostsFile %s cannot be created: %w", shared.Show(path), err)
+		}
+		dir = filepath.Dir(dir)
+	}
+}
+
+// accessW is W_OK, access(2)'s "may write" mode.
+const accessW = 2
+
+// record appends a first-seen key to the first user known_hosts file. It
+// fails, and the connection with it, unless the key reached a regular file.
 func (k *hostKeys) record(addr string, key gossh.PublicKey) error {
 	name := knownhosts.Normalize(addr)
 	if k.hash {
@@ -279,8 +342,17 @@ func (k *hostKeys) record(addr string, key gossh.PublicKey) error {
 	if err := os.MkdirAll(filepath.Dir(k.first), 0o700); err != nil {
 		return err
 	}
-	f, err := os.OpenFile(k.first, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	// O_NONBLOCK: a FIFO put there since the check fails to open instead
+	// of blocking; it changes nothing for a regular file.
+	f, err := os.OpenFile(k.first, os.O_CREATE|os.O_WRONLY|os.O_APPEND|syscall.O_NONBLOCK, 0o600)
 	if err != nil {
+		return err
+	}
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		if err == nil {
+			err = fmt.Errorf("%s is not a regular file (%s)", shared.Show(k.first), fi.Mode().Type())
+		}
 		return err
 	}
 	if _, err := f.WriteString(line); err != nil {

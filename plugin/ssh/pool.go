@@ -3,6 +3,19 @@
 // IdentityFile, the OpenSSH client config honoured (ProxyJump included),
 // and one pooled connection per host that concurrent calls share, one
 // session each.
+//
+// Nothing skips host-key verification: StrictHostKeyChecking no and off
+// are refused, and accept-new needs a UserKnownHostsFile it can write (a
+// regular file, or one it can create), else the connection is refused.
+//
+// Every TCP connect and SSH handshake, each ProxyJump hop's included, is
+// bounded whatever the caller's deadline: by the hop's ConnectTimeout,
+// else the target's, else DefaultConnectTimeout (30 s). Keepalives
+// (ServerAliveInterval, else DefaultKeepAlive) drop a connection whose
+// server stopped answering, and the redial is bounded the same way. A
+// dial the timeout ended is a shared.ErrUnavailable that is also a
+// context.DeadlineExceeded, naming the step (connect, handshake), the
+// jump host if any, and the address.
 package ssh
 
 import (
@@ -231,6 +244,10 @@ func (p *Pool) get(ctx context.Context, h *hostConfig) (*conn, error) {
 				}
 				return nil, d.err
 			case <-ctx.Done():
+				if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+					return nil, shared.Errorf(shared.ErrUnavailable, "remote.host", h.Alias,
+						"ssh %s: wait for the connection another call is dialling: %w", h.Describe(), ctx.Err())
+				}
 				return nil, fmt.Errorf("ssh %s: wait for connection: %w", h.Describe(), ctx.Err())
 			}
 		}

@@ -133,10 +133,8 @@ func TestHostKeyVerification(t *testing.T) {
 		{name: "unknown host, ask", knownHosts: "", strict: "ask", wantErr: "unknown"},
 		{name: "changed key", knownHosts: knownhosts.Line([]string{name}, otherHost.PublicKey()) + "\n", strict: "yes", wantErr: "changed"},
 		{name: "changed key, accept-new", knownHosts: knownhosts.Line([]string{name}, otherHost.PublicKey()) + "\n", strict: "accept-new", wantErr: "changed"},
-		{name: "changed key, no", knownHosts: knownhosts.Line([]string{name}, otherHost.PublicKey()) + "\n", strict: "no", wantErr: "changed"},
 		{name: "untrusted CA falls back to plain key", knownHosts: "@cert-authority " + name + " " + strings.TrimSpace(string(marshal(otherCA.PublicKey()))) + "\n", strict: "yes", wantErr: "unknown"},
 		{name: "accept-new records first-seen key", strict: "accept-new", wantRecorded: true},
-		{name: "no records first-seen key", strict: "no", wantRecorded: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
