@@ -31,7 +31,13 @@ import (
 // the rest (executor-remote-linux-vm is the plugin remote-linux-vm).
 const Prefix = "executor-"
 
-// DefaultStartTimeout bounds a plugin's start, from exec to handshake.
+// DefaultStartTimeout bounds a plugin's start: exec, go-plugin's handshake,
+// Describe and Configure. Our plugin is ready in well under a second (about
+// 60 ms); the bound leaves room for a cold disk cache and a loaded machine,
+// and still ends a plugin that never handshakes (one that hangs, or whose
+// child holds its stdout) within a CI job's patience. When it passes, or
+// the caller's context ends first, the plugin's whole process group is
+// killed.
 const DefaultStartTimeout = 30 * time.Second
 
 // Options say where plugins are and how to start them.
@@ -49,7 +55,9 @@ type Options struct {
 	// Logger receives the host's messages about plugins and the plugins'
 	// own log lines, at their levels. Nil: hclog's default logger.
 	Logger hclog.Logger
-	// StartTimeout bounds each plugin start. Zero: DefaultStartTimeout.
+	// StartTimeout bounds each plugin start, from exec to configured (the
+	// context given to Load or Open bounds it too). Zero:
+	// DefaultStartTimeout.
 	StartTimeout time.Duration
 
 	// versions are the protocol versions the host speaks; nil:
