@@ -20,6 +20,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
@@ -92,6 +94,63 @@ func Discover(dir string) ([]Binary, error) {
 		bins = append(bins, Binary{Name: name, Path: path})
 	}
 	return bins, nil
+}
+
+// CheckName refuses a plugin name that is not exactly one path component
+// usable in a file name executor-NAME: empty, ".", "..", holding a "/" or a
+// NUL, control or bidirectional formatting character, or invalid UTF-8.
+// The error names the value.
+func CheckName(name string) error {
+	why := ""
+	switch {
+	case name == "":
+		why = "it is empty"
+	case name == "." || name == "..":
+		why = "it is not a file name"
+	case strings.ContainsRune(name, '/'):
+		why = "it holds a /: a plugin name is one file name in the plugin dir"
+	case !utf8.ValidString(name):
+		why = "it is not valid UTF-8"
+	case strings.ContainsFunc(name, unsafeRune):
+		why = "it holds a control or bidirectional formatting character"
+	case len(Prefix)+len(name) > 255:
+		why = "the file name " + Prefix + "NAME would be longer than 255 bytes"
+	}
+	if why != "" {
+		return shared.Errorf(shared.ErrInvalidInput, "plugin", name, "plugin name %s: %s", shared.Show(name), why)
+	}
+	return nil
+}
+
+// unsafeRune is a rune a plugin name may not hold: C0 and C1 controls
+// (NUL included) and Unicode's bidirectional formatting characters.
+func unsafeRune(r rune) bool {
+	switch {
+	case unicode.IsControl(r):
+		return true
+	case r == '\u200e', r == '\u200f', r >= '\u202a' && r <= '\u202e', r >= '\u2066' && r <= '\u2069':
+		return true
+	}
+	return false
+}
+
+// Lookup finds the plugin called name in dir: the executable regular file
+// (or symlink to one, as Discover lists them) dir/executor-NAME. The name
+// must pass CheckName, so the binary is always in dir.
+func Lookup(dir, name string) (Binary, error) {
+	if err := CheckName(name); err != nil {
+		return Binary{}, err
+	}
+	path := filepath.Join(dir, Prefix+name)
+	fi, err := os.Stat(path)
+	if err != nil {
+		return Binary{}, shared.Errorf(kindOfFSError(err), "plugin", name, "plugin %s: %w", shared.Show(name), err)
+	}
+	if !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
+		return Binary{}, shared.Errorf(shared.ErrInvalidInput, "plugin", name,
+			"plugin %s: %s is not an executable regular file (%v)", shared.Show(name), path, fi.Mode())
+	}
+	return Binary{Name: name, Path: path}, nil
 }
 
 func kindOfFSError(err error) error {

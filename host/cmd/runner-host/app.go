@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/pikaci/vmexec/host"
 )
 
 // Exit codes.
@@ -181,6 +183,9 @@ func (p *pinFlag) Set(v string) error {
 	name, sum, ok := strings.Cut(v, "=")
 	if !ok || name == "" || sum == "" {
 		return fmt.Errorf("%q is not NAME=HEX", v)
+	}
+	if err := host.CheckName(name); err != nil {
+		return err
 	}
 	if *p == nil {
 		*p = map[string]string{}

@@ -9,7 +9,6 @@ import (
 	"io"
 	"maps"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -61,6 +60,9 @@ func parseRun(_ context.Context, app *App, args []string) (func(context.Context)
 	}
 	if f.jobFile == "" {
 		return nil, usagef("--job is required")
+	}
+	if err := host.CheckName(f.plugin); err != nil {
+		return nil, usagef("--plugin: %w", err)
 	}
 	var err error
 	if f.phases, err = parsePhases(phaseList); err != nil {
@@ -164,7 +166,11 @@ func (a *App) runJob(ctx context.Context, f runFlags) error {
 	if err != nil {
 		return err
 	}
-	p, err := host.Open(ctx, host.Binary{Name: f.plugin, Path: filepath.Join(f.pluginDir, host.Prefix+f.plugin)}, host.Options{
+	bin, err := host.Lookup(f.pluginDir, f.plugin)
+	if err != nil {
+		return err
+	}
+	p, err := host.Open(ctx, bin, host.Options{
 		RequireSHA256: f.pins,
 		Settings:      shared.Settings{SSHConfigPath: f.sshConfig},
 		Logger:        f.logger(a.Stderr),
