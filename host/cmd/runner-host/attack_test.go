@@ -1,11 +1,18 @@
 package main
 
 import (
+	"bytes"
+	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
+	"github.com/pikaci/vmexec/internal/testbin"
 	"github.com/pikaci/vmexec/shared"
 )
 
@@ -92,5 +99,100 @@ func TestAttack11_PluginNameEscape(t *testing.T) {
 	code, _, stderr := runMain(t, "run", "--plugin-dir", dir, "--plugin", "adir", "--job", job, "--dry-run")
 	if code != exitFail || !strings.Contains(stderr, `plugin "adir"`) || !strings.Contains(stderr, "not an executable regular file") {
 		t.Errorf("a directory as plugin: exit %d, stderr %q", code, stderr)
+	}
+}
+
+// TestAttack10_SIGTERMDuringLoad: the runner-host binary, loading a plugin
+// that never handshakes and whose child holds its stdout, gets SIGTERM. It
+// exits non-zero without waiting for the start timeout, and neither the
+// plugin nor its child is left running.
+func TestAttack10_SIGTERMDuringLoad(t *testing.T) {
+	bin := t.TempDir()
+	runnerHost := testbin.Must(t, filepath.Join(bin, "runner-host"), "github.com/pikaci/vmexec/host/cmd/runner-host")
+	dir := t.TempDir()
+	testbin.Must(t, filepath.Join(dir, "executor-hung"), "github.com/pikaci/vmexec/host/testdata/hungplugin")
+
+	var stderr bytes.Buffer
+	cmd := exec.Command(runnerHost, "plugins", "--plugin-dir", dir)
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+
+	// Once the plugin and its child run, runner-host is waiting for the
+	// handshake (for up to 30 s, its default start timeout).
+	pidFile := filepath.Join(dir, "hung.pids")
+	var pids []int
+	for deadline := time.Now().Add(time.Minute); pids == nil; {
+		if data, err := os.ReadFile(pidFile); err == nil {
+			for _, f := range strings.Fields(string(data)) {
+				pid, err := strconv.Atoi(f)
+				if err != nil {
+					t.Fatalf("%s: %q", pidFile, data)
+				}
+				pids = append(pids, pid)
+			}
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			<-exited
+			t.Fatalf("the hung plugin never started; runner-host stderr:\n%s", stderr.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Cleanup(func() {
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	// A guard against a hang, well under the 30 s start timeout.
+	var err error
+	select {
+	case err = <-exited:
+	case <-time.After(20 * time.Second):
+		_ = cmd.Process.Kill()
+		<-exited
+		t.Fatalf("runner-host still ran 20 s after SIGTERM; stderr:\n%s", stderr.String())
+	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() <= 0 {
+		t.Errorf("runner-host ended with %v, want a non-zero exit", err)
+	}
+	if !strings.Contains(stderr.String(), "plugin hung") || !strings.Contains(stderr.String(), "interrupted") {
+		t.Errorf("stderr does not say the load of plugin hung was interrupted:\n%s", stderr.String())
+	}
+	for _, pid := range pids {
+		if !processGone(t, pid) {
+			t.Errorf("pid %d of the hung plugin's group still runs", pid)
+		}
+	}
+}
+
+// processGone waits until pid no longer runs: its /proc entry is gone, or
+// it is a zombie waiting for a parent that is not ours.
+func processGone(tb testing.TB, pid int) bool {
+	tb.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if os.IsNotExist(err) {
+			return true
+		}
+		if err != nil {
+			tb.Fatalf("read /proc/%d/stat: %v", pid, err)
+		}
+		i := bytes.LastIndexByte(data, ')')
+		if i > 0 && i+2 < len(data) && (data[i+2] == 'Z' || data[i+2] == 'X') {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -112,6 +112,7 @@ func (a *App) dev(ctx context.Context, f devFlags) error {
 	}
 	p, err := host.Open(ctx, bin, host.Options{
 		RequireSHA256: f.pins,
+		StartTimeout:  f.startTimeout,
 		Settings:      shared.Settings{SSHConfigPath: remote.SSHConfig},
 		Logger:        f.logger(a.Stderr),
 	})

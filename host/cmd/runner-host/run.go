@@ -172,6 +172,7 @@ func (a *App) runJob(ctx context.Context, f runFlags) error {
 	}
 	p, err := host.Open(ctx, bin, host.Options{
 		RequireSHA256: f.pins,
+		StartTimeout:  f.startTimeout,
 		Settings:      shared.Settings{SSHConfigPath: f.sshConfig},
 		Logger:        f.logger(a.Stderr),
 	})
