@@ -71,7 +71,7 @@ func openWithin(t *testing.T, ctx context.Context, limit time.Duration, b Binary
 func TestAttack10_HungPluginBounded(t *testing.T) {
 	dir := installHung(t, "hung")
 	b := Binary{Name: "hung", Path: filepath.Join(dir, Prefix+"hung")}
-	err := openWithin(t, t.Context(), time.Minute, b, Options{Logger: hclog.NewNullLogger(), StartTimeout: time.Second})
+	err := openWithin(t, t.Context(), time.Minute, b, Options{Logger: hclog.NewNullLogger(), StartTimeout: 5 * time.Second})
 	if err == nil {
 		t.Fatal("the hung plugin loaded")
 	}
@@ -114,5 +114,37 @@ func TestAttack10_CancelDuringLoad(t *testing.T) {
 		if !processGone(t, pid) {
 			t.Errorf("pid %d of the hung plugin's group still runs", pid)
 		}
+	}
+}
+
+// TestAttack11_Lookup: Lookup finds a plugin only by one file name in its
+// dir, and Discover lists no file whose name no plugin may have.
+func TestAttack11_Lookup(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "plugins")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	installPlugin(t, dir, "good")
+	installPlugin(t, root, "outside")
+	installPlugin(t, dir, "bad\x1b[31m")
+	if b, err := Lookup(dir, "good"); err != nil || b.Path != filepath.Join(dir, Prefix+"good") {
+		t.Errorf("Lookup(good) = %+v, %v", b, err)
+	}
+	for _, name := range []string{"a/../../" + Prefix + "outside", "../outside", root + "/" + Prefix + "outside", "", ".", "..", "x\x00y", "bad\x1b[31m", "x\u202ey", "\xff"} {
+		_, err := Lookup(dir, name)
+		if !errors.Is(err, shared.ErrInvalidInput) || !strings.Contains(err.Error(), shared.Show(name)) {
+			t.Errorf("Lookup(%q) = %v, want invalid input naming the value", name, err)
+		}
+	}
+	if _, err := Lookup(dir, "missing"); !errors.Is(err, shared.ErrNotFound) {
+		t.Errorf("Lookup(missing) = %v, want not found", err)
+	}
+	bins, err := Discover(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(bins) != 1 || bins[0].Name != "good" {
+		t.Errorf("Discover = %+v, want only good", bins)
 	}
 }

@@ -74,7 +74,8 @@ type Binary struct {
 }
 
 // Discover lists the plugin binaries in dir: executable regular files (or
-// symlinks to them) whose name starts with Prefix, sorted by name.
+// symlinks to them) whose name is Prefix followed by a name CheckName
+// accepts, sorted by name.
 func Discover(dir string) ([]Binary, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -83,7 +84,9 @@ func Discover(dir string) ([]Binary, error) {
 	var bins []Binary
 	for _, e := range entries {
 		name, ok := strings.CutPrefix(e.Name(), Prefix)
-		if !ok || name == "" {
+		if !ok || CheckName(name) != nil {
+			// Not a name a plugin can have (empty, or holding a control
+			// character that would garble a listing): not a plugin.
 			continue
 		}
 		path := filepath.Join(dir, e.Name())
