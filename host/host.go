@@ -20,6 +20,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
@@ -31,7 +33,13 @@ import (
 // the rest (executor-remote-linux-vm is the plugin remote-linux-vm).
 const Prefix = "executor-"
 
-// DefaultStartTimeout bounds a plugin's start, from exec to handshake.
+// DefaultStartTimeout bounds a plugin's start: exec, go-plugin's handshake,
+// Describe and Configure. Our plugin is ready in well under a second (about
+// 60 ms); the bound leaves room for a cold disk cache and a loaded machine,
+// and still ends a plugin that never handshakes (one that hangs, or whose
+// child holds its stdout) within a CI job's patience. When it passes, or
+// the caller's context ends first, the plugin's whole process group is
+// killed.
 const DefaultStartTimeout = 30 * time.Second
 
 // Options say where plugins are and how to start them.
@@ -49,7 +57,9 @@ type Options struct {
 	// Logger receives the host's messages about plugins and the plugins'
 	// own log lines, at their levels. Nil: hclog's default logger.
 	Logger hclog.Logger
-	// StartTimeout bounds each plugin start. Zero: DefaultStartTimeout.
+	// StartTimeout bounds each plugin start, from exec to configured (the
+	// context given to Load or Open bounds it too). Zero:
+	// DefaultStartTimeout.
 	StartTimeout time.Duration
 
 	// versions are the protocol versions the host speaks; nil:
@@ -64,7 +74,8 @@ type Binary struct {
 }
 
 // Discover lists the plugin binaries in dir: executable regular files (or
-// symlinks to them) whose name starts with Prefix, sorted by name.
+// symlinks to them) whose name is Prefix followed by a name CheckName
+// accepts, sorted by name.
 func Discover(dir string) ([]Binary, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -73,7 +84,9 @@ func Discover(dir string) ([]Binary, error) {
 	var bins []Binary
 	for _, e := range entries {
 		name, ok := strings.CutPrefix(e.Name(), Prefix)
-		if !ok || name == "" {
+		if !ok || CheckName(name) != nil {
+			// Not a name a plugin can have (empty, or holding a control
+			// character that would garble a listing): not a plugin.
 			continue
 		}
 		path := filepath.Join(dir, e.Name())
@@ -84,6 +97,63 @@ func Discover(dir string) ([]Binary, error) {
 		bins = append(bins, Binary{Name: name, Path: path})
 	}
 	return bins, nil
+}
+
+// CheckName refuses a plugin name that is not exactly one path component
+// usable in a file name executor-NAME: empty, ".", "..", holding a "/" or a
+// NUL, control or bidirectional formatting character, or invalid UTF-8.
+// The error names the value.
+func CheckName(name string) error {
+	why := ""
+	switch {
+	case name == "":
+		why = "it is empty"
+	case name == "." || name == "..":
+		why = "it is not a file name"
+	case strings.ContainsRune(name, '/'):
+		why = "it holds a /: a plugin name is one file name in the plugin dir"
+	case !utf8.ValidString(name):
+		why = "it is not valid UTF-8"
+	case strings.ContainsFunc(name, unsafeRune):
+		why = "it holds a control or bidirectional formatting character"
+	case len(Prefix)+len(name) > 255:
+		why = "the file name " + Prefix + "NAME would be longer than 255 bytes"
+	}
+	if why != "" {
+		return shared.Errorf(shared.ErrInvalidInput, "plugin", name, "plugin name %s: %s", shared.Show(name), why)
+	}
+	return nil
+}
+
+// unsafeRune is a rune a plugin name may not hold: C0 and C1 controls
+// (NUL included) and Unicode's bidirectional formatting characters.
+func unsafeRune(r rune) bool {
+	switch {
+	case unicode.IsControl(r):
+		return true
+	case r == '\u200e', r == '\u200f', r >= '\u202a' && r <= '\u202e', r >= '\u2066' && r <= '\u2069':
+		return true
+	}
+	return false
+}
+
+// Lookup finds the plugin called name in dir: the executable regular file
+// (or symlink to one, as Discover lists them) dir/executor-NAME. The name
+// must pass CheckName, so the binary is always in dir.
+func Lookup(dir, name string) (Binary, error) {
+	if err := CheckName(name); err != nil {
+		return Binary{}, err
+	}
+	path := filepath.Join(dir, Prefix+name)
+	fi, err := os.Stat(path)
+	if err != nil {
+		return Binary{}, shared.Errorf(kindOfFSError(err), "plugin", name, "plugin %s: %w", shared.Show(name), err)
+	}
+	if !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
+		return Binary{}, shared.Errorf(shared.ErrInvalidInput, "plugin", name,
+			"plugin %s: %s is not an executable regular file (%v)", shared.Show(name), path, fi.Mode())
+	}
+	return Binary{Name: name, Path: path}, nil
 }
 
 func kindOfFSError(err error) error {

@@ -18,8 +18,9 @@ import (
 	"github.com/hashicorp/go-hclog"
 )
 
-// testPlugin is the test plugin binary (testdata/testplugin), built once.
-var testPlugin string
+// testPlugin is the test plugin binary (testdata/testplugin), built once;
+// hungPlugin is testdata/hungplugin, which never handshakes.
+var testPlugin, hungPlugin string
 
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
@@ -35,6 +36,11 @@ func run(m *testing.M) int {
 	testPlugin = filepath.Join(dir, "testplugin")
 	if err := testbin.Build(testPlugin, "./testdata/testplugin", ""); err != nil {
 		fmt.Fprintln(os.Stderr, "build test plugin:", err)
+		return 1
+	}
+	hungPlugin = filepath.Join(dir, "hungplugin")
+	if err := testbin.Build(hungPlugin, "./testdata/hungplugin", ""); err != nil {
+		fmt.Fprintln(os.Stderr, "build hung plugin:", err)
 		return 1
 	}
 	return m.Run()

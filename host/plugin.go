@@ -34,6 +34,10 @@ type Plugin struct {
 	name   string
 	path   string
 	sha256 string // hex, of the binary loaded first; restarts must match it
+	// verify makes go-plugin check the binary against sha256 before it runs
+	// it: always when pinned, for restarts when not (the first start runs
+	// the binary Open has just hashed).
+	verify bool
 	logger hclog.Logger
 	opts   Options
 
@@ -50,8 +54,13 @@ var _ shared.Executor = (*Plugin)(nil)
 type instance struct {
 	client *plugin.Client
 	exec   shared.Executor
-	pid    int // also the id of its process group
+	pid    int // also the id of its process group; 0 until the start returned
 	cmd    *exec.Cmd
+	// kill ends the context of cmd, whose Cancel kills the whole process
+	// group while the leader is not yet reaped; safe at any time.
+	kill   context.CancelFunc
+	ready  bool // the handshake completed
+	logger hclog.Logger
 }
 
 // Open starts one plugin binary, checks its digest against
@@ -67,15 +76,18 @@ func Open(ctx context.Context, b Binary, opts Options) (*Plugin, error) {
 	if opts.versions == nil {
 		opts.versions = shared.VersionedPlugins
 	}
+	// The binary is hashed once per load, pinned or not. Pinned: go-plugin
+	// hashes it right before it runs it and refuses a mismatch (start turns
+	// that into a ChecksumError with both digests). Unpinned: we hash it
+	// here, because SHA256 reports it and restarts must run the same
+	// binary, and the first start does not hash it again.
 	var digest string
-	if want, ok := opts.RequireSHA256[b.Name]; ok {
+	want, pinned := opts.RequireSHA256[b.Name]
+	if pinned {
 		if raw, err := hex.DecodeString(want); err != nil || len(raw) != sha256.Size {
 			return nil, shared.Errorf(shared.ErrInvalidInput, "require_sha256", want,
 				"plugin %s: pinned sha256 %s is not 64 hex digits", b.Name, shared.Show(want))
 		}
-		// go-plugin hashes the binary right before it runs it and refuses
-		// a mismatch (start turns that into a ChecksumError with both
-		// digests): hashing it here as well would read it twice.
 		if _, err := os.Stat(b.Path); err != nil {
 			return nil, shared.Errorf(kindOfFSError(err), "plugin", b.Name, "plugin %s: %w", b.Name, err)
 		}
@@ -91,6 +103,7 @@ func Open(ctx context.Context, b Binary, opts Options) (*Plugin, error) {
 		name:     b.Name,
 		path:     b.Path,
 		sha256:   digest,
+		verify:   pinned,
 		logger:   opts.Logger.With("plugin", b.Name),
 		opts:     opts,
 		settings: opts.Settings,
@@ -102,6 +115,7 @@ func Open(ctx context.Context, b Binary, opts Options) (*Plugin, error) {
 		return nil, err
 	}
 	p.inst = inst
+	p.verify = true
 	return p, nil
 }
 
@@ -248,39 +262,70 @@ func (p *Plugin) lost(inst *instance, method string, callErr error) error {
 
 // start starts a process of the plugin; p.mu is held. The binary must be
 // the one loaded first: go-plugin checks its digest (SecureConfig) right
-// before it runs it. The start itself is bounded by opts.StartTimeout,
-// Describe and Configure by ctx.
+// before it runs it. The whole start (exec, handshake, Describe, Configure)
+// is bounded by opts.StartTimeout and by ctx: when either ends first, the
+// plugin's process group is killed at once, whatever go-plugin is waiting
+// for (a plugin that never handshakes, or whose child holds its stdout, is
+// ended the same way).
 func (p *Plugin) start(ctx context.Context) (*instance, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("start plugin %s: %w", p.name, err)
 	}
-	checksum, _ := hex.DecodeString(p.sha256)
+	timeout := p.opts.StartTimeout
+	ctx, cancel := context.WithTimeoutCause(ctx, timeout, errStartTimeout)
+	defer cancel()
 
-	cmd := exec.Command(p.path)
-	// Its own process group, so that Close can kill its children too; and
+	// Its own process group, so that stop can kill its children too; and
 	// killed with us should we die without closing it. (Pdeathsig follows
 	// the OS thread that started the child; a Go thread rarely ends, and if
-	// one did, the plugin would be restarted by the next call.)
+	// one did, the plugin would be restarted by the next call.) The
+	// command's own context is not ctx: the plugin outlives its start.
+	cmdCtx, kill := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(cmdCtx, p.path)
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Env = []string{shared.LogLevelEnv + "=" + p.opts.Logger.GetLevel().String()}
+	var secure *plugin.SecureConfig
+	if p.verify {
+		checksum, _ := hex.DecodeString(p.sha256)
+		// A fresh hash each time: Check does not reset it.
+		secure = &plugin.SecureConfig{Checksum: checksum, Hash: sha256.New()}
+	}
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  shared.Handshake,
 		VersionedPlugins: p.opts.versions,
 		Cmd:              cmd,
-		// A fresh hash each time: Check does not reset it.
-		SecureConfig:     &plugin.SecureConfig{Checksum: checksum, Hash: sha256.New()},
+		SecureConfig:     secure,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		AutoMTLS:         true,
-		StartTimeout:     p.opts.StartTimeout,
+		StartTimeout:     timeout,
 		Logger:           p.logger,
 	})
-	inst := &instance{client: client, cmd: cmd}
+	inst := &instance{client: client, cmd: cmd, kill: kill, logger: p.logger}
+	// go-plugin's wait for the handshake does not watch ctx: the end of ctx
+	// kills the group, which closes the plugin's stdout and ends that wait.
+	unwatch := context.AfterFunc(ctx, kill)
+	step := "handshake" // what the start is waiting for, for its errors
 	fail := func(err error) (*instance, error) {
 		inst.stop()
+		cause := context.Cause(ctx)
+		switch {
+		case errors.Is(cause, errStartTimeout):
+			// go-plugin's own error says only that it lost the stdout we
+			// closed by killing the plugin.
+			return nil, shared.Errorf(shared.ErrUnavailable, "plugin", p.name,
+				"plugin %s (%s) was not ready within its start timeout %v (waiting for its %s); it was killed with its process group",
+				p.name, p.path, timeout, step)
+		case cause != nil:
+			return nil, shared.Errorf(shared.ErrUnavailable, "plugin", p.name,
+				"start of plugin %s (%s) interrupted during its %s; it was killed with its process group: %w",
+				p.name, p.path, step, cause)
+		}
 		return nil, err
 	}
 	rpc, err := client.Client()
 	if cmd.Process != nil {
+		// Set by client.Client, in this goroutine.
 		inst.pid = cmd.Process.Pid
 	}
 	if err != nil {
@@ -294,6 +339,8 @@ func (p *Plugin) start(ctx context.Context) (*instance, error) {
 		return fail(fmt.Errorf("start plugin %s (%s), host protocol versions %v: %w",
 			p.name, p.path, slices.Sorted(maps.Keys(p.opts.versions)), err))
 	}
+	inst.ready = true
+	step = "Describe"
 	raw, err := rpc.Dispense(shared.PluginName)
 	if err != nil {
 		return fail(fmt.Errorf("plugin %s: dispense %q: %w", p.name, shared.PluginName, err))
@@ -315,18 +362,62 @@ func (p *Plugin) start(ctx context.Context) (*instance, error) {
 		return fail(shared.Errorf(shared.ErrInvalidInput, "protocol", fmt.Sprint(info.Protocol),
 			"plugin %s describes protocol %d but negotiated protocol %d", p.name, info.Protocol, v))
 	}
+	step = "Configure"
 	if err := e.Configure(ctx, p.settings); err != nil {
 		return fail(fmt.Errorf("plugin %s: configure: %w", p.name, err))
+	}
+	if !unwatch() {
+		// ctx ended just now: the group is being killed.
+		return fail(fmt.Errorf("plugin %s: start: %w", p.name, context.Cause(ctx)))
 	}
 	p.info = info
 	p.logger.Debug("plugin ready", "pid", inst.pid, "version", info.Version, "protocol", info.Protocol)
 	return inst, nil
 }
 
-// stop ends the process, gracefully if it can, then kills its process
-// group so no child is left behind.
+// errStartTimeout is the cause of a start's context ending at
+// opts.StartTimeout.
+var errStartTimeout = errors.New("start timeout")
+
+// stopGrace bounds go-plugin's graceful stop (it asks the plugin to exit
+// and waits two seconds, then kills the leader, then waits for the
+// plugin's stdout and stderr to close) before the process group is
+// killed; reapWait bounds the wait for go-plugin to finish once it is.
+const (
+	stopGrace = 3 * time.Second
+	reapWait  = 5 * time.Second
+)
+
+// stop ends the process, gracefully if it handshook, and kills its
+// process group so that no child is left behind, before anything waits on
+// the plugin's pipes without a bound: a child holding them open would make
+// go-plugin's Kill wait forever.
 func (i *instance) stop() {
-	i.client.Kill()
+	if !i.ready {
+		// Nothing to say goodbye to.
+		i.killGroup()
+	}
+	done := make(chan struct{})
+	go func() {
+		i.client.Kill()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(stopGrace):
+	}
+	i.killGroup()
+	select {
+	case <-done:
+	case <-time.After(reapWait):
+		i.logger.Error("plugin's stdout or stderr still open after its process group was killed; a process that left the group holds them",
+			"pid", i.pid)
+	}
+}
+
+// killGroup kills every process of the plugin's process group.
+func (i *instance) killGroup() {
+	i.kill()
 	if i.pid > 0 {
 		// The group outlives its leader as long as a member lives, and its
 		// id cannot be reused meanwhile, so this reaches only our children.

@@ -11,8 +11,11 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/pikaci/vmexec/host"
 )
 
 // Exit codes.
@@ -119,15 +122,17 @@ func Main(ctx context.Context, app *App, args []string) int {
 
 // common are the flags every verb that loads plugins has.
 type common struct {
-	pluginDir string
-	logLevel  string
-	pins      pinFlag
+	pluginDir    string
+	logLevel     string
+	pins         pinFlag
+	startTimeout time.Duration
 }
 
 func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.pluginDir, "plugin-dir", "", "directory of the executor-* plugin binaries (default: the directory of runner-host)")
 	fs.StringVar(&c.logLevel, "log-level", "warn", "lowest level of log lines printed on stderr, the plugins' included (trace, debug, info, warn, error, off)")
 	fs.Var(&c.pins, "require-sha256", "NAME=HEX: refuse plugin NAME unless its binary has this SHA-256 (repeatable)")
+	fs.DurationVar(&c.startTimeout, "start-timeout", host.DefaultStartTimeout, "a plugin not ready (handshake, Describe, Configure) within this is killed with its process group")
 }
 
 // resolve fills in defaults once the flags are parsed.
@@ -138,6 +143,9 @@ func (c *common) resolve() error {
 			return fmt.Errorf("default --plugin-dir: %w", err)
 		}
 		c.pluginDir = dir
+	}
+	if c.startTimeout < 0 {
+		return usagef("--start-timeout %v: want a positive duration", c.startTimeout)
 	}
 	if hclog.LevelFromString(c.logLevel) == hclog.NoLevel {
 		return usagef("--log-level %q: want trace, debug, info, warn, error or off", c.logLevel)
@@ -181,6 +189,9 @@ func (p *pinFlag) Set(v string) error {
 	name, sum, ok := strings.Cut(v, "=")
 	if !ok || name == "" || sum == "" {
 		return fmt.Errorf("%q is not NAME=HEX", v)
+	}
+	if err := host.CheckName(name); err != nil {
+		return err
 	}
 	if *p == nil {
 		*p = map[string]string{}

@@ -199,6 +199,8 @@ func TestRunJSON(t *testing.T) {
 		Command   string
 		Devices   shared.Devices
 		Warnings  []string
+		Check     bool
+		DryRun    bool
 		Error     string // a substring
 		ErrorKind string
 	}
@@ -240,9 +242,33 @@ func TestRunJSON(t *testing.T) {
 			name:     "second phase fails",
 			spec:     func() shared.JobSpec { s := testSpec("job"); s.Job.WritableWorkspace = true; return s }(),
 			wantCode: exitFail,
+			// Refused by the host's check before any phase ran.
 			want: []phaseWant{
-				{Phase: "prepare_directories", Command: "mkdir -p /tmp/run/jobs/job"},
-				{Phase: "configure_devices", Error: "writable workspace", ErrorKind: "invalid input"},
+				{Phase: "configure_devices", Check: true, Error: "writable workspace", ErrorKind: "invalid input"},
+			},
+		},
+		{
+			name:     "second phase refused by the plugin's dry run",
+			spec:     testSpec("devices-refused"),
+			wantCode: exitFail,
+			want: []phaseWant{
+				{Phase: "configure_devices", Check: true, DryRun: true, Error: "refused by the test plugin's ConfigureDevices (dry run true)", ErrorKind: "invalid input"},
+			},
+		},
+		{
+			name:     "bad endpoint refused before any phase ran",
+			spec:     func() shared.JobSpec { s := testSpec("job"); s.Remote.Incus.Endpoint = "http://incus:8443"; return s }(),
+			wantCode: exitFail,
+			want: []phaseWant{
+				{Phase: "configure_devices", Check: true, Error: `remote.incus.endpoint "http://incus:8443"`, ErrorKind: "invalid input"},
+			},
+		},
+		{
+			name: "a dry run is not checked first",
+			spec: testSpec("devices-refused"), args: []string{"--dry-run"}, wantCode: exitFail,
+			want: []phaseWant{
+				{Phase: "prepare_directories", DryRun: true, Command: "mkdir -p /tmp/run/jobs/job"},
+				{Phase: "configure_devices", DryRun: true, Error: "refused by the test plugin's ConfigureDevices (dry run true)", ErrorKind: "invalid input"},
 			},
 		},
 	}
@@ -274,7 +300,8 @@ func TestRunJSON(t *testing.T) {
 				if p.DurationMS < 0 {
 					t.Errorf("phase %s: duration_ms %v", p.Phase, p.DurationMS)
 				}
-				g := phaseWant{Phase: p.Phase, Command: p.Command, Devices: p.Devices, Warnings: p.Warnings, ErrorKind: p.ErrorKind}
+				g := phaseWant{Phase: p.Phase, Command: p.Command, Devices: p.Devices, Warnings: p.Warnings,
+					Check: p.Check, DryRun: p.DryRun, ErrorKind: p.ErrorKind}
 				if p.Error != "" {
 					g.Error = p.Error
 				}

@@ -15,7 +15,11 @@ import (
 )
 
 func main() {
+	// The first SIGINT or SIGTERM ends ctx, which every wait is bound to:
+	// runner-host stops its plugins (and their process groups) and exits
+	// non-zero. A second one, after ctx ended, kills it at once.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	context.AfterFunc(ctx, stop)
 	code := Main(ctx, &App{Stdout: os.Stdout, Stderr: os.Stderr}, os.Args[1:])
 	stop()
 	os.Exit(code)

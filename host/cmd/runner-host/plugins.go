@@ -36,11 +36,15 @@ func (a *App) plugins(ctx context.Context, c common) error {
 	if len(bins) == 0 {
 		return shared.Errorf(shared.ErrNotFound, "plugin_dir", c.pluginDir, "no %s* plugins in %s", host.Prefix, c.pluginDir)
 	}
-	opts := host.Options{RequireSHA256: c.pins, Logger: c.logger(a.Stderr)}
+	opts := host.Options{RequireSHA256: c.pins, Logger: c.logger(a.Stderr), StartTimeout: c.startTimeout}
 	failed := 0
 	found := map[string]bool{}
 	for _, b := range bins {
 		found[b.Name] = true
+		if err := ctx.Err(); err != nil {
+			// Interrupted (SIGTERM, SIGINT): load no more.
+			return fmt.Errorf("interrupted before plugin %s: %w", b.Name, context.Cause(ctx))
+		}
 		p, err := host.Open(ctx, b, opts)
 		if err != nil {
 			fmt.Fprintln(a.Stderr, "runner-host:", err)

@@ -9,13 +9,14 @@ import (
 	"io"
 	"maps"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/pikaci/vmexec/host"
 	"github.com/pikaci/vmexec/shared"
+	"github.com/pikaci/vmexec/shared/devices"
+	"github.com/pikaci/vmexec/shared/layout"
 )
 
 // phase is one step of a job that `run` can run.
@@ -23,11 +24,26 @@ type phase struct {
 	flag string // as --phases names it
 	name string // as the report names it
 	run  func(ctx context.Context, e shared.Executor, spec shared.JobSpec, dryRun bool, r *phaseReport) error
+	// check validates the phase's inputs as the contract defines them,
+	// without I/O.
+	check func(spec shared.JobSpec) error
 }
 
 var phases = []phase{
-	{flag: "prepare-directories", name: "prepare_directories", run: runPrepare},
-	{flag: "configure-devices", name: "configure_devices", run: runDevices},
+	{flag: "prepare-directories", name: "prepare_directories", run: runPrepare, check: checkPrepare},
+	{flag: "configure-devices", name: "configure_devices", run: runDevices, check: checkDevices},
+}
+
+func checkPrepare(spec shared.JobSpec) error {
+	_, err := layout.Derive(spec)
+	return err
+}
+
+func checkDevices(spec shared.JobSpec) error {
+	if _, err := devices.Check(spec); err != nil {
+		return err
+	}
+	return shared.ValidateEndpoint(spec.Remote.Incus.Endpoint)
 }
 
 const defaultPhases = "prepare-directories,configure-devices"
@@ -61,6 +77,9 @@ func parseRun(_ context.Context, app *App, args []string) (func(context.Context)
 	}
 	if f.jobFile == "" {
 		return nil, usagef("--job is required")
+	}
+	if err := host.CheckName(f.plugin); err != nil {
+		return nil, usagef("--plugin: %w", err)
 	}
 	var err error
 	if f.phases, err = parsePhases(phaseList); err != nil {
@@ -136,23 +155,27 @@ type phaseReport struct {
 	Changed  *bool          `json:"changed,omitempty"`
 	Warnings []string       `json:"warnings,omitempty"`
 
-	DryRun    bool   `json:"dry_run,omitempty"`
+	DryRun bool `json:"dry_run,omitempty"`
+	// Check: this is the phase's check before the first phase ran, which
+	// failed, so that no phase ran.
+	Check     bool   `json:"check,omitempty"`
 	Error     string `json:"error,omitempty"`
 	ErrorKind string `json:"error_kind,omitempty"`
 }
 
 func runPrepare(ctx context.Context, e shared.Executor, spec shared.JobSpec, dryRun bool, r *phaseReport) error {
 	res, err := e.PrepareDirectories(ctx, shared.PrepareRequest{Spec: spec, DryRun: dryRun})
-	r.Command, r.Directories, r.DryRun = res.Command, res.Directories, res.DryRun
+	r.Command, r.Directories, r.DryRun = res.Command, res.Directories, dryRun
 	return err
 }
 
 func runDevices(ctx context.Context, e shared.Executor, spec shared.JobSpec, dryRun bool, r *phaseReport) error {
 	res, err := e.ConfigureDevices(ctx, shared.DevicesRequest{Spec: spec, DryRun: dryRun})
+	r.DryRun = dryRun
 	if err != nil {
 		return err
 	}
-	r.Instance, r.Project, r.Devices, r.Warnings, r.DryRun = res.Instance, res.Project, res.Devices, res.Warnings, res.DryRun
+	r.Instance, r.Project, r.Devices, r.Warnings = res.Instance, res.Project, res.Devices, res.Warnings
 	r.Changed = &res.Changed
 	return nil
 }
@@ -164,8 +187,13 @@ func (a *App) runJob(ctx context.Context, f runFlags) error {
 	if err != nil {
 		return err
 	}
-	p, err := host.Open(ctx, host.Binary{Name: f.plugin, Path: filepath.Join(f.pluginDir, host.Prefix+f.plugin)}, host.Options{
+	bin, err := host.Lookup(f.pluginDir, f.plugin)
+	if err != nil {
+		return err
+	}
+	p, err := host.Open(ctx, bin, host.Options{
 		RequireSHA256: f.pins,
+		StartTimeout:  f.startTimeout,
 		Settings:      shared.Settings{SSHConfigPath: f.sshConfig},
 		Logger:        f.logger(a.Stderr),
 	})
@@ -179,31 +207,33 @@ func (a *App) runJob(ctx context.Context, f runFlags) error {
 
 // runPhases runs f.phases on a loaded plugin until one fails, prints each
 // (or, with --json, the whole report) and returns the report.
+//
+// Unless it is a dry run, every phase is checked before the first one
+// runs, so that a job that would fail a later phase on its input changes
+// nothing (a job half done on the remote host is worse than one refused):
+// first the contract's own checks (layout, devices, endpoint: no I/O), then
+// the plugin's dry run of every phase after the first, which validates the
+// rest (a plugin's own rules, the payload manifests, the instance's guest
+// paths) and changes nothing. The first phase needs no dry run: the
+// contract has every phase validate its input before it changes anything.
+// A dry run reads only what already had to be there before the first phase
+// (manifests, the snapshot, the instance): PrepareDirectories creates
+// directories, nothing a later phase reads.
 func (a *App) runPhases(ctx context.Context, p *host.Plugin, spec shared.JobSpec, f runFlags) (report, error) {
 	rep := report{Plugin: p.Info(), Phases: []*phaseReport{}}
 	if !f.json {
 		fmt.Fprintf(a.Stdout, "plugin %s %s protocol=%d\n", rep.Plugin.Name, rep.Plugin.Version, rep.Plugin.Protocol)
 	}
-	var runErr error
-	for _, ph := range f.phases {
-		r := &phaseReport{Phase: ph.name, StartedAt: time.Now()}
-		err := ph.run(ctx, p, spec, f.dryRun, r)
-		r.FinishedAt = time.Now()
-		d := r.FinishedAt.Sub(r.StartedAt)
-		r.DurationMS = float64(d.Microseconds()) / 1000
-		if err != nil {
-			r.Error = err.Error()
-			if k := shared.KindOf(err); k != nil {
-				r.ErrorKind = k.Error()
+	runErr := a.checkPhases(ctx, p, spec, f, &rep)
+	if runErr == nil {
+		for _, ph := range f.phases {
+			r := &phaseReport{Phase: ph.name, StartedAt: time.Now()}
+			err := ph.run(ctx, p, spec, f.dryRun, r)
+			a.finish(ph, r, err, f, &rep)
+			if err != nil {
+				runErr = fmt.Errorf("phase %s: %w", ph.flag, err)
+				break
 			}
-			runErr = fmt.Errorf("phase %s: %w", ph.flag, err)
-		}
-		rep.Phases = append(rep.Phases, r)
-		if !f.json {
-			printPhase(a.Stdout, ph.flag, d, r)
-		}
-		if err != nil {
-			break
 		}
 	}
 	if f.json {
@@ -216,9 +246,55 @@ func (a *App) runPhases(ctx context.Context, p *host.Plugin, spec shared.JobSpec
 	return rep, runErr
 }
 
+// checkPhases checks every phase before the first runs (see runPhases) and
+// reports the first that fails.
+func (a *App) checkPhases(ctx context.Context, p *host.Plugin, spec shared.JobSpec, f runFlags, rep *report) error {
+	if f.dryRun {
+		return nil
+	}
+	for i, ph := range f.phases {
+		r := &phaseReport{Phase: ph.name, StartedAt: time.Now(), Check: true}
+		err := ph.check(spec)
+		if err == nil && i > 0 {
+			r.DryRun = true
+			err = ph.run(ctx, p, spec, true, r)
+			if err == nil {
+				continue
+			}
+		}
+		if err != nil {
+			a.finish(ph, r, err, f, rep)
+			return fmt.Errorf("phase %s, checked before the first phase ran (nothing was run): %w", ph.flag, err)
+		}
+	}
+	return nil
+}
+
+// finish completes a phase's report, adds it to rep and prints it.
+func (a *App) finish(ph phase, r *phaseReport, err error, f runFlags, rep *report) {
+	r.FinishedAt = time.Now()
+	d := r.FinishedAt.Sub(r.StartedAt)
+	r.DurationMS = float64(d.Microseconds()) / 1000
+	if err != nil {
+		r.Error = err.Error()
+		if k := shared.KindOf(err); k != nil {
+			r.ErrorKind = k.Error()
+		}
+	}
+	rep.Phases = append(rep.Phases, r)
+	if !f.json {
+		printPhase(a.Stdout, ph.flag, d, r)
+	}
+}
+
 func printPhase(w io.Writer, name string, d time.Duration, r *phaseReport) {
 	dry := ""
-	if r.DryRun {
+	switch {
+	case r.Check && r.DryRun:
+		dry = " (checked by a dry run before the first phase ran)"
+	case r.Check:
+		dry = " (checked before the first phase ran)"
+	case r.DryRun:
 		dry = " (dry run)"
 	}
 	fmt.Fprintf(w, "%s%s: %v\n", name, dry, d.Round(time.Microsecond))

@@ -94,6 +94,7 @@ func (e *executor) Configure(_ context.Context, s shared.Settings) error {
 //	log       logs one line at every level
 //	not-found fails with shared.ErrNotFound
 //
+// ConfigureDevices refuses the job id devices-refused, dry run or not.
 // Any other id returns a command naming the job dir.
 func (e *executor) PrepareDirectories(ctx context.Context, req shared.PrepareRequest) (shared.PrepareResult, error) {
 	switch req.Spec.Job.ID {
@@ -141,6 +142,11 @@ func (e *executor) PrepareDirectories(ctx context.Context, req shared.PrepareReq
 }
 
 func (e *executor) ConfigureDevices(_ context.Context, req shared.DevicesRequest) (shared.DevicesResult, error) {
+	if req.Spec.Job.ID == "devices-refused" {
+		// Input only the plugin refuses (the host's own checks pass it).
+		return shared.DevicesResult{}, shared.Errorf(shared.ErrInvalidInput, "job.id", req.Spec.Job.ID,
+			"job %s: refused by the test plugin's ConfigureDevices (dry run %t)", shared.Show(req.Spec.Job.ID), req.DryRun)
+	}
 	if req.Spec.Job.WritableWorkspace {
 		return shared.DevicesResult{}, shared.Errorf(shared.ErrInvalidInput, "job.writable_workspace", "true",
 			"job %s: writable workspace is not supported", shared.Show(req.Spec.Job.ID))
