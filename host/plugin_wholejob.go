@@ -21,7 +21,7 @@ type ProtocolError struct {
 }
 
 func (e *ProtocolError) Error() string {
-	return fmt.Sprintf("plugin %s speaks protocol %d: %s needs protocol %d (the whole job)",
+	return fmt.Sprintf("plugin %s speaks protocol %d: %s needs protocol %d",
 		e.Plugin, e.Protocol, e.Call, shared.ProtocolWholeJob)
 }
 

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -565,13 +566,17 @@ func TestWholeJobThroughPluginProcess(t *testing.T) {
 			t.Errorf("record %+v", rec)
 		}
 	})
-	t.Run("crash", func(t *testing.T) {
+	t.Run("plugin killed mid-RunJob", func(t *testing.T) {
 		job := testWholeJob(t)
-		job.Command.Argv = []string{"crash"}
+		job.Command.Argv = []string{"block"}
 		pid := p.Pid()
-		rec, err := RunWholeJob(t.Context(), p, job, WholeJobOptions{})
+		kill := &killOnWrite{pid: pid}
+		rec, err := RunWholeJob(t.Context(), p, job, WholeJobOptions{Stdout: kill})
 		if !errors.Is(err, shared.ErrPluginExited) {
-			t.Fatalf("error %v, want the plugin's crash", err)
+			t.Fatalf("error %v, want the plugin's death", err)
+		}
+		if !kill.killed {
+			t.Fatal("the job's output never arrived")
 		}
 		if rec.Cleanup == nil || !rec.Cleanup.Deleted {
 			t.Errorf("cleanup record %+v, want the instance deleted by the restarted plugin", rec.Cleanup)
@@ -580,7 +585,24 @@ func TestWholeJobThroughPluginProcess(t *testing.T) {
 			t.Errorf("instance left behind (stat: %v)", err)
 		}
 		if p.Pid() == pid || p.Pid() == 0 {
-			t.Errorf("pid %d after the crash of %d: want a new process", p.Pid(), pid)
+			t.Errorf("pid %d after the death of %d: want a new process", p.Pid(), pid)
 		}
 	})
+}
+
+// killOnWrite SIGKILLs a process at the first write: the job's first
+// output proves the plugin is inside RunJob.
+type killOnWrite struct {
+	pid    int
+	killed bool
+}
+
+func (k *killOnWrite) Write(p []byte) (int, error) {
+	if !k.killed {
+		k.killed = true
+		if err := syscall.Kill(k.pid, syscall.SIGKILL); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
 }

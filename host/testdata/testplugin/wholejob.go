@@ -56,8 +56,8 @@ func (e *wholeExecutor) PrepareRuntime(_ context.Context, req shared.RuntimeRequ
 //
 //	exit N   prints a line on stdout and one on stderr, exits N
 //	timeout  prints a line, then reports a timeout
-//	block    prints "started", then waits for the call's context to end
-//	crash    prints "started", then the plugin exits mid-call
+//	block    prints "started (pid N)", then waits for the call's context
+//	         to end (a test may kill the plugin meanwhile)
 func (e *wholeExecutor) RunJob(ctx context.Context, req shared.RunRequest, out shared.OutputSink) (shared.RunResult, error) {
 	argv := req.Job.Command.Argv
 	say := func(s shared.Stream, line string) error {
@@ -82,17 +82,11 @@ func (e *wholeExecutor) RunJob(ctx context.Context, req shared.RunRequest, out s
 		}
 		return shared.RunResult{ExitCode: 143, TimedOut: true, TimeoutSecs: req.Job.Command.TimeoutSecs}, nil
 	case "block":
-		if err := say(shared.Stdout, "started"); err != nil {
+		if err := say(shared.Stdout, fmt.Sprintf("started (pid %d)", os.Getpid())); err != nil {
 			return shared.RunResult{}, err
 		}
 		<-ctx.Done()
 		return shared.RunResult{}, fmt.Errorf("job stopped: %w", ctx.Err())
-	case "crash":
-		if err := say(shared.Stdout, "started"); err != nil {
-			return shared.RunResult{}, err
-		}
-		e.logger.Error("exiting mid-RunJob on purpose")
-		os.Exit(3)
 	}
 	return shared.RunResult{}, shared.Errorf(shared.ErrInvalidInput, "command.argv", argv[0], "test plugin: unknown command %s", shared.Show(argv[0]))
 }
