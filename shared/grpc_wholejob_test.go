@@ -102,7 +102,15 @@ func (f *fakeJobExecutor) Sweep(ctx context.Context, req SweepRequest) (SweepRes
 // and returns the host's side of it.
 func connectJob(tb testing.TB, impl JobExecutor) JobExecutor {
 	tb.Helper()
-	client, _ := plugin.TestPluginGRPCConn(tb, false, map[string]plugin.Plugin{
+	exec, _ := connectJobStop(tb, impl)
+	return exec
+}
+
+// connectJobStop is connectJob that also returns a function that stops the
+// server, as a dying plugin would.
+func connectJobStop(tb testing.TB, impl JobExecutor) (JobExecutor, func()) {
+	tb.Helper()
+	client, server := plugin.TestPluginGRPCConn(tb, false, map[string]plugin.Plugin{
 		PluginName: &JobExecutorPlugin{Impl: impl},
 	})
 	tb.Cleanup(func() { _ = client.Close() })
@@ -114,7 +122,7 @@ func connectJob(tb testing.TB, impl JobExecutor) JobExecutor {
 	if !ok {
 		tb.Fatalf("dispensed %T, want a JobExecutor", raw)
 	}
-	return exec
+	return exec, server.Stop
 }
 
 func fullWholeJob() WholeJob {
@@ -460,4 +468,34 @@ func keys(m map[int]plugin.PluginSet) []int {
 		out = append(out, k)
 	}
 	return out
+}
+
+// A plugin that dies while the job streams: the host keeps what arrived
+// before, then gets ErrUnavailable wrapping ErrPluginExited.
+func TestRunJobPluginDiesMidStream(t *testing.T) {
+	var stop func()
+	arrived := make(chan struct{})
+	f := &fakeJobExecutor{runJob: func(ctx context.Context, out OutputSink) (RunResult, error) {
+		if err := out(OutputChunk{Stream: Stdout, Data: []byte("before\n")}); err != nil {
+			return RunResult{}, err
+		}
+		<-arrived // the server dies only once the host has the chunk
+		go stop()
+		<-ctx.Done()
+		return RunResult{}, ctx.Err()
+	}}
+	exec, s := connectJobStop(t, f)
+	stop = s
+	var got []string
+	_, err := exec.RunJob(t.Context(), RunRequest{}, func(c OutputChunk) error {
+		got = append(got, string(c.Data))
+		close(arrived)
+		return nil
+	})
+	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, ErrPluginExited) {
+		t.Fatalf("got %v, want an error wrapping ErrUnavailable and ErrPluginExited", err)
+	}
+	if diff := cmp.Diff([]string{"before\n"}, got); diff != "" {
+		t.Errorf("chunks (-want +got):\n%s", diff)
+	}
 }
