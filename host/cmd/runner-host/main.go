@@ -3,6 +3,12 @@
 //
 //	runner-host plugins [--plugin-dir DIR] [--require-sha256 NAME=HEX]...
 //	runner-host run --job FILE [--plugin NAME] [--phases LIST] [--dry-run] [--json] ...
+//	runner-host sweep --ssh-config FILE --host H --project P --older-than DURATION [--live FILE] [--dry-run] [--json]
+//
+// A job file with runtime and command runs the whole job (protocol 2): run
+// exits with the job's exit code, 124 when it timed out, 130 or 143 after
+// SIGINT or SIGTERM (the instance cleaned up first), 1 for an executor
+// error; the run record is written to <host.job_dir>/pikaci-execution.json.
 //
 // Run `runner-host help` for every verb and `runner-host VERB -h` for its flags.
 package main

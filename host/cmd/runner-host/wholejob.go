@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/pikaci/vmexec/host"
 	"github.com/pikaci/vmexec/shared"
@@ -56,6 +57,13 @@ func readWholeJob(path string) (job shared.WholeJob, ok bool, err error) {
 // timed out, 130/143 after SIGINT/SIGTERM (cleanup done first), 1 for an
 // executor error (the record says which phase).
 func (a *App) runWhole(ctx context.Context, f runFlags, job shared.WholeJob) error {
+	var names []string
+	for _, ph := range f.phases {
+		names = append(names, ph.flag)
+	}
+	if strings.Join(names, ",") != defaultPhases {
+		return usagef("--phases applies to a job without runtime and command; a whole job runs every phase")
+	}
 	p, err := host.Open(ctx, host.Binary{Name: f.plugin, Path: filepath.Join(f.pluginDir, host.Prefix+f.plugin)}, host.Options{
 		RequireSHA256: f.pins,
 		Settings:      shared.Settings{SSHConfigPath: f.sshConfig},

@@ -276,6 +276,15 @@ func TestRunWholeJobBadFile(t *testing.T) {
 	}
 }
 
+func TestRunWholeJobRefusesPhases(t *testing.T) {
+	dir := pluginDir(t, "whole")
+	job, _ := wholeJobFile(t, "j", []string{"exit", "0"}, nil)
+	code, _, stderr := runMain(t, "run", "--plugin-dir", dir, "--plugin", "whole", "--job", job, "--phases", "prepare-directories")
+	if code == exitOK || !strings.Contains(stderr, "--phases applies to a job without runtime and command") {
+		t.Errorf("exit %d, stderr %q", code, stderr)
+	}
+}
+
 func TestRunWholeJobDryRun(t *testing.T) {
 	dir := pluginDir(t, "whole")
 	job, jobDir := wholeJobFile(t, "j", []string{"exit", "3"}, nil)
