@@ -43,8 +43,8 @@ type Record struct {
 	Job      string        `json:"job"`
 	Instance string        `json:"instance,omitempty"`
 	Phases   []PhaseRecord `json:"phases"`
-	// Image is the image the instance was created from (empty before
-	// PrepareRuntime answered).
+	// Image is the image the instance was created from: the project and
+	// alias asked for, and the fingerprint once PrepareRuntime answered.
 	Image    shared.Image   `json:"image"`
 	Snapshot SnapshotRecord `json:"snapshot"`
 	// ExitCode is the job's exit code; null when the job did not end with
@@ -164,6 +164,8 @@ func RunWholeJob(ctx context.Context, e shared.JobExecutor, job shared.WholeJob,
 		}
 		return r.rec, err
 	}
+	// The image as asked for; PrepareRuntime's answer adds the fingerprint.
+	r.rec.Image = shared.Image{Project: job.Remote.Incus.Project, Alias: job.Runtime.Image}
 	err = r.phases(ctx)
 	if r.reachedRuntime && !opts.DryRun {
 		err = errors.Join(err, r.cleanup(ctx, err))
@@ -279,7 +281,12 @@ func (r *wholeRun) phases(ctx context.Context) error {
 		// From here on the instance may exist, whatever the call returns.
 		r.reachedRuntime = true
 		res, err := r.e.PrepareRuntime(ctx, shared.RuntimeRequest{Job: job, DryRun: dry})
-		r.rec.Instance, r.rec.Image = res.Instance, res.Image
+		if res.Instance != "" {
+			r.rec.Instance = res.Instance
+		}
+		if res.Image != (shared.Image{}) {
+			r.rec.Image = res.Image
+		}
 		return err
 	})
 	if err != nil || dry {

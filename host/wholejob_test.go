@@ -380,6 +380,9 @@ func TestRunWholeJobFailureAtEachPhase(t *testing.T) {
 			if rec.Error == "" {
 				t.Error("record has no error")
 			}
+			if rec.Image.Project != "default" || rec.Image.Alias != "bb" {
+				t.Errorf("record image %+v, want the project and alias asked for", rec.Image)
+			}
 		})
 	}
 }
