@@ -8,7 +8,9 @@ package shared
 
 import "context"
 
-// ProtocolVersion is the executor protocol this package speaks.
+// ProtocolVersion is executor protocol version 1: Describe, Configure and
+// the two calls of Executor. Version 2 (ProtocolWholeJob) adds the whole
+// job; Serve offers it when the executor is a JobExecutor.
 const ProtocolVersion = 1
 
 // Executor prepares a job's remote host. Both job calls take a dry-run flag:

@@ -97,6 +97,10 @@ func (c *GRPCClient) ConfigureDevices(ctx context.Context, req DevicesRequest) (
 type GRPCServer struct {
 	executorpb.UnimplementedExecutorServer
 	Impl Executor
+	// Protocol, when non-zero, is the protocol Describe reports instead of
+	// the one Impl names: the version go-plugin negotiated, which is the
+	// version of the plugin set this server was registered from.
+	Protocol int
 }
 
 // Describe implements executorpb.ExecutorServer.
@@ -104,6 +108,9 @@ func (s *GRPCServer) Describe(ctx context.Context, _ *executorpb.DescribeRequest
 	info, err := s.Impl.Describe(ctx)
 	if err != nil {
 		return nil, toStatus(err)
+	}
+	if s.Protocol != 0 {
+		info.Protocol = s.Protocol
 	}
 	return &executorpb.Info{
 		Name:         info.Name,
@@ -181,6 +188,7 @@ func specToProto(s JobSpec) *executorpb.JobSpec {
 			JobDir:              s.Host.JobDir,
 			SnapshotContentHash: s.Host.SnapshotContentHash,
 			StagedPayloads:      payloads,
+			SnapshotDir:         s.Host.SnapshotDir,
 		},
 		Remote: &executorpb.Remote{
 			Host:    s.Remote.Host,
@@ -215,6 +223,7 @@ func specFromProto(s *executorpb.JobSpec) JobSpec {
 			JobDir:              s.GetHost().GetJobDir(),
 			SnapshotContentHash: s.GetHost().GetSnapshotContentHash(),
 			StagedPayloads:      payloads,
+			SnapshotDir:         s.GetHost().GetSnapshotDir(),
 		},
 		Remote: Remote{
 			Host:    s.GetRemote().GetHost(),

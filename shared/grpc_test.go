@@ -115,6 +115,7 @@ func fullSpec() JobSpec {
 		Host: HostPaths{
 			JobDir:              "/tmp/run/jobs/job",
 			SnapshotContentHash: "abc123",
+			SnapshotDir:         "/tmp/run/snapshot",
 			StagedPayloads: []StagedPayload{
 				{Name: "workspace-deps", LocalDir: "/tmp/run/jobs/job/staged/deps"},
 				{Name: "workspace-build", LocalDir: "/tmp/run/jobs/job/staged/build"},

@@ -25,9 +25,12 @@ var Handshake = plugin.HandshakeConfig{
 const PluginName = "executor"
 
 // VersionedPlugins are the protocol versions a host speaks, each with its
-// plugin set. go-plugin picks the highest version both sides know.
+// plugin set. go-plugin picks the highest version both sides know: a host
+// dispensing from version 1 gets a *GRPCClient (a shared.Executor), from
+// version 2 a *GRPCJobClient (a shared.JobExecutor).
 var VersionedPlugins = map[int]plugin.PluginSet{
-	ProtocolVersion: {PluginName: &ExecutorPlugin{}},
+	ProtocolVersion:  {PluginName: &ExecutorPlugin{}},
+	ProtocolWholeJob: {PluginName: &JobExecutorPlugin{}},
 }
 
 // ExecutorPlugin is the go-plugin glue for an Executor over gRPC. A plugin
@@ -35,13 +38,16 @@ var VersionedPlugins = map[int]plugin.PluginSet{
 type ExecutorPlugin struct {
 	plugin.NetRPCUnsupportedPlugin
 	Impl Executor
+	// Protocol, when non-zero, is what Describe reports as the protocol:
+	// the version of the plugin set this plugin is served in.
+	Protocol int
 }
 
 var _ plugin.GRPCPlugin = (*ExecutorPlugin)(nil)
 
 // GRPCServer registers the executor service on the plugin's gRPC server.
 func (p *ExecutorPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
-	executorpb.RegisterExecutorServer(s, &GRPCServer{Impl: p.Impl})
+	executorpb.RegisterExecutorServer(s, &GRPCServer{Impl: p.Impl, Protocol: p.Protocol})
 	return nil
 }
 
@@ -50,9 +56,46 @@ func (p *ExecutorPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, con
 	return NewGRPCClient(conn), nil
 }
 
-// Serve serves impl as an executor plugin speaking ProtocolVersion until
-// the host stops it; then, if impl is an io.Closer, it closes impl. It is
-// the whole of a plugin's main:
+// JobExecutorPlugin is the go-plugin glue for protocol version 2: a
+// JobExecutor over gRPC, serving both the Executor and the WholeJob
+// services. A plugin sets Impl; a host leaves it nil and gets a
+// *GRPCJobClient when it dispenses. Describe reports protocol 2.
+type JobExecutorPlugin struct {
+	plugin.NetRPCUnsupportedPlugin
+	Impl JobExecutor
+}
+
+var _ plugin.GRPCPlugin = (*JobExecutorPlugin)(nil)
+
+// GRPCServer registers both services on the plugin's gRPC server.
+func (p *JobExecutorPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
+	executorpb.RegisterExecutorServer(s, &GRPCServer{Impl: p.Impl, Protocol: ProtocolWholeJob})
+	executorpb.RegisterWholeJobServer(s, &GRPCJobServer{Impl: p.Impl})
+	return nil
+}
+
+// GRPCClient returns the host's JobExecutor over the plugin's connection.
+func (p *JobExecutorPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, conn *grpc.ClientConn) (any, error) {
+	return NewGRPCJobClient(conn), nil
+}
+
+// ServedVersions are the plugin sets Serve offers for impl: version 1
+// always, and version 2 when impl is a JobExecutor.
+func ServedVersions(impl Executor) map[int]plugin.PluginSet {
+	sets := map[int]plugin.PluginSet{
+		ProtocolVersion: {PluginName: &ExecutorPlugin{Impl: impl, Protocol: ProtocolVersion}},
+	}
+	if je, ok := impl.(JobExecutor); ok {
+		sets[ProtocolWholeJob] = plugin.PluginSet{PluginName: &JobExecutorPlugin{Impl: je}}
+	}
+	return sets
+}
+
+// Serve serves impl as an executor plugin until the host stops it; then,
+// if impl is an io.Closer, it closes impl. It speaks ProtocolVersion, and
+// also ProtocolWholeJob when impl is a JobExecutor; go-plugin settles on
+// the highest version the host speaks too. It is the whole of a plugin's
+// main:
 //
 //	func main() { shared.Serve(myplugin.New(shared.PluginLogger("my-plugin"))) }
 //
@@ -61,12 +104,10 @@ func (p *ExecutorPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, con
 // it is a plugin and exits with status 1.
 func Serve(impl Executor) {
 	plugin.Serve(&plugin.ServeConfig{
-		HandshakeConfig: Handshake,
-		VersionedPlugins: map[int]plugin.PluginSet{
-			ProtocolVersion: {PluginName: &ExecutorPlugin{Impl: impl}},
-		},
-		GRPCServer: plugin.DefaultGRPCServer,
-		Logger:     PluginLogger("go-plugin"),
+		HandshakeConfig:  Handshake,
+		VersionedPlugins: ServedVersions(impl),
+		GRPCServer:       plugin.DefaultGRPCServer,
+		Logger:           PluginLogger("go-plugin"),
 	})
 	if c, ok := impl.(io.Closer); ok {
 		_ = c.Close()

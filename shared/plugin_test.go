@@ -10,12 +10,14 @@ func TestVersionedPlugins(t *testing.T) {
 	if Handshake.ProtocolVersion != ProtocolVersion {
 		t.Errorf("Handshake.ProtocolVersion %d, want %d", Handshake.ProtocolVersion, ProtocolVersion)
 	}
-	set, ok := VersionedPlugins[ProtocolVersion]
-	if !ok || len(VersionedPlugins) != 1 {
-		t.Fatalf("VersionedPlugins has %d versions, want only %d", len(VersionedPlugins), ProtocolVersion)
+	if len(VersionedPlugins) != 2 {
+		t.Fatalf("VersionedPlugins has %d versions, want %d and %d", len(VersionedPlugins), ProtocolVersion, ProtocolWholeJob)
 	}
-	if p, ok := set[PluginName].(*ExecutorPlugin); !ok || p.Impl != nil {
-		t.Errorf("plugin %q is %#v, want a host-side *ExecutorPlugin", PluginName, set[PluginName])
+	if p, ok := VersionedPlugins[ProtocolVersion][PluginName].(*ExecutorPlugin); !ok || p.Impl != nil {
+		t.Errorf("version 1 plugin %q is %#v, want a host-side *ExecutorPlugin", PluginName, VersionedPlugins[ProtocolVersion][PluginName])
+	}
+	if p, ok := VersionedPlugins[ProtocolWholeJob][PluginName].(*JobExecutorPlugin); !ok || p.Impl != nil {
+		t.Errorf("version 2 plugin %q is %#v, want a host-side *JobExecutorPlugin", PluginName, VersionedPlugins[ProtocolWholeJob][PluginName])
 	}
 }
 

@@ -1,6 +1,12 @@
-// The executor protocol, version 1: what a runner host and an executor
-// plugin say to each other over go-plugin's gRPC transport. It mirrors the Go
-// contract in shared/executor.go; shared/grpc.go converts between the two.
+// The executor protocol: what a runner host and an executor plugin say to
+// each other over go-plugin's gRPC transport. It mirrors the Go contract in
+// shared/executor.go (version 1) and shared/wholejob.go (version 2);
+// shared/grpc.go and shared/grpc_wholejob.go convert between the two.
+//
+// Version 1 is the Executor service alone. Version 2 (the whole job) is the
+// Executor service plus the WholeJob service; a plugin registers WholeJob
+// only when go-plugin negotiated protocol 2, so a host can rely on it exactly
+// when the negotiated version is 2.
 //
 // Regenerate with `make proto` (protoc with the generator versions pinned in
 // go.mod) and commit the result.
@@ -137,6 +143,56 @@ func (x ContextError) Number() protoreflect.EnumNumber {
 // Deprecated: Use ContextError.Descriptor instead.
 func (ContextError) EnumDescriptor() ([]byte, []int) {
 	return file_executor_proto_rawDescGZIP(), []int{1}
+}
+
+// Stream says which of the job's outputs a chunk came from.
+type Stream int32
+
+const (
+	Stream_STREAM_UNSPECIFIED Stream = 0
+	Stream_STREAM_STDOUT      Stream = 1
+	Stream_STREAM_STDERR      Stream = 2
+)
+
+// Enum value maps for Stream.
+var (
+	Stream_name = map[int32]string{
+		0: "STREAM_UNSPECIFIED",
+		1: "STREAM_STDOUT",
+		2: "STREAM_STDERR",
+	}
+	Stream_value = map[string]int32{
+		"STREAM_UNSPECIFIED": 0,
+		"STREAM_STDOUT":      1,
+		"STREAM_STDERR":      2,
+	}
+)
+
+func (x Stream) Enum() *Stream {
+	p := new(Stream)
+	*p = x
+	return p
+}
+
+func (x Stream) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Stream) Descriptor() protoreflect.EnumDescriptor {
+	return file_executor_proto_enumTypes[2].Descriptor()
+}
+
+func (Stream) Type() protoreflect.EnumType {
+	return &file_executor_proto_enumTypes[2]
+}
+
+func (x Stream) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Stream.Descriptor instead.
+func (Stream) EnumDescriptor() ([]byte, []int) {
+	return file_executor_proto_rawDescGZIP(), []int{2}
 }
 
 type DescribeRequest struct {
@@ -494,8 +550,12 @@ type HostPaths struct {
 	JobDir              string                 `protobuf:"bytes,1,opt,name=job_dir,json=jobDir,proto3" json:"job_dir,omitempty"`
 	SnapshotContentHash string                 `protobuf:"bytes,2,opt,name=snapshot_content_hash,json=snapshotContentHash,proto3" json:"snapshot_content_hash,omitempty"`
 	StagedPayloads      []*StagedPayload       `protobuf:"bytes,3,rep,name=staged_payloads,json=stagedPayloads,proto3" json:"staged_payloads,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// snapshot_dir is the workspace snapshot on the runner host, a directory
+	// holding pikaci-snapshot.json. Only version 2 reads it; empty in a
+	// version 1 call.
+	SnapshotDir   string `protobuf:"bytes,4,opt,name=snapshot_dir,json=snapshotDir,proto3" json:"snapshot_dir,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *HostPaths) Reset() {
@@ -547,6 +607,13 @@ func (x *HostPaths) GetStagedPayloads() []*StagedPayload {
 		return x.StagedPayloads
 	}
 	return nil
+}
+
+func (x *HostPaths) GetSnapshotDir() string {
+	if x != nil {
+		return x.SnapshotDir
+	}
+	return ""
 }
 
 type Incus struct {
@@ -1116,6 +1183,1316 @@ func (x *ErrorDetail) GetContext() ContextError {
 	return ContextError_CONTEXT_ERROR_UNSPECIFIED
 }
 
+// Runtime says what instance runs the job. A zero field means its default.
+type Runtime struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// image is the Incus image alias, in remote.incus.project.
+	Image string `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
+	// instance_type is "virtual-machine" (default) or "container".
+	InstanceType string `protobuf:"bytes,2,opt,name=instance_type,json=instanceType,proto3" json:"instance_type,omitempty"`
+	// profiles are applied after "default", in order.
+	Profiles []string `protobuf:"bytes,3,rep,name=profiles,proto3" json:"profiles,omitempty"`
+	// limits are the instance's resource limits.
+	Limits *Limits `protobuf:"bytes,4,opt,name=limits,proto3" json:"limits,omitempty"`
+	// ready_timeout_secs bounds the wait for the first successful exec
+	// (default 120).
+	ReadyTimeoutSecs int64 `protobuf:"varint,5,opt,name=ready_timeout_secs,json=readyTimeoutSecs,proto3" json:"ready_timeout_secs,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *Runtime) Reset() {
+	*x = Runtime{}
+	mi := &file_executor_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Runtime) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Runtime) ProtoMessage() {}
+
+func (x *Runtime) ProtoReflect() protoreflect.Message {
+	mi := &file_executor_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Runtime.ProtoReflect.Descriptor instead.
+func (*Runtime) Descriptor() ([]byte, []int) {
+	return file_executor_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *Runtime) GetImage() string {
+	if x != nil {
+		return x.Image
+	}
+	return ""
+}
+
+func (x *Runtime) GetInstanceType() string {
+	if x != nil {
+		return x.InstanceType
+	}
+	return ""
+}
+
+func (x *Runtime) GetProfiles() []string {
+	if x != nil {
+		return x.Profiles
+	}
+	return nil
+}
+
+func (x *Runtime) GetLimits() *Limits {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
+func (x *Runtime) GetReadyTimeoutSecs() int64 {
+	if x != nil {
+		return x.ReadyTimeoutSecs
+	}
+	return 0
+}
+
+// Limits are an instance's resource limits.
+type Limits struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// cpu is a number of CPUs (default 2).
+	Cpu int64 `protobuf:"varint,1,opt,name=cpu,proto3" json:"cpu,omitempty"`
+	// memory is an Incus size string such as "4GiB" (the default).
+	Memory        string `protobuf:"bytes,2,opt,name=memory,proto3" json:"memory,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Limits) Reset() {
+	*x = Limits{}
+	mi := &file_executor_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Limits) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Limits) ProtoMessage() {}
+
+func (x *Limits) ProtoReflect() protoreflect.Message {
+	mi := &file_executor_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Limits.ProtoReflect.Descriptor instead.
+func (*Limits) Descriptor() ([]byte, []int) {
+	return file_executor_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *Limits) GetCpu() int64 {
+	if x != nil {
+		return x.Cpu
+	}
+	return 0
+}
+
+func (x *Limits) GetMemory() string {
+	if x != nil {
+		return x.Memory
+	}
+	return ""
+}
+
+// Command is the job's process in the guest.
+type Command struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// argv is run as is: no shell is added.
+	Argv []string `protobuf:"bytes,1,rep,name=argv,proto3" json:"argv,omitempty"`
+	// env is added to the image's environment.
+	Env map[string]string `protobuf:"bytes,2,rep,name=env,proto3" json:"env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// cwd is the working directory (default /workspace/snapshot); it must
+	// exist in the guest.
+	Cwd string `protobuf:"bytes,3,opt,name=cwd,proto3" json:"cwd,omitempty"`
+	// user is the uid the command runs as (default 0).
+	User int64 `protobuf:"varint,4,opt,name=user,proto3" json:"user,omitempty"`
+	// timeout_secs is the job's time limit; 0 means none.
+	TimeoutSecs   int64 `protobuf:"varint,5,opt,name=timeout_secs,json=timeoutSecs,proto3" json:"timeout_secs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Command) Reset() {
+	*x = Command{}
+	mi := &file_executor_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Command) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Command) ProtoMessage() {}
+
+func (x *Command) ProtoReflect() protoreflect.Message {
+	mi := &file_executor_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Command.ProtoReflect.Descriptor instead.
+func (*Command) Descriptor() ([]byte, []int) {
+	return file_executor_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *Command) GetArgv() []string {
+	if x != nil {
+		return x.Argv
+	}
+	return nil
+}
+
+func (x *Command) GetEnv() map[string]string {
+	if x != nil {
+		return x.Env
+	}
+	return nil
+}
+
+func (x *Command) GetCwd() string {
+	if x != nil {
+		return x.Cwd
+	}
+	return ""
+}
+
+func (x *Command) GetUser() int64 {
+	if x != nil {
+		return x.User
+	}
+	return 0
+}
+
+func (x *Command) GetTimeoutSecs() int64 {
+	if x != nil {
+		return x.TimeoutSecs
+	}
+	return 0
+}
+
+// Artifacts says what to collect from the guest after the job.
+type Artifacts struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// path is the guest directory (default /run/pika-cloud/artifacts).
+	Path string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	// max_bytes caps the collected bytes (default 1 GiB).
+	MaxBytes      int64 `protobuf:"varint,2,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Artifacts) Reset() {
+	*x = Artifacts{}
+	mi := &file_executor_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Artifacts) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Artifacts) ProtoMessage() {}
+
+func (x *Artifacts) ProtoReflect() protoreflect.Message {
+	mi := &file_executor_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Artifacts.ProtoReflect.Descriptor instead.
+func (*Artifacts) Descriptor() ([]byte, []int) {
+	return file_executor_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *Artifacts) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *Artifacts) GetMaxBytes() int64 {
+	if x != nil {
+		return x.MaxBytes
+	}
+	return 0
+}
+
+// WholeJobSpec is the input of every version 2 call but Sweep: the version 1
+// spec plus the runtime, the command and the artifacts. An absent runtime,
+// command or artifacts message stays absent on the other side.
+type WholeJobSpec struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Spec          *JobSpec               `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	Runtime       *Runtime               `protobuf:"bytes,2,opt,name=runtime,proto3" json:"runtime,omitempty"`
+	Command       *Command               `protobuf:"bytes,3,opt,name=command,proto3" json:"command,omitempty"`
+	Artifacts     *Artifacts             `protobuf:"bytes,4,opt,name=artifacts,proto3" json:"artifacts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WholeJobSpec) Reset() {
+	*x = WholeJobSpec{}
+	mi := &file_executor_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WholeJobSpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WholeJobSpec) ProtoMessage() {}
+
+func (x *WholeJobSpec) ProtoReflect() protoreflect.Message {
+	mi := &file_executor_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WholeJobSpec.ProtoReflect.Descriptor instead.
+func (*WholeJobSpec) Descriptor() ([]byte, []int) {
+	return file_executor_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *WholeJobSpec) GetSpec() *JobSpec {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+func (x *WholeJobSpec) GetRuntime() *Runtime {
+	if x != nil {
+		return x.Runtime
+	}
+	return nil
+}
+
+func (x *WholeJobSpec) GetCommand() *Command {
+	if x != nil {
+		return x.Command
+	}
+	return nil
+}
+
+func (x *WholeJobSpec) GetArtifacts() *Artifacts {
+	if x != nil {
+		return x.Artifacts
+	}
+	return nil
+}
+
+// StageRequest asks for the workspace snapshot on the remote host.
+type StageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Job   *WholeJobSpec          `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	// dry_run: read the markers, send nothing, change nothing.
+	DryRun        bool `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StageRequest) Reset() {
+	*x = StageRequest{}
+	mi := &file_executor_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StageRequest) ProtoMessage() {}
+
+func (x *StageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_executor_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StageRequest.ProtoReflect.Descriptor instead.
+func (*StageRequest) Descriptor() ([]byte, []int) {
+	return file_executor_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *StageRequest) GetJob() *WholeJobSpec {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+func (x *StageRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+// StageResult says what StageWorkspaceSnapshot did.
+type StageResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// snapshot_dir is the remote snapshot dir.
+	SnapshotDir string `protobuf:"bytes,1,opt,name=snapshot_dir,json=snapshotDir,proto3" json:"snapshot_dir,omitempty"`
+	// content_hash is the local snapshot's hash ("" when it has none).
+	ContentHash string `protobuf:"bytes,2,opt,name=content_hash,json=contentHash,proto3" json:"content_hash,omitempty"`
+	// reused: a matching snapshot was already there; nothing was sent.
+	Reused bool `protobuf:"varint,3,opt,name=reused,proto3" json:"reused,omitempty"`
+	// bytes_sent is the size of the tar stream sent (0 when reused).
+	BytesSent     int64 `protobuf:"varint,4,opt,name=bytes_sent,json=bytesSent,proto3" json:"bytes_sent,omitempty"`
+	DryRun        bool  `protobuf:"varint,5,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StageResult) Reset() {
+	*x = StageResult{}
+	mi := &file_executor_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StageResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StageResult) ProtoMessage() {}
+
+func (x *StageResult) ProtoReflect() protoreflect.Message {
+	mi := &file_executor_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StageResult.ProtoReflect.Descriptor instead.
+func (*StageResult) Descriptor() ([]byte, []int) {
+	return file_executor_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *StageResult) GetSnapshotDir() string {
+	if x != nil {
+		return x.SnapshotDir
+	}
+	return ""
+}
+
+func (x *StageResult) GetContentHash() string {
+	if x != nil {
+		return x.ContentHash
+	}
+	return ""
+}
+
+func (x *StageResult) GetReused() bool {
+	if x != nil {
+		return x.Reused
+	}
+	return false
+}
+
+func (x *StageResult) GetBytesSent() int64 {
+	if x != nil {
+		return x.BytesSent
+	}
+	return 0
+}
+
+func (x *StageResult) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+// RuntimeRequest asks for the job's instance, created and started.
+type RuntimeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Job   *WholeJobSpec          `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	// dry_run: check the image and plan the instance, create nothing.
+	DryRun        bool `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RuntimeRequest) Reset() {
+	*x = RuntimeRequest{}
+	mi := &file_executor_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RuntimeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RuntimeRequest) ProtoMessage() {}
+
+func (x *RuntimeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_executor_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RuntimeRequest.ProtoReflect.Descriptor instead.
+func (*RuntimeRequest) Descriptor() ([]byte, []int) {
+	return file_executor_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *RuntimeRequest) GetJob() *WholeJobSpec {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+func (x *RuntimeRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+// Image identifies the image an instance is created from.
+type Image struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Project string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
+	Alias   string                 `protobuf:"bytes,2,opt,name=alias,proto3" json:"alias,omitempty"`
+	// fingerprint is the image's full SHA-256, as Incus names it.
+	Fingerprint   string `protobuf:"bytes,3,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Image) Reset() {
+	*x = Image{}
+	mi := &file_executor_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Image) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Image) ProtoMessage() {}
+
+func (x *Image) ProtoReflect() protoreflect.Message {
+	mi := &file_executor_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Image.ProtoReflect.Descriptor instead.
+func (*Image) Descriptor() ([]byte, []int) {
+	return file_executor_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *Image) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+func (x *Image) GetAlias() string {
+	if x != nil {
+		return x.Alias
+	}
+	return ""
+}
+
+func (x *Image) GetFingerprint() string {
+	if x != nil {
+		return x.Fingerprint
+	}
+	return ""
+}
+
+// RuntimeResult is the instance PrepareRuntime created (or would create).
+type RuntimeResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// instance is the instance's name (pikaci-<12 hex digits>).
+	Instance string `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	Project  string `protobuf:"bytes,2,opt,name=project,proto3" json:"project,omitempty"`
+	Image    *Image `protobuf:"bytes,3,opt,name=image,proto3" json:"image,omitempty"`
+	// type, profiles, config and devices are exactly what the create request
+	// carried.
+	Type     string             `protobuf:"bytes,4,opt,name=type,proto3" json:"type,omitempty"`
+	Profiles []string           `protobuf:"bytes,5,rep,name=profiles,proto3" json:"profiles,omitempty"`
+	Config   map[string]string  `protobuf:"bytes,6,rep,name=config,proto3" json:"config,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Devices  map[string]*Device `protobuf:"bytes,7,rep,name=devices,proto3" json:"devices,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// stale_deleted: an instance of the same name was force-deleted first.
+	StaleDeleted  bool     `protobuf:"varint,8,opt,name=stale_deleted,json=staleDeleted,proto3" json:"stale_deleted,omitempty"`
+	Warnings      []string `protobuf:"bytes,9,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	DryRun        bool     `protobuf:"varint,10,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RuntimeResult) Reset() {
+	*x = RuntimeResult{}
+	mi := &file_executor_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RuntimeResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RuntimeResult) ProtoMessage() {}
+
+func (x *RuntimeResult) ProtoReflect() protoreflect.Message {
+	mi := &file_executor_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RuntimeResult.ProtoReflect.Descriptor instead.
+func (*RuntimeResult) Descriptor() ([]byte, []int) {
+	return file_executor_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *RuntimeResult) GetInstance() string {
+	if x != nil {
+		return x.Instance
+	}
+	return ""
+}
+
+func (x *RuntimeResult) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+func (x *RuntimeResult) GetImage() *Image {
+	if x != nil {
+		return x.Image
+	}
+	return nil
+}
+
+func (x *RuntimeResult) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *RuntimeResult) GetProfiles() []string {
+	if x != nil {
+		return x.Profiles
+	}
+	return nil
+}
+
+func (x *RuntimeResult) GetConfig() map[string]string {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+func (x *RuntimeResult) GetDevices() map[string]*Device {
+	if x != nil {
+		return x.Devices
+	}
+	return nil
+}
+
+func (x *RuntimeResult) GetStaleDeleted() bool {
+	if x != nil {
+		return x.StaleDeleted
+	}
+	return false
+}
+
+func (x *RuntimeResult) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
+}
+
+func (x *RuntimeResult) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+// RunRequest asks to run the job's command in its instance.
+type RunRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Job           *WholeJobSpec          `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunRequest) Reset() {
+	*x = RunRequest{}
+	mi := &file_executor_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunRequest) ProtoMessage() {}
+
+func (x *RunRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_executor_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunRequest.ProtoReflect.Descriptor instead.
+func (*RunRequest) Descriptor() ([]byte, []int) {
+	return file_executor_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *RunRequest) GetJob() *WholeJobSpec {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+// OutputChunk is one piece of the job's output.
+type OutputChunk struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Stream Stream                 `protobuf:"varint,1,opt,name=stream,proto3,enum=pikaci.executor.v1.Stream" json:"stream,omitempty"`
+	// data are the bytes as the job wrote them (not necessarily whole lines).
+	Data          []byte `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OutputChunk) Reset() {
+	*x = OutputChunk{}
+	mi := &file_executor_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OutputChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OutputChunk) ProtoMessage() {}
+
+func (x *OutputChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_executor_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OutputChunk.ProtoReflect.Descriptor instead.
+func (*OutputChunk) Descriptor() ([]byte, []int) {
+	return file_executor_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *OutputChunk) GetStream() Stream {
+	if x != nil {
+		return x.Stream
+	}
+	return Stream_STREAM_UNSPECIFIED
+}
+
+func (x *OutputChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+// RunResult is how the job ended. A non-zero exit is a result, not an error.
+type RunResult struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	ExitCode int64                  `protobuf:"varint,1,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
+	// timed_out: the job was stopped because it passed its time limit.
+	TimedOut bool `protobuf:"varint,2,opt,name=timed_out,json=timedOut,proto3" json:"timed_out,omitempty"`
+	// timeout_secs is the time limit that was applied (0: none).
+	TimeoutSecs   int64 `protobuf:"varint,3,opt,name=timeout_secs,json=timeoutSecs,proto3" json:"timeout_secs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunResult) Reset() {
+	*x = RunResult{}
+	mi := &file_executor_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunResult) ProtoMessage() {}
+
+func (x *RunResult) ProtoReflect() protoreflect.Message {
+	mi := &file_executor_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunResult.ProtoReflect.Descriptor instead.
+func (*RunResult) Descriptor() ([]byte, []int) {
+	return file_executor_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *RunResult) GetExitCode() int64 {
+	if x != nil {
+		return x.ExitCode
+	}
+	return 0
+}
+
+func (x *RunResult) GetTimedOut() bool {
+	if x != nil {
+		return x.TimedOut
+	}
+	return false
+}
+
+func (x *RunResult) GetTimeoutSecs() int64 {
+	if x != nil {
+		return x.TimeoutSecs
+	}
+	return 0
+}
+
+// RunEvent is one message of RunJob's stream: output while the job runs,
+// then one result, last.
+type RunEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Event:
+	//
+	//	*RunEvent_Output
+	//	*RunEvent_Result
+	Event         isRunEvent_Event `protobuf_oneof:"event"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunEvent) Reset() {
+	*x = RunEvent{}
+	mi := &file_executor_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunEvent) ProtoMessage() {}
+
+func (x *RunEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_executor_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunEvent.ProtoReflect.Descriptor instead.
+func (*RunEvent) Descriptor() ([]byte, []int) {
+	return file_executor_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *RunEvent) GetEvent() isRunEvent_Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *RunEvent) GetOutput() *OutputChunk {
+	if x != nil {
+		if x, ok := x.Event.(*RunEvent_Output); ok {
+			return x.Output
+		}
+	}
+	return nil
+}
+
+func (x *RunEvent) GetResult() *RunResult {
+	if x != nil {
+		if x, ok := x.Event.(*RunEvent_Result); ok {
+			return x.Result
+		}
+	}
+	return nil
+}
+
+type isRunEvent_Event interface {
+	isRunEvent_Event()
+}
+
+type RunEvent_Output struct {
+	Output *OutputChunk `protobuf:"bytes,1,opt,name=output,proto3,oneof"`
+}
+
+type RunEvent_Result struct {
+	Result *RunResult `protobuf:"bytes,2,opt,name=result,proto3,oneof"`
+}
+
+func (*RunEvent_Output) isRunEvent_Event() {}
+
+func (*RunEvent_Result) isRunEvent_Event() {}
+
+// CollectRequest asks for the job's artifacts.
+type CollectRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Job           *WholeJobSpec          `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CollectRequest) Reset() {
+	*x = CollectRequest{}
+	mi := &file_executor_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CollectRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CollectRequest) ProtoMessage() {}
+
+func (x *CollectRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_executor_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CollectRequest.ProtoReflect.Descriptor instead.
+func (*CollectRequest) Descriptor() ([]byte, []int) {
+	return file_executor_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *CollectRequest) GetJob() *WholeJobSpec {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+// CollectResult says what CollectArtifacts copied.
+type CollectResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// dir is <host.job_dir>/artifacts.
+	Dir string `protobuf:"bytes,1,opt,name=dir,proto3" json:"dir,omitempty"`
+	// files is the number of regular files copied.
+	Files int64 `protobuf:"varint,2,opt,name=files,proto3" json:"files,omitempty"`
+	// bytes is the total size of the files copied.
+	Bytes int64 `protobuf:"varint,3,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	// warnings name every entry skipped (a link leaving the tree, a FIFO).
+	Warnings      []string `protobuf:"bytes,4,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CollectResult) Reset() {
+	*x = CollectResult{}
+	mi := &file_executor_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CollectResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CollectResult) ProtoMessage() {}
+
+func (x *CollectResult) ProtoReflect() protoreflect.Message {
+	mi := &file_executor_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CollectResult.ProtoReflect.Descriptor instead.
+func (*CollectResult) Descriptor() ([]byte, []int) {
+	return file_executor_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *CollectResult) GetDir() string {
+	if x != nil {
+		return x.Dir
+	}
+	return ""
+}
+
+func (x *CollectResult) GetFiles() int64 {
+	if x != nil {
+		return x.Files
+	}
+	return 0
+}
+
+func (x *CollectResult) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *CollectResult) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
+}
+
+// CleanupRequest asks to delete the job's instance.
+type CleanupRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Job           *WholeJobSpec          `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CleanupRequest) Reset() {
+	*x = CleanupRequest{}
+	mi := &file_executor_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CleanupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CleanupRequest) ProtoMessage() {}
+
+func (x *CleanupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_executor_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CleanupRequest.ProtoReflect.Descriptor instead.
+func (*CleanupRequest) Descriptor() ([]byte, []int) {
+	return file_executor_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *CleanupRequest) GetJob() *WholeJobSpec {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+// CleanupResult says what Cleanup did.
+type CleanupResult struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Instance string                 `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	// deleted: the instance existed and is gone now (false: it was already
+	// gone).
+	Deleted       bool `protobuf:"varint,2,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CleanupResult) Reset() {
+	*x = CleanupResult{}
+	mi := &file_executor_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CleanupResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CleanupResult) ProtoMessage() {}
+
+func (x *CleanupResult) ProtoReflect() protoreflect.Message {
+	mi := &file_executor_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CleanupResult.ProtoReflect.Descriptor instead.
+func (*CleanupResult) Descriptor() ([]byte, []int) {
+	return file_executor_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *CleanupResult) GetInstance() string {
+	if x != nil {
+		return x.Instance
+	}
+	return ""
+}
+
+func (x *CleanupResult) GetDeleted() bool {
+	if x != nil {
+		return x.Deleted
+	}
+	return false
+}
+
+// SweepRequest asks to delete leftover instances on one remote host.
+type SweepRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// remote names the host and the project to sweep.
+	Remote *Remote `protobuf:"bytes,1,opt,name=remote,proto3" json:"remote,omitempty"`
+	// older_than_ns: only instances whose user.pikaci.created label is older
+	// than this many nanoseconds.
+	OlderThanNs int64 `protobuf:"varint,2,opt,name=older_than_ns,json=olderThanNs,proto3" json:"older_than_ns,omitempty"`
+	// live lists "run:job" pairs that are still running and must be kept.
+	Live []string `protobuf:"bytes,3,rep,name=live,proto3" json:"live,omitempty"`
+	// dry_run: name the instances, delete none.
+	DryRun        bool `protobuf:"varint,4,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SweepRequest) Reset() {
+	*x = SweepRequest{}
+	mi := &file_executor_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SweepRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SweepRequest) ProtoMessage() {}
+
+func (x *SweepRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_executor_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SweepRequest.ProtoReflect.Descriptor instead.
+func (*SweepRequest) Descriptor() ([]byte, []int) {
+	return file_executor_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *SweepRequest) GetRemote() *Remote {
+	if x != nil {
+		return x.Remote
+	}
+	return nil
+}
+
+func (x *SweepRequest) GetOlderThanNs() int64 {
+	if x != nil {
+		return x.OlderThanNs
+	}
+	return 0
+}
+
+func (x *SweepRequest) GetLive() []string {
+	if x != nil {
+		return x.Live
+	}
+	return nil
+}
+
+func (x *SweepRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+// SweepResult names the instances deleted (for a dry run: that would be).
+type SweepResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Deleted       []string               `protobuf:"bytes,1,rep,name=deleted,proto3" json:"deleted,omitempty"`
+	DryRun        bool                   `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SweepResult) Reset() {
+	*x = SweepResult{}
+	mi := &file_executor_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SweepResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SweepResult) ProtoMessage() {}
+
+func (x *SweepResult) ProtoReflect() protoreflect.Message {
+	mi := &file_executor_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SweepResult.ProtoReflect.Descriptor instead.
+func (*SweepResult) Descriptor() ([]byte, []int) {
+	return file_executor_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *SweepResult) GetDeleted() []string {
+	if x != nil {
+		return x.Deleted
+	}
+	return nil
+}
+
+func (x *SweepResult) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
 var File_executor_proto protoreflect.FileDescriptor
 
 const file_executor_proto_rawDesc = "" +
@@ -1139,11 +2516,12 @@ const file_executor_proto_rawDesc = "" +
 	"\x12writable_workspace\x18\x03 \x01(\bR\x11writableWorkspace\"@\n" +
 	"\rStagedPayload\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
-	"\tlocal_dir\x18\x02 \x01(\tR\blocalDir\"\xa4\x01\n" +
+	"\tlocal_dir\x18\x02 \x01(\tR\blocalDir\"\xc7\x01\n" +
 	"\tHostPaths\x12\x17\n" +
 	"\ajob_dir\x18\x01 \x01(\tR\x06jobDir\x122\n" +
 	"\x15snapshot_content_hash\x18\x02 \x01(\tR\x13snapshotContentHash\x12J\n" +
-	"\x0fstaged_payloads\x18\x03 \x03(\v2!.pikaci.executor.v1.StagedPayloadR\x0estagedPayloads\"\x9e\x01\n" +
+	"\x0fstaged_payloads\x18\x03 \x03(\v2!.pikaci.executor.v1.StagedPayloadR\x0estagedPayloads\x12!\n" +
+	"\fsnapshot_dir\x18\x04 \x01(\tR\vsnapshotDir\"\x9e\x01\n" +
 	"\x05Incus\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12\x1a\n" +
 	"\bendpoint\x18\x02 \x01(\tR\bendpoint\x12\x1f\n" +
@@ -1194,7 +2572,102 @@ const file_executor_proto_rawDesc = "" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1d.pikaci.executor.v1.ErrorKindR\x04kind\x12\x14\n" +
 	"\x05field\x18\x02 \x01(\tR\x05field\x12\x14\n" +
 	"\x05value\x18\x03 \x01(\tR\x05value\x12:\n" +
-	"\acontext\x18\x04 \x01(\x0e2 .pikaci.executor.v1.ContextErrorR\acontext*\xaf\x01\n" +
+	"\acontext\x18\x04 \x01(\x0e2 .pikaci.executor.v1.ContextErrorR\acontext\"\xc2\x01\n" +
+	"\aRuntime\x12\x14\n" +
+	"\x05image\x18\x01 \x01(\tR\x05image\x12#\n" +
+	"\rinstance_type\x18\x02 \x01(\tR\finstanceType\x12\x1a\n" +
+	"\bprofiles\x18\x03 \x03(\tR\bprofiles\x122\n" +
+	"\x06limits\x18\x04 \x01(\v2\x1a.pikaci.executor.v1.LimitsR\x06limits\x12,\n" +
+	"\x12ready_timeout_secs\x18\x05 \x01(\x03R\x10readyTimeoutSecs\"2\n" +
+	"\x06Limits\x12\x10\n" +
+	"\x03cpu\x18\x01 \x01(\x03R\x03cpu\x12\x16\n" +
+	"\x06memory\x18\x02 \x01(\tR\x06memory\"\xd6\x01\n" +
+	"\aCommand\x12\x12\n" +
+	"\x04argv\x18\x01 \x03(\tR\x04argv\x126\n" +
+	"\x03env\x18\x02 \x03(\v2$.pikaci.executor.v1.Command.EnvEntryR\x03env\x12\x10\n" +
+	"\x03cwd\x18\x03 \x01(\tR\x03cwd\x12\x12\n" +
+	"\x04user\x18\x04 \x01(\x03R\x04user\x12!\n" +
+	"\ftimeout_secs\x18\x05 \x01(\x03R\vtimeoutSecs\x1a6\n" +
+	"\bEnvEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"<\n" +
+	"\tArtifacts\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x1b\n" +
+	"\tmax_bytes\x18\x02 \x01(\x03R\bmaxBytes\"\xea\x01\n" +
+	"\fWholeJobSpec\x12/\n" +
+	"\x04spec\x18\x01 \x01(\v2\x1b.pikaci.executor.v1.JobSpecR\x04spec\x125\n" +
+	"\aruntime\x18\x02 \x01(\v2\x1b.pikaci.executor.v1.RuntimeR\aruntime\x125\n" +
+	"\acommand\x18\x03 \x01(\v2\x1b.pikaci.executor.v1.CommandR\acommand\x12;\n" +
+	"\tartifacts\x18\x04 \x01(\v2\x1d.pikaci.executor.v1.ArtifactsR\tartifacts\"[\n" +
+	"\fStageRequest\x122\n" +
+	"\x03job\x18\x01 \x01(\v2 .pikaci.executor.v1.WholeJobSpecR\x03job\x12\x17\n" +
+	"\adry_run\x18\x02 \x01(\bR\x06dryRun\"\xa3\x01\n" +
+	"\vStageResult\x12!\n" +
+	"\fsnapshot_dir\x18\x01 \x01(\tR\vsnapshotDir\x12!\n" +
+	"\fcontent_hash\x18\x02 \x01(\tR\vcontentHash\x12\x16\n" +
+	"\x06reused\x18\x03 \x01(\bR\x06reused\x12\x1d\n" +
+	"\n" +
+	"bytes_sent\x18\x04 \x01(\x03R\tbytesSent\x12\x17\n" +
+	"\adry_run\x18\x05 \x01(\bR\x06dryRun\"]\n" +
+	"\x0eRuntimeRequest\x122\n" +
+	"\x03job\x18\x01 \x01(\v2 .pikaci.executor.v1.WholeJobSpecR\x03job\x12\x17\n" +
+	"\adry_run\x18\x02 \x01(\bR\x06dryRun\"Y\n" +
+	"\x05Image\x12\x18\n" +
+	"\aproject\x18\x01 \x01(\tR\aproject\x12\x14\n" +
+	"\x05alias\x18\x02 \x01(\tR\x05alias\x12 \n" +
+	"\vfingerprint\x18\x03 \x01(\tR\vfingerprint\"\xa4\x04\n" +
+	"\rRuntimeResult\x12\x1a\n" +
+	"\binstance\x18\x01 \x01(\tR\binstance\x12\x18\n" +
+	"\aproject\x18\x02 \x01(\tR\aproject\x12/\n" +
+	"\x05image\x18\x03 \x01(\v2\x19.pikaci.executor.v1.ImageR\x05image\x12\x12\n" +
+	"\x04type\x18\x04 \x01(\tR\x04type\x12\x1a\n" +
+	"\bprofiles\x18\x05 \x03(\tR\bprofiles\x12E\n" +
+	"\x06config\x18\x06 \x03(\v2-.pikaci.executor.v1.RuntimeResult.ConfigEntryR\x06config\x12H\n" +
+	"\adevices\x18\a \x03(\v2..pikaci.executor.v1.RuntimeResult.DevicesEntryR\adevices\x12#\n" +
+	"\rstale_deleted\x18\b \x01(\bR\fstaleDeleted\x12\x1a\n" +
+	"\bwarnings\x18\t \x03(\tR\bwarnings\x12\x17\n" +
+	"\adry_run\x18\n" +
+	" \x01(\bR\x06dryRun\x1a9\n" +
+	"\vConfigEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aV\n" +
+	"\fDevicesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x120\n" +
+	"\x05value\x18\x02 \x01(\v2\x1a.pikaci.executor.v1.DeviceR\x05value:\x028\x01\"@\n" +
+	"\n" +
+	"RunRequest\x122\n" +
+	"\x03job\x18\x01 \x01(\v2 .pikaci.executor.v1.WholeJobSpecR\x03job\"U\n" +
+	"\vOutputChunk\x122\n" +
+	"\x06stream\x18\x01 \x01(\x0e2\x1a.pikaci.executor.v1.StreamR\x06stream\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"h\n" +
+	"\tRunResult\x12\x1b\n" +
+	"\texit_code\x18\x01 \x01(\x03R\bexitCode\x12\x1b\n" +
+	"\ttimed_out\x18\x02 \x01(\bR\btimedOut\x12!\n" +
+	"\ftimeout_secs\x18\x03 \x01(\x03R\vtimeoutSecs\"\x87\x01\n" +
+	"\bRunEvent\x129\n" +
+	"\x06output\x18\x01 \x01(\v2\x1f.pikaci.executor.v1.OutputChunkH\x00R\x06output\x127\n" +
+	"\x06result\x18\x02 \x01(\v2\x1d.pikaci.executor.v1.RunResultH\x00R\x06resultB\a\n" +
+	"\x05event\"D\n" +
+	"\x0eCollectRequest\x122\n" +
+	"\x03job\x18\x01 \x01(\v2 .pikaci.executor.v1.WholeJobSpecR\x03job\"i\n" +
+	"\rCollectResult\x12\x10\n" +
+	"\x03dir\x18\x01 \x01(\tR\x03dir\x12\x14\n" +
+	"\x05files\x18\x02 \x01(\x03R\x05files\x12\x14\n" +
+	"\x05bytes\x18\x03 \x01(\x03R\x05bytes\x12\x1a\n" +
+	"\bwarnings\x18\x04 \x03(\tR\bwarnings\"D\n" +
+	"\x0eCleanupRequest\x122\n" +
+	"\x03job\x18\x01 \x01(\v2 .pikaci.executor.v1.WholeJobSpecR\x03job\"E\n" +
+	"\rCleanupResult\x12\x1a\n" +
+	"\binstance\x18\x01 \x01(\tR\binstance\x12\x18\n" +
+	"\adeleted\x18\x02 \x01(\bR\adeleted\"\x93\x01\n" +
+	"\fSweepRequest\x122\n" +
+	"\x06remote\x18\x01 \x01(\v2\x1a.pikaci.executor.v1.RemoteR\x06remote\x12\"\n" +
+	"\rolder_than_ns\x18\x02 \x01(\x03R\volderThanNs\x12\x12\n" +
+	"\x04live\x18\x03 \x03(\tR\x04live\x12\x17\n" +
+	"\adry_run\x18\x04 \x01(\bR\x06dryRun\"@\n" +
+	"\vSweepResult\x12\x18\n" +
+	"\adeleted\x18\x01 \x03(\tR\adeleted\x12\x17\n" +
+	"\adry_run\x18\x02 \x01(\bR\x06dryRun*\xaf\x01\n" +
 	"\tErrorKind\x12\x1a\n" +
 	"\x16ERROR_KIND_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18ERROR_KIND_INVALID_INPUT\x10\x01\x12\x18\n" +
@@ -1205,12 +2678,23 @@ const file_executor_proto_rawDesc = "" +
 	"\fContextError\x12\x1d\n" +
 	"\x19CONTEXT_ERROR_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16CONTEXT_ERROR_CANCELED\x10\x01\x12#\n" +
-	"\x1fCONTEXT_ERROR_DEADLINE_EXCEEDED\x10\x022\xe7\x02\n" +
+	"\x1fCONTEXT_ERROR_DEADLINE_EXCEEDED\x10\x02*F\n" +
+	"\x06Stream\x12\x16\n" +
+	"\x12STREAM_UNSPECIFIED\x10\x00\x12\x11\n" +
+	"\rSTREAM_STDOUT\x10\x01\x12\x11\n" +
+	"\rSTREAM_STDERR\x10\x022\xe7\x02\n" +
 	"\bExecutor\x12I\n" +
 	"\bDescribe\x12#.pikaci.executor.v1.DescribeRequest\x1a\x18.pikaci.executor.v1.Info\x12X\n" +
 	"\tConfigure\x12$.pikaci.executor.v1.ConfigureRequest\x1a%.pikaci.executor.v1.ConfigureResponse\x12[\n" +
 	"\x12PrepareDirectories\x12\".pikaci.executor.v1.PrepareRequest\x1a!.pikaci.executor.v1.PrepareResult\x12Y\n" +
-	"\x10ConfigureDevices\x12\".pikaci.executor.v1.DevicesRequest\x1a!.pikaci.executor.v1.DevicesResultB,Z*github.com/pikaci/vmexec/shared/executorpbb\x06proto3"
+	"\x10ConfigureDevices\x12\".pikaci.executor.v1.DevicesRequest\x1a!.pikaci.executor.v1.DevicesResult2\x83\x04\n" +
+	"\bWholeJob\x12[\n" +
+	"\x16StageWorkspaceSnapshot\x12 .pikaci.executor.v1.StageRequest\x1a\x1f.pikaci.executor.v1.StageResult\x12W\n" +
+	"\x0ePrepareRuntime\x12\".pikaci.executor.v1.RuntimeRequest\x1a!.pikaci.executor.v1.RuntimeResult\x12H\n" +
+	"\x06RunJob\x12\x1e.pikaci.executor.v1.RunRequest\x1a\x1c.pikaci.executor.v1.RunEvent0\x01\x12Y\n" +
+	"\x10CollectArtifacts\x12\".pikaci.executor.v1.CollectRequest\x1a!.pikaci.executor.v1.CollectResult\x12P\n" +
+	"\aCleanup\x12\".pikaci.executor.v1.CleanupRequest\x1a!.pikaci.executor.v1.CleanupResult\x12J\n" +
+	"\x05Sweep\x12 .pikaci.executor.v1.SweepRequest\x1a\x1f.pikaci.executor.v1.SweepResultB,Z*github.com/pikaci/vmexec/shared/executorpbb\x06proto3"
 
 var (
 	file_executor_proto_rawDescOnce sync.Once
@@ -1224,61 +2708,116 @@ func file_executor_proto_rawDescGZIP() []byte {
 	return file_executor_proto_rawDescData
 }
 
-var file_executor_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_executor_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_executor_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_executor_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_executor_proto_goTypes = []any{
 	(ErrorKind)(0),            // 0: pikaci.executor.v1.ErrorKind
 	(ContextError)(0),         // 1: pikaci.executor.v1.ContextError
-	(*DescribeRequest)(nil),   // 2: pikaci.executor.v1.DescribeRequest
-	(*Info)(nil),              // 3: pikaci.executor.v1.Info
-	(*Settings)(nil),          // 4: pikaci.executor.v1.Settings
-	(*ConfigureRequest)(nil),  // 5: pikaci.executor.v1.ConfigureRequest
-	(*ConfigureResponse)(nil), // 6: pikaci.executor.v1.ConfigureResponse
-	(*Job)(nil),               // 7: pikaci.executor.v1.Job
-	(*StagedPayload)(nil),     // 8: pikaci.executor.v1.StagedPayload
-	(*HostPaths)(nil),         // 9: pikaci.executor.v1.HostPaths
-	(*Incus)(nil),             // 10: pikaci.executor.v1.Incus
-	(*Remote)(nil),            // 11: pikaci.executor.v1.Remote
-	(*JobSpec)(nil),           // 12: pikaci.executor.v1.JobSpec
-	(*PrepareRequest)(nil),    // 13: pikaci.executor.v1.PrepareRequest
-	(*PrepareResult)(nil),     // 14: pikaci.executor.v1.PrepareResult
-	(*DevicesRequest)(nil),    // 15: pikaci.executor.v1.DevicesRequest
-	(*Device)(nil),            // 16: pikaci.executor.v1.Device
-	(*DevicesResult)(nil),     // 17: pikaci.executor.v1.DevicesResult
-	(*ErrorDetail)(nil),       // 18: pikaci.executor.v1.ErrorDetail
-	nil,                       // 19: pikaci.executor.v1.Device.ConfigEntry
-	nil,                       // 20: pikaci.executor.v1.DevicesResult.DevicesEntry
-	nil,                       // 21: pikaci.executor.v1.DevicesResult.PlannedEntry
+	(Stream)(0),               // 2: pikaci.executor.v1.Stream
+	(*DescribeRequest)(nil),   // 3: pikaci.executor.v1.DescribeRequest
+	(*Info)(nil),              // 4: pikaci.executor.v1.Info
+	(*Settings)(nil),          // 5: pikaci.executor.v1.Settings
+	(*ConfigureRequest)(nil),  // 6: pikaci.executor.v1.ConfigureRequest
+	(*ConfigureResponse)(nil), // 7: pikaci.executor.v1.ConfigureResponse
+	(*Job)(nil),               // 8: pikaci.executor.v1.Job
+	(*StagedPayload)(nil),     // 9: pikaci.executor.v1.StagedPayload
+	(*HostPaths)(nil),         // 10: pikaci.executor.v1.HostPaths
+	(*Incus)(nil),             // 11: pikaci.executor.v1.Incus
+	(*Remote)(nil),            // 12: pikaci.executor.v1.Remote
+	(*JobSpec)(nil),           // 13: pikaci.executor.v1.JobSpec
+	(*PrepareRequest)(nil),    // 14: pikaci.executor.v1.PrepareRequest
+	(*PrepareResult)(nil),     // 15: pikaci.executor.v1.PrepareResult
+	(*DevicesRequest)(nil),    // 16: pikaci.executor.v1.DevicesRequest
+	(*Device)(nil),            // 17: pikaci.executor.v1.Device
+	(*DevicesResult)(nil),     // 18: pikaci.executor.v1.DevicesResult
+	(*ErrorDetail)(nil),       // 19: pikaci.executor.v1.ErrorDetail
+	(*Runtime)(nil),           // 20: pikaci.executor.v1.Runtime
+	(*Limits)(nil),            // 21: pikaci.executor.v1.Limits
+	(*Command)(nil),           // 22: pikaci.executor.v1.Command
+	(*Artifacts)(nil),         // 23: pikaci.executor.v1.Artifacts
+	(*WholeJobSpec)(nil),      // 24: pikaci.executor.v1.WholeJobSpec
+	(*StageRequest)(nil),      // 25: pikaci.executor.v1.StageRequest
+	(*StageResult)(nil),       // 26: pikaci.executor.v1.StageResult
+	(*RuntimeRequest)(nil),    // 27: pikaci.executor.v1.RuntimeRequest
+	(*Image)(nil),             // 28: pikaci.executor.v1.Image
+	(*RuntimeResult)(nil),     // 29: pikaci.executor.v1.RuntimeResult
+	(*RunRequest)(nil),        // 30: pikaci.executor.v1.RunRequest
+	(*OutputChunk)(nil),       // 31: pikaci.executor.v1.OutputChunk
+	(*RunResult)(nil),         // 32: pikaci.executor.v1.RunResult
+	(*RunEvent)(nil),          // 33: pikaci.executor.v1.RunEvent
+	(*CollectRequest)(nil),    // 34: pikaci.executor.v1.CollectRequest
+	(*CollectResult)(nil),     // 35: pikaci.executor.v1.CollectResult
+	(*CleanupRequest)(nil),    // 36: pikaci.executor.v1.CleanupRequest
+	(*CleanupResult)(nil),     // 37: pikaci.executor.v1.CleanupResult
+	(*SweepRequest)(nil),      // 38: pikaci.executor.v1.SweepRequest
+	(*SweepResult)(nil),       // 39: pikaci.executor.v1.SweepResult
+	nil,                       // 40: pikaci.executor.v1.Device.ConfigEntry
+	nil,                       // 41: pikaci.executor.v1.DevicesResult.DevicesEntry
+	nil,                       // 42: pikaci.executor.v1.DevicesResult.PlannedEntry
+	nil,                       // 43: pikaci.executor.v1.Command.EnvEntry
+	nil,                       // 44: pikaci.executor.v1.RuntimeResult.ConfigEntry
+	nil,                       // 45: pikaci.executor.v1.RuntimeResult.DevicesEntry
 }
 var file_executor_proto_depIdxs = []int32{
-	4,  // 0: pikaci.executor.v1.ConfigureRequest.settings:type_name -> pikaci.executor.v1.Settings
-	8,  // 1: pikaci.executor.v1.HostPaths.staged_payloads:type_name -> pikaci.executor.v1.StagedPayload
-	10, // 2: pikaci.executor.v1.Remote.incus:type_name -> pikaci.executor.v1.Incus
-	7,  // 3: pikaci.executor.v1.JobSpec.job:type_name -> pikaci.executor.v1.Job
-	9,  // 4: pikaci.executor.v1.JobSpec.host:type_name -> pikaci.executor.v1.HostPaths
-	11, // 5: pikaci.executor.v1.JobSpec.remote:type_name -> pikaci.executor.v1.Remote
-	12, // 6: pikaci.executor.v1.PrepareRequest.spec:type_name -> pikaci.executor.v1.JobSpec
-	12, // 7: pikaci.executor.v1.DevicesRequest.spec:type_name -> pikaci.executor.v1.JobSpec
-	19, // 8: pikaci.executor.v1.Device.config:type_name -> pikaci.executor.v1.Device.ConfigEntry
-	20, // 9: pikaci.executor.v1.DevicesResult.devices:type_name -> pikaci.executor.v1.DevicesResult.DevicesEntry
-	21, // 10: pikaci.executor.v1.DevicesResult.planned:type_name -> pikaci.executor.v1.DevicesResult.PlannedEntry
+	5,  // 0: pikaci.executor.v1.ConfigureRequest.settings:type_name -> pikaci.executor.v1.Settings
+	9,  // 1: pikaci.executor.v1.HostPaths.staged_payloads:type_name -> pikaci.executor.v1.StagedPayload
+	11, // 2: pikaci.executor.v1.Remote.incus:type_name -> pikaci.executor.v1.Incus
+	8,  // 3: pikaci.executor.v1.JobSpec.job:type_name -> pikaci.executor.v1.Job
+	10, // 4: pikaci.executor.v1.JobSpec.host:type_name -> pikaci.executor.v1.HostPaths
+	12, // 5: pikaci.executor.v1.JobSpec.remote:type_name -> pikaci.executor.v1.Remote
+	13, // 6: pikaci.executor.v1.PrepareRequest.spec:type_name -> pikaci.executor.v1.JobSpec
+	13, // 7: pikaci.executor.v1.DevicesRequest.spec:type_name -> pikaci.executor.v1.JobSpec
+	40, // 8: pikaci.executor.v1.Device.config:type_name -> pikaci.executor.v1.Device.ConfigEntry
+	41, // 9: pikaci.executor.v1.DevicesResult.devices:type_name -> pikaci.executor.v1.DevicesResult.DevicesEntry
+	42, // 10: pikaci.executor.v1.DevicesResult.planned:type_name -> pikaci.executor.v1.DevicesResult.PlannedEntry
 	0,  // 11: pikaci.executor.v1.ErrorDetail.kind:type_name -> pikaci.executor.v1.ErrorKind
 	1,  // 12: pikaci.executor.v1.ErrorDetail.context:type_name -> pikaci.executor.v1.ContextError
-	16, // 13: pikaci.executor.v1.DevicesResult.DevicesEntry.value:type_name -> pikaci.executor.v1.Device
-	16, // 14: pikaci.executor.v1.DevicesResult.PlannedEntry.value:type_name -> pikaci.executor.v1.Device
-	2,  // 15: pikaci.executor.v1.Executor.Describe:input_type -> pikaci.executor.v1.DescribeRequest
-	5,  // 16: pikaci.executor.v1.Executor.Configure:input_type -> pikaci.executor.v1.ConfigureRequest
-	13, // 17: pikaci.executor.v1.Executor.PrepareDirectories:input_type -> pikaci.executor.v1.PrepareRequest
-	15, // 18: pikaci.executor.v1.Executor.ConfigureDevices:input_type -> pikaci.executor.v1.DevicesRequest
-	3,  // 19: pikaci.executor.v1.Executor.Describe:output_type -> pikaci.executor.v1.Info
-	6,  // 20: pikaci.executor.v1.Executor.Configure:output_type -> pikaci.executor.v1.ConfigureResponse
-	14, // 21: pikaci.executor.v1.Executor.PrepareDirectories:output_type -> pikaci.executor.v1.PrepareResult
-	17, // 22: pikaci.executor.v1.Executor.ConfigureDevices:output_type -> pikaci.executor.v1.DevicesResult
-	19, // [19:23] is the sub-list for method output_type
-	15, // [15:19] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	21, // 13: pikaci.executor.v1.Runtime.limits:type_name -> pikaci.executor.v1.Limits
+	43, // 14: pikaci.executor.v1.Command.env:type_name -> pikaci.executor.v1.Command.EnvEntry
+	13, // 15: pikaci.executor.v1.WholeJobSpec.spec:type_name -> pikaci.executor.v1.JobSpec
+	20, // 16: pikaci.executor.v1.WholeJobSpec.runtime:type_name -> pikaci.executor.v1.Runtime
+	22, // 17: pikaci.executor.v1.WholeJobSpec.command:type_name -> pikaci.executor.v1.Command
+	23, // 18: pikaci.executor.v1.WholeJobSpec.artifacts:type_name -> pikaci.executor.v1.Artifacts
+	24, // 19: pikaci.executor.v1.StageRequest.job:type_name -> pikaci.executor.v1.WholeJobSpec
+	24, // 20: pikaci.executor.v1.RuntimeRequest.job:type_name -> pikaci.executor.v1.WholeJobSpec
+	28, // 21: pikaci.executor.v1.RuntimeResult.image:type_name -> pikaci.executor.v1.Image
+	44, // 22: pikaci.executor.v1.RuntimeResult.config:type_name -> pikaci.executor.v1.RuntimeResult.ConfigEntry
+	45, // 23: pikaci.executor.v1.RuntimeResult.devices:type_name -> pikaci.executor.v1.RuntimeResult.DevicesEntry
+	24, // 24: pikaci.executor.v1.RunRequest.job:type_name -> pikaci.executor.v1.WholeJobSpec
+	2,  // 25: pikaci.executor.v1.OutputChunk.stream:type_name -> pikaci.executor.v1.Stream
+	31, // 26: pikaci.executor.v1.RunEvent.output:type_name -> pikaci.executor.v1.OutputChunk
+	32, // 27: pikaci.executor.v1.RunEvent.result:type_name -> pikaci.executor.v1.RunResult
+	24, // 28: pikaci.executor.v1.CollectRequest.job:type_name -> pikaci.executor.v1.WholeJobSpec
+	24, // 29: pikaci.executor.v1.CleanupRequest.job:type_name -> pikaci.executor.v1.WholeJobSpec
+	12, // 30: pikaci.executor.v1.SweepRequest.remote:type_name -> pikaci.executor.v1.Remote
+	17, // 31: pikaci.executor.v1.DevicesResult.DevicesEntry.value:type_name -> pikaci.executor.v1.Device
+	17, // 32: pikaci.executor.v1.DevicesResult.PlannedEntry.value:type_name -> pikaci.executor.v1.Device
+	17, // 33: pikaci.executor.v1.RuntimeResult.DevicesEntry.value:type_name -> pikaci.executor.v1.Device
+	3,  // 34: pikaci.executor.v1.Executor.Describe:input_type -> pikaci.executor.v1.DescribeRequest
+	6,  // 35: pikaci.executor.v1.Executor.Configure:input_type -> pikaci.executor.v1.ConfigureRequest
+	14, // 36: pikaci.executor.v1.Executor.PrepareDirectories:input_type -> pikaci.executor.v1.PrepareRequest
+	16, // 37: pikaci.executor.v1.Executor.ConfigureDevices:input_type -> pikaci.executor.v1.DevicesRequest
+	25, // 38: pikaci.executor.v1.WholeJob.StageWorkspaceSnapshot:input_type -> pikaci.executor.v1.StageRequest
+	27, // 39: pikaci.executor.v1.WholeJob.PrepareRuntime:input_type -> pikaci.executor.v1.RuntimeRequest
+	30, // 40: pikaci.executor.v1.WholeJob.RunJob:input_type -> pikaci.executor.v1.RunRequest
+	34, // 41: pikaci.executor.v1.WholeJob.CollectArtifacts:input_type -> pikaci.executor.v1.CollectRequest
+	36, // 42: pikaci.executor.v1.WholeJob.Cleanup:input_type -> pikaci.executor.v1.CleanupRequest
+	38, // 43: pikaci.executor.v1.WholeJob.Sweep:input_type -> pikaci.executor.v1.SweepRequest
+	4,  // 44: pikaci.executor.v1.Executor.Describe:output_type -> pikaci.executor.v1.Info
+	7,  // 45: pikaci.executor.v1.Executor.Configure:output_type -> pikaci.executor.v1.ConfigureResponse
+	15, // 46: pikaci.executor.v1.Executor.PrepareDirectories:output_type -> pikaci.executor.v1.PrepareResult
+	18, // 47: pikaci.executor.v1.Executor.ConfigureDevices:output_type -> pikaci.executor.v1.DevicesResult
+	26, // 48: pikaci.executor.v1.WholeJob.StageWorkspaceSnapshot:output_type -> pikaci.executor.v1.StageResult
+	29, // 49: pikaci.executor.v1.WholeJob.PrepareRuntime:output_type -> pikaci.executor.v1.RuntimeResult
+	33, // 50: pikaci.executor.v1.WholeJob.RunJob:output_type -> pikaci.executor.v1.RunEvent
+	35, // 51: pikaci.executor.v1.WholeJob.CollectArtifacts:output_type -> pikaci.executor.v1.CollectResult
+	37, // 52: pikaci.executor.v1.WholeJob.Cleanup:output_type -> pikaci.executor.v1.CleanupResult
+	39, // 53: pikaci.executor.v1.WholeJob.Sweep:output_type -> pikaci.executor.v1.SweepResult
+	44, // [44:54] is the sub-list for method output_type
+	34, // [34:44] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_executor_proto_init() }
@@ -1286,15 +2825,19 @@ func file_executor_proto_init() {
 	if File_executor_proto != nil {
 		return
 	}
+	file_executor_proto_msgTypes[30].OneofWrappers = []any{
+		(*RunEvent_Output)(nil),
+		(*RunEvent_Result)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_executor_proto_rawDesc), len(file_executor_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   20,
+			NumEnums:      3,
+			NumMessages:   43,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_executor_proto_goTypes,
 		DependencyIndexes: file_executor_proto_depIdxs,

@@ -1,6 +1,12 @@
-// The executor protocol, version 1: what a runner host and an executor
-// plugin say to each other over go-plugin's gRPC transport. It mirrors the Go
-// contract in shared/executor.go; shared/grpc.go converts between the two.
+// The executor protocol: what a runner host and an executor plugin say to
+// each other over go-plugin's gRPC transport. It mirrors the Go contract in
+// shared/executor.go (version 1) and shared/wholejob.go (version 2);
+// shared/grpc.go and shared/grpc_wholejob.go convert between the two.
+//
+// Version 1 is the Executor service alone. Version 2 (the whole job) is the
+// Executor service plus the WholeJob service; a plugin registers WholeJob
+// only when go-plugin negotiated protocol 2, so a host can rely on it exactly
+// when the negotiated version is 2.
 //
 // Regenerate with `make proto` (protoc with the generator versions pinned in
 // go.mod) and commit the result.
@@ -252,5 +258,343 @@ var Executor_ServiceDesc = grpc.ServiceDesc{
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
+	Metadata: "executor.proto",
+}
+
+const (
+	WholeJob_StageWorkspaceSnapshot_FullMethodName = "/pikaci.executor.v1.WholeJob/StageWorkspaceSnapshot"
+	WholeJob_PrepareRuntime_FullMethodName         = "/pikaci.executor.v1.WholeJob/PrepareRuntime"
+	WholeJob_RunJob_FullMethodName                 = "/pikaci.executor.v1.WholeJob/RunJob"
+	WholeJob_CollectArtifacts_FullMethodName       = "/pikaci.executor.v1.WholeJob/CollectArtifacts"
+	WholeJob_Cleanup_FullMethodName                = "/pikaci.executor.v1.WholeJob/Cleanup"
+	WholeJob_Sweep_FullMethodName                  = "/pikaci.executor.v1.WholeJob/Sweep"
+)
+
+// WholeJobClient is the client API for WholeJob service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// WholeJob runs the rest of a job after PrepareDirectories, in an Incus
+// instance (contract version 2). A host calls StageWorkspaceSnapshot,
+// PrepareRuntime, RunJob, CollectArtifacts in that order, and Cleanup after
+// every job that reached PrepareRuntime, whatever happened before. Errors
+// travel as in Executor: a status whose code follows the kind, with an
+// ErrorDetail; RunJob's error ends its stream the same way.
+type WholeJobClient interface {
+	// StageWorkspaceSnapshot puts host.snapshot_dir at the remote snapshot dir,
+	// once per content hash.
+	StageWorkspaceSnapshot(ctx context.Context, in *StageRequest, opts ...grpc.CallOption) (*StageResult, error)
+	// PrepareRuntime creates the job's instance in one request (devices
+	// included), starts it and waits until it accepts an exec.
+	PrepareRuntime(ctx context.Context, in *RuntimeRequest, opts ...grpc.CallOption) (*RuntimeResult, error)
+	// RunJob runs the job's command in its instance. The stream carries the
+	// job's output as it arrives, in order, then exactly one RunEvent with the
+	// result, then ends. Cancelling the call stops the job (SIGTERM, SIGKILL)
+	// before the plugin returns.
+	RunJob(ctx context.Context, in *RunRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RunEvent], error)
+	// CollectArtifacts copies artifacts.path from the guest into
+	// <host.job_dir>/artifacts/ on the runner host.
+	CollectArtifacts(ctx context.Context, in *CollectRequest, opts ...grpc.CallOption) (*CollectResult, error)
+	// Cleanup force-deletes the job's instance; it succeeds when the instance
+	// is already gone.
+	Cleanup(ctx context.Context, in *CleanupRequest, opts ...grpc.CallOption) (*CleanupResult, error)
+	// Sweep deletes labelled leftover instances older than an age whose job is
+	// not live.
+	Sweep(ctx context.Context, in *SweepRequest, opts ...grpc.CallOption) (*SweepResult, error)
+}
+
+type wholeJobClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewWholeJobClient(cc grpc.ClientConnInterface) WholeJobClient {
+	return &wholeJobClient{cc}
+}
+
+func (c *wholeJobClient) StageWorkspaceSnapshot(ctx context.Context, in *StageRequest, opts ...grpc.CallOption) (*StageResult, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StageResult)
+	err := c.cc.Invoke(ctx, WholeJob_StageWorkspaceSnapshot_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *wholeJobClient) PrepareRuntime(ctx context.Context, in *RuntimeRequest, opts ...grpc.CallOption) (*RuntimeResult, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RuntimeResult)
+	err := c.cc.Invoke(ctx, WholeJob_PrepareRuntime_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *wholeJobClient) RunJob(ctx context.Context, in *RunRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RunEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &WholeJob_ServiceDesc.Streams[0], WholeJob_RunJob_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[RunRequest, RunEvent]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type WholeJob_RunJobClient = grpc.ServerStreamingClient[RunEvent]
+
+func (c *wholeJobClient) CollectArtifacts(ctx context.Context, in *CollectRequest, opts ...grpc.CallOption) (*CollectResult, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CollectResult)
+	err := c.cc.Invoke(ctx, WholeJob_CollectArtifacts_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *wholeJobClient) Cleanup(ctx context.Context, in *CleanupRequest, opts ...grpc.CallOption) (*CleanupResult, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CleanupResult)
+	err := c.cc.Invoke(ctx, WholeJob_Cleanup_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *wholeJobClient) Sweep(ctx context.Context, in *SweepRequest, opts ...grpc.CallOption) (*SweepResult, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SweepResult)
+	err := c.cc.Invoke(ctx, WholeJob_Sweep_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// WholeJobServer is the server API for WholeJob service.
+// All implementations must embed UnimplementedWholeJobServer
+// for forward compatibility.
+//
+// WholeJob runs the rest of a job after PrepareDirectories, in an Incus
+// instance (contract version 2). A host calls StageWorkspaceSnapshot,
+// PrepareRuntime, RunJob, CollectArtifacts in that order, and Cleanup after
+// every job that reached PrepareRuntime, whatever happened before. Errors
+// travel as in Executor: a status whose code follows the kind, with an
+// ErrorDetail; RunJob's error ends its stream the same way.
+type WholeJobServer interface {
+	// StageWorkspaceSnapshot puts host.snapshot_dir at the remote snapshot dir,
+	// once per content hash.
+	StageWorkspaceSnapshot(context.Context, *StageRequest) (*StageResult, error)
+	// PrepareRuntime creates the job's instance in one request (devices
+	// included), starts it and waits until it accepts an exec.
+	PrepareRuntime(context.Context, *RuntimeRequest) (*RuntimeResult, error)
+	// RunJob runs the job's command in its instance. The stream carries the
+	// job's output as it arrives, in order, then exactly one RunEvent with the
+	// result, then ends. Cancelling the call stops the job (SIGTERM, SIGKILL)
+	// before the plugin returns.
+	RunJob(*RunRequest, grpc.ServerStreamingServer[RunEvent]) error
+	// CollectArtifacts copies artifacts.path from the guest into
+	// <host.job_dir>/artifacts/ on the runner host.
+	CollectArtifacts(context.Context, *CollectRequest) (*CollectResult, error)
+	// Cleanup force-deletes the job's instance; it succeeds when the instance
+	// is already gone.
+	Cleanup(context.Context, *CleanupRequest) (*CleanupResult, error)
+	// Sweep deletes labelled leftover instances older than an age whose job is
+	// not live.
+	Sweep(context.Context, *SweepRequest) (*SweepResult, error)
+	mustEmbedUnimplementedWholeJobServer()
+}
+
+// UnimplementedWholeJobServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedWholeJobServer struct{}
+
+func (UnimplementedWholeJobServer) StageWorkspaceSnapshot(context.Context, *StageRequest) (*StageResult, error) {
+	return nil, status.Error(codes.Unimplemented, "method StageWorkspaceSnapshot not implemented")
+}
+func (UnimplementedWholeJobServer) PrepareRuntime(context.Context, *RuntimeRequest) (*RuntimeResult, error) {
+	return nil, status.Error(codes.Unimplemented, "method PrepareRuntime not implemented")
+}
+func (UnimplementedWholeJobServer) RunJob(*RunRequest, grpc.ServerStreamingServer[RunEvent]) error {
+	return status.Error(codes.Unimplemented, "method RunJob not implemented")
+}
+func (UnimplementedWholeJobServer) CollectArtifacts(context.Context, *CollectRequest) (*CollectResult, error) {
+	return nil, status.Error(codes.Unimplemented, "method CollectArtifacts not implemented")
+}
+func (UnimplementedWholeJobServer) Cleanup(context.Context, *CleanupRequest) (*CleanupResult, error) {
+	return nil, status.Error(codes.Unimplemented, "method Cleanup not implemented")
+}
+func (UnimplementedWholeJobServer) Sweep(context.Context, *SweepRequest) (*SweepResult, error) {
+	return nil, status.Error(codes.Unimplemented, "method Sweep not implemented")
+}
+func (UnimplementedWholeJobServer) mustEmbedUnimplementedWholeJobServer() {}
+func (UnimplementedWholeJobServer) testEmbeddedByValue()                  {}
+
+// UnsafeWholeJobServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to WholeJobServer will
+// result in compilation errors.
+type UnsafeWholeJobServer interface {
+	mustEmbedUnimplementedWholeJobServer()
+}
+
+func RegisterWholeJobServer(s grpc.ServiceRegistrar, srv WholeJobServer) {
+	// If the following call panics, it indicates UnimplementedWholeJobServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&WholeJob_ServiceDesc, srv)
+}
+
+func _WholeJob_StageWorkspaceSnapshot_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WholeJobServer).StageWorkspaceSnapshot(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WholeJob_StageWorkspaceSnapshot_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WholeJobServer).StageWorkspaceSnapshot(ctx, req.(*StageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _WholeJob_PrepareRuntime_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RuntimeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WholeJobServer).PrepareRuntime(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WholeJob_PrepareRuntime_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WholeJobServer).PrepareRuntime(ctx, req.(*RuntimeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _WholeJob_RunJob_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(RunRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(WholeJobServer).RunJob(m, &grpc.GenericServerStream[RunRequest, RunEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type WholeJob_RunJobServer = grpc.ServerStreamingServer[RunEvent]
+
+func _WholeJob_CollectArtifacts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CollectRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WholeJobServer).CollectArtifacts(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WholeJob_CollectArtifacts_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WholeJobServer).CollectArtifacts(ctx, req.(*CollectRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _WholeJob_Cleanup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CleanupRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WholeJobServer).Cleanup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WholeJob_Cleanup_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WholeJobServer).Cleanup(ctx, req.(*CleanupRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _WholeJob_Sweep_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SweepRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WholeJobServer).Sweep(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WholeJob_Sweep_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WholeJobServer).Sweep(ctx, req.(*SweepRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// WholeJob_ServiceDesc is the grpc.ServiceDesc for WholeJob service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var WholeJob_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "pikaci.executor.v1.WholeJob",
+	HandlerType: (*WholeJobServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "StageWorkspaceSnapshot",
+			Handler:    _WholeJob_StageWorkspaceSnapshot_Handler,
+		},
+		{
+			MethodName: "PrepareRuntime",
+			Handler:    _WholeJob_PrepareRuntime_Handler,
+		},
+		{
+			MethodName: "CollectArtifacts",
+			Handler:    _WholeJob_CollectArtifacts_Handler,
+		},
+		{
+			MethodName: "Cleanup",
+			Handler:    _WholeJob_Cleanup_Handler,
+		},
+		{
+			MethodName: "Sweep",
+			Handler:    _WholeJob_Sweep_Handler,
+		},
+	},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "RunJob",
+			Handler:       _WholeJob_RunJob_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "executor.proto",
 }

@@ -114,8 +114,7 @@ func Main(ctx context.Context, app *App, args []string) int {
 		return exitUsage
 	}
 	if err := app.Run(ctx); err != nil {
-		fmt.Fprintln(app.Stderr, "runner-host:", err)
-		return exitFail
+		return exitStatus(app.Stderr, err) // exit.go
 	}
 	return exitOK
 }

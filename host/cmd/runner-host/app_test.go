@@ -102,8 +102,8 @@ func TestPlugins(t *testing.T) {
 			wantStderr: []string{"plugin gamma is pinned", "1 of 2 plugins failed to load"},
 		},
 		{
-			name: "incompatible protocol", plugins: []string{"alpha-v2only"},
-			wantCode: exitFail, wantStderr: []string{"host protocol versions [1]", "Plugin version: 2"},
+			name: "incompatible protocol", plugins: []string{"alpha-v3only"},
+			wantCode: exitFail, wantStderr: []string{"host protocol versions [1 2]", "Plugin version: 3"},
 		},
 		{
 			name: "no plugins", wantCode: exitFail, wantStderr: []string{"no executor-* plugins"},

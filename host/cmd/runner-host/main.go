@@ -3,6 +3,12 @@
 //
 //	runner-host plugins [--plugin-dir DIR] [--require-sha256 NAME=HEX]...
 //	runner-host run --job FILE [--plugin NAME] [--phases LIST] [--dry-run] [--json] ...
+//	runner-host sweep --ssh-config FILE --host H --project P --older-than DURATION [--live FILE] [--dry-run] [--json]
+//
+// A job file with runtime and command runs the whole job (protocol 2): run
+// exits with the job's exit code, 124 when it timed out, 130 or 143 after
+// SIGINT or SIGTERM (the instance cleaned up first), 1 for an executor
+// error; the run record is written to <host.job_dir>/pikaci-execution.json.
 //
 // Run `runner-host help` for every verb and `runner-host VERB -h` for its flags.
 package main
@@ -10,16 +16,10 @@ package main
 import (
 	"context"
 	"os"
-	"os/signal"
-	"syscall"
 )
 
 func main() {
-	// The first SIGINT or SIGTERM ends ctx, which every wait is bound to:
-	// runner-host stops its plugins (and their process groups) and exits
-	// non-zero. A second one, after ctx ended, kills it at once.
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	context.AfterFunc(ctx, stop)
+	ctx, stop := signalContext(context.Background()) // signals.go
 	code := Main(ctx, &App{Stdout: os.Stdout, Stderr: os.Stderr}, os.Args[1:])
 	stop()
 	os.Exit(code)

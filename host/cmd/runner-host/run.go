@@ -183,6 +183,13 @@ func runDevices(ctx context.Context, e shared.Executor, spec shared.JobSpec, dry
 // runJob loads the plugin, runs the phases until one fails and reports
 // every phase that ran.
 func (a *App) runJob(ctx context.Context, f runFlags) error {
+	// v2: a job file with runtime and command runs the whole job (wholejob.go).
+	if whole, ok, err := readWholeJob(f.jobFile); err != nil || ok {
+		if err != nil {
+			return err
+		}
+		return a.runWhole(ctx, f, whole)
+	}
 	spec, err := readJob(f.jobFile)
 	if err != nil {
 		return err

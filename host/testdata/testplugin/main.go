@@ -1,8 +1,10 @@
 // Command testplugin is an executor plugin for the host tests. What it is
-// depends on its file name, executor-<name>: a name containing "v2only"
-// serves protocol version 2 only, one containing "v12" serves versions 1 and
-// 2, any other serves version 1 through shared.Serve. What a call does
-// depends on the job id it is given (see PrepareDirectories).
+// depends on its file name, executor-<name>: a name containing "whole" is a
+// shared.JobExecutor served by shared.Serve (protocols 1 and 2, see
+// wholejob.go), one containing "v3only" or "v2only" serves that protocol
+// version only, one containing "v12" serves versions 1 and 2, any other
+// serves version 1 through shared.Serve. What a call does depends on the
+// job id it is given (see PrepareDirectories).
 package main
 
 import (
@@ -36,6 +38,10 @@ func main() {
 		return &executor{name: name, protocol: protocol, logger: logger}
 	}
 	switch {
+	case strings.Contains(name, "whole"):
+		shared.Serve(&wholeExecutor{impl(shared.ProtocolWholeJob)})
+	case strings.Contains(name, "v3only"):
+		serve(map[int]plugin.PluginSet{3: {shared.PluginName: &shared.ExecutorPlugin{Impl: impl(3)}}})
 	case strings.Contains(name, "v2only"):
 		serve(map[int]plugin.PluginSet{2: {shared.PluginName: &shared.ExecutorPlugin{Impl: impl(2)}}})
 	case strings.Contains(name, "v12"):

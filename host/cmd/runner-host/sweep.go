@@ -1,0 +1,133 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/pikaci/vmexec/host"
+	"github.com/pikaci/vmexec/shared"
+)
+
+func init() {
+	verbs["sweep"] = Verb{
+		Summary: "delete leftover job instances: labelled, older than an age, not live",
+		Parse:   parseSweep,
+	}
+}
+
+type sweepFlags struct {
+	common
+	plugin    string
+	sshConfig string
+	remote    shared.Remote
+	olderThan time.Duration
+	liveFile  string
+	dryRun    bool
+	json      bool
+}
+
+func parseSweep(_ context.Context, app *App, args []string) (func(context.Context) error, error) {
+	f := sweepFlags{olderThan: -1}
+	fs := newFlagSet(app, "sweep", "--ssh-config FILE --host H --project P --older-than DURATION [--live FILE] [--dry-run] [--json]")
+	f.register(fs)
+	fs.StringVar(&f.plugin, "plugin", "remote-linux-vm", "plugin to sweep with (it must speak protocol 2)")
+	fs.StringVar(&f.sshConfig, "ssh-config", "", "OpenSSH client config the plugin reads (default ~/.ssh/config)")
+	fs.StringVar(&f.remote.Host, "host", "", "SSH host that runs the instances (required)")
+	fs.StringVar(&f.remote.Incus.Project, "project", "", "Incus project to sweep (required)")
+	fs.StringVar(&f.remote.Incus.Endpoint, "incus-endpoint", "", "Incus API: unix:///path on the remote host or https://host:port (default unix://"+shared.DefaultIncusSocket+")")
+	fs.DurationVar(&f.olderThan, "older-than", -1, "only instances created longer ago than this, e.g. 6h (required)")
+	fs.StringVar(&f.liveFile, "live", "", "file listing the live jobs to keep, one RUN:JOB a line (# starts a comment)")
+	fs.BoolVar(&f.dryRun, "dry-run", false, "name the instances, delete none")
+	fs.BoolVar(&f.json, "json", false, "print the result as JSON")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if err := noArgs(fs); err != nil {
+		return nil, err
+	}
+	switch {
+	case f.remote.Host == "":
+		return nil, usagef("--host is required")
+	case f.remote.Incus.Project == "":
+		return nil, usagef("--project is required")
+	case f.olderThan < 0:
+		return nil, usagef("--older-than is required (a duration such as 6h, at least 0)")
+	}
+	if err := f.resolve(); err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context) error { return app.sweep(ctx, f) }, nil
+}
+
+// readLive reads a list of live jobs: one "run:job" a line; blank lines
+// and lines starting with # are skipped.
+func readLive(path string) ([]string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read --live file: %w", err)
+	}
+	live := []string{}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		run, job, ok := strings.Cut(line, ":")
+		if !ok || run == "" || job == "" {
+			return nil, shared.Errorf(shared.ErrInvalidInput, "live", line, "%s line %d: %s is not RUN:JOB", path, n, shared.Show(line))
+		}
+		live = append(live, line)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read --live file %s: %w", path, err)
+	}
+	return live, nil
+}
+
+func (a *App) sweep(ctx context.Context, f sweepFlags) error {
+	req := shared.SweepRequest{Remote: f.remote, OlderThan: f.olderThan, DryRun: f.dryRun}
+	if f.liveFile != "" {
+		live, err := readLive(f.liveFile)
+		if err != nil {
+			return err
+		}
+		req.Live = live
+	}
+	p, err := host.Open(ctx, host.Binary{Name: f.plugin, Path: filepath.Join(f.pluginDir, host.Prefix+f.plugin)}, host.Options{
+		RequireSHA256: f.pins,
+		Settings:      shared.Settings{SSHConfigPath: f.sshConfig},
+		Logger:        f.logger(a.Stderr),
+	})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = p.Close() }()
+	res, err := p.Sweep(ctx, req)
+	if err != nil {
+		return err
+	}
+	if res.Deleted == nil {
+		res.Deleted = []string{}
+	}
+	if f.json {
+		enc := json.NewEncoder(a.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(res)
+	}
+	verb := "deleted"
+	if res.DryRun {
+		verb = "would delete"
+	}
+	for _, name := range res.Deleted {
+		fmt.Fprintf(a.Stdout, "%s %s\n", verb, name)
+	}
+	return nil
+}

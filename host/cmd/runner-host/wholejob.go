@@ -1,0 +1,169 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/pikaci/vmexec/host"
+	"github.com/pikaci/vmexec/shared"
+)
+
+// Exit codes of `run` for a whole job, beside the job's own exit code.
+const (
+	exitTimedOut = 124 // the job passed command.timeout_secs
+)
+
+// readWholeJob reads a job file as a whole job: job, host and remote, plus
+// runtime, command and artifacts. ok is false for a job file without
+// runtime and command, which runs the version 1 phases as before. Unknown
+// fields are an error.
+func readWholeJob(path string) (job shared.WholeJob, ok bool, err error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return shared.WholeJob{}, false, fmt.Errorf("read job file: %w", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&job); err != nil {
+		return shared.WholeJob{}, false, shared.Errorf(shared.ErrInvalidInput, "job", path, "job file %s: %w", path, err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return shared.WholeJob{}, false, shared.Errorf(shared.ErrInvalidInput, "job", path, "job file %s: data after the JSON object", path)
+	}
+	switch {
+	case job.IsWhole():
+		return job, true, nil
+	case job.Runtime != nil:
+		return shared.WholeJob{}, false, shared.Errorf(shared.ErrInvalidInput, "command", "", "job file %s has a runtime but no command", path)
+	case job.Command != nil:
+		return shared.WholeJob{}, false, shared.Errorf(shared.ErrInvalidInput, "runtime", "", "job file %s has a command but no runtime", path)
+	case job.Artifacts != nil:
+		return shared.WholeJob{}, false, shared.Errorf(shared.ErrInvalidInput, "artifacts", "", "job file %s has artifacts but no runtime and command", path)
+	}
+	return shared.WholeJob{}, false, nil
+}
+
+// runWhole runs a whole job through a plugin that speaks protocol 2: the
+// job's stdout to our stdout and its stderr to our stderr as they arrive
+// (with --json: both to our stderr, each line prefixed by its stream, and
+// the record to stdout). It ends with the job's exit code, 124 when the job
+// timed out, 130/143 after SIGINT/SIGTERM (cleanup done first), 1 for an
+// executor error (the record says which phase).
+func (a *App) runWhole(ctx context.Context, f runFlags, job shared.WholeJob) error {
+	var names []string
+	for _, ph := range f.phases {
+		names = append(names, ph.flag)
+	}
+	if strings.Join(names, ",") != defaultPhases {
+		return usagef("--phases applies to a job without runtime and command; a whole job runs every phase")
+	}
+	p, err := host.Open(ctx, host.Binary{Name: f.plugin, Path: filepath.Join(f.pluginDir, host.Prefix+f.plugin)}, host.Options{
+		RequireSHA256: f.pins,
+		Settings:      shared.Settings{SSHConfigPath: f.sshConfig},
+		Logger:        f.logger(a.Stderr),
+	})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = p.Close() }()
+
+	opts := host.WholeJobOptions{Stdout: a.Stdout, Stderr: a.Stderr, DryRun: f.dryRun}
+	var prefixed []*lineWriter
+	if f.json {
+		out := &lineWriter{prefix: "stdout: ", w: a.Stderr}
+		errw := &lineWriter{prefix: "stderr: ", w: a.Stderr}
+		prefixed = []*lineWriter{out, errw}
+		opts.Stdout, opts.Stderr = out, errw
+	}
+	rec, runErr := host.RunWholeJob(ctx, p, job, opts)
+	for _, w := range prefixed {
+		runErr = errors.Join(runErr, w.Flush())
+	}
+	if f.json {
+		enc := json.NewEncoder(a.Stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rec); err != nil {
+			runErr = errors.Join(runErr, err)
+		}
+	} else if f.dryRun {
+		printDryRun(a.Stdout, p.Info(), rec)
+	}
+	if code, ok := signalExitCode(ctx); ok && runErr != nil {
+		return &exitError{code: code, err: runErr}
+	}
+	if runErr != nil {
+		return &exitError{code: exitFail, err: runErr}
+	}
+	switch {
+	case f.dryRun:
+		return nil
+	case rec.TimedOut:
+		return &exitError{code: exitTimedOut, err: fmt.Errorf("job %s timed out after %d s", shared.Show(job.Job.ID), rec.TimeoutSecs)}
+	case rec.ExitCode != nil && *rec.ExitCode != 0:
+		return &exitError{code: *rec.ExitCode}
+	}
+	return nil
+}
+
+func printDryRun(w io.Writer, info shared.Info, rec host.Record) {
+	fmt.Fprintf(w, "plugin %s %s protocol=%d\n", info.Name, info.Version, info.Protocol)
+	for _, p := range rec.Phases {
+		fmt.Fprintf(w, "%s (dry run): %d ms\n", p.Name, p.DurationMS)
+	}
+	if rec.Instance != "" {
+		fmt.Fprintf(w, "  instance: %s from image %s (project %s, fingerprint %s)\n",
+			rec.Instance, rec.Image.Alias, rec.Image.Project, rec.Image.Fingerprint)
+	}
+}
+
+// maxPartialLine bounds what a lineWriter holds back: a longer line is
+// written in pieces of this size, each as a line of its own.
+const maxPartialLine = 64 << 10
+
+// lineWriter writes whole lines to w, each with a prefix; a partial line
+// waits for its end (or Flush), so that lines of two streams never mix.
+type lineWriter struct {
+	prefix string
+	w      io.Writer
+	buf    []byte
+}
+
+func (l *lineWriter) Write(p []byte) (int, error) {
+	l.buf = append(l.buf, p...)
+	for {
+		i := bytes.IndexByte(l.buf, '\n')
+		if i < 0 {
+			if len(l.buf) < maxPartialLine {
+				return len(p), nil
+			}
+			if err := l.Flush(); err != nil {
+				return len(p), err
+			}
+			continue
+		}
+		line := make([]byte, 0, len(l.prefix)+i+1)
+		line = append(append(line, l.prefix...), l.buf[:i+1]...)
+		l.buf = l.buf[i+1:]
+		if _, err := l.w.Write(line); err != nil {
+			return len(p), err
+		}
+	}
+}
+
+// Flush writes a last partial line, ended by a newline.
+func (l *lineWriter) Flush() error {
+	if len(l.buf) == 0 {
+		return nil
+	}
+	line := append(append([]byte(l.prefix), l.buf...), '\n')
+	l.buf = nil
+	_, err := l.w.Write(line)
+	return err
+}

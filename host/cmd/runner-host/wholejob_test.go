@@ -1,0 +1,423 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/pikaci/vmexec/host"
+	"github.com/pikaci/vmexec/shared"
+)
+
+// wholeJobFile writes a whole job's file for the test plugin (see
+// host/testdata/testplugin/wholejob.go: argv[0] says what the job does)
+// and returns its path and the job dir.
+func wholeJobFile(tb testing.TB, id string, argv []string, edit func(map[string]any)) (path, jobDir string) {
+	tb.Helper()
+	root := tb.TempDir()
+	jobDir = filepath.Join(root, "run-1", "jobs", id)
+	snap := filepath.Join(root, "snapshot")
+	for _, d := range []string{jobDir, snap} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(snap, shared.SnapshotMarker), []byte(`{"content_hash":"abc123"}`), 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	spec := testSpec(id)
+	spec.Host = shared.HostPaths{JobDir: jobDir, SnapshotDir: snap, SnapshotContentHash: "abc123"}
+	extra := map[string]any{
+		"runtime":   map[string]any{"image": "bb", "instance_type": "container"},
+		"command":   map[string]any{"argv": argv, "timeout_secs": 30},
+		"artifacts": map[string]any{"max_bytes": 1000},
+	}
+	if edit != nil {
+		edit(extra)
+	}
+	return writeJob(tb, spec, extra), jobDir
+}
+
+func readRecordFile(tb testing.TB, jobDir string) host.Record {
+	tb.Helper()
+	data, err := os.ReadFile(filepath.Join(jobDir, host.RecordFile))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var rec host.Record
+	if err := json.Unmarshal(data, &rec); err != nil {
+		tb.Fatal(err)
+	}
+	return rec
+}
+
+func phaseList(rec host.Record) []string {
+	var out []string
+	for _, p := range rec.Phases {
+		s := p.Name
+		if p.Error != "" {
+			s += " (failed)"
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+var allPhases = []string{"prepare_directories", "stage_workspace_snapshot", "prepare_runtime", "launch_guest", "wait_for_completion", "collect_artifacts"}
+
+func TestRunWholeJobExitCodes(t *testing.T) {
+	dir := pluginDir(t, "whole", "oldie")
+	tests := []struct {
+		name       string
+		id         string
+		argv       []string
+		plugin     string
+		wantCode   int
+		wantStdout string
+		wantStderr []string
+		wantPhases []string // nil: no record
+		cleanedUp  bool
+	}{
+		{
+			name: "exit 0", id: "j", argv: []string{"exit", "0"}, plugin: "whole",
+			wantStdout: "to stdout\n", wantStderr: []string{"to stderr\n"},
+			wantPhases: allPhases, cleanedUp: true,
+		},
+		{
+			name: "exit 3", id: "j", argv: []string{"exit", "3"}, plugin: "whole", wantCode: 3,
+			wantStdout: "to stdout\n", wantStderr: []string{"to stderr\n"},
+			wantPhases: allPhases, cleanedUp: true,
+		},
+		{
+			name: "timeout", id: "j", argv: []string{"timeout"}, plugin: "whole", wantCode: exitTimedOut,
+			wantStdout: "started\n", wantStderr: []string{`job "j" timed out after 30 s`},
+			wantPhases: allPhases, cleanedUp: true,
+		},
+		{
+			name: "executor error", id: "no-image", argv: []string{"exit", "0"}, plugin: "whole", wantCode: exitFail,
+			wantStderr: []string{"phase prepare_runtime", `image alias "bb" not found`},
+			wantPhases: []string{"prepare_directories", "stage_workspace_snapshot", "prepare_runtime (failed)"},
+		},
+		{
+			name: "failure after create", id: "fail-after-create", argv: []string{"exit", "0"}, plugin: "whole", wantCode: exitFail,
+			wantStderr: []string{"phase prepare_runtime", "instance did not start"},
+			wantPhases: []string{"prepare_directories", "stage_workspace_snapshot", "prepare_runtime (failed)"}, cleanedUp: true,
+		},
+		{
+			name: "v1 plugin", id: "j", argv: []string{"exit", "0"}, plugin: "oldie", wantCode: exitFail,
+			wantStderr: []string{"plugin oldie speaks protocol 1"}, wantPhases: []string{},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			job, jobDir := wholeJobFile(t, tt.id, tt.argv, nil)
+			code, stdout, stderr := runMain(t, "run", "--plugin-dir", dir, "--plugin", tt.plugin, "--job", job)
+			if code != tt.wantCode {
+				t.Errorf("exit code %d, want %d", code, tt.wantCode)
+			}
+			if stdout != tt.wantStdout {
+				t.Errorf("stdout %q, want %q", stdout, tt.wantStdout)
+			}
+			for _, s := range tt.wantStderr {
+				if !strings.Contains(stderr, s) {
+					t.Errorf("stderr does not contain %q", s)
+				}
+			}
+			rec := readRecordFile(t, jobDir)
+			if diff := cmp.Diff(tt.wantPhases, phaseList(rec), cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("record phases (-want +got):\n%s", diff)
+			}
+			if tt.cleanedUp && (rec.Cleanup == nil || !rec.Cleanup.Deleted) {
+				t.Errorf("cleanup record %+v, want the instance deleted", rec.Cleanup)
+			}
+			if ranRuntime := slices.Contains(tt.wantPhases, "prepare_runtime") || slices.Contains(tt.wantPhases, "prepare_runtime (failed)"); ranRuntime != (rec.Cleanup != nil) {
+				t.Errorf("cleanup record %+v; want one exactly when prepare_runtime ran", rec.Cleanup)
+			}
+			if _, err := os.Stat(filepath.Join(jobDir, "testplugin-instance")); !os.IsNotExist(err) {
+				t.Errorf("instance left behind (stat: %v)", err)
+			}
+		})
+	}
+}
+
+func TestRunWholeJobJSON(t *testing.T) {
+	dir := pluginDir(t, "whole")
+	job, jobDir := wholeJobFile(t, "j", []string{"exit", "3"}, nil)
+	code, stdout, stderr := runMain(t, "run", "--plugin-dir", dir, "--plugin", "whole", "--job", job, "--json")
+	if code != 3 {
+		t.Errorf("exit code %d, want 3", code)
+	}
+	var rec host.Record
+	dec := json.NewDecoder(strings.NewReader(stdout))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&rec); err != nil {
+		t.Fatalf("stdout is not one record: %v", err)
+	}
+	if diff := cmp.Diff(readRecordFile(t, jobDir), rec); diff != "" {
+		t.Errorf("printed record differs from the file (-file +printed):\n%s", diff)
+	}
+	if rec.ExitCode == nil || *rec.ExitCode != 3 || rec.Image.Fingerprint != "f00d" || rec.Snapshot.BytesSent != 1234 {
+		t.Errorf("record %+v", rec)
+	}
+	for _, s := range []string{"stdout: to stdout\n", "stderr: to stderr\n"} {
+		if !strings.Contains(stderr, s) {
+			t.Errorf("stderr does not contain %q", s)
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader at once,
+// which tells when it first holds a string.
+type syncBuffer struct {
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	want string
+	seen chan struct{}
+	once sync.Once
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n, err := b.buf.Write(p)
+	if strings.Contains(b.buf.String(), b.want) {
+		b.once.Do(func() { close(b.seen) })
+	}
+	return n, err
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// A signal mid-job ends runner-host with 128+signal, after cleanup.
+func TestRunWholeJobSignal(t *testing.T) {
+	dir := pluginDir(t, "whole")
+	for _, tt := range []struct {
+		sig  syscall.Signal
+		want int
+	}{{syscall.SIGINT, 130}, {syscall.SIGTERM, 143}} {
+		t.Run(tt.sig.String(), func(t *testing.T) {
+			job, jobDir := wholeJobFile(t, "j", []string{"block"}, nil)
+			ctx, cancel := context.WithCancelCause(t.Context())
+			defer cancel(nil)
+			stdout := &syncBuffer{want: "started", seen: make(chan struct{})}
+			var stderr bytes.Buffer
+			done := make(chan int, 1)
+			go func() {
+				done <- Main(ctx, &App{Stdout: stdout, Stderr: &stderr}, []string{"run", "--plugin-dir", dir, "--plugin", "whole", "--job", job})
+			}()
+			select {
+			case <-stdout.seen:
+			case <-time.After(30 * time.Second):
+				t.Fatalf("the job never started; stdout %q", stdout.String())
+			}
+			cancel(&signalCause{sig: tt.sig})
+			var code int
+			select {
+			case code = <-done:
+			case <-time.After(90 * time.Second):
+				t.Fatal("runner-host did not end after the signal")
+			}
+			if code != tt.want {
+				t.Errorf("exit code %d, want %d; stderr:\n%s", code, tt.want, stderr.String())
+			}
+			rec := readRecordFile(t, jobDir)
+			if rec.Cleanup == nil || !rec.Cleanup.Deleted {
+				t.Errorf("cleanup record %+v, want the instance deleted", rec.Cleanup)
+			}
+			if _, err := os.Stat(filepath.Join(jobDir, "testplugin-instance")); !os.IsNotExist(err) {
+				t.Errorf("instance left behind (stat: %v)", err)
+			}
+		})
+	}
+}
+
+func TestRunWholeJobBadFile(t *testing.T) {
+	dir := pluginDir(t, "whole")
+	tests := []struct {
+		name string
+		edit func(map[string]any)
+		want string
+	}{
+		{"unknown runtime field", func(m map[string]any) { m["runtime"].(map[string]any)["imag"] = "x" }, `unknown field "imag"`},
+		{"unknown command field", func(m map[string]any) { m["command"].(map[string]any)["args"] = []string{} }, `unknown field "args"`},
+		{"unknown artifacts field", func(m map[string]any) { m["artifacts"].(map[string]any)["max"] = 1 }, `unknown field "max"`},
+		{"runtime without command", func(m map[string]any) { delete(m, "command") }, "has a runtime but no command"},
+		{"command without runtime", func(m map[string]any) { delete(m, "runtime") }, "has a command but no runtime"},
+		{"invalid value", func(m map[string]any) { m["command"].(map[string]any)["cwd"] = "rel" }, `command.cwd "rel" is not absolute`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			job, _ := wholeJobFile(t, "j", []string{"exit", "0"}, tt.edit)
+			code, _, stderr := runMain(t, "run", "--plugin-dir", dir, "--plugin", "whole", "--job", job)
+			if code != exitFail {
+				t.Errorf("exit code %d, want %d", code, exitFail)
+			}
+			if !strings.Contains(stderr, tt.want) {
+				t.Errorf("stderr does not contain %q", tt.want)
+			}
+		})
+	}
+}
+
+func TestRunWholeJobRefusesPhases(t *testing.T) {
+	dir := pluginDir(t, "whole")
+	job, _ := wholeJobFile(t, "j", []string{"exit", "0"}, nil)
+	code, _, stderr := runMain(t, "run", "--plugin-dir", dir, "--plugin", "whole", "--job", job, "--phases", "prepare-directories")
+	if code == exitOK || !strings.Contains(stderr, "--phases applies to a job without runtime and command") {
+		t.Errorf("exit %d, stderr %q", code, stderr)
+	}
+}
+
+func TestRunWholeJobDryRun(t *testing.T) {
+	dir := pluginDir(t, "whole")
+	job, jobDir := wholeJobFile(t, "j", []string{"exit", "3"}, nil)
+	code, stdout, _ := runMain(t, "run", "--plugin-dir", dir, "--plugin", "whole", "--job", job, "--dry-run")
+	if code != exitOK {
+		t.Errorf("exit code %d", code)
+	}
+	for _, s := range []string{"plugin whole 0.0.1-test protocol=2\n", "prepare_runtime (dry run)", "instance: pikaci-test from image bb"} {
+		if !strings.Contains(stdout, s) {
+			t.Errorf("stdout does not contain %q", s)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(jobDir, "testplugin-instance")); !os.IsNotExist(err) {
+		t.Errorf("a dry run created the instance (stat: %v)", err)
+	}
+}
+
+func TestSweep(t *testing.T) {
+	dir := pluginDir(t, "whole", "oldie")
+	live := filepath.Join(t.TempDir(), "live")
+	if err := os.WriteFile(live, []byte("# running now\nrun-1:job-1\n\nrun-2:job 2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"sweep", "--plugin-dir", dir, "--plugin", "whole", "--host", "pika-build", "--project", "ci", "--older-than", "6h"}
+
+	code, stdout, _ := runMain(t, append(args, "--live", live, "--dry-run")...)
+	want := "would delete pika-build/ci older than 6h0m0s\nwould delete run-1:job-1\nwould delete run-2:job 2\n"
+	if code != exitOK || stdout != want {
+		t.Errorf("exit %d, stdout %q, want 0 and %q", code, stdout, want)
+	}
+
+	code, stdout, _ = runMain(t, append(args, "--json")...)
+	var res shared.SweepResult
+	if err := json.Unmarshal([]byte(stdout), &res); err != nil || code != exitOK {
+		t.Fatalf("exit %d, stdout %q: %v", code, stdout, err)
+	}
+	if diff := cmp.Diff(shared.SweepResult{Deleted: []string{"pika-build/ci older than 6h0m0s"}}, res); diff != "" {
+		t.Errorf("result (-want +got):\n%s", diff)
+	}
+
+	code, _, stderr := runMain(t, "sweep", "--plugin-dir", dir, "--plugin", "oldie", "--host", "h", "--project", "p", "--older-than", "1h")
+	if code != exitFail || !strings.Contains(stderr, "plugin oldie speaks protocol 1") {
+		t.Errorf("v1 plugin: exit %d, stderr %q", code, stderr)
+	}
+
+	bad := filepath.Join(t.TempDir(), "live")
+	if err := os.WriteFile(bad, []byte("justajob\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr = runMain(t, append(args, "--live", bad)...)
+	if code != exitFail || !strings.Contains(stderr, `"justajob" is not RUN:JOB`) {
+		t.Errorf("bad live file: exit %d, stderr %q", code, stderr)
+	}
+
+	for _, missing := range []string{"--host", "--project", "--older-than"} {
+		var a []string
+		for i := 0; i < len(args); i++ {
+			if args[i] == missing {
+				i++
+				continue
+			}
+			a = append(a, args[i])
+		}
+		code, _, stderr := runMain(t, a...)
+		if code != exitUsage || !strings.Contains(stderr, missing+" is required") {
+			t.Errorf("without %s: exit %d, stderr %q", missing, code, stderr)
+		}
+	}
+}
+
+func TestLineWriter(t *testing.T) {
+	var out bytes.Buffer
+	a := &lineWriter{prefix: "stdout: ", w: &out}
+	b := &lineWriter{prefix: "stderr: ", w: &out}
+	for _, w := range []struct {
+		w *lineWriter
+		s string
+	}{{a, "par"}, {b, "err 1\nerr"}, {a, "tial\nnext\n"}, {b, " 2"}} {
+		if _, err := w.w.Write([]byte(w.s)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := errors.Join(a.Flush(), b.Flush()); err != nil {
+		t.Fatal(err)
+	}
+	want := "stderr: err 1\nstdout: partial\nstdout: next\nstderr: err 2\n"
+	if diff := cmp.Diff(want, out.String()); diff != "" {
+		t.Errorf("output (-want +got):\n%s", diff)
+	}
+}
+
+// A plugin killed mid-RunJob: runner-host restarts it to clean up, and
+// exits 1 with the record naming wait_for_completion.
+func TestRunWholeJobPluginKilled(t *testing.T) {
+	dir := pluginDir(t, "whole")
+	job, jobDir := wholeJobFile(t, "j", []string{"block"}, nil)
+	stdout := &syncBuffer{want: ")\n", seen: make(chan struct{})}
+	var stderr bytes.Buffer
+	done := make(chan int, 1)
+	go func() {
+		done <- Main(t.Context(), &App{Stdout: stdout, Stderr: &stderr}, []string{"run", "--plugin-dir", dir, "--plugin", "whole", "--job", job})
+	}()
+	select {
+	case <-stdout.seen:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the job never started; stdout %q", stdout.String())
+	}
+	_, rest, _ := strings.Cut(stdout.String(), "(pid ")
+	pid, err := strconv.Atoi(strings.TrimSuffix(rest, ")\n"))
+	if err != nil {
+		t.Fatalf("no pid in %q", stdout.String())
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	var code int
+	select {
+	case code = <-done:
+	case <-time.After(90 * time.Second):
+		t.Fatal("runner-host did not end after the plugin died")
+	}
+	if code != exitFail || !strings.Contains(stderr.String(), "phase wait_for_completion") {
+		t.Errorf("exit %d, want %d; stderr:\n%s", code, exitFail, stderr.String())
+	}
+	rec := readRecordFile(t, jobDir)
+	want := []string{"prepare_directories", "stage_workspace_snapshot", "prepare_runtime", "launch_guest", "wait_for_completion (failed)"}
+	if diff := cmp.Diff(want, phaseList(rec)); diff != "" {
+		t.Errorf("phases (-want +got):\n%s", diff)
+	}
+	if rec.Cleanup == nil || !rec.Cleanup.Deleted {
+		t.Errorf("cleanup record %+v, want the instance deleted", rec.Cleanup)
+	}
+	if _, err := os.Stat(filepath.Join(jobDir, "testplugin-instance")); !os.IsNotExist(err) {
+		t.Errorf("instance left behind (stat: %v)", err)
+	}
+}

@@ -1,0 +1,418 @@
+package host
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/pikaci/vmexec/shared"
+	"github.com/pikaci/vmexec/shared/devices"
+	"github.com/pikaci/vmexec/shared/layout"
+)
+
+// The phases of the whole job as the run record names them: the seed's
+// names. RunJob is recorded as two phases, launch_guest (until the job's
+// first output or its end) and wait_for_completion (the rest).
+const (
+	PhasePrepareDirectories     = "prepare_directories"
+	PhaseStageWorkspaceSnapshot = "stage_workspace_snapshot"
+	PhasePrepareRuntime         = "prepare_runtime"
+	PhaseLaunchGuest            = "launch_guest"
+	PhaseWaitForCompletion      = "wait_for_completion"
+	PhaseCollectArtifacts       = "collect_artifacts"
+)
+
+// RecordFile is the run record's file name in host.job_dir.
+const RecordFile = "pikaci-execution.json"
+
+// timeFormat is RFC 3339 in UTC with milliseconds, as the record wants.
+const timeFormat = "2006-01-02T15:04:05.000Z07:00"
+
+// Record is the run record of one whole job (SPEC "The run record"). It is
+// complete when the job fails part-way: the phases that ran keep their
+// timings, the failing phase its error.
+type Record struct {
+	// Job is job.id; Instance the job's instance, once PrepareRuntime
+	// answered.
+	Job      string        `json:"job"`
+	Instance string        `json:"instance,omitempty"`
+	Phases   []PhaseRecord `json:"phases"`
+	// Image is the image the instance was created from: the project and
+	// alias asked for, and the fingerprint once PrepareRuntime answered.
+	Image    shared.Image   `json:"image"`
+	Snapshot SnapshotRecord `json:"snapshot"`
+	// ExitCode is the job's exit code; null when the job did not end with
+	// one (it never ran, or an executor error or cancellation ended it).
+	ExitCode *int `json:"exit_code"`
+	TimedOut bool `json:"timed_out"`
+	// TimeoutSecs is the time limit RunJob applied (0: none).
+	TimeoutSecs int              `json:"timeout_secs,omitempty"`
+	Artifacts   *ArtifactsRecord `json:"artifacts,omitempty"`
+	// Cleanup is null when the job never reached PrepareRuntime (there was
+	// nothing to clean up).
+	Cleanup *CleanupRecord `json:"cleanup"`
+	// Error is what ended the run early: an invalid input (before any
+	// phase), a phase's error, a cancellation, or a cleanup failure.
+	Error  string `json:"error,omitempty"`
+	DryRun bool   `json:"dry_run,omitempty"`
+}
+
+// PhaseRecord is one phase's timing and outcome.
+type PhaseRecord struct {
+	Name       string `json:"name"`
+	StartedAt  string `json:"started_at"`
+	FinishedAt string `json:"finished_at"`
+	DurationMS int64  `json:"duration_ms"`
+	Error      string `json:"error"`
+}
+
+// SnapshotRecord is what StageWorkspaceSnapshot did.
+type SnapshotRecord struct {
+	Reused    bool  `json:"reused"`
+	BytesSent int64 `json:"bytes_sent"`
+}
+
+// ArtifactsRecord is what CollectArtifacts copied.
+type ArtifactsRecord struct {
+	Dir      string   `json:"dir"`
+	Files    int      `json:"files"`
+	Bytes    int64    `json:"bytes"`
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+// CleanupRecord is how Cleanup went.
+type CleanupRecord struct {
+	Deleted bool   `json:"deleted"`
+	Error   string `json:"error"`
+}
+
+// PhaseError is the error of the phase that failed, named as the record
+// names it.
+type PhaseError struct {
+	Phase string
+	Err   error
+}
+
+func (e *PhaseError) Error() string { return "phase " + e.Phase + ": " + e.Err.Error() }
+func (e *PhaseError) Unwrap() error { return e.Err }
+
+// CleanupError is a failed Cleanup. It comes with, never instead of, the
+// job's own error (errors.Join).
+type CleanupError struct {
+	Instance string
+	Err      error
+}
+
+func (e *CleanupError) Error() string {
+	return fmt.Sprintf("cleanup of instance %s: %v", shared.Show(e.Instance), e.Err)
+}
+func (e *CleanupError) Unwrap() error { return e.Err }
+
+// WholeJobOptions say where the job's output goes and how to get an
+// executor back after its plugin died.
+type WholeJobOptions struct {
+	// Stdout and Stderr receive the job's output as it arrives, chunk by
+	// chunk, in order. Nil: discarded. A write error stops the job as a
+	// cancellation would.
+	Stdout, Stderr io.Writer
+	// Reload returns an executor to run Cleanup with when a phase failed
+	// with shared.ErrUnavailable (the plugin crashed or could not be
+	// reached). It gets Cleanup's context. Nil: Cleanup runs on the same
+	// executor (a *Plugin restarts its process by itself).
+	Reload func(ctx context.Context) (shared.JobExecutor, error)
+	// DryRun runs PrepareDirectories, StageWorkspaceSnapshot and
+	// PrepareRuntime as dry runs, stops there, and writes no record.
+	DryRun bool
+	// Now is the clock of the record. Nil: time.Now.
+	Now func() time.Time
+}
+
+// RunWholeJob runs a whole job (contract version 2) through e: it checks
+// every input first, then runs prepare_directories,
+// stage_workspace_snapshot, prepare_runtime, launch_guest and
+// wait_for_completion (RunJob) and collect_artifacts in order, stopping at
+// the first executor error; artifacts are collected also when the job
+// exited non-zero or timed out. Once PrepareRuntime was called, Cleanup
+// always runs, whatever happened, on a context of its own bounded by
+// shared.CleanupTimeout. The record is written to
+// <host.job_dir>/pikaci-execution.json (also when the job failed) and
+// returned.
+//
+// The error is nil when the job ran to its end, whatever its exit code (see
+// the record's ExitCode and TimedOut). Otherwise it is a *PhaseError (the
+// failing phase, possibly wrapping ctx's error), an ErrInvalidInput from the
+// checks, and/or a *CleanupError, joined.
+func RunWholeJob(ctx context.Context, e shared.JobExecutor, job shared.WholeJob, opts WholeJobOptions) (Record, error) {
+	r := &wholeRun{e: e, job: job, opts: opts, rec: Record{Job: job.Job.ID, Phases: []PhaseRecord{}, DryRun: opts.DryRun}}
+	if r.opts.Now == nil {
+		r.opts.Now = time.Now
+	}
+	err := CheckWholeJob(job)
+	if p, ok := e.(*Plugin); ok && err == nil && p.Protocol() < shared.ProtocolWholeJob {
+		err = &ProtocolError{Plugin: p.Name(), Protocol: p.Protocol(), Call: "the whole job"}
+	}
+	if err != nil {
+		r.rec.Error = err.Error()
+		if layout.CheckAbsClean("host.job_dir", job.Host.JobDir) == nil && !opts.DryRun {
+			err = errors.Join(err, r.write())
+		}
+		return r.rec, err
+	}
+	// The image as asked for; PrepareRuntime's answer adds the fingerprint.
+	r.rec.Image = shared.Image{Project: job.Remote.Incus.Project, Alias: job.Runtime.Image}
+	err = r.phases(ctx)
+	if r.reachedRuntime && !opts.DryRun {
+		err = errors.Join(err, r.cleanup(ctx, err))
+	}
+	if err != nil {
+		r.rec.Error = err.Error()
+	}
+	if !opts.DryRun {
+		err = errors.Join(err, r.write())
+	}
+	return r.rec, err
+}
+
+// CheckWholeJob checks every input of every phase of a whole job without
+// any I/O but reading the local snapshot marker: the version 1 inputs and
+// the device rules (devices.Check), the version 2 inputs
+// (shared.WholeJob.Check), and that host.snapshot_dir holds a marker whose
+// hash agrees with host.snapshot_content_hash.
+func CheckWholeJob(job shared.WholeJob) error {
+	if _, err := devices.Check(job.JobSpec); err != nil {
+		return err
+	}
+	if err := job.Check(); err != nil {
+		return err
+	}
+	_, err := ReadSnapshotHash(job.Host.SnapshotDir, job.Host.SnapshotContentHash)
+	return err
+}
+
+// ReadSnapshotHash reads the content_hash of dir/pikaci-snapshot.json. When
+// want is not empty, the hash must equal it.
+func ReadSnapshotHash(dir, want string) (string, error) {
+	file := filepath.Join(dir, shared.SnapshotMarker)
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return "", shared.Errorf(kindOfFSError(err), "host.snapshot_dir", dir, "snapshot marker %s: %w", file, err)
+	}
+	var marker struct {
+		ContentHash *string `json:"content_hash"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&marker); err != nil {
+		return "", shared.Errorf(shared.ErrInvalidInput, "host.snapshot_dir", dir, "snapshot marker %s: %w", file, err)
+	}
+	got := ""
+	if marker.ContentHash != nil {
+		got = *marker.ContentHash
+	}
+	if want != "" && got != want {
+		return "", shared.Errorf(shared.ErrInvalidInput, "host.snapshot_content_hash", want,
+			"host.snapshot_content_hash %s does not match content_hash %s of %s", shared.Show(want), shared.Show(got), file)
+	}
+	return got, nil
+}
+
+type wholeRun struct {
+	e    shared.JobExecutor
+	job  shared.WholeJob
+	opts WholeJobOptions
+	rec  Record
+
+	reachedRuntime bool
+}
+
+func (r *wholeRun) stamp(t time.Time) string { return t.UTC().Format(timeFormat) }
+
+// record appends a phase that ran from start to end.
+func (r *wholeRun) record(name string, start, end time.Time, err error) {
+	p := PhaseRecord{
+		Name:       name,
+		StartedAt:  r.stamp(start),
+		FinishedAt: r.stamp(end),
+		DurationMS: end.Sub(start).Milliseconds(),
+	}
+	if err != nil {
+		p.Error = err.Error()
+	}
+	r.rec.Phases = append(r.rec.Phases, p)
+}
+
+// phase runs f as the named phase and records it.
+func (r *wholeRun) phase(ctx context.Context, name string, f func() error) error {
+	start := r.opts.Now()
+	err := ctx.Err()
+	if err == nil {
+		err = f()
+	}
+	r.record(name, start, r.opts.Now(), err)
+	if err != nil {
+		return &PhaseError{Phase: name, Err: err}
+	}
+	return nil
+}
+
+func (r *wholeRun) phases(ctx context.Context) error {
+	job, dry := r.job, r.opts.DryRun
+	err := r.phase(ctx, PhasePrepareDirectories, func() error {
+		_, err := r.e.PrepareDirectories(ctx, shared.PrepareRequest{Spec: job.JobSpec, DryRun: dry})
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	err = r.phase(ctx, PhaseStageWorkspaceSnapshot, func() error {
+		res, err := r.e.StageWorkspaceSnapshot(ctx, shared.StageRequest{Job: job, DryRun: dry})
+		r.rec.Snapshot = SnapshotRecord{Reused: res.Reused, BytesSent: res.BytesSent}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	err = r.phase(ctx, PhasePrepareRuntime, func() error {
+		// From here on the instance may exist, whatever the call returns.
+		r.reachedRuntime = true
+		res, err := r.e.PrepareRuntime(ctx, shared.RuntimeRequest{Job: job, DryRun: dry})
+		if res.Instance != "" {
+			r.rec.Instance = res.Instance
+		}
+		if res.Image != (shared.Image{}) {
+			r.rec.Image = res.Image
+		}
+		return err
+	})
+	if err != nil || dry {
+		return err
+	}
+	if err := r.run(ctx); err != nil {
+		return err
+	}
+	return r.phase(ctx, PhaseCollectArtifacts, func() error {
+		res, err := r.e.CollectArtifacts(ctx, shared.CollectRequest{Job: job})
+		if err == nil {
+			r.rec.Artifacts = &ArtifactsRecord{Dir: res.Dir, Files: res.Files, Bytes: res.Bytes, Warnings: res.Warnings}
+		}
+		return err
+	})
+}
+
+// run is RunJob, recorded as launch_guest until the first output (or the
+// end, for a job that printed nothing) and wait_for_completion after it.
+func (r *wholeRun) run(ctx context.Context) error {
+	start := r.opts.Now()
+	var launched time.Time
+	sink := func(c shared.OutputChunk) error {
+		if launched.IsZero() {
+			launched = r.opts.Now()
+		}
+		w := r.opts.Stdout
+		if c.Stream == shared.Stderr {
+			w = r.opts.Stderr
+		}
+		if w == nil {
+			return nil
+		}
+		_, err := w.Write(c.Data)
+		return err
+	}
+	err := ctx.Err()
+	var res shared.RunResult
+	if err == nil {
+		res, err = r.e.RunJob(ctx, shared.RunRequest{Job: r.job}, sink)
+	}
+	end := r.opts.Now()
+	if launched.IsZero() {
+		if err != nil {
+			r.record(PhaseLaunchGuest, start, end, err)
+			return &PhaseError{Phase: PhaseLaunchGuest, Err: err}
+		}
+		launched = end
+	}
+	r.record(PhaseLaunchGuest, start, launched, nil)
+	r.record(PhaseWaitForCompletion, launched, end, err)
+	if err != nil {
+		return &PhaseError{Phase: PhaseWaitForCompletion, Err: err}
+	}
+	code := res.ExitCode
+	r.rec.ExitCode, r.rec.TimedOut, r.rec.TimeoutSecs = &code, res.TimedOut, res.TimeoutSecs
+	return nil
+}
+
+// cleanup runs Cleanup on a fresh context bounded by
+// shared.CleanupTimeout, on an executor reloaded first when the phase that
+// failed lost its plugin.
+func (r *wholeRun) cleanup(ctx context.Context, phaseErr error) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shared.CleanupTimeout)
+	defer cancel()
+	rec := &CleanupRecord{}
+	r.rec.Cleanup = rec
+	e := r.e
+	var err error
+	if errors.Is(phaseErr, shared.ErrUnavailable) && r.opts.Reload != nil {
+		e, err = r.opts.Reload(ctx)
+		if err != nil {
+			err = fmt.Errorf("reload the executor: %w", err)
+		}
+	}
+	if err == nil {
+		var res shared.CleanupResult
+		res, err = e.Cleanup(ctx, shared.CleanupRequest{Job: r.job})
+		rec.Deleted = res.Deleted
+		if r.rec.Instance == "" {
+			r.rec.Instance = res.Instance
+		}
+	}
+	if err != nil {
+		rec.Error = err.Error()
+		return &CleanupError{Instance: r.instanceName(), Err: err}
+	}
+	return nil
+}
+
+func (r *wholeRun) instanceName() string {
+	if r.rec.Instance != "" {
+		return r.rec.Instance
+	}
+	if l, err := layout.Derive(r.job.JobSpec); err == nil {
+		return l.Instance
+	}
+	return ""
+}
+
+// write puts the record in the job dir: a temporary file renamed into
+// place, so a reader never sees half a record.
+func (r *wholeRun) write() error {
+	data, err := json.MarshalIndent(r.rec, "", "  ")
+	if err != nil {
+		return fmt.Errorf("run record: %w", err)
+	}
+	data = append(data, '\n')
+	path := filepath.Join(r.job.Host.JobDir, RecordFile)
+	tmp, err := os.CreateTemp(r.job.Host.JobDir, "."+RecordFile+".*")
+	if err != nil {
+		return shared.Errorf(kindOfFSError(err), "host.job_dir", r.job.Host.JobDir, "write run record %s: %w", path, err)
+	}
+	_, werr := tmp.Write(data)
+	cerr := tmp.Close()
+	if err := errors.Join(werr, cerr); err != nil {
+		_ = os.Remove(tmp.Name())
+		return shared.Errorf(shared.ErrUnavailable, "host.job_dir", r.job.Host.JobDir, "write run record %s: %w", path, err)
+	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		_ = os.Remove(tmp.Name())
+		return fmt.Errorf("write run record %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		_ = os.Remove(tmp.Name())
+		return fmt.Errorf("write run record %s: %w", path, err)
+	}
+	return nil
+}
