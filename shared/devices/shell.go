@@ -10,17 +10,17 @@ import (
 	"io/fs"
 	"strconv"
 	"strings"
-
-	"github.com/pikaci/vmexec/shared/layout"
 )
 
 // ShellRemote answers a Query with one shell command on the host that holds
-// the sources, so a whole batch costs one round trip. The command needs only
-// a POSIX shell with printf, test, cat and readlink -f.
+// the sources, so a whole batch costs one round trip. The command is the
+// same few hundred bytes whatever the query: the paths go on its standard
+// input, so no command line we send grows with a payload's manifest. It
+// needs only a POSIX shell with read, printf, test, head -c and readlink -e/-f.
 type ShellRemote struct {
-	// Run runs one command and returns its standard output. A non-zero exit
-	// is an error.
-	Run func(ctx context.Context, command string) ([]byte, error)
+	// Run runs one command with stdin as its standard input and returns its
+	// standard output. A non-zero exit is an error.
+	Run func(ctx context.Context, command string, stdin []byte) ([]byte, error)
 }
 
 // Fetch implements Remote.
@@ -28,11 +28,15 @@ func (s ShellRemote) Fetch(ctx context.Context, q Query) (Answer, error) {
 	if len(q.Read) == 0 && len(q.Resolve) == 0 {
 		return Answer{}, nil
 	}
+	stdin, err := FetchInput(q)
+	if err != nil {
+		return Answer{}, err
+	}
 	nonce, err := newNonce()
 	if err != nil {
 		return Answer{}, err
 	}
-	out, err := s.Run(ctx, FetchScript(nonce, q))
+	out, err := s.Run(ctx, FetchScript(nonce), stdin)
 	if err != nil {
 		return Answer{}, fmt.Errorf("read manifests and resolve sources: %w", err)
 	}
@@ -47,43 +51,94 @@ func newNonce() (string, error) {
 	return "pk" + hex.EncodeToString(b[:]), nil
 }
 
-// FetchScript is the command that answers q. Every record it prints starts
-// with "<nonce>:<item>:<status>:" and runs up to the next record: file
-// contents are copied raw, and the unguessable nonce keeps a hostile file
-// from forging records. Items are "r<i>" for reads and "p<i>" for paths.
-// Statuses: F (file follows), E (resolved path follows, exists),
-// M (resolved path follows, missing), X (failed).
-func FetchScript(nonce string, q Query) string {
-	var b strings.Builder
-	b.WriteString("n=")
-	b.WriteString(nonce)
-	b.WriteString("\n")
-	for i, p := range q.Read {
-		qp := layout.Quote(p)
-		id := "r" + strconv.Itoa(i)
-		fmt.Fprintf(&b, "if test -f %s && test -r %s; then printf '%%s:%s:F:' \"$n\"; cat -- %s || printf '%%s:%s:X:' \"$n\"; else printf '%%s:%s:X:' \"$n\"; fi\n",
-			qp, qp, id, qp, id, id)
-	}
-	if len(q.Resolve) > 0 {
-		// Fast path: when every path exists, one readlink -e resolves them
-		// all (NUL-terminated). Otherwise its record is cancelled and each
-		// path is resolved on its own with readlink -f semantics.
-		b.WriteString("printf '%s:pb:E:' \"$n\"\nif ! readlink -ez --")
-		for _, p := range q.Resolve {
-			b.WriteByte(' ')
-			b.WriteString(layout.Quote(p))
+// FetchInput is what FetchScript reads on its standard input: the number of
+// reads, the number of paths, then each path on its own line. A path with a
+// newline or NUL cannot be sent this way and is refused.
+func FetchInput(q Query) ([]byte, error) {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "%d\n%d\n", len(q.Read), len(q.Resolve))
+	for _, list := range [][]string{q.Read, q.Resolve} {
+		for _, p := range list {
+			if strings.ContainsAny(p, "\n\x00") {
+				return nil, fmt.Errorf("remote path %s holds a newline or NUL: it cannot be read", strconv.Quote(p))
+			}
+			b.WriteString(p)
+			b.WriteByte('\n')
 		}
-		b.WriteString(" 2>/dev/null; then\nprintf '%s:pb:X:' \"$n\"\n")
-		for i, p := range q.Resolve {
-			qp := layout.Quote(p)
-			id := "p" + strconv.Itoa(i)
-			fmt.Fprintf(&b, "if t=$(readlink -fn -- %s && printf x); then t=${t%%x}; if test -e \"$t\"; then s=E; else s=M; fi; printf '%%s:%s:%%s:%%s' \"$n\" \"$s\" \"$t\"; else printf '%%s:%s:X:' \"$n\"; fi\n",
-				qp, id, id)
-		}
-		b.WriteString("fi\n")
 	}
-	b.WriteString("printf '%s:end:'  \"$n\"\n")
-	return b.String()
+	return b.Bytes(), nil
+}
+
+// fetchScript answers FetchInput. Every record it prints starts with
+// "<nonce>:<item>:<status>:" and runs up to the next record: file contents
+// are copied raw (at most MaxManifestBytes+1 bytes of each), and the
+// unguessable nonce keeps a hostile file from forging records. Items:
+// "r<i>" for reads, "p<i>" for one path, "b<i>" for the batch of paths
+// starting at i. Statuses: F (file follows), E (resolved path(s) follow,
+// existing; NUL-terminated for a batch), M (resolved path follows,
+// missing), X (failed; for a batch: resolve its paths one by one below).
+//
+// Paths are resolved with one readlink -e per chunk of about 64 KiB of
+// paths, so the remote's own argument limit is never reached either; only
+// when a chunk holds a missing path or a loop is each of its paths resolved
+// on its own.
+const fetchScript = `n=%s
+max=%d
+IFS= read -r nr || exit 3
+IFS= read -r np || exit 3
+i=0
+while [ "$i" -lt "$nr" ]; do
+  IFS= read -r p || exit 3
+  if test -f "$p" && test -r "$p"; then
+    printf '%%s:r%%s:F:' "$n" "$i"
+    head -c "$max" -- "$p" || printf '%%s:r%%s:X:' "$n" "$i"
+  else
+    printf '%%s:r%%s:X:' "$n" "$i"
+  fi
+  i=$((i+1))
+done
+res() {
+  k=$1
+  shift
+  printf '%%s:b%%s:E:' "$n" "$k"
+  if ! readlink -ez -- "$@" 2>/dev/null; then
+    printf '%%s:b%%s:X:' "$n" "$k"
+    for f in "$@"; do
+      if t=$(readlink -fn -- "$f" && printf x); then
+        t=${t%%x}
+        if test -e "$t"; then s=E; else s=M; fi
+        printf '%%s:p%%s:%%s:%%s' "$n" "$k" "$s" "$t"
+      else
+        printf '%%s:p%%s:X:' "$n" "$k"
+      fi
+      k=$((k+1))
+    done
+  fi
+}
+set --
+i=0
+start=0
+size=0
+while [ "$i" -lt "$np" ]; do
+  IFS= read -r p || exit 3
+  if [ "$#" -gt 0 ] && [ $((size + ${#p})) -gt 65536 ]; then
+    res "$start" "$@"
+    set --
+    start=$i
+    size=0
+  fi
+  set -- "$@" "$p"
+  size=$((size + ${#p} + 1))
+  i=$((i+1))
+done
+if [ "$#" -gt 0 ]; then res "$start" "$@"; fi
+printf '%%s:end:' "$n"
+`
+
+// FetchScript is the command that answers FetchInput under nonce. Its
+// length does not depend on the query.
+func FetchScript(nonce string) string {
+	return fmt.Sprintf(fetchScript, nonce, MaxManifestBytes+1)
 }
 
 var errTruncated = errors.New("output truncated")
@@ -98,7 +153,7 @@ func ParseFetchOutput(nonce string, q Query, out []byte) (Answer, error) {
 		return Answer{}, fmt.Errorf("remote output does not start with a record: %w", errTruncated)
 	}
 	ended := false
-	var batch []byte // the fast path's NUL-terminated paths, if it held
+	batches := map[int][]byte{} // first index -> NUL-terminated paths, while it held
 	for _, rec := range bytes.Split(out[len(sep):], sep) {
 		if ended {
 			return Answer{}, fmt.Errorf("remote output continues after its end: %w", errTruncated)
@@ -112,22 +167,23 @@ func ParseFetchOutput(nonce string, q Query, out []byte) (Answer, error) {
 		if !ok1 || !ok2 || len(id) < 2 {
 			return Answer{}, fmt.Errorf("malformed record %q", truncate(rec))
 		}
-		if string(id) == "pb" {
-			switch string(status) {
-			case "E":
-				batch = body
-			case "X":
-				batch = nil
-			default:
-				return Answer{}, fmt.Errorf("bad status %q for the batch of paths", status)
-			}
-			continue
-		}
 		n, err := strconv.Atoi(string(id[1:]))
 		if err != nil || n < 0 {
-			return Answer{}, fmt.Errorf("malformed record id %q", id)
+			return Answer{}, fmt.Errorf("malformed record id %q", truncate(id))
 		}
 		switch id[0] {
+		case 'b':
+			if n >= len(q.Resolve) {
+				return Answer{}, fmt.Errorf("record for unknown batch %d", n)
+			}
+			switch string(status) {
+			case "E":
+				batches[n] = body
+			case "X":
+				delete(batches, n)
+			default:
+				return Answer{}, fmt.Errorf("bad status %q for the batch of paths", truncate(status))
+			}
 		case 'r':
 			if n >= len(q.Read) {
 				return Answer{}, fmt.Errorf("record for unknown file %d", n)
@@ -137,10 +193,10 @@ func ParseFetchOutput(nonce string, q Query, out []byte) (Answer, error) {
 			case "F":
 				a.Files[n] = File{Data: body}
 			case "X":
-				// A failed cat after a partial F record overrides it.
-				a.Files[n] = File{Err: fmt.Errorf("%s: missing or unreadable: %w", q.Read[n], fs.ErrNotExist)}
+				// A failed read after a partial F record overrides it.
+				a.Files[n] = File{Err: fmt.Errorf("%s: missing, unreadable or not a regular file: %w", q.Read[n], fs.ErrNotExist)}
 			default:
-				return Answer{}, fmt.Errorf("bad status %q for file %s", status, q.Read[n])
+				return Answer{}, fmt.Errorf("bad status %q for file %s", truncate(status), q.Read[n])
 			}
 		case 'p':
 			if n >= len(q.Resolve) {
@@ -153,23 +209,27 @@ func ParseFetchOutput(nonce string, q Query, out []byte) (Answer, error) {
 			case "X":
 				a.Resolved[n] = Resolved{Err: fmt.Errorf("readlink -f %s failed: a parent directory is missing or a symlink loops: %w", q.Resolve[n], fs.ErrNotExist)}
 			default:
-				return Answer{}, fmt.Errorf("bad status %q for path %s", status, q.Resolve[n])
+				return Answer{}, fmt.Errorf("bad status %q for path %s", truncate(status), q.Resolve[n])
 			}
 		default:
-			return Answer{}, fmt.Errorf("malformed record id %q", id)
+			return Answer{}, fmt.Errorf("malformed record id %q", truncate(id))
 		}
 	}
 	if !ended {
 		return Answer{}, fmt.Errorf("remote output has no end record: %w", errTruncated)
 	}
-	if batch != nil {
+	for start, batch := range batches {
 		paths := bytes.Split(batch, []byte{0})
-		if len(paths) != len(q.Resolve)+1 || len(paths[len(q.Resolve)]) != 0 {
-			return Answer{}, fmt.Errorf("readlink -e gave %d paths for %d: %w", len(paths)-1, len(q.Resolve), errTruncated)
+		count := len(paths) - 1
+		if count < 1 || len(paths[count]) != 0 || start+count > len(q.Resolve) {
+			return Answer{}, fmt.Errorf("readlink -e gave %d paths for the batch at %d: %w", count, start, errTruncated)
 		}
-		for i := range q.Resolve {
-			a.Resolved[i] = Resolved{Path: string(paths[i]), Exists: true}
-			seenP[i] = true
+		for i := 0; i < count; i++ {
+			if seenP[start+i] {
+				return Answer{}, fmt.Errorf("path %s resolved twice: %w", q.Resolve[start+i], errTruncated)
+			}
+			a.Resolved[start+i] = Resolved{Path: string(paths[i]), Exists: true}
+			seenP[start+i] = true
 		}
 	}
 	for i, ok := range seenR {

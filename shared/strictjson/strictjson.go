@@ -35,6 +35,17 @@ func (e *Error) Error() string {
 // Decode decodes data into v (a non-nil pointer) strictly. Only field
 // names and keys of the target's own schema are ever quoted in an error.
 func Decode(data []byte, v any) error {
+	return decode(data, v, false)
+}
+
+// DecodeKnown is Decode, except that a key matching no field in any letter
+// case is ignored. A key differing from a field only in case is still
+// refused, and so are duplicates, also below ignored keys.
+func DecodeKnown(data []byte, v any) error {
+	return decode(data, v, true)
+}
+
+func decode(data []byte, v any, allowUnknown bool) error {
 	if !utf8.Valid(data) {
 		off := 0
 		for off < len(data) {
@@ -52,7 +63,7 @@ func Decode(data []byte, v any) error {
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
-	c := checker{dec: dec}
+	c := checker{dec: dec, allowUnknown: allowUnknown}
 	if err := c.value(rv.Type().Elem(), ""); err != nil {
 		return err
 	}
@@ -60,7 +71,9 @@ func Decode(data []byte, v any) error {
 		return &Error{Offset: dec.InputOffset(), Msg: "data after the JSON value"}
 	}
 	ud := json.NewDecoder(bytes.NewReader(data))
-	ud.DisallowUnknownFields()
+	if !allowUnknown {
+		ud.DisallowUnknownFields()
+	}
 	if err := ud.Decode(v); err != nil {
 		return sanitize(err, ud.InputOffset())
 	}
@@ -91,7 +104,8 @@ func kindOf(v string) string {
 }
 
 type checker struct {
-	dec *json.Decoder
+	dec          *json.Decoder
+	allowUnknown bool
 }
 
 func (c *checker) token() (json.Token, int64, error) {
@@ -168,7 +182,9 @@ func (c *checker) value(t reflect.Type, path string) error {
 					if _, ci := foldMatch(fields, key); ci {
 						return &Error{Offset: koff, Path: path, Msg: "key " + quoteKey(key) + " differs from a field only in letter case (keys are matched exactly)"}
 					}
-					return &Error{Offset: koff, Path: path, Msg: "unknown field " + quoteKey(key)}
+					if !c.allowUnknown {
+						return &Error{Offset: koff, Path: path, Msg: "unknown field " + quoteKey(key)}
+					}
 				}
 				ft = f
 			} else {
