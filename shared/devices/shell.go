@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"sort"
 	"strconv"
 	"strings"
 )
@@ -70,14 +71,20 @@ func FetchInput(q Query) ([]byte, error) {
 }
 
 // fetchScript answers FetchInput. Every record it prints starts with
-// "<nonce>:<item>:<status>:" and runs up to the next record: file contents
-// are copied raw (at most MaxManifestBytes+1 bytes of each), and the
+// "<nonce>:<item>:<status>:" and runs up to the next record; the
 // unguessable nonce keeps a hostile file from forging records. Items:
-// "r<i>" for reads, "p<i>" for one path, "b<i>" for the batch of paths
-// starting at i. Statuses: F (file follows), E (resolved path(s) follow,
-// existing; NUL-terminated for a batch), M (resolved path follows,
-// missing), X (failed; for a batch: resolve its paths one by one below).
+// "r<i>" says whether read i is a readable regular file (F) or not (X);
+// the readable ones are read in chunks starting at read k, each with one
+// stat ("s<k>", status S: one size per line) and one head ("c<k>", status
+// C: the first MaxManifestBytes+1 bytes of each file, concatenated raw, so
+// a file over the limit is never read whole); X for either fails the
+// chunk. "p<i>" is one path, "b<i>" the batch of paths starting at i.
+// Path statuses: E (resolved path(s) follow, existing; NUL-terminated for
+// a batch), M (resolved path follows, missing), X (failed; for a batch:
+// resolve its paths one by one below).
 //
+// So a batch costs a constant number of processes whatever the number of
+// payloads: one stat, one head and one readlink per 64 KiB of paths.
 // Paths are resolved with one readlink -e per chunk of about 64 KiB of
 // paths, so the remote's own argument limit is never reached either; only
 // when a chunk holds a missing path or a loop is each of its paths resolved
@@ -86,17 +93,39 @@ const fetchScript = `n=%s
 max=%d
 IFS= read -r nr || exit 3
 IFS= read -r np || exit 3
+rd() {
+  k=$1
+  shift
+  printf '%%s:s%%s:S:' "$n" "$k"
+  if stat -L -c %%s -- "$@" 2>/dev/null; then
+    printf '%%s:c%%s:C:' "$n" "$k"
+    head -q -c "$max" -- "$@" 2>/dev/null || printf '%%s:c%%s:X:' "$n" "$k"
+  else
+    printf '%%s:s%%s:X:' "$n" "$k"
+  fi
+}
+set --
 i=0
+start=0
+size=0
 while [ "$i" -lt "$nr" ]; do
   IFS= read -r p || exit 3
   if test -f "$p" && test -r "$p"; then
+    if [ "$#" -gt 0 ] && [ $((size + ${#p})) -gt 65536 ]; then
+      rd "$start" "$@"
+      set --
+      size=0
+    fi
+    if [ "$#" -eq 0 ]; then start=$i; fi
+    set -- "$@" "$p"
+    size=$((size + ${#p} + 1))
     printf '%%s:r%%s:F:' "$n" "$i"
-    head -c "$max" -- "$p" || printf '%%s:r%%s:X:' "$n" "$i"
   else
     printf '%%s:r%%s:X:' "$n" "$i"
   fi
   i=$((i+1))
 done
+if [ "$#" -gt 0 ]; then rd "$start" "$@"; fi
 res() {
   k=$1
   shift
@@ -154,6 +183,10 @@ func ParseFetchOutput(nonce string, q Query, out []byte) (Answer, error) {
 	}
 	ended := false
 	batches := map[int][]byte{} // first index -> NUL-terminated paths, while it held
+	readable := make([]bool, len(q.Read))
+	sizes := map[int][]byte{} // read chunk start -> stat output
+	contents := map[int][]byte{}
+	failed := map[int]bool{}
 	for _, rec := range bytes.Split(out[len(sep):], sep) {
 		if ended {
 			return Answer{}, fmt.Errorf("remote output continues after its end: %w", errTruncated)
@@ -172,6 +205,20 @@ func ParseFetchOutput(nonce string, q Query, out []byte) (Answer, error) {
 			return Answer{}, fmt.Errorf("malformed record id %q", truncate(id))
 		}
 		switch id[0] {
+		case 's', 'c':
+			if n >= len(q.Read) {
+				return Answer{}, fmt.Errorf("record for unknown chunk %d", n)
+			}
+			switch {
+			case id[0] == 's' && string(status) == "S":
+				sizes[n] = body
+			case id[0] == 'c' && string(status) == "C":
+				contents[n] = body
+			case string(status) == "X":
+				failed[n] = true
+			default:
+				return Answer{}, fmt.Errorf("bad status %q for chunk %d", truncate(status), n)
+			}
 		case 'b':
 			if n >= len(q.Resolve) {
 				return Answer{}, fmt.Errorf("record for unknown batch %d", n)
@@ -188,12 +235,14 @@ func ParseFetchOutput(nonce string, q Query, out []byte) (Answer, error) {
 			if n >= len(q.Read) {
 				return Answer{}, fmt.Errorf("record for unknown file %d", n)
 			}
+			if seenR[n] || len(body) != 0 {
+				return Answer{}, fmt.Errorf("malformed record for file %s", q.Read[n])
+			}
 			seenR[n] = true
 			switch string(status) {
 			case "F":
-				a.Files[n] = File{Data: body}
+				readable[n] = true
 			case "X":
-				// A failed read after a partial F record overrides it.
 				a.Files[n] = File{Err: fmt.Errorf("%s: missing, unreadable or not a regular file: %w", q.Read[n], fs.ErrNotExist)}
 			default:
 				return Answer{}, fmt.Errorf("bad status %q for file %s", truncate(status), q.Read[n])
@@ -217,6 +266,9 @@ func ParseFetchOutput(nonce string, q Query, out []byte) (Answer, error) {
 	}
 	if !ended {
 		return Answer{}, fmt.Errorf("remote output has no end record: %w", errTruncated)
+	}
+	if err := splitReads(q, readable, sizes, contents, failed, a.Files); err != nil {
+		return Answer{}, err
 	}
 	for start, batch := range batches {
 		paths := bytes.Split(batch, []byte{0})
@@ -251,3 +303,67 @@ func truncate(b []byte) []byte {
 	}
 	return b
 }
+
+// splitReads cuts each chunk's concatenated contents by the sizes stat gave
+// (each capped at MaxManifestBytes+1, as head read them). Lengths that do
+// not add up mean a file changed while it was read: the whole fetch fails
+// rather than hand one file's bytes to another.
+func splitReads(q Query, readable []bool, sizes, contents map[int][]byte, failed map[int]bool, files []File) error {
+	var members map[int][]int = map[int][]int{}
+	starts := make([]int, 0, len(sizes)+len(failed))
+	for k := range sizes {
+		starts = append(starts, k)
+	}
+	for k := range failed {
+		if _, ok := sizes[k]; !ok {
+			starts = append(starts, k)
+		}
+	}
+	sort.Ints(starts)
+	for i, ok := range readable {
+		if !ok {
+			continue
+		}
+		j := sort.SearchInts(starts, i+1) - 1
+		if j < 0 {
+			return fmt.Errorf("no chunk holds file %s: %w", q.Read[i], errTruncated)
+		}
+		members[starts[j]] = append(members[starts[j]], i)
+	}
+	for _, k := range starts {
+		idx := members[k]
+		if len(idx) == 0 || idx[0] != k {
+			return fmt.Errorf("chunk %d does not start with its first file: %w", k, errTruncated)
+		}
+		if failed[k] {
+			for _, i := range idx {
+				files[i] = File{Err: fmt.Errorf("%s: changed or vanished while read: %w", q.Read[i], fs.ErrNotExist)}
+			}
+			continue
+		}
+		lines := strings.Split(strings.TrimSuffix(string(sizes[k]), "\n"), "\n")
+		data, ok := contents[k]
+		if len(lines) != len(idx) || !ok {
+			return fmt.Errorf("stat gave %d sizes for %d files: %w", len(lines), len(idx), errChanged)
+		}
+		off := 0
+		for j, i := range idx {
+			size, err := strconv.ParseInt(lines[j], 10, 64)
+			if err != nil || size < 0 {
+				return fmt.Errorf("stat gave a bad size for %s: %w", q.Read[i], errTruncated)
+			}
+			take := int(min(size, MaxManifestBytes+1))
+			if off+take > len(data) {
+				return fmt.Errorf("%s is shorter than stat said: %w", q.Read[i], errChanged)
+			}
+			files[i] = File{Data: data[off : off+take]}
+			off += take
+		}
+		if off != len(data) {
+			return fmt.Errorf("files under %s are longer than stat said: %w", q.Read[k], errChanged)
+		}
+	}
+	return nil
+}
+
+var errChanged = errors.New("a manifest changed while it was read; try again")

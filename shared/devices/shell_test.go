@@ -89,16 +89,21 @@ func TestShellRemoteAgainstBash(t *testing.T) {
 func TestParseFetchOutputRefusesDamage(t *testing.T) {
 	q := Query{Read: []string{"/a"}, Resolve: []string{"/b"}}
 	const n = "pkN"
-	good := n + ":r0:F:data" + n + ":p0:E:/b" + n + ":end:"
+	good := n + ":r0:F:" + n + ":s0:S:4\n" + n + ":c0:C:data" + n + ":p0:E:/b" + n + ":end:"
 	if _, err := ParseFetchOutput(n, q, []byte(good)); err != nil {
 		t.Fatalf("good output refused: %v", err)
 	}
 	for name, out := range map[string]string{
 		"empty":          "",
-		"no end":         n + ":r0:F:data" + n + ":p0:E:/b",
-		"missing record": n + ":r0:F:data" + n + ":end:",
-		"unknown item":   n + ":r5:F:x" + n + ":r0:F:data" + n + ":p0:E:/b" + n + ":end:",
-		"bad status":     n + ":r0:Q:data" + n + ":p0:E:/b" + n + ":end:",
+		"no end":         n + ":r0:F:" + n + ":s0:S:4\n" + n + ":c0:C:data" + n + ":p0:E:/b",
+		"missing record": n + ":r0:F:" + n + ":s0:S:4\n" + n + ":c0:C:data" + n + ":end:",
+		"unknown item":   n + ":r5:F:" + n + ":r0:F:" + n + ":s0:S:4\n" + n + ":c0:C:data" + n + ":p0:E:/b" + n + ":end:",
+		"bad status":     n + ":r0:Q:" + n + ":s0:S:4\n" + n + ":c0:C:data" + n + ":p0:E:/b" + n + ":end:",
+		"no chunk":       n + ":r0:F:" + n + ":p0:E:/b" + n + ":end:",
+		"longer":         n + ":r0:F:" + n + ":s0:S:3\n" + n + ":c0:C:data" + n + ":p0:E:/b" + n + ":end:",
+		"shorter":        n + ":r0:F:" + n + ":s0:S:5\n" + n + ":c0:C:data" + n + ":p0:E:/b" + n + ":end:",
+		"two sizes":      n + ":r0:F:" + n + ":s0:S:2\n2\n" + n + ":c0:C:data" + n + ":p0:E:/b" + n + ":end:",
+		"body on r":      n + ":r0:F:x" + n + ":s0:S:4\n" + n + ":c0:C:data" + n + ":p0:E:/b" + n + ":end:",
 		"after end":      good + "junk",
 		"garbage first":  "junk" + good,
 	} {
@@ -147,12 +152,45 @@ func TestShellRemoteManyPaths(t *testing.T) {
 	}
 	q.Resolve = append(q.Resolve, filepath.Join(dir, "l"))
 	want = append(want, Resolved{Path: filepath.Join(dir, long), Exists: true})
+	// Reads in several chunks, with a missing file and one over the limit.
+	var wantFiles []string
+	for i := 0; i < 400; i++ {
+		name := fmt.Sprintf("%s-f%d", long, i)
+		data := strings.Repeat(fmt.Sprint(i), i%7)
+		switch i {
+		case 17:
+			data = "" // missing
+		case 250:
+			data = strings.Repeat("b", 2*MaxManifestBytes)
+		}
+		if i != 17 {
+			if err := os.WriteFile(filepath.Join(dir, long, name), []byte(data), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if i == 250 {
+			data = data[:MaxManifestBytes+1]
+		}
+		q.Read = append(q.Read, filepath.Join(dir, "l", name))
+		wantFiles = append(wantFiles, data)
+	}
 	a, err := ShellRemote{Run: bashRun(t)}.Fetch(context.Background(), q)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if d := cmp.Diff(want, a.Resolved); d != "" {
 		t.Errorf("resolved (-want +got):\n%s", d)
+	}
+	for i, f := range a.Files {
+		if i == 17 {
+			if !errors.Is(f.Err, fs.ErrNotExist) {
+				t.Errorf("missing file: %v", f.Err)
+			}
+			continue
+		}
+		if f.Err != nil || string(f.Data) != wantFiles[i] {
+			t.Errorf("file %d: %d bytes, %v; want %d bytes", i, len(f.Data), f.Err, len(wantFiles[i]))
+		}
 	}
 }
 

@@ -26,7 +26,7 @@ const NotAvailable = "not available on the conformance remote"
 // remote filesystem. Builtins (echo, printf, test, [, true, false, cd, set,
 // exit, ...) come from the interpreter; its stat, access, open and readdir
 // handlers are mapped onto the remote filesystem. The programs are mkdir,
-// cat, head (-c only), readlink and realpath.
+// cat, head (-c only), stat (-c %s only), readlink and realpath.
 type shell struct {
 	fs   *remotefs.FS
 	user string
@@ -107,6 +107,7 @@ var programs = map[string]program{
 	"readlink": readlinkProgram,
 	"realpath": realpathProgram,
 	"head":     headProgram,
+	"stat":     statProgram,
 }
 
 func (s *shell) exec(ctx context.Context, args []string) error {
@@ -326,6 +327,8 @@ func headProgram(s *shell, p *stdio, args []string) int {
 		case a == "--":
 			rest = append(rest, args[i+1:]...)
 			i = len(args)
+		case a == "-q":
+			// No headers are printed in any case.
 		case a == "-c" && i+1 < len(args):
 			v, err := strconv.ParseInt(args[i+1], 10, 64)
 			if err != nil || v < 0 {
@@ -370,6 +373,54 @@ func headProgram(s *shell, p *stdio, args []string) int {
 			p.errorf("error reading %s: %s", quote(f), strerror(err))
 			status = 1
 		}
+	}
+	return status
+}
+
+// stat [-L] -c %s [--] FILE... : each file's size in bytes, one a line.
+func statProgram(s *shell, p *stdio, args []string) int {
+	follow, format := false, ""
+	var files []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--":
+			files = append(files, args[i+1:]...)
+			i = len(args)
+		case a == "-L":
+			follow = true
+		case a == "-c" && i+1 < len(args):
+			format = args[i+1]
+			i++
+		case strings.HasPrefix(a, "-"):
+			p.errorf("invalid option -- '%s'", strings.TrimPrefix(a, "-"))
+			return 1
+		default:
+			files = append(files, a)
+		}
+	}
+	if format != "%s" {
+		p.errorf("only -c %%s is available on the conformance remote")
+		return 1
+	}
+	if len(files) == 0 {
+		return missingOperand(p)
+	}
+	status := 0
+	for _, f := range files {
+		var fi fs.FileInfo
+		var err error
+		if follow {
+			fi, err = s.fs.Stat(abs(p.dir, f))
+		} else {
+			fi, err = s.fs.Lstat(abs(p.dir, f))
+		}
+		if err != nil {
+			p.errorf("cannot stat %s: %s", quote(f), strerror(err))
+			status = 1
+			continue
+		}
+		fmt.Fprintf(p.out, "%d\n", fi.Size())
 	}
 	return status
 }
