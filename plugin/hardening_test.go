@@ -256,7 +256,7 @@ func TestAttack7_StrictManifestThroughSSHD(t *testing.T) {
 	}
 	for in, want := range map[string]string{
 		`{"schema_version":1,"mounts":[{"name":"r","relative_path":".","guest_path":"/r","read_only":true,"read_only":false}]}`: `duplicate key "read_only"`,
-		`{"schema_version":1,"mounts":[],"Mounts":[{"name":"r","relative_path":".","guest_path":"/r"}]}`:                      `key "Mounts" differs`,
+		`{"schema_version":1,"mounts":[],"Mounts":[{"name":"r","relative_path":".","guest_path":"/r"}]}`:                        `key "Mounts" differs`,
 		"{\"schema_version\":1,\"kind\":\"\xff\"}": "invalid UTF-8",
 	} {
 		if err := os.WriteFile(m, []byte(in), 0o644); err != nil {
