@@ -309,7 +309,7 @@ func truncate(b []byte) []byte {
 // not add up mean a file changed while it was read: the whole fetch fails
 // rather than hand one file's bytes to another.
 func splitReads(q Query, readable []bool, sizes, contents map[int][]byte, failed map[int]bool, files []File) error {
-	var members map[int][]int = map[int][]int{}
+	members := map[int][]int{}
 	starts := make([]int, 0, len(sizes)+len(failed))
 	for k := range sizes {
 		starts = append(starts, k)

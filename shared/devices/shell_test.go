@@ -146,9 +146,17 @@ func TestShellRemoteManyPaths(t *testing.T) {
 	}
 	var q Query
 	var want []Resolved
+	// Existing paths (one readlink per chunk), but one missing in the
+	// last chunk: that chunk alone is resolved path by path.
 	for i := 0; i < 400; i++ {
-		q.Resolve = append(q.Resolve, filepath.Join(dir, "l", fmt.Sprintf("%s-%d", long, i)))
-		want = append(want, Resolved{Path: filepath.Join(dir, long, fmt.Sprintf("%s-%d", long, i))})
+		sub := fmt.Sprintf("%s-%d", long, i)
+		if i != 390 {
+			if err := os.Mkdir(filepath.Join(dir, long, sub), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		q.Resolve = append(q.Resolve, filepath.Join(dir, "l", sub))
+		want = append(want, Resolved{Path: filepath.Join(dir, long, sub), Exists: i != 390})
 	}
 	q.Resolve = append(q.Resolve, filepath.Join(dir, "l"))
 	want = append(want, Resolved{Path: filepath.Join(dir, long), Exists: true})
