@@ -46,6 +46,9 @@ fuzz:
 	$(GO) test ./shared/layout -run '^$$' -fuzz '^FuzzQuote$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./shared/layout -run '^$$' -fuzz '^FuzzContainment$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./shared/devices -run '^$$' -fuzz '^FuzzPlan$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./shared/devices -run '^$$' -fuzz '^FuzzPlanContainment$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./shared/devices -run '^$$' -fuzz '^FuzzManifest$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./shared/strictjson -run '^$$' -fuzz '^FuzzStrictJSON$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./testharness/remotefs -run '^$$' -fuzz '^FuzzResolve$$' -fuzztime $(FUZZTIME)
 
 bench: deps build

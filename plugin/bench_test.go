@@ -159,8 +159,10 @@ func BenchmarkConfigureDevices(b *testing.B) {
 
 			// The same devices, for the seed and the floor.
 			manifests(true)
-			plan, err := devices.Build(ctx, spec, devices.ShellRemote{Run: func(ctx context.Context, cmd string) ([]byte, error) {
-				return exec.CommandContext(ctx, "bash", "-c", cmd).Output()
+			plan, err := devices.Build(ctx, spec, devices.ShellRemote{Run: func(ctx context.Context, cmd string, stdin []byte) ([]byte, error) {
+				c := exec.CommandContext(ctx, "bash", "-c", cmd)
+				c.Stdin = bytes.NewReader(stdin)
+				return c.Output()
 			}})
 			if err != nil {
 				b.Fatal(err)

@@ -184,8 +184,8 @@ func (e *Executor) ConfigureDevices(ctx context.Context, req shared.DevicesReque
 		readc <- r
 	}()
 
-	remote := devices.ShellRemote{Run: func(ctx context.Context, cmd string) ([]byte, error) {
-		res, err := pool.Run(ctx, spec.Remote.Host, cmd)
+	remote := devices.ShellRemote{Run: func(ctx context.Context, cmd string, stdin []byte) ([]byte, error) {
+		res, err := pool.RunInput(ctx, spec.Remote.Host, cmd, stdin)
 		return res.Stdout, err
 	}}
 	plan, planErr := devices.Build(ctx, spec, remote)
@@ -202,6 +202,11 @@ func (e *Executor) ConfigureDevices(ctx context.Context, req shared.DevicesReque
 	target := devices.Target{
 		VirtualMachine: r.inst.Type == incus.TypeVirtualMachine,
 		VirtiofsBus:    r.server.HasExtension(devices.ExtensionVirtiofsBus),
+	}
+	// A guest path another disk device of the instance holds: Incus would
+	// refuse the update, so the dry run says so as well.
+	if err := plan.CheckInstance(r.inst.Devices); err != nil {
+		return shared.DevicesResult{}, fmt.Errorf("configure devices of job %s on instance %s: %w", shared.Show(spec.Job.ID), l.Instance, err)
 	}
 	planned, warnings := plan.Config(target)
 	applied, err := ep.client.ApplyDevicesTo(ctx, r.inst, planned, req.DryRun)

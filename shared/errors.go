@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Kinds of failure a caller must tell apart. Every error an executor returns
@@ -77,12 +78,11 @@ var Kinds = []error{ErrInvalidInput, ErrNotFound, ErrConflict, ErrPermission, Er
 
 // Show renders a value for an error message so that it appears as given:
 // in double quotes, unescaped, unless it holds control characters, which are
-// escaped so a log line stays one line.
+// escaped so a log line stays one line and shows the value as it is (C1
+// controls, bidi formatting characters and invalid UTF-8 included).
 func Show(v string) string {
-	for _, r := range v {
-		if r < 0x20 || r == 0x7f {
-			return strconv.Quote(v)
-		}
+	if !utf8.ValidString(v) || strings.IndexFunc(v, IsControl) >= 0 {
+		return strconv.Quote(v)
 	}
 	var b strings.Builder
 	b.Grow(len(v) + 2)
@@ -90,4 +90,18 @@ func Show(v string) string {
 	b.WriteString(v)
 	b.WriteByte('"')
 	return b.String()
+}
+
+// IsControl reports whether r counts as a control character in an input
+// value (SPEC v1 Validation): C0, DEL, C1 (U+0080 to U+009F) and Unicode's
+// bidirectional formatting characters (U+200E, U+200F, U+202A to U+202E,
+// U+2066 to U+2069), which would make a log show an id other than it is.
+func IsControl(r rune) bool {
+	switch {
+	case r < 0x20, r >= 0x7f && r <= 0x9f:
+		return true
+	case r == 0x200e, r == 0x200f, r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069:
+		return true
+	}
+	return false
 }

@@ -91,6 +91,10 @@ func pureOutcome(tb testing.TB, c *cases.Case) cases.Outcome {
 		out.DevicesError = err.Error()
 		return out
 	}
+	if err := plan.CheckInstance(c.Devices); err != nil {
+		out.DevicesError = err.Error()
+		return out
+	}
 	missing := " " + strings.Join(c.MissingExtensions, " ") + " "
 	planned, _ := plan.Config(devices.Target{
 		VirtualMachine: c.InstanceType == cases.VirtualMachine,

@@ -1,6 +1,7 @@
 package ssh
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,8 +14,11 @@ import (
 
 // runLocal runs command in a local bash, as the remote user's shell would
 // over SSH. Canceling ctx kills its whole process group.
-func runLocal(ctx context.Context, host, command string) (Result, error) {
+func runLocal(ctx context.Context, host, command string, stdin []byte) (Result, error) {
 	cmd := exec.CommandContext(ctx, "bash", "-c", command)
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
 	stdout, stderr := newBoundedBuffer(), newBoundedBuffer()
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

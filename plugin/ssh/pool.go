@@ -19,6 +19,7 @@
 package ssh
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -134,8 +135,14 @@ func (p *Pool) Close() error {
 // *CommandError. Canceling ctx closes the session and returns ctx.Err()
 // wrapped.
 func (p *Pool) Run(ctx context.Context, host, command string) (Result, error) {
+	return p.RunInput(ctx, host, command, nil)
+}
+
+// RunInput is Run with stdin as the command's standard input (closed after
+// it), so that long data never has to go on the command line.
+func (p *Pool) RunInput(ctx context.Context, host, command string, stdin []byte) (Result, error) {
 	if shared.IsLocalHost(host) {
-		return runLocal(ctx, host, command)
+		return runLocal(ctx, host, command, stdin)
 	}
 	h, err := p.resolve(host)
 	if err != nil {
@@ -146,7 +153,7 @@ func (p *Pool) Run(ctx context.Context, host, command string) (Result, error) {
 		if err != nil {
 			return Result{}, err
 		}
-		res, retry, err := c.run(ctx, command)
+		res, retry, err := c.run(ctx, command, stdin)
 		if retry && attempt == 0 {
 			p.log.Info("ssh connection is dead, redialling", "host", host, "conn", c.key, "error", err)
 			p.drop(c)
@@ -378,7 +385,7 @@ func (c *conn) isDead(err error) bool {
 
 // run runs command in one session. retry says the connection was found
 // dead before the command was sent, so a new connection may run it.
-func (c *conn) run(ctx context.Context, command string) (res Result, retry bool, err error) {
+func (c *conn) run(ctx context.Context, command string, stdin []byte) (res Result, retry bool, err error) {
 	h := c.host
 	select {
 	case c.sem <- struct{}{}:
@@ -403,6 +410,9 @@ func (c *conn) run(ctx context.Context, command string) (res Result, retry bool,
 	stdout, stderr := newBoundedBuffer(), newBoundedBuffer()
 	sess.Stdout = stdout
 	sess.Stderr = stderr
+	if stdin != nil {
+		sess.Stdin = bytes.NewReader(stdin)
+	}
 	if err := sess.Start(command); err != nil {
 		sess.Close()
 		release()

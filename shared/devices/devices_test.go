@@ -341,8 +341,8 @@ func TestBuildSymlinkedRootAndSubPath(t *testing.T) {
 		mount("workspace_build_root", ".", "/staged/linux-rust/workspace-build", true),
 		mount("cache", "target/cache", "/staged/cache", false),
 	))
-	r.link("/nix/store/0f3k9q-workspace-build/target", "../real-target")
-	r.mkdirAll("/nix/store/real-target/cache")
+	r.link("/nix/store/0f3k9q-workspace-build/target", "build-out")
+	r.mkdirAll("/nix/store/0f3k9q-workspace-build/build-out/cache")
 	p, err := Build(context.Background(), seedSpec(), r)
 	if err != nil {
 		t.Fatal(err)
@@ -352,7 +352,7 @@ func TestBuildSymlinkedRootAndSubPath(t *testing.T) {
 		t.Errorf("root source %s", s)
 	}
 	cache := got["pk-workspac-c269a483"]
-	if cache["source"] != "/nix/store/real-target/cache" {
+	if cache["source"] != "/nix/store/0f3k9q-workspace-build/build-out/cache" {
 		t.Errorf("cache source %s", cache["source"])
 	}
 	if _, ro := cache["readonly"]; ro {
@@ -360,6 +360,63 @@ func TestBuildSymlinkedRootAndSubPath(t *testing.T) {
 	}
 	if r.batches != 2 {
 		t.Errorf("%d batches, want 2 (roots, then the sub-path)", r.batches)
+	}
+}
+
+// TestBuildRefusesEscapes: attack 1 and 2 of the hardening issue, against
+// the plan: whatever a payload declares must resolve inside its resolved
+// root (the root itself may be a symlink).
+func TestBuildRefusesEscapes(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		setup func(r *memRemote)
+		want  []string
+	}{
+		{"mount is a symlink to /", func(r *memRemote) {
+			r.file(buildDir+"/"+ManifestPath, manifest(mount("hostroot", "host", "/mnt/host", false)))
+			r.link(buildDir+"/host", "/")
+		}, []string{`"hostroot"`, `resolves to "/"`}},
+		{"mount through a symlinked dir to /etc", func(r *memRemote) {
+			r.file(buildDir+"/"+ManifestPath, manifest(mount("etc", "a/etc", "/mnt/etc", false)))
+			r.link(buildDir+"/a", "/")
+			r.mkdirAll("/etc")
+		}, []string{`"etc"`, `resolves to "/etc"`}},
+		{"root is a symlink, mount escapes it", func(r *memRemote) {
+			delete(r.files, buildDir+"/"+ManifestPath)
+			r.link(buildDir, "/nix/store/x-build")
+			r.file("/nix/store/x-build/"+ManifestPath, manifest(mount("up", "out", "/mnt/up", true)))
+			r.link("/nix/store/x-build/out", "../x-other")
+			r.mkdirAll("/nix/store/x-other")
+		}, []string{`"up"`, `"/nix/store/x-other"`, "/nix/store/x-build"}},
+		{"sibling with a common prefix", func(r *memRemote) {
+			delete(r.files, buildDir+"/"+ManifestPath)
+			r.link(buildDir, "/nix/store/x-build")
+			r.file("/nix/store/x-build/"+ManifestPath, manifest(mount("sib", "s", "/mnt/s", true)))
+			r.link("/nix/store/x-build/s", "/nix/store/x-build2")
+			r.mkdirAll("/nix/store/x-build2")
+		}, []string{`"sib"`, `"/nix/store/x-build2"`}},
+		{"manifest is a symlink out of the root", func(r *memRemote) {
+			delete(r.files, buildDir+"/"+ManifestPath)
+			r.file("/etc/shadow", "root:secret-hash:19000:0:99999:7:::\n")
+			r.link(buildDir+"/"+ManifestPath, "/etc/shadow")
+		}, []string{"payload-manifest.json", `resolves to "/etc/shadow"`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := seedRemote()
+			tc.setup(r)
+			_, err := Build(context.Background(), seedSpec(), r)
+			if err == nil {
+				t.Fatal("plan accepted")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %s", err, w)
+				}
+			}
+			if strings.Contains(err.Error(), "secret") {
+				t.Errorf("error echoes the file: %v", err)
+			}
+		})
 	}
 }
 

@@ -1,13 +1,20 @@
 package devices
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"path"
 	"strings"
 
 	"github.com/pikaci/vmexec/shared"
+	"github.com/pikaci/vmexec/shared/layout"
+	"github.com/pikaci/vmexec/shared/strictjson"
+)
+
+// Manifest limits (SPEC v1 ConfigureDevices).
+const (
+	MaxManifestBytes  = 1 << 20
+	MaxManifestMounts = 256
 )
 
 // ManifestPath is where a staged payload declares its mounts, relative to
@@ -17,12 +24,17 @@ const ManifestPath = "share/pikaci/payload-manifest.json"
 // SchemaVersion is the payload manifest schema this package reads.
 const SchemaVersion = 1
 
-// Manifest is a staged payload's manifest. Fields this package does not use
-// (entrypoints, asset_roots, ...) are ignored.
+// Manifest is a staged payload's manifest, decoded strictly: exact key
+// spelling, no duplicate key at any depth, valid UTF-8. Keys this package
+// does not know are ignored (the producer may add some under the same
+// schema_version), but a key that differs from a known one only in letter
+// case is refused.
 type Manifest struct {
-	SchemaVersion int     `json:"schema_version"`
-	Kind          string  `json:"kind"`
-	Mounts        []Mount `json:"mounts"`
+	SchemaVersion int             `json:"schema_version"`
+	Kind          string          `json:"kind"`
+	Mounts        []Mount         `json:"mounts"`
+	Entrypoints   json.RawMessage `json:"entrypoints,omitempty"`
+	AssetRoots    json.RawMessage `json:"asset_roots,omitempty"`
 }
 
 // Mount is one directory a payload shares into the guest.
@@ -37,14 +49,18 @@ type Mount struct {
 // validates every mount. payload names the payload in errors.
 func ParseManifest(data []byte, file, payload string) (Manifest, error) {
 	var m Manifest
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&m); err != nil {
+	if len(data) > MaxManifestBytes {
+		return Manifest{}, shared.Errorf(shared.ErrInvalidInput, "manifest", file,
+			"staged payload %s: manifest %s is larger than %d bytes", shared.Show(payload), file, MaxManifestBytes)
+	}
+	// Errors carry offsets and schema names only, never the file's bytes.
+	if err := strictjson.DecodeKnown(data, &m); err != nil {
 		return Manifest{}, shared.Errorf(shared.ErrInvalidInput, "manifest", file,
 			"staged payload %s: manifest %s is not valid JSON: %w", shared.Show(payload), file, err)
 	}
-	if dec.More() {
-		return Manifest{}, shared.Errorf(shared.ErrInvalidInput, "manifest", file,
-			"staged payload %s: manifest %s has data after its JSON object", shared.Show(payload), file)
+	if len(m.Mounts) > MaxManifestMounts {
+		return Manifest{}, shared.Errorf(shared.ErrInvalidInput, "mounts", file,
+			"staged payload %s: manifest %s declares %d mounts, more than %d", shared.Show(payload), file, len(m.Mounts), MaxManifestMounts)
 	}
 	if m.SchemaVersion != SchemaVersion {
 		return Manifest{}, shared.Errorf(shared.ErrInvalidInput, "schema_version", file,
@@ -80,6 +96,12 @@ func (m Mount) Validate(payload string, index int) error {
 		return shared.Errorf(shared.ErrInvalidInput, "relative_path", m.RelativePath,
 			"%s: relative_path %s has a \"..\" component", who, shared.Show(m.RelativePath))
 	}
+	if err := layout.CheckLengths("relative_path", m.RelativePath); err != nil {
+		return fmt.Errorf("%s: %w", who, err)
+	}
+	if err := layout.CheckLengths("guest_path", m.GuestPath); err != nil {
+		return fmt.Errorf("%s: %w", who, err)
+	}
 	switch {
 	case hasControl(m.GuestPath):
 		return shared.Errorf(shared.ErrInvalidInput, "guest_path", m.GuestPath,
@@ -113,10 +135,5 @@ func hasDotDot(p string) bool {
 }
 
 func hasControl(s string) bool {
-	for _, r := range s {
-		if r < 0x20 || r == 0x7f {
-			return true
-		}
-	}
-	return false
+	return strings.IndexFunc(s, shared.IsControl) >= 0
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path"
 	"sort"
+	"strings"
 
 	"github.com/pikaci/vmexec/shared"
 	"github.com/pikaci/vmexec/shared/layout"
@@ -54,6 +55,8 @@ type Device struct {
 	Resolved  string // Source with all symlinks resolved on the remote host
 	GuestPath string
 	ReadOnly  bool
+
+	root string // the payload's resolved root, that Resolved must lie in
 }
 
 // who names the device's origin in errors.
@@ -162,8 +165,9 @@ func Build(ctx context.Context, spec shared.JobSpec, r Remote) (Plan, error) {
 		payloads = l.Payloads
 	}
 
-	// Batch 1: the snapshot and every payload root resolved, every manifest read.
-	q := Query{Resolve: make([]string, 0, 1+len(payloads)), Read: make([]string, 0, len(payloads))}
+	// Batch 1: the snapshot and every payload root resolved, every manifest
+	// resolved and read.
+	q := Query{Resolve: make([]string, 0, 1+2*len(payloads)), Read: make([]string, 0, len(payloads))}
 	q.Resolve = append(q.Resolve, snapshot.Source)
 	roots := make([]string, len(payloads))
 	for i, p := range payloads {
@@ -171,38 +175,59 @@ func Build(ctx context.Context, spec shared.JobSpec, r Remote) (Plan, error) {
 		if l.Local {
 			roots[i] = p.LocalDir
 		}
+		file := path.Join(roots[i], ManifestPath)
+		if err := layout.CheckLengths("manifest", file); err != nil {
+			return Plan{}, fmt.Errorf("staged payload %s: %w", shared.Show(p.Name), err)
+		}
 		q.Resolve = append(q.Resolve, roots[i])
-		q.Read = append(q.Read, path.Join(roots[i], ManifestPath))
+		q.Read = append(q.Read, file)
 	}
+	q.Resolve = append(q.Resolve, q.Read...)
 	a, err := fetch(ctx, r, q)
 	if err != nil {
 		return Plan{}, err
 	}
 
 	resolved := make(map[string]Resolved, len(q.Resolve))
-	for i, p := range q.Resolve {
+	for i, p := range q.Resolve[:1+len(payloads)] {
 		resolved[p] = a.Resolved[i]
+	}
+	// Each payload's resolved root: what its manifest and mounts must stay in.
+	realRoots := make([]string, len(payloads))
+	for i, root := range roots {
+		res := resolved[root]
+		if res.Err != nil || !res.Exists {
+			field := "remote dir"
+			if l.Local {
+				field = "local_dir"
+			}
+			cause := res.Err
+			if cause == nil {
+				cause = fmt.Errorf("%s does not exist", root)
+			}
+			return Plan{}, shared.Errorf(shared.ErrNotFound, field, root,
+				"staged payload %s: resolve payload root %s on the remote host: %w", shared.Show(payloads[i].Name), root, cause)
+		}
+		realRoots[i] = res.Path
 	}
 	// For this machine, a payload's root is its local dir, canonicalised.
 	if l.Local {
-		for i, root := range roots {
-			res := resolved[root]
-			if res.Err != nil {
-				return Plan{}, shared.Errorf(shared.ErrNotFound, "local_dir", root,
-					"staged payload %s: canonicalise root %s: %w", shared.Show(payloads[i].Name), root, res.Err)
-			}
-			roots[i] = res.Path
-			resolved[res.Path] = res
+		for i := range roots {
+			roots[i] = realRoots[i]
+			resolved[roots[i]] = resolved[q.Resolve[1+i]]
 		}
 	}
 
 	plan.Devices = append(plan.Devices, snapshot)
 	for i, p := range payloads {
 		file := q.Read[i]
+		if mres := a.Resolved[1+len(payloads)+i]; mres.Err == nil && !Inside(mres.Path, realRoots[i]) {
+			return Plan{}, shared.Errorf(shared.ErrPermission, "manifest", file,
+				"staged payload %s: manifest %s resolves to %s, outside the payload's root %s", shared.Show(p.Name), file, shared.Show(mres.Path), realRoots[i])
+		}
 		f := a.Files[i]
 		if f.Err != nil {
-			kind := shared.ErrNotFound
-			return Plan{}, shared.Errorf(kind, "manifest", file,
+			return Plan{}, shared.Errorf(shared.ErrNotFound, "manifest", file,
 				"staged payload %s: read manifest %s under payload root %s: %w", shared.Show(p.Name), file, roots[i], f.Err)
 		}
 		m, err := ParseManifest(f.Data, file, p.Name)
@@ -210,13 +235,18 @@ func Build(ctx context.Context, spec shared.JobSpec, r Remote) (Plan, error) {
 			return Plan{}, err
 		}
 		for _, mt := range m.Mounts {
+			src := mt.Source(roots[i])
+			if err := layout.CheckLengths("source", src); err != nil {
+				return Plan{}, fmt.Errorf("staged payload %s mount %s: %w", shared.Show(p.Name), shared.Show(mt.Name), err)
+			}
 			plan.Devices = append(plan.Devices, Device{
 				Name:      PayloadDeviceName(p.Name, mt.Name),
 				Payload:   p.Name,
 				Mount:     mt.Name,
-				Source:    mt.Source(roots[i]),
+				Source:    src,
 				GuestPath: mt.GuestPath,
 				ReadOnly:  mt.ReadOnly,
+				root:      realRoots[i],
 			})
 		}
 	}
@@ -249,6 +279,11 @@ func Build(ctx context.Context, spec shared.JobSpec, r Remote) (Plan, error) {
 		case res.Err != nil:
 			return Plan{}, shared.Errorf(shared.ErrNotFound, "source", d.Source,
 				"%s: resolve source %s on the remote host: %w", d.who(), d.Source, res.Err)
+		case d.Payload != "" && !Inside(res.Path, d.root):
+			// Checked before existence: where it points is the news.
+			return Plan{}, shared.Errorf(shared.ErrPermission, "relative_path", d.Source,
+				"%s: source %s resolves to %s, outside the payload's root %s: a payload may only share its own contents",
+				d.who(), d.Source, shared.Show(res.Path), d.root)
 		case !res.Exists:
 			return Plan{}, shared.Errorf(shared.ErrNotFound, "source", d.Source,
 				"%s: source %s does not exist on the remote host (resolved: %s)", d.who(), d.Source, res.Path)
@@ -256,6 +291,44 @@ func Build(ctx context.Context, spec shared.JobSpec, r Remote) (Plan, error) {
 		d.Resolved = res.Path
 	}
 	return plan, nil
+}
+
+// Inside reports whether p lies in root, compared component by component,
+// root itself included. Both are absolute and clean.
+func Inside(p, root string) bool {
+	if p == root || root == "/" {
+		return strings.HasPrefix(p, "/")
+	}
+	return strings.HasPrefix(p, root+"/")
+}
+
+// CheckInstance refuses a plan that Incus would refuse on this instance: a
+// planned device whose guest path is already used by another disk device of
+// the instance (one of another name: a device of the same name is replaced).
+// current is the instance's own devices.
+func (p Plan) CheckInstance(current shared.Devices) error {
+	planned := make(map[string]bool, len(p.Devices))
+	for _, d := range p.Devices {
+		planned[d.Name] = true
+	}
+	names := make([]string, 0, len(current))
+	for name := range current {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, d := range p.Devices {
+		gp := path.Clean(d.GuestPath)
+		for _, name := range names {
+			c := current[name]
+			if planned[name] || c["type"] != "disk" || c["path"] == "" || path.Clean(c["path"]) != gp {
+				continue
+			}
+			return shared.Errorf(shared.ErrConflict, "guest_path", d.GuestPath,
+				"%s (device %s) needs guest path %s, already used by the instance's disk device %s",
+				d.who(), d.Name, d.GuestPath, shared.Show(name))
+		}
+	}
+	return nil
 }
 
 func fetch(ctx context.Context, r Remote, q Query) (Answer, error) {

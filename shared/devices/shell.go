@@ -8,19 +8,20 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"sort"
 	"strconv"
 	"strings"
-
-	"github.com/pikaci/vmexec/shared/layout"
 )
 
 // ShellRemote answers a Query with one shell command on the host that holds
-// the sources, so a whole batch costs one round trip. The command needs only
-// a POSIX shell with printf, test, cat and readlink -f.
+// the sources, so a whole batch costs one round trip. The command is the
+// same few hundred bytes whatever the query: the paths go on its standard
+// input, so no command line we send grows with a payload's manifest. It
+// needs only a POSIX shell with read, printf, test, head -c and readlink -e/-f.
 type ShellRemote struct {
-	// Run runs one command and returns its standard output. A non-zero exit
-	// is an error.
-	Run func(ctx context.Context, command string) ([]byte, error)
+	// Run runs one command with stdin as its standard input and returns its
+	// standard output. A non-zero exit is an error.
+	Run func(ctx context.Context, command string, stdin []byte) ([]byte, error)
 }
 
 // Fetch implements Remote.
@@ -28,11 +29,15 @@ func (s ShellRemote) Fetch(ctx context.Context, q Query) (Answer, error) {
 	if len(q.Read) == 0 && len(q.Resolve) == 0 {
 		return Answer{}, nil
 	}
+	stdin, err := FetchInput(q)
+	if err != nil {
+		return Answer{}, err
+	}
 	nonce, err := newNonce()
 	if err != nil {
 		return Answer{}, err
 	}
-	out, err := s.Run(ctx, FetchScript(nonce, q))
+	out, err := s.Run(ctx, FetchScript(nonce), stdin)
 	if err != nil {
 		return Answer{}, fmt.Errorf("read manifests and resolve sources: %w", err)
 	}
@@ -47,43 +52,122 @@ func newNonce() (string, error) {
 	return "pk" + hex.EncodeToString(b[:]), nil
 }
 
-// FetchScript is the command that answers q. Every record it prints starts
-// with "<nonce>:<item>:<status>:" and runs up to the next record: file
-// contents are copied raw, and the unguessable nonce keeps a hostile file
-// from forging records. Items are "r<i>" for reads and "p<i>" for paths.
-// Statuses: F (file follows), E (resolved path follows, exists),
-// M (resolved path follows, missing), X (failed).
-func FetchScript(nonce string, q Query) string {
-	var b strings.Builder
-	b.WriteString("n=")
-	b.WriteString(nonce)
-	b.WriteString("\n")
-	for i, p := range q.Read {
-		qp := layout.Quote(p)
-		id := "r" + strconv.Itoa(i)
-		fmt.Fprintf(&b, "if test -f %s && test -r %s; then printf '%%s:%s:F:' \"$n\"; cat -- %s || printf '%%s:%s:X:' \"$n\"; else printf '%%s:%s:X:' \"$n\"; fi\n",
-			qp, qp, id, qp, id, id)
-	}
-	if len(q.Resolve) > 0 {
-		// Fast path: when every path exists, one readlink -e resolves them
-		// all (NUL-terminated). Otherwise its record is cancelled and each
-		// path is resolved on its own with readlink -f semantics.
-		b.WriteString("printf '%s:pb:E:' \"$n\"\nif ! readlink -ez --")
-		for _, p := range q.Resolve {
-			b.WriteByte(' ')
-			b.WriteString(layout.Quote(p))
+// FetchInput is what FetchScript reads on its standard input: the number of
+// reads, the number of paths, then each path on its own line. A path with a
+// newline or NUL cannot be sent this way and is refused.
+func FetchInput(q Query) ([]byte, error) {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "%d\n%d\n", len(q.Read), len(q.Resolve))
+	for _, list := range [][]string{q.Read, q.Resolve} {
+		for _, p := range list {
+			if strings.ContainsAny(p, "\n\x00") {
+				return nil, fmt.Errorf("remote path %s holds a newline or NUL: it cannot be read", strconv.Quote(p))
+			}
+			b.WriteString(p)
+			b.WriteByte('\n')
 		}
-		b.WriteString(" 2>/dev/null; then\nprintf '%s:pb:X:' \"$n\"\n")
-		for i, p := range q.Resolve {
-			qp := layout.Quote(p)
-			id := "p" + strconv.Itoa(i)
-			fmt.Fprintf(&b, "if t=$(readlink -fn -- %s && printf x); then t=${t%%x}; if test -e \"$t\"; then s=E; else s=M; fi; printf '%%s:%s:%%s:%%s' \"$n\" \"$s\" \"$t\"; else printf '%%s:%s:X:' \"$n\"; fi\n",
-				qp, id, id)
-		}
-		b.WriteString("fi\n")
 	}
-	b.WriteString("printf '%s:end:'  \"$n\"\n")
-	return b.String()
+	return b.Bytes(), nil
+}
+
+// fetchScript answers FetchInput. Every record it prints starts with
+// "<nonce>:<item>:<status>:" and runs up to the next record; the
+// unguessable nonce keeps a hostile file from forging records. Items:
+// "r<i>" says whether read i is a readable regular file (F) or not (X);
+// the readable ones are read in chunks starting at read k, each with one
+// stat ("s<k>", status S: one size per line) and one head ("c<k>", status
+// C: the first MaxManifestBytes+1 bytes of each file, concatenated raw, so
+// a file over the limit is never read whole); X for either fails the
+// chunk. "p<i>" is one path, "b<i>" the batch of paths starting at i.
+// Path statuses: E (resolved path(s) follow, existing; NUL-terminated for
+// a batch), M (resolved path follows, missing), X (failed; for a batch:
+// resolve its paths one by one below).
+//
+// So a batch costs a constant number of processes whatever the number of
+// payloads: one stat, one head and one readlink per 64 KiB of paths.
+// Paths are resolved with one readlink -e per chunk of about 64 KiB of
+// paths, so the remote's own argument limit is never reached either; only
+// when a chunk holds a missing path or a loop is each of its paths resolved
+// on its own.
+const fetchScript = `n=%s
+max=%d
+IFS= read -r nr || exit 3
+IFS= read -r np || exit 3
+rd() {
+  k=$1
+  shift
+  printf '%%s:s%%s:S:' "$n" "$k"
+  if stat -L -c %%s -- "$@" 2>/dev/null; then
+    printf '%%s:c%%s:C:' "$n" "$k"
+    head -q -c "$max" -- "$@" 2>/dev/null || printf '%%s:c%%s:X:' "$n" "$k"
+  else
+    printf '%%s:s%%s:X:' "$n" "$k"
+  fi
+}
+set --
+i=0
+start=0
+size=0
+while [ "$i" -lt "$nr" ]; do
+  IFS= read -r p || exit 3
+  if test -f "$p" && test -r "$p"; then
+    if [ "$#" -gt 0 ] && [ $((size + ${#p})) -gt 65536 ]; then
+      rd "$start" "$@"
+      set --
+      size=0
+    fi
+    if [ "$#" -eq 0 ]; then start=$i; fi
+    set -- "$@" "$p"
+    size=$((size + ${#p} + 1))
+    printf '%%s:r%%s:F:' "$n" "$i"
+  else
+    printf '%%s:r%%s:X:' "$n" "$i"
+  fi
+  i=$((i+1))
+done
+if [ "$#" -gt 0 ]; then rd "$start" "$@"; fi
+res() {
+  k=$1
+  shift
+  printf '%%s:b%%s:E:' "$n" "$k"
+  if ! readlink -ez -- "$@" 2>/dev/null; then
+    printf '%%s:b%%s:X:' "$n" "$k"
+    for f in "$@"; do
+      if t=$(readlink -fn -- "$f" && printf x); then
+        t=${t%%x}
+        if test -e "$t"; then s=E; else s=M; fi
+        printf '%%s:p%%s:%%s:%%s' "$n" "$k" "$s" "$t"
+      else
+        printf '%%s:p%%s:X:' "$n" "$k"
+      fi
+      k=$((k+1))
+    done
+  fi
+}
+set --
+i=0
+start=0
+size=0
+while [ "$i" -lt "$np" ]; do
+  IFS= read -r p || exit 3
+  if [ "$#" -gt 0 ] && [ $((size + ${#p})) -gt 65536 ]; then
+    res "$start" "$@"
+    set --
+    start=$i
+    size=0
+  fi
+  set -- "$@" "$p"
+  size=$((size + ${#p} + 1))
+  i=$((i+1))
+done
+if [ "$#" -gt 0 ]; then res "$start" "$@"; fi
+printf '%%s:end:' "$n"
+`
+
+// FetchScript is the command that answers FetchInput under nonce. Its
+// length does not depend on the query.
+func FetchScript(nonce string) string {
+	return fmt.Sprintf(fetchScript, nonce, MaxManifestBytes+1)
 }
 
 var errTruncated = errors.New("output truncated")
@@ -98,7 +182,11 @@ func ParseFetchOutput(nonce string, q Query, out []byte) (Answer, error) {
 		return Answer{}, fmt.Errorf("remote output does not start with a record: %w", errTruncated)
 	}
 	ended := false
-	var batch []byte // the fast path's NUL-terminated paths, if it held
+	batches := map[int][]byte{} // first index -> NUL-terminated paths, while it held
+	readable := make([]bool, len(q.Read))
+	sizes := map[int][]byte{} // read chunk start -> stat output
+	contents := map[int][]byte{}
+	failed := map[int]bool{}
 	for _, rec := range bytes.Split(out[len(sep):], sep) {
 		if ended {
 			return Answer{}, fmt.Errorf("remote output continues after its end: %w", errTruncated)
@@ -112,35 +200,52 @@ func ParseFetchOutput(nonce string, q Query, out []byte) (Answer, error) {
 		if !ok1 || !ok2 || len(id) < 2 {
 			return Answer{}, fmt.Errorf("malformed record %q", truncate(rec))
 		}
-		if string(id) == "pb" {
-			switch string(status) {
-			case "E":
-				batch = body
-			case "X":
-				batch = nil
-			default:
-				return Answer{}, fmt.Errorf("bad status %q for the batch of paths", status)
-			}
-			continue
-		}
 		n, err := strconv.Atoi(string(id[1:]))
 		if err != nil || n < 0 {
-			return Answer{}, fmt.Errorf("malformed record id %q", id)
+			return Answer{}, fmt.Errorf("malformed record id %q", truncate(id))
 		}
 		switch id[0] {
+		case 's', 'c':
+			if n >= len(q.Read) {
+				return Answer{}, fmt.Errorf("record for unknown chunk %d", n)
+			}
+			switch {
+			case id[0] == 's' && string(status) == "S":
+				sizes[n] = body
+			case id[0] == 'c' && string(status) == "C":
+				contents[n] = body
+			case string(status) == "X":
+				failed[n] = true
+			default:
+				return Answer{}, fmt.Errorf("bad status %q for chunk %d", truncate(status), n)
+			}
+		case 'b':
+			if n >= len(q.Resolve) {
+				return Answer{}, fmt.Errorf("record for unknown batch %d", n)
+			}
+			switch string(status) {
+			case "E":
+				batches[n] = body
+			case "X":
+				delete(batches, n)
+			default:
+				return Answer{}, fmt.Errorf("bad status %q for the batch of paths", truncate(status))
+			}
 		case 'r':
 			if n >= len(q.Read) {
 				return Answer{}, fmt.Errorf("record for unknown file %d", n)
 			}
+			if seenR[n] || len(body) != 0 {
+				return Answer{}, fmt.Errorf("malformed record for file %s", q.Read[n])
+			}
 			seenR[n] = true
 			switch string(status) {
 			case "F":
-				a.Files[n] = File{Data: body}
+				readable[n] = true
 			case "X":
-				// A failed cat after a partial F record overrides it.
-				a.Files[n] = File{Err: fmt.Errorf("%s: missing or unreadable: %w", q.Read[n], fs.ErrNotExist)}
+				a.Files[n] = File{Err: fmt.Errorf("%s: missing, unreadable or not a regular file: %w", q.Read[n], fs.ErrNotExist)}
 			default:
-				return Answer{}, fmt.Errorf("bad status %q for file %s", status, q.Read[n])
+				return Answer{}, fmt.Errorf("bad status %q for file %s", truncate(status), q.Read[n])
 			}
 		case 'p':
 			if n >= len(q.Resolve) {
@@ -153,23 +258,30 @@ func ParseFetchOutput(nonce string, q Query, out []byte) (Answer, error) {
 			case "X":
 				a.Resolved[n] = Resolved{Err: fmt.Errorf("readlink -f %s failed: a parent directory is missing or a symlink loops: %w", q.Resolve[n], fs.ErrNotExist)}
 			default:
-				return Answer{}, fmt.Errorf("bad status %q for path %s", status, q.Resolve[n])
+				return Answer{}, fmt.Errorf("bad status %q for path %s", truncate(status), q.Resolve[n])
 			}
 		default:
-			return Answer{}, fmt.Errorf("malformed record id %q", id)
+			return Answer{}, fmt.Errorf("malformed record id %q", truncate(id))
 		}
 	}
 	if !ended {
 		return Answer{}, fmt.Errorf("remote output has no end record: %w", errTruncated)
 	}
-	if batch != nil {
+	if err := splitReads(q, readable, sizes, contents, failed, a.Files); err != nil {
+		return Answer{}, err
+	}
+	for start, batch := range batches {
 		paths := bytes.Split(batch, []byte{0})
-		if len(paths) != len(q.Resolve)+1 || len(paths[len(q.Resolve)]) != 0 {
-			return Answer{}, fmt.Errorf("readlink -e gave %d paths for %d: %w", len(paths)-1, len(q.Resolve), errTruncated)
+		count := len(paths) - 1
+		if count < 1 || len(paths[count]) != 0 || start+count > len(q.Resolve) {
+			return Answer{}, fmt.Errorf("readlink -e gave %d paths for the batch at %d: %w", count, start, errTruncated)
 		}
-		for i := range q.Resolve {
-			a.Resolved[i] = Resolved{Path: string(paths[i]), Exists: true}
-			seenP[i] = true
+		for i := 0; i < count; i++ {
+			if seenP[start+i] {
+				return Answer{}, fmt.Errorf("path %s resolved twice: %w", q.Resolve[start+i], errTruncated)
+			}
+			a.Resolved[start+i] = Resolved{Path: string(paths[i]), Exists: true}
+			seenP[start+i] = true
 		}
 	}
 	for i, ok := range seenR {
@@ -191,3 +303,67 @@ func truncate(b []byte) []byte {
 	}
 	return b
 }
+
+// splitReads cuts each chunk's concatenated contents by the sizes stat gave
+// (each capped at MaxManifestBytes+1, as head read them). Lengths that do
+// not add up mean a file changed while it was read: the whole fetch fails
+// rather than hand one file's bytes to another.
+func splitReads(q Query, readable []bool, sizes, contents map[int][]byte, failed map[int]bool, files []File) error {
+	members := map[int][]int{}
+	starts := make([]int, 0, len(sizes)+len(failed))
+	for k := range sizes {
+		starts = append(starts, k)
+	}
+	for k := range failed {
+		if _, ok := sizes[k]; !ok {
+			starts = append(starts, k)
+		}
+	}
+	sort.Ints(starts)
+	for i, ok := range readable {
+		if !ok {
+			continue
+		}
+		j := sort.SearchInts(starts, i+1) - 1
+		if j < 0 {
+			return fmt.Errorf("no chunk holds file %s: %w", q.Read[i], errTruncated)
+		}
+		members[starts[j]] = append(members[starts[j]], i)
+	}
+	for _, k := range starts {
+		idx := members[k]
+		if len(idx) == 0 || idx[0] != k {
+			return fmt.Errorf("chunk %d does not start with its first file: %w", k, errTruncated)
+		}
+		if failed[k] {
+			for _, i := range idx {
+				files[i] = File{Err: fmt.Errorf("%s: changed or vanished while read: %w", q.Read[i], fs.ErrNotExist)}
+			}
+			continue
+		}
+		lines := strings.Split(strings.TrimSuffix(string(sizes[k]), "\n"), "\n")
+		data, ok := contents[k]
+		if len(lines) != len(idx) || !ok {
+			return fmt.Errorf("stat gave %d sizes for %d files: %w", len(lines), len(idx), errChanged)
+		}
+		off := 0
+		for j, i := range idx {
+			size, err := strconv.ParseInt(lines[j], 10, 64)
+			if err != nil || size < 0 {
+				return fmt.Errorf("stat gave a bad size for %s: %w", q.Read[i], errTruncated)
+			}
+			take := int(min(size, MaxManifestBytes+1))
+			if off+take > len(data) {
+				return fmt.Errorf("%s is shorter than stat said: %w", q.Read[i], errChanged)
+			}
+			files[i] = File{Data: data[off : off+take]}
+			off += take
+		}
+		if off != len(data) {
+			return fmt.Errorf("files under %s are longer than stat said: %w", q.Read[k], errChanged)
+		}
+	}
+	return nil
+}
+
+var errChanged = errors.New("a manifest changed while it was read; try again")

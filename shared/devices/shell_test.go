@@ -1,8 +1,10 @@
 package devices
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -14,14 +16,16 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
-func bashRun(tb testing.TB) func(ctx context.Context, cmd string) ([]byte, error) {
+func bashRun(tb testing.TB) func(ctx context.Context, cmd string, stdin []byte) ([]byte, error) {
 	tb.Helper()
 	bash, err := exec.LookPath("bash")
 	if err != nil {
 		tb.Skip("bash not found")
 	}
-	return func(ctx context.Context, cmd string) ([]byte, error) {
-		return exec.CommandContext(ctx, bash, "-c", cmd).Output()
+	return func(ctx context.Context, cmd string, stdin []byte) ([]byte, error) {
+		c := exec.CommandContext(ctx, bash, "-c", cmd)
+		c.Stdin = bytes.NewReader(stdin)
+		return c.Output()
 	}
 }
 
@@ -85,16 +89,21 @@ func TestShellRemoteAgainstBash(t *testing.T) {
 func TestParseFetchOutputRefusesDamage(t *testing.T) {
 	q := Query{Read: []string{"/a"}, Resolve: []string{"/b"}}
 	const n = "pkN"
-	good := n + ":r0:F:data" + n + ":p0:E:/b" + n + ":end:"
+	good := n + ":r0:F:" + n + ":s0:S:4\n" + n + ":c0:C:data" + n + ":p0:E:/b" + n + ":end:"
 	if _, err := ParseFetchOutput(n, q, []byte(good)); err != nil {
 		t.Fatalf("good output refused: %v", err)
 	}
 	for name, out := range map[string]string{
 		"empty":          "",
-		"no end":         n + ":r0:F:data" + n + ":p0:E:/b",
-		"missing record": n + ":r0:F:data" + n + ":end:",
-		"unknown item":   n + ":r5:F:x" + n + ":r0:F:data" + n + ":p0:E:/b" + n + ":end:",
-		"bad status":     n + ":r0:Q:data" + n + ":p0:E:/b" + n + ":end:",
+		"no end":         n + ":r0:F:" + n + ":s0:S:4\n" + n + ":c0:C:data" + n + ":p0:E:/b",
+		"missing record": n + ":r0:F:" + n + ":s0:S:4\n" + n + ":c0:C:data" + n + ":end:",
+		"unknown item":   n + ":r5:F:" + n + ":r0:F:" + n + ":s0:S:4\n" + n + ":c0:C:data" + n + ":p0:E:/b" + n + ":end:",
+		"bad status":     n + ":r0:Q:" + n + ":s0:S:4\n" + n + ":c0:C:data" + n + ":p0:E:/b" + n + ":end:",
+		"no chunk":       n + ":r0:F:" + n + ":p0:E:/b" + n + ":end:",
+		"longer":         n + ":r0:F:" + n + ":s0:S:3\n" + n + ":c0:C:data" + n + ":p0:E:/b" + n + ":end:",
+		"shorter":        n + ":r0:F:" + n + ":s0:S:5\n" + n + ":c0:C:data" + n + ":p0:E:/b" + n + ":end:",
+		"two sizes":      n + ":r0:F:" + n + ":s0:S:2\n2\n" + n + ":c0:C:data" + n + ":p0:E:/b" + n + ":end:",
+		"body on r":      n + ":r0:F:x" + n + ":s0:S:4\n" + n + ":c0:C:data" + n + ":p0:E:/b" + n + ":end:",
 		"after end":      good + "junk",
 		"garbage first":  "junk" + good,
 	} {
@@ -104,11 +113,91 @@ func TestParseFetchOutputRefusesDamage(t *testing.T) {
 	}
 }
 
-func TestFetchScriptQuotesPaths(t *testing.T) {
-	s := FetchScript("pkN", Query{Read: []string{"/a'b"}, Resolve: []string{"/$(x)"}})
-	for _, want := range []string{`'/a'"'"'b'`, `'/$(x)'`} {
-		if !strings.Contains(s, want) {
-			t.Errorf("script lacks %s:\n%s", want, s)
+// TestFetchScriptIsConstant: the command line never carries a path, so its
+// size does not grow with the query (attack 3: "Argument list too long",
+// then a request sshd drops the connection for).
+func TestFetchScriptIsConstant(t *testing.T) {
+	s := FetchScript("pkN")
+	if len(s) > 2048 {
+		t.Errorf("script is %d bytes", len(s))
+	}
+	in, err := FetchInput(Query{Read: []string{"/a'b"}, Resolve: []string{"/$(x)"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "1\n1\n/a'b\n/$(x)\n"; string(in) != want {
+		t.Errorf("input %q, want %q", in, want)
+	}
+	if _, err := FetchInput(Query{Resolve: []string{"/a\nb"}}); err == nil {
+		t.Error("a path with a newline was accepted on stdin")
+	}
+}
+
+// TestShellRemoteManyPaths: thousands of long paths go through bash in
+// chunks, each answered in order.
+func TestShellRemoteManyPaths(t *testing.T) {
+	dir := t.TempDir()
+	long := strings.Repeat("d", 200)
+	if err := os.MkdirAll(filepath.Join(dir, long), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(long, filepath.Join(dir, "l")); err != nil {
+		t.Fatal(err)
+	}
+	var q Query
+	var want []Resolved
+	// Existing paths (one readlink per chunk), but one missing in the
+	// last chunk: that chunk alone is resolved path by path.
+	for i := 0; i < 400; i++ {
+		sub := fmt.Sprintf("%s-%d", long, i)
+		if i != 390 {
+			if err := os.Mkdir(filepath.Join(dir, long, sub), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		q.Resolve = append(q.Resolve, filepath.Join(dir, "l", sub))
+		want = append(want, Resolved{Path: filepath.Join(dir, long, sub), Exists: i != 390})
+	}
+	q.Resolve = append(q.Resolve, filepath.Join(dir, "l"))
+	want = append(want, Resolved{Path: filepath.Join(dir, long), Exists: true})
+	// Reads in several chunks, with a missing file and one over the limit.
+	var wantFiles []string
+	for i := 0; i < 400; i++ {
+		name := fmt.Sprintf("%s-f%d", long, i)
+		data := strings.Repeat(fmt.Sprint(i), i%7)
+		switch i {
+		case 17:
+			data = "" // missing
+		case 250:
+			data = strings.Repeat("b", 2*MaxManifestBytes)
+		}
+		if i != 17 {
+			if err := os.WriteFile(filepath.Join(dir, long, name), []byte(data), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if i == 250 {
+			data = data[:MaxManifestBytes+1]
+		}
+		q.Read = append(q.Read, filepath.Join(dir, "l", name))
+		wantFiles = append(wantFiles, data)
+	}
+	a, err := ShellRemote{Run: bashRun(t)}.Fetch(context.Background(), q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(want, a.Resolved); d != "" {
+		t.Errorf("resolved (-want +got):\n%s", d)
+	}
+	for i, f := range a.Files {
+		if i == 17 {
+			if !errors.Is(f.Err, fs.ErrNotExist) {
+				t.Errorf("missing file: %v", f.Err)
+			}
+			continue
+		}
+		if f.Err != nil || string(f.Data) != wantFiles[i] {
+			t.Errorf("file %d: %d bytes, %v; want %d bytes", i, len(f.Data), f.Err, len(wantFiles[i]))
 		}
 	}
 }
@@ -122,15 +211,15 @@ func TestShellRemoteFastPath(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := os.Symlink("real", filepath.Join(dir, "link\nwith newline")); err != nil {
+	if err := os.Symlink("real", filepath.Join(dir, "link\twith tab")); err != nil {
 		t.Fatal(err)
 	}
-	q := Query{Resolve: []string{filepath.Join(dir, "a b", "x"), filepath.Join(dir, "it's", "y"), filepath.Join(dir, "link\nwith newline")}}
+	q := Query{Resolve: []string{filepath.Join(dir, "a b", "x"), filepath.Join(dir, "it's", "y"), filepath.Join(dir, "link\twith tab")}}
 	var script string
 	run := bashRun(t)
-	r := ShellRemote{Run: func(ctx context.Context, cmd string) ([]byte, error) {
+	r := ShellRemote{Run: func(ctx context.Context, cmd string, stdin []byte) ([]byte, error) {
 		script = cmd
-		return run(ctx, cmd)
+		return run(ctx, cmd, stdin)
 	}}
 	a, err := r.Fetch(context.Background(), q)
 	if err != nil {
@@ -168,11 +257,11 @@ func TestParseFetchOutputBatch(t *testing.T) {
 		want []Resolved
 		ok   bool
 	}{
-		"batch":               {n + ":pb:E:/x\x00/y\x00" + n + ":end:", []Resolved{{Path: "/x", Exists: true}, {Path: "/y", Exists: true}}, true},
-		"batch cancelled":     {n + ":pb:E:/x\x00" + n + ":pb:X:" + n + ":p0:E:/x" + n + ":p1:M:/b" + n + ":end:", []Resolved{{Path: "/x", Exists: true}, {Path: "/b"}}, true},
-		"batch short":         {n + ":pb:E:/x\x00" + n + ":end:", nil, false},
-		"batch unterminated":  {n + ":pb:E:/x\x00/y" + n + ":end:", nil, false},
-		"cancelled, no items": {n + ":pb:E:" + n + ":pb:X:" + n + ":end:", nil, false},
+		"batch":               {n + ":b0:E:/x\x00/y\x00" + n + ":end:", []Resolved{{Path: "/x", Exists: true}, {Path: "/y", Exists: true}}, true},
+		"batch cancelled":     {n + ":b0:E:/x\x00" + n + ":b0:X:" + n + ":p0:E:/x" + n + ":p1:M:/b" + n + ":end:", []Resolved{{Path: "/x", Exists: true}, {Path: "/b"}}, true},
+		"batch short":         {n + ":b0:E:/x\x00" + n + ":end:", nil, false},
+		"batch unterminated":  {n + ":b0:E:/x\x00/y" + n + ":end:", nil, false},
+		"cancelled, no items": {n + ":b0:E:" + n + ":b0:X:" + n + ":end:", nil, false},
 	} {
 		a, err := ParseFetchOutput(n, q, []byte(tt.out))
 		if (err == nil) != tt.ok {

@@ -108,7 +108,35 @@ func Derive(spec shared.JobSpec) (Layout, error) {
 			RemoteDir: l.JobDir + "/" + rel,
 		})
 	}
+	if err := l.checkLengths(); err != nil {
+		return Layout{}, err
+	}
 	return l, nil
+}
+
+// checkLengths refuses any input or derived path that Linux could not
+// create, before anything is created: a component over MaxComponent bytes
+// or a path over MaxPath bytes.
+func (l Layout) checkLengths() error {
+	check := []struct{ field, p string }{
+		{"host.job_dir", l.LocalJobDir},
+		{"remote.work_dir", l.WorkDir},
+		{"remote job dir", l.JobDir},
+		{"remote snapshot dir", l.SnapshotDir},
+		{"remote vm dir", l.VMDir},
+		{"remote artifacts dir", l.ArtifactsDir},
+	}
+	for i, p := range l.Payloads {
+		check = append(check,
+			struct{ field, p string }{payloadField(i, "local_dir"), p.LocalDir},
+			struct{ field, p string }{"remote dir of " + payloadField(i, "name"), p.RemoteDir})
+	}
+	for _, c := range check {
+		if err := CheckLengths(c.field, c.p); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func payloadField(i int, field string) string {

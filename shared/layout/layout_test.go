@@ -290,3 +290,45 @@ func TestAllowedOddities(t *testing.T) {
 		t.Errorf("RunID %q JobDir %q", l.RunID, l.JobDir)
 	}
 }
+
+// TestAttack8_LongIDRefusedUpFront: a job id or any derived remote path
+// over the Linux limits is refused by Derive, so nothing is ever created.
+func TestAttack8_LongIDRefusedUpFront(t *testing.T) {
+	long := func(mut func(s *shared.JobSpec)) error {
+		s := shared.JobSpec{
+			Job:    shared.Job{ID: "job"},
+			Host:   shared.HostPaths{JobDir: "/tmp/run/jobs/job"},
+			Remote: shared.Remote{Host: "h", WorkDir: "/w"},
+		}
+		mut(&s)
+		_, err := Derive(s)
+		return err
+	}
+	if err := long(func(*shared.JobSpec) {}); err != nil {
+		t.Fatalf("base job refused: %v", err)
+	}
+	for name, tc := range map[string]struct {
+		mut  func(s *shared.JobSpec)
+		want string
+	}{
+		"id of 256 bytes":    {func(s *shared.JobSpec) { s.Job.ID = strings.Repeat("j", 256) }, "job.id is 256 bytes long"},
+		"work dir component": {func(s *shared.JobSpec) { s.Remote.WorkDir = "/" + strings.Repeat("w", 256) }, "remote.work_dir has a component of 256 bytes"},
+		"derived path over 4095": {func(s *shared.JobSpec) {
+			s.Remote.WorkDir = strings.Repeat("/"+strings.Repeat("w", 203), 20) // 4080 bytes: only the derived dirs are too long
+		}, "remote job dir is 4098 bytes long: a path is at most 4095 bytes"},
+		"payload dir component": {func(s *shared.JobSpec) {
+			s.Host.StagedPayloads = []shared.StagedPayload{{Name: "p", LocalDir: "/tmp/run/jobs/job/" + strings.Repeat("p", 256)}}
+		}, "component of 256 bytes"},
+		"bidi in id": {func(s *shared.JobSpec) { s.Job.ID = "job\u202egpj" }, `"job\u202egpj" contains a control character`},
+		"C1 in id":   {func(s *shared.JobSpec) { s.Job.ID = "job\u0085" }, `"job\u0085" contains a control character`},
+		"LRI in id":  {func(s *shared.JobSpec) { s.Job.ID = "a\u2066b" }, `control character`},
+	} {
+		err := long(tc.mut)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want it to contain %s", name, err, tc.want)
+		}
+	}
+	if err := long(func(s *shared.JobSpec) { s.Job.ID = strings.Repeat("j", 255) }); err != nil {
+		t.Errorf("id of 255 bytes refused: %v", err)
+	}
+}

@@ -44,9 +44,31 @@ func CheckComponent(field, v string) error {
 	if strings.IndexByte(v, '/') >= 0 {
 		return shared.Errorf(shared.ErrInvalidInput, field, v, "%s %s contains \"/\": it must be one path component", field, shared.Show(v))
 	}
-	for _, r := range v {
-		if r < 0x20 || r == 0x7f {
-			return shared.Errorf(shared.ErrInvalidInput, field, v, "%s %s contains a control character", field, shared.Show(v))
+	if strings.IndexFunc(v, shared.IsControl) >= 0 {
+		return shared.Errorf(shared.ErrInvalidInput, field, v, "%s %s contains a control character (C0, C1 or bidi formatting)", field, shared.Show(v))
+	}
+	if len(v) > MaxComponent {
+		return shared.Errorf(shared.ErrInvalidInput, field, v, "%s is %d bytes long: a path component is at most %d bytes", field, len(v), MaxComponent)
+	}
+	return nil
+}
+
+// Limits of Linux file systems (SPEC v1 Validation).
+const (
+	MaxComponent = 255  // bytes in one path component (NAME_MAX)
+	MaxPath      = 4095 // bytes in a path (PATH_MAX without its NUL)
+)
+
+// CheckLengths checks that no component of p is longer than MaxComponent
+// and p is at most MaxPath bytes long. field names p in errors.
+func CheckLengths(field, p string) error {
+	if len(p) > MaxPath {
+		return shared.Errorf(shared.ErrInvalidInput, field, p, "%s is %d bytes long: a path is at most %d bytes", field, len(p), MaxPath)
+	}
+	for _, c := range strings.Split(p, "/") {
+		if len(c) > MaxComponent {
+			return shared.Errorf(shared.ErrInvalidInput, field, p,
+				"%s has a component of %d bytes: a path component is at most %d bytes", field, len(c), MaxComponent)
 		}
 	}
 	return nil

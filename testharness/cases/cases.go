@@ -4,7 +4,6 @@
 package cases
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +15,7 @@ import (
 	"strings"
 
 	"github.com/pikaci/vmexec/shared"
+	"github.com/pikaci/vmexec/shared/strictjson"
 	"golang.org/x/tools/txtar"
 )
 
@@ -147,9 +147,7 @@ func Parse(name string, data []byte) (*Case, error) {
 			c.WantPrepareError = lines(f.Data)
 		case f.Name == fileDevices:
 			var d shared.Devices
-			dec := json.NewDecoder(bytes.NewReader(f.Data))
-			dec.DisallowUnknownFields()
-			if err := dec.Decode(&d); err != nil {
+			if err := strictjson.Decode(f.Data, &d); err != nil {
 				return nil, fmt.Errorf("%s: %w", fileDevices, err)
 			}
 			if d == nil {
@@ -170,13 +168,8 @@ func Parse(name string, data []byte) (*Case, error) {
 
 func (c *Case) decodeJSON(data []byte) error {
 	var j caseJSON
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&j); err != nil {
+	if err := strictjson.Decode(data, &j); err != nil {
 		return fmt.Errorf("%s: %w", fileCase, err)
-	}
-	if dec.More() {
-		return fmt.Errorf("%s: data after the JSON object", fileCase)
 	}
 	c.Spec = shared.JobSpec{
 		Job:  j.Job,

@@ -254,6 +254,11 @@ func TestCommands(t *testing.T) {
 			want: result{Stdout: "/../../etc"},
 		},
 		{
+			name: "stat -L -c %s and head -q -c",
+			cmd:  `stat -L -c %s -- /tofile /glob/1; head -q -c 3 -- /tofile /glob/2; stat -c %s /nope`,
+			want: result{Stdout: "8\n4\ncontwo", Stderr: "stat: cannot stat '/nope': No such file or directory\n", Status: 1},
+		},
+		{
 			name: "realpath",
 			cmd:  `realpath /rel/c && realpath /nope/x`,
 			want: result{Stdout: "/a/b/c\n", Stderr: "realpath: /nope/x: No such file or directory\n", Status: 1},

@@ -26,7 +26,7 @@ const NotAvailable = "not available on the conformance remote"
 // remote filesystem. Builtins (echo, printf, test, [, true, false, cd, set,
 // exit, ...) come from the interpreter; its stat, access, open and readdir
 // handlers are mapped onto the remote filesystem. The programs are mkdir,
-// cat, readlink and realpath.
+// cat, head (-c only), stat (-c %s only), readlink and realpath.
 type shell struct {
 	fs   *remotefs.FS
 	user string
@@ -106,6 +106,8 @@ var programs = map[string]program{
 	"cat":      catProgram,
 	"readlink": readlinkProgram,
 	"realpath": realpathProgram,
+	"head":     headProgram,
+	"stat":     statProgram,
 }
 
 func (s *shell) exec(ctx context.Context, args []string) error {
@@ -310,6 +312,115 @@ func catProgram(s *shell, p *stdio, args []string) int {
 			p.errorf("write error: %s", strerror(err))
 			return 1
 		}
+	}
+	return status
+}
+
+// head -c N [--] [FILE|-]... : the first N bytes of each file (GNU's
+// headers for several files are left out: nothing here asks for them).
+func headProgram(s *shell, p *stdio, args []string) int {
+	var n int64 = -1
+	var rest []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--":
+			rest = append(rest, args[i+1:]...)
+			i = len(args)
+		case a == "-q":
+			// No headers are printed in any case.
+		case a == "-c" && i+1 < len(args):
+			v, err := strconv.ParseInt(args[i+1], 10, 64)
+			if err != nil || v < 0 {
+				p.errorf("invalid number of bytes: %s", quote(args[i+1]))
+				return 1
+			}
+			n = v
+			i++
+		case strings.HasPrefix(a, "-") && a != "-":
+			p.errorf("invalid option -- '%s'", strings.TrimPrefix(a, "-"))
+			return 1
+		default:
+			rest = append(rest, a)
+		}
+	}
+	if n < 0 {
+		p.errorf("only -c N is available on the conformance remote")
+		return 1
+	}
+	if len(rest) == 0 {
+		rest = []string{"-"}
+	}
+	status := 0
+	for _, f := range rest {
+		var r io.Reader
+		if f == "-" {
+			if p.in == nil {
+				continue
+			}
+			r = p.in
+		} else {
+			fh, err := s.fs.OpenFile(abs(p.dir, f), os.O_RDONLY, 0)
+			if err != nil {
+				p.errorf("cannot open %s for reading: %s", quote(f), strerror(err))
+				status = 1
+				continue
+			}
+			defer fh.Close()
+			r = fh
+		}
+		if _, err := io.Copy(p.out, io.LimitReader(r, n)); err != nil {
+			p.errorf("error reading %s: %s", quote(f), strerror(err))
+			status = 1
+		}
+	}
+	return status
+}
+
+// stat [-L] -c %s [--] FILE... : each file's size in bytes, one a line.
+func statProgram(s *shell, p *stdio, args []string) int {
+	follow, format := false, ""
+	var files []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--":
+			files = append(files, args[i+1:]...)
+			i = len(args)
+		case a == "-L":
+			follow = true
+		case a == "-c" && i+1 < len(args):
+			format = args[i+1]
+			i++
+		case strings.HasPrefix(a, "-"):
+			p.errorf("invalid option -- '%s'", strings.TrimPrefix(a, "-"))
+			return 1
+		default:
+			files = append(files, a)
+		}
+	}
+	if format != "%s" {
+		p.errorf("only -c %%s is available on the conformance remote")
+		return 1
+	}
+	if len(files) == 0 {
+		return missingOperand(p)
+	}
+	status := 0
+	for _, f := range files {
+		var fi fs.FileInfo
+		var err error
+		if follow {
+			fi, err = s.fs.Stat(abs(p.dir, f))
+		} else {
+			fi, err = s.fs.Lstat(abs(p.dir, f))
+		}
+		if err != nil {
+			p.errorf("cannot stat %s: %s", quote(f), strerror(err))
+			status = 1
+			continue
+		}
+		fmt.Fprintf(p.out, "%d\n", fi.Size())
 	}
 	return status
 }

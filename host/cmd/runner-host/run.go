@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -17,6 +16,7 @@ import (
 	"github.com/pikaci/vmexec/shared"
 	"github.com/pikaci/vmexec/shared/devices"
 	"github.com/pikaci/vmexec/shared/layout"
+	"github.com/pikaci/vmexec/shared/strictjson"
 )
 
 // phase is one step of a job that `run` can run.
@@ -120,14 +120,12 @@ func readJob(path string) (shared.JobSpec, error) {
 	if err != nil {
 		return shared.JobSpec{}, fmt.Errorf("read job file: %w", err)
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
+	// Strictly, as SPEC says of every input: exact key spelling (a "ID"
+	// beside "id" is refused, not read as the job id), no duplicate keys,
+	// valid UTF-8, no unknown fields, nothing after the object.
 	var spec shared.JobSpec
-	if err := dec.Decode(&spec); err != nil {
+	if err := strictjson.Decode(data, &spec); err != nil {
 		return shared.JobSpec{}, shared.Errorf(shared.ErrInvalidInput, "job", path, "job file %s: %w", path, err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return shared.JobSpec{}, shared.Errorf(shared.ErrInvalidInput, "job", path, "job file %s: data after the JSON object", path)
 	}
 	return spec, nil
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/pikaci/vmexec/host"
 	"github.com/pikaci/vmexec/shared"
+	"github.com/pikaci/vmexec/shared/strictjson"
 )
 
 // Exit codes of `run` for a whole job, beside the job's own exit code.
@@ -29,13 +30,10 @@ func readWholeJob(path string) (job shared.WholeJob, ok bool, err error) {
 	if err != nil {
 		return shared.WholeJob{}, false, fmt.Errorf("read job file: %w", err)
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&job); err != nil {
+	// Strictly, as every input: exact key spelling, no duplicate or unknown
+	// keys, valid UTF-8, nothing after the object.
+	if err := strictjson.Decode(data, &job); err != nil {
 		return shared.WholeJob{}, false, shared.Errorf(shared.ErrInvalidInput, "job", path, "job file %s: %w", path, err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return shared.WholeJob{}, false, shared.Errorf(shared.ErrInvalidInput, "job", path, "job file %s: data after the JSON object", path)
 	}
 	switch {
 	case job.IsWhole():

@@ -264,8 +264,8 @@ func (b *broken) applySnapshotAlone(ctx context.Context, spec shared.JobSpec) er
 	if err != nil {
 		return err
 	}
-	remote := devices.ShellRemote{Run: func(ctx context.Context, cmd string) ([]byte, error) {
-		res, err := pool.Run(ctx, spec.Remote.Host, cmd)
+	remote := devices.ShellRemote{Run: func(ctx context.Context, cmd string, stdin []byte) ([]byte, error) {
+		res, err := pool.RunInput(ctx, spec.Remote.Host, cmd, stdin)
 		return res.Stdout, err
 	}}
 	a, err := remote.Fetch(ctx, devices.Query{Resolve: []string{l.SnapshotDir}})
