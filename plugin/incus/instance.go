@@ -8,7 +8,9 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
+	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/pikaci/vmexec/shared"
 )
@@ -200,8 +202,15 @@ func (c *Client) apply(ctx context.Context, inst Instance, planned shared.Device
 		case errors.As(err, &gone) || (sent && (apiErr == nil || apiErr.StatusCode == 0)):
 			// The update left; its answer did not come back.
 			return c.settle(ctx, inst, planned, res, err, gone != nil)
-		case apiErr != nil && apiErr.StatusCode == http.StatusPreconditionFailed:
+		case apiErr != nil && (apiErr.StatusCode == http.StatusPreconditionFailed || apiErr.StatusCode == http.StatusConflict):
 			if attempt < c.maxAttempts {
+				if apiErr.StatusCode == http.StatusConflict {
+					// Busy: give the other update a moment.
+					select {
+					case <-ctx.Done():
+					case <-time.After(time.Duration(attempt) * 50 * time.Millisecond):
+					}
+				}
 				continue
 			}
 			return ApplyResult{Attempts: attempt}, shared.Errorf(shared.ErrConflict, "instance", name,
@@ -296,11 +305,21 @@ func (c *Client) patchDevices(ctx context.Context, inst Instance, devices shared
 	resp, err := c.do(httptrace.WithClientTrace(ctx, trace), http.MethodPatch, path, body, header)
 	if err != nil {
 		if e, ok := asAPIError(err); ok && e.StatusCode == http.StatusInternalServerError {
-			// The synchronous PATCH reports a refused update (a missing
-			// source, an invalid device) as a 500, where the operation
-			// of a PUT reported a failure: Incus validates before it
-			// applies and reverts what it started, so nothing changed.
-			e.StatusCode = http.StatusBadRequest
+			if strings.Contains(e.Message, "operation") {
+				// Another update of the instance holds its operation
+				// lock ("Instance is busy running a \"update\"
+				// operation", or "A matching non-reusable operation has
+				// now succeeded" when ours, resent, lost to the first):
+				// read again and retry, as for 412.
+				e.StatusCode = http.StatusConflict
+			} else {
+				// The synchronous PATCH reports a refused update (a
+				// missing source, an invalid device) as a 500, where
+				// the operation of a PUT reported a failure: Incus
+				// validates before it applies and reverts what it
+				// started, so nothing changed.
+				e.StatusCode = http.StatusBadRequest
+			}
 		}
 		return gotConn.Load(), err
 	}
