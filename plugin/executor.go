@@ -166,6 +166,12 @@ func (e *Executor) ConfigureDevices(ctx context.Context, req shared.DevicesReque
 	}
 	project := spec.Remote.Incus.Project
 
+	// Stop the I/O a little before the caller's deadline, so that what we
+	// return (an update that "may have been applied", a read that did not
+	// finish) reaches the caller before its own deadline fires.
+	ctx, cancelIO := incus.WithMargin(ctx)
+	defer cancelIO()
+
 	// The Incus reads do not depend on the plan: run them alongside it.
 	type incusRead struct {
 		server incus.Server
