@@ -6,7 +6,8 @@
 //
 // It is written against the API documented in lxc/incus doc/rest-api.yaml;
 // LXD, the codebase Incus forked, answers the same way on everything used
-// here, which the tests prove on a real LXD daemon.
+// here but one (a PATCH without "description" clears it on LXD; see
+// patchClearsDescription), which the tests prove on a real LXD daemon.
 package incus
 
 import (

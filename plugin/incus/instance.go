@@ -101,7 +101,7 @@ type ApplyResult struct {
 	Devices shared.Devices
 	// Changed says whether the instance was (or would be) updated.
 	Changed bool
-	// Attempts counts the GET (and PUT) rounds: 1 unless the instance
+	// Attempts counts the GET (and PATCH) rounds: 1 unless the instance
 	// changed under us between a read and its update.
 	Attempts int
 }
