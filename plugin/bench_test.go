@@ -324,18 +324,22 @@ func BenchmarkConcurrentConfigureDevices(b *testing.B) {
 	if floor.firstErr != nil {
 		b.Logf("floor's first error: %v", floor.firstErr)
 	}
-	slices.Sort(ours.latencies)
-	stalls := 0
-	for _, l := range ours.latencies {
-		if l > stall {
-			stalls++
+	summary := func(lat []time.Duration) (stalls int, p50, p99, maxLat time.Duration) {
+		slices.Sort(lat)
+		for _, l := range lat {
+			if l > stall {
+				stalls++
+			}
 		}
+		pct := func(q float64) time.Duration { return lat[int(q*float64(len(lat)-1))] }
+		return stalls, pct(0.5), pct(0.99), lat[len(lat)-1]
 	}
-	pct := func(q float64) time.Duration { return ours.latencies[int(q*float64(len(ours.latencies)-1))] }
-	fmt.Printf("BENCH concurrent-configure-devices bursts=%d stalls=%d errors=%d p50=%v p99=%v p99/p50=%.2f ours=%v floor=%v floor-errors=%d ratio=%.2f\n",
-		bursts, stalls, ours.errors, pct(0.5).Round(time.Microsecond), pct(0.99).Round(time.Microsecond),
-		float64(pct(0.99))/float64(pct(0.5)), ours.wall.Round(time.Millisecond), floor.wall.Round(time.Millisecond),
-		floor.errors, float64(ours.wall)/float64(floor.wall))
+	stalls, p50, p99, maxLat := summary(ours.latencies)
+	fStalls, fP50, fP99, fMax := summary(floor.latencies)
+	r := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
+	fmt.Printf("BENCH concurrent-configure-devices bursts=%d stalls=%d errors=%d p50=%v p99=%v max=%v p99/p50=%.2f ours=%v floor=%v ratio=%.2f floor-stalls=%d floor-errors=%d floor-p50=%v floor-p99=%v floor-max=%v\n",
+		bursts, stalls, ours.errors, r(p50), r(p99), r(maxLat), float64(p99)/float64(p50), r(ours.wall), r(floor.wall),
+		float64(ours.wall)/float64(floor.wall), fStalls, floor.errors, r(fP50), r(fP99), r(fMax))
 }
 
 // benchJob is one staged job on the bench's sshd, its directories made.
