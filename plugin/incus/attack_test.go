@@ -274,3 +274,41 @@ func startHandler(tb testing.TB, h http.Handler) string {
 	})
 	return sock
 }
+
+// TestForgottenOperationIsSettledByReadingTheInstance: a server answers
+// the update with an operation that is gone (404 "Operation not found")
+// when we wait for it, the trap of issue 13. The client does not guess: it
+// reads the instance; the planned devices in place is success, not in
+// place is ErrConflict (the server finished without them), never a bare
+// 404.
+func TestForgottenOperationIsSettledByReadingTheInstance(t *testing.T) {
+	for _, applied := range []bool{true, false} {
+		t.Run(fmt.Sprintf("applied=%v", applied), func(t *testing.T) {
+			fake := incusfake.New(incusfake.Options{})
+			fake.AddInstance("p", "i", TypeContainer, nil)
+			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.Method == http.MethodPatch {
+					if applied {
+						fake.ServeHTTP(httptestRecorder{}, r)
+					}
+					w.WriteHeader(http.StatusAccepted)
+					fmt.Fprint(w, `{"type":"async","status":"Operation created","status_code":100,"operation":"/1.0/operations/gone-0001","metadata":{}}`)
+					return
+				}
+				fake.ServeHTTP(w, r) // the fake knows no operation gone-0001: 404
+			})
+			c := NewUnix(startHandler(t, h))
+			src := sources(t, 1)
+			res, err := c.ApplyDevices(ctxT(t), "p", "i", shared.Devices{"d": disk(src[0], "/d", true)}, false)
+			if applied {
+				if err != nil || !res.Changed {
+					t.Fatalf("ApplyDevices = %+v, %v; want success read back from the instance", res, err)
+				}
+				return
+			}
+			if !errors.Is(err, shared.ErrConflict) || !strings.Contains(err.Error(), "Operation not found") {
+				t.Fatalf("err = %v, want ErrConflict carrying the 404", err)
+			}
+		})
+	}
+}
