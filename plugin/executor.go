@@ -148,7 +148,7 @@ func (e *Executor) PrepareDirectories(ctx context.Context, req shared.PrepareReq
 // ConfigureDevices implements shared.Executor. The remote reads (manifests
 // and symlinks) go in one command, two when a mount names a path below its
 // payload's root; the Incus reads run alongside them; the update is one
-// ETag-guarded PUT of the whole device map, or none when nothing changes.
+// ETag-guarded PATCH of the device map alone, or none when nothing changes.
 func (e *Executor) ConfigureDevices(ctx context.Context, req shared.DevicesRequest) (shared.DevicesResult, error) {
 	spec := req.Spec
 	// Refuse bad input before any I/O starts.
@@ -165,6 +165,12 @@ func (e *Executor) ConfigureDevices(ctx context.Context, req shared.DevicesReque
 		return shared.DevicesResult{}, err
 	}
 	project := spec.Remote.Incus.Project
+
+	// Stop the I/O a little before the caller's deadline, so that what we
+	// return (an update that "may have been applied", a read that did not
+	// finish) reaches the caller before its own deadline fires.
+	ctx, cancelIO := incus.WithMargin(ctx)
+	defer cancelIO()
 
 	// The Incus reads do not depend on the plan: run them alongside it.
 	type incusRead struct {

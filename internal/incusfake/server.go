@@ -1,8 +1,10 @@
 // Package incusfake is an in-process Incus API server that behaves like
 // Incus on everything the plugin uses: GET /1.0, an instance with its ETag,
-// a PUT guarded by If-Match that answers with an asynchronous operation,
-// operation waits, the error envelope, and the validation Incus does on a
-// disk device before it applies an update (refusing the whole update).
+// a PUT guarded by If-Match that answers with an asynchronous operation, a
+// PATCH guarded the same way that answers synchronously and merges per
+// device, operation waits (a finished operation is forgotten after
+// OperationRetention), the error envelope, and the validation Incus does on
+// a disk device before it applies an update (refusing the whole update).
 //
 // The contract suite in plugin/incus runs the same tests against this fake
 // and against a real LXD daemon, which is what keeps it honest.
@@ -54,6 +56,14 @@ type Options struct {
 	// SourceExists says whether a disk source path exists on the server's
 	// host. Nil: the path is looked up on this machine's filesystem.
 	SourceExists func(path string) bool
+	// LXD makes the server say it is LXD 5.0.2 and answer a PATCH as that
+	// version does: a body without "description" sets the description to
+	// "" (Incus keeps it).
+	LXD bool
+	// OperationRetention is how long a finished operation stays readable;
+	// after it, a GET or wait answers 404 "Operation not found". Zero
+	// means 5 s, as Incus and LXD keep one.
+	OperationRetention time.Duration
 }
 
 // Request is one request the server received.
@@ -81,6 +91,48 @@ type instance struct {
 	name string
 	typ  string
 	put  instancePut
+}
+
+// SetDescription sets the instance's description as another client would
+// (the ETag does not change: it does not cover the description). It
+// reports whether the instance exists.
+func (s *Server) SetDescription(project, name, description string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	inst := s.projects[project][name]
+	if inst == nil {
+		return false
+	}
+	inst.put.Description = description
+	return true
+}
+
+// SetConfig sets one config key of the instance as another client would,
+// changing its ETag. It reports whether the instance exists.
+func (s *Server) SetConfig(project, name, key, value string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	inst := s.projects[project][name]
+	if inst == nil {
+		return false
+	}
+	inst.put.Config = maps.Clone(inst.put.Config)
+	if inst.put.Config == nil {
+		inst.put.Config = map[string]string{}
+	}
+	inst.put.Config[key] = value
+	return true
+}
+
+// Description returns the instance's description ("" when there is no
+// such instance).
+func (s *Server) Description(project, name string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if inst := s.projects[project][name]; inst != nil {
+		return inst.put.Description
+	}
+	return ""
 }
 
 // instancePut is Incus's writable instance object.
@@ -180,9 +232,9 @@ func (s *Server) Config(project, name string) map[string]string {
 	return maps.Clone(inst.put.Config)
 }
 
-// BeforePut sets a hook the server calls on every instance PUT before it
-// looks at the request, with no lock held: it may change the instance (for
-// example with SetDevice) to make the PUT's ETag stale.
+// BeforePut sets a hook the server calls on every instance PUT and PATCH
+// before it looks at the request, with no lock held: it may change the
+// instance (for example with SetDevice) to make the update's ETag stale.
 func (s *Server) BeforePut(hook func(project, name string)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -243,10 +295,11 @@ func cloneDevices(d shared.Devices) shared.Devices {
 	return out
 }
 
-// etag is the hash of the writable object, as Incus computes its ETags
-// over the fields a PUT may change.
+// etag is the hash Incus and LXD compute an instance's ETag over: the
+// architecture, config, devices, ephemeral flag and profiles; not the
+// description (measured on LXD 5.0.2: setting it leaves the ETag as it was).
 func (p instancePut) etag() string {
-	data, err := json.Marshal([]any{p.Architecture, p.Config, p.Devices, p.Ephemeral, p.Profiles, p.Description})
+	data, err := json.Marshal([]any{p.Architecture, p.Config, p.Devices, p.Ephemeral, p.Profiles})
 	if err != nil {
 		panic(err) // maps of strings always encode
 	}
@@ -279,6 +332,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			s.serveInstanceGet(w, r, name)
 		case http.MethodPut:
 			s.serveInstancePut(w, r, name)
+		case http.MethodPatch:
+			s.serveInstancePatch(w, r, name)
 		default:
 			writeError(w, http.StatusMethodNotAllowed, "Method not allowed")
 		}
@@ -305,14 +360,28 @@ func (s *Server) serveServer(w http.ResponseWriter) {
 		"public":         false,
 		"auth_methods":   []string{"tls"},
 		"environment": map[string]any{
-			"server":         "incus",
+			"server":         s.serverName(),
 			"server_name":    "incusfake",
-			"server_version": "6.0.2",
+			"server_version": s.serverVersion(),
 			"kernel_version": "6.1.0",
 			"driver":         "qemu | lxc",
 			"project":        "default",
 		},
 	})
+}
+
+func (s *Server) serverName() string {
+	if s.opts.LXD {
+		return "lxd"
+	}
+	return "incus"
+}
+
+func (s *Server) serverVersion() string {
+	if s.opts.LXD {
+		return "5.0.2"
+	}
+	return "6.0.2"
 }
 
 func projectOf(r *http.Request) string {
@@ -460,6 +529,110 @@ func (s *Server) runUpdate(op *operation, hold chan struct{}, project, name, typ
 		op.statusCode = 200
 	}
 	close(op.done)
+	s.forgetLater(op)
+}
+
+// forgetLater removes a finished operation after the retention, as Incus
+// does. Call with s.mu held.
+func (s *Server) forgetLater(op *operation) {
+	keep := s.opts.OperationRetention
+	if keep == 0 {
+		keep = 5 * time.Second
+	}
+	time.AfterFunc(keep, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		delete(s.ops, op.id)
+	})
+}
+
+// serveInstancePatch answers PATCH /1.0/instances/<name> as Incus and LXD
+// do: If-Match checked against the ETag, then the body merged into the
+// writable object (a field it does not name is kept; config and devices
+// merge per key and per device, a device it names replaced whole), the
+// result validated and applied, all synchronously: 200 with empty
+// metadata, or the refusal as a 500 error (LXD 5.0.2's answer to an
+// invalid device or a missing source). With Options.LXD a body without
+// "description" clears it, as LXD's PATCH does.
+func (s *Server) serveInstancePatch(w http.ResponseWriter, r *http.Request, name string) {
+	project := projectOf(r)
+	s.mu.Lock()
+	hook := s.beforePut
+	s.mu.Unlock()
+	if hook != nil {
+		hook(project, name)
+	}
+	var raw map[string]json.RawMessage
+	if err := json.NewDecoder(r.Body).Decode(&raw); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	s.mu.Lock()
+	inst := s.lookup(w, project, name)
+	if inst == nil {
+		s.mu.Unlock()
+		return
+	}
+	if match := strings.Trim(r.Header.Get("If-Match"), `"`); match != "" {
+		if cur := inst.put.etag(); cur != match {
+			s.mu.Unlock()
+			writeError(w, http.StatusPreconditionFailed, fmt.Sprintf("ETag doesn't match: %s vs %s", cur, match))
+			return
+		}
+	}
+	before := inst.put
+	next := before
+	next.Config = maps.Clone(before.Config)
+	next.Devices = cloneDevices(before.Devices)
+	typ := inst.typ
+	s.mu.Unlock()
+
+	var err error
+	decode := func(field string, v any) {
+		if data, ok := raw[field]; ok && err == nil {
+			err = json.Unmarshal(data, v)
+		}
+	}
+	var config map[string]string
+	var devices shared.Devices
+	decode("config", &config)
+	decode("devices", &devices)
+	decode("architecture", &next.Architecture)
+	decode("ephemeral", &next.Ephemeral)
+	decode("profiles", &next.Profiles)
+	decode("description", &next.Description)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if _, ok := raw["description"]; !ok && s.opts.LXD {
+		next.Description = ""
+	}
+	maps.Copy(next.Config, config)
+	for dev, cfg := range devices {
+		next.Devices[dev] = maps.Clone(cfg)
+	}
+	if err := s.validate(typ, before, next); err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	inst = s.lookup(w, project, name)
+	if inst == nil {
+		return
+	}
+	if inst.put.etag() != before.etag() {
+		// Changed while we validated: Incus holds the instance's lock
+		// across the whole update; the fake refuses instead.
+		writeError(w, http.StatusPreconditionFailed, "ETag doesn't match: the instance changed during the update")
+		return
+	}
+	if _, ok := raw["description"]; !ok && !s.opts.LXD {
+		next.Description = inst.put.Description // Incus keeps what is there
+	}
+	inst.put = next
+	writeSync(w, http.StatusOK, "", map[string]any{})
 }
 
 func (s *Server) renderOp(op *operation) map[string]any {

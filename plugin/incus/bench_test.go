@@ -10,10 +10,10 @@ import (
 )
 
 // BenchmarkApplyDevices measures the client alone on a real LXD socket: one
-// GET, one PUT and one wait per op, alternating between two plans that
-// differ in every device so each op really updates. The comparison with the
-// seed's way and with a curl floor is plugin.BenchmarkConfigureDevices,
-// which `make bench` runs.
+// GET and one PATCH per op, each on a connection of its own, alternating
+// between two plans that differ in every device so each op really updates.
+// The comparison with the seed's way and with in-process floors is
+// plugin.BenchmarkConfigureDevices, which `make bench` runs.
 func BenchmarkApplyDevices(b *testing.B) {
 	d := lxdtest.Shared(b)
 	ctx := context.Background()

@@ -6,7 +6,8 @@
 //
 // It is written against the API documented in lxc/incus doc/rest-api.yaml;
 // LXD, the codebase Incus forked, answers the same way on everything used
-// here, which the tests prove on a real LXD daemon.
+// here but one (a PATCH without "description" clears it on LXD; see
+// patchClearsDescription), which the tests prove on a real LXD daemon.
 package incus
 
 import (
@@ -24,45 +25,68 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/pikaci/vmexec/shared"
 )
 
-// Client talks to one Incus server. It keeps its connections alive between
-// calls; it is safe for concurrent use.
+// Client talks to one Incus server; it is safe for concurrent use.
+//
+// Over a Unix socket (or a stream to one) it opens one connection per
+// request and closes it with the answer: it never holds a connection it is
+// not sending on. LXD 5.0.2 and Incus read the first bytes of every new
+// connection inside their accept loop, so one open but silent connection
+// stops the daemon accepting any other until it is closed (issue 13: a
+// keep-alive pool that parked a connection dialled for a request another
+// connection had already served stalled a whole host for 90 s).
 type Client struct {
 	http *http.Client
 	base string // scheme and host, e.g. http://incus
-	// waitTimeout is the timeout, in seconds, of one operation wait
-	// request; the client asks again while the operation runs and the
-	// context lives.
+	// waitTimeout is the longest timeout, in seconds, of one operation
+	// wait request; a shorter one is asked when the context's deadline is
+	// nearer. The client asks again while the operation runs.
 	waitTimeout int
-	// maxAttempts bounds the GET-PUT rounds of ApplyDevices when the
+	// maxAttempts bounds the GET-PATCH rounds of ApplyDevices when the
 	// instance keeps changing under us (412).
 	maxAttempts int
+
+	serverMu sync.Mutex
+	server   *Server // GET /1.0, once it has been read
 }
 
 // DefaultMaxAttempts is how many times ApplyDevices reads and updates an
 // instance that changes under it before it gives up with ErrConflict.
 const DefaultMaxAttempts = 5
 
-// defaultWaitTimeout is the server-side timeout, in seconds, of one
+// defaultWaitTimeout is the longest server-side timeout, in seconds, of one
 // operation wait request. The context, not this, bounds the whole wait.
 const defaultWaitTimeout = 30
+
+// idleTimeout is how long an HTTPS connection may stay idle in the pool.
+// A TLS connection has spoken (its handshake) before it idles, so it never
+// blocks an accept loop; it is still closed quickly so that nothing of
+// ours lingers on the server.
+const idleTimeout = time.Second
 
 // New returns a client that sends HTTP over the streams dial opens: an
 // OpenSSH streamlocal forwarding to the Incus socket on the remote host, or
 // a local Unix socket. Each call's context bounds the dial too.
+//
+// Every request gets a stream of its own, closed once the answer is read
+// (no keep-alive). A streamlocal channel over the pooled SSH connection
+// costs one channel-open round trip; in exchange no stream is ever open
+// without a request on it. With keep-alives off, net/http never hands a
+// request a connection another request dialled, and a connection whose
+// request gave up before the dial finished is closed as soon as the dial
+// returns (Transport.dialConnFor: a connection not delivered goes to
+// putOrCloseIdleConn, which closes it when keep-alives are disabled).
 func New(dial func(ctx context.Context) (net.Conn, error)) *Client {
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return dial(ctx)
 		},
-		// Keep-alive: every call after the first reuses the stream.
-		MaxIdleConns:        4,
-		MaxIdleConnsPerHost: 4,
-		IdleConnTimeout:     90 * time.Second,
+		DisableKeepAlives: true,
 		// No ResponseHeaderTimeout: an operation wait legitimately holds
 		// the response back; the context bounds every call.
 		DisableCompression: true,
@@ -128,7 +152,7 @@ func NewHTTPS(ctx context.Context, rawURL, clientCertFile, clientKeyFile, server
 		TLSHandshakeTimeout: 30 * time.Second,
 		MaxIdleConns:        4,
 		MaxIdleConnsPerHost: 4,
-		IdleConnTimeout:     90 * time.Second,
+		IdleConnTimeout:     idleTimeout,
 		DisableCompression:  true,
 		ForceAttemptHTTP2:   false,
 	}
@@ -175,7 +199,8 @@ func newClient(tr http.RoundTripper, base string) *Client {
 	}
 }
 
-// Close drops the client's idle connections.
+// Close drops the client's idle connections (HTTPS only: a Unix-socket
+// client holds none).
 func (c *Client) Close() {
 	c.http.CloseIdleConnections()
 }
@@ -278,7 +303,21 @@ func (c *Client) Server(ctx context.Context) (Server, error) {
 		return Server{}, shared.Errorf(shared.ErrUnavailable, "remote.incus.endpoint", "",
 			"incus: read the server: decode GET /1.0: %w", err)
 	}
+	c.serverMu.Lock()
+	c.server = &s
+	c.serverMu.Unlock()
 	return s, nil
+}
+
+// cachedServer returns GET /1.0, read once per client.
+func (c *Client) cachedServer(ctx context.Context) (Server, error) {
+	c.serverMu.Lock()
+	s := c.server
+	c.serverMu.Unlock()
+	if s != nil {
+		return *s, nil
+	}
+	return c.Server(ctx)
 }
 
 // wrapKind builds a shared.Error of err's kind (ErrUnavailable when err
@@ -308,8 +347,12 @@ type operation struct {
 
 // wait waits for the asynchronous operation an accepted request started:
 // GET <operation>/wait?timeout=N, asked again while it runs and ctx lives.
-// A failed or cancelled operation is an *APIError for the request that
-// started it (method, path), with Incus's message.
+// N is the longest that still lets the server answer before ctx's
+// deadline, so no wait outlives its caller. A failed or cancelled operation
+// is an *APIError for the request that started it (method, path), with
+// Incus's message. An operation the server no longer knows (it forgets a
+// finished one after about 5 s) is an *OperationGoneError: the caller must
+// read what the operation changed to learn its outcome.
 func (c *Client) wait(ctx context.Context, method, path string, started *response) error {
 	env := started.Envelope
 	if env.Type == "sync" {
@@ -324,14 +367,21 @@ func (c *Client) wait(ctx context.Context, method, path string, started *respons
 		return &APIError{Method: method, Path: path, StatusCode: http.StatusBadGateway,
 			Message: fmt.Sprintf("operation %s: %v", shared.Show(env.Operation), err)}
 	}
-	q := opURL.Query()
-	q.Set("timeout", strconv.Itoa(c.waitTimeout))
-	waitPath := opURL.EscapedPath() + "/wait?" + q.Encode()
 	opPath := opURL.EscapedPath()
 	if opURL.RawQuery != "" {
 		opPath += "?" + opURL.RawQuery
 	}
+	gone := func(err error) error {
+		if e, ok := asAPIError(err); ok && e.StatusCode == http.StatusNotFound {
+			return &OperationGoneError{Method: method, Path: path, Operation: env.Operation, Err: e}
+		}
+		return err
+	}
 	for {
+		n := c.waitSeconds(ctx)
+		q := opURL.Query()
+		q.Set("timeout", strconv.Itoa(n))
+		waitPath := opURL.EscapedPath() + "/wait?" + q.Encode()
 		resp, err := c.do(ctx, http.MethodGet, waitPath, nil, nil)
 		if err != nil {
 			// Servers differ in how a wait that timed out answers: the
@@ -339,11 +389,17 @@ func (c *Client) wait(ctx context.Context, method, path string, started *respons
 			// exceeded". On any failure of the wait itself, look at the
 			// operation before giving up on it.
 			e, ok := asAPIError(err)
-			if !ok || e.StatusCode == 0 || e.StatusCode == http.StatusNotFound || ctx.Err() != nil {
+			if !ok || e.StatusCode == 0 || ctx.Err() != nil {
 				return err
+			}
+			if e.StatusCode == http.StatusNotFound {
+				return gone(err)
 			}
 			resp, err = c.do(ctx, http.MethodGet, opPath, nil, nil)
 			if err != nil {
+				if g := gone(err); g != err {
+					return g
+				}
 				return e
 			}
 		}
@@ -373,5 +429,78 @@ func (c *Client) wait(ctx context.Context, method, path string, started *respons
 		if err := ctx.Err(); err != nil {
 			return &APIError{Method: http.MethodGet, Path: waitPath, Err: err}
 		}
+		if n == 0 {
+			// timeout=0 answers at once: do not spin.
+			select {
+			case <-ctx.Done():
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
 	}
+}
+
+// waitSeconds is the server-side timeout of the next wait request: at most
+// c.waitTimeout, and a second short of ctx's deadline so the server
+// answers (with the operation still running) before the caller gives up.
+// 0 (there is not a whole second left) makes the server answer at once.
+func (c *Client) waitSeconds(ctx context.Context) int {
+	n := c.waitTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		left := int(time.Until(dl)/time.Second) - 1
+		if left < n {
+			n = left
+		}
+	}
+	if n < 0 {
+		return 0
+	}
+	return n
+}
+
+// OperationGoneError is an operation the server no longer knows when we
+// ask for its outcome: it finished (either way) more than a few seconds
+// before, or the server restarted. What it did is unknown until the object
+// it changed is read.
+type OperationGoneError struct {
+	Method, Path string // the request that started the operation
+	Operation    string // the operation's URL
+	Err          *APIError
+}
+
+func (e *OperationGoneError) Error() string {
+	return fmt.Sprintf("incus %s %s: operation %s is gone before its outcome was read (%s)",
+		e.Method, e.Path, e.Operation, e.Err.Message)
+}
+
+// Unwrap gives the 404.
+func (e *OperationGoneError) Unwrap() error { return e.Err }
+
+// MarginFor is how long before ctx's deadline a call stops its I/O, so that
+// its error (typed, saying what was in progress) reaches the caller before
+// the caller's own deadline fires: a tenth of the time left, at most one
+// second. Zero when ctx has no deadline.
+func MarginFor(ctx context.Context) time.Duration {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return 0
+	}
+	m := time.Until(dl) / 10
+	if m > time.Second {
+		m = time.Second
+	}
+	if m < 0 {
+		m = 0
+	}
+	return m
+}
+
+// WithMargin returns a context whose deadline is MarginFor(ctx) before
+// ctx's: the I/O deadline of a call that must return a useful error before
+// its caller's deadline.
+func WithMargin(ctx context.Context) (context.Context, context.CancelFunc) {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithDeadline(ctx, dl.Add(-MarginFor(ctx)))
 }

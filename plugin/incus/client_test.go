@@ -164,6 +164,18 @@ func TestEmptyProjectIsDefault(t *testing.T) {
 	}
 }
 
+// putAndWait sends an asynchronous update (the fake answers a PUT with an
+// operation) and waits for it with the client's wait: what the lifecycle
+// calls do.
+func putAndWait(ctx context.Context, c *Client, project, name string, devices shared.Devices) error {
+	path := instancePath(project, name)
+	resp, err := c.do(ctx, http.MethodPut, path, map[string]any{"devices": devices}, nil)
+	if err != nil {
+		return err
+	}
+	return c.wait(ctx, http.MethodPut, path, resp)
+}
+
 func TestWaitAsksAgainWhileTheOperationRuns(t *testing.T) {
 	fake := incusfake.New(incusfake.Options{})
 	fake.AddInstance("p", "i", TypeContainer, nil)
@@ -174,20 +186,15 @@ func TestWaitAsksAgainWhileTheOperationRuns(t *testing.T) {
 	isWait := func(p string) bool { return strings.HasSuffix(p, "/wait") }
 
 	src := sources(t, 1)
-	type result struct {
-		res ApplyResult
-		err error
-	}
-	done := make(chan result, 1)
+	done := make(chan error, 1)
 	go func() {
-		res, err := c.ApplyDevices(context.Background(), "p", "i", shared.Devices{"d": disk(src[0], "/d", true)}, false)
-		done <- result{res, err}
+		done <- putAndWait(context.Background(), c, "p", "i", shared.Devices{"d": disk(src[0], "/d", true)})
 	}()
 	deadline := time.Now().Add(time.Minute)
 	for fake.Count(http.MethodGet, isWait) < 3 {
 		select {
-		case r := <-done:
-			t.Fatalf("ApplyDevices returned while the operation was held: %+v %v", r.res, r.err)
+		case err := <-done:
+			t.Fatalf("the wait returned while the operation was held: %v", err)
 		default:
 		}
 		if time.Now().After(deadline) {
@@ -199,9 +206,8 @@ func TestWaitAsksAgainWhileTheOperationRuns(t *testing.T) {
 		t.Errorf("devices applied before the operation ran: %v", got)
 	}
 	release()
-	r := <-done
-	if r.err != nil || !r.res.Changed {
-		t.Fatalf("ApplyDevices = %+v, %v", r.res, r.err)
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 	if got := fake.Devices("p", "i"); got["d"]["source"] != src[0] {
 		t.Errorf("devices after the operation: %v", got)
@@ -244,9 +250,8 @@ func TestWaitTimeoutAsAnErrorIsAskedAgain(t *testing.T) {
 			})
 			defer c.Close()
 			src := sources(t, 1)
-			res, err := c.ApplyDevices(context.Background(), "p", "i", shared.Devices{"d": disk(src[0], "/d", true)}, false)
-			if err != nil || !res.Changed {
-				t.Fatalf("ApplyDevices = %+v, %v", res, err)
+			if err := putAndWait(context.Background(), c, "p", "i", shared.Devices{"d": disk(src[0], "/d", true)}); err != nil {
+				t.Fatal(err)
 			}
 			if n := timeouts.Load(); n != 3 {
 				t.Errorf("%d waits, want 3 (two timed out)", n)
@@ -280,8 +285,8 @@ func TestConflictThatOutlivesTheRetriesIsErrConflict(t *testing.T) {
 	if res.Attempts != DefaultMaxAttempts {
 		t.Errorf("Attempts = %d, want %d", res.Attempts, DefaultMaxAttempts)
 	}
-	if puts := fake.Count(http.MethodPut, nil); puts != DefaultMaxAttempts {
-		t.Errorf("%d PUTs, want %d", puts, DefaultMaxAttempts)
+	if n := fake.Count(http.MethodPatch, nil); n != DefaultMaxAttempts {
+		t.Errorf("%d PATCHes, want %d", n, DefaultMaxAttempts)
 	}
 	if _, ok := fake.Devices("p", "i")["d"]; ok {
 		t.Error("the planned device was applied")

@@ -146,8 +146,11 @@ func forEachTarget(t *testing.T, test func(t *testing.T, tg target)) {
 
 // recorder wraps a dialer and records the request line of every request
 // written on its connections. beforePut, if set, runs once, just before the
-// first PUT leaves: the place where another client's change makes our
-// ETag stale.
+// first update (PUT or PATCH) is sent: the place where another client's
+// change makes our ETag stale. It runs before the update's connection is
+// dialled (see client), never on a connection open and silent: LXD 5.0.2
+// accepts nothing while one is (a hook run inside Write, after the dial,
+// deadlocked the daemon).
 type recorder struct {
 	mu        sync.Mutex
 	requests  []string
@@ -194,6 +197,30 @@ func (r *recorder) shapes() []string {
 	return out
 }
 
+// client returns a client whose connections are recorded and whose
+// beforePut hook runs before the first update is dialled.
+func (r *recorder) client(dial func(ctx context.Context) (net.Conn, error)) *Client {
+	c := New(r.dial(dial))
+	inner := c.http.Transport
+	c.http.Transport = roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		if req.Method == http.MethodPut || req.Method == http.MethodPatch {
+			r.mu.Lock()
+			hook := r.beforePut
+			r.beforePut = nil
+			r.mu.Unlock()
+			if hook != nil {
+				hook()
+			}
+		}
+		return inner.RoundTrip(req)
+	})
+	return c
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
 type recordingConn struct {
 	net.Conn
 	r *recorder
@@ -207,16 +234,7 @@ func (c *recordingConn) Write(p []byte) (int, error) {
 	if f := strings.Fields(string(line)); len(f) == 3 && strings.HasPrefix(f[2], "HTTP/1.") {
 		c.r.mu.Lock()
 		c.r.requests = append(c.r.requests, f[0]+" "+f[1])
-		hook := c.r.beforePut
-		if f[0] == http.MethodPut {
-			c.r.beforePut = nil
-		} else {
-			hook = nil
-		}
 		c.r.mu.Unlock()
-		if hook != nil {
-			hook()
-		}
 	}
 	return c.Conn.Write(p)
 }
@@ -369,7 +387,7 @@ func TestContractApplyDevicesInOneGuardedUpdate(t *testing.T) {
 			"replace-me": disk(src[1], "/replace", true),
 		}
 		rec := &recorder{}
-		c := New(rec.dial(tg.dial))
+		c := rec.client(tg.dial)
 		defer c.Close()
 
 		res, err := c.ApplyDevices(ctxT(t), contractProject, name, planned, false)
@@ -387,14 +405,14 @@ func TestContractApplyDevicesInOneGuardedUpdate(t *testing.T) {
 		if diff := cmp.Diff(want, after.Devices); diff != "" {
 			t.Errorf("server's devices (-want +got):\n%s", diff)
 		}
-		// The PUT sent the whole writable object back: nothing else moved.
+		// The PATCH named only the devices: nothing else moved.
 		if diff := cmp.Diff(before.Config, after.Config); diff != "" {
 			t.Errorf("config changed (-before +after):\n%s", diff)
 		}
 		if diff := cmp.Diff(before.Profiles, after.Profiles); diff != "" {
 			t.Errorf("profiles changed (-before +after):\n%s", diff)
 		}
-		wantReqs := []string{"GET /1.0/instances/{name}", "PUT /1.0/instances/{name}", "GET /1.0/operations/{id}/wait"}
+		wantReqs := []string{"GET /1.0/instances/{name}", "GET /1.0", "PATCH /1.0/instances/{name}"}
 		if diff := cmp.Diff(wantReqs, rec.shapes()); diff != "" {
 			t.Errorf("requests (-want +got):\n%s", diff)
 		}
@@ -419,7 +437,7 @@ func TestContractConcurrentChangeIsRetriedAndBothSurvive(t *testing.T) {
 		rec.beforePut = func() {
 			_, hookErr = other.ApplyDevices(ctxT(t), contractProject, name, theirs, false)
 		}
-		c := New(rec.dial(tg.dial))
+		c := rec.client(tg.dial)
 		defer c.Close()
 
 		res, err := c.ApplyDevices(ctxT(t), contractProject, name, ours, false)
@@ -437,8 +455,8 @@ func TestContractConcurrentChangeIsRetriedAndBothSurvive(t *testing.T) {
 			t.Errorf("server's devices (-want +got):\n%s", diff)
 		}
 		wantReqs := []string{
-			"GET /1.0/instances/{name}", "PUT /1.0/instances/{name}", // 412
-			"GET /1.0/instances/{name}", "PUT /1.0/instances/{name}", "GET /1.0/operations/{id}/wait",
+			"GET /1.0/instances/{name}", "GET /1.0", "PATCH /1.0/instances/{name}", // 412
+			"GET /1.0/instances/{name}", "PATCH /1.0/instances/{name}",
 		}
 		if diff := cmp.Diff(wantReqs, rec.shapes()); diff != "" {
 			t.Errorf("requests (-want +got):\n%s", diff)
@@ -522,8 +540,8 @@ func TestContractRefusedUpdateChangesNothing(t *testing.T) {
 					t.Errorf("error kind %v, want ErrInvalidInput: %v", shared.KindOf(err), err)
 				}
 				var apiErr *APIError
-				if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusBadRequest || apiErr.Method != http.MethodPut {
-					t.Errorf("want an *APIError for a PUT with status 400, got %#v", apiErr)
+				if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusBadRequest || apiErr.Method != http.MethodPatch {
+					t.Errorf("want an *APIError for a PATCH with status 400, got %#v", apiErr)
 				}
 				msg := err.Error()
 				wants := []string{tt.want, `"` + name + `"`, `"` + contractProject + `"`}
@@ -550,7 +568,7 @@ func TestContractSamePlanTwiceSendsNoSecondUpdate(t *testing.T) {
 		name := tg.newInstance(t, nil)
 		plan := shared.Devices{"a": disk(src[0], "/a", true), "b": disk(src[1], "/b", false)}
 		rec := &recorder{}
-		c := New(rec.dial(tg.dial))
+		c := rec.client(tg.dial)
 		defer c.Close()
 		first, err := c.ApplyDevices(ctxT(t), contractProject, name, plan, false)
 		if err != nil {
@@ -586,7 +604,7 @@ func TestContractDryRunSendsNoUpdate(t *testing.T) {
 		before := readRaw(t, tg.dial, contractProject, name)
 		plan := shared.Devices{"new": disk(src[1], "/new", true)}
 		rec := &recorder{}
-		c := New(rec.dial(tg.dial))
+		c := rec.client(tg.dial)
 		defer c.Close()
 
 		res, err := c.ApplyDevices(ctxT(t), contractProject, name, plan, true)

@@ -121,3 +121,22 @@ func asAPIError(err error) (*APIError, bool) {
 	ok := errors.As(err, &e)
 	return e, ok
 }
+
+// UncertainError is an update whose outcome cannot be known: it was sent,
+// then the deadline came or the connection broke before the answer, and
+// the instance could not be read to settle it. Incus may apply it later.
+// Applying the same plan again is safe: it sets the same devices, or
+// changes nothing if they are already set.
+type UncertainError struct {
+	Project, Instance string
+	Err               error // what stopped us
+}
+
+func (e *UncertainError) Error() string {
+	return fmt.Sprintf("incus: the update of the devices of instance %s in project %s may have been applied: "+
+		"it was sent but its outcome is unknown (%v); running the same plan again is safe",
+		shared.Show(e.Instance), shared.Show(e.Project), e.Err)
+}
+
+// Unwrap gives ErrUnavailable (try again) and the cause.
+func (e *UncertainError) Unwrap() []error { return []error{shared.ErrUnavailable, e.Err} }

@@ -4,10 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"maps"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
+	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/pikaci/vmexec/shared"
 )
@@ -28,20 +31,15 @@ type Instance struct {
 	Type    string // TypeVirtualMachine or TypeContainer
 	Status  string // "Running", "Stopped", ...
 	// Devices are the instance's local devices (not those its profiles
-	// add): the map a PUT replaces.
+	// add).
 	Devices shared.Devices
-	// ETag guards an update: a PUT with If-Match: ETag fails with 412 if
-	// anyone changed the instance since.
+	// Description is the instance's description as read.
+	Description string
+	// ETag guards an update: a PATCH with If-Match: ETag fails with 412 if
+	// anyone changed the instance's architecture, config, devices,
+	// ephemeral flag or profiles since. It does not cover the description.
 	ETag string
-
-	// writable holds the writable fields as the server sent them: a PUT
-	// replaces the whole writable object and clears what it omits, so an
-	// update sends every one of them back, changing only the devices.
-	writable map[string]json.RawMessage
 }
-
-// writableFields are the fields of Incus's InstancePut (doc/rest-api.yaml).
-var writableFields = []string{"architecture", "config", "devices", "ephemeral", "profiles", "stateful", "description"}
 
 // instancePath is the URL path and query of an instance.
 func instancePath(project, name string) string {
@@ -67,34 +65,26 @@ func (c *Client) Instance(ctx context.Context, project, name string) (Instance, 
 		return Instance{}, wrapKind(err, "instance", name, "incus: read instance %s in project %s: %w",
 			shared.Show(name), shared.Show(project), err)
 	}
-	var raw map[string]json.RawMessage
 	var meta struct {
-		Type    string         `json:"type"`
-		Status  string         `json:"status"`
-		Devices shared.Devices `json:"devices"`
-	}
-	if err := json.Unmarshal(resp.Envelope.Metadata, &raw); err != nil {
-		return Instance{}, decodeFailure(path, name, project, err)
+		Type        string         `json:"type"`
+		Status      string         `json:"status"`
+		Devices     shared.Devices `json:"devices"`
+		Description string         `json:"description"`
 	}
 	if err := json.Unmarshal(resp.Envelope.Metadata, &meta); err != nil {
 		return Instance{}, decodeFailure(path, name, project, err)
 	}
 	inst := Instance{
-		Name:     name,
-		Project:  project,
-		Type:     meta.Type,
-		Status:   meta.Status,
-		Devices:  meta.Devices,
-		ETag:     resp.ETag,
-		writable: make(map[string]json.RawMessage, len(writableFields)),
+		Name:        name,
+		Project:     project,
+		Type:        meta.Type,
+		Status:      meta.Status,
+		Devices:     meta.Devices,
+		Description: meta.Description,
+		ETag:        resp.ETag,
 	}
 	if inst.Devices == nil {
 		inst.Devices = shared.Devices{}
-	}
-	for _, f := range writableFields {
-		if v, ok := raw[f]; ok {
-			inst.writable[f] = v
-		}
 	}
 	return inst, nil
 }
@@ -111,7 +101,7 @@ type ApplyResult struct {
 	Devices shared.Devices
 	// Changed says whether the instance was (or would be) updated.
 	Changed bool
-	// Attempts counts the GET (and PUT) rounds: 1 unless the instance
+	// Attempts counts the GET (and PATCH) rounds: 1 unless the instance
 	// changed under us between a read and its update.
 	Attempts int
 }
@@ -137,35 +127,52 @@ func MergeDevices(current, planned shared.Devices) (shared.Devices, bool) {
 // ApplyDevices sets the planned devices on the instance in one update
 // guarded by its ETag: it reads the instance, merges (a planned device
 // replaces the device of the same name; all others are kept) and, if that
-// changes anything, sends the whole writable object back with If-Match and
-// waits for the operation. If the instance changed in between (412), it
-// reads and tries again, up to DefaultMaxAttempts rounds, then fails with
-// ErrConflict. If nothing would change it sends no update; a dry run never
-// does.
+// changes anything, sends PATCH {"devices": <merged map>} with If-Match.
+// Nothing but devices is written (on LXD, whose PATCH clears a description
+// it is not sent, the description as read goes too; see patchDevices). If
+// the instance changed in between (412), it reads and tries again, up to
+// DefaultMaxAttempts rounds, then fails with ErrConflict. If nothing would
+// change it sends no update; a dry run never does.
 //
 // Either every planned device is applied or none is: Incus validates the
-// whole update before it applies any of it.
+// whole update before it applies any of it. When the answer to the update
+// is lost (the deadline came, the connection broke, the operation was
+// forgotten) it reads the instance: the planned devices in place is
+// success; otherwise the error is an *UncertainError ("may have been
+// applied"; running the same plan again is safe) or, when the server
+// certainly finished without them, ErrConflict.
+//
+// It returns before ctx's deadline: its I/O stops MarginFor(ctx) earlier.
 func (c *Client) ApplyDevices(ctx context.Context, project, name string, planned shared.Devices, dryRun bool) (ApplyResult, error) {
 	project = normProject(project)
 	if err := checkPlanned(project, name, planned); err != nil {
 		return ApplyResult{}, err
 	}
-	inst, err := c.Instance(ctx, project, name)
+	ioCtx, cancel := WithMargin(ctx)
+	defer cancel()
+	inst, err := c.Instance(ioCtx, project, name)
 	if err != nil {
 		return ApplyResult{Attempts: 1}, err
 	}
-	return c.ApplyDevicesTo(ctx, inst, planned, dryRun)
+	return c.apply(ioCtx, inst, planned, dryRun)
 }
 
 // ApplyDevicesTo is ApplyDevices for an instance the caller has just read
 // (to learn its type before planning): the first round reuses that read, so
-// a whole apply costs one GET, one PUT and one wait. On 412 it reads again,
-// as ApplyDevices does.
+// a whole apply costs one GET and one PATCH. On 412 it reads again, as
+// ApplyDevices does.
 func (c *Client) ApplyDevicesTo(ctx context.Context, inst Instance, planned shared.Devices, dryRun bool) (ApplyResult, error) {
-	project, name := inst.Project, inst.Name
-	if err := checkPlanned(project, name, planned); err != nil {
+	if err := checkPlanned(inst.Project, inst.Name, planned); err != nil {
 		return ApplyResult{}, err
 	}
+	ioCtx, cancel := WithMargin(ctx)
+	defer cancel()
+	return c.apply(ioCtx, inst, planned, dryRun)
+}
+
+func (c *Client) apply(ctx context.Context, inst Instance, planned shared.Devices, dryRun bool) (ApplyResult, error) {
+	project, name := inst.Project, inst.Name
+	var keepDescription bool
 	for attempt := 1; ; attempt++ {
 		if attempt > 1 {
 			var err error
@@ -178,13 +185,32 @@ func (c *Client) ApplyDevicesTo(ctx context.Context, inst Instance, planned shar
 		if !changed || dryRun {
 			return res, nil
 		}
-		err := c.putDevices(ctx, inst, merged)
+		if attempt == 1 {
+			s, err := c.cachedServer(ctx)
+			if err != nil {
+				return ApplyResult{Attempts: attempt}, err
+			}
+			keepDescription = patchClearsDescription(s)
+		}
+		sent, err := c.patchDevices(ctx, inst, merged, keepDescription)
 		if err == nil {
 			return res, nil
 		}
 		apiErr, _ := asAPIError(err)
-		if apiErr != nil && apiErr.StatusCode == http.StatusPreconditionFailed {
+		var gone *OperationGoneError
+		switch {
+		case errors.As(err, &gone) || (sent && (apiErr == nil || apiErr.StatusCode == 0)):
+			// The update left; its answer did not come back.
+			return c.settle(ctx, inst, planned, res, err, gone != nil)
+		case apiErr != nil && (apiErr.StatusCode == http.StatusPreconditionFailed || apiErr.StatusCode == http.StatusConflict):
 			if attempt < c.maxAttempts {
+				if apiErr.StatusCode == http.StatusConflict {
+					// Busy: give the other update a moment.
+					select {
+					case <-ctx.Done():
+					case <-time.After(time.Duration(attempt) * 50 * time.Millisecond):
+					}
+				}
 				continue
 			}
 			return ApplyResult{Attempts: attempt}, shared.Errorf(shared.ErrConflict, "instance", name,
@@ -194,6 +220,40 @@ func (c *Client) ApplyDevicesTo(ctx context.Context, inst Instance, planned shar
 		return ApplyResult{Attempts: attempt}, wrapKind(err, "instance", name,
 			"incus: update the devices of instance %s in project %s: %w", shared.Show(name), shared.Show(project), err)
 	}
+}
+
+// settle learns the outcome of an update whose answer was lost by reading
+// the instance, if ctx leaves time for it. finished says the server is
+// known to be done with the update (its operation is gone), so planned
+// devices not in place mean it did not apply them.
+func (c *Client) settle(ctx context.Context, sentTo Instance, planned shared.Devices, res ApplyResult, cause error, finished bool) (ApplyResult, error) {
+	project, name := sentTo.Project, sentTo.Name
+	if ctx.Err() == nil {
+		now, err := c.Instance(ctx, project, name)
+		if err == nil {
+			if hasDevices(now.Devices, planned) {
+				res.Devices = now.Devices
+				return res, nil
+			}
+			if finished {
+				return ApplyResult{Attempts: res.Attempts}, shared.Errorf(shared.ErrConflict, "instance", name,
+					"incus: the update of the devices of instance %s in project %s ended unseen and the planned devices are not in place (changed by someone else, or refused); running the same plan again is safe: %w",
+					shared.Show(name), shared.Show(project), cause)
+			}
+		}
+	}
+	return ApplyResult{Attempts: res.Attempts}, &UncertainError{Project: project, Instance: name, Err: cause}
+}
+
+// hasDevices reports whether every planned device is set in current exactly
+// as planned.
+func hasDevices(current, planned shared.Devices) bool {
+	for dev, cfg := range planned {
+		if got, ok := current[dev]; !ok || !maps.Equal(got, cfg) {
+			return false
+		}
+	}
+	return true
 }
 
 // checkPlanned refuses a planned device without a name or a type before
@@ -209,29 +269,59 @@ func checkPlanned(project, name string, planned shared.Devices) error {
 	return nil
 }
 
-// putDevices sends inst's writable object with devices replaced, guarded
-// by inst's ETag, and waits for the operation.
-func (c *Client) putDevices(ctx context.Context, inst Instance, devices shared.Devices) error {
-	body := make(map[string]json.RawMessage, len(inst.writable)+1)
-	maps.Copy(body, inst.writable)
-	data, err := json.Marshal(devices)
-	if err != nil {
-		return fmt.Errorf("encode devices: %w", err)
+// patchClearsDescription says whether the server's PATCH of an instance
+// sets the description to "" when the body has none: LXD's does (measured
+// on 5.0.2; its handler has no "description was not passed" case), Incus's
+// keeps it (cmd/incusd/instance_patch.go).
+func patchClearsDescription(s Server) bool {
+	return s.Environment.Server == "lxd"
+}
+
+// patchDevices sends PATCH {"devices": devices} guarded by inst's ETag,
+// and waits for the operation if the server answers with one (LXD and
+// Incus answer a PATCH synchronously). A PATCH merges per device: a device
+// it names is replaced whole, one it does not name is kept; config,
+// profiles and the other fields it does not name are left as they are.
+// With keepDescription the description as read goes too (for LXD, see
+// patchClearsDescription): the one field whose concurrent change, in the
+// window between our read and our write, we cannot avoid reverting there,
+// since the ETag does not cover it.
+//
+// sent reports whether the request may have reached the server: once a
+// connection is open, bytes of it may be in the server's socket buffer, to
+// be read and applied even after we give up.
+func (c *Client) patchDevices(ctx context.Context, inst Instance, devices shared.Devices, keepDescription bool) (sent bool, err error) {
+	body := map[string]any{"devices": devices}
+	if keepDescription {
+		body["description"] = inst.Description
 	}
-	body["devices"] = data
 	header := http.Header{}
 	if inst.ETag != "" {
 		header.Set("If-Match", inst.ETag)
 	}
+	var gotConn atomic.Bool
+	trace := &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { gotConn.Store(true) }}
 	path := instancePath(inst.Project, inst.Name)
-	resp, err := c.do(ctx, http.MethodPut, path, body, header)
+	resp, err := c.do(httptrace.WithClientTrace(ctx, trace), http.MethodPatch, path, body, header)
 	if err != nil {
-		return err
+		if e, ok := asAPIError(err); ok && e.StatusCode == http.StatusInternalServerError {
+			if strings.Contains(e.Message, "operation") {
+				// Another update of the instance holds its operation
+				// lock ("Instance is busy running a \"update\"
+				// operation", or "A matching non-reusable operation has
+				// now succeeded" when ours, resent, lost to the first):
+				// read again and retry, as for 412.
+				e.StatusCode = http.StatusConflict
+			} else {
+				// The synchronous PATCH reports a refused update (a
+				// missing source, an invalid device) as a 500, where
+				// the operation of a PUT reported a failure: Incus
+				// validates before it applies and reverts what it
+				// started, so nothing changed.
+				e.StatusCode = http.StatusBadRequest
+			}
+		}
+		return gotConn.Load(), err
 	}
-	err = c.wait(ctx, http.MethodPut, path, resp)
-	if err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
-		return &APIError{Method: http.MethodPut, Path: path,
-			Err: fmt.Errorf("stopped waiting for the update, which Incus accepted and may still apply: %w", err)}
-	}
-	return err
+	return true, c.wait(ctx, http.MethodPatch, path, resp)
 }
