@@ -35,7 +35,7 @@ import (
 	"github.com/pikaci/vmexec/testharness/cases"
 )
 
-//go:embed testdata/cases/*.txtar
+//go:embed testdata/cases/public/*.txtar testdata/cases/ours/*.txtar
 var builtin embed.FS
 
 // Config says which plugin to check against which cases.

@@ -480,6 +480,11 @@ func readCases(tb testing.TB, dir string) map[string][]byte {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	below, err := filepath.Glob(filepath.Join(dir, "*", "*.txtar"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	paths = append(paths, below...)
 	if len(paths) == 0 {
 		tb.Fatalf("no cases in %s", dir)
 	}

@@ -106,7 +106,7 @@ func LoadDir(dir string) ([]*Case, error) {
 		return nil, fmt.Errorf("cases in %s: %w", dir, err)
 	}
 	for _, c := range cs {
-		c.File = filepath.Join(dir, c.Name+defaultCaseSuffix)
+		c.File = filepath.Join(dir, filepath.FromSlash(c.File))
 	}
 	return cs, nil
 }
@@ -289,25 +289,39 @@ func (c *Case) Update(o Outcome) error {
 // LoadFS reads every *.txtar in dir of fsys, sorted by name. Cases read
 // this way have no File and cannot be updated.
 func LoadFS(fsys fs.FS, dir string) ([]*Case, error) {
-	files, err := fs.Glob(fsys, path.Join(dir, "*"+defaultCaseSuffix))
-	if err != nil {
-		return nil, fmt.Errorf("list cases in %s: %w", dir, err)
+	// Cases sit in dir itself or one folder below it (the project keeps
+	// the contract's public cases and its own apart).
+	var files []string
+	for _, pattern := range []string{path.Join(dir, "*"+defaultCaseSuffix), path.Join(dir, "*", "*"+defaultCaseSuffix)} {
+		m, err := fs.Glob(fsys, pattern)
+		if err != nil {
+			return nil, fmt.Errorf("list cases in %s: %w", dir, err)
+		}
+		files = append(files, m...)
 	}
 	if len(files) == 0 {
-		return nil, fmt.Errorf("no *.txtar cases in %s", dir)
+		return nil, fmt.Errorf("no *.txtar cases in %s or its folders", dir)
 	}
 	sort.Strings(files)
 	out := make([]*Case, 0, len(files))
+	seen := map[string]string{}
 	for _, f := range files {
 		data, err := fs.ReadFile(fsys, f)
 		if err != nil {
 			return nil, fmt.Errorf("read case: %w", err)
 		}
-		c, err := Parse(strings.TrimSuffix(path.Base(f), defaultCaseSuffix), data)
+		name := strings.TrimSuffix(path.Base(f), defaultCaseSuffix)
+		if other, dup := seen[name]; dup {
+			return nil, fmt.Errorf("case %s: %s has the same name; case names must be unique", f, other)
+		}
+		seen[name] = f
+		c, err := Parse(name, data)
 		if err != nil {
 			return nil, fmt.Errorf("case %s: %w", f, err)
 		}
+		c.File = f
 		out = append(out, c)
 	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
 }

@@ -78,7 +78,7 @@ func TestParseRefuses(t *testing.T) {
 // TestUpdateKeepsInputs: --update rewrites want/ files only, and updating a
 // case with its own wants is a fixed point.
 func TestUpdateKeepsInputs(t *testing.T) {
-	src := filepath.Join(casesDir, "read-write-mount.txtar")
+	src := filepath.Join(casesDir, "public", "read-write-mount.txtar")
 	data, err := os.ReadFile(src)
 	if err != nil {
 		t.Fatal(err)
