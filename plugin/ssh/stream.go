@@ -15,21 +15,28 @@ import (
 )
 
 // StreamKillWait bounds how long RunStream waits, after ctx ended or stdin
-// failed, for the remote command to end once it was sent SIGKILL, before it
-// closes the session regardless.
+// failed, for the remote command to end, before it closes the session
+// regardless.
 const StreamKillWait = 5 * time.Second
 
 // RunStream runs command on host as Run does (one exec session over the
 // pooled connection; bash -c locally for localhost) with stdin as its
 // standard input, copied until stdin returns io.EOF, after which the
-// command sees end of file.
+// command's input is closed.
 //
-// When reading stdin fails, or ctx ends, the command must not take what it
-// got for the whole input: RunStream sends it SIGKILL without closing its
-// input first, waits up to StreamKillWait for it to end, and returns the
-// error. Give it a command whose own process is the one that reads (`exec
-// tar ...`), so that the signal reaches the reader and nothing is written
-// after RunStream returns.
+// When reading stdin fails, or ctx ends, RunStream stops copying and sends
+// the command SIGKILL (over SSH a best effort: sshd honours it only with
+// privilege separation, OpenSSH 7.9+), closes the command's input, waits up
+// to StreamKillWait for the command to end, and returns the error. The
+// command may therefore see end of file on a cut input: it must not take
+// end of file for a complete input (commit what it read in a separate
+// step). Make the command's own process the reader (`exec tar ...`), so a
+// delivered signal reaches it. When RunStream returns, the remote command
+// has ended, unless it ignored both the signal and its closed input for
+// StreamKillWait.
+//
+// RunStream may return while a Read of stdin is still blocked; the caller
+// makes it return (closes its pipe).
 func (p *Pool) RunStream(ctx context.Context, host, command string, stdin io.Reader) (Result, error) {
 	if shared.IsLocalHost(host) {
 		return runLocalStream(ctx, host, command, stdin)
@@ -92,26 +99,23 @@ func (c *conn) runStream(ctx context.Context, command string, stdin io.Reader) (
 		return Result{}, false, shared.Errorf(shared.ErrUnavailable, "remote.host", h.Alias, "ssh %s: start command: %w", h.Describe(), err)
 	}
 
-	// Copy stdin; close the input (EOF) only after all of it was read. A
-	// remote that stops reading (it failed) makes the write block until the
-	// session closes, which the deferred Close does.
+	// Copy stdin, then close the command's input. Only this goroutine
+	// writes to the channel or closes it for writing: an abort makes its
+	// next read fail rather than racing a write.
+	abort := make(chan struct{})
 	copied := make(chan error, 1)
 	go func() {
-		_, err := io.Copy(in, readerOnly{stdin})
-		var se *errStdin
-		if err != nil && errors.As(err, &se) {
-			copied <- se
-			return
-		}
-		if err == nil {
-			err = in.Close()
+		_, err := io.Copy(in, readerOnly{r: stdin, abort: abort})
+		if cerr := in.Close(); err == nil {
+			err = cerr
 		}
 		copied <- err
 	}()
 	waited := make(chan error, 1)
 	go func() { waited <- sess.Wait() }()
 
-	kill := func(why error) (Result, bool, error) {
+	stop := func(why error) (Result, bool, error) {
+		close(abort)
 		_ = sess.Signal(gossh.SIGKILL)
 		t := time.NewTimer(StreamKillWait)
 		defer t.Stop()
@@ -125,14 +129,14 @@ func (c *conn) runStream(ctx context.Context, command string, stdin io.Reader) (
 		select {
 		case err = <-waited:
 		case cerr := <-copied:
+			copied = nil
 			var se *errStdin
 			if errors.As(cerr, &se) {
-				return kill(fmt.Errorf("ssh %s: run %s: %w", h.Describe(), shortCommand(command), se))
+				return stop(fmt.Errorf("ssh %s: run %s: %w", h.Describe(), shortCommand(command), se))
 			}
-			copied = nil // the remote may have stopped reading; its exit says why
-			continue
+			continue // written, or the remote stopped reading: its exit says why
 		case <-ctx.Done():
-			return kill(fmt.Errorf("ssh %s: run %s: %w", h.Describe(), shortCommand(command), ctx.Err()))
+			return stop(fmt.Errorf("ssh %s: run %s: %w", h.Describe(), shortCommand(command), ctx.Err()))
 		}
 		break
 	}
@@ -149,6 +153,7 @@ func (c *conn) runStream(ctx context.Context, command string, stdin io.Reader) (
 					return Result{}, false, fmt.Errorf("ssh %s: run %s: %w", h.Describe(), shortCommand(command), se)
 				}
 			case <-ctx.Done():
+				close(abort)
 				return Result{}, false, fmt.Errorf("ssh %s: run %s: %w", h.Describe(), shortCommand(command), ctx.Err())
 			}
 		}
@@ -166,11 +171,23 @@ func (c *conn) runStream(ctx context.Context, command string, stdin io.Reader) (
 		"ssh %s: connection lost while running %s: %w", h.Describe(), shortCommand(command), err)
 }
 
+// errAborted ends the copy of stdin when RunStream stops.
+var errAborted = errors.New("input aborted")
+
 // readerOnly hides a reader's WriteTo, so io.Copy reads it in chunks and a
-// read error can be told from a write error.
-type readerOnly struct{ r io.Reader }
+// read error can be told from a write error; a closed abort fails the next
+// read.
+type readerOnly struct {
+	r     io.Reader
+	abort chan struct{}
+}
 
 func (r readerOnly) Read(p []byte) (int, error) {
+	select {
+	case <-r.abort:
+		return 0, &errStdin{errAborted}
+	default:
+	}
 	n, err := r.r.Read(p)
 	if err != nil && err != io.EOF {
 		err = &errStdin{err}
@@ -197,7 +214,7 @@ func runLocalStream(ctx context.Context, host, command string, stdin io.Reader) 
 		return Result{}, shared.Errorf(shared.ErrUnavailable, "remote.host", host, "%s: run bash: %w", host, err)
 	}
 	go func() {
-		_, err := io.Copy(in, readerOnly{stdin})
+		_, err := io.Copy(in, readerOnly{r: stdin})
 		var se *errStdin
 		if errors.As(err, &se) {
 			cancel(se) // kill before the input is closed
