@@ -46,7 +46,7 @@ type Entry struct {
 }
 
 // Source reads guest paths. A missing path is an error wrapping
-// shared.ErrNotFound or fs.ErrNotExist. Canceling ctx must end a blocked
+// fs.ErrNotExist (and only that: a missing instance is another error). Canceling ctx must end a blocked
 // GetFile and a blocked read of the Body it returned.
 type Source interface {
 	GetFile(ctx context.Context, path string) (Entry, error)
@@ -140,7 +140,7 @@ func (c *collector) warnf(format string, args ...any) {
 }
 
 func isNotFound(err error) bool {
-	return err != nil && (errors.Is(err, shared.ErrNotFound) || errors.Is(err, fs.ErrNotExist))
+	return err != nil && errors.Is(err, fs.ErrNotExist)
 }
 
 func closeBody(e Entry) {

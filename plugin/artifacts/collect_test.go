@@ -15,7 +15,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/pikaci/vmexec/plugin/artifacts"
-	"github.com/pikaci/vmexec/shared"
 )
 
 // fakeGuest is a guest filesystem as the Incus file API shows it: links
@@ -34,7 +33,7 @@ type fakeEntry struct {
 func (g fakeGuest) GetFile(ctx context.Context, p string) (artifacts.Entry, error) {
 	e, ok := g[p]
 	if !ok {
-		return artifacts.Entry{}, shared.Errorf(shared.ErrNotFound, "path", p, "%s: Not Found", p)
+		return artifacts.Entry{}, &fs.PathError{Op: "get", Path: p, Err: fs.ErrNotExist}
 	}
 	switch e.typ {
 	case artifacts.TypeDirectory:
@@ -258,4 +257,18 @@ func (h hostileListing) GetFile(ctx context.Context, p string) (artifacts.Entry,
 		e.Entries = append(e.Entries, "..", "../escaped", ".")
 	}
 	return e, err
+}
+
+// A missing instance is an error, not an empty result.
+func TestCollectOtherErrors(t *testing.T) {
+	_, err := artifacts.Collect(t.Context(), failing{}, art, filepath.Join(t.TempDir(), "a"), 1<<20, artifacts.Options{})
+	if err == nil || !strings.Contains(err.Error(), "Instance not found") {
+		t.Errorf("error %v, want the source's error", err)
+	}
+}
+
+type failing struct{}
+
+func (failing) GetFile(context.Context, string) (artifacts.Entry, error) {
+	return artifacts.Entry{}, errors.New("404 Instance not found")
 }
