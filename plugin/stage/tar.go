@@ -5,6 +5,7 @@ package stage
 
 import (
 	"archive/tar"
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -24,6 +25,9 @@ import (
 // neither a directory, a regular file nor a symlink (a FIFO, a socket, a
 // device).
 var ErrUnsupportedType = errors.New("unsupported file type in snapshot")
+
+// writeBuffer is the size of WriteTar's writes (but the last).
+const writeBuffer = 128 << 10
 
 // counter counts what passes through to w.
 type counter struct {
@@ -61,13 +65,19 @@ func WriteTar(ctx context.Context, w io.Writer, localDir string) (int64, error) 
 		return 0, shared.Errorf(shared.ErrInvalidInput, "host.snapshot_dir", localDir,
 			"snapshot %s is not a directory (%s); a symlink is not followed", localDir, describeType(fi.Mode()))
 	}
+	// Headers and small files go out in large writes: over SSH each write
+	// is a packet, and the remote tar reads what each packet carries.
 	c := &counter{w: w}
-	tw := tar.NewWriter(c)
+	bw := bufio.NewWriterSize(c, writeBuffer)
+	tw := tar.NewWriter(bw)
 	buf := make([]byte, 256<<10)
 	if err := writeDir(ctx, tw, localDir, "", buf); err != nil {
 		return c.n, err
 	}
 	if err := tw.Close(); err != nil {
+		return c.n, fmt.Errorf("snapshot %s: finish tar stream: %w", localDir, err)
+	}
+	if err := bw.Flush(); err != nil {
 		return c.n, fmt.Errorf("snapshot %s: finish tar stream: %w", localDir, err)
 	}
 	return c.n, nil
