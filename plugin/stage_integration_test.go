@@ -338,3 +338,31 @@ func (c *countdownContext) Err() error {
 	}
 	return nil
 }
+
+// TestStageLocalhost: for localhost the same commands run in a local bash.
+func TestStageLocalhost(t *testing.T) {
+	e := plugin.New(nil)
+	t.Cleanup(func() { e.Close() })
+	local := filepath.Join(t.TempDir(), "snap")
+	writeSnapshot(t, local, "loc", 5)
+	spec := e2eSpec(t, filepath.Join(t.TempDir(), "work dir"), "/nonexistent")
+	spec.Remote.Host = "localhost"
+	spec.Host.StagedPayloads = nil
+	spec.Host.SnapshotContentHash = "loc"
+	spec.Host.SnapshotDir = local
+	job := shared.WholeJob{JobSpec: spec}
+	res, err := e.StageWorkspaceSnapshot(t.Context(), shared.StageRequest{Job: job})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Reused || res.BytesSent == 0 {
+		t.Errorf("result %+v", res)
+	}
+	if diff := cmp.Diff(treeOf(t, local), treeOf(t, res.SnapshotDir)); diff != "" {
+		t.Errorf("staged snapshot differs (-local +staged):\n%s", diff)
+	}
+	again, err := e.StageWorkspaceSnapshot(t.Context(), shared.StageRequest{Job: job})
+	if err != nil || !again.Reused {
+		t.Errorf("second stage: %+v, %v; want reused", again, err)
+	}
+}
