@@ -82,9 +82,13 @@ func (e *Executor) StageWorkspaceSnapshot(ctx context.Context, req shared.StageR
 	if err != nil {
 		return shared.StageResult{}, err
 	}
-	if reused, err := st.decide(host, l.SnapshotDir, hash); err != nil || reused {
-		res.Reused = reused
-		return res, err
+	reused, err := st.decide(host, l.SnapshotDir, hash)
+	if err != nil {
+		return shared.StageResult{}, err
+	}
+	if reused {
+		res.Reused = true
+		return res, nil
 	}
 	if st.kind == remoteOther {
 		return shared.StageResult{}, shared.Errorf(shared.ErrConflict, "snapshot_dir", l.SnapshotDir,
