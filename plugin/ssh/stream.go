@@ -35,8 +35,10 @@ const StreamKillWait = 5 * time.Second
 // has ended, unless it ignored both the signal and its closed input for
 // StreamKillWait.
 //
-// RunStream may return while a Read of stdin is still blocked; the caller
-// makes it return (closes its pipe).
+// When the command succeeds, RunStream waits for the copy of stdin to end,
+// so that a failed read is still reported. After a failure it may return
+// while a Read of stdin is blocked; the caller makes that Read return
+// (closes its pipe).
 func (p *Pool) RunStream(ctx context.Context, host, command string, stdin io.Reader) (Result, error) {
 	if shared.IsLocalHost(host) {
 		return runLocalStream(ctx, host, command, stdin)
