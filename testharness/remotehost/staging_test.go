@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -220,16 +221,32 @@ func TestPluginStagesOnVirtualRemote(t *testing.T) {
 	if err := os.Symlink("build.sh", filepath.Join(local, "link")); err != nil {
 		t.Fatal(err)
 	}
+	if err := syscall.Mkfifo(filepath.Join(local, "zz fifo"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	job := shared.WholeJob{JobSpec: shared.JobSpec{
 		Job:    shared.Job{ID: "job 1", Staged: true},
 		Host:   shared.HostPaths{JobDir: "/tmp/run/jobs/job 1", SnapshotContentHash: "h-1", SnapshotDir: local},
 		Remote: shared.Remote{Host: "vm-host", WorkDir: "/var/tmp/pikaci"},
 	}}
+	dir := "/var/tmp/pikaci/snapshots/h-1/snapshot"
+
+	// A FIFO in the snapshot cuts the stream part way: nothing is
+	// published and the temporary dir is gone.
+	if _, err := e.StageWorkspaceSnapshot(t.Context(), shared.StageRequest{Job: job}); err == nil || !strings.Contains(err.Error(), "zz fifo") {
+		t.Fatalf("stage of a snapshot with a FIFO: %v, want an error naming it", err)
+	}
+	if ents, err := fsys.ReadDir("/var/tmp/pikaci/snapshots/h-1"); err != nil || len(ents) != 0 {
+		t.Errorf("after a failed stage the snapshot's parent holds %v (%v), want nothing", ents, err)
+	}
+	if err := os.Remove(filepath.Join(local, "zz fifo")); err != nil {
+		t.Fatal(err)
+	}
+
 	res, err := e.StageWorkspaceSnapshot(t.Context(), shared.StageRequest{Job: job})
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := "/var/tmp/pikaci/snapshots/h-1/snapshot"
 	if res.Reused || res.BytesSent == 0 || res.SnapshotDir != dir {
 		t.Errorf("result %+v", res)
 	}
