@@ -7,7 +7,8 @@
 //     as an OpenSSH client config, a private key and a known_hosts line.
 //   - "exec" requests are recorded verbatim and run with bash semantics
 //     (mvdan.cc/sh) over a [remotefs.FS]: the programs mkdir, cat, readlink and
-//     realpath exist, the shell's builtins (echo, printf, test, [, true,
+//     realpath exist, and for the snapshot transfer `tar -x -f - -C DIR`,
+//     `mv -T` and `rm [-rf]`, the shell's builtins (echo, printf, test, [, true,
 //     false, cd, exit, set, ...) work, and any other program fails with
 //     status 127 and "<name>: not available on the conformance remote".
 //   - "direct-streamlocal@openssh.com" channels (ssh.Client.Dial("unix", p))

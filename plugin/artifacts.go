@@ -1,0 +1,49 @@
+package plugin
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+
+	"github.com/pikaci/vmexec/plugin/artifacts"
+	"github.com/pikaci/vmexec/shared"
+	"github.com/pikaci/vmexec/shared/layout"
+)
+
+// CollectArtifacts implements shared.JobExecutor (SPEC v2): it copies
+// artifacts.path from the job's instance into <host.job_dir>/artifacts
+// through the Incus file API (see package artifacts for the rules).
+func (e *Executor) CollectArtifacts(ctx context.Context, req shared.CollectRequest) (shared.CollectResult, error) {
+	spec := req.Job.JobSpec
+	l, err := layout.Derive(spec)
+	if err != nil {
+		return shared.CollectResult{}, err
+	}
+	var a shared.Artifacts
+	if req.Job.Artifacts != nil {
+		a = *req.Job.Artifacts
+	}
+	a = a.WithDefaults()
+	if err := layout.CheckAbsClean("artifacts.path", a.Path); err != nil {
+		return shared.CollectResult{}, err
+	}
+	if a.MaxBytes < 0 {
+		return shared.CollectResult{}, shared.Errorf(shared.ErrInvalidInput, "artifacts.max_bytes", fmt.Sprint(a.MaxBytes),
+			"artifacts.max_bytes %d: must not be negative", a.MaxBytes)
+	}
+	pool, err := e.sshPool()
+	if err != nil {
+		return shared.CollectResult{}, err
+	}
+	ep, err := e.endpoint(ctx, pool, spec.Remote)
+	if err != nil {
+		return shared.CollectResult{}, err
+	}
+	dest := filepath.Join(spec.Host.JobDir, "artifacts")
+	src := guestFiles(ep, spec.Remote.Incus.Project, l.Instance)
+	res, err := artifacts.Collect(ctx, src, a.Path, dest, a.MaxBytes, artifacts.Options{})
+	if err != nil {
+		return res, fmt.Errorf("collect artifacts of job %s from %s: %w", shared.Show(spec.Job.ID), l.Instance, err)
+	}
+	return res, nil
+}

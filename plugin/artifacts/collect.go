@@ -1,0 +1,352 @@
+// Package artifacts copies a job's artifacts out of its guest, for
+// CollectArtifacts (SPEC v2): through a file API that reports symlinks
+// without following them, into a host directory written only through an
+// os.Root, so that nothing the guest says can place a file outside it.
+package artifacts
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/pikaci/vmexec/shared"
+)
+
+// FileTimeout bounds reading one guest entry: a FIFO in the guest is
+// reported as a regular file and its read never answers.
+const FileTimeout = 30 * time.Second
+
+// Entry types a Source reports.
+const (
+	TypeFile      = "file"
+	TypeDirectory = "directory"
+	TypeSymlink   = "symlink"
+)
+
+// Entry is one guest path as the file API reports it, without following a
+// final symlink.
+type Entry struct {
+	Type string // TypeFile, TypeDirectory, TypeSymlink (anything else is skipped)
+	Mode fs.FileMode
+	Size int64 // of a file, -1 when unknown
+	// Entries are a directory's names, in any order.
+	Entries []string
+	// Target is a symlink's target, resolved to an absolute guest path by
+	// the server.
+	Target string
+	// Body is a file's content; Collect closes it.
+	Body io.ReadCloser
+}
+
+// Source reads guest paths. A missing path is an error wrapping
+// fs.ErrNotExist (and only that: a missing instance is another error). Canceling ctx must end a blocked
+// GetFile and a blocked read of the Body it returned.
+type Source interface {
+	GetFile(ctx context.Context, path string) (Entry, error)
+}
+
+// Options tune Collect.
+type Options struct {
+	// FileTimeout bounds each entry's read; 0: FileTimeout.
+	FileTimeout time.Duration
+}
+
+// ErrLimit is wrapped by the error of a collection that reached its byte
+// cap.
+var ErrLimit = errors.New("artifacts exceed their byte cap")
+
+// Collect copies the guest directory guestDir, recursively, into destDir on
+// this machine (created when missing), and stops at maxBytes of file
+// content.
+//
+//   - Every write goes through an os.Root opened on destDir: no path it
+//     writes, nor any link it follows, leaves destDir.
+//   - No symlink is followed in the guest (the Source reports links as
+//     links) nor here. A guest link becomes a link in the copy only when its
+//     target lies inside guestDir (guestDir itself allowed); it is written
+//     relative, so it stays inside the copy. Any other link is skipped and
+//     named in the warnings.
+//   - Regular files keep their permission bits without set-uid, set-gid or
+//     sticky; directories are 0755. Other types are skipped and warned.
+//   - A read that does not answer within the file timeout is an error
+//     naming the file (a FIFO looks like a file to the file API).
+//   - When the next file would take the total over maxBytes, Collect
+//     stops, keeps what it copied, and returns an error wrapping ErrLimit
+//     naming the limit and the file.
+//   - A missing guestDir yields an empty result.
+//
+// Entries are visited in name order. The result counts regular files and
+// kept links in Files, their content in Bytes.
+func Collect(ctx context.Context, src Source, guestDir, destDir string, maxBytes int64, opts Options) (shared.CollectResult, error) {
+	res := shared.CollectResult{Dir: destDir}
+	if !path.IsAbs(guestDir) || path.Clean(guestDir) != guestDir {
+		return res, shared.Errorf(shared.ErrInvalidInput, "artifacts.path", guestDir,
+			"artifacts.path %s: must be absolute and clean", shared.Show(guestDir))
+	}
+	if opts.FileTimeout <= 0 {
+		opts.FileTimeout = FileTimeout
+	}
+	c := &collector{src: src, guestDir: guestDir, max: maxBytes, opts: opts, res: &res}
+
+	top, err := c.get(ctx, guestDir)
+	if isNotFound(err) {
+		return res, nil
+	}
+	if err != nil {
+		return res, err
+	}
+	if err := os.MkdirAll(destDir, 0o755); err != nil {
+		closeBody(top)
+		return res, fmt.Errorf("collect artifacts: %w", err)
+	}
+	root, err := os.OpenRoot(destDir)
+	if err != nil {
+		closeBody(top)
+		return res, fmt.Errorf("collect artifacts: %w", err)
+	}
+	defer root.Close()
+	c.root = root
+	switch top.Type {
+	case TypeDirectory:
+		return res, c.dir(ctx, "", top)
+	case TypeSymlink:
+		c.warnf("skipped %s: the artifacts directory is a symlink to %s, not followed", shared.Show(guestDir), shared.Show(top.Target))
+		return res, nil
+	default:
+		closeBody(top)
+		c.warnf("skipped %s: the artifacts path is a %s, not a directory", shared.Show(guestDir), top.Type)
+		return res, nil
+	}
+}
+
+type collector struct {
+	src      Source
+	guestDir string
+	max      int64
+	opts     Options
+	root     *os.Root
+	res      *shared.CollectResult
+}
+
+func (c *collector) warnf(format string, args ...any) {
+	c.res.Warnings = append(c.res.Warnings, fmt.Sprintf(format, args...))
+}
+
+func isNotFound(err error) bool {
+	return err != nil && errors.Is(err, fs.ErrNotExist)
+}
+
+func closeBody(e Entry) {
+	if e.Body != nil {
+		e.Body.Close()
+	}
+}
+
+// get reads one guest path within the per-file timeout. The entry's body,
+// if any, must be read within the same bound: get returns a body that
+// fails once it passes.
+func (c *collector) get(ctx context.Context, guestPath string) (Entry, error) {
+	fctx, cancel := context.WithTimeout(ctx, c.opts.FileTimeout)
+	e, err := c.src.GetFile(fctx, guestPath)
+	if err != nil {
+		cancel()
+		if ctx.Err() == nil && errors.Is(fctx.Err(), context.DeadlineExceeded) {
+			return Entry{}, c.timeout(guestPath, err)
+		}
+		if isNotFound(err) {
+			return Entry{}, err
+		}
+		return Entry{}, fmt.Errorf("collect artifacts: read %s in the guest: %w", shared.Show(guestPath), err)
+	}
+	if e.Body == nil {
+		cancel()
+		return e, nil
+	}
+	// Closing the body is what ends a blocked read, whatever the Source.
+	stop := context.AfterFunc(fctx, func() { e.Body.Close() })
+	e.Body = &boundBody{ReadCloser: e.Body, ctx: ctx, fctx: fctx, done: func() { stop(); cancel() }}
+	return e, nil
+}
+
+func (c *collector) timeout(guestPath string, err error) error {
+	return shared.Errorf(shared.ErrUnavailable, "artifacts.path", guestPath,
+		"collect artifacts: %s did not answer within %s (a FIFO?): %w", shared.Show(guestPath), c.opts.FileTimeout, err)
+}
+
+// boundBody is a body read under the per-file timeout.
+type boundBody struct {
+	io.ReadCloser
+	ctx, fctx context.Context
+	done      func()
+}
+
+func (b *boundBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF && b.fctx.Err() != nil {
+		err = b.fctx.Err()
+	}
+	return n, err
+}
+
+func (b *boundBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.done()
+	return err
+}
+
+// dir copies the guest directory at rel (relative to guestDir; "" is
+// guestDir) whose entry is e.
+func (c *collector) dir(ctx context.Context, rel string, e Entry) error {
+	closeBody(e)
+	names := slices.Clone(e.Entries)
+	slices.Sort(names)
+	names = slices.Compact(names)
+	for _, name := range names {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("collect artifacts: %w", err)
+		}
+		childRel := name
+		if rel != "" {
+			childRel = rel + "/" + name
+		}
+		guestPath := path.Join(c.guestDir, childRel)
+		if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
+			c.warnf("skipped %s in %s: not a file name", shared.Show(name), shared.Show(path.Join(c.guestDir, rel)))
+			continue
+		}
+		child, err := c.get(ctx, guestPath)
+		if isNotFound(err) {
+			c.warnf("skipped %s: gone while collecting", shared.Show(guestPath))
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		switch child.Type {
+		case TypeDirectory:
+			if err := c.root.Mkdir(childRel, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+				return fmt.Errorf("collect artifacts: %w", err)
+			}
+			if fi, err := c.root.Lstat(childRel); err != nil || !fi.IsDir() {
+				return fmt.Errorf("collect artifacts: %s in %s exists and is not a directory", shared.Show(childRel), c.res.Dir)
+			}
+			if err := c.dir(ctx, childRel, child); err != nil {
+				return err
+			}
+		case TypeSymlink:
+			c.link(childRel, guestPath, child.Target)
+		case TypeFile:
+			if err := c.file(ctx, childRel, guestPath, child); err != nil {
+				return err
+			}
+		default:
+			closeBody(child)
+			c.warnf("skipped %s: a %s, not a file, directory or symlink", shared.Show(guestPath), shared.Show(child.Type))
+		}
+	}
+	return nil
+}
+
+// link writes a link for a guest symlink whose target is inside guestDir.
+func (c *collector) link(rel, guestPath, target string) {
+	inside := path.IsAbs(target) && path.Clean(target) == target &&
+		(target == c.guestDir || strings.HasPrefix(target, c.guestDir+"/") || c.guestDir == "/")
+	if !inside {
+		c.warnf("skipped symlink %s -> %s: its target is outside %s", shared.Show(guestPath), shared.Show(target), shared.Show(c.guestDir))
+		return
+	}
+	from := path.Dir(guestPath)
+	relTarget, ok := relPath(from, target)
+	if !ok {
+		c.warnf("skipped symlink %s -> %s: no relative form", shared.Show(guestPath), shared.Show(target))
+		return
+	}
+	_ = c.root.Remove(rel) // a previous attempt's entry
+	if err := c.root.Symlink(relTarget, rel); err != nil {
+		c.warnf("skipped symlink %s -> %s: %v", shared.Show(guestPath), shared.Show(target), err)
+		return
+	}
+	c.res.Files++
+}
+
+// relPath is target relative to dir, both absolute and clean.
+func relPath(dir, target string) (string, bool) {
+	split := func(p string) []string {
+		if p == "/" {
+			return nil
+		}
+		return strings.Split(p[1:], "/")
+	}
+	d, t := split(dir), split(target)
+	i := 0
+	for i < len(d) && i < len(t) && d[i] == t[i] {
+		i++
+	}
+	parts := make([]string, 0, len(d)-i+len(t)-i)
+	for range d[i:] {
+		parts = append(parts, "..")
+	}
+	parts = append(parts, t[i:]...)
+	if len(parts) == 0 {
+		return ".", true
+	}
+	return strings.Join(parts, "/"), true
+}
+
+// file copies one regular file, within the byte cap.
+func (c *collector) file(ctx context.Context, rel, guestPath string, e Entry) error {
+	defer closeBody(e)
+	limitErr := func() error {
+		return shared.Errorf(shared.ErrInvalidInput, "artifacts.max_bytes", fmt.Sprint(c.max),
+			"collect artifacts: %s takes the artifacts over artifacts.max_bytes %d (%d bytes copied before it): %w",
+			shared.Show(guestPath), c.max, c.res.Bytes, ErrLimit)
+	}
+	if e.Size >= 0 && c.res.Bytes+e.Size > c.max {
+		return limitErr()
+	}
+	perm := e.Mode.Perm() // set-uid, set-gid, sticky dropped
+	_ = c.root.Remove(rel)
+	f, err := c.root.OpenFile(rel, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("collect artifacts: %w", err)
+	}
+	var body io.Reader = eofReader{}
+	if e.Body != nil {
+		body = e.Body
+	}
+	room := c.max - c.res.Bytes
+	n, err := io.Copy(f, io.LimitReader(body, room+1))
+	if err == nil && n > room {
+		err = limitErr()
+	} else if err != nil {
+		if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+			err = c.timeout(guestPath, err)
+		} else {
+			err = fmt.Errorf("collect artifacts: read %s in the guest: %w", shared.Show(guestPath), err)
+		}
+	}
+	if err == nil {
+		err = f.Chmod(perm)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		_ = c.root.Remove(rel) // no partial file
+		return err
+	}
+	c.res.Files++
+	c.res.Bytes += n
+	return nil
+}
+
+type eofReader struct{}
+
+func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }

@@ -1,0 +1,368 @@
+package plugin_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/pikaci/vmexec/internal/sshdtest"
+	"github.com/pikaci/vmexec/plugin"
+	"github.com/pikaci/vmexec/shared"
+	"github.com/pikaci/vmexec/shared/layout"
+)
+
+// writeSnapshot makes a local snapshot whose marker names hash: names with
+// spaces and quotes, a symlink, an executable, and extra files.
+func writeSnapshot(tb testing.TB, dir, hash string, extra int) {
+	tb.Helper()
+	must := func(err error) {
+		tb.Helper()
+		if err != nil {
+			tb.Fatal(err)
+		}
+	}
+	sub := filepath.Join(dir, `src "quoted"`, "it's here")
+	must(os.MkdirAll(sub, 0o755))
+	must(os.WriteFile(filepath.Join(dir, shared.SnapshotMarker), []byte(fmt.Sprintf(`{"content_hash":%q,"created":"2026-11-28"}`, hash)), 0o644))
+	must(os.WriteFile(filepath.Join(sub, "main file.rs"), []byte("fn main() {}\n"), 0o644))
+	must(os.WriteFile(filepath.Join(dir, "build.sh"), []byte("#!/bin/sh\nexit 0\n"), 0o755))
+	must(os.Symlink(`src "quoted"/it's here/main file.rs`, filepath.Join(dir, "main link")))
+	for i := range extra {
+		must(os.WriteFile(filepath.Join(sub, fmt.Sprintf("f%05d", i)), []byte(strings.Repeat("x", i%100)), 0o644))
+	}
+}
+
+// treeOf describes every entry under dir: type, permission bits, content
+// hash or link target.
+func treeOf(tb testing.TB, dir string) map[string]string {
+	tb.Helper()
+	out := map[string]string{}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		fi, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		switch {
+		case fi.IsDir():
+			out[rel] = fmt.Sprintf("dir %v", fi.Mode().Perm())
+		case fi.Mode()&fs.ModeSymlink != 0:
+			t, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			out[rel] = "link -> " + t
+		default:
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			sum := sha256.Sum256(b)
+			out[rel] = fmt.Sprintf("file %v %s", fi.Mode(), hex.EncodeToString(sum[:8]))
+		}
+		return nil
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return out
+}
+
+// tempDirsIn lists the transfer's temporary dirs left in parent.
+func tempDirsIn(tb testing.TB, parent string) []string {
+	tb.Helper()
+	ents, err := os.ReadDir(parent)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		tb.Fatal(err)
+	}
+	var left []string
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), ".pikaci-sync-snapshot-") {
+			left = append(left, e.Name())
+		}
+	}
+	return left
+}
+
+type stageFixture struct {
+	srv  *sshdtest.Server
+	e    *plugin.Executor
+	work string
+}
+
+func newStageFixture(t *testing.T) *stageFixture {
+	t.Helper()
+	sshdtest.Require(t)
+	srv := sshdtest.Start(t, sshdtest.Options{})
+	cfg := srv.WriteClientConfig(t, "vm-host")
+	e := plugin.New(nil)
+	t.Cleanup(func() { e.Close() })
+	if err := e.Configure(t.Context(), shared.Settings{SSHConfigPath: cfg}); err != nil {
+		t.Fatal(err)
+	}
+	return &stageFixture{srv: srv, e: e, work: filepath.Join(t.TempDir(), "ci work", "it's here")}
+}
+
+// job is a whole job whose snapshot is local and whose hash is hash.
+func (f *stageFixture) job(t *testing.T, local, hash string) shared.WholeJob {
+	t.Helper()
+	spec := e2eSpec(t, f.work, "/nonexistent")
+	spec.Host.StagedPayloads = nil
+	spec.Host.SnapshotContentHash = hash
+	spec.Host.SnapshotDir = local
+	return shared.WholeJob{JobSpec: spec}
+}
+
+func snapshotDirOf(t *testing.T, j shared.WholeJob) string {
+	t.Helper()
+	l, err := layout.Derive(j.JobSpec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l.SnapshotDir
+}
+
+// TestStageRealSSHD stages a snapshot through a real sshd: the remote copy
+// equals the local tree; the same hash again sends nothing; a marker that
+// disagrees is refused and nothing is overwritten.
+func TestStageRealSSHD(t *testing.T) {
+	f := newStageFixture(t)
+	ctx := t.Context()
+	local := filepath.Join(t.TempDir(), "local snap")
+	writeSnapshot(t, local, "h1", 10)
+	job := f.job(t, local, "h1")
+	dir := snapshotDirOf(t, job)
+
+	sessions := f.srv.Sessions()
+	res, err := f.e.StageWorkspaceSnapshot(ctx, shared.StageRequest{Job: job})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Reused || res.BytesSent <= 0 || res.SnapshotDir != dir || res.ContentHash != "h1" {
+		t.Errorf("first stage: %+v, want sent to %s", res, dir)
+	}
+	if got := f.srv.Sessions() - sessions; got != 3 {
+		t.Errorf("first stage ran %d sessions, want 3 (marker, transfer, publish)", got)
+	}
+	if diff := cmp.Diff(treeOf(t, local), treeOf(t, dir)); diff != "" {
+		t.Errorf("remote snapshot differs from the local one (-local +remote):\n%s", diff)
+	}
+	if left := tempDirsIn(t, filepath.Dir(dir)); len(left) != 0 {
+		t.Errorf("temporary dirs left: %q", left)
+	}
+
+	// The same hash again, as another job: reused, one session, nothing sent.
+	sessions = f.srv.Sessions()
+	again, err := f.e.StageWorkspaceSnapshot(ctx, shared.StageRequest{Job: f.job(t, local, "h1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !again.Reused || again.BytesSent != 0 {
+		t.Errorf("second stage: %+v, want reused with 0 bytes sent", again)
+	}
+	if got := f.srv.Sessions() - sessions; got != 1 {
+		t.Errorf("second stage ran %d sessions, want 1 (the marker read)", got)
+	}
+
+	// The job names a hash its local snapshot does not have: refused
+	// before any session.
+	sessions = f.srv.Sessions()
+	_, err = f.e.StageWorkspaceSnapshot(ctx, shared.StageRequest{Job: f.job(t, local, "h2")})
+	if !errors.Is(err, shared.ErrInvalidInput) || !strings.Contains(err.Error(), `"h2"`) || !strings.Contains(err.Error(), `"h1"`) {
+		t.Errorf("local mismatch: error %v, want invalid input naming h1 and h2", err)
+	}
+	if got := f.srv.Sessions() - sessions; got != 0 {
+		t.Errorf("a refused stage ran %d sessions", got)
+	}
+
+	// The remote marker disagrees with the local hash: refused, nothing
+	// overwritten, nothing left behind.
+	if err := os.WriteFile(filepath.Join(dir, shared.SnapshotMarker), []byte(`{"content_hash":"other"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before := treeOf(t, filepath.Dir(dir))
+	for _, dry := range []bool{true, false} {
+		_, err = f.e.StageWorkspaceSnapshot(ctx, shared.StageRequest{Job: f.job(t, local, "h1"), DryRun: dry})
+		if !errors.Is(err, shared.ErrConflict) || !strings.Contains(err.Error(), `"other"`) || !strings.Contains(err.Error(), `"h1"`) || !strings.Contains(err.Error(), dir) {
+			t.Errorf("remote mismatch (dry run %t): error %v, want a conflict naming %s, other and h1", dry, err, dir)
+		}
+	}
+	if diff := cmp.Diff(before, treeOf(t, filepath.Dir(dir))); diff != "" {
+		t.Errorf("a refused stage changed the remote (-before +after):\n%s", diff)
+	}
+}
+
+// TestStageDryRunSendsNothing: a dry run reads the markers and creates
+// nothing.
+func TestStageDryRunSendsNothing(t *testing.T) {
+	f := newStageFixture(t)
+	local := filepath.Join(t.TempDir(), "snap")
+	writeSnapshot(t, local, "dry", 0)
+	job := f.job(t, local, "dry")
+	res, err := f.e.StageWorkspaceSnapshot(t.Context(), shared.StageRequest{Job: job, DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Reused || res.BytesSent != 0 || !res.DryRun {
+		t.Errorf("dry run: %+v", res)
+	}
+	if _, err := os.Lstat(filepath.Dir(snapshotDirOf(t, job))); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a dry run created the snapshot's parent: %v", err)
+	}
+}
+
+// TestStageConcurrentSendsOnce: two jobs of one runner stage one hash at
+// the same time; it is sent once.
+func TestStageConcurrentSendsOnce(t *testing.T) {
+	f := newStageFixture(t)
+	local := filepath.Join(t.TempDir(), "snap")
+	writeSnapshot(t, local, "shared-hash", 200)
+	jobs := []shared.WholeJob{f.job(t, local, "shared-hash"), f.job(t, local, "shared-hash")}
+	sessions := f.srv.Sessions()
+	results := make([]shared.StageResult, len(jobs))
+	errs := make([]error, len(jobs))
+	var wg sync.WaitGroup
+	for i := range jobs {
+		wg.Go(func() {
+			results[i], errs[i] = f.e.StageWorkspaceSnapshot(t.Context(), shared.StageRequest{Job: jobs[i]})
+		})
+	}
+	wg.Wait()
+	sent := 0
+	for i := range jobs {
+		if errs[i] != nil {
+			t.Fatal(errs[i])
+		}
+		if !results[i].Reused {
+			sent++
+		}
+	}
+	if sent != 1 {
+		t.Errorf("results %+v: the snapshot was sent %d times, want once", results, sent)
+	}
+	if got := f.srv.Sessions() - sessions; got != 4 {
+		t.Errorf("%d sessions, want 4 (one stage of 3, one marker read)", got)
+	}
+	if diff := cmp.Diff(treeOf(t, local), treeOf(t, snapshotDirOf(t, jobs[0]))); diff != "" {
+		t.Errorf("remote snapshot differs (-local +remote):\n%s", diff)
+	}
+}
+
+// TestStageFailureLeavesNothing: a snapshot that holds a FIFO fails part
+// way through the stream, and a cancelled stage ends part way through; both
+// leave no temporary dir and no snapshot dir.
+func TestStageFailureLeavesNothing(t *testing.T) {
+	f := newStageFixture(t)
+
+	t.Run("fifo", func(t *testing.T) {
+		local := filepath.Join(t.TempDir(), "snap")
+		writeSnapshot(t, local, "fifo", 100)
+		fifo := filepath.Join(local, "zz pipe")
+		if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		job := f.job(t, local, "fifo")
+		dir := snapshotDirOf(t, job)
+		_, err := f.e.StageWorkspaceSnapshot(t.Context(), shared.StageRequest{Job: job})
+		if err == nil || !strings.Contains(err.Error(), fifo) {
+			t.Fatalf("error %v, want one naming %s", err, fifo)
+		}
+		if _, err := os.Lstat(dir); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("snapshot dir after a failed stage: %v", err)
+		}
+		if left := tempDirsIn(t, filepath.Dir(dir)); len(left) != 0 {
+			t.Errorf("temporary dirs left: %q", left)
+		}
+	})
+
+	t.Run("cancelled", func(t *testing.T) {
+		local := filepath.Join(t.TempDir(), "snap")
+		writeSnapshot(t, local, "cancel", 600)
+		job := f.job(t, local, "cancel")
+		dir := snapshotDirOf(t, job)
+		// The context ends after WriteTar checked it 300 times: in the
+		// middle of the stream, whatever the machine's speed.
+		ctx := newCountdownContext(t.Context(), 300)
+		_, err := f.e.StageWorkspaceSnapshot(ctx, shared.StageRequest{Job: job})
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("error %v, want context.Canceled", err)
+		}
+		if _, err := os.Lstat(dir); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("snapshot dir after a cancelled stage: %v", err)
+		}
+		if left := tempDirsIn(t, filepath.Dir(dir)); len(left) != 0 {
+			t.Errorf("temporary dirs left: %q", left)
+		}
+		// The same job then stages fine.
+		if _, err := f.e.StageWorkspaceSnapshot(t.Context(), shared.StageRequest{Job: job}); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// countdownContext is cancelled on the n-th call of Err that finds it live.
+type countdownContext struct {
+	context.Context
+	left atomic.Int64
+	done chan struct{}
+	once sync.Once
+}
+
+func newCountdownContext(parent context.Context, n int64) *countdownContext {
+	c := &countdownContext{Context: parent, done: make(chan struct{})}
+	c.left.Store(n)
+	return c
+}
+
+func (c *countdownContext) Done() <-chan struct{} { return c.done }
+
+func (c *countdownContext) Err() error {
+	if c.left.Add(-1) < 0 {
+		c.once.Do(func() { close(c.done) })
+		return context.Canceled
+	}
+	return nil
+}
+
+// TestStageLocalhost: for localhost the same commands run in a local bash.
+func TestStageLocalhost(t *testing.T) {
+	e := plugin.New(nil)
+	t.Cleanup(func() { e.Close() })
+	local := filepath.Join(t.TempDir(), "snap")
+	writeSnapshot(t, local, "loc", 5)
+	spec := e2eSpec(t, filepath.Join(t.TempDir(), "work dir"), "/nonexistent")
+	spec.Remote.Host = "localhost"
+	spec.Host.StagedPayloads = nil
+	spec.Host.SnapshotContentHash = "loc"
+	spec.Host.SnapshotDir = local
+	job := shared.WholeJob{JobSpec: spec}
+	res, err := e.StageWorkspaceSnapshot(t.Context(), shared.StageRequest{Job: job})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Reused || res.BytesSent == 0 {
+		t.Errorf("result %+v", res)
+	}
+	if diff := cmp.Diff(treeOf(t, local), treeOf(t, res.SnapshotDir)); diff != "" {
+		t.Errorf("staged snapshot differs (-local +staged):\n%s", diff)
+	}
+	again, err := e.StageWorkspaceSnapshot(t.Context(), shared.StageRequest{Job: job})
+	if err != nil || !again.Reused {
+		t.Errorf("second stage: %+v, %v; want reused", again, err)
+	}
+}
