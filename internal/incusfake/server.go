@@ -75,6 +75,8 @@ type Server struct {
 	requests  []Request
 	beforePut func(project, name string)
 	hold      chan struct{} // non-nil: new operations wait for it to close
+
+	guest guestState // the lifecycle calls and virtual guests (guest.go)
 }
 
 type instance struct {
@@ -260,6 +262,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.requests = append(s.requests, Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.Query()})
 	s.mu.Unlock()
 
+	if s.serveGuest(w, r) {
+		return
+	}
 	path := strings.TrimSuffix(r.URL.Path, "/")
 	switch {
 	case path == "/1.0":
@@ -343,6 +348,7 @@ func (s *Server) serveInstanceGet(w http.ResponseWriter, r *http.Request, name s
 		return
 	}
 	p := inst.put
+	status, statusCode := s.instanceStatus(inst)
 	meta := map[string]any{
 		"architecture":     p.Architecture,
 		"config":           p.Config,
@@ -355,8 +361,8 @@ func (s *Server) serveInstanceGet(w http.ResponseWriter, r *http.Request, name s
 		"expanded_config":  p.Config,
 		"expanded_devices": p.Devices,
 		"name":             inst.name,
-		"status":           "Stopped",
-		"status_code":      102,
+		"status":           status,
+		"status_code":      statusCode,
 		"last_used_at":     "1970-01-01T00:00:00Z",
 		"location":         "none",
 		"type":             inst.typ,
