@@ -32,6 +32,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -203,6 +204,10 @@ func Start(ctx context.Context, cfg Config) (*Process, error) {
 	}
 	if params != nil {
 		opts = append(opts, interp.Params(append([]string{"--"}, params...)...))
+	}
+	if !slices.ContainsFunc(cfg.Env, func(kv string) bool { return strings.HasPrefix(kv, "HOME=") }) {
+		// Unset, the interpreter would take this machine's home.
+		opts = append(opts, interp.Env(expand.ListEnviron(append(slices.Clone(cfg.Env), "HOME=")...)))
 	}
 	p.runner, err = interp.New(opts...)
 	if err != nil {
@@ -667,17 +672,14 @@ func strerror(err error) string {
 	return err.Error()
 }
 
-// shellError is how the shell reports a failed redirection, as busybox sh
-// does: "sh: can't create /ro/x: Read-only file system".
-type shellError struct {
-	verb, path string
-	err        error
-}
+// errnoText is an errno printed as the C library does, so a failed
+// redirection reads as busybox sh prints it:
+// "sh: can't create /ro/x: Read-only file system". (The interpreter only
+// treats an *fs.PathError from the open handler as a non-fatal failure.)
+type errnoText struct{ err error }
 
-func (e *shellError) Error() string {
-	return fmt.Sprintf("sh: can't %s %s: %s", e.verb, e.path, strerror(e.err))
-}
-func (e *shellError) Unwrap() error { return e.err }
+func (e errnoText) Error() string { return strerror(e.err) }
+func (e errnoText) Unwrap() error { return e.err }
 
 type devNull struct{}
 
@@ -695,7 +697,7 @@ func (p *Process) open(ctx context.Context, path string, flag int, perm os.FileM
 		if flag&os.O_CREATE != 0 {
 			verb = "create"
 		}
-		return nil, &shellError{verb: verb, path: path, err: err}
+		return nil, &fs.PathError{Op: "sh: can't " + verb, Path: path, Err: errnoText{err}}
 	}
 	return f, nil
 }
