@@ -370,7 +370,7 @@ func (p *Process) run() {
 		status = p.forced
 	}
 	p.mu.Unlock()
-	p.die(status)
+	p.die(status, false)
 	p.mu.Lock()
 	p.mainDone = true
 	p.mu.Unlock()
@@ -384,20 +384,26 @@ func (p *Process) isDead() bool {
 }
 
 // die ends the main process with status unless it has ended already.
-func (p *Process) die(status int) {
+// killed says a signal ended it: the interpreter must stop where it is.
+func (p *Process) die(status int, killed bool) {
 	p.mu.Lock()
 	if p.dead {
 		p.mu.Unlock()
 		return
 	}
 	p.dead, p.status = true, status
-	// Jobs that are not sleeping stop at their next statement once the
-	// main context is cancelled; only sleeping ones keep the output open.
-	for id := range p.bgCount {
-		p.bgCount[id] = p.bgSleep[id]
+	if killed {
+		// Jobs that are not sleeping stop at their next statement once the
+		// main context is cancelled; only sleeping ones keep the output
+		// open.
+		for id := range p.bgCount {
+			p.bgCount[id] = p.bgSleep[id]
+		}
 	}
 	p.mu.Unlock()
-	p.cancelMain()
+	if killed {
+		p.cancelMain()
+	}
 	close(p.exited)
 	p.closeStdin()
 	p.maybeFinish()
@@ -424,6 +430,7 @@ func (p *Process) maybeFinish() {
 	case <-p.finished:
 	default:
 		close(p.finished)
+		p.cancelMain()
 	}
 }
 
@@ -470,15 +477,22 @@ func (p *Process) Signal(sig int) {
 	p.mu.Unlock()
 	switch sig {
 	case SIGHUP, SIGINT, SIGQUIT, SIGKILL, SIGUSR1, SIGUSR2, SIGTERM:
-		p.die(128 + sig)
+		p.die(128+sig, true)
 	}
 }
 
 // Stop ends everything, as stopping the instance does: the main process
 // gets SIGKILL and every background job ends.
 func (p *Process) Stop() {
-	p.die(128 + SIGKILL)
+	p.die(128+SIGKILL, true)
+	p.mu.Lock()
+	for id := range p.bgCount { // jobs of a main process that ended before
+		p.bgCount[id] = p.bgSleep[id]
+	}
+	p.mu.Unlock()
+	p.cancelMain()
 	p.stopOnce.Do(func() { close(p.stopAll) })
+	p.maybeFinish()
 }
 
 func (p *Process) takePending() int {
@@ -747,6 +761,9 @@ func (s *stdio) sleepFor(d time.Duration) int {
 			}
 			return 0
 		}
+	}
+	if p.mainCtx.Err() != nil {
+		return 128 + SIGKILL // the job's shell is gone
 	}
 	p.mu.Lock()
 	p.bgSleep[s.bg]++
