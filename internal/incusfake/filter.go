@@ -16,13 +16,12 @@ import (
 type listFilter []clause
 
 type clause struct {
-	join   string // "and" or "or"; "" for the first
-	not    bool
-	field  string
-	ne     bool
-	value  string
-	re     *regexp.Regexp
-	always bool // no filter
+	join  string // "and" or "or"; "" for the first
+	not   bool
+	field string
+	ne    bool
+	value string
+	re    *regexp.Regexp
 }
 
 func tokenize(s string) ([]string, error) {
@@ -35,7 +34,7 @@ func tokenize(s string) ([]string, error) {
 		if q := s[0]; q == '\'' || q == '"' {
 			end := strings.IndexByte(s[1:], q)
 			if end < 0 {
-				return nil, fmt.Errorf("Unterminated quote in filter")
+				return nil, refuse("Unterminated quote in filter")
 			}
 			toks = append(toks, s[1:1+end])
 			s = s[2+end:]
@@ -67,7 +66,7 @@ func parseFilter(s string) (listFilter, error) {
 				c.join = strings.ToLower(toks[0])
 				toks = toks[1:]
 			default:
-				return nil, fmt.Errorf("Invalid filter: expected and/or, got %q", toks[0])
+				return nil, refuse("Invalid filter: expected and/or, got %q", toks[0])
 			}
 		}
 		if len(toks) > 0 && strings.ToLower(toks[0]) == "not" {
@@ -75,7 +74,7 @@ func parseFilter(s string) (listFilter, error) {
 			toks = toks[1:]
 		}
 		if len(toks) < 3 {
-			return nil, fmt.Errorf("Invalid filter: incomplete clause")
+			return nil, refuse("Invalid filter: incomplete clause")
 		}
 		c.field = toks[0]
 		switch strings.ToLower(toks[1]) {
@@ -83,7 +82,7 @@ func parseFilter(s string) (listFilter, error) {
 		case "ne":
 			c.ne = true
 		default:
-			return nil, fmt.Errorf("Invalid filter operator %q", toks[1])
+			return nil, refuse("Invalid filter operator %q", toks[1])
 		}
 		c.value = toks[2]
 		toks = toks[3:]

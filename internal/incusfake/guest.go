@@ -411,17 +411,17 @@ func withProject(u, project string) string {
 func validName(name string) error {
 	switch {
 	case name == "":
-		return fmt.Errorf("Invalid instance name: Name is required")
+		return refuse("Invalid instance name: Name is required")
 	case len(name) > 63:
-		return fmt.Errorf("Invalid instance name: Name must be 1-63 characters long")
+		return refuse("Invalid instance name: Name must be 1-63 characters long")
 	case strings.ContainsFunc(name, func(r rune) bool {
 		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-')
 	}):
-		return fmt.Errorf("Invalid instance name: Name can only contain alphanumeric and hyphen characters")
+		return refuse("Invalid instance name: Name can only contain alphanumeric and hyphen characters")
 	case name[0] == '-' || name[0] >= '0' && name[0] <= '9':
-		return fmt.Errorf("Invalid instance name: Name must not start with a digit or hyphen character")
+		return refuse("Invalid instance name: Name must not start with a digit or hyphen character")
 	case name[len(name)-1] == '-':
-		return fmt.Errorf("Invalid instance name: Name must not end with a hyphen character")
+		return refuse("Invalid instance name: Name must not end with a hyphen character")
 	}
 	return nil
 }

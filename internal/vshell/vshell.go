@@ -125,19 +125,18 @@ type Process struct {
 	stdinR     *os.File
 	stdinW     *os.File
 
-	mu        sync.Mutex
-	status    int
-	dead      bool
-	traps     map[int]string // signal → action ("" ignores); absent: default
-	pending   int            // a trapped signal not yet handled
-	forced    int            // -1, or the status a trap exited with
-	intr      chan struct{}  // interrupts a foreground sleep
-	bgRanges  [][2]uint      // offsets of background statements, by id
-	bgCount   map[int]int    // background jobs running, by statement id
-	bgSleep   map[int]int    // of which sleeping
-	bgKill    chan struct{}  // closed to end every background sleep (kill gN)
-	mainDone  bool
-	finishErr error
+	mu       sync.Mutex
+	status   int
+	dead     bool
+	traps    map[int]string // signal → action ("" ignores); absent: default
+	pending  int            // a trapped signal not yet handled
+	forced   int            // -1, or the status a trap exited with
+	intr     chan struct{}  // interrupts a foreground sleep
+	bgRanges [][2]uint      // offsets of background statements, by id
+	bgCount  map[int]int    // background jobs running, by statement id
+	bgSleep  map[int]int    // of which sleeping
+	bgKill   chan struct{}  // closed to end every background sleep (kill gN)
+	mainDone bool
 }
 
 // Start parses cfg.Argv and starts the process. Cancelling ctx stops it as
