@@ -168,7 +168,11 @@ func Start(ctx context.Context, cfg Config) (*Process, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.file, err = syntax.NewParser(syntax.Variant(syntax.LangPOSIX)).Parse(strings.NewReader(script), "sh")
+	name := "sh" // $0
+	if isShell(cfg.Argv[0]) && len(cfg.Argv) > 3 && cfg.Argv[1] == "-c" {
+		name = cfg.Argv[3]
+	}
+	p.file, err = syntax.NewParser(syntax.Variant(syntax.LangPOSIX)).Parse(strings.NewReader(script), name)
 	if err != nil {
 		return nil, fmt.Errorf("vshell: sh: %w", err)
 	}
@@ -272,6 +276,7 @@ func scriptOf(argv []string, stdin io.Reader) (string, []string, error) {
 const (
 	progBgBegin = "\x00bg-begin"
 	progBgEnd   = "\x00bg-end"
+	progKill    = "\x00kill"
 )
 
 func lit(s string) *syntax.Word { return &syntax.Word{Parts: []syntax.WordPart{&syntax.Lit{Value: s}}} }
@@ -561,8 +566,13 @@ func (p *Process) call(ctx context.Context, args []string) ([]string, error) {
 			return []string{"exit", strconv.Itoa(forced)}, nil
 		}
 	}
-	if args[0] == "trap" {
+	switch args[0] {
+	case "trap":
 		return p.trap(args)
+	case "kill":
+		// The interpreter lists kill as a builtin; ours is the program,
+		// which knows this process's signals.
+		return append([]string{progKill}, args[1:]...), nil
 	}
 	return args, nil
 }
@@ -633,6 +643,9 @@ func (p *Process) exec(ctx context.Context, args []string) error {
 		p.mu.Unlock()
 		p.maybeFinish()
 		return nil
+	}
+	if name == progKill {
+		base = "kill"
 	}
 	prog, ok := programs[base]
 	if !ok {
