@@ -185,7 +185,8 @@ func (s *Server) envList(rec *ExecRecord) []string {
 
 // startProcess starts the command in the guest, or returns the status it
 // ends with at once (127: unknown program, 2: a syntax error).
-func (s *Server) startProcess(rec *ExecRecord, rt *guest, stdin io.Reader, stdout, stderr io.Writer) (*vshell.Process, int) {
+// cancel (may be nil) ends what serves the process when the instance stops.
+func (s *Server) startProcess(rec *ExecRecord, rt *guest, stdin io.Reader, stdout, stderr io.Writer, cancel func()) (*vshell.Process, int) {
 	if !vshell.Known(rec.Command[0]) {
 		return nil, 127
 	}
@@ -197,14 +198,22 @@ func (s *Server) startProcess(rec *ExecRecord, rt *guest, stdin io.Reader, stdou
 		fmt.Fprintf(stderr, "%v\n", strings.TrimPrefix(err.Error(), "vshell: "))
 		return nil, 2
 	}
+	stop := func() {
+		proc.Stop()
+		if cancel != nil {
+			// The output ends normally (EOF message) unless a client
+			// stopped reading it: that one is cut after a while.
+			time.AfterFunc(5*time.Second, cancel)
+		}
+	}
 	s.mu.Lock()
 	running := rt.running
 	if running {
-		rt.procs[proc] = struct{}{}
+		rt.procs[proc] = stop
 	}
 	s.mu.Unlock()
 	if !running {
-		proc.Stop() // the instance stopped meanwhile
+		stop() // the instance stopped meanwhile
 	}
 	return proc, 0
 }
@@ -245,7 +254,7 @@ func (s *Server) runWebsocketExec(op *gop, rec *ExecRecord, rt *guest, timeout t
 		s.finishOp(op, "Timed out waiting for websockets to connect", nil)
 		return
 	}
-	proc, status := s.startProcess(rec, rt, sess.stdinR, sess.stdout, sess.stderr)
+	proc, status := s.startProcess(rec, rt, sess.stdinR, sess.stdout, sess.stderr, sess.cancel)
 	if proc != nil {
 		sess.mu.Lock()
 		sess.proc = proc
@@ -291,7 +300,7 @@ func (s *Server) runTaskExec(op *gop, rec *ExecRecord, rt *guest, project, name 
 		stdout, stderr = out, errw
 		extra = map[string]any{"output": map[string]string{"1": base + ".stdout", "2": base + ".stderr"}}
 	}
-	proc, status := s.startProcess(rec, rt, nil, stdout, stderr)
+	proc, status := s.startProcess(rec, rt, nil, stdout, stderr, nil)
 	if proc != nil {
 		// The operation ends with the main process; background children
 		// keep running in the instance.
@@ -383,6 +392,9 @@ func (s *Server) serveExecWebsocket(w http.ResponseWriter, r *http.Request, op *
 	}
 	sess.mu.Unlock()
 
+	if fd != "0" {
+		go sess.keepalive(c)
+	}
 	switch fd {
 	case "0":
 		sess.serveStdin(c)
@@ -392,6 +404,26 @@ func (s *Server) serveExecWebsocket(w http.ResponseWriter, r *http.Request, op *
 		sess.serveOutput(c, sess.stderr)
 	case "control":
 		sess.serveControl(c)
+	}
+}
+
+// KeepaliveInterval is how often the exec websockets (control, 1, 2) are
+// pinged, as Incus does.
+const KeepaliveInterval = 10 * time.Second
+
+// keepalive pings c until the session ends or c fails.
+func (sess *execSession) keepalive(c *websocket.Conn) {
+	t := time.NewTicker(KeepaliveInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-sess.ctx.Done():
+			return
+		case <-t.C:
+			if c.Ping(sess.ctx) != nil {
+				return
+			}
+		}
 	}
 }
 

@@ -42,7 +42,7 @@ type guest struct {
 	fs        *GuestFS
 	running   bool
 	createdAt time.Time
-	procs     map[*vshell.Process]struct{}
+	procs     map[*vshell.Process]func() // each one's stop: the process and its websockets
 }
 
 // gs returns the lifecycle state, initialising it. Call with s.mu held.
@@ -191,16 +191,16 @@ func (s *Server) Running(project, name string) bool {
 // Shutdown stops every instance, ending every process the guests run.
 func (s *Server) Shutdown() {
 	s.mu.Lock()
-	var procs []*vshell.Process
+	var stops []func()
 	for _, rt := range s.gs().guests {
 		rt.running = false
-		for p := range rt.procs {
-			procs = append(procs, p)
+		for _, stop := range rt.procs {
+			stops = append(stops, stop)
 		}
 	}
 	s.mu.Unlock()
-	for _, p := range procs {
-		p.Stop()
+	for _, stop := range stops {
+		stop()
 	}
 }
 
@@ -221,7 +221,7 @@ func (s *Server) runtime(project, name string) *guest {
 	g := s.gs()
 	rt := g.guests[inst]
 	if rt == nil {
-		rt = &guest{fs: newGuestFS(name), createdAt: time.Now().UTC(), procs: map[*vshell.Process]struct{}{}}
+		rt = &guest{fs: newGuestFS(name), createdAt: time.Now().UTC(), procs: map[*vshell.Process]func(){}}
 		g.guests[inst] = rt
 	}
 	return rt
@@ -620,17 +620,17 @@ func (s *Server) stop(project, name string) string {
 	}
 	rt.running = false
 	inst.put.Config["volatile.last_state.power"] = "STOPPED"
-	var procs []*vshell.Process
-	for p := range rt.procs {
-		procs = append(procs, p)
+	var stops []func()
+	for _, stop := range rt.procs {
+		stops = append(stops, stop)
 	}
 	if inst.put.Ephemeral {
 		delete(s.projects[project], name)
 		delete(s.gs().guests, inst)
 	}
 	s.mu.Unlock()
-	for _, p := range procs {
-		p.Stop()
+	for _, stop := range stops {
+		stop()
 	}
 	rt.fs.setMounts(nil, nil)
 	return ""
