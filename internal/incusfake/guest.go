@@ -740,25 +740,32 @@ func (s *Server) serveDelete(w http.ResponseWriter, r *http.Request, name string
 	s.writeAsync(w, op)
 }
 
+// expanded is the instance's config and devices over its profiles'. Call
+// with s.mu held.
+func (s *Server) expanded(project string, inst *instance) (map[string]string, shared.Devices) {
+	cfg := map[string]string{}
+	devs := shared.Devices{}
+	for _, pn := range inst.put.Profiles {
+		if pr, ok := s.profile(project, pn); ok {
+			maps.Copy(cfg, pr.Config)
+			for k, v := range pr.Devices {
+				devs[k] = maps.Clone(v)
+			}
+		}
+	}
+	maps.Copy(cfg, inst.put.Config)
+	for k, v := range inst.put.Devices {
+		devs[k] = maps.Clone(v)
+	}
+	return cfg, devs
+}
+
 // renderInstance is the instance object. Call with s.mu held.
 func (s *Server) renderInstance(project string, inst *instance) map[string]any {
 	p := inst.put
 	status, code := s.instanceStatus(inst)
 	created := s.runtime(project, inst.name).createdAt
-	expandedCfg := map[string]string{}
-	expandedDev := shared.Devices{}
-	for _, pn := range p.Profiles {
-		if pr, ok := s.profile(project, pn); ok {
-			maps.Copy(expandedCfg, pr.Config)
-			for k, v := range pr.Devices {
-				expandedDev[k] = maps.Clone(v)
-			}
-		}
-	}
-	maps.Copy(expandedCfg, p.Config)
-	for k, v := range p.Devices {
-		expandedDev[k] = maps.Clone(v)
-	}
+	expandedCfg, expandedDev := s.expanded(project, inst)
 	return map[string]any{
 		"architecture": p.Architecture, "config": maps.Clone(p.Config), "devices": cloneDevices(p.Devices),
 		"ephemeral": p.Ephemeral, "profiles": slices.Clone(p.Profiles), "stateful": p.Stateful,

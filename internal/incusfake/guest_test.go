@@ -279,6 +279,13 @@ func TestCreateStoresAndRecords(t *testing.T) {
 	if diff := cmp.Diff(map[string]any{"src": map[string]any{"type": "disk", "source": src, "path": "/src", "readonly": "true"}}, got["devices"]); diff != "" {
 		t.Errorf("devices (-want +got):\n%s", diff)
 	}
+	wantExpanded := map[string]any{
+		"src":  map[string]any{"type": "disk", "source": src, "path": "/src", "readonly": "true"},
+		"root": map[string]any{"type": "disk", "path": "/", "pool": "default"},
+	}
+	if diff := cmp.Diff(wantExpanded, got["expanded_devices"]); diff != "" {
+		t.Errorf("expanded_devices: the default profile's root disk is added (-want +got):\n%s", diff)
+	}
 	if got["status"] != "Stopped" || got["status_code"] != float64(102) {
 		t.Errorf("status %v %v", got["status"], got["status_code"])
 	}

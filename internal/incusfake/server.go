@@ -349,6 +349,7 @@ func (s *Server) serveInstanceGet(w http.ResponseWriter, r *http.Request, name s
 	}
 	p := inst.put
 	status, statusCode := s.instanceStatus(inst)
+	expandedConfig, expandedDevices := s.expanded(project, inst)
 	meta := map[string]any{
 		"architecture":     p.Architecture,
 		"config":           p.Config,
@@ -358,8 +359,8 @@ func (s *Server) serveInstanceGet(w http.ResponseWriter, r *http.Request, name s
 		"stateful":         p.Stateful,
 		"description":      p.Description,
 		"created_at":       "2026-01-01T00:00:00Z",
-		"expanded_config":  p.Config,
-		"expanded_devices": p.Devices,
+		"expanded_config":  expandedConfig,
+		"expanded_devices": expandedDevices,
 		"name":             inst.name,
 		"status":           status,
 		"status_code":      statusCode,

@@ -555,6 +555,9 @@ func (p *Process) runAction(ctx context.Context, r *interp.Runner, action string
 // a trap's exit end the shell, and keeps signal traps from the interpreter.
 func (p *Process) call(ctx context.Context, args []string) ([]string, error) {
 	hc := interp.HandlerCtx(ctx)
+	if strings.HasPrefix(args[0], "\x00") {
+		return args, nil // bg-begin/bg-end: bookkeeping, not the job's
+	}
 	if p.bgID(hc.Pos) < 0 {
 		if sig := p.takePending(); sig != 0 {
 			p.pendingAction(ctx, sig)
