@@ -2,6 +2,7 @@ package incusfake
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -11,6 +12,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -126,4 +128,122 @@ func serveBytes(w http.ResponseWriter, r *http.Request, name string, mod time.Ti
 		return
 	}
 	http.ServeContent(w, r, name, mod, bytes.NewReader(data))
+}
+
+// header reads an X-Incus-* request header, or its legacy X-LXD-* form.
+func header(r *http.Request, name string) string {
+	if v := r.Header.Get("X-Incus-" + name); v != "" {
+		return v
+	}
+	return r.Header.Get("X-LXD-" + name)
+}
+
+// serveFilePush is POST and DELETE of /1.0/instances/<n>/files?path=.
+// A form-urlencoded POST body is swallowed by the server's form parsing,
+// as in Incus: the file comes out empty and the answer is still 200.
+func (s *Server) serveFilePush(w http.ResponseWriter, r *http.Request, name string) {
+	project := projectOf(r)
+	s.mu.Lock()
+	inst := s.lookup(w, project, name)
+	if inst == nil {
+		s.mu.Unlock()
+		return
+	}
+	rt := s.runtime(project, name)
+	if rt.running {
+		rt.fs.setMounts(s.hostFS(), inst.put.Devices)
+	}
+	s.mu.Unlock()
+	p := r.FormValue("path") // parses (and consumes) a form body
+	if p == "" {
+		writeError(w, http.StatusBadRequest, "Missing path argument")
+		return
+	}
+	if !strings.HasPrefix(p, "/") {
+		p = "/" + p
+	}
+	g := rt.fs
+	if r.Method == http.MethodDelete {
+		_, fi, err := g.resolve("lstat", p, false)
+		if err != nil || fi == nil {
+			writeError(w, http.StatusNotFound, "Not Found")
+			return
+		}
+		if err := g.Remove(p); err != nil {
+			writeError(w, http.StatusInternalServerError, fmt.Sprintf("sftp: %q (SSH_FX_FAILURE)", "remove "+p+": "+strings.ToLower(strerror(err))))
+			return
+		}
+		writeSync(w, http.StatusOK, "", map[string]any{})
+		return
+	}
+	if _, parent, err := g.resolve("lstat", path.Dir(p), true); err != nil || parent == nil || !parent.IsDir() {
+		writeError(w, http.StatusNotFound, "Not Found")
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<30))
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	mode := fs.FileMode(0o644)
+	if v := header(r, "Mode"); v != "" {
+		m, err := strconv.ParseUint(v, 8, 32)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("Invalid mode %q", v))
+			return
+		}
+		mode = fs.FileMode(m).Perm()
+	}
+	switch typ := header(r, "Type"); typ {
+	case "", "file":
+		flag := os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+		if header(r, "Write") == "append" {
+			flag = os.O_WRONLY | os.O_CREATE | os.O_APPEND
+		}
+		f, err := g.OpenFile(p, flag, mode)
+		if err == nil {
+			_, err = f.Write(body)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+		}
+		if err != nil {
+			writeError(w, http.StatusInternalServerError, "sftp: "+strerror(err))
+			return
+		}
+	case "directory":
+		if header(r, "Mode") == "" {
+			mode = 0o755
+		}
+		if fi, err := g.Stat(p); err == nil && fi.IsDir() {
+			break
+		}
+		if err := g.Mkdir(p, mode); err != nil {
+			writeError(w, http.StatusInternalServerError, "sftp: "+strerror(err))
+			return
+		}
+	case "symlink":
+		if len(body) == 0 {
+			writeError(w, http.StatusNotFound, "Not Found")
+			return
+		}
+		if err := g.Symlink(string(body), p); err != nil {
+			writeError(w, http.StatusInternalServerError, "sftp: "+strerror(err))
+			return
+		}
+	default:
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("Bad file type: %s", typ))
+		return
+	}
+	writeSync(w, http.StatusOK, "", map[string]any{})
+}
+
+// strerror renders err as the C library does ("No such file or directory").
+func strerror(err error) string {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		msg := errno.Error()
+		return strings.ToUpper(msg[:1]) + msg[1:]
+	}
+	return err.Error()
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -157,4 +158,67 @@ func TestFilesOnStoppedInstance(t *testing.T) {
 	if r.code != 200 || string(r.body) != "c1\n" {
 		t.Errorf("%d %q", r.code, r.body)
 	}
+}
+
+func TestFilesPushAndDelete(t *testing.T) {
+	f := newFixture(t)
+	f.running("c1", nil)
+	push := func(p, contentType string, hdr map[string]string, body string) envelope {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodPost, f.ts.URL+"/1.0/instances/c1/files?path="+p, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", contentType)
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		resp, err := f.ts.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var e envelope
+		if err := json.NewDecoder(resp.Body).Decode(&e); err != nil {
+			t.Fatal(err)
+		}
+		e.Code = resp.StatusCode
+		return e
+	}
+	const bin = "application/octet-stream"
+	for _, step := range []struct {
+		path, ctype string
+		hdr         map[string]string
+		body        string
+		code        int
+	}{
+		{"/home/ci", bin, map[string]string{"X-Incus-Type": "directory"}, "", 200},
+		{"/home/ci/run.sh", bin, map[string]string{"X-Incus-Mode": "0755"}, "echo hi\n", 200},
+		{"/home/ci/run.sh", bin, map[string]string{"X-Incus-Write": "append"}, "echo more\n", 200},
+		{"/home/ci/link", bin, map[string]string{"X-Incus-Type": "symlink"}, "run.sh", 200},
+		{"/home/ci/form", "application/x-www-form-urlencoded", nil, "swallowed", 200},
+		{"/nope/file", bin, nil, "x", 404},
+	} {
+		if e := push(step.path, step.ctype, step.hdr, step.body); e.Code != step.code {
+			t.Errorf("push %s: %d %q, want %d", step.path, e.Code, e.Error, step.code)
+		}
+	}
+	g := f.s.Guest("default", "c1")
+	if data, err := g.ReadFile("/home/ci/run.sh"); err != nil || string(data) != "echo hi\necho more\n" {
+		t.Errorf("run.sh: %q %v", data, err)
+	}
+	if fi, err := g.Stat("/home/ci/run.sh"); err != nil || fi.Mode().Perm() != 0o755 {
+		t.Errorf("run.sh mode: %v %v", fi, err)
+	}
+	if target, err := g.Readlink("/home/ci/link"); err != nil || target != "run.sh" {
+		t.Errorf("link: %q %v", target, err)
+	}
+	if data, err := g.ReadFile("/home/ci/form"); err != nil || len(data) != 0 {
+		t.Errorf("a form-urlencoded body must be swallowed: %q %v", data, err)
+	}
+	f.wantError(f.do(http.MethodDelete, "/1.0/instances/c1/files?path=/home/ci", nil), 500, `sftp: "remove /home/ci: directory not empty" (SSH_FX_FAILURE)`)
+	if e := f.do(http.MethodDelete, "/1.0/instances/c1/files?path=/home/ci/link", nil); e.Code != 200 {
+		t.Errorf("DELETE link: %d %q", e.Code, e.Error)
+	}
+	f.wantError(f.do(http.MethodDelete, "/1.0/instances/c1/files?path=/home/ci/link", nil), 404, "Not Found")
 }

@@ -310,6 +310,8 @@ func (s *Server) serveGuest(w http.ResponseWriter, r *http.Request) bool {
 			s.serveExec(w, r, name)
 		case sub == "files" && (r.Method == http.MethodGet || r.Method == http.MethodHead):
 			s.serveFiles(w, r, name)
+		case sub == "files" && (r.Method == http.MethodPost || r.Method == http.MethodDelete):
+			s.serveFilePush(w, r, name)
 		case strings.HasPrefix(sub, "logs/") && (r.Method == http.MethodGet || r.Method == http.MethodDelete):
 			s.serveExecLog(w, r, name, strings.TrimPrefix(sub, "logs/"))
 		default:
