@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -187,14 +188,19 @@ func (s *Server) envList(rec *ExecRecord) []string {
 // ends with at once (127: unknown program, 2: a syntax error).
 // cancel (may be nil) ends what serves the process when the instance stops.
 func (s *Server) startProcess(rec *ExecRecord, rt *guest, stdin io.Reader, stdout, stderr io.Writer, cancel func()) (*vshell.Process, int) {
-	if !vshell.Known(rec.Command[0]) {
+	if !vshell.Known(rec.Command[0]) && !strings.Contains(rec.Command[0], "/") {
 		return nil, 127
 	}
 	proc, err := vshell.Start(context.Background(), vshell.Config{
 		FS: rt.fs, Argv: rec.Command, Env: s.envList(rec), Dir: rec.Dir,
 		UID: int(rec.User), GID: int(rec.Group), Stdin: stdin, Stdout: stdout, Stderr: stderr,
 	})
-	if err != nil {
+	switch {
+	case errors.Is(err, vshell.ErrNotFound):
+		return nil, 127
+	case errors.Is(err, vshell.ErrNotExecutable):
+		return nil, 126
+	case err != nil:
 		fmt.Fprintf(stderr, "%v\n", strings.TrimPrefix(err.Error(), "vshell: "))
 		return nil, 2
 	}

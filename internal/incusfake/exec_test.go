@@ -408,3 +408,24 @@ func TestGuestDisksAndReadOnly(t *testing.T) {
 		t.Errorf("read-only source written: %v", err)
 	}
 }
+
+func TestExecScriptByPath(t *testing.T) {
+	f := newFixture(t)
+	f.running("c1", nil)
+	g := f.s.Guest("default", "c1")
+	if err := g.WriteFile("/root/job.sh", []byte("#!/bin/sh\necho job \"$1\" in $(pwd)\nexit 5\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.WriteFile("/root/data.txt", []byte("echo no\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, _, op := f.exec("c1", map[string]any{"command": []string{"/root/job.sh", "a b"}, "cwd": "/tmp"})
+	if out != "job a b in /tmp\n" || op.Metadata["return"] != float64(5) || op.Status != "Success" {
+		t.Errorf("stdout %q, op %s return %v", out, op.Status, op.Metadata["return"])
+	}
+	for argv0, want := range map[string]string{"/root/data.txt": "Command not executable", "/root/missing.sh": "Command not found"} {
+		if _, _, op := f.exec("c1", map[string]any{"command": []string{argv0}}); op.Err != want {
+			t.Errorf("%s: %s %q, want %q", argv0, op.Status, op.Err, want)
+		}
+	}
+}

@@ -164,13 +164,21 @@ func Start(ctx context.Context, cfg Config) (*Process, error) {
 	if p.cfg.Stderr == nil {
 		p.cfg.Stderr = io.Discard
 	}
-	script, params, err := scriptOf(cfg.Argv, cfg.Stdin)
+	var script, name string
+	var params []string
+	var err error
+	if strings.Contains(cfg.Argv[0], "/") && !isShell(cfg.Argv[0]) {
+		script, err = readScript(cfg.FS, cfg.Argv[0], cfg.Dir)
+		params, name = cfg.Argv[1:], cfg.Argv[0]
+	} else {
+		script, params, err = scriptOf(cfg.Argv, cfg.Stdin)
+		name = "sh" // $0
+		if isShell(cfg.Argv[0]) && len(cfg.Argv) > 3 && cfg.Argv[1] == "-c" {
+			name = cfg.Argv[3]
+		}
+	}
 	if err != nil {
 		return nil, err
-	}
-	name := "sh" // $0
-	if isShell(cfg.Argv[0]) && len(cfg.Argv) > 3 && cfg.Argv[1] == "-c" {
-		name = cfg.Argv[3]
 	}
 	p.file, err = syntax.NewParser(syntax.Variant(syntax.LangPOSIX)).Parse(strings.NewReader(script), name)
 	if err != nil {
@@ -811,8 +819,44 @@ func (p *Process) killBackground() {
 	p.mu.Unlock()
 }
 
+// Errors of Start for an argv[0] that is a path, as execve(2) fails.
+var (
+	ErrNotFound      = errors.New("vshell: no such file")   // the exit status is 127
+	ErrNotExecutable = errors.New("vshell: not executable") // the exit status is 126
+)
+
+// readScript reads the script argv0 names: an executable file starting
+// with #! naming a shell (the only interpreter there is).
+func readScript(fsys FS, argv0, dir string) (string, error) {
+	p := abs(dir, argv0)
+	fi, err := fsys.Stat(p)
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("%w: %s: %v", ErrNotFound, argv0, err)
+	case fi.IsDir() || fi.Mode().Perm()&0o111 == 0:
+		return "", fmt.Errorf("%w: %s", ErrNotExecutable, argv0)
+	}
+	f, err := fsys.OpenFile(p, os.O_RDONLY, 0)
+	if err != nil {
+		return "", fmt.Errorf("%w: %s: %v", ErrNotExecutable, argv0, err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(f)
+	if err != nil {
+		return "", fmt.Errorf("%w: %s: %v", ErrNotExecutable, argv0, err)
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	if interp, ok := strings.CutPrefix(line, "#!"); ok {
+		if fields := strings.Fields(interp); len(fields) == 0 || !isShell(fields[0]) {
+			return "", fmt.Errorf("%w: %s: interpreter %q is not available", ErrNotFound, argv0, interp)
+		}
+	}
+	return string(data), nil
+}
+
 // Known reports whether argv0 names something a process can run: a shell,
-// one of the programs, or a builtin of the interpreter.
+// one of the programs, or a builtin of the interpreter. (A path with a
+// slash is looked up in the filesystem by Start.)
 func Known(argv0 string) bool {
 	if isShell(argv0) || interp.IsBuiltin(argv0) {
 		return true
