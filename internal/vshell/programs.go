@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"mvdan.cc/sh/v3/expand"
+	"mvdan.cc/sh/v3/interp"
+	"mvdan.cc/sh/v3/syntax"
 )
 
 // program is one of the few programs a process may run. It returns its exit
@@ -35,7 +37,9 @@ func init() {
 		"id":     idProgram,
 		"env":    envProgram,
 		"mkfifo": mkfifoProgram,
+		"which":  whichProgram,
 	}
+	programs[progLookup] = lookupProgram
 }
 
 // Programs returns the names of the programs a process may run (beside the
@@ -43,7 +47,9 @@ func init() {
 func Programs() []string {
 	var names []string
 	for n := range programs {
-		names = append(names, n)
+		if !strings.HasPrefix(n, "\x00") {
+			names = append(names, n)
+		}
 	}
 	slices.Sort(names)
 	return names
@@ -412,3 +418,64 @@ var (
 	errNotDir = syscall.ENOTDIR
 	errIsDir  = syscall.EISDIR
 )
+
+// where says where name is found: "" for a builtin or keyword (kind says
+// which), /bin/NAME for a program, the path itself for an executable file
+// in the guest.
+func (s *stdio) where(name string) (kind, path string) {
+	switch {
+	case syntax.IsKeyword(name):
+		return "keyword", ""
+	case strings.Contains(name, "/"):
+		fi, err := s.p.cfg.FS.Stat(s.abs(name))
+		if err == nil && !fi.IsDir() && fi.Mode().Perm()&0o111 != 0 {
+			return "file", name
+		}
+		return "", ""
+	case name == "kill" || programs[name] != nil && !strings.HasPrefix(name, "\x00"):
+		return "file", "/bin/" + name
+	case interp.IsBuiltin(name):
+		return "builtin", ""
+	}
+	return "", ""
+}
+
+// lookupProgram is `command -v` and `type` over the guest.
+func lookupProgram(s *stdio, args []string) int {
+	mode, names := args[0], args[1:]
+	status := 0
+	for _, n := range names {
+		kind, where := s.where(n)
+		switch {
+		case kind == "":
+			status = 1
+			if mode == "type" {
+				fmt.Fprintf(s.hc.Stdout, "%s: not found\n", n)
+			}
+		case mode == "command-v" && where != "":
+			fmt.Fprintln(s.hc.Stdout, where)
+		case mode == "command-v":
+			fmt.Fprintln(s.hc.Stdout, n)
+		case kind == "keyword":
+			fmt.Fprintf(s.hc.Stdout, "%s is a shell keyword\n", n)
+		case kind == "builtin":
+			fmt.Fprintf(s.hc.Stdout, "%s is a shell builtin\n", n)
+		default:
+			fmt.Fprintf(s.hc.Stdout, "%s is %s\n", n, where)
+		}
+	}
+	return status
+}
+
+// which NAME...
+func whichProgram(s *stdio, args []string) int {
+	status := 0
+	for _, n := range args {
+		if kind, where := s.where(n); kind == "file" {
+			fmt.Fprintln(s.hc.Stdout, where)
+		} else {
+			status = 1
+		}
+	}
+	return status
+}

@@ -285,6 +285,7 @@ const (
 	progBgBegin = "\x00bg-begin"
 	progBgEnd   = "\x00bg-end"
 	progKill    = "\x00kill"
+	progLookup  = "\x00lookup"
 )
 
 func lit(s string) *syntax.Word { return &syntax.Word{Parts: []syntax.WordPart{&syntax.Lit{Value: s}}} }
@@ -584,6 +585,15 @@ func (p *Process) call(ctx context.Context, args []string) ([]string, error) {
 		// The interpreter lists kill as a builtin; ours is the program,
 		// which knows this process's signals.
 		return append([]string{progKill}, args[1:]...), nil
+	case "command", "type":
+		// The interpreter would search this machine's PATH; the guest's
+		// lookup answers instead.
+		if args[0] == "type" {
+			return append([]string{progLookup, "type"}, args[1:]...), nil
+		}
+		if len(args) > 1 && args[1] == "-v" {
+			return append([]string{progLookup, "command-v"}, args[2:]...), nil
+		}
 	}
 	return args, nil
 }
@@ -655,8 +665,11 @@ func (p *Process) exec(ctx context.Context, args []string) error {
 		p.maybeFinish()
 		return nil
 	}
-	if name == progKill {
+	switch name {
+	case progKill:
 		base = "kill"
+	case progLookup:
+		base = "\x00lookup"
 	}
 	prog, ok := programs[base]
 	if !ok {

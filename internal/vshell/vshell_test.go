@@ -91,6 +91,7 @@ func TestArgvForms(t *testing.T) {
 		{[]string{"/bin/sh", "-c", "mkdir -p /x/y && ls /x"}, "y\n", 0},
 		{[]string{"sh", "-c", "nosuch"}, "", 127},
 		{[]string{"false"}, "", 1},
+		{[]string{"sh", "-c", "command -v sleep; command -v echo; command -v gcc || echo none; type ls; which kill"}, "/bin/sleep\necho\nnone\nls is /bin/ls\n/bin/kill\n", 0},
 	}
 	for _, tt := range tests {
 		p, out, _ := start(t, tt.argv...)
