@@ -106,9 +106,6 @@ func (s *Server) serveExec(w http.ResponseWriter, r *http.Request, name string) 
 	case req.Interactive && req.WaitForWebsocket:
 		writeError(w, http.StatusBadRequest, "incusfake: interactive exec is not emulated")
 		return
-	case len(req.Command) == 0:
-		writeError(w, http.StatusBadRequest, "Command is required")
-		return
 	}
 	s.mu.Lock()
 	inst := s.lookup(w, project, name)
@@ -120,6 +117,11 @@ func (s *Server) serveExec(w http.ResponseWriter, r *http.Request, name string) 
 	if !rt.running {
 		s.mu.Unlock()
 		writeError(w, http.StatusBadRequest, "Instance is not running")
+		return
+	}
+	if len(req.Command) == 0 {
+		s.mu.Unlock()
+		writeError(w, http.StatusBadRequest, "incusfake: an exec needs a command")
 		return
 	}
 	rt.fs.setMounts(s.hostFS(), inst.put.Devices) // devices may have changed

@@ -22,6 +22,7 @@ type clause struct {
 	ne    bool
 	value string
 	re    *regexp.Regexp
+	badOp bool // an operator other than eq/ne
 }
 
 func tokenize(s string) ([]string, error) {
@@ -66,7 +67,7 @@ func parseFilter(s string) (listFilter, error) {
 				c.join = strings.ToLower(toks[0])
 				toks = toks[1:]
 			default:
-				return nil, refuse("Invalid filter: expected and/or, got %q", toks[0])
+				return nil, refuse("Invalid filter: invalid clause composition")
 			}
 		}
 		if len(toks) > 0 && strings.ToLower(toks[0]) == "not" {
@@ -74,7 +75,7 @@ func parseFilter(s string) (listFilter, error) {
 			toks = toks[1:]
 		}
 		if len(toks) < 3 {
-			return nil, refuse("Invalid filter: incomplete clause")
+			return nil, refuse("Invalid filter: clause has no value")
 		}
 		c.field = toks[0]
 		switch strings.ToLower(toks[1]) {
@@ -82,7 +83,7 @@ func parseFilter(s string) (listFilter, error) {
 		case "ne":
 			c.ne = true
 		default:
-			return nil, refuse("Invalid filter operator %q", toks[1])
+			c.badOp = true // LXD: an unknown operator matches nothing
 		}
 		c.value = toks[2]
 		toks = toks[3:]
@@ -119,7 +120,7 @@ func field(obj map[string]any, name string) (string, bool) {
 
 func (c clause) eval(obj map[string]any) bool {
 	v, known := field(obj, c.field)
-	if !known {
+	if !known || c.badOp {
 		return false
 	}
 	var m bool

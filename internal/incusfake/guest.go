@@ -409,21 +409,22 @@ func withProject(u, project string) string {
 	return u + "?project=" + url.QueryEscape(project)
 }
 
-// validName checks an instance name as Incus does (a hostname label).
+// validName checks an instance name as LXD 5.0.2 does (a hostname label),
+// in its words.
 func validName(name string) error {
 	switch {
-	case name == "":
-		return refuse("Invalid instance name: Name is required")
 	case len(name) > 63:
 		return refuse("Invalid instance name: Name must be 1-63 characters long")
+	case name[0] == '-':
+		return refuse(`Invalid instance name: Name must not start with "-" character`)
+	case name[0] >= '0' && name[0] <= '9':
+		return refuse("Invalid instance name: Name must not start with a number")
+	case name[len(name)-1] == '-':
+		return refuse(`Invalid instance name: Name must not end with "-" character`)
 	case strings.ContainsFunc(name, func(r rune) bool {
 		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-')
 	}):
 		return refuse("Invalid instance name: Name can only contain alphanumeric and hyphen characters")
-	case name[0] == '-' || name[0] >= '0' && name[0] <= '9':
-		return refuse("Invalid instance name: Name must not start with a digit or hyphen character")
-	case name[len(name)-1] == '-':
-		return refuse("Invalid instance name: Name must not end with a hyphen character")
 	}
 	return nil
 }
@@ -451,6 +452,10 @@ func (s *Server) serveCreate(w http.ResponseWriter, r *http.Request) {
 	if req.Type == "" {
 		req.Type = "container"
 	}
+	if req.Name == "" {
+		// Incus names the instance itself (LXD: "lasting-lioness").
+		req.Name = "fake-" + strings.ReplaceAll(newUUID(), "-", "")[:10]
+	}
 	s.mu.Lock()
 	s.gs().creates = append(s.gs().creates, CreateRequest{
 		Project: project, Name: req.Name, Type: req.Type, Source: req.Source,
@@ -470,13 +475,19 @@ func (s *Server) serveCreate(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+	var missingProfile string
+	for _, pn := range req.Profiles {
+		if _, ok := s.profile(project, pn); !ok && missingProfile == "" {
+			missingProfile = pn
+		}
+	}
 	s.mu.Unlock()
 	switch {
 	case !projectExists:
-		writeError(w, http.StatusNotFound, "Project not found")
+		writeError(w, http.StatusNotFound, "Failed loading project: Project not found")
 		return
 	case req.Type != "container" && req.Type != "virtual-machine":
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("Invalid instance type %q", req.Type))
+		writeError(w, http.StatusBadRequest, "Invalid instance type")
 		return
 	}
 	if err := validName(req.Name); err != nil {
@@ -485,6 +496,10 @@ func (s *Server) serveCreate(w http.ResponseWriter, r *http.Request) {
 	}
 	if req.Source.Type == "image" && req.Source.Alias != "" && !imgOK {
 		writeError(w, http.StatusNotFound, "Image alias not found")
+		return
+	}
+	if missingProfile != "" {
+		writeError(w, http.StatusInternalServerError, fmt.Sprintf("Requested profile %q doesn't exist", missingProfile))
 		return
 	}
 
@@ -665,7 +680,7 @@ func (s *Server) serveStatePut(w http.ResponseWriter, r *http.Request, name stri
 		desc = "Restarting instance"
 	default:
 		s.mu.Unlock()
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("Unknown action %s", req.Action))
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("Unknown action: '%s'", req.Action))
 		return
 	}
 	op := s.newOp(project, "task", desc, map[string][]string{"instances": {"/1.0/instances/" + name}}, nil)
@@ -783,15 +798,11 @@ func (s *Server) serveList(w http.ResponseWriter, r *http.Request) {
 	all := q.Get("all-projects") == "true"
 	filter, err := parseFilter(q.Get("filter"))
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		writeError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
 	s.mu.Lock()
-	if _, ok := s.projects[project]; !ok && !all {
-		s.mu.Unlock()
-		writeError(w, http.StatusNotFound, "Project not found")
-		return
-	}
+	// An unknown project lists nothing (LXD 5.0.2 answers 200 []).
 	projects := []string{project}
 	if all {
 		projects = slices.Sorted(maps.Keys(s.projects))

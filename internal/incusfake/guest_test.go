@@ -210,15 +210,34 @@ func TestImageAliasesPerProject(t *testing.T) {
 	f.wantOp(f.create("own", map[string]any{"name": "c1", "source": map[string]any{"type": "image", "fingerprint": f.fp}}), "Failure", "Image not provided for instance creation")
 }
 
+// The messages were measured on LXD 5.0.2.
 func TestCreateSyncErrors(t *testing.T) {
 	f := newFixture(t)
-	f.wantError(f.do(http.MethodPost, "/1.0/instances", map[string]any{"name": "bad_name!", "source": map[string]any{"type": "image", "alias": "bb"}}),
-		400, "Invalid instance name: Name can only contain alphanumeric and hyphen characters")
-	f.wantError(f.do(http.MethodPost, "/1.0/instances", map[string]any{"name": "ok", "source": map[string]any{"type": "image", "alias": "nope"}}),
-		404, "Image alias not found")
-	if n := len(f.s.CreateRequests()); n != 2 {
-		t.Errorf("%d create requests recorded, want 2 (failed ones too)", n)
+	src := map[string]any{"type": "image", "alias": "bb"}
+	tests := []struct {
+		project string
+		body    map[string]any
+		code    int
+		msg     string
+	}{
+		{"default", map[string]any{"name": "bad_name!", "source": src}, 400, "Invalid instance name: Name can only contain alphanumeric and hyphen characters"},
+		{"default", map[string]any{"name": "1abc", "source": src}, 400, "Invalid instance name: Name must not start with a number"},
+		{"default", map[string]any{"name": "-abc", "source": src}, 400, `Invalid instance name: Name must not start with "-" character`},
+		{"default", map[string]any{"name": "abc-", "source": src}, 400, `Invalid instance name: Name must not end with "-" character`},
+		{"default", map[string]any{"name": strings.Repeat("a", 64), "source": src}, 400, "Invalid instance name: Name must be 1-63 characters long"},
+		{"default", map[string]any{"name": "ok", "type": "bogus", "source": src}, 400, "Invalid instance type"},
+		{"default", map[string]any{"name": "ok", "source": map[string]any{"type": "image", "alias": "nope"}, "profiles": []string{"nope"}}, 404, "Image alias not found"},
+		{"default", map[string]any{"name": "ok", "source": src, "profiles": []string{"nope"}}, 500, `Requested profile "nope" doesn't exist`},
+		{"nonexistent", map[string]any{"name": "ok", "source": src}, 404, "Failed loading project: Project not found"},
 	}
+	for _, tt := range tests {
+		f.wantError(f.do(http.MethodPost, "/1.0/instances?project="+tt.project, tt.body), tt.code, tt.msg)
+	}
+	if n := len(f.s.CreateRequests()); n != len(tests) {
+		t.Errorf("%d create requests recorded, want %d (failed ones too)", n, len(tests))
+	}
+	f.running("c1", nil)
+	f.wantError(f.do(http.MethodPut, "/1.0/instances/c1/state", map[string]any{"action": "bogus"}), 400, "Unknown action: 'bogus'")
 }
 
 func TestCreateAsyncFailures(t *testing.T) {
@@ -394,6 +413,8 @@ func TestListAndFilter(t *testing.T) {
 		{"filter=not status eq running and config.user.pikaci.run eq run-4.*", []string{"/1.0/instances/ci-job-1"}},
 		{"filter=name eq other or config.user.pikaci.run eq run-43", []string{"/1.0/instances/ci-job-2", "/1.0/instances/other"}},
 		{"filter=nosuchfield eq x", nil},
+		{"filter=name xx ci-job-1", nil},
+		{"project=nonexistent", nil},
 		{"all-projects=true&filter=config.user.pikaci.run eq run-42", []string{"/1.0/instances/ci-job-1", "/1.0/instances/ci-job-3?project=p2"}},
 	}
 	for _, tt := range tests {
@@ -413,6 +434,8 @@ func TestListAndFilter(t *testing.T) {
 			t.Errorf("%s (-want +got):\n%s", tt.query, diff)
 		}
 	}
+	f.wantError(f.do(http.MethodGet, "/1.0/instances?filter="+url.QueryEscape("name eq a xor name eq b"), nil), 500, "Invalid filter: invalid clause composition")
+	f.wantError(f.do(http.MethodGet, "/1.0/instances?filter="+url.QueryEscape("name eq"), nil), 500, "Invalid filter: clause has no value")
 	var full []map[string]any
 	if err := json.Unmarshal(f.do(http.MethodGet, "/1.0/instances?recursion=1&filter="+url.QueryEscape("name eq ci-job-2"), nil).Metadata, &full); err != nil {
 		t.Fatal(err)
