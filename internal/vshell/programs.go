@@ -40,6 +40,7 @@ func init() {
 		"which":  whichProgram,
 	}
 	programs[progLookup] = lookupProgram
+	programs[progWait] = waitJobs
 }
 
 // Programs returns the names of the programs a process may run (beside the

@@ -11,18 +11,19 @@
 //     only EXIT and ERR; traps on signals are handled here), KILL always ends
 //     it with 137;
 //   - a trapped signal interrupts a running `sleep` (as if sleep were a
-//     builtin), then the trap runs; without a sleep it runs before the next
-//     command;
+//     builtin) or `wait`, then the trap runs; otherwise it runs before the
+//     next command;
 //   - a background job (`cmd &`) keeps the process's output open after the
 //     main process ends, until it finishes, even when the main process was
 //     killed: a `sleep` in a background job is not ended by a signal to the
 //     main process, only by the time passing or by Stop (the instance
 //     stopping).
 //
-// Known simplifications: `wait` waits for the background jobs and is not
-// interrupted by a signal (the trap runs after it); a function defined
-// outside a background statement and called from one counts as part of the
-// main process; `kill gN` ($!) signals every background sleep.
+// Known simplifications: `wait gN` is not interrupted by a signal (the trap
+// runs after it); a function defined outside a background statement and
+// called from one counts as part of the main process; `kill gN` ($!)
+// signals every background sleep; a background job that is not sleeping
+// when the main process is killed ends with it.
 package vshell
 
 import (
@@ -125,18 +126,19 @@ type Process struct {
 	stdinR     *os.File
 	stdinW     *os.File
 
-	mu       sync.Mutex
-	status   int
-	dead     bool
-	traps    map[int]string // signal → action ("" ignores); absent: default
-	pending  int            // a trapped signal not yet handled
-	forced   int            // -1, or the status a trap exited with
-	intr     chan struct{}  // interrupts a foreground sleep
-	bgRanges [][2]uint      // offsets of background statements, by id
-	bgCount  map[int]int    // background jobs running, by statement id
-	bgSleep  map[int]int    // of which sleeping
-	bgKill   chan struct{}  // closed to end every background sleep (kill gN)
-	mainDone bool
+	mu        sync.Mutex
+	status    int
+	dead      bool
+	traps     map[int]string // signal → action ("" ignores); absent: default
+	pending   int            // a trapped signal not yet handled
+	forced    int            // -1, or the status a trap exited with
+	intr      chan struct{}  // interrupts a foreground sleep
+	bgRanges  [][2]uint      // offsets of background statements, by id
+	bgCount   map[int]int    // background jobs running, by statement id
+	bgSleep   map[int]int    // of which sleeping
+	bgKill    chan struct{}  // closed to end every background sleep (kill gN)
+	bgChanged chan struct{}  // closed (and replaced) when bgCount may have changed
+	mainDone  bool
 }
 
 // Start parses cfg.Argv and starts the process. Cancelling ctx stops it as
@@ -147,16 +149,17 @@ func Start(ctx context.Context, cfg Config) (*Process, error) {
 		return nil, errors.New("vshell: a process needs a filesystem and an argv")
 	}
 	p := &Process{
-		cfg:      cfg,
-		stopAll:  make(chan struct{}),
-		exited:   make(chan struct{}),
-		finished: make(chan struct{}),
-		traps:    map[int]string{},
-		forced:   -1,
-		intr:     make(chan struct{}, 1),
-		bgCount:  map[int]int{},
-		bgSleep:  map[int]int{},
-		bgKill:   make(chan struct{}),
+		cfg:       cfg,
+		stopAll:   make(chan struct{}),
+		exited:    make(chan struct{}),
+		finished:  make(chan struct{}),
+		traps:     map[int]string{},
+		forced:    -1,
+		intr:      make(chan struct{}, 1),
+		bgCount:   map[int]int{},
+		bgSleep:   map[int]int{},
+		bgKill:    make(chan struct{}),
+		bgChanged: make(chan struct{}),
 	}
 	if p.cfg.Stdout == nil {
 		p.cfg.Stdout = io.Discard
@@ -286,6 +289,7 @@ const (
 	progBgEnd   = "\x00bg-end"
 	progKill    = "\x00kill"
 	progLookup  = "\x00lookup"
+	progWait    = "\x00wait"
 )
 
 func lit(s string) *syntax.Word { return &syntax.Word{Parts: []syntax.WordPart{&syntax.Lit{Value: s}}} }
@@ -431,6 +435,8 @@ func (p *Process) closeStdin() {
 func (p *Process) maybeFinish() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	close(p.bgChanged)
+	p.bgChanged = make(chan struct{})
 	if !p.mainDone || !p.dead {
 		return
 	}
@@ -585,6 +591,11 @@ func (p *Process) call(ctx context.Context, args []string) ([]string, error) {
 		// The interpreter lists kill as a builtin; ours is the program,
 		// which knows this process's signals.
 		return append([]string{progKill}, args[1:]...), nil
+	case "wait":
+		if len(args) == 1 && p.bgID(hc.Pos) < 0 {
+			// Ours, so that a trapped signal interrupts it as in sh.
+			return []string{progWait}, nil
+		}
 	case "command", "type":
 		// The interpreter would search this machine's PATH; the guest's
 		// lookup answers instead.
@@ -668,8 +679,8 @@ func (p *Process) exec(ctx context.Context, args []string) error {
 	switch name {
 	case progKill:
 		base = "kill"
-	case progLookup:
-		base = "\x00lookup"
+	case progLookup, progWait:
+		base = name
 	}
 	prog, ok := programs[base]
 	if !ok {
@@ -865,6 +876,35 @@ func readScript(fsys FS, argv0, dir string) (string, error) {
 		}
 	}
 	return string(data), nil
+}
+
+// waitJobs is `wait` without operands in the main process: it returns
+// when every background job has ended, or earlier when a trapped signal
+// comes (after running the trap, as sh does).
+func waitJobs(s *stdio, _ []string) int {
+	p := s.p
+	for {
+		p.mu.Lock()
+		n := 0
+		for _, c := range p.bgCount {
+			n += c
+		}
+		changed := p.bgChanged
+		p.mu.Unlock()
+		if n == 0 {
+			return 0
+		}
+		select {
+		case <-changed:
+		case <-s.ctx.Done():
+			return 128 + SIGKILL
+		case <-p.intr:
+			if sig := p.takePending(); sig != 0 {
+				p.pendingAction(s.ctx, sig)
+				return 128 + sig
+			}
+		}
+	}
 }
 
 // Known reports whether argv0 names something a process can run: a shell,
