@@ -44,14 +44,14 @@ type opObject struct {
 }
 
 type fixture struct {
-	t   *testing.T
+	t   testing.TB
 	s   *Server
 	ts  *httptest.Server
 	fp  string // the bb image's fingerprint
 	dir string
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	s := New(Options{})
 	ts := httptest.NewServer(s)
@@ -452,7 +452,7 @@ var cmpEmpty = cmp.Comparer(func(a, b []string) bool {
 	return slices.Equal(a, b)
 })
 
-func writeHostFile(t *testing.T, p, content string) {
+func writeHostFile(t testing.TB, p, content string) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		t.Fatal(err)
