@@ -97,8 +97,15 @@ func (s *Server) serveFiles(w http.ResponseWriter, r *http.Request, name string)
 	}
 	if fi.Mode()&fs.ModeNamedPipe != 0 {
 		// A FIFO shows as a file and blocks until a writer comes, which
-		// here is never: the request ends when the client gives up.
-		<-r.Context().Done()
+		// here is never: the request ends when the client gives up (or
+		// the server shuts down).
+		s.mu.Lock()
+		shutdown := s.gs().shutdown
+		s.mu.Unlock()
+		select {
+		case <-r.Context().Done():
+		case <-shutdown:
+		}
 		return
 	}
 	var data []byte

@@ -33,6 +33,7 @@ type guestState struct {
 	logs     map[string]*logBuf // record-output logs, by logKey
 	hostFS   HostFS
 
+	shutdown       chan struct{} // closed by Shutdown
 	connectTimeout time.Duration // exec websockets
 	retention      time.Duration // finished operations
 }
@@ -56,6 +57,7 @@ func (s *Server) gs() *guestState {
 		g.profiles = map[string]map[string]Profile{
 			"default": {"default": {Devices: shared.Devices{"root": {"type": "disk", "path": "/", "pool": "default"}}}},
 		}
+		g.shutdown = make(chan struct{})
 		g.connectTimeout = 5 * time.Second
 		g.retention = 5 * time.Second
 	}
@@ -188,9 +190,15 @@ func (s *Server) Running(project, name string) bool {
 	return rt != nil && rt.running
 }
 
-// Shutdown stops every instance, ending every process the guests run.
+// Shutdown stops every instance, ending every process the guests run and
+// every request that waits on a FIFO.
 func (s *Server) Shutdown() {
 	s.mu.Lock()
+	select {
+	case <-s.gs().shutdown:
+	default:
+		close(s.gs().shutdown)
+	}
 	var stops []func()
 	for _, rt := range s.gs().guests {
 		rt.running = false
