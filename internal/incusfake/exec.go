@@ -255,11 +255,18 @@ func (s *Server) runWebsocketExec(op *gop, rec *ExecRecord, rt *guest, timeout t
 	defer sess.cancel()
 	t := time.NewTimer(timeout)
 	defer t.Stop()
+	s.mu.Lock()
+	shutdown := s.gs().shutdown
+	s.mu.Unlock()
 	select {
 	case <-sess.connected:
 	case <-t.C:
 		sess.closeAll()
 		s.finishOp(op, "Timed out waiting for websockets to connect", nil)
+		return
+	case <-shutdown:
+		sess.closeAll()
+		s.finishOp(op, "Instance is not running", nil)
 		return
 	}
 	proc, status := s.startProcess(rec, rt, sess.stdinR, sess.stdout, sess.stderr, sess.cancel)
