@@ -182,6 +182,22 @@ func (s *Server) Guest(project, name string) *GuestFS {
 	return nil
 }
 
+// StartInstance starts an instance as a client's start would (for a
+// stale running instance in a test's setup). The error is Incus's.
+func (s *Server) StartInstance(project, name string) error {
+	if msg := s.start(project, name); msg != "" {
+		return refuse("incusfake: start %s/%s: %s", project, name, msg)
+	}
+	return nil
+}
+
+// Exists reports whether the instance exists.
+func (s *Server) Exists(project, name string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.projects[project][name] != nil
+}
+
 // Running reports whether the instance exists and runs.
 func (s *Server) Running(project, name string) bool {
 	s.mu.Lock()

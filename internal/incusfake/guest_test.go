@@ -340,6 +340,23 @@ func TestStartStopDelete(t *testing.T) {
 	f.wantError(f.do(http.MethodPost, "/1.0/instances/c1/exec", map[string]any{"command": []string{"true"}}), 404, "Instance not found")
 }
 
+func TestStaleInstanceFromHelpers(t *testing.T) {
+	f := newFixture(t)
+	f.s.AddInstance("default", "stale", "container", nil)
+	if err := f.s.StartInstance("default", "stale"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.s.StartInstance("default", "stale"); err == nil || !strings.Contains(err.Error(), "The instance is already running") {
+		t.Errorf("second start: %v", err)
+	}
+	f.wantError(f.do(http.MethodDelete, "/1.0/instances/stale", nil), 400, "Instance is running")
+	f.wantOp(f.async(f.do(http.MethodPut, "/1.0/instances/stale/state", map[string]any{"action": "stop", "force": true})), "Success", "")
+	f.wantOp(f.async(f.do(http.MethodDelete, "/1.0/instances/stale", nil)), "Success", "")
+	if f.s.Exists("default", "stale") {
+		t.Error("deleted instance still exists")
+	}
+}
+
 func TestEphemeralDeletedOnStop(t *testing.T) {
 	f := newFixture(t)
 	f.wantOp(f.create("default", map[string]any{"name": "e1", "ephemeral": true, "start": true, "source": map[string]any{"type": "image", "alias": "bb"}}), "Success", "")
