@@ -641,6 +641,10 @@ func (s *Server) start(project, name string) string {
 		return "The instance is already running"
 	}
 	rt.running = true
+	inst.put.Config = maps.Clone(inst.put.Config) // GET answers may share the old map
+	if inst.put.Config == nil {
+		inst.put.Config = map[string]string{}
+	}
 	inst.put.Config["volatile.last_state.power"] = "RUNNING"
 	rt.fs.setMounts(s.hostFS(), inst.put.Devices)
 	return ""
@@ -660,6 +664,10 @@ func (s *Server) stop(project, name string) string {
 		return "The instance is already stopped"
 	}
 	rt.running = false
+	inst.put.Config = maps.Clone(inst.put.Config)
+	if inst.put.Config == nil {
+		inst.put.Config = map[string]string{}
+	}
 	inst.put.Config["volatile.last_state.power"] = "STOPPED"
 	var stops []func()
 	for _, stop := range rt.procs {
