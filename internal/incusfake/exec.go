@@ -588,9 +588,16 @@ type logBuf struct {
 	mod  time.Time
 }
 
+// maxLogBytes bounds a record-output log; more output is dropped.
+const maxLogBytes = 64 << 20
+
 func (l *logBuf) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if room := maxLogBytes - len(l.data); len(p) > room {
+		l.data = append(l.data, p[:max(room, 0)]...)
+		return len(p), nil
+	}
 	l.data = append(l.data, p...)
 	l.mod = time.Now()
 	return len(p), nil

@@ -60,11 +60,17 @@ func mkfifo(p string, perm fs.FileMode) error {
 	return nil
 }
 
-// memFS is a guest's own tree, in memory, keyed by canonical path.
+// memFS is a guest's own tree, in memory, keyed by canonical path. Its
+// files hold at most MaxGuestBytes together; a write beyond fails with
+// ENOSPC, as a full disk does.
 type memFS struct {
 	mu    sync.Mutex
 	nodes map[string]*memNode
+	used  int64
 }
+
+// MaxGuestBytes bounds the content of a guest's own files.
+const MaxGuestBytes = 256 << 20
 
 type memNode struct {
 	mode   fs.FileMode // type bits and permissions
@@ -209,6 +215,7 @@ func (m *memFS) Remove(p string) error {
 			return perr("remove", p, syscall.EBUSY)
 		}
 	}
+	m.used -= int64(len(n.data))
 	delete(m.nodes, p)
 	return nil
 }
@@ -237,6 +244,7 @@ func (m *memFS) OpenFile(p string, flag int, perm fs.FileMode) (io.ReadWriteClos
 		return nil, perr("open", p, syscall.ELOOP)
 	}
 	if write && flag&os.O_TRUNC != 0 && n.mode.IsRegular() {
+		m.used -= int64(len(n.data))
 		n.data = nil
 		n.mtime = time.Now()
 	}
@@ -277,6 +285,10 @@ func (f *memFile) Write(b []byte) (int, error) {
 		f.off = len(f.n.data)
 	}
 	if grow := f.off + len(b) - len(f.n.data); grow > 0 {
+		if f.m.used+int64(grow) > MaxGuestBytes {
+			return 0, syscall.ENOSPC
+		}
+		f.m.used += int64(grow)
 		f.n.data = append(f.n.data, make([]byte, grow)...)
 	}
 	copy(f.n.data[f.off:], b)
