@@ -172,3 +172,19 @@ func TestKnown(t *testing.T) {
 		}
 	}
 }
+
+func TestTrappedSignalInterruptsWait(t *testing.T) {
+	p, out, _ := start(t, "sh", "-c", `trap 'echo got-TERM; exit 42' TERM; sleep 60 & echo ready; wait; echo not-here`)
+	waitFor(t, out, "ready\n")
+	p.Signal(SIGTERM)
+	wait(t, p.Exited(), "main exit")
+	if p.ExitStatus() != 42 || out.String() != "ready\ngot-TERM\n" {
+		t.Errorf("status %d output %q", p.ExitStatus(), out.String())
+	}
+	// The orphaned sleep still holds the output until the instance stops.
+	select {
+	case <-p.Done():
+		t.Error("Done while the background sleep runs")
+	default:
+	}
+}
