@@ -53,6 +53,7 @@ func StartRemote(ctx context.Context, c *cases.Case, dir string) (*Remote, error
 		MissingExtensions: c.MissingExtensions,
 		SourceExists:      fsys.Exists,
 	})
+	inc.SetHostFS(remoteHostFS{fsys})
 	project := c.Spec.Remote.Incus.Project
 	if project == "" {
 		project = "default"
@@ -75,7 +76,10 @@ func StartRemote(ctx context.Context, c *cases.Case, dir string) (*Remote, error
 }
 
 // Close stops the SSH server and everything behind it.
-func (r *Remote) Close() error { return r.SSH.Close() }
+func (r *Remote) Close() error {
+	r.Incus.Shutdown() // the guests' processes end
+	return r.SSH.Close()
+}
 
 // State is everything a plugin may change on the remote host.
 type State struct {

@@ -85,6 +85,8 @@ type Server struct {
 	requests  []Request
 	beforePut func(project, name string)
 	hold      chan struct{} // non-nil: new operations wait for it to close
+
+	guest guestState // the lifecycle calls and virtual guests (guest.go)
 }
 
 type instance struct {
@@ -313,6 +315,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.requests = append(s.requests, Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.Query()})
 	s.mu.Unlock()
 
+	if s.serveGuest(w, r) {
+		return
+	}
 	path := strings.TrimSuffix(r.URL.Path, "/")
 	switch {
 	case path == "/1.0":
@@ -412,6 +417,8 @@ func (s *Server) serveInstanceGet(w http.ResponseWriter, r *http.Request, name s
 		return
 	}
 	p := inst.put
+	status, statusCode := s.instanceStatus(inst)
+	expandedConfig, expandedDevices := s.expanded(project, inst)
 	meta := map[string]any{
 		"architecture":     p.Architecture,
 		"config":           p.Config,
@@ -421,11 +428,11 @@ func (s *Server) serveInstanceGet(w http.ResponseWriter, r *http.Request, name s
 		"stateful":         p.Stateful,
 		"description":      p.Description,
 		"created_at":       "2026-01-01T00:00:00Z",
-		"expanded_config":  p.Config,
-		"expanded_devices": p.Devices,
+		"expanded_config":  expandedConfig,
+		"expanded_devices": expandedDevices,
 		"name":             inst.name,
-		"status":           "Stopped",
-		"status_code":      102,
+		"status":           status,
+		"status_code":      statusCode,
 		"last_used_at":     "1970-01-01T00:00:00Z",
 		"location":         "none",
 		"type":             inst.typ,

@@ -1,0 +1,639 @@
+package incusfake
+
+import (
+	"errors"
+	"io"
+	"io/fs"
+	"maps"
+	"os"
+	"path"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/pikaci/vmexec/shared"
+)
+
+// HostFS is the filesystem of the machine the fake Incus runs on, where disk
+// devices find their source directories. Paths are absolute, clean and
+// free of symlinks except maybe the last component, which must never be
+// followed (the guest resolves every link itself, inside the guest). Errors
+// should wrap a syscall.Errno (fs.PathError does).
+//
+// The harness's virtual remote host gives its private filesystem here;
+// without one (SetHostFS not called) the fake uses this machine's.
+type HostFS interface {
+	Lstat(path string) (fs.FileInfo, error)
+	Readlink(path string) (string, error)
+	ReadDir(path string) ([]fs.DirEntry, error)
+	OpenFile(path string, flag int, perm fs.FileMode) (io.ReadWriteCloser, error)
+	Mkdir(path string, perm fs.FileMode) error
+	Symlink(target, path string) error
+	Remove(path string) error
+}
+
+// fifoMaker is implemented by filesystems that can make named pipes.
+type fifoMaker interface {
+	Mkfifo(path string, perm fs.FileMode) error
+}
+
+// osHostFS is this machine's filesystem.
+type osHostFS struct{}
+
+func (osHostFS) Lstat(p string) (fs.FileInfo, error)     { return os.Lstat(p) }
+func (osHostFS) Readlink(p string) (string, error)       { return os.Readlink(p) }
+func (osHostFS) ReadDir(p string) ([]fs.DirEntry, error) { return os.ReadDir(p) }
+func (osHostFS) Mkdir(p string, perm fs.FileMode) error  { return os.Mkdir(p, perm) }
+func (osHostFS) Symlink(target, p string) error          { return os.Symlink(target, p) }
+func (osHostFS) Remove(p string) error                   { return os.Remove(p) }
+func (osHostFS) Mkfifo(p string, perm fs.FileMode) error { return mkfifo(p, perm) }
+func (osHostFS) OpenFile(p string, flag int, perm fs.FileMode) (io.ReadWriteCloser, error) {
+	return os.OpenFile(p, flag|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, perm)
+}
+
+func mkfifo(p string, perm fs.FileMode) error {
+	if err := syscall.Mkfifo(p, uint32(perm.Perm())); err != nil {
+		return &fs.PathError{Op: "mkfifo", Path: p, Err: err}
+	}
+	return nil
+}
+
+// memFS is a guest's own tree, in memory, keyed by canonical path. Its
+// files hold at most MaxGuestBytes together; a write beyond fails with
+// ENOSPC, as a full disk does.
+type memFS struct {
+	mu    sync.Mutex
+	nodes map[string]*memNode
+	used  int64
+}
+
+// MaxGuestBytes bounds the content of a guest's own files.
+const MaxGuestBytes = 256 << 20
+
+type memNode struct {
+	mode   fs.FileMode // type bits and permissions
+	data   []byte
+	target string
+	mtime  time.Time
+}
+
+func newMemFS(hostname string) *memFS {
+	m := &memFS{nodes: map[string]*memNode{}}
+	now := time.Now()
+	for _, d := range []string{"/", "/bin", "/dev", "/etc", "/home", "/root", "/run", "/sbin", "/tmp", "/usr", "/usr/bin", "/var", "/var/tmp"} {
+		m.nodes[d] = &memNode{mode: fs.ModeDir | 0o755, mtime: now}
+	}
+	m.nodes["/tmp"].mode = fs.ModeDir | fs.ModeSticky | 0o777
+	m.nodes["/root"].mode = fs.ModeDir | 0o700
+	m.nodes["/etc/hostname"] = &memNode{mode: 0o644, data: []byte(hostname + "\n"), mtime: now}
+	m.nodes["/dev/null"] = &memNode{mode: fs.ModeDevice | fs.ModeCharDevice | 0o666, mtime: now}
+	return m
+}
+
+type memInfo struct {
+	name string
+	n    memNode
+	size int64
+}
+
+func (i *memInfo) Name() string       { return i.name }
+func (i *memInfo) Size() int64        { return i.size }
+func (i *memInfo) Mode() fs.FileMode  { return i.n.mode }
+func (i *memInfo) ModTime() time.Time { return i.n.mtime }
+func (i *memInfo) IsDir() bool        { return i.n.mode.IsDir() }
+func (i *memInfo) Sys() any           { return nil }
+
+func (m *memFS) info(p string, n *memNode) *memInfo {
+	size := int64(len(n.data))
+	if n.mode&fs.ModeSymlink != 0 {
+		size = int64(len(n.target))
+	}
+	return &memInfo{name: path.Base(p), n: *n, size: size}
+}
+
+func perr(op, p string, errno syscall.Errno) error { return &fs.PathError{Op: op, Path: p, Err: errno} }
+
+func (m *memFS) Lstat(p string) (fs.FileInfo, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := m.nodes[p]
+	if n == nil {
+		return nil, perr("lstat", p, syscall.ENOENT)
+	}
+	return m.info(p, n), nil
+}
+
+func (m *memFS) Readlink(p string) (string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := m.nodes[p]
+	switch {
+	case n == nil:
+		return "", perr("readlink", p, syscall.ENOENT)
+	case n.mode&fs.ModeSymlink == 0:
+		return "", perr("readlink", p, syscall.EINVAL)
+	}
+	return n.target, nil
+}
+
+// ReadDir lists p in no particular order (map order), as a directory
+// listing of a real filesystem is unsorted.
+func (m *memFS) ReadDir(p string) ([]fs.DirEntry, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := m.nodes[p]
+	switch {
+	case n == nil:
+		return nil, perr("readdir", p, syscall.ENOENT)
+	case !n.mode.IsDir():
+		return nil, perr("readdir", p, syscall.ENOTDIR)
+	}
+	prefix := strings.TrimSuffix(p, "/") + "/"
+	var out []fs.DirEntry
+	for k, c := range m.nodes {
+		if rest, ok := strings.CutPrefix(k, prefix); ok && rest != "" && !strings.Contains(rest, "/") {
+			out = append(out, fs.FileInfoToDirEntry(m.info(k, c)))
+		}
+	}
+	return out, nil
+}
+
+func (m *memFS) parentOK(op, p string) error {
+	parent := m.nodes[path.Dir(p)]
+	switch {
+	case parent == nil:
+		return perr(op, p, syscall.ENOENT)
+	case !parent.mode.IsDir():
+		return perr(op, p, syscall.ENOTDIR)
+	}
+	return nil
+}
+
+func (m *memFS) create(op, p string, n *memNode) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.nodes[p] != nil {
+		return perr(op, p, syscall.EEXIST)
+	}
+	if err := m.parentOK(op, p); err != nil {
+		return err
+	}
+	n.mtime = time.Now()
+	m.nodes[p] = n
+	return nil
+}
+
+func (m *memFS) Mkdir(p string, perm fs.FileMode) error {
+	return m.create("mkdir", p, &memNode{mode: fs.ModeDir | perm.Perm()})
+}
+
+func (m *memFS) Symlink(target, p string) error {
+	return m.create("symlink", p, &memNode{mode: fs.ModeSymlink | 0o777, target: target})
+}
+
+func (m *memFS) Mkfifo(p string, perm fs.FileMode) error {
+	return m.create("mkfifo", p, &memNode{mode: fs.ModeNamedPipe | perm.Perm()})
+}
+
+func (m *memFS) Remove(p string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := m.nodes[p]
+	if n == nil {
+		return perr("remove", p, syscall.ENOENT)
+	}
+	if n.mode.IsDir() {
+		prefix := strings.TrimSuffix(p, "/") + "/"
+		for k := range m.nodes {
+			if strings.HasPrefix(k, prefix) {
+				return perr("remove", p, syscall.ENOTEMPTY)
+			}
+		}
+		if p == "/" {
+			return perr("remove", p, syscall.EBUSY)
+		}
+	}
+	m.used -= int64(len(n.data))
+	delete(m.nodes, p)
+	return nil
+}
+
+func (m *memFS) OpenFile(p string, flag int, perm fs.FileMode) (io.ReadWriteCloser, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	write := flag&(os.O_WRONLY|os.O_RDWR) != 0
+	n := m.nodes[p]
+	if n == nil {
+		if flag&os.O_CREATE == 0 {
+			return nil, perr("open", p, syscall.ENOENT)
+		}
+		if err := m.parentOK("open", p); err != nil {
+			return nil, err
+		}
+		n = &memNode{mode: perm.Perm(), mtime: time.Now()}
+		m.nodes[p] = n
+	} else if flag&os.O_EXCL != 0 && flag&os.O_CREATE != 0 {
+		return nil, perr("open", p, syscall.EEXIST)
+	}
+	switch {
+	case n.mode.IsDir() && write:
+		return nil, perr("open", p, syscall.EISDIR)
+	case n.mode&fs.ModeSymlink != 0:
+		return nil, perr("open", p, syscall.ELOOP)
+	}
+	if write && flag&os.O_TRUNC != 0 && n.mode.IsRegular() {
+		m.used -= int64(len(n.data))
+		n.data = nil
+		n.mtime = time.Now()
+	}
+	return &memFile{m: m, n: n, append: flag&os.O_APPEND != 0, write: write}, nil
+}
+
+// memFile is an open memFS file. Reading a FIFO or a device gives EOF;
+// writing a device discards.
+type memFile struct {
+	m      *memFS
+	n      *memNode
+	off    int
+	append bool
+	write  bool
+}
+
+func (f *memFile) Read(b []byte) (int, error) {
+	f.m.mu.Lock()
+	defer f.m.mu.Unlock()
+	if !f.n.mode.IsRegular() || f.off >= len(f.n.data) {
+		return 0, io.EOF
+	}
+	n := copy(b, f.n.data[f.off:])
+	f.off += n
+	return n, nil
+}
+
+func (f *memFile) Write(b []byte) (int, error) {
+	f.m.mu.Lock()
+	defer f.m.mu.Unlock()
+	if !f.write {
+		return 0, syscall.EBADF
+	}
+	if !f.n.mode.IsRegular() {
+		return len(b), nil
+	}
+	if f.append {
+		f.off = len(f.n.data)
+	}
+	if grow := f.off + len(b) - len(f.n.data); grow > 0 {
+		if f.m.used+int64(grow) > MaxGuestBytes {
+			return 0, syscall.ENOSPC
+		}
+		f.m.used += int64(grow)
+		f.n.data = append(f.n.data, make([]byte, grow)...)
+	}
+	copy(f.n.data[f.off:], b)
+	f.off += len(b)
+	f.n.mtime = time.Now()
+	return len(b), nil
+}
+
+func (f *memFile) Close() error { return nil }
+
+// GuestFS is an instance's filesystem: its own tree, with each disk device
+// of the running instance mounted at its path, backed by the host's
+// directory at its source (read-only where the device says readonly).
+// Every symlink is resolved inside the guest, as the kernel does in a
+// container. It implements vshell.FS.
+type GuestFS struct {
+	root *memFS
+	mu   sync.Mutex
+	host HostFS
+	mnts []mount // longest path first
+}
+
+type mount struct {
+	path, source string
+	ro           bool
+}
+
+func newGuestFS(hostname string) *GuestFS {
+	return &GuestFS{root: newMemFS(hostname)}
+}
+
+// setMounts mounts the disk devices (none when devices is nil), creating
+// missing mount points in the guest's own tree.
+func (g *GuestFS) setMounts(host HostFS, devices shared.Devices) {
+	var mnts []mount
+	for _, name := range slices.Sorted(maps.Keys(devices)) {
+		d := devices[name]
+		if d["type"] != "disk" || d["source"] == "" || d["path"] == "" || d["path"] == "/" || d["pool"] != "" {
+			continue
+		}
+		p := path.Clean("/" + d["path"])
+		mnts = append(mnts, mount{path: p, source: path.Clean(d["source"]), ro: isTrue(d["readonly"])})
+	}
+	slices.SortFunc(mnts, func(a, b mount) int { return len(b.path) - len(a.path) })
+	for i := len(mnts) - 1; i >= 0; i-- { // shortest first
+		cur := ""
+		for _, c := range strings.Split(mnts[i].path, "/")[1:] {
+			cur += "/" + c
+			_ = g.root.Mkdir(cur, 0o755) // existing is fine
+		}
+	}
+	g.mu.Lock()
+	g.host, g.mnts = host, mnts
+	g.mu.Unlock()
+}
+
+// backend returns where the canonical guest path p lives.
+func (g *GuestFS) backend(p string) (HostFS, string, bool, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, m := range g.mnts {
+		if p == m.path {
+			return g.host, m.source, m.ro, true
+		}
+		if rest, ok := strings.CutPrefix(p, m.path+"/"); ok {
+			return g.host, path.Join(m.source, rest), m.ro, false
+		}
+	}
+	return g.root, p, false, false
+}
+
+// resolve follows p inside the guest. It returns the canonical path and
+// its info (nil when only the last component is missing). The last
+// component is followed when follow is set or p ends in a slash.
+func (g *GuestFS) resolve(op, p string, follow bool) (string, fs.FileInfo, error) {
+	orig := p
+	if strings.HasSuffix(p, "/") {
+		follow = true
+	}
+	comps := strings.Split(p, "/")
+	cur := "/"
+	links := 0
+	isLast := func(i int) bool {
+		for _, c := range comps[i+1:] {
+			if c != "" && c != "." {
+				return false
+			}
+		}
+		return true
+	}
+	for i := 0; i < len(comps); i++ {
+		c := comps[i]
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			cur = path.Dir(cur)
+			continue
+		}
+		last := isLast(i)
+		next := path.Join(cur, c)
+		be, bp, _, _ := g.backend(next)
+		fi, err := be.Lstat(bp)
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) && last {
+				return next, nil, nil
+			}
+			return "", nil, guestErr(op, orig, err)
+		}
+		if fi.Mode()&fs.ModeSymlink != 0 && (!last || follow) {
+			if links++; links > 40 {
+				return "", nil, perr(op, orig, syscall.ELOOP)
+			}
+			target, err := be.Readlink(bp)
+			if err != nil {
+				return "", nil, guestErr(op, orig, err)
+			}
+			if strings.HasPrefix(target, "/") {
+				cur = "/"
+			}
+			comps = append(strings.Split(target, "/"), comps[i+1:]...)
+			i = -1
+			continue
+		}
+		if !last && !fi.IsDir() {
+			return "", nil, perr(op, orig, syscall.ENOTDIR)
+		}
+		cur = next
+	}
+	be, bp, _, _ := g.backend(cur)
+	fi, err := be.Lstat(bp)
+	if err != nil {
+		return "", nil, guestErr(op, orig, err)
+	}
+	if strings.HasSuffix(orig, "/") && !fi.IsDir() {
+		return "", nil, perr(op, orig, syscall.ENOTDIR)
+	}
+	return cur, renamed{fi, path.Base(cur)}, nil
+}
+
+// renamed reports a host entry under its guest name.
+type renamed struct {
+	fs.FileInfo
+	name string
+}
+
+func (r renamed) Name() string { return r.name }
+
+// guestErr names the guest path and keeps only the errno of a host error,
+// so no host path shows in the guest.
+func guestErr(op, p string, err error) error {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return perr(op, p, errno)
+	}
+	return &fs.PathError{Op: op, Path: p, Err: errors.New("input/output error")}
+}
+
+func (g *GuestFS) Lstat(p string) (fs.FileInfo, error) {
+	_, fi, err := g.resolve("lstat", p, false)
+	if err == nil && fi == nil {
+		err = perr("lstat", p, syscall.ENOENT)
+	}
+	return fi, err
+}
+
+func (g *GuestFS) Stat(p string) (fs.FileInfo, error) {
+	_, fi, err := g.resolve("stat", p, true)
+	if err == nil && fi == nil {
+		err = perr("stat", p, syscall.ENOENT)
+	}
+	return fi, err
+}
+
+func (g *GuestFS) Readlink(p string) (string, error) {
+	canon, fi, err := g.resolve("readlink", p, false)
+	switch {
+	case err != nil:
+		return "", err
+	case fi == nil:
+		return "", perr("readlink", p, syscall.ENOENT)
+	case fi.Mode()&fs.ModeSymlink == 0:
+		return "", perr("readlink", p, syscall.EINVAL)
+	}
+	be, bp, _, _ := g.backend(canon)
+	t, err := be.Readlink(bp)
+	if err != nil {
+		return "", guestErr("readlink", p, err)
+	}
+	return t, nil
+}
+
+func (g *GuestFS) ReadDir(p string) ([]fs.DirEntry, error) {
+	canon, fi, err := g.resolve("open", p, true)
+	switch {
+	case err != nil:
+		return nil, err
+	case fi == nil:
+		return nil, perr("open", p, syscall.ENOENT)
+	case !fi.IsDir():
+		return nil, perr("open", p, syscall.ENOTDIR)
+	}
+	be, bp, _, _ := g.backend(canon)
+	ents, err := be.ReadDir(bp)
+	if err != nil {
+		return nil, guestErr("open", p, err)
+	}
+	return ents, nil
+}
+
+func (g *GuestFS) OpenFile(p string, flag int, perm fs.FileMode) (io.ReadWriteCloser, error) {
+	canon, fi, err := g.resolve("open", p, true)
+	if err != nil {
+		return nil, err
+	}
+	write := flag&(os.O_WRONLY|os.O_RDWR|os.O_TRUNC) != 0
+	if fi == nil && flag&os.O_CREATE == 0 {
+		return nil, perr("open", p, syscall.ENOENT)
+	}
+	be, bp, ro, _ := g.backend(canon)
+	if ro && (write || fi == nil) {
+		return nil, perr("open", p, syscall.EROFS)
+	}
+	f, err := be.OpenFile(bp, flag, perm)
+	if err != nil {
+		return nil, guestErr("open", p, err)
+	}
+	return f, nil
+}
+
+// writable resolves p for creating or removing its last component.
+func (g *GuestFS) writable(op, p string) (HostFS, string, fs.FileInfo, bool, error) {
+	canon, fi, err := g.resolve(op, p, false)
+	if err != nil {
+		return nil, "", nil, false, err
+	}
+	be, bp, ro, isMount := g.backend(canon)
+	if ro {
+		return nil, "", nil, false, perr(op, p, syscall.EROFS)
+	}
+	return be, bp, fi, isMount, nil
+}
+
+func (g *GuestFS) Mkdir(p string, perm fs.FileMode) error {
+	be, bp, fi, _, err := g.writable("mkdir", p)
+	if err != nil {
+		return err
+	}
+	if fi != nil {
+		return perr("mkdir", p, syscall.EEXIST)
+	}
+	if err := be.Mkdir(bp, perm); err != nil {
+		return guestErr("mkdir", p, err)
+	}
+	return nil
+}
+
+func (g *GuestFS) Symlink(target, p string) error {
+	be, bp, fi, _, err := g.writable("symlink", p)
+	if err != nil {
+		return err
+	}
+	if fi != nil {
+		return perr("symlink", p, syscall.EEXIST)
+	}
+	if err := be.Symlink(target, bp); err != nil {
+		return guestErr("symlink", p, err)
+	}
+	return nil
+}
+
+func (g *GuestFS) Remove(p string) error {
+	be, bp, fi, isMount, err := g.writable("remove", p)
+	switch {
+	case err != nil:
+		return err
+	case fi == nil:
+		return perr("remove", p, syscall.ENOENT)
+	case isMount:
+		return perr("remove", p, syscall.EBUSY)
+	}
+	if err := be.Remove(bp); err != nil {
+		return guestErr("remove", p, err)
+	}
+	return nil
+}
+
+// Mkfifo makes a named pipe, in the guest's own tree or on a host
+// filesystem that can make one.
+func (g *GuestFS) Mkfifo(p string, perm fs.FileMode) error {
+	be, bp, fi, _, err := g.writable("mkfifo", p)
+	if err != nil {
+		return err
+	}
+	if fi != nil {
+		return perr("mkfifo", p, syscall.EEXIST)
+	}
+	mk, ok := be.(fifoMaker)
+	if !ok {
+		return perr("mkfifo", p, syscall.EPERM)
+	}
+	if err := mk.Mkfifo(bp, perm); err != nil {
+		return guestErr("mkfifo", p, err)
+	}
+	return nil
+}
+
+// WriteFile writes a file in the guest (creating or truncating it), for
+// tests and harnesses that lay out a guest.
+func (g *GuestFS) WriteFile(p string, data []byte, perm fs.FileMode) error {
+	f, err := g.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// ReadFile reads a file in the guest, following symlinks inside it.
+func (g *GuestFS) ReadFile(p string) ([]byte, error) {
+	f, err := g.OpenFile(p, os.O_RDONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(f)
+}
+
+// MkdirAll makes p and its missing parents.
+func (g *GuestFS) MkdirAll(p string) error {
+	cur := ""
+	for _, c := range strings.Split(p, "/") {
+		if c == "" {
+			continue
+		}
+		cur += "/" + c
+		if fi, err := g.Stat(cur); err == nil && fi.IsDir() {
+			continue
+		}
+		if err := g.Mkdir(cur, 0o755); err != nil {
+			return err
+		}
+	}
+	return nil
+}

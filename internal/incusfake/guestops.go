@@ -1,0 +1,200 @@
+package incusfake
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Operations of the lifecycle calls (create, state, delete, exec). They
+// live beside the update operations of server.go and answer the same
+// URLs: looked up by UUID whatever ?project= says, /wait answering 200 with
+// the operation as it is on timeout, removed a while (5 s, as Incus) after
+// they end.
+type gop struct {
+	id, class, description string
+	project                string
+	createdAt, updatedAt   time.Time
+	resources              map[string][]string
+	metadata               map[string]any
+	mayCancel              bool
+	done                   chan struct{}
+	status                 string
+	code                   int
+	err                    string
+	exec                   *execSession // websocket exec: its sockets
+}
+
+// Operation statuses and codes, as Incus has them.
+const (
+	opRunning = 103
+	opSuccess = 200
+	opFailure = 400
+)
+
+func newUUID() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand does not fail on Linux
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+func instanceResources(name string) map[string][]string {
+	return map[string][]string{
+		"containers": {"/1.0/containers/" + name},
+		"instances":  {"/1.0/instances/" + name},
+	}
+}
+
+// newOp registers a running operation. Call with s.mu held.
+func (s *Server) newOp(project, class, description string, resources map[string][]string, metadata map[string]any) *gop {
+	g := s.gs()
+	now := time.Now().UTC()
+	op := &gop{
+		id: newUUID(), class: class, description: description, project: project,
+		createdAt: now, updatedAt: now, resources: resources, metadata: metadata,
+		done: make(chan struct{}), status: "Running", code: opRunning,
+	}
+	g.ops[op.id] = op
+	return op
+}
+
+// finishOp ends op with Success (errMsg empty) or Failure, merging
+// metadata into the operation's, and forgets it after the retention time.
+func (s *Server) finishOp(op *gop, errMsg string, metadata map[string]any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-op.done:
+		return
+	default:
+	}
+	if metadata != nil {
+		if op.metadata == nil {
+			op.metadata = map[string]any{}
+		}
+		maps.Copy(op.metadata, metadata)
+	}
+	op.status, op.code, op.err = "Success", opSuccess, errMsg
+	if errMsg != "" {
+		op.status, op.code = "Failure", opFailure
+	}
+	op.updatedAt = time.Now().UTC()
+	close(op.done)
+	g := s.gs()
+	id := op.id
+	time.AfterFunc(g.retention, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		delete(s.gs().ops, id)
+	})
+}
+
+// renderOp is the operation object. Call with s.mu held.
+func (op *gop) render() map[string]any {
+	var meta any
+	if op.metadata != nil {
+		meta = maps.Clone(op.metadata)
+	}
+	return map[string]any{
+		"id":          op.id,
+		"class":       op.class,
+		"description": op.description,
+		"created_at":  op.createdAt,
+		"updated_at":  op.updatedAt,
+		"status":      op.status,
+		"status_code": op.code,
+		"resources":   op.resources,
+		"metadata":    meta,
+		"may_cancel":  op.mayCancel,
+		"err":         op.err,
+		"location":    "none",
+	}
+}
+
+// writeAsync answers 202 with the operation.
+func (s *Server) writeAsync(w http.ResponseWriter, op *gop) {
+	s.mu.Lock()
+	data, err := json.Marshal(op.render())
+	s.mu.Unlock()
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	w.Header().Set("Location", "/1.0/operations/"+op.id)
+	writeJSON(w, http.StatusAccepted, map[string]any{
+		"type":        "async",
+		"status":      "Operation created",
+		"status_code": 100,
+		"operation":   "/1.0/operations/" + op.id,
+		"error_code":  0,
+		"error":       "",
+		"metadata":    json.RawMessage(data),
+	})
+}
+
+// serveGuestOp answers /1.0/operations/<id>[/wait|/websocket] for a
+// lifecycle operation; it reports false when id is not one.
+func (s *Server) serveGuestOp(w http.ResponseWriter, r *http.Request, rest string) bool {
+	id, sub, _ := strings.Cut(rest, "/")
+	s.mu.Lock()
+	op := s.gs().ops[id]
+	s.mu.Unlock()
+	if op == nil {
+		return false
+	}
+	switch {
+	case sub == "" && r.Method == http.MethodDelete:
+		writeError(w, http.StatusBadRequest, "This operation can't be cancelled")
+	case sub == "" && r.Method == http.MethodGet:
+		s.writeOpSync(w, op)
+	case sub == "wait" && r.Method == http.MethodGet:
+		timeout := -1
+		if v := r.URL.Query().Get("timeout"); v != "" {
+			t, err := strconv.Atoi(v)
+			if err != nil {
+				writeError(w, http.StatusBadRequest, fmt.Sprintf("Invalid timeout %q", v))
+				return true
+			}
+			timeout = t
+		}
+		ctx := r.Context()
+		if timeout >= 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, time.Duration(timeout)*time.Second)
+			defer cancel()
+		}
+		select {
+		case <-op.done:
+		case <-ctx.Done():
+		}
+		s.writeOpSync(w, op)
+	case sub == "websocket" && r.Method == http.MethodGet:
+		s.serveExecWebsocket(w, r, op)
+	default:
+		writeError(w, http.StatusNotFound, "not found")
+	}
+	return true
+}
+
+func (s *Server) writeOpSync(w http.ResponseWriter, op *gop) {
+	s.mu.Lock()
+	data, err := json.Marshal(op.render())
+	s.mu.Unlock()
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	writeSync(w, http.StatusOK, "", json.RawMessage(data))
+}

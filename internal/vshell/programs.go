@@ -1,0 +1,482 @@
+package vshell
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"mvdan.cc/sh/v3/expand"
+	"mvdan.cc/sh/v3/interp"
+	"mvdan.cc/sh/v3/syntax"
+)
+
+// program is one of the few programs a process may run. It returns its exit
+// status. Messages follow busybox's.
+type program func(s *stdio, args []string) int
+
+var programs map[string]program
+
+func init() {
+	programs = map[string]program{
+		"sleep":  sleepProgram,
+		"cat":    catProgram,
+		"kill":   killProgram,
+		"mkdir":  mkdirProgram,
+		"ln":     lnProgram,
+		"ls":     lsProgram,
+		"rm":     rmProgram,
+		"touch":  touchProgram,
+		"id":     idProgram,
+		"env":    envProgram,
+		"mkfifo": mkfifoProgram,
+		"which":  whichProgram,
+	}
+	programs[progLookup] = lookupProgram
+	programs[progWait] = waitJobs
+}
+
+// Programs returns the names of the programs a process may run (beside the
+// interpreter's builtins), sorted.
+func Programs() []string {
+	var names []string
+	for n := range programs {
+		if !strings.HasPrefix(n, "\x00") {
+			names = append(names, n)
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+// flags splits leading short options ("-pf", "-p -f") from operands.
+func flags(s *stdio, args []string, allowed string) (map[byte]bool, []string, bool) {
+	set := map[byte]bool{}
+	for len(args) > 0 && len(args[0]) > 1 && args[0][0] == '-' {
+		if args[0] == "--" {
+			return set, args[1:], true
+		}
+		for _, c := range []byte(args[0][1:]) {
+			if !strings.ContainsRune(allowed, rune(c)) {
+				s.errorf("unrecognized option: %c", c)
+				return nil, nil, false
+			}
+			set[c] = true
+		}
+		args = args[1:]
+	}
+	return set, args, true
+}
+
+// sleep N[smhd]...
+func sleepProgram(s *stdio, args []string) int {
+	if len(args) == 0 {
+		s.errorf("missing operand")
+		return 1
+	}
+	var total time.Duration
+	for _, a := range args {
+		unit := time.Second
+		num := a
+		switch {
+		case strings.HasSuffix(a, "s"):
+			num = a[:len(a)-1]
+		case strings.HasSuffix(a, "m"):
+			num, unit = a[:len(a)-1], time.Minute
+		case strings.HasSuffix(a, "h"):
+			num, unit = a[:len(a)-1], time.Hour
+		case strings.HasSuffix(a, "d"):
+			num, unit = a[:len(a)-1], 24*time.Hour
+		}
+		f, err := strconv.ParseFloat(num, 64)
+		if err != nil || f < 0 {
+			s.errorf("invalid number '%s'", a)
+			return 1
+		}
+		total += time.Duration(f * float64(unit))
+	}
+	return s.sleepFor(total)
+}
+
+// cat [FILE|-]...
+func catProgram(s *stdio, args []string) int {
+	_, files, ok := flags(s, args, "u")
+	if !ok {
+		return 1
+	}
+	if len(files) == 0 {
+		files = []string{"-"}
+	}
+	status := 0
+	for _, f := range files {
+		var r io.Reader
+		if f == "-" {
+			if s.hc.Stdin == nil {
+				continue
+			}
+			r = s.hc.Stdin
+		} else {
+			fh, err := s.p.cfg.FS.OpenFile(s.abs(f), os.O_RDONLY, 0)
+			if err != nil {
+				s.errorf("can't open '%s': %s", f, strerror(err))
+				status = 1
+				continue
+			}
+			defer fh.Close()
+			r = fh
+		}
+		if _, err := io.Copy(s.hc.Stdout, r); err != nil {
+			s.errorf("%s: %s", f, strerror(err))
+			status = 1
+		}
+	}
+	return status
+}
+
+// kill [-s SIG | -SIG] PID... ; $$ is this process, gN ($!) its
+// background jobs.
+func killProgram(s *stdio, args []string) int {
+	sig := SIGTERM
+	switch {
+	case len(args) >= 2 && args[0] == "-s":
+		n, ok := signalNumber(args[1])
+		if !ok {
+			s.errorf("bad signal name '%s'", args[1])
+			return 1
+		}
+		sig, args = n, args[2:]
+	case len(args) >= 1 && len(args[0]) > 1 && args[0][0] == '-' && args[0] != "--":
+		n, ok := signalNumber(args[0][1:])
+		if !ok {
+			s.errorf("bad signal name '%s'", args[0][1:])
+			return 1
+		}
+		sig, args = n, args[1:]
+	}
+	if len(args) > 0 && args[0] == "--" {
+		args = args[1:]
+	}
+	if len(args) == 0 {
+		s.errorf("usage: kill [-s SIG] PID...")
+		return 1
+	}
+	status := 0
+	for _, a := range args {
+		switch {
+		case a == strconv.Itoa(os.Getpid()):
+			s.p.Signal(sig)
+		case strings.HasPrefix(a, "g"):
+			if sig != 0 {
+				s.p.killBackground()
+			}
+		default:
+			s.errorf("can't kill pid %s: No such process", a)
+			status = 1
+		}
+	}
+	return status
+}
+
+// mkdir [-p] DIR...
+func mkdirProgram(s *stdio, args []string) int {
+	fl, dirs, ok := flags(s, args, "p")
+	if !ok {
+		return 1
+	}
+	if len(dirs) == 0 {
+		s.errorf("missing operand")
+		return 1
+	}
+	status := 0
+	for _, d := range dirs {
+		var err error
+		if fl['p'] {
+			err = mkdirAll(s.p.cfg.FS, s.abs(d))
+		} else {
+			err = s.p.cfg.FS.Mkdir(s.abs(d), 0o755)
+		}
+		if err != nil {
+			s.errorf("can't create directory '%s': %s", d, strerror(err))
+			status = 1
+		}
+	}
+	return status
+}
+
+func mkdirAll(fsys FS, p string) error {
+	comps := strings.Split(p, "/")
+	cur := ""
+	for _, c := range comps {
+		if c == "" {
+			continue
+		}
+		cur += "/" + c
+		fi, err := fsys.Stat(cur)
+		if err == nil {
+			if !fi.IsDir() {
+				return &fs.PathError{Op: "mkdir", Path: cur, Err: errNotDir}
+			}
+			continue
+		}
+		if err := fsys.Mkdir(cur, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+			return err
+		}
+	}
+	return nil
+}
+
+// ln -s [-f] TARGET LINK (hard links are not offered)
+func lnProgram(s *stdio, args []string) int {
+	fl, ops, ok := flags(s, args, "sfn")
+	if !ok {
+		return 1
+	}
+	if !fl['s'] {
+		s.errorf("hard links are not available")
+		return 1
+	}
+	if len(ops) != 2 {
+		s.errorf("usage: ln -s [-f] TARGET LINK")
+		return 1
+	}
+	link := s.abs(ops[1])
+	if fi, err := s.p.cfg.FS.Stat(link); err == nil && fi.IsDir() && !fl['n'] {
+		link = strings.TrimSuffix(link, "/") + "/" + path.Base(ops[0])
+	}
+	if fl['f'] {
+		_ = s.p.cfg.FS.Remove(link)
+	}
+	if err := s.p.cfg.FS.Symlink(ops[0], link); err != nil {
+		s.errorf("%s: %s", ops[1], strerror(err))
+		return 1
+	}
+	return 0
+}
+
+// ls [-a] [-1] [PATH]... : names, one a line, sorted.
+func lsProgram(s *stdio, args []string) int {
+	fl, ops, ok := flags(s, args, "a1l")
+	if !ok {
+		return 1
+	}
+	if len(ops) == 0 {
+		ops = []string{"."}
+	}
+	status := 0
+	for _, o := range ops {
+		fi, err := s.p.cfg.FS.Stat(s.abs(o))
+		if err != nil {
+			s.errorf("%s: %s", o, strerror(err))
+			status = 1
+			continue
+		}
+		if !fi.IsDir() {
+			fmt.Fprintln(s.hc.Stdout, o)
+			continue
+		}
+		ents, err := s.p.cfg.FS.ReadDir(s.abs(o))
+		if err != nil {
+			s.errorf("%s: %s", o, strerror(err))
+			status = 1
+			continue
+		}
+		var names []string
+		for _, e := range ents {
+			if fl['a'] || !strings.HasPrefix(e.Name(), ".") {
+				names = append(names, e.Name())
+			}
+		}
+		slices.Sort(names)
+		for _, n := range names {
+			fmt.Fprintln(s.hc.Stdout, n)
+		}
+	}
+	return status
+}
+
+// rm [-r] [-f] PATH...
+func rmProgram(s *stdio, args []string) int {
+	fl, ops, ok := flags(s, args, "rRf")
+	if !ok {
+		return 1
+	}
+	status := 0
+	for _, o := range ops {
+		err := removeAll(s.p.cfg.FS, s.abs(o), fl['r'] || fl['R'])
+		if err != nil && !(fl['f'] && errors.Is(err, fs.ErrNotExist)) {
+			s.errorf("can't remove '%s': %s", o, strerror(err))
+			status = 1
+		}
+	}
+	return status
+}
+
+func removeAll(fsys FS, p string, recursive bool) error {
+	fi, err := fsys.Lstat(p)
+	if err != nil {
+		return err
+	}
+	if fi.IsDir() {
+		if !recursive {
+			return &fs.PathError{Op: "remove", Path: p, Err: errIsDir}
+		}
+		ents, err := fsys.ReadDir(p)
+		if err != nil {
+			return err
+		}
+		for _, e := range ents {
+			if err := removeAll(fsys, strings.TrimSuffix(p, "/")+"/"+e.Name(), true); err != nil {
+				return err
+			}
+		}
+	}
+	return fsys.Remove(p)
+}
+
+// touch FILE...
+func touchProgram(s *stdio, args []string) int {
+	_, ops, ok := flags(s, args, "c")
+	if !ok {
+		return 1
+	}
+	status := 0
+	for _, o := range ops {
+		f, err := s.p.cfg.FS.OpenFile(s.abs(o), os.O_WRONLY|os.O_CREATE, 0o644)
+		if err != nil {
+			s.errorf("%s: %s", o, strerror(err))
+			status = 1
+			continue
+		}
+		f.Close()
+	}
+	return status
+}
+
+// id [-u|-g]
+func idProgram(s *stdio, args []string) int {
+	fl, _, ok := flags(s, args, "ugn")
+	if !ok {
+		return 1
+	}
+	switch {
+	case fl['u']:
+		fmt.Fprintln(s.hc.Stdout, s.p.cfg.UID)
+	case fl['g']:
+		fmt.Fprintln(s.hc.Stdout, s.p.cfg.GID)
+	default:
+		fmt.Fprintf(s.hc.Stdout, "uid=%d gid=%d\n", s.p.cfg.UID, s.p.cfg.GID)
+	}
+	return 0
+}
+
+// env: the exported environment, one KEY=VALUE a line, sorted.
+func envProgram(s *stdio, args []string) int {
+	if len(args) > 0 {
+		s.errorf("only `env` without arguments is available")
+		return 1
+	}
+	var lines []string
+	s.hc.Env.Each(func(name string, vr expandVariable) bool {
+		if vr.Exported && vr.IsSet() {
+			lines = append(lines, name+"="+vr.String())
+		}
+		return true
+	})
+	slices.Sort(lines)
+	for _, l := range lines {
+		fmt.Fprintln(s.hc.Stdout, l)
+	}
+	return 0
+}
+
+// mkfifo PATH...
+func mkfifoProgram(s *stdio, args []string) int {
+	mk, ok := s.p.cfg.FS.(FIFOer)
+	if !ok {
+		s.errorf("named pipes are not available here")
+		return 1
+	}
+	status := 0
+	for _, o := range args {
+		if err := mk.Mkfifo(s.abs(o), 0o644); err != nil {
+			s.errorf("cannot create fifo '%s': %s", o, strerror(err))
+			status = 1
+		}
+	}
+	return status
+}
+
+type expandVariable = expand.Variable
+
+var (
+	errNotDir = syscall.ENOTDIR
+	errIsDir  = syscall.EISDIR
+)
+
+// where says where name is found: "" for a builtin or keyword (kind says
+// which), /bin/NAME for a program, the path itself for an executable file
+// in the guest.
+func (s *stdio) where(name string) (kind, path string) {
+	switch {
+	case syntax.IsKeyword(name):
+		return "keyword", ""
+	case strings.Contains(name, "/"):
+		fi, err := s.p.cfg.FS.Stat(s.abs(name))
+		if err == nil && !fi.IsDir() && fi.Mode().Perm()&0o111 != 0 {
+			return "file", name
+		}
+		return "", ""
+	case name == "kill" || programs[name] != nil && !strings.HasPrefix(name, "\x00"):
+		return "file", "/bin/" + name
+	case interp.IsBuiltin(name):
+		return "builtin", ""
+	}
+	return "", ""
+}
+
+// lookupProgram is `command -v` and `type` over the guest.
+func lookupProgram(s *stdio, args []string) int {
+	mode, names := args[0], args[1:]
+	status := 0
+	for _, n := range names {
+		kind, where := s.where(n)
+		switch {
+		case kind == "":
+			status = 1
+			if mode == "type" {
+				fmt.Fprintf(s.hc.Stdout, "%s: not found\n", n)
+			}
+		case mode == "command-v" && where != "":
+			fmt.Fprintln(s.hc.Stdout, where)
+		case mode == "command-v":
+			fmt.Fprintln(s.hc.Stdout, n)
+		case kind == "keyword":
+			fmt.Fprintf(s.hc.Stdout, "%s is a shell keyword\n", n)
+		case kind == "builtin":
+			fmt.Fprintf(s.hc.Stdout, "%s is a shell builtin\n", n)
+		default:
+			fmt.Fprintf(s.hc.Stdout, "%s is %s\n", n, where)
+		}
+	}
+	return status
+}
+
+// which NAME...
+func whichProgram(s *stdio, args []string) int {
+	status := 0
+	for _, n := range args {
+		if kind, where := s.where(n); kind == "file" {
+			fmt.Fprintln(s.hc.Stdout, where)
+		} else {
+			status = 1
+		}
+	}
+	return status
+}
