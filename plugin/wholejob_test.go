@@ -494,3 +494,34 @@ func TestSweep(t *testing.T) {
 		t.Errorf("instances left (-want +got):\n%s", diff)
 	}
 }
+
+func TestPrepareRuntimeDryRunOfAVirtualMachine(t *testing.T) {
+	w := newWholeEnv(t)
+	job := w.job(t, "true")
+	job.Runtime.InstanceType = incus.TypeVirtualMachine
+	job.Runtime.Profiles = []string{"extra", "more"}
+	job.Runtime.Limits = shared.Limits{}
+	l, _ := layout.Derive(job.JobSpec)
+	res, err := w.e.PrepareRuntime(t.Context(), shared.RuntimeRequest{Job: job, DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// LXD 5.0 lacks the virtiofs bus extension: no io.bus, and a warning.
+	snap := devices.SnapshotDeviceName(l.SnapshotDir, devices.SnapshotGuestPath)
+	want := shared.RuntimeResult{
+		Instance: l.Instance, Project: wholeJobProject,
+		Image: shared.Image{Project: wholeJobProject, Alias: lxdtest.ImageAlias, Fingerprint: w.fingerprint},
+		Type:  incus.TypeVirtualMachine, Profiles: []string{"default", "extra", "more"},
+		Config: map[string]string{"limits.cpu": "2", "limits.memory": "4GiB", shared.LabelRun: "run-1", shared.LabelJob: job.Job.ID,
+			shared.LabelCreated: res.Config[shared.LabelCreated]},
+		Devices:  shared.Devices{snap: {"type": "disk", "source": l.SnapshotDir, "path": "/workspace/snapshot", "readonly": "true", "shift": "false"}},
+		Warnings: []string{devices.WarnNoVirtiofsBus},
+		DryRun:   true,
+	}
+	if diff := cmp.Diff(want, res); diff != "" {
+		t.Errorf("dry run (-want +got):\n%s", diff)
+	}
+	if _, err := w.lxd.Instance(t.Context(), wholeJobProject, l.Instance); !errors.Is(err, shared.ErrNotFound) {
+		t.Errorf("the dry run created the instance: %v", err)
+	}
+}
