@@ -219,8 +219,9 @@ func copyOutput(ctx context.Context, conn *websocket.Conn, w io.Writer) error {
 	for {
 		typ, r, err := conn.Reader(ctx)
 		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-				// Closed by us, or dropped by the server: the stream is over.
+			if ctx.Err() != nil || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || websocket.CloseStatus(err) != -1 {
+				// Closed by us, dropped by the server or closed with a
+				// close frame: the stream is over.
 				return nil
 			}
 			return err
