@@ -341,12 +341,19 @@ func (e *Executor) RunJob(ctx context.Context, req shared.RunRequest, out shared
 // terminate sends SIGTERM, SIGKILL shared.KillGrace later, and force-stops
 // the instance when the output is still open shared.ForceStopGrace after
 // that. ctx bounds it all.
+// When the main process is already gone (children hold the output), no
+// signal can reach anyone: the force stop follows shared.ForceStopGrace
+// later.
 func terminate(ctx context.Context, c *incus.Client, p *incus.Process, project, name string) {
-	_ = p.Signal(ctx, int(syscall.SIGTERM))
-	if waitDone(ctx, p, shared.KillGrace) {
-		return
+	select {
+	case <-p.MainExited():
+	default:
+		_ = p.Signal(ctx, int(syscall.SIGTERM))
+		if waitDone(ctx, p, shared.KillGrace) {
+			return
+		}
+		_ = p.Signal(ctx, int(syscall.SIGKILL))
 	}
-	_ = p.Signal(ctx, int(syscall.SIGKILL))
 	if waitDone(ctx, p, shared.ForceStopGrace) {
 		return
 	}

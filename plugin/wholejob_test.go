@@ -525,3 +525,16 @@ func TestPrepareRuntimeDryRunOfAVirtualMachine(t *testing.T) {
 		t.Errorf("the dry run created the instance: %v", err)
 	}
 }
+
+func TestRunJobSinkFailureStopsTheJob(t *testing.T) {
+	w := newWholeEnv(t)
+	job := w.job(t, "sh", "-c", `trap "exit 9" TERM; echo started; while :; do sleep 0.1; done # marker-sink`)
+	l, _ := layout.Derive(job.JobSpec)
+	w.prepare(t, job)
+	broken := errors.New("the host went away")
+	_, err := w.e.RunJob(t.Context(), shared.RunRequest{Job: job}, func(shared.OutputChunk) error { return broken })
+	if !errors.Is(err, broken) {
+		t.Fatalf("error %v, want the sink's", err)
+	}
+	w.noJobProcess(t, l.Instance, "marker-sink")
+}
