@@ -287,6 +287,10 @@ func TestRunJobExitCodeOutputAndUser(t *testing.T) {
 	if got := c.text(shared.Stderr); got != "oops\n" {
 		t.Errorf("stderr %q", got)
 	}
+	// Every request, websockets included, went over one SSH connection.
+	if n := w.srv.AcceptedConnections(); n != 1 {
+		t.Errorf("%d SSH connections, want 1", n)
+	}
 }
 
 func TestRunJobMissingCwdRunsNothing(t *testing.T) {
