@@ -27,7 +27,7 @@ func TestRealPlugin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info := p.Info(); info.Name != "remote-linux-vm" || info.Protocol != shared.ProtocolVersion || info.Version == "" {
+	if info := p.Info(); info.Name != "remote-linux-vm" || info.Protocol != shared.ProtocolWholeJob || info.Version == "" {
 		t.Errorf("Info %+v", info)
 	}
 	sum, err := fileSHA256(filepath.Join(dir, "executor-remote-linux-vm"))

@@ -1,10 +1,4 @@
-//go:build incusfiles
-
 package plugin
-
-// TODO(merge): this adapter needs (*incus.Client).GetFile from
-// plugin/incus/files.go (another branch). Once both are merged: delete
-// artifacts_nofiles.go and this build constraint.
 
 import (
 	"context"

@@ -34,9 +34,15 @@ var Capabilities = []string{
 	"ssh-pool",
 	"incus-unix-over-ssh",
 	"incus-https",
+	"stage-workspace-snapshot",
+	"prepare-runtime",
+	"run-job",
+	"collect-artifacts",
+	"cleanup",
+	"sweep",
 }
 
-var _ shared.Executor = (*Executor)(nil)
+var _ shared.JobExecutor = (*Executor)(nil)
 
 // Executor implements shared.Executor. It is safe for concurrent use: jobs
 // share one SSH connection per remote host and one Incus client per endpoint.
@@ -71,7 +77,7 @@ func (e *Executor) Describe(context.Context) (shared.Info, error) {
 	return shared.Info{
 		Name:         Name,
 		Version:      Version,
-		Protocol:     shared.ProtocolVersion,
+		Protocol:     shared.ProtocolWholeJob,
 		Capabilities: append([]string(nil), Capabilities...),
 	}, nil
 }
@@ -190,11 +196,7 @@ func (e *Executor) ConfigureDevices(ctx context.Context, req shared.DevicesReque
 		readc <- r
 	}()
 
-	remote := devices.ShellRemote{Run: func(ctx context.Context, cmd string, stdin []byte) ([]byte, error) {
-		res, err := pool.RunInput(ctx, spec.Remote.Host, cmd, stdin)
-		return res.Stdout, err
-	}}
-	plan, planErr := devices.Build(ctx, spec, remote)
+	plan, planErr := devices.Build(ctx, spec, shellRemote(pool, spec.Remote.Host))
 	if planErr != nil {
 		cancel()
 		<-readc
@@ -291,4 +293,13 @@ func (ep *incusEndpoint) serverInfo(ctx context.Context) (incus.Server, error) {
 	}
 	ep.server = &s
 	return s, nil
+}
+
+// shellRemote answers the device plan's batched reads with one shell
+// command on host over the pooled connection, its paths on stdin.
+func shellRemote(pool *ssh.Pool, host string) devices.ShellRemote {
+	return devices.ShellRemote{Run: func(ctx context.Context, cmd string, stdin []byte) ([]byte, error) {
+		res, err := pool.RunInput(ctx, host, cmd, stdin)
+		return res.Stdout, err
+	}}
 }

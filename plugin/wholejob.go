@@ -141,11 +141,7 @@ func (e *Executor) PrepareRuntime(ctx context.Context, req shared.RuntimeRequest
 		}
 		readc <- r
 	}()
-	remote := devices.ShellRemote{Run: func(ctx context.Context, cmd string) ([]byte, error) {
-		res, err := pool.Run(ctx, spec.Remote.Host, cmd)
-		return res.Stdout, err
-	}}
-	plan, planErr := devices.Build(ctx, spec, remote)
+	plan, planErr := devices.Build(ctx, spec, shellRemote(pool, spec.Remote.Host))
 	r := <-readc
 	if r.err != nil {
 		return shared.RuntimeResult{}, r.err
