@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 
-	"github.com/pikaci/vmexec/plugin/artifacts"
+	"github.com/pikaci/vmexec/plugin/internal/artifacts"
 	"github.com/pikaci/vmexec/shared"
 	"github.com/pikaci/vmexec/shared/layout"
 )

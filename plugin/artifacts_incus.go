@@ -7,8 +7,8 @@ import (
 	"io/fs"
 	"net/http"
 
-	"github.com/pikaci/vmexec/plugin/artifacts"
-	"github.com/pikaci/vmexec/plugin/incus"
+	"github.com/pikaci/vmexec/plugin/internal/artifacts"
+	"github.com/pikaci/vmexec/plugin/internal/incus"
 )
 
 // incusFiles reads one instance's files through the Incus file API.

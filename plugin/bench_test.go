@@ -21,13 +21,14 @@ import (
 	"time"
 
 	"github.com/pikaci/vmexec/internal/testbin"
-	pluginssh "github.com/pikaci/vmexec/plugin/ssh"
+	sshpool "github.com/pikaci/vmexec/plugin/internal/sshpool"
 
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/pikaci/vmexec/host"
 	"github.com/pikaci/vmexec/internal/lxdtest"
 	"github.com/pikaci/vmexec/internal/sshdtest"
+	"github.com/pikaci/vmexec/plugin/internal/shellfetch"
 	"github.com/pikaci/vmexec/shared"
 	"github.com/pikaci/vmexec/shared/devices"
 	"github.com/pikaci/vmexec/shared/layout"
@@ -153,7 +154,7 @@ func BenchmarkConfigureDevices(b *testing.B) {
 
 			// The same devices, for the seed and the floor.
 			job.manifests(b, true)
-			plan, err := devices.Build(ctx, spec, devices.ShellRemote{Run: func(ctx context.Context, cmd string, stdin []byte) ([]byte, error) {
+			plan, err := devices.Build(ctx, spec, shellfetch.ShellRemote{Run: func(ctx context.Context, cmd string, stdin []byte) ([]byte, error) {
 				c := exec.CommandContext(ctx, "bash", "-c", cmd)
 				c.Stdin = bytes.NewReader(stdin)
 				return c.Output()
@@ -384,9 +385,9 @@ func (j *benchJob) manifests(tb testing.TB, readOnly bool) {
 }
 
 // benchPool is an in-process SSH pool to the bench's sshd.
-func benchPool(tb testing.TB, cfg string) *pluginssh.Pool {
+func benchPool(tb testing.TB, cfg string) *sshpool.Pool {
 	tb.Helper()
-	pool, err := pluginssh.NewPool(pluginssh.Options{ConfigPath: cfg})
+	pool, err := sshpool.NewPool(sshpool.Options{ConfigPath: cfg})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -397,8 +398,8 @@ func benchPool(tb testing.TB, cfg string) *pluginssh.Pool {
 // floorConfigure is the in-process floor of one ConfigureDevices: the
 // plugin's batched remote read (devices.Build through the SSH pool), then
 // GET and PATCH over an open streamlocal channel.
-func floorConfigure(ctx context.Context, pool *pluginssh.Pool, rc *rawConn, spec shared.JobSpec, name string) error {
-	plan, err := devices.Build(ctx, spec, devices.ShellRemote{Run: func(ctx context.Context, cmd string, stdin []byte) ([]byte, error) {
+func floorConfigure(ctx context.Context, pool *sshpool.Pool, rc *rawConn, spec shared.JobSpec, name string) error {
+	plan, err := devices.Build(ctx, spec, shellfetch.ShellRemote{Run: func(ctx context.Context, cmd string, stdin []byte) ([]byte, error) {
 		res, err := pool.RunInput(ctx, spec.Remote.Host, cmd, stdin)
 		return res.Stdout, err
 	}})
@@ -417,7 +418,7 @@ type rawConn struct {
 	br   *bufio.Reader
 }
 
-func openRaw(tb testing.TB, pool *pluginssh.Pool, socket string) *rawConn {
+func openRaw(tb testing.TB, pool *sshpool.Pool, socket string) *rawConn {
 	tb.Helper()
 	conn, err := pool.DialUnix(context.Background(), "vm-host", socket)
 	if err != nil {

@@ -13,8 +13,9 @@ import (
 	"sync"
 
 	"github.com/hashicorp/go-hclog"
-	"github.com/pikaci/vmexec/plugin/incus"
-	"github.com/pikaci/vmexec/plugin/ssh"
+	"github.com/pikaci/vmexec/plugin/internal/incus"
+	"github.com/pikaci/vmexec/plugin/internal/shellfetch"
+	"github.com/pikaci/vmexec/plugin/internal/sshpool"
 	"github.com/pikaci/vmexec/shared"
 	"github.com/pikaci/vmexec/shared/devices"
 	"github.com/pikaci/vmexec/shared/layout"
@@ -51,7 +52,7 @@ type Executor struct {
 
 	mu       sync.Mutex
 	settings shared.Settings
-	pool     *ssh.Pool
+	pool     *sshpool.Pool
 	clients  map[string]*incusEndpoint
 }
 
@@ -85,7 +86,7 @@ func (e *Executor) Describe(context.Context) (shared.Info, error) {
 // Configure implements shared.Executor. Open connections made under the
 // previous settings are closed.
 func (e *Executor) Configure(_ context.Context, s shared.Settings) error {
-	pool, err := ssh.NewPool(ssh.Options{ConfigPath: s.SSHConfigPath, MaxSessions: s.MaxSessionsPerHost, Logger: e.log.Named("ssh")})
+	pool, err := sshpool.NewPool(sshpool.Options{ConfigPath: s.SSHConfigPath, MaxSessions: s.MaxSessionsPerHost, Logger: e.log.Named("ssh")})
 	if err != nil {
 		return err
 	}
@@ -107,7 +108,7 @@ func (e *Executor) Close() error {
 	return nil
 }
 
-func closeAll(pool *ssh.Pool, clients map[string]*incusEndpoint) {
+func closeAll(pool *sshpool.Pool, clients map[string]*incusEndpoint) {
 	for _, c := range clients {
 		c.client.Close()
 	}
@@ -117,11 +118,11 @@ func closeAll(pool *ssh.Pool, clients map[string]*incusEndpoint) {
 }
 
 // sshPool returns the pool, creating one with default settings on first use.
-func (e *Executor) sshPool() (*ssh.Pool, error) {
+func (e *Executor) sshPool() (*sshpool.Pool, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.pool == nil {
-		p, err := ssh.NewPool(ssh.Options{ConfigPath: e.settings.SSHConfigPath, MaxSessions: e.settings.MaxSessionsPerHost, Logger: e.log.Named("ssh")})
+		p, err := sshpool.NewPool(sshpool.Options{ConfigPath: e.settings.SSHConfigPath, MaxSessions: e.settings.MaxSessionsPerHost, Logger: e.log.Named("ssh")})
 		if err != nil {
 			return nil, err
 		}
@@ -233,7 +234,7 @@ func (e *Executor) ConfigureDevices(ctx context.Context, req shared.DevicesReque
 }
 
 // endpoint returns the cached Incus client for the job's remote.
-func (e *Executor) endpoint(ctx context.Context, pool *ssh.Pool, r shared.Remote) (*incusEndpoint, error) {
+func (e *Executor) endpoint(ctx context.Context, pool *sshpool.Pool, r shared.Remote) (*incusEndpoint, error) {
 	in := r.Incus
 	raw := in.Endpoint
 	if raw == "" {
@@ -297,8 +298,8 @@ func (ep *incusEndpoint) serverInfo(ctx context.Context) (incus.Server, error) {
 
 // shellRemote answers the device plan's batched reads with one shell
 // command on host over the pooled connection, its paths on stdin.
-func shellRemote(pool *ssh.Pool, host string) devices.ShellRemote {
-	return devices.ShellRemote{Run: func(ctx context.Context, cmd string, stdin []byte) ([]byte, error) {
+func shellRemote(pool *sshpool.Pool, host string) shellfetch.ShellRemote {
+	return shellfetch.ShellRemote{Run: func(ctx context.Context, cmd string, stdin []byte) ([]byte, error) {
 		res, err := pool.RunInput(ctx, host, cmd, stdin)
 		return res.Stdout, err
 	}}

@@ -14,8 +14,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/pikaci/vmexec/plugin/ssh"
-	"github.com/pikaci/vmexec/plugin/stage"
+	"github.com/pikaci/vmexec/plugin/internal/sshpool"
+	"github.com/pikaci/vmexec/plugin/internal/stage"
 	"github.com/pikaci/vmexec/shared"
 	"github.com/pikaci/vmexec/shared/layout"
 )
@@ -171,7 +171,7 @@ func parseMarkerOutput(out []byte, host, dir string) (remoteState, error) {
 		"read snapshot marker in %s on %s: unexpected answer %s", shared.Show(dir), host, shared.Show(string(first)))
 }
 
-func readRemoteMarker(ctx context.Context, pool *ssh.Pool, host, dir string) (remoteState, error) {
+func readRemoteMarker(ctx context.Context, pool *sshpool.Pool, host, dir string) (remoteState, error) {
 	out, err := pool.Run(ctx, host, markerCommand(dir))
 	if err != nil {
 		return remoteState{}, fmt.Errorf("read snapshot marker in %s on %s: %w", shared.Show(dir), host, err)
@@ -197,7 +197,7 @@ func (st remoteState) decide(host, dir, hash string) (bool, error) {
 // transfer sends the snapshot into a new temporary sibling of dir and
 // publishes it there (SPEC rule 3). Whatever fails, the temporary dir is
 // removed before it returns.
-func (e *Executor) transfer(ctx context.Context, pool *ssh.Pool, host, local, dir, hash string) (int64, error) {
+func (e *Executor) transfer(ctx context.Context, pool *sshpool.Pool, host, local, dir, hash string) (int64, error) {
 	var rnd [12]byte
 	if _, err := rand.Read(rnd[:]); err != nil {
 		return 0, fmt.Errorf("stage snapshot: temporary name: %w", err)
@@ -234,7 +234,7 @@ func (e *Executor) transfer(ctx context.Context, pool *ssh.Pool, host, local, di
 		publish := "if test -e " + q + " || test -L " + q + "; then rm -rf -- " + qt +
 			"; else mv -T -- " + qt + " " + q + " || { test -e " + q + " || exit 1; rm -rf -- " + qt + "; }; fi; " +
 			markerCommand(dir)
-		var out ssh.Result
+		var out sshpool.Result
 		if out, err = pool.Run(ctx, host, publish); err == nil {
 			// Published, or another job won; the temporary dir is gone.
 			st, err := parseMarkerOutput(out.Stdout, host, dir)

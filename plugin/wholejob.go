@@ -19,8 +19,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/pikaci/vmexec/plugin/incus"
-	"github.com/pikaci/vmexec/plugin/ssh"
+	"github.com/pikaci/vmexec/plugin/internal/incus"
+	"github.com/pikaci/vmexec/plugin/internal/sshpool"
 	"github.com/pikaci/vmexec/shared"
 	"github.com/pikaci/vmexec/shared/devices"
 	"github.com/pikaci/vmexec/shared/layout"
@@ -81,7 +81,7 @@ func checkCommand(c shared.Command) error {
 }
 
 // wholeJobEndpoint returns the pool and the Incus endpoint of a job.
-func (e *Executor) wholeJobEndpoint(ctx context.Context, r shared.Remote) (*ssh.Pool, *incusEndpoint, error) {
+func (e *Executor) wholeJobEndpoint(ctx context.Context, r shared.Remote) (*sshpool.Pool, *incusEndpoint, error) {
 	pool, err := e.sshPool()
 	if err != nil {
 		return nil, nil, err

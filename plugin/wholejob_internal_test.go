@@ -11,7 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/pikaci/vmexec/internal/lxdtest"
-	"github.com/pikaci/vmexec/plugin/incus"
+	"github.com/pikaci/vmexec/plugin/internal/incus"
 	"github.com/pikaci/vmexec/shared"
 )
 

@@ -22,7 +22,7 @@ import (
 	"github.com/pikaci/vmexec/internal/lxdtest"
 	"github.com/pikaci/vmexec/internal/sshdtest"
 	"github.com/pikaci/vmexec/plugin"
-	"github.com/pikaci/vmexec/plugin/incus"
+	"github.com/pikaci/vmexec/plugin/internal/incus"
 	"github.com/pikaci/vmexec/shared"
 	"github.com/pikaci/vmexec/shared/devices"
 	"github.com/pikaci/vmexec/shared/layout"

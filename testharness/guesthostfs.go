@@ -5,7 +5,7 @@ import (
 	"io/fs"
 	"syscall"
 
-	"github.com/pikaci/vmexec/internal/incusfake"
+	"github.com/pikaci/vmexec/testharness/incusfake"
 	"github.com/pikaci/vmexec/testharness/remotefs"
 )
 

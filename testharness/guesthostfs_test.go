@@ -7,7 +7,7 @@ import (
 	"net/http/httptest"
 	"testing"
 
-	"github.com/pikaci/vmexec/internal/incusfake"
+	"github.com/pikaci/vmexec/testharness/incusfake"
 	"github.com/pikaci/vmexec/testharness/remotefs"
 )
 

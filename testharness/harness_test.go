@@ -40,7 +40,7 @@ func TestMain(m *testing.M) {
 
 const (
 	pluginPkg = "github.com/pikaci/vmexec/plugin/cmd/executor-remote-linux-vm"
-	brokenPkg = "github.com/pikaci/vmexec/testharness/internal/brokenplugin"
+	brokenPkg = "github.com/pikaci/vmexec/plugin/internal/brokenplugin"
 	cliPkg    = "github.com/pikaci/vmexec/testharness/cmd/conformance"
 	// pluginFile is the file name every plugin binary here gets: the host
 	// requires it to match the name the plugin describes itself with.

@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/pikaci/vmexec/plugin/incus"
 	"github.com/pikaci/vmexec/shared/devices"
 	"github.com/pikaci/vmexec/shared/layout"
 	"github.com/pikaci/vmexec/testharness/cases"
@@ -100,7 +99,7 @@ func pureOutcome(tb testing.TB, c *cases.Case) cases.Outcome {
 		VirtualMachine: c.InstanceType == cases.VirtualMachine,
 		VirtiofsBus:    !strings.Contains(missing, " "+devices.ExtensionVirtiofsBus+" "),
 	})
-	out.Devices, _ = incus.MergeDevices(c.Devices, planned)
+	out.Devices, _ = devices.Merge(c.Devices, planned)
 	return out
 }
 

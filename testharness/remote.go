@@ -8,9 +8,9 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/pikaci/vmexec/internal/incusfake"
 	"github.com/pikaci/vmexec/shared"
 	"github.com/pikaci/vmexec/testharness/cases"
+	"github.com/pikaci/vmexec/testharness/incusfake"
 	"github.com/pikaci/vmexec/testharness/remotefs"
 	"github.com/pikaci/vmexec/testharness/remotehost"
 )

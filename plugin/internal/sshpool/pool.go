@@ -1,0 +1,533 @@
+// Package ssh runs commands on remote hosts the way OpenSSH users expect:
+// host keys verified against known_hosts, keys from the agent and
+// IdentityFile, the OpenSSH client config honoured (ProxyJump included),
+// and one pooled connection per host that concurrent calls share, one
+// session each.
+//
+// Nothing skips host-key verification: StrictHostKeyChecking no and off
+// are refused, and accept-new needs a UserKnownHostsFile it can write (a
+// regular file, or one it can create), else the connection is refused.
+//
+// Every TCP connect and SSH handshake, each ProxyJump hop's included, is
+// bounded whatever the caller's deadline: by the hop's ConnectTimeout,
+// else the target's, else DefaultConnectTimeout (30 s). Keepalives
+// (ServerAliveInterval, else DefaultKeepAlive) drop a connection whose
+// server stopped answering, and the redial is bounded the same way. A
+// dial the timeout ended is a shared.ErrUnavailable that is also a
+// context.DeadlineExceeded, naming the step (connect, handshake), the
+// jump host if any, and the address.
+package sshpool
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/pikaci/vmexec/shared"
+)
+
+// DefaultMaxSessions bounds concurrent sessions on one connection when
+// Options.MaxSessions is 0: sshd's MaxSessions default.
+const DefaultMaxSessions = 10
+
+// DefaultKeepAlive is the keepalive interval of a pooled connection whose
+// host sets no ServerAliveInterval. OpenSSH sends none by default, but a
+// pool holds connections for long, and a dead one must be found.
+const DefaultKeepAlive = 30 * time.Second
+
+// Options configure a Pool.
+type Options struct {
+	// ConfigPath is an OpenSSH client config file. Empty: ~/.ssh/config
+	// followed by /etc/ssh/ssh_config, as ssh reads them; either may be
+	// missing. A path given explicitly must exist, and is read alone, as
+	// with ssh -F.
+	ConfigPath string
+	// MaxSessions bounds concurrent sessions per connection. 0:
+	// DefaultMaxSessions.
+	MaxSessions int
+	// Logger receives connection events. Nil: no logging.
+	Logger hclog.Logger
+}
+
+// Result is what a command printed.
+type Result struct {
+	Stdout []byte
+	Stderr []byte
+}
+
+// Pool holds one SSH connection per (user, hostname, port, jump chain) and
+// runs commands over them. It is safe for concurrent use.
+type Pool struct {
+	cfg         *resolver
+	log         hclog.Logger
+	maxSessions int
+	khMu        sync.Mutex // serialises known_hosts appends
+
+	mu       sync.Mutex
+	closed   bool
+	hosts    map[string]*hostConfig // resolved config by alias
+	conns    map[string]*conn       // by hostConfig.Key
+	dialling map[string]*dialCall
+}
+
+type dialCall struct {
+	done chan struct{}
+	c    *conn
+	err  error
+	// abandoned: the dialler's own context ended the dial; a waiter whose
+	// context is still live dials again instead of taking that error.
+	abandoned bool
+}
+
+// NewPool reads the OpenSSH client config and returns an empty pool.
+func NewPool(opts Options) (*Pool, error) {
+	if opts.MaxSessions < 0 {
+		return nil, shared.Errorf(shared.ErrInvalidInput, "max_sessions_per_host", fmt.Sprint(opts.MaxSessions),
+			"max sessions per host %d: must not be negative", opts.MaxSessions)
+	}
+	r, err := newResolver(opts.ConfigPath)
+	if err != nil {
+		return nil, err
+	}
+	p := &Pool{
+		cfg:         r,
+		log:         opts.Logger,
+		maxSessions: opts.MaxSessions,
+		hosts:       map[string]*hostConfig{},
+		conns:       map[string]*conn{},
+		dialling:    map[string]*dialCall{},
+	}
+	if p.log == nil {
+		p.log = hclog.NewNullLogger()
+	}
+	if p.maxSessions == 0 {
+		p.maxSessions = DefaultMaxSessions
+	}
+	return p, nil
+}
+
+// Close closes every connection. Calls after Close fail.
+func (p *Pool) Close() error {
+	p.mu.Lock()
+	p.closed = true
+	conns := p.conns
+	p.conns = map[string]*conn{}
+	p.mu.Unlock()
+	for _, c := range conns {
+		c.close()
+	}
+	return nil
+}
+
+// Run runs command on host and returns what it printed. Over SSH it opens
+// exactly one exec session whose command is command, byte for byte (the
+// remote user's shell runs it); for localhost, 127.0.0.1 and ::1 it runs
+// bash -c command locally. A command that fails returns its output and a
+// *CommandError. Canceling ctx closes the session and returns ctx.Err()
+// wrapped.
+func (p *Pool) Run(ctx context.Context, host, command string) (Result, error) {
+	return p.RunInput(ctx, host, command, nil)
+}
+
+// RunInput is Run with stdin as the command's standard input (closed after
+// it), so that long data never has to go on the command line.
+func (p *Pool) RunInput(ctx context.Context, host, command string, stdin []byte) (Result, error) {
+	if shared.IsLocalHost(host) {
+		return runLocal(ctx, host, command, stdin)
+	}
+	h, err := p.resolve(host)
+	if err != nil {
+		return Result{}, err
+	}
+	for attempt := 0; ; attempt++ {
+		c, err := p.get(ctx, h)
+		if err != nil {
+			return Result{}, err
+		}
+		res, retry, err := c.run(ctx, command, stdin)
+		if retry && attempt == 0 {
+			p.log.Info("ssh connection is dead, redialling", "host", host, "conn", c.key, "error", err)
+			p.drop(c)
+			continue
+		}
+		return res, err
+	}
+}
+
+// DialUnix connects to the Unix socket socketPath on host, through the
+// pooled connection (OpenSSH streamlocal forwarding, which sshd allows
+// unless AllowStreamLocalForwarding or DisableForwarding says otherwise).
+// For a local host it dials the socket directly. The connection stays open
+// when ctx ends after it was made.
+func (p *Pool) DialUnix(ctx context.Context, host, socketPath string) (net.Conn, error) {
+	if shared.IsLocalHost(host) {
+		conn, err := (&net.Dialer{}).DialContext(ctx, "unix", socketPath)
+		if err != nil {
+			return nil, shared.Errorf(shared.ErrUnavailable, "remote.host", host, "dial %s on %s: %w", socketPath, host, err)
+		}
+		return conn, nil
+	}
+	h, err := p.resolve(host)
+	if err != nil {
+		return nil, err
+	}
+	for attempt := 0; ; attempt++ {
+		c, err := p.get(ctx, h)
+		if err != nil {
+			return nil, err
+		}
+		conn, err := c.client.DialContext(ctx, "unix", socketPath)
+		if err == nil {
+			return conn, nil
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("ssh %s: dial %s: %w", h.Describe(), socketPath, ctx.Err())
+		}
+		if c.isDead(err) && attempt == 0 {
+			p.log.Info("ssh connection is dead, redialling", "host", host, "conn", c.key, "error", err)
+			p.drop(c)
+			continue
+		}
+		kind := shared.ErrUnavailable
+		var oce *gossh.OpenChannelError
+		if errors.As(err, &oce) && oce.Reason == gossh.Prohibited {
+			kind = shared.ErrPermission
+		}
+		return nil, shared.Errorf(kind, "remote.host", host, "ssh %s: dial unix socket %s on the remote host: %w", h.Describe(), socketPath, err)
+	}
+}
+
+func (p *Pool) resolve(host string) (*hostConfig, error) {
+	p.mu.Lock()
+	h, ok := p.hosts[host]
+	p.mu.Unlock()
+	if ok {
+		return h, nil
+	}
+	h, err := p.cfg.resolve(host)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	p.hosts[host] = h
+	p.mu.Unlock()
+	return h, nil
+}
+
+var errPoolClosed = errors.New("ssh pool is closed")
+
+// get returns the live connection for h, dialling it if there is none.
+// Concurrent callers for one connection share one dial.
+func (p *Pool) get(ctx context.Context, h *hostConfig) (*conn, error) {
+	key := h.Key()
+	for {
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			return nil, shared.Errorf(shared.ErrUnavailable, "remote.host", h.Alias, "ssh %s: %w", h.Describe(), errPoolClosed)
+		}
+		if c := p.conns[key]; c != nil && !c.dead() {
+			p.mu.Unlock()
+			return c, nil
+		}
+		if d := p.dialling[key]; d != nil {
+			p.mu.Unlock()
+			select {
+			case <-d.done:
+				if d.err == nil {
+					return d.c, nil
+				}
+				if d.abandoned && ctx.Err() == nil {
+					continue
+				}
+				return nil, d.err
+			case <-ctx.Done():
+				if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+					return nil, shared.Errorf(shared.ErrUnavailable, "remote.host", h.Alias,
+						"ssh %s: wait for the connection another call is dialling: %w", h.Describe(), ctx.Err())
+				}
+				return nil, fmt.Errorf("ssh %s: wait for connection: %w", h.Describe(), ctx.Err())
+			}
+		}
+		d := &dialCall{done: make(chan struct{})}
+		p.dialling[key] = d
+		p.mu.Unlock()
+
+		c, err := p.dial(ctx, h)
+
+		p.mu.Lock()
+		delete(p.dialling, key)
+		if err == nil && p.closed {
+			c.close()
+			c, err = nil, shared.Errorf(shared.ErrUnavailable, "remote.host", h.Alias, "ssh %s: %w", h.Describe(), errPoolClosed)
+		}
+		if err == nil {
+			p.conns[key] = c
+		}
+		d.c, d.err, d.abandoned = c, err, ctx.Err() != nil
+		close(d.done)
+		p.mu.Unlock()
+		if err != nil {
+			return nil, err
+		}
+		go p.watch(c)
+		return c, nil
+	}
+}
+
+// drop removes c from the pool and closes it.
+func (p *Pool) drop(c *conn) {
+	p.mu.Lock()
+	if p.conns[c.key] == c {
+		delete(p.conns, c.key)
+	}
+	p.mu.Unlock()
+	c.close()
+}
+
+// watch drops c when it dies, and sends keepalives while it lives: after
+// ServerAliveCountMax unanswered ones it is closed, as ssh does.
+func (p *Pool) watch(c *conn) {
+	go func() {
+		err := c.client.Wait()
+		p.log.Debug("ssh connection closed", "conn", c.key, "error", err)
+		p.drop(c)
+	}()
+	interval, max := c.host.ServerAliveInterval, c.host.ServerAliveCountMax
+	if interval == 0 {
+		interval = DefaultKeepAlive
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	var pending chan error
+	misses := 0
+	for {
+		select {
+		case <-c.closed:
+			return
+		case <-t.C:
+		}
+		if pending != nil {
+			select {
+			case err := <-pending:
+				pending = nil
+				if err != nil {
+					p.log.Info("ssh keepalive failed, dropping connection", "conn", c.key, "error", err)
+					p.drop(c)
+					return
+				}
+				misses = 0
+			default:
+				misses++
+				if misses >= max {
+					p.log.Warn("ssh server stopped answering keepalives, dropping connection", "conn", c.key, "unanswered", misses)
+					p.drop(c)
+					return
+				}
+				continue
+			}
+		}
+		pending = make(chan error, 1)
+		go func(ch chan error) {
+			// sshd answers an unknown global request with a failure; any
+			// answer means the connection is alive.
+			_, _, err := c.client.SendRequest("keepalive@openssh.com", true, nil)
+			ch <- err
+		}(pending)
+	}
+}
+
+// conn is one pooled connection and the jump connections it runs through.
+type conn struct {
+	key    string
+	host   *hostConfig
+	client *gossh.Client
+	hops   []*gossh.Client // first hop first
+	sem    chan struct{}
+
+	closeOnce sync.Once
+	closed    chan struct{}
+}
+
+func (c *conn) close() {
+	c.closeOnce.Do(func() {
+		close(c.closed)
+		c.client.Close()
+		for i := len(c.hops) - 1; i >= 0; i-- {
+			c.hops[i].Close()
+		}
+	})
+}
+
+func (c *conn) dead() bool {
+	select {
+	case <-c.closed:
+		return true
+	default:
+		return false
+	}
+}
+
+// isDead reports whether err from opening a channel means the connection
+// is gone (rather than the server refusing this one channel).
+func (c *conn) isDead(err error) bool {
+	return c.dead() || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrClosedPipe)
+}
+
+// run runs command in one session. retry says the connection was found
+// dead before the command was sent, so a new connection may run it.
+func (c *conn) run(ctx context.Context, command string, stdin []byte) (res Result, retry bool, err error) {
+	h := c.host
+	select {
+	case c.sem <- struct{}{}:
+	case <-c.closed:
+		return Result{}, true, fmt.Errorf("ssh %s: connection closed", h.Describe())
+	case <-ctx.Done():
+		return Result{}, false, fmt.Errorf("ssh %s: wait for a free session: %w", h.Describe(), ctx.Err())
+	}
+	release := func() { <-c.sem }
+
+	sess, err := c.openSession(ctx)
+	if err != nil {
+		release()
+		if ctx.Err() != nil {
+			return Result{}, false, fmt.Errorf("ssh %s: open session: %w", h.Describe(), ctx.Err())
+		}
+		if c.isDead(err) {
+			return Result{}, true, fmt.Errorf("ssh %s: open session: %w", h.Describe(), err)
+		}
+		return Result{}, false, shared.Errorf(shared.ErrUnavailable, "remote.host", h.Alias, "ssh %s: open session: %w", h.Describe(), err)
+	}
+	stdout, stderr := newBoundedBuffer(), newBoundedBuffer()
+	sess.Stdout = stdout
+	sess.Stderr = stderr
+	if stdin != nil {
+		sess.Stdin = bytes.NewReader(stdin)
+	}
+	if err := sess.Start(command); err != nil {
+		sess.Close()
+		release()
+		// The command may have reached the server: never run it twice.
+		return Result{}, false, shared.Errorf(shared.ErrUnavailable, "remote.host", h.Alias, "ssh %s: start command: %w", h.Describe(), err)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- sess.Wait() }()
+	select {
+	case err = <-waited:
+		sess.Close()
+		release()
+	case <-ctx.Done():
+		// Best effort: sshd delivers the signal to the command's process
+		// (OpenSSH 7.9+); closing the channel ends the session either way.
+		_ = sess.Signal(gossh.SIGKILL)
+		sess.Close()
+		go func() { <-waited; release() }()
+		return Result{}, false, fmt.Errorf("ssh %s: run %s: %w", h.Describe(), shortCommand(command), ctx.Err())
+	}
+	res = Result{Stdout: stdout.Bytes(), Stderr: stderr.Bytes()}
+	if err == nil {
+		return res, false, stdout.overflow(h.Alias, command)
+	}
+	var ee *gossh.ExitError
+	if errors.As(err, &ee) {
+		return res, false, &CommandError{
+			Host: h.Alias, Command: command,
+			ExitStatus: ee.ExitStatus(), Signal: ee.Signal(),
+			Stderr: trimStderr(stderr.Bytes()),
+		}
+	}
+	var em *gossh.ExitMissingError
+	if errors.As(err, &em) && !c.dead() {
+		return res, false, &CommandError{
+			Host: h.Alias, Command: command, ExitStatus: -1,
+			Stderr: trimStderr(stderr.Bytes()),
+		}
+	}
+	return res, false, shared.Errorf(shared.ErrUnavailable, "remote.host", h.Alias,
+		"ssh %s: connection lost while running %s: %w", h.Describe(), shortCommand(command), err)
+}
+
+// openSession opens a session. A server that refuses it is asked again a
+// few times, backing off: sshd frees a session slot only after it has
+// finished with the previous session's close, so a session opened right
+// after another one closed can find sshd's MaxSessions still full (it
+// answers "open failed" and logs "no more sessions"). Its MaxSessions may
+// also be lower than ours.
+func (c *conn) openSession(ctx context.Context) (*gossh.Session, error) {
+	backoff := 2 * time.Millisecond
+	for try := 1; ; try++ {
+		s, err := c.newSession(ctx)
+		var oce *gossh.OpenChannelError
+		if err == nil || !errors.As(err, &oce) || try == sessionOpenTries {
+			return s, err
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-c.closed:
+			t.Stop()
+			return nil, err
+		}
+		backoff = min(2*backoff, 250*time.Millisecond)
+	}
+}
+
+// sessionOpenTries bounds openSession: about 2 s of backing off in all.
+const sessionOpenTries = 14
+
+// newSession opens a session, giving up when ctx ends; a session that
+// opens after that is closed.
+func (c *conn) newSession(ctx context.Context) (*gossh.Session, error) {
+	type opened struct {
+		s   *gossh.Session
+		err error
+	}
+	ch := make(chan opened, 1)
+	go func() {
+		s, err := c.client.NewSession()
+		ch <- opened{s, err}
+	}()
+	select {
+	case o := <-ch:
+		return o.s, o.err
+	case <-ctx.Done():
+		go func() {
+			if o := <-ch; o.s != nil {
+				o.s.Close()
+			}
+		}()
+		return nil, ctx.Err()
+	}
+}
+
+func shortCommand(cmd string) string {
+	const max = 80
+	if len(cmd) > max {
+		cmd = cmd[:max] + "..."
+	}
+	return shared.Show(cmd)
+}
+
+// Describe is for logs: which connection a host alias resolves to.
+func (p *Pool) Describe(host string) (string, error) {
+	if shared.IsLocalHost(host) {
+		return "local " + host, nil
+	}
+	h, err := p.resolve(host)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(h.Describe()), nil
+}
