@@ -54,7 +54,7 @@ type Process struct {
 	opErr      error
 	outputDone chan struct{} // closed when stdout and stderr reached EOF
 	outputErr  error
-	mainDone   context.Context // done when the control socket closed: the main process exited
+	mainDone   chan struct{}   // closed when the main process exited: the server closed control, or the operation ended
 	done       chan struct{}   // closed when both opDone and outputDone are
 }
 
@@ -163,7 +163,18 @@ func (c *Client) StartExec(ctx context.Context, project, instance string, req Ex
 	}
 	stdin, stdout, stderr, control := conns[0], conns[1], conns[2], conns[3]
 	p.control = control
-	p.mainDone = control.CloseRead(pctx)
+	// The main process has exited once the server closes control, or once
+	// the operation ended, whichever we learn first: through SSH the
+	// close of control may arrive after the operation's answer.
+	controlClosed := control.CloseRead(pctx)
+	p.mainDone = make(chan struct{})
+	go func() {
+		select {
+		case <-controlClosed.Done():
+		case <-p.opDone:
+		}
+		close(p.mainDone)
+	}()
 
 	// stdin: EOF at once (an empty text message); the socket stays open,
 	// read only to answer pings, until the process ends.
@@ -197,6 +208,7 @@ func (c *Client) StartExec(ctx context.Context, project, instance string, req Ex
 	go func() {
 		<-p.opDone
 		<-p.outputDone
+		<-p.mainDone // closes once opDone has: Wait's caller sees MainExited too
 		close(p.done)
 		// Everything ended: drop the sockets (the control socket's close
 		// can no longer kill anything).
@@ -272,7 +284,7 @@ func (p *Process) OutputDone() <-chan struct{} { return p.outputDone }
 
 // MainExited is closed when the command's main process exited (the server
 // closed the control socket); children may still hold its output.
-func (p *Process) MainExited() <-chan struct{} { return p.mainDone.Done() }
+func (p *Process) MainExited() <-chan struct{} { return p.mainDone }
 
 // Wait waits until the command has ended and its output arrived, or ctx
 // ends, and returns its exit code. Exit codes 126 and 127 come from an
