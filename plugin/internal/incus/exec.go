@@ -54,8 +54,8 @@ type Process struct {
 	opErr      error
 	outputDone chan struct{} // closed when stdout and stderr reached EOF
 	outputErr  error
-	mainDone   chan struct{}   // closed when the main process exited: the server closed control, or the operation ended
-	done       chan struct{}   // closed when both opDone and outputDone are
+	mainDone   chan struct{} // closed when the main process exited: the server closed control, or the operation ended
+	done       chan struct{} // closed when both opDone and outputDone are
 }
 
 // ExecError is an exec whose exit code could not be learnt.
