@@ -93,7 +93,7 @@ func (e *Executor) wholeJobEndpoint(ctx context.Context, r shared.Remote) (*sshp
 	return pool, ep, nil
 }
 
-// PrepareRuntime creates and starts the job's instance (SPEC v2): the image
+// PrepareRuntime creates and starts the job's instance (contract v2, docs/contract.md): the image
 // alias looked up, a stale instance of the same name force-deleted, the
 // remote artifacts dir emptied, one create request carrying type, profiles,
 // limits, labels and the devices ConfigureDevices would plan, a start, and
@@ -237,7 +237,7 @@ func waitReady(ctx context.Context, c *incus.Client, project, name string, limit
 	}
 }
 
-// RunJob runs the job's command in its instance (SPEC v2): stdin closed,
+// RunJob runs the job's command in its instance (contract v2, docs/contract.md): stdin closed,
 // stdout and stderr forwarded to out as they arrive, the exit code as the
 // result. On command.timeout_secs, a cancellation or a failing sink the
 // job gets SIGTERM, SIGKILL shared.KillGrace later, and the instance is

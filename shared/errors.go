@@ -93,7 +93,7 @@ func Show(v string) string {
 }
 
 // IsControl reports whether r counts as a control character in an input
-// value (SPEC v1 Validation): C0, DEL, C1 (U+0080 to U+009F) and Unicode's
+// value (docs/contract.md, "Validation"): C0, DEL, C1 (U+0080 to U+009F) and Unicode's
 // bidirectional formatting characters (U+200E, U+200F, U+202A to U+202E,
 // U+2066 to U+2069), which would make a log show an id other than it is.
 func IsControl(r rune) bool {

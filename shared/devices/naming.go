@@ -1,4 +1,4 @@
-// Package devices plans an instance's disk devices as SPEC v1 says: device
+// Package devices plans an instance's disk devices as docs/contract.md says: device
 // names, payload manifests and their validation, and the device plan built
 // from manifest contents and resolved sources. The I/O it needs (reading
 // manifests, resolving symlinks) goes through the Remote interface, so the

@@ -1,4 +1,4 @@
-// Package strictjson decodes JSON the way SPEC v1 says every input is read:
+// Package strictjson decodes JSON the way the contract (docs/contract.md) says every input is read:
 // object keys must match the target's json tags exactly (encoding/json
 // matches them case-insensitively), no object may repeat a key, the input
 // must be valid UTF-8, unknown fields are refused and nothing may follow the

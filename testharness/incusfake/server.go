@@ -1,13 +1,21 @@
-// Package incusfake is an in-process Incus API server that behaves like
-// Incus on everything the plugin uses: GET /1.0, an instance with its ETag,
-// a PUT guarded by If-Match that answers with an asynchronous operation, a
-// PATCH guarded the same way that answers synchronously and merges per
-// device, operation waits (a finished operation is forgotten after
-// OperationRetention), the error envelope, and the validation Incus does on
-// a disk device before it applies an update (refusing the whole update).
+// Package incusfake is the conformance harness's Incus API: an in-process
+// server that behaves like Incus on everything an executor plugin uses.
 //
-// The contract suite in plugin/incus runs the same tests against this fake
-// and against a real LXD daemon, which is what keeps it honest.
+// Version 1 (server.go, instance.go, operations.go, validate.go): GET /1.0,
+// an instance with its ETag, a PUT guarded by If-Match that answers with an
+// asynchronous operation, a PATCH guarded the same way that answers
+// synchronously and merges per device, operation waits (a finished
+// operation is forgotten after OperationRetention), the error envelope,
+// and the validation Incus does on a disk device before it applies an
+// update (refusing the whole update).
+//
+// Version 2 (guest.go, guestops.go, exec.go, files.go): images, profiles,
+// instance create, start, stop and delete, a virtual guest per instance
+// (vshell over a GuestFS) that runs commands through the exec API,
+// websockets included, and serves its files through the file API.
+//
+// Our plugin's Incus client runs one contract suite against this fake and
+// against a real LXD daemon, which is what keeps the fake honest.
 package incusfake
 
 import (

@@ -1,4 +1,4 @@
-// Package ssh runs commands on remote hosts the way OpenSSH users expect:
+// Package sshpool runs commands on remote hosts the way OpenSSH users expect:
 // host keys verified against known_hosts, keys from the agent and
 // IdentityFile, the OpenSSH client config honoured (ProxyJump included),
 // and one pooled connection per host that concurrent calls share, one
