@@ -8,7 +8,6 @@ import (
 	"maps"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/pikaci/vmexec/shared"
 )
@@ -243,14 +242,7 @@ func (s *Server) serveInstancePut(w http.ResponseWriter, r *http.Request, name s
 			return
 		}
 	}
-	s.nextOp++
-	op := &operation{
-		id:        fmt.Sprintf("00000000-0000-4000-8000-%012d", s.nextOp),
-		resource:  "/1.0/instances/" + name,
-		createdAt: time.Now().UTC(),
-		done:      make(chan struct{}),
-	}
-	s.ops[op.id] = op
+	op := s.newOp(project, "task", "Updating instance", map[string][]string{"instances": {"/1.0/instances/" + name}}, nil)
 	hold := s.hold
 	// Incus validates and applies inside the operation; so does the fake.
 	// What it validates against is the instance as it is now.
@@ -259,20 +251,7 @@ func (s *Server) serveInstancePut(w http.ResponseWriter, r *http.Request, name s
 	s.mu.Unlock()
 
 	go s.runUpdate(op, hold, project, name, typ, before, put)
-
-	s.mu.Lock()
-	body := s.renderOp(op)
-	s.mu.Unlock()
-	w.Header().Set("Location", "/1.0/operations/"+op.id)
-	writeJSON(w, http.StatusAccepted, map[string]any{
-		"type":        "async",
-		"status":      "Operation created",
-		"status_code": 100,
-		"operation":   "/1.0/operations/" + op.id,
-		"error_code":  0,
-		"error":       "",
-		"metadata":    body,
-	})
+	s.writeAsync(w, op)
 }
 
 // runUpdate is the body of an update operation: validate the new writable
@@ -281,15 +260,16 @@ func (s *Server) runUpdate(op *operation, hold chan struct{}, project, name, typ
 	if hold != nil {
 		<-hold
 	}
-	err := s.validate(typ, before, put)
+	errMsg := ""
+	if err := s.validate(typ, before, put); err != nil {
+		errMsg = err.Error()
+	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	inst := s.projects[project][name]
 	switch {
-	case err != nil:
-		op.statusCode, op.err = 400, err.Error()
+	case errMsg != "":
 	case inst == nil:
-		op.statusCode, op.err = 400, "Instance not found"
+		errMsg = "Instance not found"
 	default:
 		if put.Config == nil {
 			put.Config = map[string]string{}
@@ -299,10 +279,9 @@ func (s *Server) runUpdate(op *operation, hold chan struct{}, project, name, typ
 		}
 		put.Devices = cloneDevices(put.Devices)
 		inst.put = put
-		op.statusCode = 200
 	}
-	close(op.done)
-	s.forgetLater(op)
+	s.mu.Unlock()
+	s.finishOp(op, errMsg, nil)
 }
 
 // serveInstancePatch answers PATCH /1.0/instances/<name> as Incus and LXD

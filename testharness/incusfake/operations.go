@@ -2,31 +2,21 @@ package incusfake
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
 
-// operation is an instance update's operation (PUT). The lifecycle calls
-// (create, state, delete, exec) have their own, gop in guestops.go; both
-// answer /1.0/operations/<id>, the lifecycle ones first (guest.go). Not yet
-// one system: the two differ in retention (Options.OperationRetention
-// against SetOperationRetention), HoldOperations (updates only) and the
-// resources they report, and merging them changes what the fake answers.
-type operation struct {
-	id        string
-	resource  string
-	createdAt time.Time
-	done      chan struct{}
-	// set under Server.mu once done is closed
-	statusCode int
-	err        string
-}
-
-// HoldOperations keeps every operation created from now on running until
-// release is called, so a client's wait must ask more than once.
+// HoldOperations keeps every instance update operation (PUT) created from
+// now on running until release is called, so a client's wait must ask more
+// than once.
 func (s *Server) HoldOperations() (release func()) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -45,62 +35,159 @@ func (s *Server) HoldOperations() (release func()) {
 	}
 }
 
-// forgetLater removes a finished operation after the retention, as Incus
-// does. Call with s.mu held.
-func (s *Server) forgetLater(op *operation) {
-	keep := s.opts.OperationRetention
-	if keep == 0 {
-		keep = 5 * time.Second
+// operation is an Incus operation, as every asynchronous call makes one: an instance
+// update (PUT), create, state change, delete, exec. Operations are looked
+// up by UUID whatever ?project= says, /wait answers 200 with the operation
+// as it is on timeout, and a finished operation is removed a while (5 s, as
+// Incus; Options.OperationRetention, SetOperationRetention) after it ends.
+type operation struct {
+	id, class, description string
+	project                string
+	createdAt, updatedAt   time.Time
+	resources              map[string][]string
+	metadata               map[string]any
+	mayCancel              bool
+	done                   chan struct{}
+	status                 string
+	code                   int
+	err                    string
+	exec                   *execSession // websocket exec: its sockets
+}
+
+// Operation statuses and codes, as Incus has them.
+const (
+	opRunning = 103
+	opSuccess = 200
+	opFailure = 400
+)
+
+func newUUID() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand does not fail on Linux
 	}
-	time.AfterFunc(keep, func() {
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+func instanceResources(name string) map[string][]string {
+	return map[string][]string{
+		"containers": {"/1.0/containers/" + name},
+		"instances":  {"/1.0/instances/" + name},
+	}
+}
+
+// newOp registers a running operation. Call with s.mu held.
+func (s *Server) newOp(project, class, description string, resources map[string][]string, metadata map[string]any) *operation {
+	g := s.gs()
+	now := time.Now().UTC()
+	op := &operation{
+		id: newUUID(), class: class, description: description, project: project,
+		createdAt: now, updatedAt: now, resources: resources, metadata: metadata,
+		done: make(chan struct{}), status: "Running", code: opRunning,
+	}
+	g.ops[op.id] = op
+	return op
+}
+
+// finishOp ends op with Success (errMsg empty) or Failure, merging
+// metadata into the operation's, and forgets it after the retention time.
+func (s *Server) finishOp(op *operation, errMsg string, metadata map[string]any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-op.done:
+		return
+	default:
+	}
+	if metadata != nil {
+		if op.metadata == nil {
+			op.metadata = map[string]any{}
+		}
+		maps.Copy(op.metadata, metadata)
+	}
+	op.status, op.code, op.err = "Success", opSuccess, errMsg
+	if errMsg != "" {
+		op.status, op.code = "Failure", opFailure
+	}
+	op.updatedAt = time.Now().UTC()
+	close(op.done)
+	g := s.gs()
+	id := op.id
+	time.AfterFunc(g.retention, func() {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		delete(s.ops, op.id)
+		delete(s.gs().ops, id)
 	})
 }
 
-func (s *Server) renderOp(op *operation) map[string]any {
-	status, code := "Running", 103
-	select {
-	case <-op.done:
-		code = op.statusCode
-		status = "Success"
-		if code != 200 {
-			status = "Failure"
-		}
-	default:
+// render is the operation object. Call with s.mu held.
+func (op *operation) render() map[string]any {
+	var meta any
+	if op.metadata != nil {
+		meta = maps.Clone(op.metadata)
 	}
 	return map[string]any{
 		"id":          op.id,
-		"class":       "task",
-		"description": "Updating instance",
+		"class":       op.class,
+		"description": op.description,
 		"created_at":  op.createdAt,
-		"updated_at":  op.createdAt,
-		"status":      status,
-		"status_code": code,
-		"resources":   map[string][]string{"instances": {op.resource}},
-		"metadata":    nil,
-		"may_cancel":  false,
+		"updated_at":  op.updatedAt,
+		"status":      op.status,
+		"status_code": op.code,
+		"resources":   op.resources,
+		"metadata":    meta,
+		"may_cancel":  op.mayCancel,
 		"err":         op.err,
 		"location":    "none",
 	}
 }
 
-func (s *Server) serveOperation(w http.ResponseWriter, r *http.Request, id string, wait bool) {
+// writeAsync answers 202 with the operation.
+func (s *Server) writeAsync(w http.ResponseWriter, op *operation) {
 	s.mu.Lock()
-	op := s.ops[id]
+	data, err := json.Marshal(op.render())
 	s.mu.Unlock()
-	if op == nil {
-		writeError(w, http.StatusNotFound, "Operation not found")
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
-	if wait {
+	w.Header().Set("Location", "/1.0/operations/"+op.id)
+	writeJSON(w, http.StatusAccepted, map[string]any{
+		"type":        "async",
+		"status":      "Operation created",
+		"status_code": 100,
+		"operation":   "/1.0/operations/" + op.id,
+		"error_code":  0,
+		"error":       "",
+		"metadata":    json.RawMessage(data),
+	})
+}
+
+// serveGuestOp answers /1.0/operations/<id>[/wait|/websocket] for a
+// lifecycle operation; it reports false when id is not one.
+func (s *Server) serveGuestOp(w http.ResponseWriter, r *http.Request, rest string) bool {
+	id, sub, _ := strings.Cut(rest, "/")
+	s.mu.Lock()
+	op := s.gs().ops[id]
+	s.mu.Unlock()
+	if op == nil {
+		return false
+	}
+	switch {
+	case sub == "" && r.Method == http.MethodDelete:
+		writeError(w, http.StatusBadRequest, "This operation can't be cancelled")
+	case sub == "" && r.Method == http.MethodGet:
+		s.writeOpSync(w, op)
+	case sub == "wait" && r.Method == http.MethodGet:
 		timeout := -1
 		if v := r.URL.Query().Get("timeout"); v != "" {
 			t, err := strconv.Atoi(v)
 			if err != nil {
 				writeError(w, http.StatusBadRequest, fmt.Sprintf("Invalid timeout %q", v))
-				return
+				return true
 			}
 			timeout = t
 		}
@@ -113,12 +200,23 @@ func (s *Server) serveOperation(w http.ResponseWriter, r *http.Request, id strin
 		select {
 		case <-op.done:
 		case <-ctx.Done():
-			// Timed out (or the client left): answer with the operation
-			// as it is, still running.
 		}
+		s.writeOpSync(w, op)
+	case sub == "websocket" && r.Method == http.MethodGet:
+		s.serveExecWebsocket(w, r, op)
+	default:
+		writeError(w, http.StatusNotFound, "not found")
 	}
+	return true
+}
+
+func (s *Server) writeOpSync(w http.ResponseWriter, op *operation) {
 	s.mu.Lock()
-	body := s.renderOp(op)
+	data, err := json.Marshal(op.render())
 	s.mu.Unlock()
-	writeSync(w, http.StatusOK, "", body)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	writeSync(w, http.StatusOK, "", json.RawMessage(data))
 }

@@ -1,7 +1,7 @@
 // Package incusfake is the conformance harness's Incus API: an in-process
 // server that behaves like Incus on everything an executor plugin uses.
 //
-// Version 1 (server.go, instance.go, operations.go, validate.go): GET /1.0,
+// Version 1 (server.go, instance.go, validate.go): GET /1.0,
 // an instance with its ETag, a PUT guarded by If-Match that answers with an
 // asynchronous operation, a PATCH guarded the same way that answers
 // synchronously and merges per device, operation waits (a finished
@@ -9,10 +9,13 @@
 // and the validation Incus does on a disk device before it applies an
 // update (refusing the whole update).
 //
-// Version 2 (guest.go, guestops.go, exec.go, files.go): images, profiles,
+// Version 2 (guest.go, exec.go, files.go): images, profiles,
 // instance create, start, stop and delete, a virtual guest per instance
 // (vshell over a GuestFS) that runs commands through the exec API,
 // websockets included, and serves its files through the file API.
+//
+// Every asynchronous call, an update's included, makes one kind of
+// operation (operations.go), answered at /1.0/operations/<id>.
 //
 // Our plugin's Incus client runs one contract suite against this fake and
 // against a real LXD daemon, which is what keeps the fake honest.
@@ -80,11 +83,9 @@ type Server struct {
 
 	mu        sync.Mutex
 	projects  map[string]map[string]*instance // project, name
-	ops       map[string]*operation
-	nextOp    int
 	requests  []Request
 	beforePut func(project, name string)
-	hold      chan struct{} // non-nil: new operations wait for it to close
+	hold      chan struct{} // non-nil: new update operations wait for it to close
 
 	guest guestState // the lifecycle calls and virtual guests (guest.go)
 }
@@ -94,7 +95,6 @@ func New(opts Options) *Server {
 	s := &Server{
 		opts:     opts,
 		projects: map[string]map[string]*instance{"default": {}},
-		ops:      map[string]*operation{},
 	}
 	for _, e := range DefaultExtensions {
 		if !slices.Contains(opts.MissingExtensions, e) {
@@ -165,12 +165,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	case strings.HasPrefix(path, "/1.0/operations/"):
 		rest := strings.TrimPrefix(path, "/1.0/operations/")
-		id, wait := strings.CutSuffix(rest, "/wait")
+		id, _ := strings.CutSuffix(rest, "/wait")
 		if r.Method != http.MethodGet || id == "" || strings.Contains(id, "/") {
 			writeError(w, http.StatusNotFound, "not found")
 			return
 		}
-		s.serveOperation(w, r, id, wait)
+		// Not one of ours (serveGuest answers every operation it
+		// knows), or forgotten after the retention.
+		writeError(w, http.StatusNotFound, "Operation not found")
 	default:
 		writeError(w, http.StatusNotFound, "not found")
 	}
