@@ -35,11 +35,12 @@ func (s *Server) HoldOperations() (release func()) {
 	}
 }
 
-// operation is an Incus operation, as every asynchronous call makes one: an instance
-// update (PUT), create, state change, delete, exec. Operations are looked
-// up by UUID whatever ?project= says, /wait answers 200 with the operation
-// as it is on timeout, and a finished operation is removed a while (5 s, as
-// Incus; Options.OperationRetention, SetOperationRetention) after it ends.
+// operation is an Incus operation, as every asynchronous call makes one:
+// an instance update (PUT), create, state change, delete, exec. Operations
+// are looked up by UUID whatever ?project= says, /wait answers 200 with the
+// operation as it is on timeout, and a finished operation is removed a
+// while (5 s, as Incus; Options.OperationRetention, SetOperationRetention)
+// after it ends.
 type operation struct {
 	id, class, description string
 	project                string
