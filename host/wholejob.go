@@ -16,8 +16,9 @@ import (
 	"github.com/pikaci/vmexec/shared/layout"
 )
 
-// The phases of the whole job as the run record names them: the seed's
-// names. RunJob is recorded as two phases, launch_guest (until the job's
+// The phases of the whole job as the run record names them: the names of
+// the original remote-linux-vm executor (docs/contract.md, "Where it comes
+// from"). RunJob is recorded as two phases, launch_guest (until the job's
 // first output or its end) and wait_for_completion (the rest).
 const (
 	PhasePrepareDirectories     = "prepare_directories"
@@ -34,9 +35,9 @@ const RecordFile = "pikaci-execution.json"
 // timeFormat is RFC 3339 in UTC with milliseconds, as the record wants.
 const timeFormat = "2006-01-02T15:04:05.000Z07:00"
 
-// Record is the run record of one whole job (SPEC "The run record"). It is
-// complete when the job fails part-way: the phases that ran keep their
-// timings, the failing phase its error.
+// Record is the run record of one whole job (docs/contract.md, "The run
+// record"). It is complete when the job fails part-way: the phases that ran
+// keep their timings, the failing phase its error.
 type Record struct {
 	// Job is job.id; Instance the job's instance, once PrepareRuntime
 	// answered.

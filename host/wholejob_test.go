@@ -241,7 +241,7 @@ func TestRunWholeJobPhasesInOrder(t *testing.T) {
 	}
 }
 
-// The record's JSON has SPEC's field names.
+// The record's JSON has the contract's field names.
 func TestRecordJSONShape(t *testing.T) {
 	job := testWholeJob(t)
 	if _, err := RunWholeJob(t.Context(), &fakeJob{}, job, WholeJobOptions{}); err != nil {

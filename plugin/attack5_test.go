@@ -22,7 +22,7 @@ import (
 // gets the plugin's own typed error (ErrUnavailable, naming the Incus
 // request in progress) before its deadline, not its own "context deadline
 // exceeded". The wording once the update was sent ("may have been
-// applied") is proven on the client by plugin/incus
+// applied") is proven on the client by plugin/internal/incus
 // TestAttack5_FrozenLXDMayHaveBeenApplied.
 func TestAttack5_FrozenLXDErrorReachesHost(t *testing.T) {
 	sshdtest.Require(t)

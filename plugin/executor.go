@@ -2,7 +2,11 @@
 // directories on a remote host over SSH and shares the job's snapshot and
 // staged payloads into its Incus instance through the Incus REST API. Path
 // derivation comes from shared/layout and shared/devices; the adapters live
-// in plugin/ssh and plugin/incus.
+// under plugin/internal: sshpool (the pooled SSH connection), incus (the
+// Incus REST API client), shellfetch (the device plan's batched reads over
+// a shell), stage (the snapshot's tar stream and marker) and artifacts (the
+// copy out of the guest). Version 2 adds the whole job (wholejob.go,
+// stage.go, artifacts.go).
 package plugin
 
 import (

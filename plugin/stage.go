@@ -34,8 +34,9 @@ const tempPrefix = ".pikaci-sync-snapshot-"
 // then finds its marker and sends nothing.
 var stageLocks keyedLocks
 
-// StageWorkspaceSnapshot implements shared.JobExecutor (SPEC v2): it puts
-// host.snapshot_dir at the remote snapshot dir, once per content hash.
+// StageWorkspaceSnapshot implements shared.JobExecutor (contract v2,
+// docs/contract.md): it puts host.snapshot_dir at the remote snapshot dir,
+// once per content hash.
 //
 // Over SSH it runs: one command that reads the remote marker; when there is
 // none, one session that makes the temporary sibling dir and extracts the
@@ -179,8 +180,8 @@ func readRemoteMarker(ctx context.Context, pool *sshpool.Pool, host, dir string)
 	return parseMarkerOutput(out.Stdout, host, dir)
 }
 
-// decide applies SPEC rule 2 to a marker: reused, refused, or (false, nil)
-// for "send it".
+// decide applies the contract's rule 2 to a marker: reused, refused, or
+// (false, nil) for "send it".
 func (st remoteState) decide(host, dir, hash string) (bool, error) {
 	if st.kind != remoteMarker {
 		return false, nil
@@ -195,7 +196,7 @@ func (st remoteState) decide(host, dir, hash string) (bool, error) {
 }
 
 // transfer sends the snapshot into a new temporary sibling of dir and
-// publishes it there (SPEC rule 3). Whatever fails, the temporary dir is
+// publishes it there (the contract's rule 3). Whatever fails, the temporary dir is
 // removed before it returns.
 func (e *Executor) transfer(ctx context.Context, pool *sshpool.Pool, host, local, dir, hash string) (int64, error) {
 	var rnd [12]byte

@@ -93,12 +93,12 @@ func (e *Executor) wholeJobEndpoint(ctx context.Context, r shared.Remote) (*sshp
 	return pool, ep, nil
 }
 
-// PrepareRuntime creates and starts the job's instance (SPEC v2): the image
-// alias looked up, a stale instance of the same name force-deleted, the
-// remote artifacts dir emptied, one create request carrying type, profiles,
-// limits, labels and the devices ConfigureDevices would plan, a start, and
-// an exec of `true` until it succeeds. A dry run looks up the alias and
-// plans, and changes nothing.
+// PrepareRuntime creates and starts the job's instance (contract v2,
+// docs/contract.md): the image alias looked up, a stale instance of the same
+// name force-deleted, the remote artifacts dir emptied, one create request
+// carrying type, profiles, limits, labels and the devices ConfigureDevices
+// would plan, a start, and an exec of `true` until it succeeds. A dry run
+// looks up the alias and plans, and changes nothing.
 func (e *Executor) PrepareRuntime(ctx context.Context, req shared.RuntimeRequest) (shared.RuntimeResult, error) {
 	spec := req.Job.JobSpec
 	if req.Job.Runtime == nil {
@@ -237,12 +237,12 @@ func waitReady(ctx context.Context, c *incus.Client, project, name string, limit
 	}
 }
 
-// RunJob runs the job's command in its instance (SPEC v2): stdin closed,
-// stdout and stderr forwarded to out as they arrive, the exit code as the
-// result. On command.timeout_secs, a cancellation or a failing sink the
-// job gets SIGTERM, SIGKILL shared.KillGrace later, and the instance is
-// force-stopped when the output is still open shared.ForceStopGrace after
-// that.
+// RunJob runs the job's command in its instance (contract v2,
+// docs/contract.md): stdin closed, stdout and stderr forwarded to out as they
+// arrive, the exit code as the result. On command.timeout_secs, a cancellation
+// or a failing sink the job gets SIGTERM, SIGKILL shared.KillGrace later, and
+// the instance is force-stopped when the output is still open
+// shared.ForceStopGrace after that.
 func (e *Executor) RunJob(ctx context.Context, req shared.RunRequest, out shared.OutputSink) (shared.RunResult, error) {
 	spec := req.Job.JobSpec
 	if req.Job.Command == nil {

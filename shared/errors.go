@@ -92,10 +92,11 @@ func Show(v string) string {
 	return b.String()
 }
 
-// IsControl reports whether r counts as a control character in an input
-// value (SPEC v1 Validation): C0, DEL, C1 (U+0080 to U+009F) and Unicode's
-// bidirectional formatting characters (U+200E, U+200F, U+202A to U+202E,
-// U+2066 to U+2069), which would make a log show an id other than it is.
+// IsControl reports whether r counts as a control character in an input value
+// (docs/contract.md, "Validation"): C0, DEL, C1 (U+0080 to U+009F) and
+// Unicode's bidirectional formatting characters (U+200E, U+200F, U+202A to
+// U+202E, U+2066 to U+2069), which would make a log show an id other than it
+// is.
 func IsControl(r rune) bool {
 	switch {
 	case r < 0x20, r >= 0x7f && r <= 0x9f:

@@ -2,8 +2,8 @@
 // plugin implements, its request and result types, the go-plugin handshake
 // and the gRPC adapters that carry it between the runner host and a plugin.
 //
-// Path derivation (SPEC v1) lives in the sub-packages layout and devices;
-// the generated protobuf code in executorpb.
+// Path derivation (contract v1, docs/contract.md) lives in the sub-packages
+// layout and devices; the generated protobuf code in executorpb.
 package shared
 
 import "context"

@@ -9,8 +9,8 @@ import (
 	"unicode/utf8"
 )
 
-// Pure checks of the whole job's own inputs (SPEC v2 "New inputs"). They
-// read nothing and change nothing; the version 1 inputs are checked by
+// Pure checks of the whole job's own inputs (docs/contract.md, "More inputs").
+// They read nothing and change nothing; the version 1 inputs are checked by
 // layout.Derive. Every error is an ErrInvalidInput naming the field and the
 // value as given. Strings must be valid UTF-8: the protocol carries them as
 // protobuf strings, which cannot hold anything else.

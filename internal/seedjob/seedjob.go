@@ -1,5 +1,8 @@
 // Package seedjob is the seed's example job, for tests: a staged job on
-// pika-build with a deps and a build payload.
+// pika-build with a deps and a build payload. "The seed" is the original
+// Rust CI runner's remote-linux-vm executor, the change our contract comes
+// from (docs/contract.md, "Where it comes from"); this is the job its own
+// example runs.
 package seedjob
 
 import "github.com/pikaci/vmexec/shared"

@@ -11,7 +11,7 @@ import (
 	"github.com/pikaci/vmexec/shared/strictjson"
 )
 
-// Manifest limits (SPEC v1 ConfigureDevices).
+// Manifest limits (docs/contract.md, "ConfigureDevices").
 const (
 	MaxManifestBytes  = 1 << 20
 	MaxManifestMounts = 256

@@ -1,6 +1,6 @@
-// Package devices plans an instance's disk devices as SPEC v1 says: device
-// names, payload manifests and their validation, and the device plan built
-// from manifest contents and resolved sources. The I/O it needs (reading
+// Package devices plans an instance's disk devices as docs/contract.md says:
+// device names, payload manifests and their validation, and the device plan
+// built from manifest contents and resolved sources. The I/O it needs (reading
 // manifests, resolving symlinks) goes through the Remote interface, so the
 // planning itself is pure.
 package devices

@@ -1,7 +1,8 @@
 // The executor protocol: what a runner host and an executor plugin say to
 // each other over go-plugin's gRPC transport. It mirrors the Go contract in
 // shared/executor.go (version 1) and shared/wholejob.go (version 2);
-// shared/grpc.go and shared/grpc_wholejob.go convert between the two.
+// shared/grpc_*.go convert between the two (client, server, status
+// mapping and message conversions, version 1 and version 2).
 //
 // Version 1 is the Executor service alone. Version 2 (the whole job) is the
 // Executor service plus the WholeJob service; a plugin registers WholeJob
@@ -38,12 +39,25 @@ const (
 type ErrorKind int32
 
 const (
-	ErrorKind_ERROR_KIND_UNSPECIFIED   ErrorKind = 0
+	// ERROR_KIND_UNSPECIFIED: an error of no known kind.
+	ErrorKind_ERROR_KIND_UNSPECIFIED ErrorKind = 0
+	// ERROR_KIND_INVALID_INPUT: the job, its paths or a payload manifest
+	// break the contract; retrying cannot succeed (gRPC code InvalidArgument).
 	ErrorKind_ERROR_KIND_INVALID_INPUT ErrorKind = 1
-	ErrorKind_ERROR_KIND_NOT_FOUND     ErrorKind = 2
-	ErrorKind_ERROR_KIND_CONFLICT      ErrorKind = 3
-	ErrorKind_ERROR_KIND_PERMISSION    ErrorKind = 4
-	ErrorKind_ERROR_KIND_UNAVAILABLE   ErrorKind = 5
+	// ERROR_KIND_NOT_FOUND: something the job needs does not exist: an
+	// instance, a manifest, a path on the remote host (NotFound).
+	ErrorKind_ERROR_KIND_NOT_FOUND ErrorKind = 2
+	// ERROR_KIND_CONFLICT: the remote state changed under the plugin or
+	// contradicts the plan: an ETag mismatch that outlived its retries, two
+	// devices on one path (Aborted).
+	ErrorKind_ERROR_KIND_CONFLICT ErrorKind = 3
+	// ERROR_KIND_PERMISSION: the remote refused: authentication, host key,
+	// Incus forbidden (PermissionDenied).
+	ErrorKind_ERROR_KIND_PERMISSION ErrorKind = 4
+	// ERROR_KIND_UNAVAILABLE: the remote host or a plugin could not be
+	// reached, or died during the call; retrying later may succeed
+	// (Unavailable).
+	ErrorKind_ERROR_KIND_UNAVAILABLE ErrorKind = 5
 )
 
 // Enum value maps for ErrorKind.
@@ -99,8 +113,12 @@ func (ErrorKind) EnumDescriptor() ([]byte, []int) {
 type ContextError int32
 
 const (
-	ContextError_CONTEXT_ERROR_UNSPECIFIED       ContextError = 0
-	ContextError_CONTEXT_ERROR_CANCELED          ContextError = 1
+	// CONTEXT_ERROR_UNSPECIFIED: no context error.
+	ContextError_CONTEXT_ERROR_UNSPECIFIED ContextError = 0
+	// CONTEXT_ERROR_CANCELED: the error wraps context.Canceled.
+	ContextError_CONTEXT_ERROR_CANCELED ContextError = 1
+	// CONTEXT_ERROR_DEADLINE_EXCEEDED: the error wraps
+	// context.DeadlineExceeded.
 	ContextError_CONTEXT_ERROR_DEADLINE_EXCEEDED ContextError = 2
 )
 
@@ -149,9 +167,12 @@ func (ContextError) EnumDescriptor() ([]byte, []int) {
 type Stream int32
 
 const (
+	// STREAM_UNSPECIFIED is never sent.
 	Stream_STREAM_UNSPECIFIED Stream = 0
-	Stream_STREAM_STDOUT      Stream = 1
-	Stream_STREAM_STDERR      Stream = 2
+	// STREAM_STDOUT is the job's standard output.
+	Stream_STREAM_STDOUT Stream = 1
+	// STREAM_STDERR is the job's standard error.
+	Stream_STREAM_STDERR Stream = 2
 )
 
 // Enum value maps for Stream.
@@ -195,6 +216,7 @@ func (Stream) EnumDescriptor() ([]byte, []int) {
 	return file_executor_proto_rawDescGZIP(), []int{2}
 }
 
+// DescribeRequest asks a plugin what it is. It has no fields.
 type DescribeRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -233,11 +255,18 @@ func (*DescribeRequest) Descriptor() ([]byte, []int) {
 
 // Info describes a loaded plugin.
 type Info struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Version       string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
-	Protocol      int64                  `protobuf:"varint,3,opt,name=protocol,proto3" json:"protocol,omitempty"`
-	Capabilities  []string               `protobuf:"bytes,4,rep,name=capabilities,proto3" json:"capabilities,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is the executor's name, "remote-linux-vm" for ours; the host finds
+	// the binary as executor-<name>.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// version is the plugin's own version, free-form, for logs.
+	Version string `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	// protocol is the executor protocol version this connection speaks: the
+	// one go-plugin negotiated (1 or 2).
+	Protocol int64 `protobuf:"varint,3,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	// capabilities are optional features the plugin offers, by name (ours:
+	// "dry-run", "virtiofs", ...); a host must ignore names it does not know.
+	Capabilities  []string `protobuf:"bytes,4,rep,name=capabilities,proto3" json:"capabilities,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -300,11 +329,16 @@ func (x *Info) GetCapabilities() []string {
 	return nil
 }
 
-// Settings are the runner's settings for a plugin.
+// Settings are the runner's settings for a plugin. Everything a plugin needs
+// to find the remote host comes through here or through the job.
 type Settings struct {
-	state              protoimpl.MessageState `protogen:"open.v1"`
-	SshConfigPath      string                 `protobuf:"bytes,1,opt,name=ssh_config_path,json=sshConfigPath,proto3" json:"ssh_config_path,omitempty"`
-	MaxSessionsPerHost int64                  `protobuf:"varint,2,opt,name=max_sessions_per_host,json=maxSessionsPerHost,proto3" json:"max_sessions_per_host,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ssh_config_path is an OpenSSH client config file; empty means
+	// ~/.ssh/config.
+	SshConfigPath string `protobuf:"bytes,1,opt,name=ssh_config_path,json=sshConfigPath,proto3" json:"ssh_config_path,omitempty"`
+	// max_sessions_per_host bounds concurrent SSH sessions on one pooled
+	// connection; 0 means 10, sshd's MaxSessions default.
+	MaxSessionsPerHost int64 `protobuf:"varint,2,opt,name=max_sessions_per_host,json=maxSessionsPerHost,proto3" json:"max_sessions_per_host,omitempty"`
 	unknownFields      protoimpl.UnknownFields
 	sizeCache          protoimpl.SizeCache
 }
@@ -353,9 +387,12 @@ func (x *Settings) GetMaxSessionsPerHost() int64 {
 	return 0
 }
 
+// ConfigureRequest passes the runner's settings, once after the plugin is
+// loaded and again whenever they change.
 type ConfigureRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Settings      *Settings              `protobuf:"bytes,1,opt,name=settings,proto3" json:"settings,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// settings are the runner's settings.
+	Settings      *Settings `protobuf:"bytes,1,opt,name=settings,proto3" json:"settings,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -397,6 +434,7 @@ func (x *ConfigureRequest) GetSettings() *Settings {
 	return nil
 }
 
+// ConfigureResponse acknowledges Configure. It has no fields.
 type ConfigureResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -433,11 +471,17 @@ func (*ConfigureResponse) Descriptor() ([]byte, []int) {
 	return file_executor_proto_rawDescGZIP(), []int{4}
 }
 
+// Job is what the runner knows about the job itself.
 type Job struct {
-	state             protoimpl.MessageState `protogen:"open.v1"`
-	Id                string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Staged            bool                   `protobuf:"varint,2,opt,name=staged,proto3" json:"staged,omitempty"`
-	WritableWorkspace bool                   `protobuf:"varint,3,opt,name=writable_workspace,json=writableWorkspace,proto3" json:"writable_workspace,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is the job's id; the remote layout and the instance name derive
+	// from it (docs/contract.md, "The remote layout").
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// staged says the job has staged payloads to share into its instance.
+	Staged bool `protobuf:"varint,2,opt,name=staged,proto3" json:"staged,omitempty"`
+	// writable_workspace asks for a writable workspace; ConfigureDevices
+	// refuses it.
+	WritableWorkspace bool `protobuf:"varint,3,opt,name=writable_workspace,json=writableWorkspace,proto3" json:"writable_workspace,omitempty"`
 	unknownFields     protoimpl.UnknownFields
 	sizeCache         protoimpl.SizeCache
 }
@@ -493,10 +537,13 @@ func (x *Job) GetWritableWorkspace() bool {
 	return false
 }
 
+// StagedPayload is one staged payload's directory on the runner host.
 type StagedPayload struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	LocalDir      string                 `protobuf:"bytes,2,opt,name=local_dir,json=localDir,proto3" json:"local_dir,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is the payload's name; it names its remote directory and devices.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// local_dir is the payload's directory on the runner host.
+	LocalDir      string `protobuf:"bytes,2,opt,name=local_dir,json=localDir,proto3" json:"local_dir,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -545,11 +592,16 @@ func (x *StagedPayload) GetLocalDir() string {
 	return ""
 }
 
+// HostPaths are the job's paths on the runner host.
 type HostPaths struct {
-	state               protoimpl.MessageState `protogen:"open.v1"`
-	JobDir              string                 `protobuf:"bytes,1,opt,name=job_dir,json=jobDir,proto3" json:"job_dir,omitempty"`
-	SnapshotContentHash string                 `protobuf:"bytes,2,opt,name=snapshot_content_hash,json=snapshotContentHash,proto3" json:"snapshot_content_hash,omitempty"`
-	StagedPayloads      []*StagedPayload       `protobuf:"bytes,3,rep,name=staged_payloads,json=stagedPayloads,proto3" json:"staged_payloads,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// job_dir is the job's directory on the runner host.
+	JobDir string `protobuf:"bytes,1,opt,name=job_dir,json=jobDir,proto3" json:"job_dir,omitempty"`
+	// snapshot_content_hash names the workspace snapshot; its remote
+	// directory derives from it.
+	SnapshotContentHash string `protobuf:"bytes,2,opt,name=snapshot_content_hash,json=snapshotContentHash,proto3" json:"snapshot_content_hash,omitempty"`
+	// staged_payloads are the job's staged payloads, in order.
+	StagedPayloads []*StagedPayload `protobuf:"bytes,3,rep,name=staged_payloads,json=stagedPayloads,proto3" json:"staged_payloads,omitempty"`
 	// snapshot_dir is the workspace snapshot on the runner host, a directory
 	// holding pikaci-snapshot.json. Only version 2 reads it; empty in a
 	// version 1 call.
@@ -616,13 +668,24 @@ func (x *HostPaths) GetSnapshotDir() string {
 	return ""
 }
 
+// Incus says where the Incus API is and which project holds the instance.
 type Incus struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Project       string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
-	Endpoint      string                 `protobuf:"bytes,2,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
-	ClientCert    string                 `protobuf:"bytes,3,opt,name=client_cert,json=clientCert,proto3" json:"client_cert,omitempty"`
-	ClientKey     string                 `protobuf:"bytes,4,opt,name=client_key,json=clientKey,proto3" json:"client_key,omitempty"`
-	ServerCert    string                 `protobuf:"bytes,5,opt,name=server_cert,json=serverCert,proto3" json:"server_cert,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// project is the Incus project of the job's instance.
+	Project string `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
+	// endpoint is "unix:///path" for a Unix socket on the remote host (reached
+	// through the SSH connection) or "https://host:port"; empty means
+	// unix:///var/lib/incus/unix.socket.
+	Endpoint string `protobuf:"bytes,2,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	// client_cert is, for https, the client certificate: a PEM file path on
+	// the runner host.
+	ClientCert string `protobuf:"bytes,3,opt,name=client_cert,json=clientCert,proto3" json:"client_cert,omitempty"`
+	// client_key is, for https, the client certificate's key: a PEM file path
+	// on the runner host.
+	ClientKey string `protobuf:"bytes,4,opt,name=client_key,json=clientKey,proto3" json:"client_key,omitempty"`
+	// server_cert is, for https, the server certificate to pin: a PEM file
+	// path on the runner host.
+	ServerCert    string `protobuf:"bytes,5,opt,name=server_cert,json=serverCert,proto3" json:"server_cert,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -692,11 +755,17 @@ func (x *Incus) GetServerCert() string {
 	return ""
 }
 
+// Remote is the remote host that runs the instances.
 type Remote struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Host          string                 `protobuf:"bytes,1,opt,name=host,proto3" json:"host,omitempty"`
-	WorkDir       string                 `protobuf:"bytes,2,opt,name=work_dir,json=workDir,proto3" json:"work_dir,omitempty"`
-	Incus         *Incus                 `protobuf:"bytes,3,opt,name=incus,proto3" json:"incus,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// host is an SSH host, an alias or name as in the OpenSSH client config;
+	// localhost, 127.0.0.1 and ::1 mean the plugin's own machine.
+	Host string `protobuf:"bytes,1,opt,name=host,proto3" json:"host,omitempty"`
+	// work_dir is the absolute directory on the remote host under which every
+	// job's directories are derived.
+	WorkDir string `protobuf:"bytes,2,opt,name=work_dir,json=workDir,proto3" json:"work_dir,omitempty"`
+	// incus says where the Incus API is.
+	Incus         *Incus `protobuf:"bytes,3,opt,name=incus,proto3" json:"incus,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -752,11 +821,16 @@ func (x *Remote) GetIncus() *Incus {
 	return nil
 }
 
+// JobSpec is the whole input of PrepareDirectories and ConfigureDevices: the
+// job, host and remote objects of a job file.
 type JobSpec struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Job           *Job                   `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
-	Host          *HostPaths             `protobuf:"bytes,2,opt,name=host,proto3" json:"host,omitempty"`
-	Remote        *Remote                `protobuf:"bytes,3,opt,name=remote,proto3" json:"remote,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// job is what the runner knows about the job.
+	Job *Job `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	// host are the job's paths on the runner host.
+	Host *HostPaths `protobuf:"bytes,2,opt,name=host,proto3" json:"host,omitempty"`
+	// remote is the remote host.
+	Remote        *Remote `protobuf:"bytes,3,opt,name=remote,proto3" json:"remote,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -812,10 +886,13 @@ func (x *JobSpec) GetRemote() *Remote {
 	return nil
 }
 
+// PrepareRequest asks for the job's remote directories.
 type PrepareRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Spec          *JobSpec               `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
-	DryRun        bool                   `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// spec is the job.
+	Spec *JobSpec `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	// dry_run asks what would be run, changing nothing.
+	DryRun        bool `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -864,11 +941,16 @@ func (x *PrepareRequest) GetDryRun() bool {
 	return false
 }
 
+// PrepareResult is what PrepareDirectories ran, or would run.
 type PrepareResult struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Command       string                 `protobuf:"bytes,1,opt,name=command,proto3" json:"command,omitempty"`
-	Directories   []string               `protobuf:"bytes,2,rep,name=directories,proto3" json:"directories,omitempty"`
-	DryRun        bool                   `protobuf:"varint,3,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// command is the exact command run on the remote host: one
+	// `set -euo pipefail; mkdir -p ...` with every path quoted.
+	Command string `protobuf:"bytes,1,opt,name=command,proto3" json:"command,omitempty"`
+	// directories are the directories it creates, in order, unquoted.
+	Directories []string `protobuf:"bytes,2,rep,name=directories,proto3" json:"directories,omitempty"`
+	// dry_run says nothing was run.
+	DryRun        bool `protobuf:"varint,3,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -924,10 +1006,13 @@ func (x *PrepareResult) GetDryRun() bool {
 	return false
 }
 
+// DevicesRequest asks for the job's instance devices.
 type DevicesRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Spec          *JobSpec               `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
-	DryRun        bool                   `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// spec is the job.
+	Spec *JobSpec `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	// dry_run asks what would be applied, changing nothing.
+	DryRun        bool `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -978,8 +1063,9 @@ func (x *DevicesRequest) GetDryRun() bool {
 
 // Device is one instance device's config.
 type Device struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Config        map[string]string      `protobuf:"bytes,1,rep,name=config,proto3" json:"config,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// config is the device's Incus config, key to value ("type": "disk", ...).
+	Config        map[string]string `protobuf:"bytes,1,rep,name=config,proto3" json:"config,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1021,15 +1107,26 @@ func (x *Device) GetConfig() map[string]string {
 	return nil
 }
 
+// DevicesResult is what ConfigureDevices applied, or would apply.
 type DevicesResult struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Instance      string                 `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
-	Project       string                 `protobuf:"bytes,2,opt,name=project,proto3" json:"project,omitempty"`
-	Devices       map[string]*Device     `protobuf:"bytes,3,rep,name=devices,proto3" json:"devices,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Planned       map[string]*Device     `protobuf:"bytes,4,rep,name=planned,proto3" json:"planned,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Changed       bool                   `protobuf:"varint,5,opt,name=changed,proto3" json:"changed,omitempty"`
-	Warnings      []string               `protobuf:"bytes,6,rep,name=warnings,proto3" json:"warnings,omitempty"`
-	DryRun        bool                   `protobuf:"varint,7,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// instance is the job's instance name.
+	Instance string `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	// project is the instance's Incus project.
+	Project string `protobuf:"bytes,2,opt,name=project,proto3" json:"project,omitempty"`
+	// devices is the instance's complete device map after the call (for a dry
+	// run: as it would be), device name to config.
+	Devices map[string]*Device `protobuf:"bytes,3,rep,name=devices,proto3" json:"devices,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// planned are the devices the plan sets.
+	Planned map[string]*Device `protobuf:"bytes,4,rep,name=planned,proto3" json:"planned,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// changed says whether the instance was (or would be) updated; applying
+	// the same plan twice changes nothing the second time.
+	Changed bool `protobuf:"varint,5,opt,name=changed,proto3" json:"changed,omitempty"`
+	// warnings are advice that did not stop the call (for example a VM's disk
+	// without io.bus=virtiofs).
+	Warnings []string `protobuf:"bytes,6,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	// dry_run says nothing was changed.
+	DryRun        bool `protobuf:"varint,7,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1116,11 +1213,16 @@ func (x *DevicesResult) GetDryRun() bool {
 // ErrorDetail travels as a gRPC status detail with every error a plugin
 // returns; the status message is the error's message.
 type ErrorDetail struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Kind          ErrorKind              `protobuf:"varint,1,opt,name=kind,proto3,enum=pikaci.executor.v1.ErrorKind" json:"kind,omitempty"`
-	Field         string                 `protobuf:"bytes,2,opt,name=field,proto3" json:"field,omitempty"`
-	Value         string                 `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
-	Context       ContextError           `protobuf:"varint,4,opt,name=context,proto3,enum=pikaci.executor.v1.ContextError" json:"context,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// kind is the error's kind.
+	Kind ErrorKind `protobuf:"varint,1,opt,name=kind,proto3,enum=pikaci.executor.v1.ErrorKind" json:"kind,omitempty"`
+	// field names the input the error is about, when one caused it
+	// ("host.job_dir", `payload "deps" mount "root" guest_path`).
+	Field string `protobuf:"bytes,2,opt,name=field,proto3" json:"field,omitempty"`
+	// value is the offending value as given, when an input caused the error.
+	Value string `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	// context says whether the error also wraps a context error.
+	Context       ContextError `protobuf:"varint,4,opt,name=context,proto3,enum=pikaci.executor.v1.ContextError" json:"context,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1463,11 +1565,15 @@ func (x *Artifacts) GetMaxBytes() int64 {
 // spec plus the runtime, the command and the artifacts. An absent runtime,
 // command or artifacts message stays absent on the other side.
 type WholeJobSpec struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Spec          *JobSpec               `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
-	Runtime       *Runtime               `protobuf:"bytes,2,opt,name=runtime,proto3" json:"runtime,omitempty"`
-	Command       *Command               `protobuf:"bytes,3,opt,name=command,proto3" json:"command,omitempty"`
-	Artifacts     *Artifacts             `protobuf:"bytes,4,opt,name=artifacts,proto3" json:"artifacts,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// spec is the version 1 input: job, host and remote.
+	Spec *JobSpec `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	// runtime says what instance runs the job.
+	Runtime *Runtime `protobuf:"bytes,2,opt,name=runtime,proto3" json:"runtime,omitempty"`
+	// command is the job's process.
+	Command *Command `protobuf:"bytes,3,opt,name=command,proto3" json:"command,omitempty"`
+	// artifacts says what to collect after the job.
+	Artifacts     *Artifacts `protobuf:"bytes,4,opt,name=artifacts,proto3" json:"artifacts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1533,7 +1639,8 @@ func (x *WholeJobSpec) GetArtifacts() *Artifacts {
 // StageRequest asks for the workspace snapshot on the remote host.
 type StageRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Job   *WholeJobSpec          `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	// job is the whole job.
+	Job *WholeJobSpec `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
 	// dry_run: read the markers, send nothing, change nothing.
 	DryRun        bool `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1594,8 +1701,9 @@ type StageResult struct {
 	// reused: a matching snapshot was already there; nothing was sent.
 	Reused bool `protobuf:"varint,3,opt,name=reused,proto3" json:"reused,omitempty"`
 	// bytes_sent is the size of the tar stream sent (0 when reused).
-	BytesSent     int64 `protobuf:"varint,4,opt,name=bytes_sent,json=bytesSent,proto3" json:"bytes_sent,omitempty"`
-	DryRun        bool  `protobuf:"varint,5,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	BytesSent int64 `protobuf:"varint,4,opt,name=bytes_sent,json=bytesSent,proto3" json:"bytes_sent,omitempty"`
+	// dry_run says nothing was sent or changed.
+	DryRun        bool `protobuf:"varint,5,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1668,7 +1776,8 @@ func (x *StageResult) GetDryRun() bool {
 // RuntimeRequest asks for the job's instance, created and started.
 type RuntimeRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Job   *WholeJobSpec          `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	// job is the whole job.
+	Job *WholeJobSpec `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
 	// dry_run: check the image and plan the instance, create nothing.
 	DryRun        bool `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1721,9 +1830,11 @@ func (x *RuntimeRequest) GetDryRun() bool {
 
 // Image identifies the image an instance is created from.
 type Image struct {
-	state   protoimpl.MessageState `protogen:"open.v1"`
-	Project string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
-	Alias   string                 `protobuf:"bytes,2,opt,name=alias,proto3" json:"alias,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// project is the Incus project the image alias was looked up in.
+	Project string `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
+	// alias is the image alias the job named.
+	Alias string `protobuf:"bytes,2,opt,name=alias,proto3" json:"alias,omitempty"`
 	// fingerprint is the image's full SHA-256, as Incus names it.
 	Fingerprint   string `protobuf:"bytes,3,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1786,18 +1897,25 @@ type RuntimeResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// instance is the instance's name (pikaci-<12 hex digits>).
 	Instance string `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
-	Project  string `protobuf:"bytes,2,opt,name=project,proto3" json:"project,omitempty"`
-	Image    *Image `protobuf:"bytes,3,opt,name=image,proto3" json:"image,omitempty"`
-	// type, profiles, config and devices are exactly what the create request
-	// carried.
-	Type     string             `protobuf:"bytes,4,opt,name=type,proto3" json:"type,omitempty"`
-	Profiles []string           `protobuf:"bytes,5,rep,name=profiles,proto3" json:"profiles,omitempty"`
-	Config   map[string]string  `protobuf:"bytes,6,rep,name=config,proto3" json:"config,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Devices  map[string]*Device `protobuf:"bytes,7,rep,name=devices,proto3" json:"devices,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// project is the instance's Incus project.
+	Project string `protobuf:"bytes,2,opt,name=project,proto3" json:"project,omitempty"`
+	// image is the image the instance is created from.
+	Image *Image `protobuf:"bytes,3,opt,name=image,proto3" json:"image,omitempty"`
+	// type is the instance type the create request carried.
+	Type string `protobuf:"bytes,4,opt,name=type,proto3" json:"type,omitempty"`
+	// profiles are the profiles the create request carried, in order.
+	Profiles []string `protobuf:"bytes,5,rep,name=profiles,proto3" json:"profiles,omitempty"`
+	// config is the instance config the create request carried (its labels
+	// included).
+	Config map[string]string `protobuf:"bytes,6,rep,name=config,proto3" json:"config,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// devices are the devices the create request carried.
+	Devices map[string]*Device `protobuf:"bytes,7,rep,name=devices,proto3" json:"devices,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// stale_deleted: an instance of the same name was force-deleted first.
-	StaleDeleted  bool     `protobuf:"varint,8,opt,name=stale_deleted,json=staleDeleted,proto3" json:"stale_deleted,omitempty"`
-	Warnings      []string `protobuf:"bytes,9,rep,name=warnings,proto3" json:"warnings,omitempty"`
-	DryRun        bool     `protobuf:"varint,10,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	StaleDeleted bool `protobuf:"varint,8,opt,name=stale_deleted,json=staleDeleted,proto3" json:"stale_deleted,omitempty"`
+	// warnings are advice that did not stop the call.
+	Warnings []string `protobuf:"bytes,9,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	// dry_run says nothing was created.
+	DryRun        bool `protobuf:"varint,10,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1904,8 +2022,9 @@ func (x *RuntimeResult) GetDryRun() bool {
 
 // RunRequest asks to run the job's command in its instance.
 type RunRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Job           *WholeJobSpec          `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// job is the whole job.
+	Job           *WholeJobSpec `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1949,8 +2068,9 @@ func (x *RunRequest) GetJob() *WholeJobSpec {
 
 // OutputChunk is one piece of the job's output.
 type OutputChunk struct {
-	state  protoimpl.MessageState `protogen:"open.v1"`
-	Stream Stream                 `protobuf:"varint,1,opt,name=stream,proto3,enum=pikaci.executor.v1.Stream" json:"stream,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// stream is the output the bytes came from.
+	Stream Stream `protobuf:"varint,1,opt,name=stream,proto3,enum=pikaci.executor.v1.Stream" json:"stream,omitempty"`
 	// data are the bytes as the job wrote them (not necessarily whole lines).
 	Data          []byte `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -2003,8 +2123,9 @@ func (x *OutputChunk) GetData() []byte {
 
 // RunResult is how the job ended. A non-zero exit is a result, not an error.
 type RunResult struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	ExitCode int64                  `protobuf:"varint,1,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// exit_code is the job's exit status.
+	ExitCode int64 `protobuf:"varint,1,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
 	// timed_out: the job was stopped because it passed its time limit.
 	TimedOut bool `protobuf:"varint,2,opt,name=timed_out,json=timedOut,proto3" json:"timed_out,omitempty"`
 	// timeout_secs is the time limit that was applied (0: none).
@@ -2068,6 +2189,8 @@ func (x *RunResult) GetTimeoutSecs() int64 {
 // then one result, last.
 type RunEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
+	// event is output or the result.
+	//
 	// Types that are valid to be assigned to Event:
 	//
 	//	*RunEvent_Output
@@ -2137,10 +2260,12 @@ type isRunEvent_Event interface {
 }
 
 type RunEvent_Output struct {
+	// output is a piece of the job's output.
 	Output *OutputChunk `protobuf:"bytes,1,opt,name=output,proto3,oneof"`
 }
 
 type RunEvent_Result struct {
+	// result is how the job ended; the stream's last message.
 	Result *RunResult `protobuf:"bytes,2,opt,name=result,proto3,oneof"`
 }
 
@@ -2150,8 +2275,9 @@ func (*RunEvent_Result) isRunEvent_Event() {}
 
 // CollectRequest asks for the job's artifacts.
 type CollectRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Job           *WholeJobSpec          `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// job is the whole job.
+	Job           *WholeJobSpec `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2268,8 +2394,9 @@ func (x *CollectResult) GetWarnings() []string {
 
 // CleanupRequest asks to delete the job's instance.
 type CleanupRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Job           *WholeJobSpec          `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// job is the whole job.
+	Job           *WholeJobSpec `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2313,8 +2440,9 @@ func (x *CleanupRequest) GetJob() *WholeJobSpec {
 
 // CleanupResult says what Cleanup did.
 type CleanupResult struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	Instance string                 `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// instance is the job's instance name.
+	Instance string `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
 	// deleted: the instance existed and is gone now (false: it was already
 	// gone).
 	Deleted       bool `protobuf:"varint,2,opt,name=deleted,proto3" json:"deleted,omitempty"`
@@ -2442,9 +2570,11 @@ func (x *SweepRequest) GetDryRun() bool {
 
 // SweepResult names the instances deleted (for a dry run: that would be).
 type SweepResult struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Deleted       []string               `protobuf:"bytes,1,rep,name=deleted,proto3" json:"deleted,omitempty"`
-	DryRun        bool                   `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// deleted are the instances' names.
+	Deleted []string `protobuf:"bytes,1,rep,name=deleted,proto3" json:"deleted,omitempty"`
+	// dry_run says nothing was deleted.
+	DryRun        bool `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }

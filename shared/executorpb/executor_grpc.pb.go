@@ -1,7 +1,8 @@
 // The executor protocol: what a runner host and an executor plugin say to
 // each other over go-plugin's gRPC transport. It mirrors the Go contract in
 // shared/executor.go (version 1) and shared/wholejob.go (version 2);
-// shared/grpc.go and shared/grpc_wholejob.go convert between the two.
+// shared/grpc_*.go convert between the two (client, server, status
+// mapping and message conversions, version 1 and version 2).
 //
 // Version 1 is the Executor service alone. Version 2 (the whole job) is the
 // Executor service plus the WholeJob service; a plugin registers WholeJob

@@ -1,6 +1,6 @@
 // Package layout derives a job's remote directories from its local paths, as
-// SPEC v1 says: validation, the remote layout, the instance name and the one
-// mkdir command that creates it all. It does no I/O.
+// docs/contract.md says: validation, the remote layout, the instance name and
+// the one mkdir command that creates it all. It does no I/O.
 package layout
 
 import (
@@ -144,9 +144,9 @@ func payloadField(i int, field string) string {
 }
 
 // Directories are the directories PrepareDirectories creates, in the order
-// SPEC gives: remote job dir, the snapshot dir's parent, vm, artifacts, the
-// two cache dirs, then each staged payload's remote dir. Nothing is
-// deduplicated or reordered.
+// the contract gives: remote job dir, the snapshot dir's parent, vm,
+// artifacts, the two cache dirs, then each staged payload's remote dir.
+// Nothing is deduplicated or reordered.
 func (l Layout) Directories() []string {
 	dirs := make([]string, 0, 6+len(l.Payloads))
 	dirs = append(dirs,

@@ -201,7 +201,7 @@ func TestLocalHost(t *testing.T) {
 	}
 }
 
-// TestValidation covers every refusal rule of SPEC: each bad value is
+// TestValidation covers every refusal rule of the contract: each bad value is
 // refused with ErrInvalidInput and named in the message.
 func TestValidation(t *testing.T) {
 	tests := []struct {

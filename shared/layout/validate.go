@@ -53,7 +53,7 @@ func CheckComponent(field, v string) error {
 	return nil
 }
 
-// Limits of Linux file systems (SPEC v1 Validation).
+// Limits of Linux file systems (docs/contract.md, "Validation").
 const (
 	MaxComponent = 255  // bytes in one path component (NAME_MAX)
 	MaxPath      = 4095 // bytes in a path (PATH_MAX without its NUL)

@@ -1,8 +1,9 @@
-// Package strictjson decodes JSON the way SPEC v1 says every input is read:
-// object keys must match the target's json tags exactly (encoding/json
-// matches them case-insensitively), no object may repeat a key, the input
-// must be valid UTF-8, unknown fields are refused and nothing may follow the
-// value. Errors name the offending key or byte offset, never file contents.
+// Package strictjson decodes JSON the way the contract (docs/contract.md) says
+// every input is read: object keys must match the target's json tags exactly
+// (encoding/json matches them case-insensitively), no object may repeat a key,
+// the input must be valid UTF-8, unknown fields are refused and nothing may
+// follow the value. Errors name the offending key or byte offset, never file
+// contents.
 package strictjson
 
 import (

@@ -148,7 +148,7 @@ func (s *Server) serveExec(w http.ResponseWriter, r *http.Request, name string) 
 		User: req.User, Group: req.Group, WaitForWebsocket: req.WaitForWebsocket,
 		RecordOutput: req.RecordOutput, Return: -1,
 	}
-	var op *gop
+	var op *operation
 	if req.WaitForWebsocket {
 		sess := &execSession{secrets: map[string]string{}, conns: map[string]*websocket.Conn{}, connected: make(chan struct{})}
 		sess.ctx, sess.cancel = context.WithCancel(context.Background())
@@ -234,7 +234,7 @@ func (s *Server) forget(rt *guest, proc *vshell.Process) {
 
 // finishExec ends an exec operation with its exit code, as Incus does:
 // Success for every code but 126 and 127.
-func (s *Server) finishExec(op *gop, rec *ExecRecord, status int, extra map[string]any) {
+func (s *Server) finishExec(op *operation, rec *ExecRecord, status int, extra map[string]any) {
 	s.mu.Lock()
 	rec.Return = status
 	s.mu.Unlock()
@@ -250,7 +250,7 @@ func (s *Server) finishExec(op *gop, rec *ExecRecord, status int, extra map[stri
 	s.finishOp(op, errMsg, meta)
 }
 
-func (s *Server) runWebsocketExec(op *gop, rec *ExecRecord, rt *guest, timeout time.Duration) {
+func (s *Server) runWebsocketExec(op *operation, rec *ExecRecord, rt *guest, timeout time.Duration) {
 	sess := op.exec
 	defer sess.cancel()
 	t := time.NewTimer(timeout)
@@ -298,7 +298,7 @@ func (s *Server) runWebsocketExec(op *gop, rec *ExecRecord, rt *guest, timeout t
 	s.finishExec(op, rec, status, nil)
 }
 
-func (s *Server) runTaskExec(op *gop, rec *ExecRecord, rt *guest, project, name string) {
+func (s *Server) runTaskExec(op *operation, rec *ExecRecord, rt *guest, project, name string) {
 	var stdout, stderr io.Writer = io.Discard, io.Discard
 	var extra map[string]any
 	if rec.RecordOutput {
@@ -345,7 +345,7 @@ func (sess *execSession) closeAll() {
 }
 
 // serveExecWebsocket connects one of an exec's websockets.
-func (s *Server) serveExecWebsocket(w http.ResponseWriter, r *http.Request, op *gop) {
+func (s *Server) serveExecWebsocket(w http.ResponseWriter, r *http.Request, op *operation) {
 	sess := op.exec
 	secret := r.URL.Query().Get("secret")
 	switch {

@@ -23,7 +23,7 @@ import (
 
 // guestState is the Server's lifecycle state, guarded by Server.mu.
 type guestState struct {
-	ops      map[string]*gop
+	ops      map[string]*operation
 	guests   map[*instance]*guest
 	images   map[string]map[string]Image // project, alias
 	projects map[string]map[string]string
@@ -50,7 +50,7 @@ type guest struct {
 func (s *Server) gs() *guestState {
 	g := &s.guest
 	if g.ops == nil {
-		g.ops = map[string]*gop{}
+		g.ops = map[string]*operation{}
 		g.guests = map[*instance]*guest{}
 		g.images = map[string]map[string]Image{}
 		g.projects = map[string]map[string]string{}
@@ -60,6 +60,9 @@ func (s *Server) gs() *guestState {
 		g.shutdown = make(chan struct{})
 		g.connectTimeout = 5 * time.Second
 		g.retention = 5 * time.Second
+		if s.opts.OperationRetention != 0 {
+			g.retention = s.opts.OperationRetention
+		}
 	}
 	return g
 }
@@ -157,8 +160,8 @@ func (s *Server) SetExecConnectTimeout(d time.Duration) {
 	s.gs().connectTimeout = d
 }
 
-// SetOperationRetention sets how long a finished lifecycle operation stays
-// readable (default 5 s, as Incus).
+// SetOperationRetention sets how long a finished operation stays readable
+// (default Options.OperationRetention, else 5 s, as Incus).
 func (s *Server) SetOperationRetention(d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -6,11 +6,13 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
 	"github.com/pikaci/vmexec/shared"
 )
 
@@ -180,3 +182,38 @@ func TestInstanceETagGuardsAndOperations(t *testing.T) {
 		t.Errorf("counted %d PUTs, want 4", n)
 	}
 }
+
+// TestUpdateOperationIsAnOperation checks that an instance update's
+// operation is the same kind of operation as the lifecycle calls': an
+// Incus UUID, listed under the instance, refusing DELETE as Incus does, and
+// a 404 once unknown.
+func TestUpdateOperationIsAnOperation(t *testing.T) {
+	s := New(Options{SourceExists: func(string) bool { return true }})
+	s.AddInstance("default", "vm1", "virtual-machine", shared.Devices{})
+	ts := httptest.NewServer(s)
+	defer ts.Close()
+	path := "/1.0/instances/vm1"
+	etag := call(t, ts, http.MethodGet, path, nil, nil).Header.Get("ETag")
+	r, op := put(t, ts, path, etag, shared.Devices{"d": {"type": "disk", "source": "/src", "path": "/dst"}})
+	if r.Code != http.StatusAccepted || op == nil {
+		t.Fatalf("PUT answered %d (%s), want 202 with an operation", r.Code, r.Error)
+	}
+	id, _ := op["id"].(string)
+	if !uuidV4.MatchString(id) || r.Op != "/1.0/operations/"+id {
+		t.Errorf("operation id %q at %q, want a UUID v4 at /1.0/operations/<id>", id, r.Op)
+	}
+	got := map[string]any{"class": op["class"], "description": op["description"], "status": op["status"], "resources": op["resources"]}
+	want := map[string]any{"class": "task", "description": "Updating instance", "status": "Success",
+		"resources": map[string]any{"instances": []any{"/1.0/instances/vm1"}}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("update operation (-want +got):\n%s", diff)
+	}
+	if d := call(t, ts, http.MethodDelete, r.Op, nil, nil); d.Code != http.StatusBadRequest || d.Error != "This operation can't be cancelled" {
+		t.Errorf("DELETE %s: %d %q, want 400 %q", r.Op, d.Code, d.Error, "This operation can't be cancelled")
+	}
+	if g := call(t, ts, http.MethodGet, "/1.0/operations/"+newUUID(), nil, nil); g.Code != http.StatusNotFound || g.Error != "Operation not found" {
+		t.Errorf("GET an unknown operation: %d %q, want 404 %q", g.Code, g.Error, "Operation not found")
+	}
+}
+
+var uuidV4 = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)

@@ -12,7 +12,7 @@ import (
 	"github.com/pikaci/vmexec/testharness/remotefs"
 )
 
-// The staging transfer of SPEC v2 needs three more programs on the remote:
+// The staging transfer of contract v2 needs three more programs on the remote:
 // `tar -x` from standard input into a directory, `mv -T` to publish, and
 // `rm -rf` to discard. Each takes only the forms the contract uses; any
 // other option is refused as GNU would refuse an unknown one.

@@ -120,7 +120,7 @@ func readJob(path string) (shared.JobSpec, error) {
 	if err != nil {
 		return shared.JobSpec{}, fmt.Errorf("read job file: %w", err)
 	}
-	// Strictly, as SPEC says of every input: exact key spelling (a "ID"
+	// Strictly, as the contract says of every input: exact key spelling (a "ID"
 	// beside "id" is refused, not read as the job id), no duplicate keys,
 	// valid UTF-8, no unknown fields, nothing after the object.
 	var spec shared.JobSpec

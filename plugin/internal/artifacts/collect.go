@@ -1,7 +1,8 @@
 // Package artifacts copies a job's artifacts out of its guest, for
-// CollectArtifacts (SPEC v2): through a file API that reports symlinks
-// without following them, into a host directory written only through an
-// os.Root, so that nothing the guest says can place a file outside it.
+// CollectArtifacts (contract v2, docs/contract.md): through a file API that
+// reports symlinks without following them, into a host directory written only
+// through an os.Root, so that nothing the guest says can place a file outside
+// it.
 package artifacts
 
 import (

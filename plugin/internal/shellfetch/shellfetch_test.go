@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"github.com/pikaci/vmexec/internal/testenv"
 	"github.com/pikaci/vmexec/shared/devices"
 )
 
@@ -22,7 +23,7 @@ func bashRun(tb testing.TB) func(ctx context.Context, cmd string, stdin []byte) 
 	tb.Helper()
 	bash, err := exec.LookPath("bash")
 	if err != nil {
-		tb.Skip("bash not found")
+		testenv.SkipUnlessCI(tb, "bash not found")
 	}
 	return func(ctx context.Context, cmd string, stdin []byte) ([]byte, error) {
 		c := exec.CommandContext(ctx, bash, "-c", cmd)

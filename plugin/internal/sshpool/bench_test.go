@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pikaci/vmexec/internal/sshdtest"
+	"github.com/pikaci/vmexec/internal/testenv"
 )
 
 // BenchmarkPrepareDirectories compares one job's PrepareDirectories round
@@ -53,7 +54,7 @@ func BenchmarkPrepareDirectories(b *testing.B) {
 	})
 	b.Run("seed", func(b *testing.B) {
 		if _, err := exec.LookPath("ssh"); err != nil {
-			b.Skip("ssh client not installed")
+			testenv.SkipUnlessCI(b, "ssh client not installed")
 		}
 		for b.Loop() {
 			out, err := exec.CommandContext(ctx, "ssh", "-F", cfg, "-o", "BatchMode=yes", "vmhost", cmd).CombinedOutput()

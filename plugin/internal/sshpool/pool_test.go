@@ -26,7 +26,7 @@ import (
 	"github.com/pikaci/vmexec/shared"
 )
 
-// quote single-quotes s for a POSIX shell, as SPEC v1 says.
+// quote single-quotes s for a POSIX shell, as docs/contract.md says.
 func quote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'"'"'`) + "'"
 }

@@ -24,7 +24,7 @@ type Marker struct {
 }
 
 // ParseMarker decodes a snapshot marker read from file (named in errors),
-// strictly as SPEC decodes every input: one JSON object, keys matched by
+// strictly as the contract reads every input: one JSON object, keys matched by
 // their exact spelling, no duplicate key, valid UTF-8, nothing after it;
 // content_hash, when present, is a string. Errors are of kind
 // shared.ErrInvalidInput and name file.

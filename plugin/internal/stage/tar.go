@@ -1,6 +1,7 @@
 // Package stage writes a workspace snapshot as one tar stream and reads the
-// snapshot marker, for StageWorkspaceSnapshot (SPEC v2). It does no remote
-// I/O: the plugin sends what WriteTar writes over its SSH connection.
+// snapshot marker, for StageWorkspaceSnapshot (contract v2, docs/contract.md).
+// It does no remote I/O: the plugin sends what WriteTar writes over its SSH
+// connection.
 package stage
 
 import (

@@ -10,15 +10,38 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
-// Operations of the lifecycle calls (create, state, delete, exec). They
-// live beside the update operations of server.go and answer the same
-// URLs: looked up by UUID whatever ?project= says, /wait answering 200 with
-// the operation as it is on timeout, removed a while (5 s, as Incus) after
-// they end.
-type gop struct {
+// HoldOperations keeps every instance update operation (PUT) created from
+// now on running until release is called, so a client's wait must ask more
+// than once.
+func (s *Server) HoldOperations() (release func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ch := make(chan struct{})
+	s.hold = ch
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			if s.hold == ch {
+				s.hold = nil
+			}
+			s.mu.Unlock()
+			close(ch)
+		})
+	}
+}
+
+// operation is an Incus operation, as every asynchronous call makes one:
+// an instance update (PUT), create, state change, delete, exec. Operations
+// are looked up by UUID whatever ?project= says, /wait answers 200 with the
+// operation as it is on timeout, and a finished operation is removed a
+// while (5 s, as Incus; Options.OperationRetention, SetOperationRetention)
+// after it ends.
+type operation struct {
 	id, class, description string
 	project                string
 	createdAt, updatedAt   time.Time
@@ -58,10 +81,10 @@ func instanceResources(name string) map[string][]string {
 }
 
 // newOp registers a running operation. Call with s.mu held.
-func (s *Server) newOp(project, class, description string, resources map[string][]string, metadata map[string]any) *gop {
+func (s *Server) newOp(project, class, description string, resources map[string][]string, metadata map[string]any) *operation {
 	g := s.gs()
 	now := time.Now().UTC()
-	op := &gop{
+	op := &operation{
 		id: newUUID(), class: class, description: description, project: project,
 		createdAt: now, updatedAt: now, resources: resources, metadata: metadata,
 		done: make(chan struct{}), status: "Running", code: opRunning,
@@ -72,7 +95,7 @@ func (s *Server) newOp(project, class, description string, resources map[string]
 
 // finishOp ends op with Success (errMsg empty) or Failure, merging
 // metadata into the operation's, and forgets it after the retention time.
-func (s *Server) finishOp(op *gop, errMsg string, metadata map[string]any) {
+func (s *Server) finishOp(op *operation, errMsg string, metadata map[string]any) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	select {
@@ -101,8 +124,8 @@ func (s *Server) finishOp(op *gop, errMsg string, metadata map[string]any) {
 	})
 }
 
-// renderOp is the operation object. Call with s.mu held.
-func (op *gop) render() map[string]any {
+// render is the operation object. Call with s.mu held.
+func (op *operation) render() map[string]any {
 	var meta any
 	if op.metadata != nil {
 		meta = maps.Clone(op.metadata)
@@ -124,7 +147,7 @@ func (op *gop) render() map[string]any {
 }
 
 // writeAsync answers 202 with the operation.
-func (s *Server) writeAsync(w http.ResponseWriter, op *gop) {
+func (s *Server) writeAsync(w http.ResponseWriter, op *operation) {
 	s.mu.Lock()
 	data, err := json.Marshal(op.render())
 	s.mu.Unlock()
@@ -188,7 +211,7 @@ func (s *Server) serveGuestOp(w http.ResponseWriter, r *http.Request, rest strin
 	return true
 }
 
-func (s *Server) writeOpSync(w http.ResponseWriter, op *gop) {
+func (s *Server) writeOpSync(w http.ResponseWriter, op *operation) {
 	s.mu.Lock()
 	data, err := json.Marshal(op.render())
 	s.mu.Unlock()
