@@ -167,15 +167,11 @@ func (c *Client) StartExec(ctx context.Context, project, instance string, req Ex
 
 	// stdin: EOF at once (an empty text message); the socket stays open,
 	// read only to answer pings, until the process ends.
+	// A command that ends at once may have had its stdin socket closed
+	// by the server already: the EOF is then moot, and the operation and
+	// the output sockets say how the command went.
 	stdin.CloseRead(pctx)
-	if err := stdin.Write(ctx, websocket.MessageText, nil); err != nil {
-		p.Close()
-		for _, conn := range conns {
-			conn.CloseNow()
-		}
-		return nil, shared.Errorf(shared.ErrUnavailable, "instance", instance,
-			"incus: exec in instance %s: close its stdin: %w", shared.Show(instance), err)
-	}
+	_ = stdin.Write(ctx, websocket.MessageText, nil)
 
 	outErrs := make([]error, 2)
 	var outWG sync.WaitGroup
