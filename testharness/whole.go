@@ -103,7 +103,7 @@ func wholeRun(ctx context.Context, ck *check, e shared.JobExecutor, c *cases.Who
 		ck.failf("harness: %v", err)
 		return
 	}
-	snapParentBefore := remoteTree(ck, r, path.Dir(snapDir))
+	var snapParentBefore map[string]string
 
 	o := &outcome{}
 	calls := []struct {
@@ -115,6 +115,7 @@ func wholeRun(ctx context.Context, ck *check, e shared.JobExecutor, c *cases.Who
 			return err
 		}},
 		{cases.CallStage, func() error {
+			snapParentBefore = remoteTree(ck, r, path.Dir(snapDir))
 			var err error
 			o.stage, err = e.StageWorkspaceSnapshot(ctx, shared.StageRequest{Job: job})
 			o.stageRan = err == nil
@@ -253,7 +254,7 @@ func checkStage(ck *check, c *cases.WholeCase, r *WholeRemote, o *outcome, snapD
 			ck.failf("temporary directory %s is left behind in %s after StageWorkspaceSnapshot", p, parent)
 		}
 	}
-	if o.failedCall == cases.CallStage || (o.err != nil && o.failedCall == cases.CallPrepareDirectories) {
+	if o.failedCall == cases.CallStage {
 		if d := cmp.Diff(parentBefore, after); d != "" {
 			ck.failf("a failed %s changed %s on the remote: a half-written snapshot must never be published (-before +after):\n%s", o.failedCall, parent, d)
 		}
@@ -316,7 +317,9 @@ func checkCreate(ck *check, c *cases.WholeCase, r *WholeRemote) {
 	if d := cmp.Diff(*w, got); d != "" {
 		ck.failf("the create request differs from want/create.json (-want +got):\n%s", d)
 	}
-	if n := r.Incus.Count("PUT", func(p string) bool { return strings.HasPrefix(p, "/1.0/instances/"+q.Name) && !strings.HasSuffix(p, "/state") }); n > 0 {
+	if n := r.Incus.Count("PUT", func(p string) bool {
+		return strings.HasPrefix(p, "/1.0/instances/"+q.Name) && !strings.HasSuffix(p, "/state")
+	}); n > 0 {
 		ck.failf("%d instance update(s) followed the create request; the devices must come with the create request alone", n)
 	}
 	if n := r.Incus.Count("PATCH", func(p string) bool { return strings.HasPrefix(p, "/1.0/instances/"+q.Name) }); n > 0 {

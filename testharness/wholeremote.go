@@ -66,6 +66,11 @@ func StartWholeRemote(ctx context.Context, c *cases.WholeCase, dir string) (*Who
 			inc.AddImage(p, alias, c.Images[p][alias], nil)
 		}
 	}
+	for _, p := range slices.Sorted(mapsKeys(c.Profiles)) {
+		for _, name := range c.Profiles[p] {
+			inc.SetProfile(p, name, incusfake.Profile{})
+		}
+	}
 	for _, in := range c.Instances {
 		inc.AddInstance(project, in.Name, in.Type, shared.Devices{"root": {"type": "disk", "path": "/", "pool": "default"}})
 		if in.Running {

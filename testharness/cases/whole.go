@@ -59,6 +59,7 @@ type WholeCase struct {
 	RemoteSymlinks    map[string]string
 	RemoteFiles       map[string][]byte
 	Images            map[string]map[string]string // project → alias → fingerprint
+	Profiles          map[string][]string          // project → profiles beside default
 	Instances         []WholeInstance
 	MissingExtensions []string
 	// Live: the job's first output chunk must reach the host while the
@@ -164,6 +165,7 @@ type beforeJSON struct {
 	RemoteDirs        []string                     `json:"remote_dirs"`
 	RemoteSymlinks    map[string]string            `json:"remote_symlinks"`
 	Images            map[string]map[string]string `json:"images"`
+	Profiles          map[string][]string          `json:"profiles"`
 	Instances         []WholeInstance              `json:"instances"`
 	MissingExtensions []string                     `json:"missing_extensions"`
 }
@@ -310,6 +312,7 @@ func (c *WholeCase) fromJSON(j *wholeJSON) error {
 		c.RemoteSymlinks = map[string]string{}
 	}
 	c.Images = j.Before.Images
+	c.Profiles = j.Before.Profiles
 	c.Instances = j.Before.Instances
 	for i, in := range c.Instances {
 		switch in.Type {

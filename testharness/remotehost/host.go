@@ -454,4 +454,3 @@ func (l *chanListener) deliver(c net.Conn) {
 		c.Close()
 	}
 }
-
