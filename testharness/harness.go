@@ -42,11 +42,13 @@ var builtin embed.FS
 type Config struct {
 	// Plugin is the plugin binary.
 	Plugin string
-	// Cases is a folder of *.txtar cases. Empty: the project's own cases,
-	// built into this package.
+	// Cases is a folder of *.txtar cases (version 1 and whole-job cases
+	// alike). Empty: the project's own cases, built into this package.
+	// "-": no version 1 cases.
 	Cases string
 	// WholeCases is a folder of whole-job (contract version 2) *.txtar
-	// cases. Empty: the project's own, built in. "-": none.
+	// cases. Empty: those in Cases, or without Cases the project's own,
+	// built in. "-": none.
 	WholeCases string
 	// Run, when set, selects the cases whose name it matches.
 	Run *regexp.Regexp
@@ -94,6 +96,9 @@ func Summarize(results []Result) Summary {
 func LoadCases(cfg Config) ([]*cases.Case, error) {
 	var cs []*cases.Case
 	var err error
+	if cfg.Cases == "-" {
+		return nil, nil
+	}
 	if cfg.Cases == "" {
 		if cfg.Update {
 			return nil, fmt.Errorf("--update needs a cases folder: the built-in cases are read-only")
@@ -121,15 +126,19 @@ func LoadCases(cfg Config) ([]*cases.Case, error) {
 func LoadWholeCases(cfg Config) ([]*cases.WholeCase, error) {
 	var cs []*cases.WholeCase
 	var err error
-	switch cfg.WholeCases {
+	dir := cfg.WholeCases
+	if dir == "" && cfg.Cases != "-" {
+		dir = cfg.Cases
+	}
+	switch dir {
 	case "-":
 		return nil, nil
 	case "":
 		cs, err = cases.LoadWholeFS(builtin, "testdata/whole")
 	default:
-		cs, err = cases.LoadWholeFS(os.DirFS(cfg.WholeCases), ".")
+		cs, err = cases.LoadWholeFS(os.DirFS(dir), ".")
 		if err != nil {
-			err = fmt.Errorf("whole-job cases in %s: %w", cfg.WholeCases, err)
+			err = fmt.Errorf("whole-job cases in %s: %w", dir, err)
 		}
 	}
 	if err != nil {
@@ -221,7 +230,7 @@ func runAll(t *testing.T, p shared.Executor, cs []*cases.Case, ws []*cases.Whole
 		t.Run(c.Name, func(t *testing.T) { report(t, runCase(ctx, p, c, update)) })
 	}
 	for _, c := range ws {
-		t.Run("whole/"+c.Name, func(t *testing.T) { report(t, runWholeCase(ctx, p, c)) })
+		t.Run(WholePrefix+c.Name, func(t *testing.T) { report(t, runWholeCase(ctx, p, c)) })
 	}
 }
 

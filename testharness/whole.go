@@ -23,6 +23,9 @@ import (
 // speaks only protocol 1: it cannot be asked for the whole job.
 const SkipProtocol1 = "skipped: plugin speaks protocol 1"
 
+// WholePrefix begins the result name of every whole-job case.
+const WholePrefix = "whole/"
+
 // protocolOf is the protocol an executor speaks: what a *host.Plugin
 // negotiated, or 2 for any other JobExecutor value.
 func protocolOf(e shared.Executor) int {
@@ -37,7 +40,7 @@ func protocolOf(e shared.Executor) int {
 
 // runWholeCase runs one whole-job case against e on a fresh virtual remote.
 func runWholeCase(ctx context.Context, e shared.Executor, c *cases.WholeCase) (res Result) {
-	res.Name = c.Name
+	res.Name = WholePrefix + c.Name
 	je, ok := e.(shared.JobExecutor)
 	if !ok || protocolOf(e) < shared.ProtocolWholeJob {
 		res.Skipped = SkipProtocol1
