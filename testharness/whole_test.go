@@ -1,12 +1,16 @@
 package testharness_test
 
 import (
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"github.com/pikaci/vmexec/internal/seedjob"
+	"github.com/pikaci/vmexec/shared"
 	"github.com/pikaci/vmexec/testharness"
 )
 
@@ -154,5 +158,19 @@ func TestV1OnlyPluginSkipsWholeCases(t *testing.T) {
 	want := "PASS seed-staged-remote\nSKIP whole/run-output-is-live: skipped: plugin speaks protocol 1\n1 passed, 0 failed, 1 skipped\n"
 	if d := cmp.Diff(want, out); d != "" {
 		t.Errorf("CLI output (-want +got):\n%s", d)
+	}
+}
+
+// TestSeedWholeCaseIsTheSeedJob: the case make demo runs holds exactly the
+// seed's job as a whole job.
+func TestSeedWholeCaseIsTheSeedJob(t *testing.T) {
+	cs, err := testharness.LoadWholeCases(testharness.Config{Run: regexp.MustCompile("^seed-whole-job$")})
+	if err != nil || len(cs) != 1 {
+		t.Fatalf("seed-whole-job: %d cases, %v", len(cs), err)
+	}
+	want := seedjob.Whole()
+	want.Artifacts = &shared.Artifacts{}
+	if d := cmp.Diff(want, cs[0].Job, cmpopts.EquateEmpty()); d != "" {
+		t.Errorf("seed-whole-job's job differs from seedjob.Whole() (-want +got):\n%s", d)
 	}
 }

@@ -68,7 +68,11 @@ func StartWholeRemote(ctx context.Context, c *cases.WholeCase, dir string) (*Who
 	}
 	for _, p := range slices.Sorted(mapsKeys(c.Profiles)) {
 		for _, name := range c.Profiles[p] {
-			inc.SetProfile(p, name, incusfake.Profile{})
+			prof := incusfake.Profile{}
+			if name == "default" { // a project's own default profile, with its root disk
+				prof.Devices = shared.Devices{"root": {"type": "disk", "path": "/", "pool": "default"}}
+			}
+			inc.SetProfile(p, name, prof)
 		}
 	}
 	for _, in := range c.Instances {
