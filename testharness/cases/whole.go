@@ -1,6 +1,7 @@
 package cases
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -184,7 +185,12 @@ type entriesJSON struct {
 func IsWholeCase(data []byte) bool {
 	for _, f := range txtar.Parse(data).Files {
 		if f.Name == fileCase {
-			return strings.Contains(string(f.Data), `"command"`)
+			var top map[string]json.RawMessage
+			if json.Unmarshal(f.Data, &top) != nil {
+				return false // the version 1 parser says what is wrong
+			}
+			_, ok := top["command"]
+			return ok
 		}
 	}
 	return false
