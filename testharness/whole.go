@@ -23,6 +23,10 @@ import (
 // speaks only protocol 1: it cannot be asked for the whole job.
 const SkipProtocol1 = "skipped: plugin speaks protocol 1"
 
+// WholeCaseTimeout bounds the calls of one whole-job case (Cleanup has
+// its own bound, shared.CleanupTimeout).
+const WholeCaseTimeout = 3 * time.Minute
+
 // WholePrefix begins the result name of every whole-job case.
 const WholePrefix = "whole/"
 
@@ -63,6 +67,8 @@ func runWholeCase(ctx context.Context, e shared.Executor, c *cases.WholeCase) (r
 	}
 	defer remote.Close()
 	ck := &check{}
+	ctx, cancel := context.WithTimeout(ctx, WholeCaseTimeout)
+	defer cancel()
 	wholeRun(ctx, ck, je, c, remote)
 	res.Failures = ck.failures
 	res.Passed = len(ck.failures) == 0

@@ -55,7 +55,7 @@ func TestBrokenWholePluginsFail(t *testing.T) {
 		},
 		{
 			fault:     "buffer-output",
-			failCases: []string{"whole/run-output-is-live"},
+			failCases: []string{"whole/run-output-is-live", "whole/seed-whole-job"},
 			wantAll:   []string{"reached the host only after the job's process had ended: output must be streamed while the job runs, not buffered"},
 			allowed:   []string{"not buffered until its end"},
 		},
