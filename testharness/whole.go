@@ -17,11 +17,14 @@ import (
 	"github.com/pikaci/vmexec/shared"
 	"github.com/pikaci/vmexec/shared/layout"
 	"github.com/pikaci/vmexec/testharness/cases"
+	"github.com/pikaci/vmexec/testharness/incusfake"
 )
 
 // SkipProtocol1 is why a whole-job case is skipped for a plugin that
 // speaks only protocol 1: it cannot be asked for the whole job.
 const SkipProtocol1 = "skipped: plugin speaks protocol 1"
+
+type incusExec = incusfake.ExecRecord
 
 // WholeCaseTimeout bounds the calls of one whole-job case (Cleanup has
 // its own bound, shared.CleanupTimeout).
@@ -354,6 +357,12 @@ func checkExec(ck *check, c *cases.WholeCase, r *WholeRemote, o *outcome, argv [
 			ck.failf("the job's command %q ran %d times in the guest; want once", w.Argv, len(runs))
 		} else {
 			x := execs[runs[0]]
+			ready := slices.ContainsFunc(execs[:runs[0]], func(e incusExec) bool {
+				return slices.Equal(e.Command, []string{"true"}) && e.Return == 0
+			})
+			if !ready {
+				ck.failf("the job ran before an exec of `true` succeeded in the instance: PrepareRuntime must poll it until it accepts an exec")
+			}
 			if !slices.Equal(x.Command, w.Argv) {
 				ck.failf("the guest ran argv %q; want %q", x.Command, w.Argv)
 			}
