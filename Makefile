@@ -54,8 +54,10 @@ fuzz:
 bench: deps build
 	./scripts/bench
 
+# The seed's job run whole on the embedded virtual remote (the runner
+# binary does not link the harness; the demo binary does).
 demo: build
-	$(BIN)/runner-host dev
+	$(BIN)/demo
 
 clean:
 	rm -rf $(BIN)

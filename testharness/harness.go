@@ -35,16 +35,21 @@ import (
 	"github.com/pikaci/vmexec/testharness/cases"
 )
 
-//go:embed testdata/cases/public/*.txtar testdata/cases/ours/*.txtar
+//go:embed testdata/cases/public/*.txtar testdata/cases/ours/*.txtar testdata/whole/ours/*.txtar
 var builtin embed.FS
 
 // Config says which plugin to check against which cases.
 type Config struct {
 	// Plugin is the plugin binary.
 	Plugin string
-	// Cases is a folder of *.txtar cases. Empty: the project's own cases,
-	// built into this package.
+	// Cases is a folder of *.txtar cases (version 1 and whole-job cases
+	// alike). Empty: the project's own cases, built into this package.
+	// "-": no version 1 cases.
 	Cases string
+	// WholeCases is a folder of whole-job (contract version 2) *.txtar
+	// cases. Empty: those in Cases, or without Cases the project's own,
+	// built in. "-": none.
+	WholeCases string
 	// Run, when set, selects the cases whose name it matches.
 	Run *regexp.Regexp
 	// Update rewrites each case's want/ files from what the plugin did
@@ -91,6 +96,9 @@ func Summarize(results []Result) Summary {
 func LoadCases(cfg Config) ([]*cases.Case, error) {
 	var cs []*cases.Case
 	var err error
+	if cfg.Cases == "-" {
+		return nil, nil
+	}
 	if cfg.Cases == "" {
 		if cfg.Update {
 			return nil, fmt.Errorf("--update needs a cases folder: the built-in cases are read-only")
@@ -114,13 +122,55 @@ func LoadCases(cfg Config) ([]*cases.Case, error) {
 	return out, nil
 }
 
-// RunCases runs every configured case against the plugin and returns one
-// result per case. The error is for failures of the harness itself (no
-// cases, a plugin that will not start).
+// LoadWholeCases reads the configured whole-job cases, filtered by cfg.Run.
+func LoadWholeCases(cfg Config) ([]*cases.WholeCase, error) {
+	var cs []*cases.WholeCase
+	var err error
+	dir := cfg.WholeCases
+	if dir == "" && cfg.Cases != "-" {
+		dir = cfg.Cases
+	}
+	switch dir {
+	case "-":
+		return nil, nil
+	case "":
+		cs, err = cases.LoadWholeFS(builtin, "testdata/whole")
+	default:
+		cs, err = cases.LoadWholeFS(os.DirFS(dir), ".")
+		if err != nil {
+			err = fmt.Errorf("whole-job cases in %s: %w", dir, err)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Run == nil {
+		return cs, nil
+	}
+	var out []*cases.WholeCase
+	for _, c := range cs {
+		if cfg.Run.MatchString(c.Name) {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+// RunCases runs every configured case against the plugin, the version 1
+// cases first, then the whole-job cases, and returns one result per case.
+// The error is for failures of the harness itself (no cases, a plugin that
+// will not start).
 func RunCases(ctx context.Context, cfg Config, each func(Result)) ([]Result, error) {
 	cs, err := LoadCases(cfg)
 	if err != nil {
 		return nil, err
+	}
+	ws, err := LoadWholeCases(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if len(cs) == 0 && len(ws) == 0 {
+		return nil, fmt.Errorf("no case matches --run %v", cfg.Run)
 	}
 	p, err := startPlugin(ctx, cfg)
 	if err != nil {
@@ -130,6 +180,13 @@ func RunCases(ctx context.Context, cfg Config, each func(Result)) ([]Result, err
 	results := make([]Result, 0, len(cs))
 	for _, c := range cs {
 		r := runCase(ctx, p, c, cfg.Update)
+		results = append(results, r)
+		if each != nil {
+			each(r)
+		}
+	}
+	for _, c := range ws {
+		r := runWholeCase(ctx, p, c)
 		results = append(results, r)
 		if each != nil {
 			each(r)
@@ -145,22 +202,35 @@ func Run(t *testing.T, cfg Config) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ws, err := LoadWholeCases(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx := t.Context()
 	p, err := startPlugin(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.Close() })
+	runAll(t, p, cs, ws, cfg.Update)
+}
+
+// runAll runs v1 and whole-job cases as subtests of t.
+func runAll(t *testing.T, p shared.Executor, cs []*cases.Case, ws []*cases.WholeCase, update bool) {
+	ctx := t.Context()
+	report := func(t *testing.T, r Result) {
+		if r.Skipped != "" {
+			t.Skip(r.Skipped)
+		}
+		for _, f := range r.Failures {
+			t.Error(f)
+		}
+	}
 	for _, c := range cs {
-		t.Run(c.Name, func(t *testing.T) {
-			r := runCase(ctx, p, c, cfg.Update)
-			if r.Skipped != "" {
-				t.Skip(r.Skipped)
-			}
-			for _, f := range r.Failures {
-				t.Error(f)
-			}
-		})
+		t.Run(c.Name, func(t *testing.T) { report(t, runCase(ctx, p, c, update)) })
+	}
+	for _, c := range ws {
+		t.Run(WholePrefix+c.Name, func(t *testing.T) { report(t, runWholeCase(ctx, p, c)) })
 	}
 }
 

@@ -146,6 +146,23 @@ func remoteCases(tb testing.TB, run *regexp.Regexp) []string {
 	return names
 }
 
+// wholeCases are the result names of the built-in whole-job cases.
+func wholeCases(tb testing.TB) []string {
+	tb.Helper()
+	cs, err := testharness.LoadWholeCases(testharness.Config{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var names []string
+	for _, c := range cs {
+		names = append(names, testharness.WholePrefix+c.Name)
+	}
+	if len(names) < 20 {
+		tb.Fatalf("%d built-in whole-job cases, want at least 20", len(names))
+	}
+	return names
+}
+
 func TestOurPluginPassesEveryCase(t *testing.T) {
 	t.Parallel()
 	bin := realPlugin(t)
@@ -221,7 +238,7 @@ func TestBrokenPluginsFail(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			bin := brokenPlugin(t, tt.fault)
-			results, err := testharness.RunCases(t.Context(), testharness.Config{Plugin: bin}, nil)
+			results, err := testharness.RunCases(t.Context(), testharness.Config{Plugin: bin, WholeCases: "-"}, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -312,7 +329,11 @@ func TestCLI(t *testing.T) {
 		for _, name := range all {
 			want = append(want, "PASS "+name)
 		}
-		want = append(want, fmt.Sprintf("%d passed, 0 failed", len(all)))
+		whole := wholeCases(t)
+		for _, name := range whole {
+			want = append(want, "PASS "+name)
+		}
+		want = append(want, fmt.Sprintf("%d passed, 0 failed, 0 skipped", len(all)+len(whole)))
 		if d := cmp.Diff(want, strings.Split(strings.TrimSuffix(out, "\n"), "\n")); d != "" {
 			t.Errorf("output (-want +got):\n%s", d)
 		}
@@ -320,7 +341,7 @@ func TestCLI(t *testing.T) {
 
 	t.Run("broken-plugin-fails", func(t *testing.T) {
 		t.Parallel()
-		out, stderr, code := cliRun(t, "--plugin", brokenPlugin(t, "quoting"))
+		out, stderr, code := cliRun(t, "--plugin", brokenPlugin(t, "quoting"), "--whole-cases", "-")
 		if code != 1 {
 			t.Errorf("exit code %d, want 1; stderr:\n%s", code, stderr)
 		}
@@ -330,7 +351,7 @@ func TestCLI(t *testing.T) {
 				t.Errorf("no indented FAIL block for %s in:\n%s", name, out)
 			}
 		}
-		if got, want := lastLine(out), fmt.Sprintf("%d passed, %d failed", len(all)-len(quoted), len(quoted)); got != want {
+		if got, want := lastLine(out), fmt.Sprintf("%d passed, %d failed, 0 skipped", len(all)-len(quoted), len(quoted)); got != want {
 			t.Errorf("last line %q, want %q", got, want)
 		}
 	})
@@ -355,14 +376,14 @@ func TestCLI(t *testing.T) {
 		if d := cmp.Diff(want, got); d != "" {
 			t.Errorf("cases run (-want +got):\n%s", d)
 		}
-		if got, want := lastLine(out), fmt.Sprintf("%d passed, 0 failed", len(want)); got != want {
+		if got, want := lastLine(out), fmt.Sprintf("%d passed, 0 failed, 0 skipped", len(want)); got != want {
 			t.Errorf("last line %q, want %q", got, want)
 		}
 	})
 
 	t.Run("json", func(t *testing.T) {
 		t.Parallel()
-		out, stderr, code := cliRun(t, "--plugin", brokenPlugin(t, "quoting"), "--json")
+		out, stderr, code := cliRun(t, "--plugin", brokenPlugin(t, "quoting"), "--json", "--whole-cases", "-")
 		if code != 1 {
 			t.Errorf("exit code %d, want 1; stderr:\n%s", code, stderr)
 		}
@@ -446,7 +467,7 @@ func testUpdate(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("--update: exit code %d, want 0\n%s", code, out)
 	}
-	if got, want := lastLine(out), fmt.Sprintf("%d passed, 0 failed", remote); got != want {
+	if got, want := lastLine(out), fmt.Sprintf("%d passed, 0 failed, 0 skipped", remote); got != want {
 		t.Errorf("--update: last line %q, want %q", got, want)
 	}
 	if !strings.Contains(out, "PASS seed-staged-remote (want/ updated)\n") || strings.Count(out, "(want/ updated)") != 1 {

@@ -8,7 +8,7 @@ import (
 	"github.com/pikaci/vmexec/shared"
 )
 
-// RunExecutor runs every configured case against impl as a subtest of t,
+// RunExecutor runs every configured case (v1 and whole-job) against impl as a subtest of t,
 // with no binary to build: impl is served over go-plugin's in-memory gRPC
 // connection, so every call crosses the same gRPC adapters, and every
 // error the same status mapping, as with a real plugin process. cfg.Plugin
@@ -26,7 +26,17 @@ func RunExecutor(t *testing.T, impl shared.Executor, cfg Config) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	client, _ := plugin.TestPluginGRPCConn(t, false, shared.ServedVersions(impl)[shared.ProtocolVersion])
+	ws, err := LoadWholeCases(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The highest protocol impl speaks, as a host would negotiate.
+	versions := shared.ServedVersions(impl)
+	set := versions[shared.ProtocolVersion]
+	if s, ok := versions[shared.ProtocolWholeJob]; ok {
+		set = s
+	}
+	client, _ := plugin.TestPluginGRPCConn(t, false, set)
 	t.Cleanup(func() { _ = client.Close() })
 	raw, err := client.Dispense(shared.PluginName)
 	if err != nil {
@@ -36,16 +46,5 @@ func RunExecutor(t *testing.T, impl shared.Executor, cfg Config) {
 	if !ok {
 		t.Fatalf("dispensed %T, not a shared.Executor", raw)
 	}
-	ctx := t.Context()
-	for _, c := range cs {
-		t.Run(c.Name, func(t *testing.T) {
-			r := runCase(ctx, p, c, false)
-			if r.Skipped != "" {
-				t.Skip(r.Skipped)
-			}
-			for _, f := range r.Failures {
-				t.Error(f)
-			}
-		})
-	}
+	runAll(t, p, cs, ws, false)
 }

@@ -310,6 +310,9 @@ func LoadFS(fsys fs.FS, dir string) ([]*Case, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read case: %w", err)
 		}
+		if IsWholeCase(data) {
+			continue // a whole-job case (LoadWholeFS)
+		}
 		name := strings.TrimSuffix(path.Base(f), defaultCaseSuffix)
 		if other, dup := seen[name]; dup {
 			return nil, fmt.Errorf("case %s: %s has the same name; case names must be unique", f, other)

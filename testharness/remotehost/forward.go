@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"path"
 	"sync"
-	"time"
 
 	"golang.org/x/crypto/ssh"
 
@@ -43,7 +42,7 @@ func (h *Host) streamlocal(nc ssh.NewChannel) {
 		defer h.wg.Done()
 		ssh.DiscardRequests(reqs)
 	}()
-	s.ln.deliver(&channelConn{Channel: ch, addr: &net.UnixAddr{Name: s.path, Net: "unix"}})
+	s.ln.deliver(pipeChannel(ch, &net.UnixAddr{Name: s.path, Net: "unix"}))
 }
 
 // socketServer is the HTTP server behind one remote Unix socket; its
@@ -105,15 +104,3 @@ func (l *chanListener) deliver(c net.Conn) {
 	}
 }
 
-// channelConn is an SSH channel as a net.Conn. Deadlines are not supported
-// (an SSH channel has none); the server's Close ends blocked reads.
-type channelConn struct {
-	ssh.Channel
-	addr net.Addr
-}
-
-func (c *channelConn) LocalAddr() net.Addr              { return c.addr }
-func (c *channelConn) RemoteAddr() net.Addr             { return c.addr }
-func (c *channelConn) SetDeadline(time.Time) error      { return nil }
-func (c *channelConn) SetReadDeadline(time.Time) error  { return nil }
-func (c *channelConn) SetWriteDeadline(time.Time) error { return nil }

@@ -207,7 +207,9 @@ func Start(ctx context.Context, cfg Config) (*Process, error) {
 	}
 	opts := []interp.RunnerOption{
 		interp.Env(expand.ListEnviron(cfg.Env...)),
-		interp.Dir(cfg.Dir),
+		// interp.Dir would stat this machine's directory; the guest's is
+		// set below, once the runner exists.
+		interp.Dir("/"),
 		interp.StdIO(stdin, p.cfg.Stdout, p.cfg.Stderr),
 		interp.CallHandler(p.call),
 		interp.ExecHandlers(func(interp.ExecHandlerFunc) interp.ExecHandlerFunc { return p.exec }),
@@ -227,6 +229,9 @@ func Start(ctx context.Context, cfg Config) (*Process, error) {
 	if err != nil {
 		p.closeStdin()
 		return nil, fmt.Errorf("vshell: %w", err)
+	}
+	if cfg.Dir != "" {
+		p.runner.Dir = cfg.Dir // the first Reset keeps it
 	}
 	p.mainCtx, p.cancelMain = context.WithCancel(context.Background())
 	go func() {

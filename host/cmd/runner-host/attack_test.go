@@ -58,7 +58,7 @@ func TestAttack11_PluginNameEscape(t *testing.T) {
 		"\xff",
 	}
 	for _, name := range names {
-		for _, verb := range []string{"run", "dev"} {
+		for _, verb := range []string{"run"} { // dev moved to the demo binary (testharness/cmd/demo)
 			t.Run(verb+"/"+shared.Show(name), func(t *testing.T) {
 				args := []string{verb, "--plugin-dir", dir, "--plugin", name, "--dry-run", "--phases", "prepare-directories"}
 				if verb == "run" {

@@ -49,6 +49,13 @@ var Faults = []string{
 	FaultWrongDeviceKey,
 	FaultPartialApply,
 	FaultDryRunWrites,
+	FaultLeakInstance,
+	FaultFollowLink,
+	FaultIgnoreTimeout,
+	FaultHalfSnapshot,
+	FaultBufferOutput,
+	FaultResendSnapshot,
+	FaultV1Only,
 }
 
 // WrongKey and WrongValue are what FaultWrongDeviceKey adds to every device.

@@ -28,5 +28,5 @@ func main() {
 		os.Exit(2)
 	}
 	log := shared.PluginLogger(plugin.Name)
-	shared.Serve(newBroken(fault, plugin.New(log), log))
+	shared.Serve(serveImpl(newBroken(fault, plugin.New(log), log)))
 }

@@ -135,13 +135,18 @@ func (c *Client) StartExec(ctx context.Context, project, instance string, req Ex
 		p.op, p.opErr = c.waitOp(pctx, resp.Envelope.Operation)
 	}()
 
-	// Dial the four sockets at once; the command starts when 0, 1 and 2
-	// are connected.
+	// The command starts when 0, 1 and 2 are connected, and a command
+	// that ends at once ends its operation, after which no socket can be
+	// connected: control first, then the other three at once.
 	names := []string{"0", "1", "2", "control"}
 	conns := make([]*websocket.Conn, len(names))
 	errs := make([]error, len(names))
+	conns[3], errs[3] = c.dialWebsocket(ctx, meta.ID, meta.Metadata.FDs["control"])
 	var wg sync.WaitGroup
-	for i, fd := range names {
+	for i, fd := range names[:3] {
+		if errs[3] != nil {
+			break
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -178,15 +183,11 @@ func (c *Client) StartExec(ctx context.Context, project, instance string, req Ex
 
 	// stdin: EOF at once (an empty text message); the socket stays open,
 	// read only to answer pings, until the process ends.
+	// A command that ends at once may have had its stdin socket closed
+	// by the server already: the EOF is then moot, and the operation and
+	// the output sockets say how the command went.
 	stdin.CloseRead(pctx)
-	if err := stdin.Write(ctx, websocket.MessageText, nil); err != nil {
-		p.Close()
-		for _, conn := range conns {
-			conn.CloseNow()
-		}
-		return nil, shared.Errorf(shared.ErrUnavailable, "instance", instance,
-			"incus: exec in instance %s: close its stdin: %w", shared.Show(instance), err)
-	}
+	_ = stdin.Write(ctx, websocket.MessageText, nil)
 
 	outErrs := make([]error, 2)
 	var outWG sync.WaitGroup

@@ -29,11 +29,12 @@ func (a *App) ParseFlags(_ context.Context, args []string) error {
 	fs := flag.NewFlagSet("conformance", flag.ContinueOnError)
 	fs.SetOutput(a.Stderr)
 	fs.Usage = func() {
-		fmt.Fprintln(a.Stderr, "usage: conformance --plugin PATH [--cases DIR] [--run REGEXP] [--update] [--json] [-v]")
+		fmt.Fprintln(a.Stderr, "usage: conformance --plugin PATH [--cases DIR] [--whole-cases DIR] [--run REGEXP] [--update] [--json] [-v]")
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&a.cfg.Plugin, "plugin", "", "the executor plugin binary to check (required)")
-	fs.StringVar(&a.cfg.Cases, "cases", "", "folder of *.txtar cases (default: the project's own, built in)")
+	fs.StringVar(&a.cfg.Cases, "cases", "", "folder of *.txtar cases, version 1 and whole-job (default: the project's own, built in; - for no version 1 cases)")
+	fs.StringVar(&a.cfg.WholeCases, "whole-cases", "", "folder of whole-job (version 2) *.txtar cases (default: those in --cases, else the project's own; - for none)")
 	run := fs.String("run", "", "only run cases whose name matches this regular expression")
 	fs.BoolVar(&a.cfg.Update, "update", false, "rewrite each case's want/ files from what the plugin did (needs --cases)")
 	fs.BoolVar(&a.json, "json", false, "print the results as one JSON object")
@@ -95,10 +96,7 @@ func (a *App) Run(ctx context.Context) (int, error) {
 			return 2, err
 		}
 	} else {
-		if sum.Skipped > 0 {
-			fmt.Fprintf(a.Stdout, "%d skipped\n", sum.Skipped)
-		}
-		fmt.Fprintf(a.Stdout, "%d passed, %d failed\n", sum.Passed, sum.Failed)
+		fmt.Fprintf(a.Stdout, "%d passed, %d failed, %d skipped\n", sum.Passed, sum.Failed, sum.Skipped)
 	}
 	if sum.Failed > 0 {
 		return 1, nil
