@@ -103,4 +103,3 @@ func (l *chanListener) deliver(c net.Conn) {
 		c.Close()
 	}
 }
-
