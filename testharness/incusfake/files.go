@@ -54,11 +54,19 @@ func (s *Server) serveFiles(w http.ResponseWriter, r *http.Request, name string)
 	case fi.Mode()&fs.ModeSymlink != 0:
 		typ, mode = "symlink", 0o777
 	}
+	// The owner as the guest sees it: a file of the guest's own tree has
+	// the owner it was given (chown); a file on a disk device shows as
+	// root (a simplification: a real unprivileged container shows a host
+	// id outside its map as 65534).
+	uid, gid := 0, 0
+	if be, _, _, _ := rt.fs.backend(canon); be == HostFS(rt.fs.root) {
+		uid, gid = Owner(fi)
+	}
 	h := w.Header()
 	mod := fi.ModTime().UTC().Truncate(time.Second)
 	for _, prefix := range []string{"X-Incus-", "X-Lxd-"} {
-		h.Set(prefix+"Uid", "0")
-		h.Set(prefix+"Gid", "0")
+		h.Set(prefix+"Uid", strconv.Itoa(uid))
+		h.Set(prefix+"Gid", strconv.Itoa(gid))
 		h.Set(prefix+"Mode", fmt.Sprintf("%04o", mode))
 		h.Set(prefix+"Type", typ)
 		h.Set(prefix+"Modified", mod.String())

@@ -117,6 +117,14 @@ func lxdOverSSHTarget(tb testing.TB) target {
 	tg := lxdTarget(tb)
 	tg.name = "lxd-over-ssh"
 	d := lxdtest.Shared(tb)
+	tg.dial = sshDialUnix(tb, d.Socket)
+	return tg
+}
+
+// sshDialUnix returns a dialer that reaches the Unix socket sock through
+// sshpool's pooled connection to a real sshd and its streamlocal forwarding.
+func sshDialUnix(tb testing.TB, sock string) func(ctx context.Context) (net.Conn, error) {
+	tb.Helper()
 	srv := sshdtest.Start(tb, sshdtest.Options{})
 	const alias = "incus-host"
 	pool, err := sshpool.NewPool(sshpool.Options{ConfigPath: srv.WriteClientConfig(tb, alias)})
@@ -131,8 +139,7 @@ func lxdOverSSHTarget(tb testing.TB) target {
 			tb.Errorf("sshd accepted %d connections, want at most 1", n)
 		}
 	})
-	tg.dial = func(ctx context.Context) (net.Conn, error) { return pool.DialUnix(ctx, alias, d.Socket) }
-	return tg
+	return func(ctx context.Context) (net.Conn, error) { return pool.DialUnix(ctx, alias, sock) }
 }
 
 // forEachTarget runs test against the fake, against real LXD on its local

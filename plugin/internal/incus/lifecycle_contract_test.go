@@ -24,6 +24,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/pikaci/vmexec/internal/lxdtest"
 	"github.com/pikaci/vmexec/shared"
+	"github.com/pikaci/vmexec/testharness/incusfake"
 )
 
 // LifecycleSetup is what RunLifecycleContract needs of a server.
@@ -54,11 +55,44 @@ func lxdLifecycleSetup(tb testing.TB, tg target) LifecycleSetup {
 	}
 }
 
+// fakeLifecycleSetup serves a fake Incus set up as lxdtest sets up LXD: the
+// project shares the default project's images and profiles, the default
+// profile gives the root disk, and the image's guest is the busybox
+// image's (incusfake.BusyboxLikeTree). Disk sources are this machine's
+// directories. With overSSH the fake is reached through a real sshd's
+// streamlocal forwarding to its Unix socket, as the plugin reaches Incus.
+func fakeLifecycleSetup(tb testing.TB, overSSH bool) LifecycleSetup {
+	tb.Helper()
+	fake := incusfake.New(incusfake.Options{})
+	fake.AddProject(contractProject, map[string]string{"features.images": "false", "features.profiles": "false"})
+	fp := fake.AddImage("default", lxdtest.ImageAlias, "", map[string]string{"os": "busybox"})
+	fake.SetImageTree("default", lxdtest.ImageAlias, incusfake.BusyboxLikeTree())
+	sock := startFake(tb, fake)
+	tb.Cleanup(fake.Shutdown) // before the server closes: ends what waits on a FIFO
+	var d net.Dialer
+	s := LifecycleSetup{
+		Name:    "fake",
+		Dial:    func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "unix", sock) },
+		Project: contractProject, Alias: lxdtest.ImageAlias, Fingerprint: fp, Profiles: []string{"default"},
+		HostDir: func(tb testing.TB) string { return sources(tb, 1)[0] },
+	}
+	if overSSH {
+		s.Name = "fake-over-ssh"
+		s.Dial = sshDialUnix(tb, sock)
+	}
+	return s
+}
+
 func TestLifecycleContract(t *testing.T) {
-	for _, mk := range []func(testing.TB) target{lxdTarget, lxdOverSSHTarget} {
-		tg := mk(t)
-		t.Run(tg.name, func(t *testing.T) {
-			s := lxdLifecycleSetup(t, tg)
+	setups := []func(testing.TB) LifecycleSetup{
+		func(tb testing.TB) LifecycleSetup { return fakeLifecycleSetup(tb, false) },
+		func(tb testing.TB) LifecycleSetup { return fakeLifecycleSetup(tb, true) },
+		func(tb testing.TB) LifecycleSetup { return lxdLifecycleSetup(tb, lxdTarget(tb)) },
+		func(tb testing.TB) LifecycleSetup { return lxdLifecycleSetup(tb, lxdOverSSHTarget(tb)) },
+	}
+	for _, mk := range setups {
+		s := mk(t)
+		t.Run(s.Name, func(t *testing.T) {
 			c := New(s.Dial)
 			defer c.Close()
 			RunLifecycleContract(t, c, s)
