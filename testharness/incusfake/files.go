@@ -209,7 +209,19 @@ func (s *Server) serveFilePush(w http.ResponseWriter, r *http.Request, name stri
 		}
 		mode = fs.FileMode(m).Perm()
 	}
-	switch typ := header(r, "Type"); typ {
+	owner := [2]int{-1, -1} // X-Incus-Uid and -Gid: the pushed file's owner
+	for i, h := range []string{"Uid", "Gid"} {
+		if v := header(r, h); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < -1 {
+				writeError(w, http.StatusBadRequest, fmt.Sprintf("Invalid %s %q", strings.ToLower(h), v))
+				return
+			}
+			owner[i] = n
+		}
+	}
+	typ := header(r, "Type")
+	switch typ {
 	case "", "file":
 		flag := os.O_WRONLY | os.O_CREATE | os.O_TRUNC
 		if header(r, "Write") == "append" {
@@ -249,6 +261,12 @@ func (s *Server) serveFilePush(w http.ResponseWriter, r *http.Request, name stri
 	default:
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("Bad file type: %s", typ))
 		return
+	}
+	if typ != "symlink" && (owner[0] >= 0 || owner[1] >= 0) {
+		if err := g.Chown(p, owner[0], owner[1]); err != nil {
+			writeError(w, http.StatusInternalServerError, "sftp: "+strerror(err))
+			return
+		}
 	}
 	writeSync(w, http.StatusOK, "", map[string]any{})
 }

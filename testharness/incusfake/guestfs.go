@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pikaci/vmexec/shared"
+	"github.com/pikaci/vmexec/testharness/vshell"
 )
 
 // HostFS is the filesystem of the machine the fake Incus runs on, where disk
@@ -108,8 +109,8 @@ type memNode struct {
 	mode     fs.FileMode // type bits, permissions, set-id and sticky bits
 	uid, gid int
 	data     []byte
-	target string
-	mtime  time.Time
+	target   string
+	mtime    time.Time
 }
 
 func newMemFS(hostname string) *memFS {
@@ -738,4 +739,79 @@ func (g *GuestFS) MkdirAll(p string) error {
 		}
 	}
 	return nil
+}
+
+// ownerFS is the guest as a process of uid and gid sees it: what it
+// creates in the guest's own tree is owned by it, as the kernel does. (A
+// file it creates on a disk device keeps the host's owner; permissions
+// are not checked.)
+type ownerFS struct {
+	*GuestFS
+	uid, gid int
+}
+
+// As returns the guest's filesystem for a process of uid and gid.
+func (g *GuestFS) As(uid, gid int) vshell.FS {
+	if uid == 0 && gid == 0 {
+		return g
+	}
+	return ownerFS{g, uid, gid}
+}
+
+// A guest process may make FIFOs and change modes and owners, whoever it
+// runs as.
+var (
+	_ vshell.FIFOer = ownerFS{}
+	_ vshell.Attrer = ownerFS{}
+	_ vshell.FIFOer = (*GuestFS)(nil)
+	_ vshell.Attrer = (*GuestFS)(nil)
+)
+
+// own gives the entry p was just created as to the process's owner when
+// it lives in the guest's own tree.
+func (o ownerFS) own(p string, follow bool) {
+	canon, fi, err := o.resolve("lchown", p, follow)
+	if err != nil || fi == nil {
+		return
+	}
+	if be, bp, _, _ := o.backend(canon); be == HostFS(o.root) {
+		_ = o.root.Lchown(bp, o.uid, o.gid)
+	}
+}
+
+func (o ownerFS) OpenFile(p string, flag int, perm fs.FileMode) (io.ReadWriteCloser, error) {
+	created := false
+	if flag&os.O_CREATE != 0 {
+		_, fi, err := o.resolve("open", p, true)
+		created = err == nil && fi == nil
+	}
+	f, err := o.GuestFS.OpenFile(p, flag, perm)
+	if err == nil && created {
+		o.own(p, true)
+	}
+	return f, err
+}
+
+func (o ownerFS) Mkdir(p string, perm fs.FileMode) error {
+	err := o.GuestFS.Mkdir(p, perm)
+	if err == nil {
+		o.own(p, false)
+	}
+	return err
+}
+
+func (o ownerFS) Symlink(target, p string) error {
+	err := o.GuestFS.Symlink(target, p)
+	if err == nil {
+		o.own(p, false)
+	}
+	return err
+}
+
+func (o ownerFS) Mkfifo(p string, perm fs.FileMode) error {
+	err := o.GuestFS.Mkfifo(p, perm)
+	if err == nil {
+		o.own(p, false)
+	}
+	return err
 }

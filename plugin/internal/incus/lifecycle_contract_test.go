@@ -404,6 +404,22 @@ func RunLifecycleContract(t *testing.T, c *Client, s LifecycleSetup) {
 		if l.Type != FileTypeSymlink || l.Target != "/etc/passwd" || l.Body != nil {
 			t.Errorf("symlink: %+v; want its target, not its content", l)
 		}
+		// What a process creates is its user's.
+		if code, _, errOut := run(t, name, ExecRequest{Command: []string{"sh", "-c", "printf x > /home/ci/mine && mkdir /home/ci/d"}, User: 1000, Group: 1000}); code != 0 {
+			t.Fatalf("create as uid 1000: exit %d: %s", code, errOut)
+		}
+		for _, p := range []string{"/home/ci/mine", "/home/ci/d"} {
+			f, err := c.GetFile(ctx, s.Project, name, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f.Body != nil {
+				f.Body.Close()
+			}
+			if f.UID != 1000 || f.GID != 1000 {
+				t.Errorf("%s made by uid 1000: owner %d:%d, want 1000:1000", p, f.UID, f.GID)
+			}
+		}
 		_, err = c.GetFile(ctx, s.Project, name, "/a/missing")
 		if !errors.Is(err, shared.ErrNotFound) || !strings.Contains(err.Error(), `"/a/missing"`) {
 			t.Errorf("missing path: %v; want ErrNotFound naming it", err)
