@@ -3,8 +3,9 @@ package incus
 // The lifecycle contract: what the whole job needs of a server (image alias,
 // create, start, stop, delete, list, exec over websockets, file reads),
 // written once as RunLifecycleContract over a client and a setup, and run
-// here against real LXD on its socket and through a real sshd. Another
-// server (the fake) passes by providing a LifecycleSetup.
+// here against the fake (testharness/incusfake, its guest laid out as the
+// busybox image) and against real LXD (containers from internal/lxdtest's
+// busybox image), each on its Unix socket and through a real sshd.
 
 import (
 	"bytes"
