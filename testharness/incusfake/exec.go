@@ -194,7 +194,7 @@ func (s *Server) startProcess(rec *ExecRecord, rt *guest, stdin io.Reader, stdou
 		return nil, 127
 	}
 	proc, err := vshell.Start(context.Background(), vshell.Config{
-		FS: rt.fs, Argv: rec.Command, Env: s.envList(rec), Dir: rec.Dir,
+		FS: rt.fs.As(int(rec.User), int(rec.Group)), Argv: rec.Command, Env: s.envList(rec), Dir: rec.Dir,
 		UID: int(rec.User), GID: int(rec.Group), Stdin: stdin, Stdout: stdout, Stderr: stderr,
 	})
 	switch {

@@ -54,11 +54,19 @@ func (s *Server) serveFiles(w http.ResponseWriter, r *http.Request, name string)
 	case fi.Mode()&fs.ModeSymlink != 0:
 		typ, mode = "symlink", 0o777
 	}
+	// The owner as the guest sees it: a file of the guest's own tree has
+	// the owner it was given (chown); a file on a disk device shows as
+	// root (a simplification: a real unprivileged container shows a host
+	// id outside its map as 65534).
+	uid, gid := 0, 0
+	if be, _, _, _ := rt.fs.backend(canon); be == HostFS(rt.fs.root) {
+		uid, gid = Owner(fi)
+	}
 	h := w.Header()
 	mod := fi.ModTime().UTC().Truncate(time.Second)
 	for _, prefix := range []string{"X-Incus-", "X-Lxd-"} {
-		h.Set(prefix+"Uid", "0")
-		h.Set(prefix+"Gid", "0")
+		h.Set(prefix+"Uid", strconv.Itoa(uid))
+		h.Set(prefix+"Gid", strconv.Itoa(gid))
 		h.Set(prefix+"Mode", fmt.Sprintf("%04o", mode))
 		h.Set(prefix+"Type", typ)
 		h.Set(prefix+"Modified", mod.String())
@@ -201,7 +209,19 @@ func (s *Server) serveFilePush(w http.ResponseWriter, r *http.Request, name stri
 		}
 		mode = fs.FileMode(m).Perm()
 	}
-	switch typ := header(r, "Type"); typ {
+	owner := [2]int{-1, -1} // X-Incus-Uid and -Gid: the pushed file's owner
+	for i, h := range []string{"Uid", "Gid"} {
+		if v := header(r, h); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < -1 {
+				writeError(w, http.StatusBadRequest, fmt.Sprintf("Invalid %s %q", strings.ToLower(h), v))
+				return
+			}
+			owner[i] = n
+		}
+	}
+	typ := header(r, "Type")
+	switch typ {
 	case "", "file":
 		flag := os.O_WRONLY | os.O_CREATE | os.O_TRUNC
 		if header(r, "Write") == "append" {
@@ -241,6 +261,12 @@ func (s *Server) serveFilePush(w http.ResponseWriter, r *http.Request, name stri
 	default:
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("Bad file type: %s", typ))
 		return
+	}
+	if typ != "symlink" && (owner[0] >= 0 || owner[1] >= 0) {
+		if err := g.Chown(p, owner[0], owner[1]); err != nil {
+			writeError(w, http.StatusInternalServerError, "sftp: "+strerror(err))
+			return
+		}
 	}
 	writeSync(w, http.StatusOK, "", map[string]any{})
 }

@@ -72,6 +72,7 @@ type Image struct {
 	Alias       string
 	Fingerprint string            // sha256 hex
 	Properties  map[string]string // image.* config of instances made from it
+	Tree        []TreeEntry       // what a new instance's filesystem holds (SetImageTree)
 }
 
 // Profile is a profile's config and devices.
@@ -627,7 +628,11 @@ func (s *Server) create(project, name, typ, srcType string, img Image, imgOK boo
 		Ephemeral: ephemeral, Profiles: slices.Clone(profiles), Description: description,
 	}}
 	s.projects[project][name] = inst
-	s.runtime(project, name)
+	if err := layTree(s.runtime(project, name).fs.root, img.Tree); err != nil {
+		delete(s.projects[project], name)
+		delete(s.gs().guests, inst)
+		return initPrefix + fmt.Sprintf("Failed unpacking the image: %v", err)
+	}
 	return ""
 }
 

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pikaci/vmexec/shared"
+	"github.com/pikaci/vmexec/testharness/vshell"
 )
 
 // HostFS is the filesystem of the machine the fake Incus runs on, where disk
@@ -39,6 +40,24 @@ type fifoMaker interface {
 	Mkfifo(path string, perm fs.FileMode) error
 }
 
+// attrSetter is implemented by filesystems that can change a file's mode
+// and owner (chmod, chown). Neither follows a symlink in the last
+// component: the guest resolves links itself.
+type attrSetter interface {
+	Chmod(path string, mode fs.FileMode) error
+	Lchown(path string, uid, gid int) error
+}
+
+// Owner returns a file's owner as its FileInfo reports it (a
+// *syscall.Stat_t, as this machine's filesystem and the guest's own tree
+// give), 0 and 0 without one.
+func Owner(fi fs.FileInfo) (uid, gid int) {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return int(st.Uid), int(st.Gid)
+	}
+	return 0, 0
+}
+
 // osHostFS is this machine's filesystem.
 type osHostFS struct{}
 
@@ -49,6 +68,20 @@ func (osHostFS) Mkdir(p string, perm fs.FileMode) error  { return os.Mkdir(p, pe
 func (osHostFS) Symlink(target, p string) error          { return os.Symlink(target, p) }
 func (osHostFS) Remove(p string) error                   { return os.Remove(p) }
 func (osHostFS) Mkfifo(p string, perm fs.FileMode) error { return mkfifo(p, perm) }
+func (osHostFS) Lchown(p string, uid, gid int) error     { return os.Lchown(p, uid, gid) }
+
+// Chmod refuses a symlink rather than change what it points to (Linux
+// has no lchmod).
+func (osHostFS) Chmod(p string, mode fs.FileMode) error {
+	fi, err := os.Lstat(p)
+	if err != nil {
+		return err
+	}
+	if fi.Mode()&fs.ModeSymlink != 0 {
+		return perr("chmod", p, syscall.ELOOP)
+	}
+	return os.Chmod(p, mode)
+}
 func (osHostFS) OpenFile(p string, flag int, perm fs.FileMode) (io.ReadWriteCloser, error) {
 	return os.OpenFile(p, flag|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, perm)
 }
@@ -73,10 +106,11 @@ type memFS struct {
 const MaxGuestBytes = 256 << 20
 
 type memNode struct {
-	mode   fs.FileMode // type bits and permissions
-	data   []byte
-	target string
-	mtime  time.Time
+	mode     fs.FileMode // type bits, permissions, set-id and sticky bits
+	uid, gid int
+	data     []byte
+	target   string
+	mtime    time.Time
 }
 
 func newMemFS(hostname string) *memFS {
@@ -103,7 +137,9 @@ func (i *memInfo) Size() int64        { return i.size }
 func (i *memInfo) Mode() fs.FileMode  { return i.n.mode }
 func (i *memInfo) ModTime() time.Time { return i.n.mtime }
 func (i *memInfo) IsDir() bool        { return i.n.mode.IsDir() }
-func (i *memInfo) Sys() any           { return nil }
+func (i *memInfo) Sys() any {
+	return &syscall.Stat_t{Uid: uint32(i.n.uid), Gid: uint32(i.n.gid), Size: i.size}
+}
 
 func (m *memFS) info(p string, n *memNode) *memInfo {
 	size := int64(len(n.data))
@@ -195,6 +231,39 @@ func (m *memFS) Symlink(target, p string) error {
 
 func (m *memFS) Mkfifo(p string, perm fs.FileMode) error {
 	return m.create("mkfifo", p, &memNode{mode: fs.ModeNamedPipe | perm.Perm()})
+}
+
+// Chmod sets p's permission, set-id and sticky bits.
+func (m *memFS) Chmod(p string, mode fs.FileMode) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := m.nodes[p]
+	switch {
+	case n == nil:
+		return perr("chmod", p, syscall.ENOENT)
+	case n.mode&fs.ModeSymlink != 0:
+		return perr("chmod", p, syscall.ELOOP)
+	}
+	const bits = fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky
+	n.mode = n.mode&^bits | mode&bits
+	return nil
+}
+
+// Lchown sets p's owner; -1 keeps one, as chown(2) does.
+func (m *memFS) Lchown(p string, uid, gid int) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := m.nodes[p]
+	if n == nil {
+		return perr("lchown", p, syscall.ENOENT)
+	}
+	if uid >= 0 {
+		n.uid = uid
+	}
+	if gid >= 0 {
+		n.gid = gid
+	}
+	return nil
 }
 
 func (m *memFS) Remove(p string) error {
@@ -596,6 +665,40 @@ func (g *GuestFS) Mkfifo(p string, perm fs.FileMode) error {
 	return nil
 }
 
+// Chmod sets the mode of p, following a symlink inside the guest as
+// chmod(2) does. A read-only disk refuses with EROFS.
+func (g *GuestFS) Chmod(p string, mode fs.FileMode) error {
+	return g.setAttr("chmod", p, func(a attrSetter, bp string) error { return a.Chmod(bp, mode) })
+}
+
+// Chown sets the owner of p (-1 keeps one), following a symlink inside
+// the guest as chown(2) does.
+func (g *GuestFS) Chown(p string, uid, gid int) error {
+	return g.setAttr("chown", p, func(a attrSetter, bp string) error { return a.Lchown(bp, uid, gid) })
+}
+
+func (g *GuestFS) setAttr(op, p string, set func(a attrSetter, bp string) error) error {
+	canon, fi, err := g.resolve(op, p, true)
+	switch {
+	case err != nil:
+		return err
+	case fi == nil:
+		return perr(op, p, syscall.ENOENT)
+	}
+	be, bp, ro, _ := g.backend(canon)
+	if ro {
+		return perr(op, p, syscall.EROFS)
+	}
+	a, ok := be.(attrSetter)
+	if !ok {
+		return perr(op, p, syscall.EPERM)
+	}
+	if err := set(a, bp); err != nil {
+		return guestErr(op, p, err)
+	}
+	return nil
+}
+
 // WriteFile writes a file in the guest (creating or truncating it), for
 // tests and harnesses that lay out a guest.
 func (g *GuestFS) WriteFile(p string, data []byte, perm fs.FileMode) error {
@@ -636,4 +739,79 @@ func (g *GuestFS) MkdirAll(p string) error {
 		}
 	}
 	return nil
+}
+
+// ownerFS is the guest as a process of uid and gid sees it: what it
+// creates in the guest's own tree is owned by it, as the kernel does. (A
+// file it creates on a disk device keeps the host's owner; permissions
+// are not checked.)
+type ownerFS struct {
+	*GuestFS
+	uid, gid int
+}
+
+// As returns the guest's filesystem for a process of uid and gid.
+func (g *GuestFS) As(uid, gid int) vshell.FS {
+	if uid == 0 && gid == 0 {
+		return g
+	}
+	return ownerFS{g, uid, gid}
+}
+
+// A guest process may make FIFOs and change modes and owners, whoever it
+// runs as.
+var (
+	_ vshell.FIFOer = ownerFS{}
+	_ vshell.Attrer = ownerFS{}
+	_ vshell.FIFOer = (*GuestFS)(nil)
+	_ vshell.Attrer = (*GuestFS)(nil)
+)
+
+// own gives the entry p was just created as to the process's owner when
+// it lives in the guest's own tree.
+func (o ownerFS) own(p string, follow bool) {
+	canon, fi, err := o.resolve("lchown", p, follow)
+	if err != nil || fi == nil {
+		return
+	}
+	if be, bp, _, _ := o.backend(canon); be == HostFS(o.root) {
+		_ = o.root.Lchown(bp, o.uid, o.gid)
+	}
+}
+
+func (o ownerFS) OpenFile(p string, flag int, perm fs.FileMode) (io.ReadWriteCloser, error) {
+	created := false
+	if flag&os.O_CREATE != 0 {
+		_, fi, err := o.resolve("open", p, true)
+		created = err == nil && fi == nil
+	}
+	f, err := o.GuestFS.OpenFile(p, flag, perm)
+	if err == nil && created {
+		o.own(p, true)
+	}
+	return f, err
+}
+
+func (o ownerFS) Mkdir(p string, perm fs.FileMode) error {
+	err := o.GuestFS.Mkdir(p, perm)
+	if err == nil {
+		o.own(p, false)
+	}
+	return err
+}
+
+func (o ownerFS) Symlink(target, p string) error {
+	err := o.GuestFS.Symlink(target, p)
+	if err == nil {
+		o.own(p, false)
+	}
+	return err
+}
+
+func (o ownerFS) Mkfifo(p string, perm fs.FileMode) error {
+	err := o.GuestFS.Mkfifo(p, perm)
+	if err == nil {
+		o.own(p, false)
+	}
+	return err
 }

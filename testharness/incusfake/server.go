@@ -9,16 +9,20 @@
 // and the validation Incus does on a disk device before it applies an
 // update (refusing the whole update).
 //
-// Version 2 (guest.go, exec.go, files.go): images, profiles,
-// instance create, start, stop and delete, a virtual guest per instance
-// (vshell over a GuestFS) that runs commands through the exec API,
-// websockets included, and serves its files through the file API.
+// Version 2 (guest.go, image.go, exec.go, files.go): images (each may carry
+// a tree every new instance starts with: SetImageTree, BusyboxLikeTree),
+// profiles, instance create, start, stop and delete, a virtual guest per
+// instance (vshell over a GuestFS whose own files have modes and owners)
+// that runs commands through the exec API, websockets included, and serves
+// its files through the file API.
 //
 // Every asynchronous call, an update's included, makes one kind of
 // operation (operations.go), answered at /1.0/operations/<id>.
 //
-// Our plugin's Incus client runs one contract suite against this fake and
-// against a real LXD daemon, which is what keeps the fake honest.
+// Our plugin's Incus client runs its contract suites (the device update's
+// and the lifecycle's) against this fake and against a real LXD daemon,
+// each locally and through a real sshd, which is what keeps the fake
+// honest.
 package incusfake
 
 import (

@@ -38,6 +38,8 @@ func init() {
 		"env":    envProgram,
 		"mkfifo": mkfifoProgram,
 		"which":  whichProgram,
+		"chmod":  chmodProgram,
+		"chown":  chownProgram,
 	}
 	programs[progLookup] = lookupProgram
 	programs[progWait] = waitJobs
@@ -411,6 +413,186 @@ func mkfifoProgram(s *stdio, args []string) int {
 		}
 	}
 	return status
+}
+
+// chmod MODE FILE... : MODE is octal (set-id and sticky bits included) or
+// symbolic ([ugoa]*[+-=][rwxst]*, comma-separated).
+func chmodProgram(s *stdio, args []string) int {
+	at, ok := s.p.cfg.FS.(Attrer)
+	if !ok {
+		s.errorf("changing modes is not available here")
+		return 1
+	}
+	if len(args) > 0 && args[0] == "--" {
+		args = args[1:]
+	}
+	if len(args) < 2 {
+		s.errorf("missing operand")
+		return 1
+	}
+	status := 0
+	for _, o := range args[1:] {
+		fi, err := s.p.cfg.FS.Stat(s.abs(o))
+		if err != nil {
+			s.errorf("%s: %s", o, strerror(err))
+			status = 1
+			continue
+		}
+		mode, ok := parseMode(args[0], fi.Mode())
+		if !ok {
+			s.errorf("invalid mode '%s'", args[0])
+			return 1
+		}
+		if err := at.Chmod(s.abs(o), mode); err != nil {
+			s.errorf("%s: %s", o, strerror(err))
+			status = 1
+		}
+	}
+	return status
+}
+
+const modeBits = fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky
+
+// parseMode applies a chmod MODE to the current mode; it returns the new
+// permission, set-id and sticky bits.
+func parseMode(spec string, cur fs.FileMode) (fs.FileMode, bool) {
+	if n, err := strconv.ParseUint(spec, 8, 32); err == nil {
+		if n > 0o7777 {
+			return 0, false
+		}
+		m := fs.FileMode(n & 0o777)
+		for bit, flag := range map[uint64]fs.FileMode{0o4000: fs.ModeSetuid, 0o2000: fs.ModeSetgid, 0o1000: fs.ModeSticky} {
+			if n&bit != 0 {
+				m |= flag
+			}
+		}
+		return m, true
+	}
+	m := cur & modeBits
+	for _, clause := range strings.Split(spec, ",") {
+		i := strings.IndexAny(clause, "+-=")
+		if i < 0 {
+			return 0, false
+		}
+		who, rest := clause[:i], clause[i:]
+		if who == "" {
+			who = "a"
+		}
+		var mask fs.FileMode // the bits the who selects
+		for _, c := range who {
+			switch c {
+			case 'u':
+				mask |= 0o700 | fs.ModeSetuid
+			case 'g':
+				mask |= 0o070 | fs.ModeSetgid
+			case 'o':
+				mask |= 0o007 | fs.ModeSticky
+			case 'a':
+				mask |= 0o777 | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky
+			default:
+				return 0, false
+			}
+		}
+		for len(rest) > 0 {
+			op := rest[0]
+			j := 1
+			for j < len(rest) && !strings.ContainsRune("+-=", rune(rest[j])) {
+				j++
+			}
+			var bits fs.FileMode
+			for _, c := range rest[1:j] {
+				switch c {
+				case 'r':
+					bits |= 0o444
+				case 'w':
+					bits |= 0o222
+				case 'x':
+					bits |= 0o111
+				case 's':
+					bits |= fs.ModeSetuid | fs.ModeSetgid
+				case 't':
+					bits |= fs.ModeSticky
+				default:
+					return 0, false
+				}
+			}
+			bits &= mask
+			switch op {
+			case '+':
+				m |= bits
+			case '-':
+				m &^= bits
+			case '=':
+				m = m&^(mask&^(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)) | bits
+			}
+			rest = rest[j:]
+		}
+	}
+	return m, true
+}
+
+// chown OWNER[:GROUP] FILE... : numeric ids, or names the guest's
+// /etc/passwd and /etc/group know.
+func chownProgram(s *stdio, args []string) int {
+	at, ok := s.p.cfg.FS.(Attrer)
+	if !ok {
+		s.errorf("changing owners is not available here")
+		return 1
+	}
+	if len(args) > 0 && args[0] == "--" {
+		args = args[1:]
+	}
+	if len(args) < 2 {
+		s.errorf("missing operand")
+		return 1
+	}
+	user, group, hasGroup := strings.Cut(args[0], ":")
+	uid, gid := -1, -1
+	if user != "" {
+		if uid, ok = s.lookupID("/etc/passwd", user); !ok {
+			s.errorf("unknown user %s", user)
+			return 1
+		}
+	}
+	if hasGroup && group != "" {
+		if gid, ok = s.lookupID("/etc/group", group); !ok {
+			s.errorf("unknown group %s", group)
+			return 1
+		}
+	}
+	status := 0
+	for _, o := range args[1:] {
+		if err := at.Chown(s.abs(o), uid, gid); err != nil {
+			s.errorf("%s: %s", o, strerror(err))
+			status = 1
+		}
+	}
+	return status
+}
+
+// lookupID returns a number as is, or the id of a name in a passwd or
+// group file of the guest (name:x:id:...).
+func (s *stdio) lookupID(file, name string) (int, bool) {
+	if n, err := strconv.Atoi(name); err == nil {
+		return n, n >= 0
+	}
+	f, err := s.p.cfg.FS.OpenFile(file, os.O_RDONLY, 0)
+	if err != nil {
+		return 0, false
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, 1<<20))
+	if err != nil {
+		return 0, false
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		fields := strings.Split(line, ":")
+		if len(fields) >= 3 && fields[0] == name {
+			n, err := strconv.Atoi(fields[2])
+			return n, err == nil
+		}
+	}
+	return 0, false
 }
 
 type expandVariable = expand.Variable

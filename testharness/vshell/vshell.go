@@ -1,7 +1,8 @@
 // Package vshell runs commands in the harness's virtual machines: a POSIX
 // shell interpreter (mvdan.cc/sh, the one the virtual remote host uses) over
 // a filesystem given as an interface, with a few busybox-like programs
-// (sleep, cat, kill, mkdir, ln, ls, rm, touch, id, env, mkfifo) and signals.
+// (sleep, cat, kill, mkdir, ln, ls, rm, touch, id, env, mkfifo, chmod,
+// chown) and signals.
 //
 // A Process models what a CI job sees of a Linux process started by the
 // Incus exec API:
@@ -63,6 +64,14 @@ type FS interface {
 // FIFOer is implemented by filesystems that can make named pipes (mkfifo).
 type FIFOer interface {
 	Mkfifo(path string, perm fs.FileMode) error
+}
+
+// Attrer is implemented by filesystems that can change a file's mode (its
+// permission, set-id and sticky bits) and owner (-1 keeps an id); both
+// follow a symlink, as chmod(2) and chown(2) do (chmod, chown).
+type Attrer interface {
+	Chmod(path string, mode fs.FileMode) error
+	Chown(path string, uid, gid int) error
 }
 
 // Signal numbers the processes know, as on Linux x86_64.

@@ -1,8 +1,9 @@
 package incus
 
 // The contract suite: one set of tests, run against the in-process fake
-// (testharness/incusfake) and against a real LXD daemon (internal/lxdtest), so
-// the fake is proven faithful on everything the client relies on.
+// (testharness/incusfake) and against a real LXD daemon (internal/lxdtest),
+// each on its Unix socket and through a real sshd, so the fake is proven
+// faithful on everything the client relies on.
 
 import (
 	"bufio"
@@ -45,6 +46,8 @@ type target struct {
 	newInstance func(tb testing.TB, devices shared.Devices) string
 	// root is the root disk every new instance has, if any.
 	root shared.Devices
+	// socket is the server's Unix socket on this machine.
+	socket string
 }
 
 func fakeTarget(tb testing.TB) target {
@@ -73,7 +76,8 @@ func fakeTarget(tb testing.TB) target {
 			fake.AddInstance(contractProject, name, TypeContainer, all)
 			return name
 		},
-		root: root,
+		root:   root,
+		socket: sock,
 	}
 }
 
@@ -105,6 +109,7 @@ func lxdTarget(tb testing.TB) target {
 		dial:        d.Dial,
 		newInstance: func(tb testing.TB, devices shared.Devices) string { return d.NewInstance(tb, contractProject, devices) },
 		root:        shared.Devices{"root": {"type": "disk", "path": "/", "pool": lxdtest.Pool}},
+		socket:      d.Socket,
 	}
 }
 
@@ -116,7 +121,14 @@ func lxdOverSSHTarget(tb testing.TB) target {
 	tb.Helper()
 	tg := lxdTarget(tb)
 	tg.name = "lxd-over-ssh"
-	d := lxdtest.Shared(tb)
+	tg.dial = sshDialUnix(tb, tg.socket)
+	return tg
+}
+
+// sshDialUnix returns a dialer that reaches the Unix socket sock through
+// sshpool's pooled connection to a real sshd and its streamlocal forwarding.
+func sshDialUnix(tb testing.TB, sock string) func(ctx context.Context) (net.Conn, error) {
+	tb.Helper()
 	srv := sshdtest.Start(tb, sshdtest.Options{})
 	const alias = "incus-host"
 	pool, err := sshpool.NewPool(sshpool.Options{ConfigPath: srv.WriteClientConfig(tb, alias)})
@@ -131,15 +143,25 @@ func lxdOverSSHTarget(tb testing.TB) target {
 			tb.Errorf("sshd accepted %d connections, want at most 1", n)
 		}
 	})
-	tg.dial = func(ctx context.Context) (net.Conn, error) { return pool.DialUnix(ctx, alias, d.Socket) }
+	return func(ctx context.Context) (net.Conn, error) { return pool.DialUnix(ctx, alias, sock) }
+}
+
+// fakeOverSSHTarget reaches the fake through a real sshd as
+// lxdOverSSHTarget reaches LXD.
+func fakeOverSSHTarget(tb testing.TB) target {
+	tb.Helper()
+	tg := fakeTarget(tb)
+	tg.name = "fake-over-ssh"
+	tg.dial = sshDialUnix(tb, tg.socket)
 	return tg
 }
 
-// forEachTarget runs test against the fake, against real LXD on its local
-// socket, and against the same LXD through a real sshd.
+// forEachTarget runs test against the fake and against real LXD, each on
+// its local socket and through a real sshd.
 func forEachTarget(t *testing.T, test func(t *testing.T, tg target)) {
 	t.Helper()
 	t.Run("fake", func(t *testing.T) { test(t, fakeTarget(t)) })
+	t.Run("fake-over-ssh", func(t *testing.T) { test(t, fakeOverSSHTarget(t)) })
 	t.Run("lxd", func(t *testing.T) { test(t, lxdTarget(t)) })
 	t.Run("lxd-over-ssh", func(t *testing.T) { test(t, lxdOverSSHTarget(t)) })
 }

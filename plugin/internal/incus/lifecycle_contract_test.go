@@ -3,8 +3,9 @@ package incus
 // The lifecycle contract: what the whole job needs of a server (image alias,
 // create, start, stop, delete, list, exec over websockets, file reads),
 // written once as RunLifecycleContract over a client and a setup, and run
-// here against real LXD on its socket and through a real sshd. Another
-// server (the fake) passes by providing a LifecycleSetup.
+// here against the fake (testharness/incusfake, its guest laid out as the
+// busybox image) and against real LXD (containers from internal/lxdtest's
+// busybox image), each on its Unix socket and through a real sshd.
 
 import (
 	"bytes"
@@ -24,6 +25,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/pikaci/vmexec/internal/lxdtest"
 	"github.com/pikaci/vmexec/shared"
+	"github.com/pikaci/vmexec/testharness/incusfake"
 )
 
 // LifecycleSetup is what RunLifecycleContract needs of a server.
@@ -54,11 +56,44 @@ func lxdLifecycleSetup(tb testing.TB, tg target) LifecycleSetup {
 	}
 }
 
+// fakeLifecycleSetup serves a fake Incus set up as lxdtest sets up LXD: the
+// project shares the default project's images and profiles, the default
+// profile gives the root disk, and the image's guest is the busybox
+// image's (incusfake.BusyboxLikeTree). Disk sources are this machine's
+// directories. With overSSH the fake is reached through a real sshd's
+// streamlocal forwarding to its Unix socket, as the plugin reaches Incus.
+func fakeLifecycleSetup(tb testing.TB, overSSH bool) LifecycleSetup {
+	tb.Helper()
+	fake := incusfake.New(incusfake.Options{})
+	fake.AddProject(contractProject, map[string]string{"features.images": "false", "features.profiles": "false"})
+	fp := fake.AddImage("default", lxdtest.ImageAlias, "", map[string]string{"os": "busybox"})
+	fake.SetImageTree("default", lxdtest.ImageAlias, incusfake.BusyboxLikeTree())
+	sock := startFake(tb, fake)
+	tb.Cleanup(fake.Shutdown) // before the server closes: ends what waits on a FIFO
+	var d net.Dialer
+	s := LifecycleSetup{
+		Name:    "fake",
+		Dial:    func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "unix", sock) },
+		Project: contractProject, Alias: lxdtest.ImageAlias, Fingerprint: fp, Profiles: []string{"default"},
+		HostDir: func(tb testing.TB) string { return sources(tb, 1)[0] },
+	}
+	if overSSH {
+		s.Name = "fake-over-ssh"
+		s.Dial = sshDialUnix(tb, sock)
+	}
+	return s
+}
+
 func TestLifecycleContract(t *testing.T) {
-	for _, mk := range []func(testing.TB) target{lxdTarget, lxdOverSSHTarget} {
-		tg := mk(t)
-		t.Run(tg.name, func(t *testing.T) {
-			s := lxdLifecycleSetup(t, tg)
+	setups := []func(testing.TB) LifecycleSetup{
+		func(tb testing.TB) LifecycleSetup { return fakeLifecycleSetup(tb, false) },
+		func(tb testing.TB) LifecycleSetup { return fakeLifecycleSetup(tb, true) },
+		func(tb testing.TB) LifecycleSetup { return lxdLifecycleSetup(tb, lxdTarget(tb)) },
+		func(tb testing.TB) LifecycleSetup { return lxdLifecycleSetup(tb, lxdOverSSHTarget(tb)) },
+	}
+	for _, mk := range setups {
+		s := mk(t)
+		t.Run(s.Name, func(t *testing.T) {
 			c := New(s.Dial)
 			defer c.Close()
 			RunLifecycleContract(t, c, s)
@@ -369,6 +404,22 @@ func RunLifecycleContract(t *testing.T, c *Client, s LifecycleSetup) {
 		}
 		if l.Type != FileTypeSymlink || l.Target != "/etc/passwd" || l.Body != nil {
 			t.Errorf("symlink: %+v; want its target, not its content", l)
+		}
+		// What a process creates is its user's.
+		if code, _, errOut := run(t, name, ExecRequest{Command: []string{"sh", "-c", "printf x > /home/ci/mine && mkdir /home/ci/d"}, User: 1000, Group: 1000}); code != 0 {
+			t.Fatalf("create as uid 1000: exit %d: %s", code, errOut)
+		}
+		for _, p := range []string{"/home/ci/mine", "/home/ci/d"} {
+			f, err := c.GetFile(ctx, s.Project, name, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f.Body != nil {
+				f.Body.Close()
+			}
+			if f.UID != 1000 || f.GID != 1000 {
+				t.Errorf("%s made by uid 1000: owner %d:%d, want 1000:1000", p, f.UID, f.GID)
+			}
 		}
 		_, err = c.GetFile(ctx, s.Project, name, "/a/missing")
 		if !errors.Is(err, shared.ErrNotFound) || !strings.Contains(err.Error(), `"/a/missing"`) {
