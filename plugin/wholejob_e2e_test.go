@@ -664,3 +664,31 @@ func TestWholeJob_Sweep(t *testing.T) {
 		t.Errorf("instances left (-want +got):\n%s", diff)
 	}
 }
+
+// The job's output reaches runner-host's stdout while the job runs: the job
+// cannot end before the test, having seen its first line, lets it go.
+func TestWholeJob_LiveOutput(t *testing.T) {
+	x := newE2E(t)
+	j := x.job(t, "hash-live", "echo first; echo err-first >&2; while [ ! -e /tmp/go ]; do sleep 0.05; done; echo second", nil)
+	var out, errOut watchBuffer
+	_, done := x.start(t, &out, &errOut, "run", "--plugin-dir", x.pluginDir, "--ssh-config", x.sshConfig, "--job", j.file)
+	out.await(t, "first\n")
+	errOut.await(t, "err-first\n")
+	select {
+	case code := <-done:
+		t.Fatalf("runner-host ended (exit %d) before the job was let go", code)
+	default:
+	}
+	lxd := incus.NewUnix(x.d.Socket)
+	defer lxd.Close()
+	if code, err := lxd.Exec(t.Context(), e2eProject, j.instance, incus.ExecRequest{Command: []string{"touch", "/tmp/go"}}); err != nil || code != 0 {
+		t.Fatalf("touch /tmp/go: %d, %v", code, err)
+	}
+	if code := x.wait(t, done); code != 0 {
+		t.Errorf("exit code %d, want 0; stderr:\n%s", code, errOut.String())
+	}
+	if got := out.String(); got != "first\nsecond\n" {
+		t.Errorf("stdout %q", got)
+	}
+	x.gone(t, j.instance)
+}
