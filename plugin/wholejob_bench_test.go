@@ -20,6 +20,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -421,14 +422,52 @@ func rawExecTrue(ctx context.Context, rc *rawConn, ws *http.Client, instance str
 	return *done.Metadata.Metadata.Return, nil
 }
 
+// rawCollect is the file API's floor: a GET per directory and per file, one
+// after another over one streamlocal channel kept open, each file written
+// under dest (no checks: the names are the bench's own). It returns the
+// number of files.
+func rawCollect(ctx context.Context, rc *rawConn, instance, guestDir, dest string) (int, error) {
+	get := func(p string) (int, []byte, error) {
+		code, _, data, err := rc.do(ctx, http.MethodGet, "/1.0/instances/"+url.PathEscape(instance)+"/files?path="+url.QueryEscape(p)+"&project="+benchProject, nil, "")
+		return code, data, err
+	}
+	n := 0
+	var walk func(rel string) error
+	walk = func(rel string) error {
+		code, data, err := get(path.Join(guestDir, rel))
+		if err != nil || code != http.StatusOK {
+			return fmt.Errorf("GET %s: %d %v", rel, code, err)
+		}
+		var env struct {
+			Metadata []string `json:"metadata"`
+		}
+		if err := json.Unmarshal(data, &env); err != nil || env.Metadata == nil {
+			// A file: its content is the body.
+			if err := os.MkdirAll(filepath.Dir(filepath.Join(dest, rel)), 0o755); err != nil {
+				return err
+			}
+			n++
+			return os.WriteFile(filepath.Join(dest, rel), data, 0o644)
+		}
+		for _, name := range env.Metadata {
+			if err := walk(path.Join(rel, name)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return n, walk("")
+}
+
 // BenchmarkCollectArtifacts copies 200 files of 1 KiB out of a running
 // container: ours is CollectArtifacts through the plugin loaded by host/
 // (one exec listing special files, then the file API); seed is the seed's
 // way: `lxc exec … find` for the list, then one `ssh host 'lxc exec … cat
-// FILE'` process per file into the local copy. The copies are removed
+// FILE'` process per file into the local copy; floor is rawCollect, the
+// file API alone in process over the same sshd. The copies are removed
 // between ops, outside the timer. It prints
 //
-//	BENCH collect-artifacts ours=… seed=… ratio=<seed/ours>
+//	BENCH collect-artifacts ours=… seed=… floor=… ratio=<seed/ours> ours/floor=…
 func BenchmarkCollectArtifacts(b *testing.B) {
 	const files = 200
 	w := newWholeBench(b)
@@ -496,7 +535,20 @@ func BenchmarkCollectArtifacts(b *testing.B) {
 		}
 		seed = b.Elapsed() / time.Duration(b.N)
 	})
-	if ours > 0 && seed > 0 {
-		fmt.Printf("BENCH collect-artifacts ours=%v seed=%v ratio=%.1f\n", ours.Round(time.Millisecond), seed.Round(time.Millisecond), float64(seed)/float64(ours))
+	var floor time.Duration
+	b.Run("floor", func(b *testing.B) {
+		rc := openRaw(b, benchPool(b, w.cfg), w.d.Socket)
+		for b.Loop() {
+			n, err := rawCollect(ctx, rc, l.Instance, shared.DefaultArtifactsPath, dest)
+			if err != nil || n != files {
+				b.Fatalf("raw collect: %d files, %v", n, err)
+			}
+			clean(b)
+		}
+		floor = b.Elapsed() / time.Duration(b.N)
+	})
+	if ours > 0 && seed > 0 && floor > 0 {
+		fmt.Printf("BENCH collect-artifacts ours=%v seed=%v floor=%v ratio=%.1f ours/floor=%.2f\n", ours.Round(time.Millisecond), seed.Round(time.Millisecond),
+			floor.Round(time.Millisecond), float64(seed)/float64(ours), float64(ours)/float64(floor))
 	}
 }
