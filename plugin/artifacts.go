@@ -40,8 +40,15 @@ func (e *Executor) CollectArtifacts(ctx context.Context, req shared.CollectReque
 		return shared.CollectResult{}, err
 	}
 	dest := filepath.Join(spec.Host.JobDir, "artifacts")
-	src := guestFiles(ep, spec.Remote.Incus.Project, l.Instance)
+	// Special files first, with one exec: the file API must never be
+	// asked for a FIFO.
+	special, warnings, err := listSpecial(ctx, ep.client, spec.Remote.Incus.Project, l.Instance, a.Path)
+	if err != nil {
+		return shared.CollectResult{}, fmt.Errorf("collect artifacts of job %s from %s: %w", shared.Show(spec.Job.ID), l.Instance, err)
+	}
+	src := guestFiles(ep, spec.Remote.Incus.Project, l.Instance, special)
 	res, err := artifacts.Collect(ctx, src, a.Path, dest, a.MaxBytes, artifacts.Options{})
+	res.Warnings = append(warnings, res.Warnings...)
 	if err != nil {
 		return res, fmt.Errorf("collect artifacts of job %s from %s: %w", shared.Show(spec.Job.ID), l.Instance, err)
 	}

@@ -1,27 +1,39 @@
 package plugin
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"net/http"
+	"strings"
+	"time"
 
 	"github.com/pikaci/vmexec/plugin/internal/artifacts"
 	"github.com/pikaci/vmexec/plugin/internal/incus"
+	"github.com/pikaci/vmexec/shared"
 )
 
-// incusFiles reads one instance's files through the Incus file API.
+// incusFiles reads one instance's files through the Incus file API. A path
+// in special (a FIFO, socket or device found by listSpecial) is answered
+// without any request: a GET of a guest FIFO blocks the server's reader,
+// and on LXD 5.0 an abandoned one makes the next force stop fail and the
+// delete never finish.
 type incusFiles struct {
 	client            *incus.Client
 	project, instance string
+	special           map[string]string // guest path -> what it is
 }
 
-func guestFiles(ep *incusEndpoint, project, instance string) artifacts.Source {
-	return incusFiles{client: ep.client, project: project, instance: instance}
+func guestFiles(ep *incusEndpoint, project, instance string, special map[string]string) artifacts.Source {
+	return incusFiles{client: ep.client, project: project, instance: instance, special: special}
 }
 
 func (f incusFiles) GetFile(ctx context.Context, path string) (artifacts.Entry, error) {
+	if what, ok := f.special[path]; ok {
+		return artifacts.Entry{Type: what + " (not read)", Size: -1}, nil
+	}
 	file, err := f.client.GetFile(ctx, f.project, f.instance, path)
 	if err != nil {
 		// A missing path answers 404 "Not Found"; a missing instance
@@ -40,4 +52,89 @@ func (f incusFiles) GetFile(ctx context.Context, path string) (artifacts.Entry, 
 		Target:  file.Target,
 		Body:    file.Body,
 	}, nil
+}
+
+// Bounds of the special-file listing: its exec, and its output.
+const (
+	listSpecialTimeout = time.Minute
+	maxSpecialList     = 4 << 20
+)
+
+// specialTypes are find's -type letters for what the file API must never
+// read, and their names.
+var specialTypes = map[string]string{"p": "FIFO", "s": "socket", "b": "block device", "c": "character device"}
+
+// listSpecialScript prints, NUL-framed, each type letter followed by the
+// paths under $1 of that type (find does not follow symlinks, the starting
+// point's included). A path starts with "/", a type letter does not, so
+// the framing is unambiguous whatever the names hold. No find: exit 127.
+const listSpecialScript = `command -v find >/dev/null 2>&1 || exit 127
+[ -e "$1" ] || [ -L "$1" ] || exit 0
+for t in p s b c; do printf '%s\0' "$t"; find "$1" -type "$t" -print0; done`
+
+// listSpecial finds the FIFOs, sockets and devices under dir in the guest
+// with one exec, before any file is read. When the guest cannot list them
+// (no find, no sh, a stopped instance), the collection goes on with the
+// per-file timeout alone, and a warning says so.
+func listSpecial(parent context.Context, c *incus.Client, project, instance, dir string) (map[string]string, []string, error) {
+	ctx, cancel := context.WithTimeout(parent, listSpecialTimeout)
+	defer cancel()
+	var out, errOut boundedBuffer
+	out.max, errOut.max = maxSpecialList, 4<<10
+	code, err := c.Exec(ctx, project, instance, incus.ExecRequest{
+		Command: []string{"sh", "-c", listSpecialScript, "sh", dir},
+		Stdout:  &out, Stderr: &errOut,
+	})
+	fallback := func(why string) (map[string]string, []string, error) {
+		return nil, []string{fmt.Sprintf("could not list special files under %s in the guest (%s): FIFOs, sockets and devices are not recognised before they are read; each read is bounded by %s instead",
+			shared.Show(dir), why, artifacts.FileTimeout)}, nil
+	}
+	switch {
+	case out.over:
+		return nil, nil, shared.Errorf(shared.ErrInvalidInput, "artifacts.path", dir,
+			"collect artifacts: the special files under %s in the guest take more than %d bytes to list", shared.Show(dir), maxSpecialList)
+	case err != nil && parent.Err() != nil:
+		return nil, nil, fmt.Errorf("collect artifacts: list the special files under %s: %w", shared.Show(dir), err)
+	case err != nil:
+		return fallback(err.Error())
+	case code == 127 || code == 126:
+		return fallback(fmt.Sprintf("the guest has no find or sh: exit %d", code))
+	}
+	special := map[string]string{}
+	what := ""
+	for _, tok := range strings.Split(out.String(), "\x00") {
+		if tok == "" {
+			continue
+		}
+		if name, ok := specialTypes[tok]; ok {
+			what = name
+			continue
+		}
+		if what != "" && strings.HasPrefix(tok, "/") {
+			special[tok] = what
+		}
+	}
+	var warnings []string
+	if code != 0 {
+		warnings = append(warnings, fmt.Sprintf("listing the special files under %s in the guest exited %d: %s",
+			shared.Show(dir), code, shared.Show(strings.TrimSpace(errOut.String()))))
+	}
+	return special, warnings, nil
+}
+
+// boundedBuffer keeps the first max bytes written to it and notes more.
+type boundedBuffer struct {
+	bytes.Buffer
+	max  int
+	over bool
+}
+
+func (b *boundedBuffer) Write(p []byte) (int, error) {
+	n := len(p)
+	if room := b.max - b.Len(); len(p) > room {
+		b.over = true
+		p = p[:max(room, 0)]
+	}
+	b.Buffer.Write(p)
+	return n, nil
 }
