@@ -142,6 +142,13 @@ func (p *Pool) RunInput(ctx context.Context, host, command string, stdin []byte)
 	if shared.IsLocalHost(host) {
 		return runLocal(ctx, host, command, stdin)
 	}
+	return p.withConn(ctx, host, func(c *conn) (Result, bool, error) { return c.run(ctx, command, stdin) })
+}
+
+// withConn runs one session on host's pooled connection. When the
+// connection turns out dead before the session started (retry), it redials
+// once and runs the session again.
+func (p *Pool) withConn(ctx context.Context, host string, session func(*conn) (Result, bool, error)) (Result, error) {
 	h, err := p.resolve(host)
 	if err != nil {
 		return Result{}, err
@@ -151,7 +158,7 @@ func (p *Pool) RunInput(ctx context.Context, host, command string, stdin []byte)
 		if err != nil {
 			return Result{}, err
 		}
-		res, retry, err := c.run(ctx, command, stdin)
+		res, retry, err := session(c)
 		if retry && attempt == 0 {
 			p.log.Info("ssh connection is dead, redialling", "host", host, "conn", c.key, "error", err)
 			p.drop(c)

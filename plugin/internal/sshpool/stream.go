@@ -43,23 +43,7 @@ func (p *Pool) RunStream(ctx context.Context, host, command string, stdin io.Rea
 	if shared.IsLocalHost(host) {
 		return runLocalStream(ctx, host, command, stdin)
 	}
-	h, err := p.resolve(host)
-	if err != nil {
-		return Result{}, err
-	}
-	for attempt := 0; ; attempt++ {
-		c, err := p.get(ctx, h)
-		if err != nil {
-			return Result{}, err
-		}
-		res, retry, err := c.runStream(ctx, command, stdin)
-		if retry && attempt == 0 {
-			p.log.Info("ssh connection is dead, redialling", "host", host, "conn", c.key, "error", err)
-			p.drop(c)
-			continue
-		}
-		return res, err
-	}
+	return p.withConn(ctx, host, func(c *conn) (Result, bool, error) { return c.runStream(ctx, command, stdin) })
 }
 
 // errStdin marks a failure to read the caller's stdin.
