@@ -40,6 +40,7 @@ func init() {
 		"which":  whichProgram,
 		"chmod":  chmodProgram,
 		"chown":  chownProgram,
+		"find":   findProgram,
 	}
 	programs[progLookup] = lookupProgram
 	programs[progWait] = waitJobs
