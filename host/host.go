@@ -6,8 +6,7 @@
 //
 // RunWholeJob (wholejob.go) runs a whole job (contract version 2) on a
 // shared.JobExecutor: prepare the directories, stage, prepare the runtime,
-// run, collect, and Cleanup
-// whenever PrepareRuntime was reached. It writes the run record (Record:
+// run, collect, and Cleanup whenever PrepareRuntime was reached. It writes the run record (Record:
 // phases with their times and errors, the exit code, the cleanup) to
 // <host.job_dir>/pikaci-execution.json (RecordFile), also when the job
 // failed.
