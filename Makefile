@@ -6,7 +6,7 @@ BIN      := bin
 PROTO    := shared/executorpb/executor.proto
 export CGO_ENABLED ?= 0
 
-.PHONY: all build deps test unit lint proto fuzz bench demo clean
+.PHONY: all build deps test unit lint proto proto-check fuzz bench demo clean
 
 all: build
 
@@ -40,6 +40,20 @@ proto:
 		--go_out=shared/executorpb --go_opt=paths=source_relative \
 		--go-grpc_out=shared/executorpb --go-grpc_opt=paths=source_relative \
 		$(PROTO)
+
+# Regenerates the protobuf code into a temporary folder and fails unless it
+# is byte-identical to what is committed.
+proto-check:
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	protoc --proto_path=shared/executorpb \
+		--plugin=protoc-gen-go=$$($(GO) tool -n protoc-gen-go) \
+		--plugin=protoc-gen-go-grpc=$$($(GO) tool -n protoc-gen-go-grpc) \
+		--go_out="$$tmp" --go_opt=paths=source_relative \
+		--go-grpc_out="$$tmp" --go-grpc_opt=paths=source_relative \
+		$(PROTO) && \
+	for f in executor.pb.go executor_grpc.pb.go; do \
+		cmp "$$tmp/$$f" shared/executorpb/$$f || { echo "shared/executorpb/$$f differs from what make proto generates"; exit 1; }; \
+	done && echo "protobuf code is up to date"
 
 FUZZTIME ?= 60s
 fuzz:

@@ -3,6 +3,13 @@
 // negotiates the protocol version, checks the binary's SHA-256 when the
 // operator pinned one, and hands out each plugin as a shared.Executor that
 // survives a crash of its process.
+//
+// RunWholeJob (wholejob.go) runs a whole job (contract version 2) on a
+// shared.JobExecutor: prepare the directories, stage, prepare the runtime,
+// run, collect, and Cleanup whenever PrepareRuntime was reached. It writes the run record (Record:
+// phases with their times and errors, the exit code, the cleanup) to
+// <host.job_dir>/pikaci-execution.json (RecordFile), also when the job
+// failed.
 package host
 
 import (

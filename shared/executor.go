@@ -1,6 +1,10 @@
 // Package shared is the executor contract: the interface every executor
-// plugin implements, its request and result types, the go-plugin handshake
-// and the gRPC adapters that carry it between the runner host and a plugin.
+// plugin implements (Executor, protocol version 1), the whole job's
+// (JobExecutor, wholejob.go, protocol version ProtocolWholeJob), their
+// request and result types, the error kinds, the go-plugin handshake and
+// the gRPC adapters that carry it between the runner host and a plugin.
+// Serve is a plugin's whole main: it offers protocol 2 as well when the
+// executor is a JobExecutor.
 //
 // Path derivation (contract v1, docs/contract.md) lives in the sub-packages
 // layout and devices; the generated protobuf code in executorpb.

@@ -5,6 +5,15 @@
 // remote's Unix socket), and compares what the plugin did with the case's
 // golden mkdir command and device map.
 //
+// Run and RunCases start a plugin binary; RunExecutor serves a Go
+// shared.Executor in process over go-plugin's in-memory gRPC connection,
+// through the same adapters and status mapping. Each runs the version 1
+// cases, then the whole-job cases (contract version 2, whole.go): the whole
+// job against the virtual remote, its fake Incus API and the fake's virtual
+// guests, checked against the case's wants; a plugin that speaks only
+// protocol 1 gets each whole-job case reported as skipped
+// (SkipProtocol1).
+//
 // A plugin learns where the remote is only through the protocol: Configure
 // receives shared.Settings{SSHConfigPath}, an OpenSSH client config naming
 // the case's remote.host with HostName, Port, User, IdentityFile and

@@ -1,6 +1,8 @@
 // Package cases reads and writes conformance cases: txtar archives holding a
 // case.json, the remote host's files and the wanted outcome, as
-// shared/conformance/FORMAT.md (format version 1) says.
+// docs/case-format.md says. Version 1 cases (PrepareDirectories and
+// ConfigureDevices) are read here; whole-job cases (contract version 2,
+// told apart by a "command" object in case.json) in whole.go.
 package cases
 
 import (

@@ -6,11 +6,13 @@
 //     generated, for one user; (*Host).WriteClientFiles hands both to a plugin
 //     as an OpenSSH client config, a private key and a known_hosts line.
 //   - "exec" requests are recorded verbatim and run with bash semantics
-//     (mvdan.cc/sh) over a [remotefs.FS]: the programs mkdir, cat, readlink and
-//     realpath exist, and for the snapshot transfer `tar -x -f - -C DIR`,
-//     `mv -T` and `rm [-rf]`, the shell's builtins (echo, printf, test, [, true,
-//     false, cd, exit, set, ...) work, and any other program fails with
-//     status 127 and "<name>: not available on the conformance remote".
+//     (mvdan.cc/sh) over a [remotefs.FS]: the programs mkdir, cat, head (-c
+//     only), stat (-c %s only), readlink and realpath exist, and for the
+//     snapshot transfer of contract v2 `tar -x -f - -C DIR`, `mv -T`,
+//     `rm [-rf]` and `find DIR -mindepth 1 -maxdepth 1 -exec rm -rf -- {} +`;
+//     the shell's builtins (echo, printf, test, [, true, false, cd, exit, set,
+//     ...) work, and any other program fails with status 127 and
+//     "<name>: not available on the conformance remote".
 //   - "direct-streamlocal@openssh.com" channels (ssh.Client.Dial("unix", p))
 //     to a path in Options.UnixSockets are served as HTTP/1.1 connections to
 //     its handler, such as the fake Incus API at /var/lib/incus/unix.socket.

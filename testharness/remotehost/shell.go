@@ -25,7 +25,9 @@ const NotAvailable = "not available on the conformance remote"
 // remote filesystem. Builtins (echo, printf, test, [, true, false, cd, set,
 // exit, ...) come from the interpreter; its stat, access, open and readdir
 // handlers are mapped onto the remote filesystem. The programs are mkdir,
-// cat, head (-c only), stat (-c %s only), readlink and realpath.
+// cat, head (-c only), stat (-c %s only), readlink and realpath
+// (programs.go), tar -x, mv -T and rm (staging.go) and one form of find
+// (find.go).
 type shell struct {
 	fs   *remotefs.FS
 	user string

@@ -1,8 +1,8 @@
 // Package vshell runs commands in the harness's virtual machines: a POSIX
 // shell interpreter (mvdan.cc/sh, the one the virtual remote host uses) over
 // a filesystem given as an interface, with a few busybox-like programs
-// (sleep, cat, kill, mkdir, ln, ls, rm, touch, id, env, mkfifo, chmod,
-// chown) and signals.
+// (sleep, cat, kill, mkdir, ln, ls, rm, touch, id, env, mkfifo, which,
+// chmod, chown; see Programs) and signals.
 //
 // A Process models what a CI job sees of a Linux process started by the
 // Incus exec API:

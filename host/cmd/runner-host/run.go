@@ -63,7 +63,7 @@ func parseRun(_ context.Context, app *App, args []string) (func(context.Context)
 	var phaseList string
 	fs := newFlagSet(app, "run", "--job FILE [--plugin-dir DIR] [--plugin NAME] [--ssh-config FILE] [--phases LIST] [--dry-run] [--json]")
 	f.register(fs)
-	fs.StringVar(&f.jobFile, "job", "", "JSON file with the job's `job`, `host` and `remote` objects (required)")
+	fs.StringVar(&f.jobFile, "job", "", "JSON file with the job's `job`, `host` and `remote` objects; with `runtime` and `command` (and optionally `artifacts`) as well, the whole job runs through protocol 2 (required)")
 	fs.StringVar(&f.plugin, "plugin", "remote-linux-vm", "plugin to run the job with")
 	fs.StringVar(&f.sshConfig, "ssh-config", "", "OpenSSH client config the plugin reads (default ~/.ssh/config, which may be absent, as for ssh)")
 	fs.StringVar(&phaseList, "phases", defaultPhases, "comma-separated phases to run, in order")

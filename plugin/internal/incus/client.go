@@ -1,6 +1,10 @@
 // Package incus is a small client of the Incus REST API: the server's
 // description, one instance with its ETag, and the one guarded update of an
-// instance's devices that ConfigureDevices needs. It speaks HTTP over any
+// instance's devices that ConfigureDevices needs (client.go, instance.go);
+// and for the whole job (contract v2), image alias lookup, instance create,
+// start, force-stop, delete and list (lifecycle.go), exec with its
+// websockets for stdin, stdout, stderr and control (exec.go), and reading
+// files through the file API (files.go). It speaks HTTP over any
 // stream (the remote Unix socket through SSH, a local Unix socket) or over
 // HTTPS with a client certificate and a pinned server certificate.
 //

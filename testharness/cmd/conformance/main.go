@@ -1,5 +1,5 @@
 // Command conformance checks an executor plugin binary against conformance
-// cases and prints one line per case, then "N passed, N failed".
+// cases and prints one line per case, then "N passed, N failed, N skipped".
 package main
 
 import (
