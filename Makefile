@@ -6,7 +6,7 @@ BIN      := bin
 PROTO    := shared/executorpb/executor.proto
 export CGO_ENABLED ?= 0
 
-.PHONY: all build deps test unit lint proto proto-check fuzz bench demo clean
+.PHONY: all build deps test unit lint proto proto-check fuzz bench demo clean proto-check
 
 all: build
 
@@ -25,7 +25,7 @@ lint:
 
 # Every test: unit, integration (real sshd, real LXD), conformance. Under
 # CI=true no integration test may skip.
-test: deps build lint
+test: deps build lint proto-check
 	$(GO) test -count=1 -timeout 30m ./...
 
 # Unit tests only (no root, no daemons needed; integration tests skip).
