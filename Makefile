@@ -6,7 +6,7 @@ BIN      := bin
 PROTO    := shared/executorpb/executor.proto
 export CGO_ENABLED ?= 0
 
-.PHONY: all build deps test unit lint proto proto-check fuzz bench demo clean proto-check
+.PHONY: all build deps test unit lint proto proto-check fuzz bench demo clean
 
 all: build
 
