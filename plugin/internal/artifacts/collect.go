@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path"
 	"slices"
@@ -309,7 +310,9 @@ func (c *collector) file(ctx context.Context, rel, guestPath string, e Entry) er
 			"collect artifacts: %s takes the artifacts over artifacts.max_bytes %d (%d bytes copied before it): %w",
 			shared.Show(guestPath), c.max, c.res.Bytes, ErrLimit)
 	}
-	if e.Size >= 0 && c.res.Bytes+e.Size > c.max {
+	// Compared as room left, never as a sum: no overflow for any max.
+	room := c.max - c.res.Bytes
+	if e.Size >= 0 && e.Size > room {
 		return limitErr()
 	}
 	perm := e.Mode.Perm() // set-uid, set-gid, sticky dropped
@@ -322,8 +325,14 @@ func (c *collector) file(ctx context.Context, rel, guestPath string, e Entry) er
 	if e.Body != nil {
 		body = e.Body
 	}
-	room := c.max - c.res.Bytes
-	n, err := io.Copy(f, io.LimitReader(body, room+1))
+	// One byte past room shows the cap crossed; when room is the largest
+	// int64 no file can cross it, and room+1 would wrap to a negative limit
+	// that reads nothing.
+	limit := room
+	if room < math.MaxInt64 {
+		limit = room + 1
+	}
+	n, err := io.Copy(f, io.LimitReader(body, limit))
 	if err == nil && n > room {
 		err = limitErr()
 	} else if err != nil {

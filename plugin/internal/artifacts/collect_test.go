@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path"
 	"path/filepath"
@@ -271,4 +272,44 @@ type failing struct{}
 
 func (failing) GetFile(context.Context, string) (artifacts.Entry, error) {
 	return artifacts.Entry{}, errors.New("404 Instance not found")
+}
+
+// TestCollectMaxBytesMaxInt64: the largest cap copies every file whole
+// (room+1 once wrapped to a negative limit and every file came out empty).
+func TestCollectMaxBytesMaxInt64(t *testing.T) {
+	dest := filepath.Join(t.TempDir(), "artifacts")
+	res, err := artifacts.Collect(t.Context(), guest(), art, dest, math.MaxInt64, artifacts.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := treeOf(t, dest)
+	if got["a.txt"] != "-rw-r--r-- alpha" || got["sub/deeper/b.bin"] != "-rw------- bravo!" {
+		t.Errorf("files not copied whole: %v", got)
+	}
+	if res.Files != 5 || res.Bytes != int64(len("alpha")+len("#!/bin/sh\n")+len("bravo!")) {
+		t.Errorf("result %+v", res)
+	}
+}
+
+// hugeSize reports every file as the largest size there is.
+type hugeSize struct{ fakeGuest }
+
+func (h hugeSize) GetFile(ctx context.Context, p string) (artifacts.Entry, error) {
+	e, err := h.fakeGuest.GetFile(ctx, p)
+	if e.Type == artifacts.TypeFile {
+		e.Size = math.MaxInt64
+	}
+	return e, err
+}
+
+// TestCollectHugeSizeAfterBytes: under the largest cap, a declared size
+// that would overflow the running total is over the cap, not a negative sum
+// that passes.
+func TestCollectHugeSizeAfterBytes(t *testing.T) {
+	g := fakeGuest{art: {typ: "directory"}, art + "/a": {typ: "file", mode: 0o644, body: "x"}, art + "/b": {typ: "file", mode: 0o644, body: "y"}}
+	dest := filepath.Join(t.TempDir(), "artifacts")
+	_, err := artifacts.Collect(t.Context(), hugeSize{g}, art, dest, math.MaxInt64, artifacts.Options{})
+	if !errors.Is(err, artifacts.ErrLimit) {
+		t.Fatalf("error %v, want ErrLimit", err)
+	}
 }
