@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/pikaci/vmexec/plugin/internal/artifacts"
+	"github.com/pikaci/vmexec/shared"
 )
 
 // fakeGuest is a guest filesystem as the Incus file API shows it: links
@@ -311,5 +312,30 @@ func TestCollectHugeSizeAfterBytes(t *testing.T) {
 	_, err := artifacts.Collect(t.Context(), hugeSize{g}, art, dest, math.MaxInt64, artifacts.Options{})
 	if !errors.Is(err, artifacts.ErrLimit) {
 		t.Fatalf("error %v, want ErrLimit", err)
+	}
+}
+
+// TestCollectRefusesSymlinkedDest: a destination that is a symlink (to a
+// directory elsewhere) is refused naming it, and nothing is written where it
+// points.
+func TestCollectRefusesSymlinkedDest(t *testing.T) {
+	tmp := t.TempDir()
+	elsewhere := filepath.Join(tmp, "elsewhere")
+	if err := os.Mkdir(elsewhere, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dest := filepath.Join(tmp, "job", "artifacts")
+	if err := os.Mkdir(filepath.Dir(dest), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(elsewhere, dest); err != nil {
+		t.Fatal(err)
+	}
+	_, err := artifacts.Collect(t.Context(), guest(), art, dest, 1<<20, artifacts.Options{})
+	if err == nil || !errors.Is(err, shared.ErrPermission) || !strings.Contains(err.Error(), dest) || !strings.Contains(err.Error(), "symbolic link") {
+		t.Fatalf("symlinked destination: %v, want a refusal naming it", err)
+	}
+	if entries, _ := os.ReadDir(elsewhere); len(entries) != 0 {
+		t.Errorf("written through the link: %v", entries)
 	}
 }
