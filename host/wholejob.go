@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/pikaci/vmexec/internal/regfile"
 	"github.com/pikaci/vmexec/shared"
 	"github.com/pikaci/vmexec/shared/devices"
 	"github.com/pikaci/vmexec/shared/layout"
@@ -196,13 +197,22 @@ func CheckWholeJob(job shared.WholeJob) error {
 	return err
 }
 
+// maxSnapshotMarker bounds the snapshot marker read: it names a hash and a
+// few fields.
+const maxSnapshotMarker = 1 << 20
+
 // ReadSnapshotHash reads the content_hash of dir/pikaci-snapshot.json. When
 // want is not empty, the hash must equal it.
 func ReadSnapshotHash(dir, want string) (string, error) {
 	file := filepath.Join(dir, shared.SnapshotMarker)
-	data, err := os.ReadFile(file)
+	// Not followed if a symlink, not blocked on if a FIFO, read bounded.
+	data, err := regfile.Read(file, maxSnapshotMarker)
 	if err != nil {
-		return "", shared.Errorf(kindOfFSError(err), "host.snapshot_dir", dir, "snapshot marker %s: %w", file, err)
+		kind := kindOfFSError(err)
+		if errors.Is(err, regfile.ErrRefused) {
+			kind = shared.ErrInvalidInput
+		}
+		return "", shared.Errorf(kind, "host.snapshot_dir", dir, "snapshot marker %s: %w", file, err)
 	}
 	var marker struct {
 		ContentHash *string `json:"content_hash"`

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pikaci/vmexec/internal/regfile"
 	"github.com/pikaci/vmexec/plugin/internal/sshpool"
 	"github.com/pikaci/vmexec/plugin/internal/stage"
 	"github.com/pikaci/vmexec/shared"
@@ -111,18 +112,14 @@ func (e *Executor) StageWorkspaceSnapshot(ctx context.Context, req shared.StageR
 // localHash reads the content_hash of the local marker.
 func localHash(dir string) (string, error) {
 	p := filepath.Join(dir, shared.SnapshotMarker)
-	f, err := os.OpenFile(p, os.O_RDONLY, 0)
+	// Not followed if a symlink, not blocked on if a FIFO, read bounded.
+	data, err := regfile.Read(p, stage.MaxMarker)
 	if err != nil {
 		kind := shared.ErrInvalidInput
 		if errors.Is(err, os.ErrNotExist) {
 			kind = shared.ErrNotFound
 		}
 		return "", shared.Errorf(kind, "host.snapshot_dir", dir, "snapshot marker %s: %w", p, err)
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, stage.MaxMarker+1))
-	if err != nil {
-		return "", shared.Errorf(shared.ErrInvalidInput, "host.snapshot_dir", dir, "snapshot marker %s: %w", p, err)
 	}
 	m, err := stage.ParseMarker(data, p)
 	if err != nil {

@@ -1,6 +1,7 @@
 package devices
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -96,6 +97,58 @@ func TestCheckInstanceGuestPathTaken(t *testing.T) {
 		t.Fatalf("taken path: %v", err)
 	}
 	for _, w := range []string{`"scratch"`, "pk-build-1", "/staged/build", `mount "root"`} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q lacks %s", err, w)
+		}
+	}
+}
+
+// TestBuildRefusesRootAtSlash: a payload root that resolves to / would make
+// every source "inside" it; it is refused naming the payload and where its
+// root resolves.
+func TestBuildRefusesRootAtSlash(t *testing.T) {
+	r := seedRemote()
+	delete(r.files, buildDir+"/"+ManifestPath)
+	r.link(buildDir, "/")
+	r.file("/"+ManifestPath, manifest(mount("etc", "etc", "/mnt/etc", false)))
+	r.mkdirAll("/etc")
+	_, err := Build(context.Background(), seedSpec(), r)
+	if err == nil || !errors.Is(err, shared.ErrPermission) {
+		t.Fatalf("root at /: %v", err)
+	}
+	for _, w := range []string{`"workspace-build"`, buildDir, `resolves to "/"`} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q lacks %s", err, w)
+		}
+	}
+}
+
+// unresolvable answers every resolution of one path with an error, the rest
+// as the wrapped remote does.
+type unresolvable struct {
+	*memRemote
+	path string
+}
+
+func (u unresolvable) Fetch(ctx context.Context, q Query) (Answer, error) {
+	a, err := u.memRemote.Fetch(ctx, q)
+	for i, p := range q.Resolve {
+		if p == u.path {
+			a.Resolved[i] = Resolved{Err: fmt.Errorf("%s: too many levels of symbolic links", p)}
+		}
+	}
+	return a, err
+}
+
+// TestBuildRefusesUnresolvedManifest: a manifest whose location cannot be
+// resolved is refused naming it, even when its content could be read.
+func TestBuildRefusesUnresolvedManifest(t *testing.T) {
+	file := buildDir + "/" + ManifestPath
+	_, err := Build(context.Background(), seedSpec(), unresolvable{seedRemote(), file})
+	if err == nil || !errors.Is(err, shared.ErrNotFound) {
+		t.Fatalf("unresolved manifest: %v", err)
+	}
+	for _, w := range []string{file, "too many levels", `"workspace-build"`} {
 		if !strings.Contains(err.Error(), w) {
 			t.Errorf("error %q lacks %s", err, w)
 		}

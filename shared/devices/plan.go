@@ -196,17 +196,23 @@ func Build(ctx context.Context, spec shared.JobSpec, r Remote) (Plan, error) {
 	realRoots := make([]string, len(payloads))
 	for i, root := range roots {
 		res := resolved[root]
+		field := "remote dir"
+		if l.Local {
+			field = "local_dir"
+		}
 		if res.Err != nil || !res.Exists {
-			field := "remote dir"
-			if l.Local {
-				field = "local_dir"
-			}
 			cause := res.Err
 			if cause == nil {
 				cause = fmt.Errorf("%s does not exist", root)
 			}
 			return Plan{}, shared.Errorf(shared.ErrNotFound, field, root,
 				"staged payload %s: resolve payload root %s on the remote host: %w", shared.Show(payloads[i].Name), root, cause)
+		}
+		if res.Path == "/" {
+			// Every path lies in /: no containment would be left to check.
+			return Plan{}, shared.Errorf(shared.ErrPermission, field, root,
+				"staged payload %s: payload root %s resolves to %s: a payload's root may not be the filesystem root",
+				shared.Show(payloads[i].Name), root, shared.Show(res.Path))
 		}
 		realRoots[i] = res.Path
 	}
@@ -221,7 +227,13 @@ func Build(ctx context.Context, spec shared.JobSpec, r Remote) (Plan, error) {
 	plan.Devices = append(plan.Devices, snapshot)
 	for i, p := range payloads {
 		file := q.Read[i]
-		if mres := a.Resolved[1+len(payloads)+i]; mres.Err == nil && !Inside(mres.Path, realRoots[i]) {
+		mres := a.Resolved[1+len(payloads)+i]
+		if mres.Err != nil {
+			// Where it lies is unknown, so its content cannot be trusted.
+			return Plan{}, shared.Errorf(shared.ErrNotFound, "manifest", file,
+				"staged payload %s: resolve manifest %s under payload root %s: %w", shared.Show(p.Name), file, realRoots[i], mres.Err)
+		}
+		if !Inside(mres.Path, realRoots[i]) {
 			return Plan{}, shared.Errorf(shared.ErrPermission, "manifest", file,
 				"staged payload %s: manifest %s resolves to %s, outside the payload's root %s", shared.Show(p.Name), file, shared.Show(mres.Path), realRoots[i])
 		}

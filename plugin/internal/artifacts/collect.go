@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path"
 	"slices"
@@ -68,7 +69,8 @@ var ErrLimit = errors.New("artifacts exceed their byte cap")
 // content.
 //
 //   - Every write goes through an os.Root opened on destDir: no path it
-//     writes, nor any link it follows, leaves destDir.
+//     writes, nor any link it follows, leaves destDir. destDir itself must
+//     not be a symlink.
 //   - No symlink is followed in the guest (the Source reports links as
 //     links) nor here. A guest link becomes a link in the copy only when its
 //     target lies inside guestDir (guestDir itself allowed); it is written
@@ -107,10 +109,10 @@ func Collect(ctx context.Context, src Source, guestDir, destDir string, maxBytes
 		closeBody(top)
 		return res, fmt.Errorf("collect artifacts: %w", err)
 	}
-	root, err := os.OpenRoot(destDir)
+	root, err := openDest(destDir)
 	if err != nil {
 		closeBody(top)
-		return res, fmt.Errorf("collect artifacts: %w", err)
+		return res, err
 	}
 	defer root.Close()
 	c.root = root
@@ -125,6 +127,41 @@ func Collect(ctx context.Context, src Source, guestDir, destDir string, maxBytes
 		c.warnf("skipped %s: the artifacts path is a %s, not a directory", shared.Show(guestDir), top.Type)
 		return res, nil
 	}
+}
+
+// openDest opens destDir as an os.Root, refusing it when it is a symlink
+// (MkdirAll and OpenRoot would follow one anywhere) or anything but a
+// directory. The opened directory must be the one Lstat saw, so a swap
+// between the two is refused too.
+func openDest(destDir string) (*os.Root, error) {
+	refuse := func(what string) error {
+		return shared.Errorf(shared.ErrPermission, "artifacts dir", destDir,
+			"collect artifacts: destination %s %s: refusing to write through it", destDir, what)
+	}
+	fi, err := os.Lstat(destDir)
+	if err != nil {
+		return nil, fmt.Errorf("collect artifacts: %w", err)
+	}
+	if fi.Mode()&fs.ModeSymlink != 0 {
+		return nil, refuse("is a symbolic link")
+	}
+	if !fi.IsDir() {
+		return nil, refuse("is not a directory")
+	}
+	root, err := os.OpenRoot(destDir)
+	if err != nil {
+		return nil, fmt.Errorf("collect artifacts: %w", err)
+	}
+	opened, err := root.Stat(".")
+	if err != nil {
+		root.Close()
+		return nil, fmt.Errorf("collect artifacts: %w", err)
+	}
+	if !os.SameFile(fi, opened) {
+		root.Close()
+		return nil, refuse("changed while it was opened")
+	}
+	return root, nil
 }
 
 type collector struct {
@@ -309,7 +346,9 @@ func (c *collector) file(ctx context.Context, rel, guestPath string, e Entry) er
 			"collect artifacts: %s takes the artifacts over artifacts.max_bytes %d (%d bytes copied before it): %w",
 			shared.Show(guestPath), c.max, c.res.Bytes, ErrLimit)
 	}
-	if e.Size >= 0 && c.res.Bytes+e.Size > c.max {
+	// Compared as room left, never as a sum: no overflow for any max.
+	room := c.max - c.res.Bytes
+	if e.Size >= 0 && e.Size > room {
 		return limitErr()
 	}
 	perm := e.Mode.Perm() // set-uid, set-gid, sticky dropped
@@ -322,8 +361,14 @@ func (c *collector) file(ctx context.Context, rel, guestPath string, e Entry) er
 	if e.Body != nil {
 		body = e.Body
 	}
-	room := c.max - c.res.Bytes
-	n, err := io.Copy(f, io.LimitReader(body, room+1))
+	// One byte past room shows the cap crossed; when room is the largest
+	// int64 no file can cross it, and room+1 would wrap to a negative limit
+	// that reads nothing.
+	limit := room
+	if room < math.MaxInt64 {
+		limit = room + 1
+	}
+	n, err := io.Copy(f, io.LimitReader(body, limit))
 	if err == nil && n > room {
 		err = limitErr()
 	} else if err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/pikaci/vmexec/plugin/internal/artifacts"
+	"github.com/pikaci/vmexec/shared"
 )
 
 // fakeGuest is a guest filesystem as the Incus file API shows it: links
@@ -271,4 +273,69 @@ type failing struct{}
 
 func (failing) GetFile(context.Context, string) (artifacts.Entry, error) {
 	return artifacts.Entry{}, errors.New("404 Instance not found")
+}
+
+// TestCollectMaxBytesMaxInt64: the largest cap copies every file whole
+// (room+1 once wrapped to a negative limit and every file came out empty).
+func TestCollectMaxBytesMaxInt64(t *testing.T) {
+	dest := filepath.Join(t.TempDir(), "artifacts")
+	res, err := artifacts.Collect(t.Context(), guest(), art, dest, math.MaxInt64, artifacts.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := treeOf(t, dest)
+	if got["a.txt"] != "-rw-r--r-- alpha" || got["sub/deeper/b.bin"] != "-rw------- bravo!" {
+		t.Errorf("files not copied whole: %v", got)
+	}
+	if res.Files != 5 || res.Bytes != int64(len("alpha")+len("#!/bin/sh\n")+len("bravo!")) {
+		t.Errorf("result %+v", res)
+	}
+}
+
+// hugeSize reports every file as the largest size there is.
+type hugeSize struct{ fakeGuest }
+
+func (h hugeSize) GetFile(ctx context.Context, p string) (artifacts.Entry, error) {
+	e, err := h.fakeGuest.GetFile(ctx, p)
+	if e.Type == artifacts.TypeFile {
+		e.Size = math.MaxInt64
+	}
+	return e, err
+}
+
+// TestCollectHugeSizeAfterBytes: under the largest cap, a declared size
+// that would overflow the running total is over the cap, not a negative sum
+// that passes.
+func TestCollectHugeSizeAfterBytes(t *testing.T) {
+	g := fakeGuest{art: {typ: "directory"}, art + "/a": {typ: "file", mode: 0o644, body: "x"}, art + "/b": {typ: "file", mode: 0o644, body: "y"}}
+	dest := filepath.Join(t.TempDir(), "artifacts")
+	_, err := artifacts.Collect(t.Context(), hugeSize{g}, art, dest, math.MaxInt64, artifacts.Options{})
+	if !errors.Is(err, artifacts.ErrLimit) {
+		t.Fatalf("error %v, want ErrLimit", err)
+	}
+}
+
+// TestCollectRefusesSymlinkedDest: a destination that is a symlink (to a
+// directory elsewhere) is refused naming it, and nothing is written where it
+// points.
+func TestCollectRefusesSymlinkedDest(t *testing.T) {
+	tmp := t.TempDir()
+	elsewhere := filepath.Join(tmp, "elsewhere")
+	if err := os.Mkdir(elsewhere, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dest := filepath.Join(tmp, "job", "artifacts")
+	if err := os.Mkdir(filepath.Dir(dest), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(elsewhere, dest); err != nil {
+		t.Fatal(err)
+	}
+	_, err := artifacts.Collect(t.Context(), guest(), art, dest, 1<<20, artifacts.Options{})
+	if err == nil || !errors.Is(err, shared.ErrPermission) || !strings.Contains(err.Error(), dest) || !strings.Contains(err.Error(), "symbolic link") {
+		t.Fatalf("symlinked destination: %v, want a refusal naming it", err)
+	}
+	if entries, _ := os.ReadDir(elsewhere); len(entries) != 0 {
+		t.Errorf("written through the link: %v", entries)
+	}
 }

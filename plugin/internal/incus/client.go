@@ -216,6 +216,10 @@ type response struct {
 	ETag       string
 }
 
+// maxResponse bounds a response body read whole: no API answer this
+// client asks for comes near it.
+const maxResponse = 64 << 20
+
 // do sends one request and decodes the envelope. Every failure is an
 // *APIError: an error envelope, a body that is not one, or no answer.
 func (c *Client) do(ctx context.Context, method, path string, body any, header http.Header) (*response, error) {
@@ -242,9 +246,13 @@ func (c *Client) do(ctx context.Context, method, path string, body any, header h
 		return nil, &APIError{Method: method, Path: path, Err: transportError(err)}
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse+1))
 	if err != nil {
 		return nil, &APIError{Method: method, Path: path, Err: err}
+	}
+	if len(data) > maxResponse {
+		return nil, &APIError{Method: method, Path: path, StatusCode: http.StatusBadGateway,
+			Message: fmt.Sprintf("a response larger than %d bytes, refused", maxResponse)}
 	}
 	if resp.StatusCode >= 400 {
 		return nil, decodeError(method, path, resp.StatusCode, data)

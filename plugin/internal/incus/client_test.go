@@ -466,3 +466,33 @@ func TestNewHTTPS(t *testing.T) {
 		}
 	})
 }
+
+// TestResponseReadIsBounded: a server that streams more than maxResponse
+// bytes gets an error naming the method and path, not an unbounded read.
+func TestResponseReadIsBounded(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		chunk := []byte(strings.Repeat(" ", 1<<20))
+		_, _ = w.Write([]byte(`{"type":"sync","metadata":"`))
+		for i := 0; i <= 64; i++ { // 65 MiB: over the 64 MiB bound
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	})
+	ts := httptest.NewServer(h) // loopback
+	defer ts.Close()
+	var d net.Dialer
+	c := New(func(ctx context.Context) (net.Conn, error) {
+		return d.DialContext(ctx, "tcp", ts.Listener.Addr().String())
+	})
+	defer c.Close()
+	_, err := c.do(t.Context(), http.MethodGet, "/1.0/instances/big", nil, nil)
+	if err == nil || !errors.Is(err, shared.ErrUnavailable) {
+		t.Fatalf("oversized response: %v", err)
+	}
+	for _, w := range []string{"GET", "/1.0/instances/big", "larger than 67108864 bytes"} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q lacks %s", err, w)
+		}
+	}
+}

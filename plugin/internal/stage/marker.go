@@ -68,7 +68,8 @@ func ParseMarker(data []byte, file string) (Marker, error) {
 			continue
 		}
 		if err := json.Unmarshal(raw, &m.ContentHash); err != nil || bytes.Equal(raw, []byte("null")) {
-			return Marker{}, bad("content_hash is %s, not a string", raw)
+			// Only the JSON type: the value may be up to MaxMarker long.
+			return Marker{}, bad("content_hash is a JSON %s, not a string", jsonType(raw))
 		}
 	}
 	if _, err := dec.Token(); err != nil { // the closing brace
@@ -78,4 +79,21 @@ func ParseMarker(data []byte, file string) (Marker, error) {
 		return Marker{}, bad("data after the JSON object")
 	}
 	return m, nil
+}
+
+// jsonType names the type of a valid JSON value by its first byte.
+func jsonType(raw json.RawMessage) string {
+	switch raw[0] {
+	case '{':
+		return "object"
+	case '[':
+		return "array"
+	case '"':
+		return "string"
+	case 't', 'f':
+		return "boolean"
+	case 'n':
+		return "null"
+	}
+	return "number"
 }

@@ -158,8 +158,9 @@ func TestParseMarker(t *testing.T) {
 		{"no hash", `{"created":"2026"}`, "", ""},
 		{"empty hash", `{"content_hash":""}`, "", ""},
 		{"duplicate key", `{"content_hash":"a","content_hash":"b"}`, "", `key "content_hash" given twice`},
-		{"not a string", `{"content_hash":12}`, "", "not a string"},
-		{"null", `{"content_hash":null}`, "", "not a string"},
+		{"not a string", `{"content_hash":12}`, "", "content_hash is a JSON number, not a string"},
+		{"null", `{"content_hash":null}`, "", "content_hash is a JSON null, not a string"},
+		{"object", `{"content_hash":{"secret":"` + strings.Repeat("x", 1000) + `"}}`, "", "content_hash is a JSON object, not a string"},
 		{"other spelling is another field", `{"Content_Hash":"x"}`, "", ""},
 		{"array", `["x"]`, "", "not a JSON object"},
 		{"trailing", `{"content_hash":"a"} {}`, "", "data after"},
@@ -171,6 +172,9 @@ func TestParseMarker(t *testing.T) {
 			if tc.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.err) || !strings.Contains(err.Error(), "/snap/pikaci-snapshot.json") {
 					t.Fatalf("error %v, want one containing %q and the file", err, tc.err)
+				}
+				if strings.Contains(err.Error(), "secret") {
+					t.Errorf("error echoes the marker: %v", err)
 				}
 				return
 			}
