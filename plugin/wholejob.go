@@ -95,7 +95,8 @@ func (e *Executor) wholeJobEndpoint(ctx context.Context, r shared.Remote) (*sshp
 
 // PrepareRuntime creates and starts the job's instance (contract v2,
 // docs/contract.md): the image alias looked up, a stale instance of the same
-// name force-deleted, the remote artifacts dir emptied, one create request
+// name force-deleted when its labels say it is this job's (another owner's
+// is an ErrConflict, see deleteOwnInstance), the remote artifacts dir emptied, one create request
 // carrying type, profiles, limits, labels and the devices ConfigureDevices
 // would plan, a start, and an exec of `true` until it succeeds. A dry run
 // looks up the alias and plans, and changes nothing.
@@ -174,7 +175,7 @@ func (e *Executor) PrepareRuntime(ctx context.Context, req shared.RuntimeRequest
 		return res, nil
 	}
 
-	if res.StaleDeleted, err = c.DeleteInstance(ctx, project, l.Instance); err != nil {
+	if res.StaleDeleted, err = deleteOwnInstance(ctx, c, project, l.Instance, l.RunID, l.JobID); err != nil {
 		return res, fmt.Errorf("prepare runtime of job %s: delete the stale instance: %w", shared.Show(l.JobID), err)
 	}
 	if _, err := pool.Run(ctx, spec.Remote.Host, emptyDirCommand(l.ArtifactsDir)); err != nil {
@@ -499,7 +500,8 @@ func userEnv(ctx context.Context, c *incus.Client, project, name string, cmd sha
 }
 
 // Cleanup force-deletes the job's instance; an instance already gone is a
-// success (Deleted false).
+// success (Deleted false). One of the job's name whose labels are not this
+// job's is left alone: ErrConflict (see deleteOwnInstance).
 func (e *Executor) Cleanup(ctx context.Context, req shared.CleanupRequest) (shared.CleanupResult, error) {
 	spec := req.Job.JobSpec
 	l, err := layout.Derive(spec)
@@ -510,11 +512,43 @@ func (e *Executor) Cleanup(ctx context.Context, req shared.CleanupRequest) (shar
 	if err != nil {
 		return shared.CleanupResult{Instance: l.Instance}, err
 	}
-	deleted, err := ep.client.DeleteInstance(ctx, projectOf(spec), l.Instance)
+	deleted, err := deleteOwnInstance(ctx, ep.client, projectOf(spec), l.Instance, l.RunID, l.JobID)
 	if err != nil {
 		return shared.CleanupResult{Instance: l.Instance}, fmt.Errorf("clean up job %s: %w", shared.Show(l.JobID), err)
 	}
 	return shared.CleanupResult{Instance: l.Instance, Deleted: deleted}, nil
+}
+
+// deleteOwnInstance force-deletes the instance name only when its labels
+// say it is this job's: the name is 48 bits of a hash of "<run id>:<job
+// id>", and ids may hold ':' (run "a:b" job "c" and run "a" job "b:c" share
+// a name), so another job's live instance, or one someone else made, can
+// carry it. Such an instance is refused with ErrConflict and kept. One
+// already gone is (false, nil).
+func deleteOwnInstance(ctx context.Context, c *incus.Client, project, name, runID, jobID string) (bool, error) {
+	inst, err := c.Instance(ctx, project, name)
+	if errors.Is(err, shared.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	gotRun, runOK := inst.Config[shared.LabelRun]
+	gotJob, jobOK := inst.Config[shared.LabelJob]
+	if !runOK || !jobOK || gotRun != runID || gotJob != jobID {
+		return false, shared.Errorf(shared.ErrConflict, "instance", name,
+			"instance %s in project %s is not this job's: its labels are %s=%s %s=%s, this job's %s=%s %s=%s; it is left alone (another job's, or not made by pikaci)",
+			shared.Show(name), shared.Show(project), shared.LabelRun, labelShow(gotRun, runOK), shared.LabelJob, labelShow(gotJob, jobOK),
+			shared.LabelRun, shared.Show(runID), shared.LabelJob, shared.Show(jobID))
+	}
+	return c.DeleteInstance(ctx, project, name)
+}
+
+func labelShow(v string, ok bool) string {
+	if !ok {
+		return "(missing)"
+	}
+	return shared.Show(v)
 }
 
 // Sweep deletes the project's leftover instances: those labelled
