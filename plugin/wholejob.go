@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pikaci/vmexec/plugin/internal/artifacts"
 	"github.com/pikaci/vmexec/plugin/internal/incus"
 	"github.com/pikaci/vmexec/plugin/internal/sshpool"
 	"github.com/pikaci/vmexec/shared"
@@ -266,6 +267,14 @@ func (e *Executor) RunJob(ctx context.Context, req shared.RunRequest, out shared
 		return shared.RunResult{}, fmt.Errorf("run job %s in instance %s: %w", shared.Show(l.JobID), shared.Show(l.Instance), err)
 	}
 
+	// The job's clock starts before the checks: their file reads are
+	// bounded (guestFileTimeout each) and count against timeout_secs.
+	var timeout <-chan time.Time
+	if cmd.TimeoutSecs > 0 {
+		t := time.NewTimer(time.Duration(cmd.TimeoutSecs) * time.Second)
+		defer t.Stop()
+		timeout = t.C
+	}
 	if err := checkCwd(ctx, c, project, l.Instance, cmd.Cwd); err != nil {
 		return fail(err)
 	}
@@ -285,12 +294,6 @@ func (e *Executor) RunJob(ctx context.Context, req shared.RunRequest, out shared
 	}
 	defer p.Close()
 
-	var timeout <-chan time.Time
-	if cmd.TimeoutSecs > 0 {
-		t := time.NewTimer(time.Duration(cmd.TimeoutSecs) * time.Second)
-		defer t.Stop()
-		timeout = t.C
-	}
 	res := shared.RunResult{TimeoutSecs: cmd.TimeoutSecs}
 	// bg outlives ctx: signals and the force stop must still go out after
 	// the host cancelled the call.
@@ -420,12 +423,33 @@ func (w *streamWriter) Write(p []byte) (int, error) {
 // maxSymlinkHops bounds following a cwd that is a symlink.
 const maxSymlinkHops = 8
 
+// guestFileTimeout bounds each of RunJob's checks that read the guest
+// through the file API (the cwd's, /etc/passwd's): a FIFO there never
+// answers. A variable for tests.
+var guestFileTimeout = artifacts.FileTimeout
+
+// guestReadTimeout is the error of a guest read that did not answer within
+// guestFileTimeout, nil for any other failure.
+func guestReadTimeout(ctx, fctx context.Context, field, value, path string, err error) error {
+	if ctx.Err() != nil || !errors.Is(fctx.Err(), context.DeadlineExceeded) {
+		return nil
+	}
+	return shared.Errorf(shared.ErrUnavailable, field, value,
+		"%s did not answer within %s in the guest (a FIFO?): %w", shared.Show(path), guestFileTimeout, err)
+}
+
 // checkCwd refuses a working directory that is not a directory in the
-// guest: Incus would silently run the command in / instead.
+// guest: Incus would silently run the command in / instead. Its reads are
+// bounded by guestFileTimeout together.
 func checkCwd(ctx context.Context, c *incus.Client, project, name, cwd string) error {
+	fctx, cancel := context.WithTimeout(ctx, guestFileTimeout)
+	defer cancel()
 	p := cwd
 	for range maxSymlinkHops {
-		f, err := c.GetFile(ctx, project, name, p)
+		f, err := c.GetFile(fctx, project, name, p)
+		if terr := guestReadTimeout(ctx, fctx, "command.cwd", cwd, p, err); terr != nil {
+			return fmt.Errorf("check command.cwd %s: %w", shared.Show(cwd), terr)
+		}
 		if errors.Is(err, shared.ErrNotFound) {
 			return shared.Errorf(shared.ErrNotFound, "command.cwd", cwd, "command.cwd %s does not exist in the guest: %w", shared.Show(cwd), err)
 		}
@@ -450,11 +474,14 @@ func checkCwd(ctx context.Context, c *incus.Client, project, name, cwd string) e
 // maxPasswd bounds the guest's /etc/passwd read.
 const maxPasswd = 4 << 20
 
+const passwdPath = "/etc/passwd"
+
 // userEnv returns the job's environment and gid. Incus sets HOME and USER
 // only for uid 0; for another uid they come from the guest's /etc/passwd
 // (as login would set them), unless command.env sets them, and the gid is
 // the user's primary group. A uid without a passwd entry runs with gid =
-// uid and without HOME or USER: nothing would be true to put there.
+// uid and without HOME or USER: nothing would be true to put there. The
+// read is bounded by guestFileTimeout.
 func userEnv(ctx context.Context, c *incus.Client, project, name string, cmd shared.Command) (map[string]string, int, error) {
 	env := maps.Clone(cmd.Env)
 	if env == nil {
@@ -463,7 +490,12 @@ func userEnv(ctx context.Context, c *incus.Client, project, name string, cmd sha
 	if cmd.User == 0 {
 		return env, 0, nil
 	}
-	f, err := c.GetFile(ctx, project, name, "/etc/passwd")
+	fctx, cancel := context.WithTimeout(ctx, guestFileTimeout)
+	defer cancel()
+	f, err := c.GetFile(fctx, project, name, passwdPath)
+	if terr := guestReadTimeout(ctx, fctx, "command.user", strconv.Itoa(cmd.User), passwdPath, err); terr != nil {
+		return nil, 0, fmt.Errorf("look up uid %d in the guest: %w", cmd.User, terr)
+	}
 	if errors.Is(err, shared.ErrNotFound) {
 		return env, cmd.User, nil
 	}
@@ -494,6 +526,9 @@ func userEnv(ctx context.Context, c *incus.Client, project, name string, cmd sha
 		return env, gid, nil
 	}
 	if err := sc.Err(); err != nil {
+		if terr := guestReadTimeout(ctx, fctx, "command.user", strconv.Itoa(cmd.User), passwdPath, err); terr != nil {
+			return nil, 0, fmt.Errorf("look up uid %d in the guest: %w", cmd.User, terr)
+		}
 		return nil, 0, fmt.Errorf("look up uid %d in the guest's /etc/passwd: %w", cmd.User, err)
 	}
 	return env, cmd.User, nil

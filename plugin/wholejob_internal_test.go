@@ -3,7 +3,9 @@ package plugin
 import (
 	"context"
 	"errors"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +15,7 @@ import (
 	"github.com/pikaci/vmexec/internal/lxdtest"
 	"github.com/pikaci/vmexec/plugin/internal/incus"
 	"github.com/pikaci/vmexec/shared"
+	"github.com/pikaci/vmexec/testharness/incusfake"
 )
 
 func TestEmptyDirCommandQuotesAndEmpties(t *testing.T) {
@@ -79,5 +82,72 @@ func TestWaitReadyTimesOutNamingTheInstance(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q lacks %q", err, want)
 		}
+	}
+}
+
+// fakeWithFIFOs serves a fake Incus whose instance c1 has FIFOs at
+// /etc/passwd and /work/pipe (and /work/link to it): a file API read of
+// one never answers.
+func fakeWithFIFOs(t *testing.T) *incus.Client {
+	t.Helper()
+	fake := incusfake.New(incusfake.Options{})
+	fake.AddInstance("default", "c1", incus.TypeContainer, nil)
+	g := fake.Guest("default", "c1")
+	for _, err := range []error{
+		g.MkdirAll("/etc"), g.Mkfifo("/etc/passwd", 0o644),
+		g.MkdirAll("/work"), g.Mkfifo("/work/pipe", 0o644), g.Symlink("/work/pipe", "/work/link"),
+	} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir, err := os.MkdirTemp("", "incusfake-") // short: sun_path is 108 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "unix.socket")
+	ts, err := fake.StartUnix(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ts.Close()
+		os.RemoveAll(dir)
+	})
+	t.Cleanup(fake.Shutdown) // before the server closes: ends what waits on a FIFO
+	c := incus.NewUnix(sock)
+	t.Cleanup(c.Close)
+	return c
+}
+
+// RunJob's checks before the job starts read the guest through the file
+// API; a FIFO there must not hang them: each gives up after
+// guestFileTimeout with an error naming the path.
+func TestRunJobChecksGiveUpOnAFIFO(t *testing.T) {
+	c := fakeWithFIFOs(t)
+	old := guestFileTimeout
+	guestFileTimeout = 100 * time.Millisecond
+	t.Cleanup(func() { guestFileTimeout = old })
+	ctx := t.Context()
+
+	for _, cwd := range []string{"/work/pipe", "/work/link"} {
+		err := checkCwd(ctx, c, "default", "c1", cwd)
+		if !errors.Is(err, shared.ErrUnavailable) || !strings.Contains(err.Error(), `"/work/pipe" did not answer`) || !strings.Contains(err.Error(), cwd) {
+			t.Errorf("checkCwd(%s) = %v; want ErrUnavailable naming /work/pipe", cwd, err)
+		}
+		var e *shared.Error
+		if !errors.As(err, &e) || e.Field != "command.cwd" {
+			t.Errorf("checkCwd(%s): field of %v is not command.cwd", cwd, err)
+		}
+	}
+	_, _, err := userEnv(ctx, c, "default", "c1", shared.Command{User: 1000})
+	if !errors.Is(err, shared.ErrUnavailable) || !strings.Contains(err.Error(), `"/etc/passwd" did not answer`) {
+		t.Errorf("userEnv = %v; want ErrUnavailable naming /etc/passwd", err)
+	}
+	// A cancellation is the caller's, not a FIFO's.
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := checkCwd(cctx, c, "default", "c1", "/work/pipe"); err == nil || strings.Contains(err.Error(), "did not answer") {
+		t.Errorf("checkCwd after a cancellation = %v; want the cancellation", err)
 	}
 }
