@@ -428,14 +428,33 @@ const maxSymlinkHops = 8
 // answers. A variable for tests.
 var guestFileTimeout = artifacts.FileTimeout
 
+// unblockBound bounds unblockFIFO.
+const unblockBound = 10 * time.Second
+
 // guestReadTimeout is the error of a guest read that did not answer within
-// guestFileTimeout, nil for any other failure.
-func guestReadTimeout(ctx, fctx context.Context, field, value, path string, err error) error {
+// guestFileTimeout, nil for any other failure. Before it returns it
+// unblocks the read (see unblockFIFO).
+func guestReadTimeout(ctx, fctx context.Context, c *incus.Client, project, name, field, value, path string, err error) error {
 	if ctx.Err() != nil || !errors.Is(fctx.Err(), context.DeadlineExceeded) {
 		return nil
 	}
+	unblockFIFO(ctx, c, project, name, path)
 	return shared.Errorf(shared.ErrUnavailable, field, value,
 		"%s did not answer within %s in the guest (a FIFO?): %w", shared.Show(path), guestFileTimeout, err)
+}
+
+// unblockFIFO opens path for writing and closes it at once, when it is a
+// FIFO, so that the file API read we gave up on ends: on LXD 5.0 that
+// read otherwise goes on in the server, and the instance's force stop
+// (Cleanup) fails with "operation timed out" until it does. It needs a
+// shell in the guest; without one nothing is lost but the stop.
+func unblockFIFO(ctx context.Context, c *incus.Client, project, name, path string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), unblockBound)
+	defer cancel()
+	_, _ = c.Exec(ctx, project, name, incus.ExecRequest{
+		Command: []string{"sh", "-c", `[ -p "$1" ] && : > "$1"`, "sh", path},
+		Stdout:  io.Discard, Stderr: io.Discard,
+	})
 }
 
 // checkCwd refuses a working directory that is not a directory in the
@@ -447,7 +466,7 @@ func checkCwd(ctx context.Context, c *incus.Client, project, name, cwd string) e
 	p := cwd
 	for range maxSymlinkHops {
 		f, err := c.GetFile(fctx, project, name, p)
-		if terr := guestReadTimeout(ctx, fctx, "command.cwd", cwd, p, err); terr != nil {
+		if terr := guestReadTimeout(ctx, fctx, c, project, name, "command.cwd", cwd, p, err); terr != nil {
 			return fmt.Errorf("check command.cwd %s: %w", shared.Show(cwd), terr)
 		}
 		if errors.Is(err, shared.ErrNotFound) {
@@ -493,7 +512,7 @@ func userEnv(ctx context.Context, c *incus.Client, project, name string, cmd sha
 	fctx, cancel := context.WithTimeout(ctx, guestFileTimeout)
 	defer cancel()
 	f, err := c.GetFile(fctx, project, name, passwdPath)
-	if terr := guestReadTimeout(ctx, fctx, "command.user", strconv.Itoa(cmd.User), passwdPath, err); terr != nil {
+	if terr := guestReadTimeout(ctx, fctx, c, project, name, "command.user", strconv.Itoa(cmd.User), passwdPath, err); terr != nil {
 		return nil, 0, fmt.Errorf("look up uid %d in the guest: %w", cmd.User, terr)
 	}
 	if errors.Is(err, shared.ErrNotFound) {
@@ -526,7 +545,7 @@ func userEnv(ctx context.Context, c *incus.Client, project, name string, cmd sha
 		return env, gid, nil
 	}
 	if err := sc.Err(); err != nil {
-		if terr := guestReadTimeout(ctx, fctx, "command.user", strconv.Itoa(cmd.User), passwdPath, err); terr != nil {
+		if terr := guestReadTimeout(ctx, fctx, c, project, name, "command.user", strconv.Itoa(cmd.User), passwdPath, err); terr != nil {
 			return nil, 0, fmt.Errorf("look up uid %d in the guest: %w", cmd.User, terr)
 		}
 		return nil, 0, fmt.Errorf("look up uid %d in the guest's /etc/passwd: %w", cmd.User, err)

@@ -151,3 +151,43 @@ func TestRunJobChecksGiveUpOnAFIFO(t *testing.T) {
 		t.Errorf("checkCwd after a cancellation = %v; want the cancellation", err)
 	}
 }
+
+// On LXD a file API read of a FIFO given up on goes on in the server and
+// makes the instance's force stop time out; the checks unblock it, so the
+// instance can still be cleaned up.
+func TestRunJobChecksOnAFIFOLeaveTheInstanceDeletable(t *testing.T) {
+	d := lxdtest.Shared(t)
+	d.BusyboxImage(t)
+	c := incus.NewUnix(d.Socket)
+	t.Cleanup(c.Close) // after the instance's deletion
+	ctx := t.Context()
+	const name = "fifo-checks"
+	if err := c.CreateInstance(ctx, "default", incus.CreateRequest{Name: name, Type: incus.TypeContainer, Alias: lxdtest.ImageAlias, Profiles: []string{"default"}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.DeleteInstance(context.Background(), "default", name) })
+	if err := c.Start(ctx, "default", name); err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	code, err := c.Exec(ctx, "default", name, incus.ExecRequest{Command: []string{"sh", "-c", "mkfifo /pipe && rm /etc/passwd && mkfifo /etc/passwd"}, Stdout: &out, Stderr: &out})
+	if err != nil || code != 0 {
+		t.Fatalf("guest setup: %d, %v: %s", code, err, out.String())
+	}
+	old := guestFileTimeout
+	guestFileTimeout = time.Second
+	t.Cleanup(func() { guestFileTimeout = old })
+
+	if err := checkCwd(ctx, c, "default", name, "/pipe"); !errors.Is(err, shared.ErrUnavailable) || !strings.Contains(err.Error(), `"/pipe" did not answer`) {
+		t.Errorf("checkCwd = %v; want ErrUnavailable naming /pipe", err)
+	}
+	if _, _, err := userEnv(ctx, c, "default", name, shared.Command{User: 1000}); !errors.Is(err, shared.ErrUnavailable) || !strings.Contains(err.Error(), `"/etc/passwd" did not answer`) {
+		t.Errorf("userEnv = %v; want ErrUnavailable naming /etc/passwd", err)
+	}
+	// Unblocked, the force stop is prompt; stuck, it fails after 30 s.
+	dctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if deleted, err := c.DeleteInstance(dctx, "default", name); err != nil || !deleted {
+		t.Errorf("delete after the checks gave up: %v, %v", deleted, err)
+	}
+}
