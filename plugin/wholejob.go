@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pikaci/vmexec/plugin/internal/artifacts"
 	"github.com/pikaci/vmexec/plugin/internal/incus"
 	"github.com/pikaci/vmexec/plugin/internal/sshpool"
 	"github.com/pikaci/vmexec/shared"
@@ -95,7 +96,8 @@ func (e *Executor) wholeJobEndpoint(ctx context.Context, r shared.Remote) (*sshp
 
 // PrepareRuntime creates and starts the job's instance (contract v2,
 // docs/contract.md): the image alias looked up, a stale instance of the same
-// name force-deleted, the remote artifacts dir emptied, one create request
+// name force-deleted when its labels say it is this job's (another owner's
+// is an ErrConflict, see deleteOwnInstance), the remote artifacts dir emptied, one create request
 // carrying type, profiles, limits, labels and the devices ConfigureDevices
 // would plan, a start, and an exec of `true` until it succeeds. A dry run
 // looks up the alias and plans, and changes nothing.
@@ -174,7 +176,7 @@ func (e *Executor) PrepareRuntime(ctx context.Context, req shared.RuntimeRequest
 		return res, nil
 	}
 
-	if res.StaleDeleted, err = c.DeleteInstance(ctx, project, l.Instance); err != nil {
+	if res.StaleDeleted, err = deleteOwnInstance(ctx, c, project, l.Instance, l.RunID, l.JobID); err != nil {
 		return res, fmt.Errorf("prepare runtime of job %s: delete the stale instance: %w", shared.Show(l.JobID), err)
 	}
 	if _, err := pool.Run(ctx, spec.Remote.Host, emptyDirCommand(l.ArtifactsDir)); err != nil {
@@ -265,6 +267,14 @@ func (e *Executor) RunJob(ctx context.Context, req shared.RunRequest, out shared
 		return shared.RunResult{}, fmt.Errorf("run job %s in instance %s: %w", shared.Show(l.JobID), shared.Show(l.Instance), err)
 	}
 
+	// The job's clock starts before the checks: their file reads are
+	// bounded (guestFileTimeout each) and count against timeout_secs.
+	var timeout <-chan time.Time
+	if cmd.TimeoutSecs > 0 {
+		t := time.NewTimer(time.Duration(cmd.TimeoutSecs) * time.Second)
+		defer t.Stop()
+		timeout = t.C
+	}
 	if err := checkCwd(ctx, c, project, l.Instance, cmd.Cwd); err != nil {
 		return fail(err)
 	}
@@ -284,12 +294,6 @@ func (e *Executor) RunJob(ctx context.Context, req shared.RunRequest, out shared
 	}
 	defer p.Close()
 
-	var timeout <-chan time.Time
-	if cmd.TimeoutSecs > 0 {
-		t := time.NewTimer(time.Duration(cmd.TimeoutSecs) * time.Second)
-		defer t.Stop()
-		timeout = t.C
-	}
 	res := shared.RunResult{TimeoutSecs: cmd.TimeoutSecs}
 	// bg outlives ctx: signals and the force stop must still go out after
 	// the host cancelled the call.
@@ -419,12 +423,52 @@ func (w *streamWriter) Write(p []byte) (int, error) {
 // maxSymlinkHops bounds following a cwd that is a symlink.
 const maxSymlinkHops = 8
 
+// guestFileTimeout bounds each of RunJob's checks that read the guest
+// through the file API (the cwd's, /etc/passwd's): a FIFO there never
+// answers. A variable for tests.
+var guestFileTimeout = artifacts.FileTimeout
+
+// unblockBound bounds unblockFIFO.
+const unblockBound = 10 * time.Second
+
+// guestReadTimeout is the error of a guest read that did not answer within
+// guestFileTimeout, nil for any other failure. Before it returns it
+// unblocks the read (see unblockFIFO).
+func guestReadTimeout(ctx, fctx context.Context, c *incus.Client, project, name, field, value, path string, err error) error {
+	if ctx.Err() != nil || !errors.Is(fctx.Err(), context.DeadlineExceeded) {
+		return nil
+	}
+	unblockFIFO(ctx, c, project, name, path)
+	return shared.Errorf(shared.ErrUnavailable, field, value,
+		"%s did not answer within %s in the guest (a FIFO?): %w", shared.Show(path), guestFileTimeout, err)
+}
+
+// unblockFIFO opens path for writing and closes it at once, when it is a
+// FIFO, so that the file API read we gave up on ends: on LXD 5.0 that
+// read otherwise goes on in the server, and the instance's force stop
+// (Cleanup) fails with "operation timed out" until it does. It needs a
+// shell in the guest; without one nothing is lost but the stop.
+func unblockFIFO(ctx context.Context, c *incus.Client, project, name, path string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), unblockBound)
+	defer cancel()
+	_, _ = c.Exec(ctx, project, name, incus.ExecRequest{
+		Command: []string{"sh", "-c", `[ -p "$1" ] && : > "$1"`, "sh", path},
+		Stdout:  io.Discard, Stderr: io.Discard,
+	})
+}
+
 // checkCwd refuses a working directory that is not a directory in the
-// guest: Incus would silently run the command in / instead.
+// guest: Incus would silently run the command in / instead. Its reads are
+// bounded by guestFileTimeout together.
 func checkCwd(ctx context.Context, c *incus.Client, project, name, cwd string) error {
+	fctx, cancel := context.WithTimeout(ctx, guestFileTimeout)
+	defer cancel()
 	p := cwd
 	for range maxSymlinkHops {
-		f, err := c.GetFile(ctx, project, name, p)
+		f, err := c.GetFile(fctx, project, name, p)
+		if terr := guestReadTimeout(ctx, fctx, c, project, name, "command.cwd", cwd, p, err); terr != nil {
+			return fmt.Errorf("check command.cwd %s: %w", shared.Show(cwd), terr)
+		}
 		if errors.Is(err, shared.ErrNotFound) {
 			return shared.Errorf(shared.ErrNotFound, "command.cwd", cwd, "command.cwd %s does not exist in the guest: %w", shared.Show(cwd), err)
 		}
@@ -449,11 +493,14 @@ func checkCwd(ctx context.Context, c *incus.Client, project, name, cwd string) e
 // maxPasswd bounds the guest's /etc/passwd read.
 const maxPasswd = 4 << 20
 
+const passwdPath = "/etc/passwd"
+
 // userEnv returns the job's environment and gid. Incus sets HOME and USER
 // only for uid 0; for another uid they come from the guest's /etc/passwd
 // (as login would set them), unless command.env sets them, and the gid is
 // the user's primary group. A uid without a passwd entry runs with gid =
-// uid and without HOME or USER: nothing would be true to put there.
+// uid and without HOME or USER: nothing would be true to put there. The
+// read is bounded by guestFileTimeout.
 func userEnv(ctx context.Context, c *incus.Client, project, name string, cmd shared.Command) (map[string]string, int, error) {
 	env := maps.Clone(cmd.Env)
 	if env == nil {
@@ -462,7 +509,12 @@ func userEnv(ctx context.Context, c *incus.Client, project, name string, cmd sha
 	if cmd.User == 0 {
 		return env, 0, nil
 	}
-	f, err := c.GetFile(ctx, project, name, "/etc/passwd")
+	fctx, cancel := context.WithTimeout(ctx, guestFileTimeout)
+	defer cancel()
+	f, err := c.GetFile(fctx, project, name, passwdPath)
+	if terr := guestReadTimeout(ctx, fctx, c, project, name, "command.user", strconv.Itoa(cmd.User), passwdPath, err); terr != nil {
+		return nil, 0, fmt.Errorf("look up uid %d in the guest: %w", cmd.User, terr)
+	}
 	if errors.Is(err, shared.ErrNotFound) {
 		return env, cmd.User, nil
 	}
@@ -493,13 +545,17 @@ func userEnv(ctx context.Context, c *incus.Client, project, name string, cmd sha
 		return env, gid, nil
 	}
 	if err := sc.Err(); err != nil {
+		if terr := guestReadTimeout(ctx, fctx, c, project, name, "command.user", strconv.Itoa(cmd.User), passwdPath, err); terr != nil {
+			return nil, 0, fmt.Errorf("look up uid %d in the guest: %w", cmd.User, terr)
+		}
 		return nil, 0, fmt.Errorf("look up uid %d in the guest's /etc/passwd: %w", cmd.User, err)
 	}
 	return env, cmd.User, nil
 }
 
 // Cleanup force-deletes the job's instance; an instance already gone is a
-// success (Deleted false).
+// success (Deleted false). One of the job's name whose labels are not this
+// job's is left alone: ErrConflict (see deleteOwnInstance).
 func (e *Executor) Cleanup(ctx context.Context, req shared.CleanupRequest) (shared.CleanupResult, error) {
 	spec := req.Job.JobSpec
 	l, err := layout.Derive(spec)
@@ -510,11 +566,43 @@ func (e *Executor) Cleanup(ctx context.Context, req shared.CleanupRequest) (shar
 	if err != nil {
 		return shared.CleanupResult{Instance: l.Instance}, err
 	}
-	deleted, err := ep.client.DeleteInstance(ctx, projectOf(spec), l.Instance)
+	deleted, err := deleteOwnInstance(ctx, ep.client, projectOf(spec), l.Instance, l.RunID, l.JobID)
 	if err != nil {
 		return shared.CleanupResult{Instance: l.Instance}, fmt.Errorf("clean up job %s: %w", shared.Show(l.JobID), err)
 	}
 	return shared.CleanupResult{Instance: l.Instance, Deleted: deleted}, nil
+}
+
+// deleteOwnInstance force-deletes the instance name only when its labels
+// say it is this job's: the name is 48 bits of a hash of "<run id>:<job
+// id>", and ids may hold ':' (run "a:b" job "c" and run "a" job "b:c" share
+// a name), so another job's live instance, or one someone else made, can
+// carry it. Such an instance is refused with ErrConflict and kept. One
+// already gone is (false, nil).
+func deleteOwnInstance(ctx context.Context, c *incus.Client, project, name, runID, jobID string) (bool, error) {
+	inst, err := c.Instance(ctx, project, name)
+	if errors.Is(err, shared.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	gotRun, runOK := inst.Config[shared.LabelRun]
+	gotJob, jobOK := inst.Config[shared.LabelJob]
+	if !runOK || !jobOK || gotRun != runID || gotJob != jobID {
+		return false, shared.Errorf(shared.ErrConflict, "instance", name,
+			"instance %s in project %s is not this job's: its labels are %s=%s %s=%s, this job's %s=%s %s=%s; it is left alone (another job's, or not made by pikaci)",
+			shared.Show(name), shared.Show(project), shared.LabelRun, labelShow(gotRun, runOK), shared.LabelJob, labelShow(gotJob, jobOK),
+			shared.LabelRun, shared.Show(runID), shared.LabelJob, shared.Show(jobID))
+	}
+	return c.DeleteInstance(ctx, project, name)
+}
+
+func labelShow(v string, ok bool) string {
+	if !ok {
+		return "(missing)"
+	}
+	return shared.Show(v)
 }
 
 // Sweep deletes the project's leftover instances: those labelled

@@ -3,7 +3,9 @@ package plugin
 import (
 	"context"
 	"errors"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +15,7 @@ import (
 	"github.com/pikaci/vmexec/internal/lxdtest"
 	"github.com/pikaci/vmexec/plugin/internal/incus"
 	"github.com/pikaci/vmexec/shared"
+	"github.com/pikaci/vmexec/testharness/incusfake"
 )
 
 func TestEmptyDirCommandQuotesAndEmpties(t *testing.T) {
@@ -79,5 +82,112 @@ func TestWaitReadyTimesOutNamingTheInstance(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q lacks %q", err, want)
 		}
+	}
+}
+
+// fakeWithFIFOs serves a fake Incus whose instance c1 has FIFOs at
+// /etc/passwd and /work/pipe (and /work/link to it): a file API read of
+// one never answers.
+func fakeWithFIFOs(t *testing.T) *incus.Client {
+	t.Helper()
+	fake := incusfake.New(incusfake.Options{})
+	fake.AddInstance("default", "c1", incus.TypeContainer, nil)
+	g := fake.Guest("default", "c1")
+	for _, err := range []error{
+		g.MkdirAll("/etc"), g.Mkfifo("/etc/passwd", 0o644),
+		g.MkdirAll("/work"), g.Mkfifo("/work/pipe", 0o644), g.Symlink("/work/pipe", "/work/link"),
+	} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir, err := os.MkdirTemp("", "incusfake-") // short: sun_path is 108 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "unix.socket")
+	ts, err := fake.StartUnix(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ts.Close()
+		os.RemoveAll(dir)
+	})
+	t.Cleanup(fake.Shutdown) // before the server closes: ends what waits on a FIFO
+	c := incus.NewUnix(sock)
+	t.Cleanup(c.Close)
+	return c
+}
+
+// RunJob's checks before the job starts read the guest through the file
+// API; a FIFO there must not hang them: each gives up after
+// guestFileTimeout with an error naming the path.
+func TestRunJobChecksGiveUpOnAFIFO(t *testing.T) {
+	c := fakeWithFIFOs(t)
+	old := guestFileTimeout
+	guestFileTimeout = 100 * time.Millisecond
+	t.Cleanup(func() { guestFileTimeout = old })
+	ctx := t.Context()
+
+	for _, cwd := range []string{"/work/pipe", "/work/link"} {
+		err := checkCwd(ctx, c, "default", "c1", cwd)
+		if !errors.Is(err, shared.ErrUnavailable) || !strings.Contains(err.Error(), `"/work/pipe" did not answer`) || !strings.Contains(err.Error(), cwd) {
+			t.Errorf("checkCwd(%s) = %v; want ErrUnavailable naming /work/pipe", cwd, err)
+		}
+		var e *shared.Error
+		if !errors.As(err, &e) || e.Field != "command.cwd" {
+			t.Errorf("checkCwd(%s): field of %v is not command.cwd", cwd, err)
+		}
+	}
+	_, _, err := userEnv(ctx, c, "default", "c1", shared.Command{User: 1000})
+	if !errors.Is(err, shared.ErrUnavailable) || !strings.Contains(err.Error(), `"/etc/passwd" did not answer`) {
+		t.Errorf("userEnv = %v; want ErrUnavailable naming /etc/passwd", err)
+	}
+	// A cancellation is the caller's, not a FIFO's.
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := checkCwd(cctx, c, "default", "c1", "/work/pipe"); err == nil || strings.Contains(err.Error(), "did not answer") {
+		t.Errorf("checkCwd after a cancellation = %v; want the cancellation", err)
+	}
+}
+
+// On LXD a file API read of a FIFO given up on goes on in the server and
+// makes the instance's force stop time out; the checks unblock it, so the
+// instance can still be cleaned up.
+func TestRunJobChecksOnAFIFOLeaveTheInstanceDeletable(t *testing.T) {
+	d := lxdtest.Shared(t)
+	d.BusyboxImage(t)
+	c := incus.NewUnix(d.Socket)
+	t.Cleanup(c.Close) // after the instance's deletion
+	ctx := t.Context()
+	const name = "fifo-checks"
+	if err := c.CreateInstance(ctx, "default", incus.CreateRequest{Name: name, Type: incus.TypeContainer, Alias: lxdtest.ImageAlias, Profiles: []string{"default"}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.DeleteInstance(context.Background(), "default", name) })
+	if err := c.Start(ctx, "default", name); err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	code, err := c.Exec(ctx, "default", name, incus.ExecRequest{Command: []string{"sh", "-c", "mkfifo /pipe && rm /etc/passwd && mkfifo /etc/passwd"}, Stdout: &out, Stderr: &out})
+	if err != nil || code != 0 {
+		t.Fatalf("guest setup: %d, %v: %s", code, err, out.String())
+	}
+	old := guestFileTimeout
+	guestFileTimeout = time.Second
+	t.Cleanup(func() { guestFileTimeout = old })
+
+	if err := checkCwd(ctx, c, "default", name, "/pipe"); !errors.Is(err, shared.ErrUnavailable) || !strings.Contains(err.Error(), `"/pipe" did not answer`) {
+		t.Errorf("checkCwd = %v; want ErrUnavailable naming /pipe", err)
+	}
+	if _, _, err := userEnv(ctx, c, "default", name, shared.Command{User: 1000}); !errors.Is(err, shared.ErrUnavailable) || !strings.Contains(err.Error(), `"/etc/passwd" did not answer`) {
+		t.Errorf("userEnv = %v; want ErrUnavailable naming /etc/passwd", err)
+	}
+	// Unblocked, the force stop is prompt; stuck, it fails after 30 s.
+	dctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if deleted, err := c.DeleteInstance(dctx, "default", name); err != nil || !deleted {
+		t.Errorf("delete after the checks gave up: %v, %v", deleted, err)
 	}
 }

@@ -187,8 +187,9 @@ func TestPrepareRuntimeCreatesAReadyInstance(t *testing.T) {
 		t.Fatalf("the dry run created the instance: %v", err)
 	}
 
-	// A stale instance of the same name and a previous attempt's artifacts.
-	if err := w.lxd.CreateInstance(ctx, wholeJobProject, incus.CreateRequest{Name: l.Instance, Type: incus.TypeContainer, Alias: lxdtest.ImageAlias, Profiles: []string{"default"}}); err != nil {
+	// A previous attempt's instance (this job's labels) and artifacts.
+	stale := map[string]string{shared.LabelRun: l.RunID, shared.LabelJob: l.JobID, shared.LabelCreated: "2020-01-01T00:00:00Z"}
+	if err := w.lxd.CreateInstance(ctx, wholeJobProject, incus.CreateRequest{Name: l.Instance, Type: incus.TypeContainer, Alias: lxdtest.ImageAlias, Profiles: []string{"default"}, Config: stale}); err != nil {
 		t.Fatal(err)
 	}
 	if err := w.lxd.Start(ctx, wholeJobProject, l.Instance); err != nil {
@@ -432,6 +433,63 @@ func TestCleanupIsIdempotent(t *testing.T) {
 	}
 	if _, err := w.lxd.Instance(t.Context(), wholeJobProject, l.Instance); !errors.Is(err, shared.ErrNotFound) {
 		t.Errorf("instance left after Cleanup: %v", err)
+	}
+}
+
+// The instance name is 48 bits of a hash of "<run id>:<job id>" and ids
+// may hold ':': an instance of the job's name that another job (or someone
+// else) owns is never deleted, by PrepareRuntime or Cleanup.
+func TestPrepareRuntimeAndCleanupLeaveAnotherJobsInstance(t *testing.T) {
+	w := newWholeEnv(t)
+	for _, c := range []struct {
+		name   string
+		labels func(l layout.Layout) map[string]string
+	}{
+		// Run "<run>:<job>" job "x" would share the name with run "<run>"
+		// job "<job>:x"; here the labels only have to differ from ours.
+		{"another job's", func(l layout.Layout) map[string]string {
+			return map[string]string{shared.LabelRun: l.RunID + ":" + l.JobID, shared.LabelJob: "x"}
+		}},
+		{"no labels", func(layout.Layout) map[string]string { return nil }},
+		{"only the run label", func(l layout.Layout) map[string]string { return map[string]string{shared.LabelRun: l.RunID} }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			job := w.job(t, "true")
+			l, _ := layout.Derive(job.JobSpec)
+			ctx := t.Context()
+			labels := c.labels(l)
+			if err := w.lxd.CreateInstance(ctx, wholeJobProject, incus.CreateRequest{Name: l.Instance, Type: incus.TypeContainer, Alias: lxdtest.ImageAlias, Profiles: []string{"default"}, Config: labels}); err != nil {
+				t.Fatal(err)
+			}
+			_, err := w.e.PrepareRuntime(ctx, shared.RuntimeRequest{Job: job})
+			if !errors.Is(err, shared.ErrConflict) || !strings.Contains(err.Error(), l.Instance) || !strings.Contains(err.Error(), shared.Show(l.JobID)) {
+				t.Errorf("PrepareRuntime: %v; want a conflict naming %s and the job", err, l.Instance)
+			}
+			res, err := w.e.Cleanup(ctx, shared.CleanupRequest{Job: job})
+			if !errors.Is(err, shared.ErrConflict) || !strings.Contains(err.Error(), l.Instance) || res.Deleted {
+				t.Errorf("Cleanup: %+v, %v; want a conflict naming %s", res, err, l.Instance)
+			}
+			got, err := w.lxd.Instance(ctx, wholeJobProject, l.Instance)
+			if err != nil {
+				t.Fatalf("the other instance is gone: %v", err)
+			}
+			for k, v := range labels {
+				if got.Config[k] != v {
+					t.Errorf("the other instance's %s = %q, want %q (replaced?)", k, got.Config[k], v)
+				}
+			}
+			if _, ok := got.Config[shared.LabelCreated]; ok {
+				t.Errorf("the other instance was replaced by the job's: %v", got.Config)
+			}
+		})
+	}
+}
+
+// The collision the name derivation allows: run "a:b" job "c" and run "a"
+// job "b:c" share an instance name.
+func TestInstanceNameCollisionNeedsTheLabels(t *testing.T) {
+	if layout.InstanceName("a:b", "c") != layout.InstanceName("a", "b:c") {
+		t.Fatal("no collision: the label check may no longer be needed")
 	}
 }
 

@@ -77,6 +77,9 @@ func StartWholeRemote(ctx context.Context, c *cases.WholeCase, dir string) (*Who
 	}
 	for _, in := range c.Instances {
 		inc.AddInstance(project, in.Name, in.Type, shared.Devices{"root": {"type": "disk", "path": "/", "pool": "default"}})
+		for k, v := range in.Config {
+			inc.SetConfig(project, in.Name, k, v)
+		}
 		if in.Running {
 			if err := inc.StartInstance(project, in.Name); err != nil {
 				return nil, fmt.Errorf("case %s: %w", c.Name, err)

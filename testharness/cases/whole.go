@@ -89,6 +89,9 @@ type WholeInstance struct {
 	Name    string `json:"name"`
 	Type    string `json:"type"`
 	Running bool   `json:"running"`
+	// Config is set on the instance (labels such as user.pikaci.run: the
+	// plugin deletes a stale instance only when they are the job's).
+	Config map[string]string `json:"config,omitempty"`
 }
 
 // Entry is one file of the local snapshot or the guest image: a regular

@@ -36,6 +36,9 @@ type Instance struct {
 	Devices shared.Devices
 	// Description is the instance's description as read.
 	Description string
+	// Config is the instance's local config (labels such as
+	// user.pikaci.run among it), never nil.
+	Config map[string]string
 	// ETag guards an update: a PATCH with If-Match: ETag fails with 412 if
 	// anyone changed the instance's architecture, config, devices,
 	// ephemeral flag or profiles since. It does not cover the description.
@@ -67,10 +70,11 @@ func (c *Client) Instance(ctx context.Context, project, name string) (Instance, 
 			shared.Show(name), shared.Show(project), err)
 	}
 	var meta struct {
-		Type        string         `json:"type"`
-		Status      string         `json:"status"`
-		Devices     shared.Devices `json:"devices"`
-		Description string         `json:"description"`
+		Type        string            `json:"type"`
+		Status      string            `json:"status"`
+		Devices     shared.Devices    `json:"devices"`
+		Description string            `json:"description"`
+		Config      map[string]string `json:"config"`
 	}
 	if err := json.Unmarshal(resp.Envelope.Metadata, &meta); err != nil {
 		return Instance{}, decodeFailure(path, name, project, err)
@@ -82,10 +86,14 @@ func (c *Client) Instance(ctx context.Context, project, name string) (Instance, 
 		Status:      meta.Status,
 		Devices:     meta.Devices,
 		Description: meta.Description,
+		Config:      meta.Config,
 		ETag:        resp.ETag,
 	}
 	if inst.Devices == nil {
 		inst.Devices = shared.Devices{}
+	}
+	if inst.Config == nil {
+		inst.Config = map[string]string{}
 	}
 	return inst, nil
 }
