@@ -36,7 +36,7 @@ const (
 
 // terminateBound bounds what RunJob does after a timeout or a cancellation
 // beyond the signals' own delays: the force stop and the last wait.
-const terminateBound = 2 * time.Minute
+var terminateBound = 2 * time.Minute
 
 func projectOf(spec shared.JobSpec) string {
 	if spec.Remote.Incus.Project == "" {
@@ -295,10 +295,18 @@ func (e *Executor) RunJob(ctx context.Context, req shared.RunRequest, out shared
 	defer p.Close()
 
 	res := shared.RunResult{TimeoutSecs: cmd.TimeoutSecs}
-	// bg outlives ctx: signals and the force stop must still go out after
-	// the host cancelled the call.
-	bg, cancelBG := context.WithTimeout(context.WithoutCancel(ctx), shared.KillGrace+shared.ForceStopGrace+terminateBound)
-	defer cancelBG()
+	// bg outlives ctx: signals, the force stop and the last wait must still
+	// go out after the host cancelled the call. Its clock starts when the
+	// job ends or must be stopped, not now: a job may run for hours.
+	var bg context.Context
+	cancelBG := context.CancelFunc(func() {})
+	defer func() { cancelBG() }()
+	stopCtx := func() context.Context {
+		if bg == nil {
+			bg, cancelBG = context.WithTimeout(context.WithoutCancel(ctx), shared.KillGrace+shared.ForceStopGrace+terminateBound)
+		}
+		return bg
+	}
 	mainExited := p.MainExited()
 	var grace <-chan time.Time // runs once the main process is gone
 	var stopErr error
@@ -308,12 +316,12 @@ func (e *Executor) RunJob(ctx context.Context, req shared.RunRequest, out shared
 		case <-p.Done():
 		case <-timeout:
 			res.TimedOut = true
-			terminate(bg, c, p, project, l.Instance)
+			terminate(stopCtx(), c, p, project, l.Instance)
 		case <-ctx.Done():
-			terminate(bg, c, p, project, l.Instance)
+			terminate(stopCtx(), c, p, project, l.Instance)
 			stopErr = fmt.Errorf("cancelled; the job was sent SIGTERM, then SIGKILL: %w", ctx.Err())
 		case <-sink.failed:
-			terminate(bg, c, p, project, l.Instance)
+			terminate(stopCtx(), c, p, project, l.Instance)
 			stopErr = fmt.Errorf("the output could not be delivered; the job was stopped: %w", sink.err)
 		case <-mainExited:
 			// The main process is gone; children holding its output
@@ -324,10 +332,10 @@ func (e *Executor) RunJob(ctx context.Context, req shared.RunRequest, out shared
 			grace = t.C
 			ended = false
 		case <-grace:
-			forceStop(bg, c, p, project, l.Instance)
+			forceStop(stopCtx(), c, p, project, l.Instance)
 		}
 	}
-	code, err := p.Wait(bg)
+	code, err := p.Wait(stopCtx())
 	if stopErr != nil {
 		return fail(stopErr)
 	}

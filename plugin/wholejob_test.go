@@ -377,6 +377,26 @@ func TestRunJobTimeoutSignalsThenKills(t *testing.T) {
 	w.noJobProcess(t, l.Instance, "marker-ignore-term")
 }
 
+// TestRunJobStopBoundStartsWhenTheJobEnds: the bound on signalling and
+// waiting after a timeout runs from the timeout, not from the job's start.
+// With that bound shortened to KillGrace+ForceStopGrace, a job that times
+// out after 16 s must still get its SIGTERM (and its trap's exit code),
+// where a bound counted from the start would have expired at 15 s.
+func TestRunJobStopBoundStartsWhenTheJobEnds(t *testing.T) {
+	defer plugin.SetTerminateBound(0)()
+	w := newWholeEnv(t)
+	job := w.job(t, "sh", "-c", `trap "exit 42" TERM; echo started; while :; do sleep 0.2; done # marker-long`)
+	job.Command.TimeoutSecs = 16
+	w.prepare(t, job)
+	res, err := w.e.RunJob(t.Context(), shared.RunRequest{Job: job}, newChunks().sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res != (shared.RunResult{ExitCode: 42, TimedOut: true, TimeoutSecs: 16}) {
+		t.Errorf("result %+v, want exit 42 (its TERM trap), timed out, limit 16", res)
+	}
+}
+
 func TestRunJobTimeoutForceStopsWhenAChildHoldsTheOutput(t *testing.T) {
 	w := newWholeEnv(t)
 	// sh dies of SIGTERM but its child keeps stdout open, so the exec

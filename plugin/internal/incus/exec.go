@@ -293,9 +293,13 @@ func (p *Process) MainExited() <-chan struct{} { return p.mainDone }
 // means the code is unknown.
 func (p *Process) Wait(ctx context.Context) (int, error) {
 	select {
-	case <-p.done:
-	case <-ctx.Done():
-		return -1, &ExecError{Instance: p.instance, Err: ctx.Err()}
+	case <-p.done: // an ended command's code, even when ctx ended too
+	default:
+		select {
+		case <-p.done:
+		case <-ctx.Done():
+			return -1, &ExecError{Instance: p.instance, Err: ctx.Err()}
+		}
 	}
 	if p.opErr != nil {
 		return -1, &ExecError{Instance: p.instance, Err: p.opErr}
