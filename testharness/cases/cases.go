@@ -291,8 +291,20 @@ func (c *Case) Update(o Outcome) error {
 // LoadFS reads every *.txtar in dir of fsys, sorted by name. Cases read
 // this way have no File and cannot be updated.
 func LoadFS(fsys fs.FS, dir string) ([]*Case, error) {
-	// Cases sit in dir itself or one folder below it (the project keeps
-	// the contract's public cases and its own apart).
+	files, err := caseFiles(fsys, dir)
+	if err != nil {
+		return nil, err
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("no *.txtar cases in %s or its folders", dir)
+	}
+	// Whole-job cases are read by LoadWholeFS.
+	return loadKind(fsys, files, false, Parse, func(c *Case, f string) string { c.File = f; return c.Name })
+}
+
+// caseFiles lists the cases in dir itself and one folder below it (the
+// project keeps the contract's public cases and its own apart), sorted.
+func caseFiles(fsys fs.FS, dir string) ([]string, error) {
 	var files []string
 	for _, pattern := range []string{path.Join(dir, "*"+defaultCaseSuffix), path.Join(dir, "*", "*"+defaultCaseSuffix)} {
 		m, err := fs.Glob(fsys, pattern)
@@ -301,32 +313,43 @@ func LoadFS(fsys fs.FS, dir string) ([]*Case, error) {
 		}
 		files = append(files, m...)
 	}
-	if len(files) == 0 {
-		return nil, fmt.Errorf("no *.txtar cases in %s or its folders", dir)
-	}
 	sort.Strings(files)
-	out := make([]*Case, 0, len(files))
+	return files, nil
+}
+
+// loadKind parses the files that hold whole-job cases (whole) or the
+// others, refuses two cases of one name, records each case's file (setFile
+// returns the case's name) and sorts them by name.
+func loadKind[T any](fsys fs.FS, files []string, whole bool, parse func(name string, data []byte) (T, error), setFile func(c T, file string) string) ([]T, error) {
+	type named struct {
+		name string
+		c    T
+	}
+	var all []named
 	seen := map[string]string{}
 	for _, f := range files {
 		data, err := fs.ReadFile(fsys, f)
 		if err != nil {
 			return nil, fmt.Errorf("read case: %w", err)
 		}
-		if IsWholeCase(data) {
-			continue // a whole-job case (LoadWholeFS)
+		if IsWholeCase(data) != whole {
+			continue
 		}
 		name := strings.TrimSuffix(path.Base(f), defaultCaseSuffix)
 		if other, dup := seen[name]; dup {
 			return nil, fmt.Errorf("case %s: %s has the same name; case names must be unique", f, other)
 		}
 		seen[name] = f
-		c, err := Parse(name, data)
+		c, err := parse(name, data)
 		if err != nil {
 			return nil, fmt.Errorf("case %s: %w", f, err)
 		}
-		c.File = f
-		out = append(out, c)
+		all = append(all, named{setFile(c, f), c})
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	sort.Slice(all, func(i, j int) bool { return all[i].name < all[j].name })
+	out := make([]T, len(all))
+	for i, n := range all {
+		out[i] = n.c
+	}
 	return out, nil
 }

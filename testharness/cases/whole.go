@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"path"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -465,37 +464,9 @@ func (c *WholeCase) checkWants() error {
 // LoadWholeFS reads every whole-job case (*.txtar whose case.json has a
 // command) in dir of fsys or one folder below it, sorted by name.
 func LoadWholeFS(fsys fs.FS, dir string) ([]*WholeCase, error) {
-	var files []string
-	for _, pattern := range []string{path.Join(dir, "*"+defaultCaseSuffix), path.Join(dir, "*", "*"+defaultCaseSuffix)} {
-		m, err := fs.Glob(fsys, pattern)
-		if err != nil {
-			return nil, fmt.Errorf("list cases in %s: %w", dir, err)
-		}
-		files = append(files, m...)
+	files, err := caseFiles(fsys, dir)
+	if err != nil {
+		return nil, err
 	}
-	sort.Strings(files)
-	var out []*WholeCase
-	seen := map[string]string{}
-	for _, f := range files {
-		data, err := fs.ReadFile(fsys, f)
-		if err != nil {
-			return nil, fmt.Errorf("read case: %w", err)
-		}
-		if !IsWholeCase(data) {
-			continue
-		}
-		name := strings.TrimSuffix(path.Base(f), defaultCaseSuffix)
-		if other, dup := seen[name]; dup {
-			return nil, fmt.Errorf("case %s: %s has the same name; case names must be unique", f, other)
-		}
-		seen[name] = f
-		c, err := ParseWhole(name, data)
-		if err != nil {
-			return nil, fmt.Errorf("case %s: %w", f, err)
-		}
-		c.File = f
-		out = append(out, c)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, nil
+	return loadKind(fsys, files, true, ParseWhole, func(c *WholeCase, f string) string { c.File = f; return c.Name })
 }
