@@ -213,7 +213,7 @@ func (e *Executor) ConfigureDevices(ctx context.Context, req shared.DevicesReque
 	}
 
 	target := devices.Target{
-		VirtualMachine: r.inst.Type == incus.TypeVirtualMachine,
+		VirtualMachine: r.inst.Type == shared.InstanceTypeVirtualMachine,
 		VirtiofsBus:    r.server.HasExtension(devices.ExtensionVirtiofsBus),
 	}
 	// A guest path another disk device of the instance holds: Incus would

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -27,59 +26,9 @@ import (
 	"github.com/pikaci/vmexec/shared/layout"
 )
 
-// Readiness backoff: the first retry after readyFirst, doubling up to
-// readyMax.
-const (
-	readyFirst = 100 * time.Millisecond
-	readyMax   = time.Second
-)
-
 // terminateBound bounds what RunJob does after a timeout or a cancellation
 // beyond the signals' own delays: the force stop and the last wait.
 var terminateBound = 2 * time.Minute
-
-func projectOf(spec shared.JobSpec) string {
-	if spec.Remote.Incus.Project == "" {
-		return incus.DefaultProject
-	}
-	return spec.Remote.Incus.Project
-}
-
-// checkRuntime refuses a runtime (defaults applied) that cannot work.
-func checkRuntime(rt shared.Runtime) error {
-	switch {
-	case rt.Image == "":
-		return shared.Errorf(shared.ErrInvalidInput, "runtime.image", "", "runtime.image is empty: name the image alias to create the instance from")
-	case rt.InstanceType != incus.TypeVirtualMachine && rt.InstanceType != incus.TypeContainer:
-		return shared.Errorf(shared.ErrInvalidInput, "runtime.instance_type", rt.InstanceType,
-			"runtime.instance_type %s: want %q or %q", shared.Show(rt.InstanceType), incus.TypeVirtualMachine, incus.TypeContainer)
-	case rt.Limits.CPU < 0:
-		return shared.Errorf(shared.ErrInvalidInput, "runtime.limits.cpu", strconv.Itoa(rt.Limits.CPU), "runtime.limits.cpu %d: want a positive number of CPUs", rt.Limits.CPU)
-	case rt.ReadyTimeoutSecs < 0:
-		return shared.Errorf(shared.ErrInvalidInput, "runtime.ready_timeout_secs", strconv.Itoa(rt.ReadyTimeoutSecs), "runtime.ready_timeout_secs %d: want a positive number of seconds", rt.ReadyTimeoutSecs)
-	}
-	for i, p := range rt.Profiles {
-		if p == "" {
-			return shared.Errorf(shared.ErrInvalidInput, fmt.Sprintf("runtime.profiles[%d]", i), p, "runtime.profiles[%d] is empty", i)
-		}
-	}
-	return nil
-}
-
-// checkCommand refuses a command (defaults applied) that cannot run.
-func checkCommand(c shared.Command) error {
-	switch {
-	case len(c.Argv) == 0 || c.Argv[0] == "":
-		return shared.Errorf(shared.ErrInvalidInput, "command.argv", "", "command.argv is empty: name the job's program")
-	case !path.IsAbs(c.Cwd):
-		return shared.Errorf(shared.ErrInvalidInput, "command.cwd", c.Cwd, "command.cwd %s: want an absolute guest path", shared.Show(c.Cwd))
-	case c.User < 0:
-		return shared.Errorf(shared.ErrInvalidInput, "command.user", strconv.Itoa(c.User), "command.user %d: want a uid of 0 or more", c.User)
-	case c.TimeoutSecs < 0:
-		return shared.Errorf(shared.ErrInvalidInput, "command.timeout_secs", strconv.Itoa(c.TimeoutSecs), "command.timeout_secs %d: want 0 (no limit) or more", c.TimeoutSecs)
-	}
-	return nil
-}
 
 // wholeJobEndpoint returns the pool and the Incus endpoint of a job.
 func (e *Executor) wholeJobEndpoint(ctx context.Context, r shared.Remote) (*sshpool.Pool, *incusEndpoint, error) {
@@ -103,13 +52,10 @@ func (e *Executor) wholeJobEndpoint(ctx context.Context, r shared.Remote) (*sshp
 // looks up the alias and plans, and changes nothing.
 func (e *Executor) PrepareRuntime(ctx context.Context, req shared.RuntimeRequest) (shared.RuntimeResult, error) {
 	spec := req.Job.JobSpec
-	if req.Job.Runtime == nil {
-		return shared.RuntimeResult{}, shared.Errorf(shared.ErrInvalidInput, "runtime", "", "job %s has no runtime", shared.Show(spec.Job.ID))
-	}
-	rt := req.Job.Runtime.WithDefaults()
-	if err := checkRuntime(rt); err != nil {
+	if err := req.Job.CheckRuntime(); err != nil {
 		return shared.RuntimeResult{}, err
 	}
+	rt := req.Job.Runtime.WithDefaults()
 	l, err := devices.Check(spec)
 	if err != nil {
 		return shared.RuntimeResult{}, err
@@ -118,7 +64,7 @@ func (e *Executor) PrepareRuntime(ctx context.Context, req shared.RuntimeRequest
 	if err != nil {
 		return shared.RuntimeResult{}, err
 	}
-	project := projectOf(spec)
+	project := spec.Remote.Incus.ProjectOrDefault()
 	c := ep.client
 
 	// The Incus reads run alongside the device plan's remote reads.
@@ -152,7 +98,7 @@ func (e *Executor) PrepareRuntime(ctx context.Context, req shared.RuntimeRequest
 		return shared.RuntimeResult{}, planErr
 	}
 	planned, warnings := plan.Config(devices.Target{
-		VirtualMachine: rt.InstanceType == incus.TypeVirtualMachine,
+		VirtualMachine: rt.InstanceType == shared.InstanceTypeVirtualMachine,
 		VirtiofsBus:    r.server.HasExtension(devices.ExtensionVirtiofsBus),
 	})
 	res := shared.RuntimeResult{
@@ -160,7 +106,7 @@ func (e *Executor) PrepareRuntime(ctx context.Context, req shared.RuntimeRequest
 		Project:  project,
 		Image:    shared.Image{Project: project, Alias: rt.Image, Fingerprint: r.fingerprint},
 		Type:     rt.InstanceType,
-		Profiles: append([]string{"default"}, rt.Profiles...),
+		Profiles: append([]string{shared.DefaultProfile}, rt.Profiles...),
 		Config: map[string]string{
 			"limits.cpu":        strconv.Itoa(rt.Limits.CPU),
 			"limits.memory":     rt.Limits.Memory,
@@ -204,13 +150,13 @@ func emptyDirCommand(dir string) string {
 	return "set -euo pipefail; mkdir -p -- " + q + "; find " + q + " -mindepth 1 -maxdepth 1 -exec rm -rf -- {} +"
 }
 
-// waitReady execs `true` in the instance, backing off from readyFirst to
-// readyMax, until it exits 0 or limit passes.
+// waitReady execs `true` in the instance, backing off from
+// shared.ReadyProbeFirst to shared.ReadyProbeMax, until it exits 0 or limit passes.
 func waitReady(ctx context.Context, c *incus.Client, project, name string, limit time.Duration) error {
 	start := time.Now()
 	rctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
-	delay := readyFirst
+	delay := shared.ReadyProbeFirst
 	var last error
 	for {
 		code, err := c.Exec(rctx, project, name, incus.ExecRequest{Command: []string{"true"}})
@@ -235,7 +181,7 @@ func waitReady(ctx context.Context, c *incus.Client, project, name string, limit
 				shared.Show(name), shared.Show(project), time.Since(start).Round(time.Millisecond), last)
 		case <-t.C:
 		}
-		delay = min(2*delay, readyMax)
+		delay = min(2*delay, shared.ReadyProbeMax)
 	}
 }
 
@@ -247,13 +193,10 @@ func waitReady(ctx context.Context, c *incus.Client, project, name string, limit
 // shared.ForceStopGrace after that.
 func (e *Executor) RunJob(ctx context.Context, req shared.RunRequest, out shared.OutputSink) (shared.RunResult, error) {
 	spec := req.Job.JobSpec
-	if req.Job.Command == nil {
-		return shared.RunResult{}, shared.Errorf(shared.ErrInvalidInput, "command", "", "job %s has no command", shared.Show(spec.Job.ID))
-	}
-	cmd := req.Job.Command.WithDefaults()
-	if err := checkCommand(cmd); err != nil {
+	if err := req.Job.CheckCommand(); err != nil {
 		return shared.RunResult{}, err
 	}
+	cmd := req.Job.Command.WithDefaults()
 	l, err := layout.Derive(spec)
 	if err != nil {
 		return shared.RunResult{}, err
@@ -262,7 +205,7 @@ func (e *Executor) RunJob(ctx context.Context, req shared.RunRequest, out shared
 	if err != nil {
 		return shared.RunResult{}, err
 	}
-	project, c := projectOf(spec), ep.client
+	project, c := spec.Remote.Incus.ProjectOrDefault(), ep.client
 	fail := func(err error) (shared.RunResult, error) {
 		return shared.RunResult{}, fmt.Errorf("run job %s in instance %s: %w", shared.Show(l.JobID), shared.Show(l.Instance), err)
 	}
@@ -574,7 +517,7 @@ func (e *Executor) Cleanup(ctx context.Context, req shared.CleanupRequest) (shar
 	if err != nil {
 		return shared.CleanupResult{Instance: l.Instance}, err
 	}
-	deleted, err := deleteOwnInstance(ctx, ep.client, projectOf(spec), l.Instance, l.RunID, l.JobID)
+	deleted, err := deleteOwnInstance(ctx, ep.client, spec.Remote.Incus.ProjectOrDefault(), l.Instance, l.RunID, l.JobID)
 	if err != nil {
 		return shared.CleanupResult{Instance: l.Instance}, fmt.Errorf("clean up job %s: %w", shared.Show(l.JobID), err)
 	}
@@ -629,10 +572,7 @@ func (e *Executor) Sweep(ctx context.Context, req shared.SweepRequest) (shared.S
 	if err != nil {
 		return shared.SweepResult{}, err
 	}
-	project := req.Remote.Incus.Project
-	if project == "" {
-		project = incus.DefaultProject
-	}
+	project := req.Remote.Incus.ProjectOrDefault()
 	list, err := ep.client.ListInstances(ctx, project)
 	if err != nil {
 		return shared.SweepResult{}, err
