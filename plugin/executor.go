@@ -5,8 +5,8 @@
 // under plugin/internal: sshpool (the pooled SSH connection), incus (the
 // Incus REST API client), shellfetch (the device plan's batched reads over
 // a shell), stage (the snapshot's tar stream and marker) and artifacts (the
-// copy out of the guest). Version 2 adds the whole job (wholejob.go,
-// stage.go, artifacts.go).
+// copy out of the guest). Version 2 adds the whole job, a file per phase:
+// stage.go, runtime.go, run.go, artifacts.go, cleanup.go, sweep.go.
 package plugin
 
 import (
