@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/pikaci/vmexec/plugin/internal/artifacts"
@@ -30,9 +29,9 @@ var terminateBound = 2 * time.Minute
 // RunJob runs the job's command in its instance (contract v2,
 // docs/contract.md): stdin closed, stdout and stderr forwarded to out as they
 // arrive, the exit code as the result. On command.timeout_secs, a cancellation
-// or a failing sink the job gets SIGTERM, SIGKILL shared.KillGrace later, and
-// the instance is force-stopped when the output is still open
-// shared.ForceStopGrace after that.
+// or a failing sink the job is stopped (see stopper.stop: SIGTERM, SIGKILL
+// shared.KillGrace later, and a force stop when the output is still open
+// shared.ForceStopGrace after that).
 func (e *Executor) RunJob(ctx context.Context, req shared.RunRequest, out shared.OutputSink) (shared.RunResult, error) {
 	spec := req.Job.JobSpec
 	if err := req.Job.CheckCommand(); err != nil {
@@ -78,6 +77,8 @@ func (e *Executor) RunJob(ctx context.Context, req shared.RunRequest, out shared
 		return fail(err)
 	}
 	defer p.Close()
+	job := incusJob{Process: p, c: c, project: project, name: l.Instance}
+	stop := e.stopper()
 
 	res := shared.RunResult{TimeoutSecs: cmd.TimeoutSecs}
 	// bg outlives ctx: signals, the force stop and the last wait must still
@@ -88,7 +89,7 @@ func (e *Executor) RunJob(ctx context.Context, req shared.RunRequest, out shared
 	defer func() { cancelBG() }()
 	stopCtx := func() context.Context {
 		if bg == nil {
-			bg, cancelBG = context.WithTimeout(context.WithoutCancel(ctx), shared.KillGrace+shared.ForceStopGrace+terminateBound)
+			bg, cancelBG = context.WithTimeout(context.WithoutCancel(ctx), stop.killGrace+stop.forceStopGrace+terminateBound)
 		}
 		return bg
 	}
@@ -101,23 +102,23 @@ func (e *Executor) RunJob(ctx context.Context, req shared.RunRequest, out shared
 		case <-p.Done():
 		case <-timeout:
 			res.TimedOut = true
-			terminate(stopCtx(), c, p, project, l.Instance)
+			stop.stop(stopCtx(), job)
 		case <-ctx.Done():
-			terminate(stopCtx(), c, p, project, l.Instance)
+			stop.stop(stopCtx(), job)
 			stopErr = fmt.Errorf("cancelled; the job was sent SIGTERM, then SIGKILL: %w", ctx.Err())
 		case <-sink.failed:
-			terminate(stopCtx(), c, p, project, l.Instance)
+			stop.stop(stopCtx(), job)
 			stopErr = fmt.Errorf("the output could not be delivered; the job was stopped: %w", sink.err)
 		case <-mainExited:
 			// The main process is gone; children holding its output
 			// would keep the exec open for as long as they live.
 			mainExited = nil
-			t := time.NewTimer(shared.ForceStopGrace)
+			t := time.NewTimer(stop.forceStopGrace)
 			defer t.Stop()
 			grace = t.C
 			ended = false
 		case <-grace:
-			forceStop(stopCtx(), c, p, project, l.Instance)
+			stop.forceStop(stopCtx(), job)
 		}
 	}
 	code, err := p.Wait(stopCtx())
@@ -129,51 +130,6 @@ func (e *Executor) RunJob(ctx context.Context, req shared.RunRequest, out shared
 	}
 	res.ExitCode = code
 	return res, nil
-}
-
-// terminate sends SIGTERM, SIGKILL shared.KillGrace later, and force-stops
-// the instance when the output is still open shared.ForceStopGrace after
-// that. ctx bounds it all.
-// When the main process is already gone (children hold the output), no
-// signal can reach anyone: the force stop follows shared.ForceStopGrace
-// later.
-func terminate(ctx context.Context, c *incus.Client, p *incus.Process, project, name string) {
-	select {
-	case <-p.MainExited():
-	default:
-		_ = p.Signal(ctx, int(syscall.SIGTERM))
-		if waitDone(ctx, p, shared.KillGrace) {
-			return
-		}
-		_ = p.Signal(ctx, int(syscall.SIGKILL))
-	}
-	if waitDone(ctx, p, shared.ForceStopGrace) {
-		return
-	}
-	forceStop(ctx, c, p, project, name)
-}
-
-// forceStop stops the instance, which ends every process of the job and
-// with them the exec, and waits for the exec to end.
-func forceStop(ctx context.Context, c *incus.Client, p *incus.Process, project, name string) {
-	_ = c.ForceStop(ctx, project, name)
-	select {
-	case <-p.Done():
-	case <-ctx.Done():
-	}
-}
-
-// waitDone reports whether the exec ended within d.
-func waitDone(ctx context.Context, p *incus.Process, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-p.Done():
-		return true
-	case <-t.C:
-	case <-ctx.Done():
-	}
-	return false
 }
 
 // chunkSink serialises the two streams' chunks into the job's sink.

@@ -59,31 +59,23 @@ func (e *Executor) PrepareRuntime(ctx context.Context, req shared.RuntimeRequest
 	type incusRead struct {
 		server      incus.Server
 		fingerprint string
-		err         error
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	readc := make(chan incusRead, 1)
-	go func() {
+	r, plan, err := planBeside(ctx, spec, shellRemote(pool, spec.Remote.Host), func(ctx context.Context) (incusRead, error) {
 		var r incusRead
-		r.server, r.err = ep.serverInfo(ctx)
-		if r.err == nil {
-			r.fingerprint, r.err = c.ImageAlias(ctx, project, rt.Image)
-			if errors.Is(r.err, shared.ErrNotFound) {
-				r.err = shared.Errorf(shared.ErrNotFound, "runtime.image", rt.Image,
-					"image %s is not in project %s on host %s: import it first (incus image import … --alias %s --project %s): %w",
-					shared.Show(rt.Image), shared.Show(project), shared.Show(spec.Remote.Host), rt.Image, project, r.err)
-			}
+		var err error
+		if r.server, err = ep.serverInfo(ctx); err != nil {
+			return r, err
 		}
-		readc <- r
-	}()
-	plan, planErr := devices.Build(ctx, spec, shellRemote(pool, spec.Remote.Host))
-	r := <-readc
-	if r.err != nil {
-		return shared.RuntimeResult{}, r.err
-	}
-	if planErr != nil {
-		return shared.RuntimeResult{}, planErr
+		r.fingerprint, err = c.ImageAlias(ctx, project, rt.Image)
+		if errors.Is(err, shared.ErrNotFound) {
+			err = shared.Errorf(shared.ErrNotFound, "runtime.image", rt.Image,
+				"image %s is not in project %s on host %s: import it first (incus image import … --alias %s --project %s): %w",
+				shared.Show(rt.Image), shared.Show(project), shared.Show(spec.Remote.Host), rt.Image, project, err)
+		}
+		return r, err
+	})
+	if err != nil {
+		return shared.RuntimeResult{}, err
 	}
 	planned, warnings := plan.Config(devices.Target{
 		VirtualMachine: rt.InstanceType == shared.InstanceTypeVirtualMachine,
