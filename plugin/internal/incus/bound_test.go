@@ -52,6 +52,7 @@ func TestEveryRequestIsBoundedAndTheErrorNamesTheBound(t *testing.T) {
 		"GET instance": func() error { _, err := c.Instance(ctx, "p", "i"); return err },
 		"PUT state":    func() error { return c.Start(ctx, "p", "i") },
 		"DELETE":       func() error { _, err := c.DeleteInstance(ctx, "p", "i"); return err },
+		"GET file":     func() error { _, err := c.GetFile(ctx, "p", "i", "/etc/passwd"); return err },
 	} {
 		err := call()
 		var te *RequestTimeoutError
