@@ -29,7 +29,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -244,16 +243,11 @@ func runAll(t *testing.T, p shared.Executor, cs []*cases.Case, ws []*cases.Whole
 }
 
 func startPlugin(ctx context.Context, cfg Config) (*host.Plugin, error) {
-	abs, err := filepath.Abs(cfg.Plugin)
-	if err != nil {
-		return nil, fmt.Errorf("plugin %s: %w", cfg.Plugin, err)
-	}
-	name := strings.TrimPrefix(filepath.Base(abs), host.Prefix)
 	log := cfg.Logger
 	if log == nil {
 		log = hclog.New(&hclog.LoggerOptions{Output: io.Discard})
 	}
-	p, err := host.Open(ctx, host.Binary{Name: name, Path: abs}, host.Options{Logger: log})
+	p, err := host.DispenseFile(ctx, cfg.Plugin, host.Options{Logger: log})
 	if err != nil {
 		return nil, fmt.Errorf("start plugin %s: %w", cfg.Plugin, err)
 	}
