@@ -6,11 +6,12 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"github.com/pikaci/vmexec/internal/testbin"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/pikaci/vmexec/internal/testbin"
 
 	"github.com/google/go-cmp/cmp"
 
