@@ -59,6 +59,17 @@ func TestWholeJobCheck(t *testing.T) {
 		{"relative artifacts", func(w *WholeJob) { w.Artifacts = &Artifacts{Path: "out"} }, "artifacts.path", "out"},
 		{"artifacts trailing slash", func(w *WholeJob) { w.Artifacts = &Artifacts{Path: "/out/"} }, "artifacts.path", "/out/"},
 		{"negative max bytes", func(w *WholeJob) { w.Artifacts = &Artifacts{MaxBytes: -1} }, "artifacts.max_bytes", "-1"},
+		// Numbers outside their range (docs/contract.md, "Ranges"): 9223372037 s
+		// wrapped time.Duration negative and killed the job at once.
+		{"timeout wraps a Duration", func(w *WholeJob) { w.Command.TimeoutSecs = 9223372037 }, "command.timeout_secs", "9223372037"},
+		{"timeout over a week", func(w *WholeJob) { w.Command.TimeoutSecs = MaxTimeoutSecs + 1 }, "command.timeout_secs", "604801"},
+		{"ready timeout wraps a Duration", func(w *WholeJob) { w.Runtime.ReadyTimeoutSecs = 9223372037 }, "runtime.ready_timeout_secs", "9223372037"},
+		{"ready timeout over a day", func(w *WholeJob) { w.Runtime.ReadyTimeoutSecs = MaxReadyTimeoutSecs + 1 }, "runtime.ready_timeout_secs", "86401"},
+		{"too many cpus", func(w *WholeJob) { w.Runtime.Limits.CPU = MaxCPU + 1 }, "runtime.limits.cpu", "8193"},
+		{"memory overflows", func(w *WholeJob) { w.Runtime.Limits.Memory = "99999999999EiB" }, "runtime.limits.memory", "99999999999EiB"},
+		{"memory just over int64", func(w *WholeJob) { w.Runtime.Limits.Memory = "8EiB" }, "runtime.limits.memory", "8EiB"},
+		{"memory under a MiB", func(w *WholeJob) { w.Runtime.Limits.Memory = "1000kB" }, "runtime.limits.memory", "1000kB"},
+		{"max bytes over a PiB", func(w *WholeJob) { w.Artifacts = &Artifacts{MaxBytes: MaxArtifactsBytes + 1} }, "artifacts.max_bytes", "1125899906842625"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -83,7 +94,7 @@ func TestWholeJobCheck(t *testing.T) {
 }
 
 func TestCheckMemoryAccepts(t *testing.T) {
-	for _, v := range []string{"4GiB", "512MiB", "1073741824", "100B", "2GB", "1kB", "3EiB", "50%", "100%"} {
+	for _, v := range []string{"4GiB", "512MiB", "1073741824", "1048576B", "2GB", "2000kB", "1MiB", "7EiB", "9223372036854775807", "50%", "100%"} {
 		if err := CheckMemory("m", v); err != nil {
 			t.Errorf("CheckMemory(%q): %v", v, err)
 		}
