@@ -60,7 +60,7 @@ func parseSweep(_ context.Context, app *App, args []string) (func(context.Contex
 	case f.olderThan < 0:
 		return nil, usagef("--older-than is required (a duration such as 6h, at least 0)")
 	}
-	if err := f.resolve(); err != nil {
+	if err := f.resolve(app); err != nil {
 		return nil, err
 	}
 	return func(ctx context.Context) error { return app.sweep(ctx, f) }, nil
