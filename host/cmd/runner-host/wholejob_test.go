@@ -139,7 +139,7 @@ func TestRunWholeJobExitCodes(t *testing.T) {
 		},
 		{
 			name: "GitLab: a passing job exits 0", id: "j", argv: []string{"exit", "0"}, plugin: "whole",
-			env:      map[string]string{"BUILD_FAILURE_EXIT_CODE": "7", "SYSTEM_FAILURE_EXIT_CODE": "8"},
+			env:        map[string]string{"BUILD_FAILURE_EXIT_CODE": "7", "SYSTEM_FAILURE_EXIT_CODE": "8"},
 			wantStdout: "to stdout\n", wantStderr: []string{"to stderr\n"},
 			wantPhases: allPhases, cleanedUp: true,
 		},
