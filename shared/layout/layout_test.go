@@ -291,9 +291,9 @@ func TestAllowedOddities(t *testing.T) {
 	}
 }
 
-// TestAttack8_LongIDRefusedUpFront: a job id or any derived remote path
+// TestLongIDRefusedUpFront (attack 8): a job id or any derived remote path
 // over the Linux limits is refused by Derive, so nothing is ever created.
-func TestAttack8_LongIDRefusedUpFront(t *testing.T) {
+func TestLongIDRefusedUpFront(t *testing.T) {
 	long := func(mut func(s *shared.JobSpec)) error {
 		s := shared.JobSpec{
 			Job:    shared.Job{ID: "job"},

@@ -10,10 +10,10 @@ import (
 	"github.com/pikaci/vmexec/shared"
 )
 
-// TestAttack7_WholeJobFileStrict: the whole job's file is decoded as
+// TestWholeJobFileDecodedStrictly: the whole job's file is decoded as
 // strictly as the v1 job file (attack 7): a case-variant key beside the real
 // one and an unknown field in the v2 objects are refused, naming the key.
-func TestAttack7_WholeJobFileStrict(t *testing.T) {
+func TestWholeJobFileDecodedStrictly(t *testing.T) {
 	const base = `"host":{"job_dir":"/x/r/jobs/a","snapshot_dir":"/s"},"remote":{"host":"h","work_dir":"/w","incus":{"project":"p"}}`
 	for _, tc := range []struct {
 		name, json, want string

@@ -64,11 +64,11 @@ func openWithin(t *testing.T, ctx context.Context, limit time.Duration, b Binary
 	}
 }
 
-// TestAttack10_HungPluginBounded: a plugin that starts a child holding its
+// TestHungPluginLoadBounded (attack 10): a plugin that starts a child holding its
 // stdout and never handshakes. Loading it ends at the start timeout with
 // an error naming the plugin, and neither the plugin nor its child is left
 // running (go-plugin alone would wait on the open pipe forever).
-func TestAttack10_HungPluginBounded(t *testing.T) {
+func TestHungPluginLoadBounded(t *testing.T) {
 	dir := installHung(t, "hung")
 	b := Binary{Name: "hung", Path: filepath.Join(dir, Prefix+"hung")}
 	err := openWithin(t, t.Context(), time.Minute, b, Options{Logger: hclog.NewNullLogger(), StartTimeout: 5 * time.Second})
@@ -86,10 +86,10 @@ func TestAttack10_HungPluginBounded(t *testing.T) {
 	}
 }
 
-// TestAttack10_CancelDuringLoad: the caller's context ending while a hung
+// TestCancelDuringLoadEndsPlugin (attack 10): the caller's context ending while a hung
 // plugin loads (a signal, in runner-host) ends the load at once, long
 // before the start timeout, and kills the plugin's group.
-func TestAttack10_CancelDuringLoad(t *testing.T) {
+func TestCancelDuringLoadEndsPlugin(t *testing.T) {
 	dir := installHung(t, "hung")
 	b := Binary{Name: "hung", Path: filepath.Join(dir, Prefix+"hung")}
 	ctx, cancel := context.WithCancel(t.Context())
@@ -117,9 +117,9 @@ func TestAttack10_CancelDuringLoad(t *testing.T) {
 	}
 }
 
-// TestAttack11_Lookup: Lookup finds a plugin only by one file name in its
+// TestLookupFindsOnlyOneExecutorFile (attack 11): Lookup finds a plugin only by one file name in its
 // dir, and Discover lists no file whose name no plugin may have.
-func TestAttack11_Lookup(t *testing.T) {
+func TestLookupFindsOnlyOneExecutorFile(t *testing.T) {
 	root := t.TempDir()
 	dir := filepath.Join(root, "plugins")
 	if err := os.Mkdir(dir, 0o755); err != nil {

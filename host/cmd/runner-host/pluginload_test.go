@@ -16,11 +16,11 @@ import (
 	"github.com/pikaci/vmexec/shared"
 )
 
-// TestAttack11_PluginNameEscape: --plugin names one file in --plugin-dir.
+// TestPluginNameOutsidePluginDirRefused (attack 11): --plugin names one file in --plugin-dir.
 // A name that would reach a binary outside it (or is no file name at all)
 // is refused before anything runs, with an error naming the value; the
 // binary outside is never run.
-func TestAttack11_PluginNameEscape(t *testing.T) {
+func TestPluginNameOutsidePluginDirRefused(t *testing.T) {
 	root := t.TempDir()
 	dir := filepath.Join(root, "plugins")
 	if err := os.Mkdir(dir, 0o755); err != nil {
@@ -102,11 +102,11 @@ func TestAttack11_PluginNameEscape(t *testing.T) {
 	}
 }
 
-// TestAttack10_SIGTERMDuringLoad: the runner-host binary, loading a plugin
+// TestSIGTERMDuringLoadLeavesNoPlugin (attack 10): the runner-host binary, loading a plugin
 // that never handshakes and whose child holds its stdout, gets SIGTERM. It
 // exits non-zero without waiting for the start timeout, and neither the
 // plugin nor its child is left running.
-func TestAttack10_SIGTERMDuringLoad(t *testing.T) {
+func TestSIGTERMDuringLoadLeavesNoPlugin(t *testing.T) {
 	bin := t.TempDir()
 	runnerHost := testbin.Must(t, filepath.Join(bin, "runner-host"), "github.com/pikaci/vmexec/host/cmd/runner-host")
 	dir := t.TempDir()
