@@ -1,0 +1,5 @@
+from .executor import Executor
+
+
+class WholeJob(Executor):
+    pass
