@@ -270,7 +270,10 @@ class WebSocket:
             head += bytes([0x80 | 126]) + struct.pack(">H", n)
         else:
             head += bytes([0x80 | 127]) + struct.pack(">Q", n)
-        self.writer.write(head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
+        try:
+            self.writer.write(head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
+        except (OSError, asyncssh.Error):
+            pass  # the server closed this socket: what it would carry is moot
 
     async def recv(self):
         """The next data frame as (opcode, payload); (None, b"") once closed."""
