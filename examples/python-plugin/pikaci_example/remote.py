@@ -18,6 +18,8 @@ CONNECT_TIMEOUT = 30.0       # seconds, when the config sets no ConnectTimeout
 REQUEST_TIMEOUT = 60.0       # one Incus request and its answer
 MAX_BODY = 64 << 20          # the largest Incus answer read
 MAX_OUTPUT = 16 << 20        # the largest output of a remote command kept
+MAX_HEAD = 64 << 10          # the largest HTTP header block read
+COMMAND_TIMEOUT = 120.0      # one remote command, unless the caller says otherwise
 
 
 # --- OpenSSH client config: the subset the plugin needs ---------------------
@@ -70,7 +72,11 @@ class Remote:
                                   f"verifying the host key against known_hosts; refused (want yes or ask)")
             known = os.path.expanduser(o.get("userknownhostsfile", "~/.ssh/known_hosts").split()[0])
             host, port = o.get("hostname", self.alias), int(o.get("port", "22"))
-            timeout = float(o.get("connecttimeout", CONNECT_TIMEOUT))
+            try:
+                timeout = float(o.get("connecttimeout", CONNECT_TIMEOUT))
+            except ValueError:
+                raise PluginError(INVALID, "ConnectTimeout", o["connecttimeout"],
+                                  f"ssh {self.alias}: ConnectTimeout {show(o['connecttimeout'])}: want a number of seconds")
             keys = [os.path.expanduser(o["identityfile"])] if "identityfile" in o else ()
             try:
                 # One bound over the TCP connect and the whole SSH handshake.
@@ -87,8 +93,15 @@ class Remote:
                 raise PluginError(UNAVAILABLE, "remote.host", self.alias, f"ssh {self.alias} ({host}:{port}): {e}")
             return self._conn
 
-    async def run(self, command, stdin=None, check=True):
-        """Runs one command; returns (exit status, stdout, stderr)."""
+    async def run(self, command, stdin=None, check=True, timeout=COMMAND_TIMEOUT):
+        """Runs one command within timeout; returns (exit status, stdout, stderr)."""
+        try:
+            return await asyncio.wait_for(self._run(command, stdin, check), timeout)
+        except asyncio.TimeoutError:
+            raise PluginError(UNAVAILABLE, "remote.host", self.alias,
+                              f"ssh {self.alias}: {show(command[:200])} did not end within {timeout:g}s")
+
+    async def _run(self, command, stdin, check):
         conn = await self.connect()
         try:
             proc = await conn.create_process(command, encoding=None, stdin=asyncssh.PIPE)
@@ -150,6 +163,7 @@ class Incus:
                               f"incus: open {self.socket} on {self.remote.alias}: {e}")
 
     async def request(self, method, path, body=None, headers=None, timeout=REQUEST_TIMEOUT, raw=False):
+        # Every answer is read through a BufReader: no read is larger than MAX_BODY.
         """One request on its own channel; returns (status, headers, envelope or body bytes)."""
         data = json.dumps(body).encode() if body is not None else b""
         head = [f"{method} {path} HTTP/1.1", "Host: incus", "Connection: close", f"Content-Length: {len(data)}"]
@@ -159,15 +173,18 @@ class Incus:
         reader, writer = await self._open()
         try:
             writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + data)
-            status, hdrs, payload = await asyncio.wait_for(_read_response(reader, method, path), timeout)
+            status, hdrs, payload = await asyncio.wait_for(_read_response(BufReader(reader), method, path), timeout)
         except asyncio.TimeoutError:
             err = PluginError(UNAVAILABLE, "", "", f"incus: {method} {path}: no answer within {timeout:g}s")
             err.sent = True
             raise err
-        except (OSError, asyncssh.Error, asyncio.IncompleteReadError) as e:
+        except (OSError, asyncssh.Error, asyncio.IncompleteReadError, ValueError) as e:
             err = PluginError(UNAVAILABLE, "", "", f"incus: {method} {path}: the connection broke: {e}")
             err.sent = True
             raise err
+        except PluginError as e:  # an answer past a bound: the request was read all the same
+            e.sent = True
+            raise
         finally:
             writer.close()
         if raw and status < 400:
@@ -204,7 +221,8 @@ class Incus:
                 raise PluginError(UNAVAILABLE, "", "", f"incus: operation {op} did not end within {timeout:g}s")
 
     async def websocket(self, op_id, secret):
-        reader, writer = await self._open()
+        raw_reader, writer = await self._open()
+        reader = BufReader(raw_reader)
         key = base64.b64encode(os.urandom(16)).decode()
         path = f"/1.0/operations/{op_id}/websocket?secret={urllib.parse.quote(secret)}"
         writer.write((f"GET {path} HTTP/1.1\r\nHost: incus\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -216,10 +234,46 @@ class Incus:
         return WebSocket(reader, writer)
 
 
+class BufReader:
+    """Reads from an SSH channel with a bound on every read."""
+
+    def __init__(self, reader):
+        self.reader, self.buf = reader, bytearray()
+
+    async def _fill(self):
+        data = await self.reader.read(1 << 16)
+        if not data:
+            raise asyncio.IncompleteReadError(bytes(self.buf), None)
+        self.buf += data
+
+    async def until(self, sep, limit):
+        while (i := self.buf.find(sep)) < 0:
+            if len(self.buf) > limit:
+                raise PluginError(UNAVAILABLE, "", "", f"incus: no {sep!r} within {limit} bytes of the answer")
+            await self._fill()
+        out = bytes(self.buf[:i + len(sep)])
+        del self.buf[:i + len(sep)]
+        return out
+
+    async def readexactly(self, n):
+        while len(self.buf) < n:
+            await self._fill()
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        return out
+
+    async def to_eof(self, limit):
+        """Everything up to the end, or None past limit bytes."""
+        try:
+            while len(self.buf) <= limit:
+                await self._fill()
+        except asyncio.IncompleteReadError:
+            return bytes(self.buf)
+        return None
+
+
 async def _read_head(reader):
-    head = await reader.readuntil(b"\r\n\r\n")
-    if len(head) > 64 << 10:
-        raise PluginError(UNAVAILABLE, "", "", "incus: an answer's header is larger than 64 KiB")
+    head = await reader.until(b"\r\n\r\n", MAX_HEAD)
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split()[1])
     hdrs = {}
@@ -236,7 +290,7 @@ async def _read_response(reader, method, path):
     if hdrs.get("transfer-encoding", "").lower() == "chunked":
         body = bytearray()
         while True:
-            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            size = int((await reader.until(b"\r\n", 1024)).split(b";")[0], 16)
             if len(body) + size > MAX_BODY:
                 raise too_big
             body += await reader.readexactly(size + 2)
@@ -248,8 +302,8 @@ async def _read_response(reader, method, path):
         if n > MAX_BODY:
             raise too_big
         return status, hdrs, await reader.readexactly(n)
-    body = await reader.read(MAX_BODY + 1)
-    if len(body) > MAX_BODY:
+    body = await reader.to_eof(MAX_BODY)
+    if body is None:
         raise too_big
     return status, hdrs, body
 

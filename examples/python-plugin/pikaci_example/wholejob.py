@@ -23,6 +23,8 @@ MARKER = "pikaci-snapshot.json"
 KILL_GRACE, FORCE_STOP_GRACE = 10.0, 5.0   # seconds: SIGTERM → SIGKILL → force stop
 FILE_TIMEOUT = 30.0                        # one guest file read
 STOP_BOUND = 60.0                          # signals, force stop and the last wait, once started
+TRANSFER_TIMEOUT = 3600.0                  # the snapshot's tar stream
+LIFECYCLE_TIMEOUT = 600.0                  # an instance's create, start, stop or delete
 
 
 def q(s):
@@ -101,7 +103,7 @@ class WholeJob(Executor):
             buf.seek(0)
             try:
                 await remote.run(f"set -euo pipefail; mkdir -p -- {c.quote(posixpath.dirname(dir_))}; "
-                                 f"mkdir -- {c.quote(tmp)}; tar -x -f - -C {c.quote(tmp)}", stdin=buf)
+                                 f"mkdir -- {c.quote(tmp)}; tar -x -f - -C {c.quote(tmp)}", stdin=buf, timeout=TRANSFER_TIMEOUT)
                 await remote.run(f"if test -e {c.quote(dir_)} || test -L {c.quote(dir_)}; then rm -rf -- {c.quote(tmp)}; "
                                  f"else mv -T {c.quote(tmp)} {c.quote(dir_)}; fi")
             except BaseException:
@@ -153,8 +155,8 @@ class WholeJob(Executor):
             f"set -euo pipefail; mkdir -p -- {d}; find {d} -mindepth 1 -maxdepth 1 -exec rm -rf -- {{}} +")
         await inc.call("POST", f"/1.0/instances?project={q(project)}", {
             "name": l["instance"], "type": typ, "source": {"type": "image", "alias": rt.image}, "profiles": profiles,
-            "config": config, "devices": planned, "ephemeral": False})
-        await inc.call("PUT", instance_path(spec, l["instance"], "/state"), {"action": "start"})
+            "config": config, "devices": planned, "ephemeral": False}, timeout=LIFECYCLE_TIMEOUT)
+        await inc.call("PUT", instance_path(spec, l["instance"], "/state"), {"action": "start"}, timeout=LIFECYCLE_TIMEOUT)
         await self.wait_ready(inc, spec, l["instance"], ready)
         return res
 
@@ -197,14 +199,15 @@ class WholeJob(Executor):
 
     async def force_delete(self, inc, spec, name):
         try:
-            await inc.call("PUT", instance_path(spec, name, "/state"), {"action": "stop", "force": True})
+            await inc.call("PUT", instance_path(spec, name, "/state"), {"action": "stop", "force": True},
+                           timeout=LIFECYCLE_TIMEOUT)
         except IncusError as e:
             if e.kind == NOT_FOUND:
                 return False
             if "already stopped" not in e.incus_message and "not running" not in e.incus_message:
                 raise
         try:
-            await inc.call("DELETE", instance_path(spec, name))
+            await inc.call("DELETE", instance_path(spec, name), timeout=LIFECYCLE_TIMEOUT)
         except IncusError as e:
             if e.kind == NOT_FOUND:
                 return False
@@ -349,7 +352,7 @@ class WholeJob(Executor):
             elif typ == "symlink":
                 # The file API answers the link's target resolved to an absolute guest path.
                 target = body.decode()
-                if not c.inside(target, root) or target == root:
+                if not c.inside(target, root):
                     res.warnings.append(f"skipped symlink {show(child)} -> {show(target)}: it leads out of the artifacts directory")
                     continue
                 os.symlink(posixpath.relpath(target, posixpath.dirname(child)), n, dir_fd=dirfd)
