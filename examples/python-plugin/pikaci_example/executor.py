@@ -155,7 +155,7 @@ class Executor:
                 if getattr(e, "sent", False):
                     raise PluginError(UNAVAILABLE, "instance", l["instance"],
                                       f"update the devices of instance {show(l['instance'])}: {e}; the update may have been applied: "
-                                      f"running the same plan again is safe")
+                                      f"running the same plan again is safe", e.context)
                 raise
         raise PluginError(CONFLICT, "instance", l["instance"],
                           f"instance {show(l['instance'])} kept changing under the device update (5 attempts)")

@@ -25,8 +25,8 @@ import grpc_controller_pb2_grpc as ctl_grpc
 import grpc_stdio_pb2_grpc as stdio_grpc
 from google.rpc import status_pb2
 
-from .contract import CTX_CANCELED, PluginError
-from .executor import Executor
+from .contract import CTX_CANCELED, CTX_DEADLINE, PluginError
+from .remote import DEADLINE
 from .wholejob import WholeJob
 
 COOKIE_KEY, COOKIE = "PIKACI_EXECUTOR_PLUGIN", "5c0d1f6e8a2b4e79b3a1c7d9e0f24a68"
@@ -51,10 +51,19 @@ async def fail(context, err):
     code = CODES.get(err.kind, grpc.StatusCode.UNKNOWN)
     if err.context == CTX_CANCELED:
         code = grpc.StatusCode.CANCELLED
+    elif err.context == CTX_DEADLINE:
+        code = grpc.StatusCode.DEADLINE_EXCEEDED
     detail = any_pb2.Any()
     detail.Pack(pb.ErrorDetail(kind=err.kind, field=err.field, value=err.value, context=err.context))
     st = status_pb2.Status(code=code.value[0], message=str(err), details=[detail])
     await context.abort(code, str(err), trailing_metadata=(("grpc-status-details-bin", st.SerializeToString()),))
+
+
+def with_deadline(context):
+    """Makes the call's gRPC deadline the bound of everything it waits for."""
+    left = context.time_remaining()
+    if left is not None:
+        DEADLINE.set(asyncio.get_running_loop().time() + left)
 
 
 def devices_pb(m):
@@ -73,6 +82,7 @@ class ExecutorService(pbg.ExecutorServicer):
         return pb.ConfigureResponse()
 
     async def PrepareDirectories(self, request, context):
+        with_deadline(context)
         try:
             cmd, dirs = await self.impl.prepare_directories(request.spec, request.dry_run)
         except BaseException as e:  # noqa: B902 — every error becomes a status
@@ -80,6 +90,7 @@ class ExecutorService(pbg.ExecutorServicer):
         return pb.PrepareResult(command=cmd, directories=dirs, dry_run=request.dry_run)
 
     async def ConfigureDevices(self, request, context):
+        with_deadline(context)
         try:
             inst, project, merged, planned, changed, warnings = await self.impl.configure_devices(request.spec, request.dry_run)
         except BaseException as e:  # noqa: B902
@@ -93,6 +104,7 @@ class WholeJobService(pbg.WholeJobServicer):
         self.impl = impl
 
     async def _call(self, context, coro):
+        with_deadline(context)
         try:
             return await coro
         except BaseException as e:  # noqa: B902
@@ -105,6 +117,7 @@ class WholeJobService(pbg.WholeJobServicer):
         return await self._call(context, self.impl.prepare_runtime(request.job, request.dry_run))
 
     async def RunJob(self, request, context):
+        with_deadline(context)
         queue = asyncio.Queue()
         task = asyncio.ensure_future(self.impl.run_job(request.job, queue.put_nowait))
         try:

@@ -3,6 +3,7 @@ REST API over OpenSSH streamlocal forwarding, with its exec websockets."""
 
 import asyncio
 import base64
+import contextvars
 import fnmatch
 import json
 import os
@@ -12,7 +13,7 @@ import urllib.parse
 
 import asyncssh
 
-from .contract import CONFLICT, INVALID, NOT_FOUND, PERMISSION, UNAVAILABLE, PluginError, show
+from .contract import CONFLICT, CTX_DEADLINE, INVALID, NOT_FOUND, PERMISSION, UNAVAILABLE, PluginError, show
 
 CONNECT_TIMEOUT = 30.0       # seconds, when the config sets no ConnectTimeout
 REQUEST_TIMEOUT = 60.0       # one Incus request and its answer
@@ -20,6 +21,22 @@ MAX_BODY = 64 << 20          # the largest Incus answer read
 MAX_OUTPUT = 16 << 20        # the largest output of a remote command kept
 MAX_HEAD = 64 << 10          # the largest HTTP header block read
 COMMAND_TIMEOUT = 120.0      # one remote command, unless the caller says otherwise
+
+
+# The gRPC deadline of the call being served (event loop time), set by main.py. Every
+# bound below ends a little before it, so that the plugin answers, with an error that
+# says what it knows, before the host gives up on the call.
+DEADLINE = contextvars.ContextVar("deadline", default=None)
+DEADLINE_MARGIN = 1.0
+
+
+def bound(timeout):
+    """(seconds, whether the call's deadline is what bounds them)."""
+    dl = DEADLINE.get()
+    if dl is None:
+        return timeout, False
+    left = max(0.05, dl - asyncio.get_running_loop().time() - DEADLINE_MARGIN)
+    return (left, True) if left < timeout else (timeout, False)
 
 
 # --- OpenSSH client config: the subset the plugin needs ---------------------
@@ -78,14 +95,17 @@ class Remote:
                 raise PluginError(INVALID, "ConnectTimeout", o["connecttimeout"],
                                   f"ssh {self.alias}: ConnectTimeout {show(o['connecttimeout'])}: want a number of seconds")
             keys = [os.path.expanduser(o["identityfile"])] if "identityfile" in o else ()
+            limit, by_deadline = bound(timeout)
             try:
                 # One bound over the TCP connect and the whole SSH handshake.
                 self._conn = await asyncio.wait_for(asyncssh.connect(
                     host, port, username=o.get("user"), known_hosts=known, client_keys=keys,
-                    config=[], agent_path=None, keepalive_interval=30), timeout)
+                    config=[], agent_path=None, keepalive_interval=30), limit)
             except asyncio.TimeoutError:
+                what = "the call's deadline" if by_deadline else f"ConnectTimeout {timeout:g}s"
                 raise PluginError(UNAVAILABLE, "remote.host", self.alias,
-                                  f"ssh {self.alias} ({host}:{port}): no SSH handshake within ConnectTimeout {timeout:g}s")
+                                  f"ssh {self.alias} ({host}:{port}): no SSH handshake within {what}",
+                                  CTX_DEADLINE if by_deadline else 0)
             except asyncssh.HostKeyNotVerifiable as e:
                 raise PluginError(PERMISSION, "remote.host", self.alias,
                                   f"ssh {self.alias} ({host}:{port}): host key not verified against {known}: {e}")
@@ -95,11 +115,13 @@ class Remote:
 
     async def run(self, command, stdin=None, check=True, timeout=COMMAND_TIMEOUT):
         """Runs one command within timeout; returns (exit status, stdout, stderr)."""
+        limit, by_deadline = bound(timeout)
         try:
-            return await asyncio.wait_for(self._run(command, stdin, check), timeout)
+            return await asyncio.wait_for(self._run(command, stdin, check), limit)
         except asyncio.TimeoutError:
             raise PluginError(UNAVAILABLE, "remote.host", self.alias,
-                              f"ssh {self.alias}: {show(command[:200])} did not end within {timeout:g}s")
+                              f"ssh {self.alias}: {show(command[:200])} did not end within {limit:g}s",
+                              CTX_DEADLINE if by_deadline else 0)
 
     async def _run(self, command, stdin, check):
         conn = await self.connect()
@@ -173,9 +195,11 @@ class Incus:
         reader, writer = await self._open()
         try:
             writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + data)
-            status, hdrs, payload = await asyncio.wait_for(_read_response(BufReader(reader), method, path), timeout)
+            limit, by_deadline = bound(timeout)
+            status, hdrs, payload = await asyncio.wait_for(_read_response(BufReader(reader), method, path), limit)
         except asyncio.TimeoutError:
-            err = PluginError(UNAVAILABLE, "", "", f"incus: {method} {path}: no answer within {timeout:g}s")
+            err = PluginError(UNAVAILABLE, "", "", f"incus: {method} {path}: no answer within {limit:g}s",
+                              CTX_DEADLINE if by_deadline else 0)
             err.sent = True
             raise err
         except (OSError, asyncssh.Error, asyncio.IncompleteReadError, ValueError) as e:
