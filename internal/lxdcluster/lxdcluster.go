@@ -161,9 +161,14 @@ var (
 
 // Main runs the tests, then stops the shared cluster if one was started.
 // Use it as: func TestMain(m *testing.M) { os.Exit(lxdcluster.Main(m)) }.
-func Main(m *testing.M) int {
+func Main(m *testing.M) int { return Around(m.Run) }
+
+// Around runs run (m.Run, or another fixture's Main) with Shared allowed,
+// then stops the shared cluster if one was started:
+// os.Exit(lxdcluster.Around(func() int { return lxdtest.Main(m) })).
+func Around(run func() int) int {
 	mainWrapped.Store(true)
-	code := m.Run()
+	code := run()
 	sharedMu.Lock()
 	c := sharedC
 	sharedC = nil
@@ -727,6 +732,20 @@ func (m *Member) signal(tb testing.TB, sig syscall.Signal) {
 	if err := syscall.Kill(pid, sig); err != nil {
 		tb.Fatalf("lxdcluster: signal %v to member %s: %v", sig, m.Name, err)
 	}
+	if sig == syscall.SIGCONT {
+		// nsenter stops itself when its child stops (util-linux's
+		// continue_as_child) and stays stopped, unable to reap it later.
+		m.contNsenter()
+	}
+}
+
+// contNsenter resumes the nsenter above the daemon.
+func (m *Member) contNsenter() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.daemon != nil {
+		_ = syscall.Kill(m.daemon.Process.Pid, syscall.SIGCONT)
+	}
 }
 
 // MemberInfo is one member as GET /1.0/cluster/members?recursion=1 says.
@@ -826,6 +845,7 @@ func (c *Cluster) Stop() error {
 		if m.holder == nil {
 			continue
 		}
+		m.contNsenter()
 		// The member's PID 1 first, so that unshare reaps it and exits;
 		// the kernel kills the rest of its PID namespace.
 		if m.initPID != 0 {
