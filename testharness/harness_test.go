@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/pikaci/vmexec/internal/testbin"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/pikaci/vmexec/internal/testbin"
 
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/tools/txtar"
