@@ -7,13 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/pikaci/vmexec/host"
 	"github.com/pikaci/vmexec/shared"
-	"github.com/pikaci/vmexec/shared/strictjson"
 )
 
 // Exit codes of `run` for a whole job, beside the job's own exit code.
@@ -21,39 +18,13 @@ const (
 	exitTimedOut = 124 // the job passed command.timeout_secs
 )
 
-// readWholeJob reads a job file as a whole job: job, host and remote, plus
-// runtime, command and artifacts. ok is false for a job file without
-// runtime and command, which runs the version 1 phases as before. Unknown
-// fields are an error.
-func readWholeJob(path string) (job shared.WholeJob, ok bool, err error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return shared.WholeJob{}, false, fmt.Errorf("read job file: %w", err)
-	}
-	// Strictly, as every input: exact key spelling, no duplicate or unknown
-	// keys, valid UTF-8, nothing after the object.
-	if err := strictjson.Decode(data, &job); err != nil {
-		return shared.WholeJob{}, false, shared.Errorf(shared.ErrInvalidInput, "job", path, "job file %s: %w", path, err)
-	}
-	switch {
-	case job.IsWhole():
-		return job, true, nil
-	case job.Runtime != nil:
-		return shared.WholeJob{}, false, shared.Errorf(shared.ErrInvalidInput, "command", "", "job file %s has a runtime but no command", path)
-	case job.Command != nil:
-		return shared.WholeJob{}, false, shared.Errorf(shared.ErrInvalidInput, "runtime", "", "job file %s has a command but no runtime", path)
-	case job.Artifacts != nil:
-		return shared.WholeJob{}, false, shared.Errorf(shared.ErrInvalidInput, "artifacts", "", "job file %s has artifacts but no runtime and command", path)
-	}
-	return shared.WholeJob{}, false, nil
-}
-
 // runWhole runs a whole job through a plugin that speaks protocol 2: the
 // job's stdout to our stdout and its stderr to our stderr as they arrive
 // (with --json: both to our stderr, each line prefixed by its stream, and
 // the record to stdout). It ends with the job's exit code, 124 when the job
-// timed out, 130/143 after SIGINT/SIGTERM (cleanup done first), 1 for an
-// executor error (the record says which phase).
+// timed out, 130/143 after SIGINT/SIGTERM (cleanup done first), the
+// system-failure code (125) for an executor or infrastructure failure (the
+// record says which phase); see exitCodes.forRecord.
 func (a *App) runWhole(ctx context.Context, f runFlags, job shared.WholeJob) error {
 	var names []string
 	for _, ph := range f.phases {
@@ -62,11 +33,7 @@ func (a *App) runWhole(ctx context.Context, f runFlags, job shared.WholeJob) err
 	if strings.Join(names, ",") != defaultPhases {
 		return usagef("--phases applies to a job without runtime and command; a whole job runs every phase")
 	}
-	p, err := host.Open(ctx, host.Binary{Name: f.plugin, Path: filepath.Join(f.pluginDir, host.Prefix+f.plugin)}, host.Options{
-		RequireSHA256: f.pins,
-		Settings:      shared.Settings{SSHConfigPath: f.sshConfig},
-		Logger:        f.logger(a.Stderr),
-	})
+	p, err := f.open(ctx, a.Stderr, f.plugin, shared.Settings{SSHConfigPath: f.sshConfig})
 	if err != nil {
 		return err
 	}
@@ -93,21 +60,21 @@ func (a *App) runWhole(ctx context.Context, f runFlags, job shared.WholeJob) err
 	} else if f.dryRun {
 		printDryRun(a.Stdout, p.Info(), rec)
 	}
-	if code, ok := signalExitCode(ctx); ok && runErr != nil {
-		return &exitError{code: code, err: runErr}
-	}
-	if runErr != nil {
-		return &exitError{code: exitFail, err: runErr}
-	}
+	sig, _ := signalExitCode(ctx)
+	code, failed := f.codes.forRecord(rec, sig)
 	switch {
-	case f.dryRun:
+	case !failed && runErr == nil:
 		return nil
-	case rec.TimedOut:
-		return &exitError{code: exitTimedOut, err: fmt.Errorf("job %s timed out after %d s", shared.Show(job.Job.ID), rec.TimeoutSecs)}
-	case rec.ExitCode != nil && *rec.ExitCode != 0:
-		return &exitError{code: *rec.ExitCode}
+	case !failed:
+		// An error the record does not classify (the output's flush, the
+		// --json encoding): ours, so a system failure.
+		return &exitError{code: f.codes.system, err: runErr}
+	case rec.Failure == host.FailureTimeout && runErr == nil:
+		return &exitError{code: code, err: fmt.Errorf("job %s timed out after %d s", shared.Show(job.Job.ID), rec.TimeoutSecs)}
 	}
-	return nil
+	// A build failure without an error has said what went wrong in its own
+	// output; every other failure says it here.
+	return &exitError{code: code, err: runErr}
 }
 
 func printDryRun(w io.Writer, info shared.Info, rec host.Record) {
