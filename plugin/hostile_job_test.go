@@ -216,3 +216,60 @@ func TestPrepareRuntimeWithTheDaemonStoppedAfterTheCreateIsBounded(t *testing.T)
 	}
 	t.Logf("PrepareRuntime with LXD stopped: %v", err)
 }
+
+// Issue 17.1: an sh that exits 0 printing nothing lists no special files;
+// the collection must not take that for an empty listing and read a FIFO.
+func TestCollectArtifactsWithAReplacedShIsASystemFailure(t *testing.T) {
+	w := newWholeEnv(t)
+	job := w.job(t, "true")
+	job.Artifacts = &shared.Artifacts{Path: "/out"}
+	l, _ := layout.Derive(job.JobSpec)
+	t.Cleanup(func() { os.RemoveAll(job.Host.JobDir) })
+	w.prepare(t, job)
+	if code, out := w.guest(t, l.Instance, "sh", "-c", `mkdir -p /out && mkfifo /out/pipe && printf '#!/bin/busybox true\n' > /bin/sh.new && chmod 755 /bin/sh.new && mv /bin/sh.new /bin/sh`); code != 0 {
+		t.Fatalf("guest setup: exit %d: %s", code, out)
+	}
+	res, err := w.e.CollectArtifacts(t.Context(), shared.CollectRequest{Job: job})
+	if !errors.Is(err, shared.ErrUnavailable) || !strings.Contains(err.Error(), "marker") {
+		t.Fatalf("CollectArtifacts = %+v, %v; want ErrUnavailable saying the listing did not run", res, err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), shared.CleanupTimeout)
+	defer cancel()
+	if cres, err := w.e.Cleanup(ctx, shared.CleanupRequest{Job: job}); err != nil || !cres.Deleted {
+		t.Fatalf("Cleanup = %+v, %v; want the instance deleted", cres, err)
+	}
+}
+
+// Issue 17.10: a start that fails (a profile's character device whose
+// source is missing: checked at start, not at create) leaves the instance
+// to Cleanup, which deletes it.
+func TestAFailedStartLeavesNoInstanceAfterCleanup(t *testing.T) {
+	w := newWholeEnv(t)
+	profile := "pikaci-broken-start"
+	ctx := t.Context()
+	if _, err := w.d.Do(ctx, "POST", "/1.0/profiles", map[string]any{"name": profile, "devices": map[string]any{
+		"broken": map[string]string{"type": "unix-char", "source": "/dev/pikaci-broken-start", "path": "/dev/pikaci-broken"},
+	}}); err != nil {
+		t.Fatalf("create profile %s: %v", profile, err)
+	}
+	job := w.job(t, "true")
+	job.Runtime.Profiles = []string{profile}
+	l, _ := layout.Derive(job.JobSpec)
+	t.Cleanup(func() {
+		// After the instance's deletion (registered earlier, runs later).
+		_, _ = w.d.Do(context.Background(), "DELETE", "/1.0/profiles/"+profile, nil)
+	})
+	if _, err := w.e.PrepareRuntime(ctx, shared.RuntimeRequest{Job: job}); err == nil {
+		t.Fatal("PrepareRuntime succeeded with a disk whose source is missing")
+	} else {
+		t.Logf("PrepareRuntime: %v", err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, shared.CleanupTimeout)
+	defer cancel()
+	if res, err := w.e.Cleanup(cctx, shared.CleanupRequest{Job: job}); err != nil || !res.Deleted {
+		t.Fatalf("Cleanup = %+v, %v; want the instance deleted", res, err)
+	}
+	if _, err := w.lxd.Instance(ctx, wholeJobProject, l.Instance); !errors.Is(err, shared.ErrNotFound) {
+		t.Errorf("instance left after Cleanup: %v", err)
+	}
+}
