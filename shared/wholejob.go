@@ -42,9 +42,10 @@ type JobExecutor interface {
 type Runtime struct {
 	// Image is the Incus image alias, in remote.incus.project.
 	Image string `json:"image"`
-	// InstanceType is "virtual-machine" (default) or "container".
+	// InstanceType is one of InstanceTypes: InstanceTypeVirtualMachine
+	// (default) or InstanceTypeContainer.
 	InstanceType string `json:"instance_type,omitempty"`
-	// Profiles follow "default", in order.
+	// Profiles follow DefaultProfile, in order.
 	Profiles []string `json:"profiles,omitempty"`
 	Limits   Limits   `json:"limits,omitempty"`
 	// ReadyTimeoutSecs bounds the wait for the first successful exec.
@@ -76,21 +77,40 @@ type Command struct {
 
 // Artifacts says what to collect from the guest after the job.
 type Artifacts struct {
-	// Path is the guest directory (default /run/pika-cloud/artifacts).
+	// Path is the guest directory (default DefaultArtifactsPath).
 	Path string `json:"path,omitempty"`
 	// MaxBytes caps the collected bytes (default 1 GiB).
 	MaxBytes int64 `json:"max_bytes,omitempty"`
 }
 
+// Instance types, as Incus names them.
+const (
+	InstanceTypeVirtualMachine = "virtual-machine"
+	InstanceTypeContainer      = "container"
+)
+
+// InstanceTypes are the runtime.instance_type values Runtime.Check
+// accepts, in the order its error names them.
+var InstanceTypes = []string{InstanceTypeVirtualMachine, InstanceTypeContainer}
+
 // Defaults of the whole job's inputs.
 const (
-	DefaultInstanceType     = "virtual-machine"
+	// DefaultProject is the Incus project an empty remote.incus.project
+	// means (see Incus.ProjectOrDefault).
+	DefaultProject = "default"
+	// DefaultProfile is the profile every instance gets before
+	// runtime.profiles.
+	DefaultProfile          = "default"
+	DefaultInstanceType     = InstanceTypeVirtualMachine
 	DefaultCPU              = 2
 	DefaultMemory           = "4GiB"
 	DefaultReadyTimeoutSecs = 120
-	DefaultCwd              = "/workspace/snapshot"
-	DefaultArtifactsPath    = "/run/pika-cloud/artifacts"
-	DefaultArtifactsMax     = int64(1) << 30
+	// SnapshotGuestPath is where the workspace snapshot appears in the
+	// guest, and the command's default cwd.
+	SnapshotGuestPath    = "/workspace/snapshot"
+	DefaultCwd           = SnapshotGuestPath
+	DefaultArtifactsPath = "/run/pika-cloud/artifacts"
+	DefaultArtifactsMax  = int64(1) << 30
 	// CleanupTimeout is the host's own limit on Cleanup.
 	CleanupTimeout = 60 * time.Second
 	// KillGrace is the time between SIGTERM and SIGKILL on a timeout or
@@ -98,6 +118,13 @@ const (
 	// instance is force-stopped when the job's output is still open.
 	KillGrace      = 10 * time.Second
 	ForceStopGrace = 5 * time.Second
+	// ReadyProbeFirst and ReadyProbeMax: PrepareRuntime's readiness
+	// probe backs off from the first to the second.
+	ReadyProbeFirst = 100 * time.Millisecond
+	ReadyProbeMax   = time.Second
+	// ArtifactReadTimeout bounds CollectArtifacts' read of one guest file
+	// (a FIFO reported as a file never answers).
+	ArtifactReadTimeout = 30 * time.Second
 	// SnapshotMarker is the file in a snapshot dir that names its hash.
 	SnapshotMarker = "pikaci-snapshot.json"
 	// Label keys set on every instance the executor creates.
@@ -173,6 +200,8 @@ type StageResult struct {
 	// BytesSent is the size of the tar stream sent (0 when reused).
 	BytesSent int64 `json:"bytes_sent"`
 	DryRun    bool  `json:"dry_run,omitempty"`
+	// Placement is, on a cluster, the member the job was placed on.
+	Placement *Placement `json:"placement,omitempty"`
 }
 
 // RuntimeRequest asks for the job's instance, created and started.
@@ -203,6 +232,9 @@ type RuntimeResult struct {
 	StaleDeleted bool     `json:"stale_deleted,omitempty"`
 	Warnings     []string `json:"warnings,omitempty"`
 	DryRun       bool     `json:"dry_run,omitempty"`
+	// Placement is, on a cluster, the member the instance was created on
+	// (another one than staging's when the job was re-placed).
+	Placement *Placement `json:"placement,omitempty"`
 }
 
 // RunRequest asks to run the job's command in its instance.
@@ -290,4 +322,8 @@ type SweepRequest struct {
 type SweepResult struct {
 	Deleted []string `json:"deleted"`
 	DryRun  bool     `json:"dry_run,omitempty"`
+	// Unreachable names, as "<instance> on <member>", the instances of a
+	// cluster member that does not answer: their labels cannot be read,
+	// so they are left for a later sweep.
+	Unreachable []string `json:"unreachable,omitempty"`
 }

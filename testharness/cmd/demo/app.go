@@ -22,6 +22,7 @@ import (
 
 	"github.com/pikaci/vmexec/host"
 	"github.com/pikaci/vmexec/shared"
+	"github.com/pikaci/vmexec/shared/devices"
 	"github.com/pikaci/vmexec/testharness"
 )
 
@@ -164,7 +165,7 @@ func (a *App) runWhole(ctx context.Context) error {
 	snapshotDir := ""
 	if len(creates) > 0 {
 		for _, d := range creates[0].Devices {
-			if d["path"] == "/workspace/snapshot" {
+			if d["path"] == devices.SnapshotGuestPath {
 				snapshotDir = d["source"]
 			}
 		}
