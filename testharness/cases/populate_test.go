@@ -29,9 +29,11 @@ func (r *recordingFS) do(call string) error {
 	return nil
 }
 
-func (r *recordingFS) Symlink(l, target string) error     { return r.do("symlink " + l + " -> " + target) }
-func (r *recordingFS) MkdirAll(p string) error            { return r.do("mkdir " + p) }
-func (r *recordingFS) WriteFile(p string, d []byte) error { return r.do("write " + p + " " + string(d)) }
+func (r *recordingFS) Symlink(l, target string) error { return r.do("symlink " + l + " -> " + target) }
+func (r *recordingFS) MkdirAll(p string) error        { return r.do("mkdir " + p) }
+func (r *recordingFS) WriteFile(p string, d []byte) error {
+	return r.do("write " + p + " " + string(d))
+}
 
 // TestPopulateLaysOutAnyFS: Populate takes any filesystem behind the FS
 // interface, not only the virtual remote's: symlinks first (sorted), then
