@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/pikaci/vmexec/internal/regfile"
@@ -147,7 +148,8 @@ type WholeJobOptions struct {
 // returned.
 //
 // The error is nil when the job ran to its end, whatever its exit code (see
-// the record's ExitCode and TimedOut). Otherwise it is a *PhaseError (the
+// the record's ExitCode and TimedOut), and ctx did not end meanwhile (when
+// it ended during Cleanup, the error says so, with ctx's cause). Otherwise it is a *PhaseError (the
 // failing phase, possibly wrapping ctx's error), an ErrInvalidInput from the
 // checks, and/or a *CleanupError, joined.
 func RunWholeJob(ctx context.Context, e shared.JobExecutor, job shared.WholeJob, opts WholeJobOptions) (Record, error) {
@@ -171,6 +173,11 @@ func RunWholeJob(ctx context.Context, e shared.JobExecutor, job shared.WholeJob,
 	err = r.phases(ctx)
 	if r.reachedRuntime && !opts.DryRun {
 		err = errors.Join(err, r.cleanup(ctx, err))
+	}
+	if ctx.Err() != nil && err == nil {
+		// Every phase was done when ctx ended: the run was stopped during
+		// its cleanup, which went on all the same.
+		err = fmt.Errorf("stopped during cleanup, after the job ended: %w", context.Cause(ctx))
 	}
 	if err != nil {
 		r.rec.Error = err.Error()
@@ -264,6 +271,7 @@ func (r *wholeRun) phase(ctx context.Context, name string, f func() error) error
 	if err == nil {
 		err = f()
 	}
+	err = withCause(ctx, err)
 	r.record(name, start, r.opts.Now(), err)
 	if err != nil {
 		return &PhaseError{Phase: name, Err: err}
@@ -315,6 +323,20 @@ func (r *wholeRun) phases(ctx context.Context) error {
 	})
 }
 
+// withCause adds why ctx ended (a signal, a deadline) to a phase's error
+// when ctx ended, so the record says what stopped the run rather than
+// only "context canceled".
+func withCause(ctx context.Context, err error) error {
+	if err == nil || ctx.Err() == nil {
+		return err
+	}
+	cause := context.Cause(ctx)
+	if errors.Is(err, cause) || strings.Contains(err.Error(), cause.Error()) {
+		return err
+	}
+	return fmt.Errorf("%w (%w)", err, cause)
+}
+
 // run is RunJob, recorded as launch_guest until the first output (or the
 // end, for a job that printed nothing) and wait_for_completion after it.
 func (r *wholeRun) run(ctx context.Context) error {
@@ -339,6 +361,7 @@ func (r *wholeRun) run(ctx context.Context) error {
 	if err == nil {
 		res, err = r.e.RunJob(ctx, shared.RunRequest{Job: r.job}, sink)
 	}
+	err = withCause(ctx, err)
 	end := r.opts.Now()
 	if launched.IsZero() {
 		if err != nil {
