@@ -3,6 +3,7 @@ package shared
 import (
 	"fmt"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode"
@@ -22,28 +23,69 @@ const MaxUID = 1<<32 - 2
 // Check validates the whole job's own inputs: host.snapshot_dir, runtime,
 // command and artifacts (runtime and command must be present; artifacts may
 // be absent and take their defaults). It does not check the version 1
-// inputs (layout.Derive does).
+// inputs (layout.Derive does). Each phase of an executor checks the part it
+// uses with the matching CheckXxx method: the rules are these, once.
 func (w WholeJob) Check() error {
-	if err := checkAbsClean("host.snapshot_dir", w.Host.SnapshotDir); err != nil {
+	if err := w.CheckSnapshotDir(); err != nil {
 		return err
 	}
 	if w.Runtime == nil {
-		return Errorf(ErrInvalidInput, "runtime", "", "the whole job needs a runtime object")
+		return errNoRuntime()
 	}
 	if w.Command == nil {
-		return Errorf(ErrInvalidInput, "command", "", "the whole job needs a command object")
+		return errNoCommand()
 	}
-	if err := w.Runtime.Check(); err != nil {
+	if err := w.CheckRuntime(); err != nil {
 		return err
 	}
-	if err := w.Command.Check(); err != nil {
+	if err := w.CheckCommand(); err != nil {
 		return err
 	}
+	return w.CheckArtifacts()
+}
+
+// CheckSnapshotDir validates host.snapshot_dir, the local snapshot the
+// whole job stages.
+func (w WholeJob) CheckSnapshotDir() error {
+	return CheckAbsClean("host.snapshot_dir", w.Host.SnapshotDir)
+}
+
+// CheckRuntime validates the runtime, which must be present.
+func (w WholeJob) CheckRuntime() error {
+	if w.Runtime == nil {
+		return errNoRuntime()
+	}
+	return w.Runtime.Check()
+}
+
+// CheckCommand validates the command, which must be present.
+func (w WholeJob) CheckCommand() error {
+	if w.Command == nil {
+		return errNoCommand()
+	}
+	return w.Command.Check()
+}
+
+// CheckArtifacts validates the artifacts (absent: the defaults).
+func (w WholeJob) CheckArtifacts() error {
+	return w.ArtifactsOrDefault().Check()
+}
+
+// ArtifactsOrDefault returns the artifacts with their defaults applied.
+func (w WholeJob) ArtifactsOrDefault() Artifacts {
 	var a Artifacts
 	if w.Artifacts != nil {
 		a = *w.Artifacts
 	}
-	return a.Check()
+	return a.WithDefaults()
+}
+
+func errNoRuntime() error {
+	return Errorf(ErrInvalidInput, "runtime", "", "the whole job needs a runtime object")
+}
+
+func errNoCommand() error {
+	return Errorf(ErrInvalidInput, "command", "", "the whole job needs a command object")
 }
 
 // Check validates a runtime; zero fields stand for their defaults.
@@ -52,11 +94,13 @@ func (r Runtime) Check() error {
 	if err := checkToken("runtime.image", r.Image); err != nil {
 		return err
 	}
-	switch r.InstanceType {
-	case "virtual-machine", "container":
-	default:
+	if !slices.Contains(InstanceTypes, r.InstanceType) {
+		quoted := make([]string, len(InstanceTypes))
+		for i, t := range InstanceTypes {
+			quoted[i] = strconv.Quote(t)
+		}
 		return Errorf(ErrInvalidInput, "runtime.instance_type", r.InstanceType,
-			"runtime.instance_type %s is neither \"virtual-machine\" nor \"container\"", Show(r.InstanceType))
+			"runtime.instance_type %s is not one of %s", Show(r.InstanceType), strings.Join(quoted, ", "))
 	}
 	for i, p := range r.Profiles {
 		field := fmt.Sprintf("runtime.profiles[%d]", i)
@@ -107,7 +151,7 @@ func (c Command) Check() error {
 			return err
 		}
 	}
-	if err := checkAbsClean("command.cwd", c.Cwd); err != nil {
+	if err := CheckAbsClean("command.cwd", c.Cwd); err != nil {
 		return err
 	}
 	if c.User < 0 || c.User > MaxUID {
@@ -123,7 +167,7 @@ func (c Command) Check() error {
 // Check validates the artifacts; zero fields stand for their defaults.
 func (a Artifacts) Check() error {
 	a = a.WithDefaults()
-	if err := checkAbsClean("artifacts.path", a.Path); err != nil {
+	if err := CheckAbsClean("artifacts.path", a.Path); err != nil {
 		return err
 	}
 	if err := checkRange("artifacts.max_bytes", a.MaxBytes, 1, MaxArtifactsBytes, "bytes"); err != nil {
@@ -198,9 +242,9 @@ func checkToken(field, v string) error {
 	return nil
 }
 
-// checkAbsClean is layout.CheckAbsClean's rule (layout imports this
-// package): absolute, clean, no NUL, valid UTF-8.
-func checkAbsClean(field, p string) error {
+// CheckAbsClean refuses a path that is not absolute and clean, or holds a
+// NUL or invalid UTF-8 (layout.CheckAbsClean is this rule).
+func CheckAbsClean(field, p string) error {
 	switch {
 	case p == "":
 		return Errorf(ErrInvalidInput, field, p, "%s is empty", field)

@@ -2,9 +2,10 @@ package layout
 
 import (
 	"errors"
-	"github.com/pikaci/vmexec/internal/seedjob"
 	"strings"
 	"testing"
+
+	"github.com/pikaci/vmexec/internal/seedjob"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/pikaci/vmexec/shared"
@@ -291,9 +292,9 @@ func TestAllowedOddities(t *testing.T) {
 	}
 }
 
-// TestAttack8_LongIDRefusedUpFront: a job id or any derived remote path
+// TestLongIDRefusedUpFront (attack 8): a job id or any derived remote path
 // over the Linux limits is refused by Derive, so nothing is ever created.
-func TestAttack8_LongIDRefusedUpFront(t *testing.T) {
+func TestLongIDRefusedUpFront(t *testing.T) {
 	long := func(mut func(s *shared.JobSpec)) error {
 		s := shared.JobSpec{
 			Job:    shared.Job{ID: "job"},

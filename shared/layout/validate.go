@@ -12,22 +12,7 @@ import (
 // ".." component, no trailing slash, no NUL. Paths must also be valid UTF-8:
 // the protocol carries them as protobuf strings, which cannot hold anything
 // else.
-func CheckAbsClean(field, p string) error {
-	switch {
-	case p == "":
-		return shared.Errorf(shared.ErrInvalidInput, field, p, "%s is empty", field)
-	case strings.IndexByte(p, 0) >= 0:
-		return shared.Errorf(shared.ErrInvalidInput, field, p, "%s %s contains a NUL byte", field, shared.Show(p))
-	case !utf8.ValidString(p):
-		return shared.Errorf(shared.ErrInvalidInput, field, p, "%s %s is not valid UTF-8", field, shared.Show(p))
-	case p[0] != '/':
-		return shared.Errorf(shared.ErrInvalidInput, field, p, "%s %s is not absolute", field, shared.Show(p))
-	case path.Clean(p) != p:
-		return shared.Errorf(shared.ErrInvalidInput, field, p,
-			"%s %s is not clean (empty, \".\" or \"..\" component, or trailing slash)", field, shared.Show(p))
-	}
-	return nil
-}
+func CheckAbsClean(field, p string) error { return shared.CheckAbsClean(field, p) }
 
 // CheckComponent checks that v can be exactly one remote path component:
 // not empty, not "." or "..", no "/", no NUL or other control character.
