@@ -170,6 +170,16 @@ func RunWholeJob(ctx context.Context, e shared.JobExecutor, job shared.WholeJob,
 	}
 	// The image as asked for; PrepareRuntime's answer adds the fingerprint.
 	r.rec.Image = shared.Image{Project: job.Remote.Incus.Project, Alias: job.Runtime.Image}
+	if !opts.DryRun {
+		// First a record that says the run started, replacing an earlier
+		// run's: should this run die without a word (SIGKILL), its job dir
+		// does not show the earlier run's outcome as its own.
+		r.rec.Error = "the run started and has not ended: if this stays, the runner stopped before the run could end"
+		if err := r.write(); err != nil {
+			return r.rec, err
+		}
+		r.rec.Error = ""
+	}
 	err = r.phases(ctx)
 	if r.reachedRuntime && !opts.DryRun {
 		err = errors.Join(err, r.cleanup(ctx, err))
@@ -188,11 +198,13 @@ func RunWholeJob(ctx context.Context, e shared.JobExecutor, job shared.WholeJob,
 	return r.rec, err
 }
 
-// CheckWholeJob checks every input of every phase of a whole job without
-// any I/O but reading the local snapshot marker: the version 1 inputs and
+// CheckWholeJob checks every input of every phase of a whole job before the
+// first phase, with no I/O but on this machine: the version 1 inputs and
 // the device rules (devices.Check), the version 2 inputs
-// (shared.WholeJob.Check), and that host.snapshot_dir holds a marker whose
-// hash agrees with host.snapshot_content_hash.
+// (shared.WholeJob.Check: ranges, argument sizes, the gRPC message size),
+// that host.snapshot_dir holds a marker whose hash agrees with
+// host.snapshot_content_hash, and that host.job_dir takes the run record
+// (CheckJobDirWritable). It is the one function a preflight calls.
 func CheckWholeJob(job shared.WholeJob) error {
 	if _, err := devices.Check(job.JobSpec); err != nil {
 		return err
@@ -200,8 +212,26 @@ func CheckWholeJob(job shared.WholeJob) error {
 	if err := job.Check(); err != nil {
 		return err
 	}
-	_, err := ReadSnapshotHash(job.Host.SnapshotDir, job.Host.SnapshotContentHash)
-	return err
+	if _, err := ReadSnapshotHash(job.Host.SnapshotDir, job.Host.SnapshotContentHash); err != nil {
+		return err
+	}
+	return CheckJobDirWritable(job.Host.JobDir)
+}
+
+// CheckJobDirWritable checks that the run record can be written in
+// jobDir: it creates a file there and removes it.
+func CheckJobDirWritable(jobDir string) error {
+	f, err := os.CreateTemp(jobDir, "."+RecordFile+".check-*")
+	if err != nil {
+		return shared.Errorf(kindOfFSError(err), "host.job_dir", jobDir,
+			"host.job_dir %s is not writable: the run record could not be written there: %w", shared.Show(jobDir), err)
+	}
+	name := f.Name()
+	err = errors.Join(f.Close(), os.Remove(name))
+	if err != nil {
+		return shared.Errorf(shared.ErrUnavailable, "host.job_dir", jobDir, "host.job_dir %s: check file %s: %w", shared.Show(jobDir), name, err)
+	}
+	return nil
 }
 
 // maxSnapshotMarker bounds the snapshot marker read: it names a hash and a
@@ -373,6 +403,13 @@ func (r *wholeRun) run(ctx context.Context) error {
 	r.record(PhaseLaunchGuest, start, launched, nil)
 	r.record(PhaseWaitForCompletion, launched, end, err)
 	if err != nil {
+		return &PhaseError{Phase: PhaseWaitForCompletion, Err: err}
+	}
+	if res.ExitCode < 0 && !res.TimedOut {
+		// No process ended with it: the guest never ran the command.
+		err := fmt.Errorf("the job ended with no exit code (the executor reported %d): the guest could not run command.argv[0] %s (missing, not executable, or its arguments and environment too long)",
+			res.ExitCode, shared.Show(r.job.Command.Argv[0]))
+		r.rec.Phases[len(r.rec.Phases)-1].Error = err.Error()
 		return &PhaseError{Phase: PhaseWaitForCompletion, Err: err}
 	}
 	code := res.ExitCode
