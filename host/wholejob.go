@@ -87,7 +87,14 @@ type ArtifactsRecord struct {
 	Files    int      `json:"files"`
 	Bytes    int64    `json:"bytes"`
 	Warnings []string `json:"warnings,omitempty"`
+	// WarningsDropped counts the warnings past the first
+	// MaxRecordWarnings, which the record leaves out.
+	WarningsDropped int `json:"warnings_dropped,omitempty"`
 }
+
+// MaxRecordWarnings bounds the warnings a record keeps; the rest are
+// counted.
+const MaxRecordWarnings = 100
 
 // CleanupRecord is how Cleanup went.
 type CleanupRecord struct {
@@ -347,7 +354,11 @@ func (r *wholeRun) phases(ctx context.Context) error {
 	return r.phase(ctx, PhaseCollectArtifacts, func() error {
 		res, err := r.e.CollectArtifacts(ctx, shared.CollectRequest{Job: job})
 		if err == nil {
-			r.rec.Artifacts = &ArtifactsRecord{Dir: res.Dir, Files: res.Files, Bytes: res.Bytes, Warnings: res.Warnings}
+			a := &ArtifactsRecord{Dir: res.Dir, Files: res.Files, Bytes: res.Bytes, Warnings: res.Warnings}
+			if n := len(a.Warnings); n > MaxRecordWarnings {
+				a.Warnings, a.WarningsDropped = a.Warnings[:MaxRecordWarnings:MaxRecordWarnings], n-MaxRecordWarnings
+			}
+			r.rec.Artifacts = a
 		}
 		return err
 	})

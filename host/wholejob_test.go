@@ -33,6 +33,8 @@ type fakeJob struct {
 	cleanupLive     bool
 	cleanupDeadline time.Duration
 	dryRuns         []bool
+	// warnings are CollectArtifacts' warnings.
+	warnings []string
 }
 
 var _ shared.JobExecutor = (*fakeJob)(nil)
@@ -96,7 +98,7 @@ func (f *fakeJob) CollectArtifacts(_ context.Context, req shared.CollectRequest)
 	if err := f.called("CollectArtifacts", false); err != nil {
 		return shared.CollectResult{}, err
 	}
-	return shared.CollectResult{Dir: filepath.Join(req.Job.Host.JobDir, "artifacts"), Files: 2, Bytes: 12}, nil
+	return shared.CollectResult{Dir: filepath.Join(req.Job.Host.JobDir, "artifacts"), Files: 2, Bytes: 12, Warnings: f.warnings}, nil
 }
 
 func (f *fakeJob) Cleanup(ctx context.Context, _ shared.CleanupRequest) (shared.CleanupResult, error) {
@@ -687,5 +689,25 @@ func TestRunWholeJobNegativeExitCodeIsAFailure(t *testing.T) {
 	}
 	if rec.ExitCode != nil {
 		t.Errorf("record exit code %d, want none", *rec.ExitCode)
+	}
+}
+
+// The record keeps the first MaxRecordWarnings warnings and counts the
+// rest: 1,100 skipped links made a 4.6 MB record.
+func TestRecordCapsAndCountsWarnings(t *testing.T) {
+	job := testWholeJob(t)
+	f := &fakeJob{}
+	for i := range 1100 {
+		f.warnings = append(f.warnings, fmt.Sprintf("skipped link %d", i))
+	}
+	if _, err := RunWholeJob(t.Context(), f, job, WholeJobOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rec := readRecord(t, job)
+	if rec.Artifacts == nil || len(rec.Artifacts.Warnings) != MaxRecordWarnings || rec.Artifacts.WarningsDropped != 1100-MaxRecordWarnings {
+		t.Fatalf("artifacts %+v: want %d warnings kept and %d counted", rec.Artifacts, MaxRecordWarnings, 1100-MaxRecordWarnings)
+	}
+	if rec.Artifacts.Warnings[0] != "skipped link 0" {
+		t.Errorf("first warning %q, want the first given", rec.Artifacts.Warnings[0])
 	}
 }
