@@ -2,9 +2,10 @@ package layout
 
 import (
 	"errors"
-	"github.com/pikaci/vmexec/internal/seedjob"
 	"strings"
 	"testing"
+
+	"github.com/pikaci/vmexec/internal/seedjob"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/pikaci/vmexec/shared"

@@ -23,7 +23,7 @@ func TestBadEndpointCreatesNothing(t *testing.T) {
 	srv := sshdtest.Start(t, sshdtest.Options{})
 	cfg := srv.WriteClientConfig(t, "vm-host")
 	dir := t.TempDir()
-	testbin.Must(t, filepath.Join(dir, "executor-remote-linux-vm"), testbin.Plugin)
+	testbin.Install(t, dir, "executor-remote-linux-vm", testbin.Plugin, "")
 
 	spec := func(work string) shared.JobSpec {
 		jobDir := "/tmp/pikaci-a9/run-1/jobs/job-a9"

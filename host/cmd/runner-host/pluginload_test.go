@@ -26,7 +26,7 @@ func TestPluginNameOutsidePluginDirRefused(t *testing.T) {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Link(testPlugin, filepath.Join(dir, "executor-remote-linux-vm")); err != nil {
+	if err := os.Link(testPlugin(t), filepath.Join(dir, "executor-remote-linux-vm")); err != nil {
 		t.Fatal(err)
 	}
 	// The binary an escaping name reaches: it leaves a mark when run.
@@ -107,10 +107,9 @@ func TestPluginNameOutsidePluginDirRefused(t *testing.T) {
 // exits non-zero without waiting for the start timeout, and neither the
 // plugin nor its child is left running.
 func TestSIGTERMDuringLoadLeavesNoPlugin(t *testing.T) {
-	bin := t.TempDir()
-	runnerHost := testbin.Must(t, filepath.Join(bin, "runner-host"), "github.com/pikaci/vmexec/host/cmd/runner-host")
+	runnerHost := testbin.BuildOnce(t, "runner-host", testbin.RunnerHost, "")
 	dir := t.TempDir()
-	testbin.Must(t, filepath.Join(dir, "executor-hung"), "github.com/pikaci/vmexec/host/testdata/hungplugin")
+	testbin.Install(t, dir, "executor-hung", testbin.HungPlugin, "")
 
 	var stderr bytes.Buffer
 	cmd := exec.Command(runnerHost, "plugins", "--plugin-dir", dir)

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -60,6 +59,9 @@ func parseSweep(_ context.Context, app *App, args []string) (func(context.Contex
 	case f.olderThan < 0:
 		return nil, usagef("--older-than is required (a duration such as 6h, at least 0)")
 	}
+	if err := host.CheckName(f.plugin); err != nil {
+		return nil, usagef("--plugin: %w", err)
+	}
 	if err := f.resolve(app); err != nil {
 		return nil, err
 	}
@@ -101,11 +103,7 @@ func (a *App) sweep(ctx context.Context, f sweepFlags) error {
 		}
 		req.Live = live
 	}
-	p, err := host.Open(ctx, host.Binary{Name: f.plugin, Path: filepath.Join(f.pluginDir, host.Prefix+f.plugin)}, host.Options{
-		RequireSHA256: f.pins,
-		Settings:      shared.Settings{SSHConfigPath: f.sshConfig},
-		Logger:        f.logger(a.Stderr),
-	})
+	p, err := f.open(ctx, a.Stderr, f.plugin, shared.Settings{SSHConfigPath: f.sshConfig})
 	if err != nil {
 		return err
 	}

@@ -81,11 +81,7 @@ func (a *App) logger() hclog.Logger {
 }
 
 func (a *App) open(ctx context.Context, sshConfig string) (*host.Plugin, error) {
-	bin, err := host.Lookup(a.pluginDir, a.plugin)
-	if err != nil {
-		return nil, err
-	}
-	return host.Open(ctx, bin, host.Options{Settings: shared.Settings{SSHConfigPath: sshConfig}, Logger: a.logger()})
+	return host.Dispense(ctx, a.plugin, host.Options{PluginDir: a.pluginDir, Settings: shared.Settings{SSHConfigPath: sshConfig}, Logger: a.logger()})
 }
 
 // Run runs the demo; an error means it failed or a check did not hold.
