@@ -2623,6 +2623,170 @@ func (x *SweepResult) GetDryRun() bool {
 	return false
 }
 
+// PreflightRequest asks what a job needs of its remote host.
+type PreflightRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Job           *WholeJobSpec          `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PreflightRequest) Reset() {
+	*x = PreflightRequest{}
+	mi := &file_executor_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PreflightRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PreflightRequest) ProtoMessage() {}
+
+func (x *PreflightRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_executor_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PreflightRequest.ProtoReflect.Descriptor instead.
+func (*PreflightRequest) Descriptor() ([]byte, []int) {
+	return file_executor_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *PreflightRequest) GetJob() *WholeJobSpec {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+// PreflightResult holds the checks in the order they ran. A check that
+// could not run because an earlier one failed is not listed.
+type PreflightResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Checks        []*PreflightCheck      `protobuf:"bytes,1,rep,name=checks,proto3" json:"checks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PreflightResult) Reset() {
+	*x = PreflightResult{}
+	mi := &file_executor_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PreflightResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PreflightResult) ProtoMessage() {}
+
+func (x *PreflightResult) ProtoReflect() protoreflect.Message {
+	mi := &file_executor_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PreflightResult.ProtoReflect.Descriptor instead.
+func (*PreflightResult) Descriptor() ([]byte, []int) {
+	return file_executor_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *PreflightResult) GetChecks() []*PreflightCheck {
+	if x != nil {
+		return x.Checks
+	}
+	return nil
+}
+
+// PreflightCheck is one check.
+type PreflightCheck struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name says what was checked, e.g. `image alias "debian-12" in project "ci"`.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// ok is true when the check passed.
+	Ok bool `protobuf:"varint,2,opt,name=ok,proto3" json:"ok,omitempty"`
+	// detail is what was found: the fingerprint, the free space, the error.
+	Detail string `protobuf:"bytes,3,opt,name=detail,proto3" json:"detail,omitempty"`
+	// fix, for a failed check, is what to do, e.g. the command to run.
+	Fix           string `protobuf:"bytes,4,opt,name=fix,proto3" json:"fix,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PreflightCheck) Reset() {
+	*x = PreflightCheck{}
+	mi := &file_executor_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PreflightCheck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PreflightCheck) ProtoMessage() {}
+
+func (x *PreflightCheck) ProtoReflect() protoreflect.Message {
+	mi := &file_executor_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PreflightCheck.ProtoReflect.Descriptor instead.
+func (*PreflightCheck) Descriptor() ([]byte, []int) {
+	return file_executor_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *PreflightCheck) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PreflightCheck) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
+func (x *PreflightCheck) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+func (x *PreflightCheck) GetFix() string {
+	if x != nil {
+		return x.Fix
+	}
+	return ""
+}
+
 var File_executor_proto protoreflect.FileDescriptor
 
 const file_executor_proto_rawDesc = "" +
@@ -2797,7 +2961,16 @@ const file_executor_proto_rawDesc = "" +
 	"\adry_run\x18\x04 \x01(\bR\x06dryRun\"@\n" +
 	"\vSweepResult\x12\x18\n" +
 	"\adeleted\x18\x01 \x03(\tR\adeleted\x12\x17\n" +
-	"\adry_run\x18\x02 \x01(\bR\x06dryRun*\xaf\x01\n" +
+	"\adry_run\x18\x02 \x01(\bR\x06dryRun\"F\n" +
+	"\x10PreflightRequest\x122\n" +
+	"\x03job\x18\x01 \x01(\v2 .pikaci.executor.v1.WholeJobSpecR\x03job\"M\n" +
+	"\x0fPreflightResult\x12:\n" +
+	"\x06checks\x18\x01 \x03(\v2\".pikaci.executor.v1.PreflightCheckR\x06checks\"^\n" +
+	"\x0ePreflightCheck\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
+	"\x02ok\x18\x02 \x01(\bR\x02ok\x12\x16\n" +
+	"\x06detail\x18\x03 \x01(\tR\x06detail\x12\x10\n" +
+	"\x03fix\x18\x04 \x01(\tR\x03fix*\xaf\x01\n" +
 	"\tErrorKind\x12\x1a\n" +
 	"\x16ERROR_KIND_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18ERROR_KIND_INVALID_INPUT\x10\x01\x12\x18\n" +
@@ -2817,14 +2990,15 @@ const file_executor_proto_rawDesc = "" +
 	"\bDescribe\x12#.pikaci.executor.v1.DescribeRequest\x1a\x18.pikaci.executor.v1.Info\x12X\n" +
 	"\tConfigure\x12$.pikaci.executor.v1.ConfigureRequest\x1a%.pikaci.executor.v1.ConfigureResponse\x12[\n" +
 	"\x12PrepareDirectories\x12\".pikaci.executor.v1.PrepareRequest\x1a!.pikaci.executor.v1.PrepareResult\x12Y\n" +
-	"\x10ConfigureDevices\x12\".pikaci.executor.v1.DevicesRequest\x1a!.pikaci.executor.v1.DevicesResult2\x83\x04\n" +
+	"\x10ConfigureDevices\x12\".pikaci.executor.v1.DevicesRequest\x1a!.pikaci.executor.v1.DevicesResult2\xdb\x04\n" +
 	"\bWholeJob\x12[\n" +
 	"\x16StageWorkspaceSnapshot\x12 .pikaci.executor.v1.StageRequest\x1a\x1f.pikaci.executor.v1.StageResult\x12W\n" +
 	"\x0ePrepareRuntime\x12\".pikaci.executor.v1.RuntimeRequest\x1a!.pikaci.executor.v1.RuntimeResult\x12H\n" +
 	"\x06RunJob\x12\x1e.pikaci.executor.v1.RunRequest\x1a\x1c.pikaci.executor.v1.RunEvent0\x01\x12Y\n" +
 	"\x10CollectArtifacts\x12\".pikaci.executor.v1.CollectRequest\x1a!.pikaci.executor.v1.CollectResult\x12P\n" +
 	"\aCleanup\x12\".pikaci.executor.v1.CleanupRequest\x1a!.pikaci.executor.v1.CleanupResult\x12J\n" +
-	"\x05Sweep\x12 .pikaci.executor.v1.SweepRequest\x1a\x1f.pikaci.executor.v1.SweepResultB,Z*github.com/pikaci/vmexec/shared/executorpbb\x06proto3"
+	"\x05Sweep\x12 .pikaci.executor.v1.SweepRequest\x1a\x1f.pikaci.executor.v1.SweepResult\x12V\n" +
+	"\tPreflight\x12$.pikaci.executor.v1.PreflightRequest\x1a#.pikaci.executor.v1.PreflightResultB,Z*github.com/pikaci/vmexec/shared/executorpbb\x06proto3"
 
 var (
 	file_executor_proto_rawDescOnce sync.Once
@@ -2839,7 +3013,7 @@ func file_executor_proto_rawDescGZIP() []byte {
 }
 
 var file_executor_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_executor_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
+var file_executor_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
 var file_executor_proto_goTypes = []any{
 	(ErrorKind)(0),            // 0: pikaci.executor.v1.ErrorKind
 	(ContextError)(0),         // 1: pikaci.executor.v1.ContextError
@@ -2881,12 +3055,15 @@ var file_executor_proto_goTypes = []any{
 	(*CleanupResult)(nil),     // 37: pikaci.executor.v1.CleanupResult
 	(*SweepRequest)(nil),      // 38: pikaci.executor.v1.SweepRequest
 	(*SweepResult)(nil),       // 39: pikaci.executor.v1.SweepResult
-	nil,                       // 40: pikaci.executor.v1.Device.ConfigEntry
-	nil,                       // 41: pikaci.executor.v1.DevicesResult.DevicesEntry
-	nil,                       // 42: pikaci.executor.v1.DevicesResult.PlannedEntry
-	nil,                       // 43: pikaci.executor.v1.Command.EnvEntry
-	nil,                       // 44: pikaci.executor.v1.RuntimeResult.ConfigEntry
-	nil,                       // 45: pikaci.executor.v1.RuntimeResult.DevicesEntry
+	(*PreflightRequest)(nil),  // 40: pikaci.executor.v1.PreflightRequest
+	(*PreflightResult)(nil),   // 41: pikaci.executor.v1.PreflightResult
+	(*PreflightCheck)(nil),    // 42: pikaci.executor.v1.PreflightCheck
+	nil,                       // 43: pikaci.executor.v1.Device.ConfigEntry
+	nil,                       // 44: pikaci.executor.v1.DevicesResult.DevicesEntry
+	nil,                       // 45: pikaci.executor.v1.DevicesResult.PlannedEntry
+	nil,                       // 46: pikaci.executor.v1.Command.EnvEntry
+	nil,                       // 47: pikaci.executor.v1.RuntimeResult.ConfigEntry
+	nil,                       // 48: pikaci.executor.v1.RuntimeResult.DevicesEntry
 }
 var file_executor_proto_depIdxs = []int32{
 	5,  // 0: pikaci.executor.v1.ConfigureRequest.settings:type_name -> pikaci.executor.v1.Settings
@@ -2897,13 +3074,13 @@ var file_executor_proto_depIdxs = []int32{
 	12, // 5: pikaci.executor.v1.JobSpec.remote:type_name -> pikaci.executor.v1.Remote
 	13, // 6: pikaci.executor.v1.PrepareRequest.spec:type_name -> pikaci.executor.v1.JobSpec
 	13, // 7: pikaci.executor.v1.DevicesRequest.spec:type_name -> pikaci.executor.v1.JobSpec
-	40, // 8: pikaci.executor.v1.Device.config:type_name -> pikaci.executor.v1.Device.ConfigEntry
-	41, // 9: pikaci.executor.v1.DevicesResult.devices:type_name -> pikaci.executor.v1.DevicesResult.DevicesEntry
-	42, // 10: pikaci.executor.v1.DevicesResult.planned:type_name -> pikaci.executor.v1.DevicesResult.PlannedEntry
+	43, // 8: pikaci.executor.v1.Device.config:type_name -> pikaci.executor.v1.Device.ConfigEntry
+	44, // 9: pikaci.executor.v1.DevicesResult.devices:type_name -> pikaci.executor.v1.DevicesResult.DevicesEntry
+	45, // 10: pikaci.executor.v1.DevicesResult.planned:type_name -> pikaci.executor.v1.DevicesResult.PlannedEntry
 	0,  // 11: pikaci.executor.v1.ErrorDetail.kind:type_name -> pikaci.executor.v1.ErrorKind
 	1,  // 12: pikaci.executor.v1.ErrorDetail.context:type_name -> pikaci.executor.v1.ContextError
 	21, // 13: pikaci.executor.v1.Runtime.limits:type_name -> pikaci.executor.v1.Limits
-	43, // 14: pikaci.executor.v1.Command.env:type_name -> pikaci.executor.v1.Command.EnvEntry
+	46, // 14: pikaci.executor.v1.Command.env:type_name -> pikaci.executor.v1.Command.EnvEntry
 	13, // 15: pikaci.executor.v1.WholeJobSpec.spec:type_name -> pikaci.executor.v1.JobSpec
 	20, // 16: pikaci.executor.v1.WholeJobSpec.runtime:type_name -> pikaci.executor.v1.Runtime
 	22, // 17: pikaci.executor.v1.WholeJobSpec.command:type_name -> pikaci.executor.v1.Command
@@ -2911,8 +3088,8 @@ var file_executor_proto_depIdxs = []int32{
 	24, // 19: pikaci.executor.v1.StageRequest.job:type_name -> pikaci.executor.v1.WholeJobSpec
 	24, // 20: pikaci.executor.v1.RuntimeRequest.job:type_name -> pikaci.executor.v1.WholeJobSpec
 	28, // 21: pikaci.executor.v1.RuntimeResult.image:type_name -> pikaci.executor.v1.Image
-	44, // 22: pikaci.executor.v1.RuntimeResult.config:type_name -> pikaci.executor.v1.RuntimeResult.ConfigEntry
-	45, // 23: pikaci.executor.v1.RuntimeResult.devices:type_name -> pikaci.executor.v1.RuntimeResult.DevicesEntry
+	47, // 22: pikaci.executor.v1.RuntimeResult.config:type_name -> pikaci.executor.v1.RuntimeResult.ConfigEntry
+	48, // 23: pikaci.executor.v1.RuntimeResult.devices:type_name -> pikaci.executor.v1.RuntimeResult.DevicesEntry
 	24, // 24: pikaci.executor.v1.RunRequest.job:type_name -> pikaci.executor.v1.WholeJobSpec
 	2,  // 25: pikaci.executor.v1.OutputChunk.stream:type_name -> pikaci.executor.v1.Stream
 	31, // 26: pikaci.executor.v1.RunEvent.output:type_name -> pikaci.executor.v1.OutputChunk
@@ -2920,34 +3097,38 @@ var file_executor_proto_depIdxs = []int32{
 	24, // 28: pikaci.executor.v1.CollectRequest.job:type_name -> pikaci.executor.v1.WholeJobSpec
 	24, // 29: pikaci.executor.v1.CleanupRequest.job:type_name -> pikaci.executor.v1.WholeJobSpec
 	12, // 30: pikaci.executor.v1.SweepRequest.remote:type_name -> pikaci.executor.v1.Remote
-	17, // 31: pikaci.executor.v1.DevicesResult.DevicesEntry.value:type_name -> pikaci.executor.v1.Device
-	17, // 32: pikaci.executor.v1.DevicesResult.PlannedEntry.value:type_name -> pikaci.executor.v1.Device
-	17, // 33: pikaci.executor.v1.RuntimeResult.DevicesEntry.value:type_name -> pikaci.executor.v1.Device
-	3,  // 34: pikaci.executor.v1.Executor.Describe:input_type -> pikaci.executor.v1.DescribeRequest
-	6,  // 35: pikaci.executor.v1.Executor.Configure:input_type -> pikaci.executor.v1.ConfigureRequest
-	14, // 36: pikaci.executor.v1.Executor.PrepareDirectories:input_type -> pikaci.executor.v1.PrepareRequest
-	16, // 37: pikaci.executor.v1.Executor.ConfigureDevices:input_type -> pikaci.executor.v1.DevicesRequest
-	25, // 38: pikaci.executor.v1.WholeJob.StageWorkspaceSnapshot:input_type -> pikaci.executor.v1.StageRequest
-	27, // 39: pikaci.executor.v1.WholeJob.PrepareRuntime:input_type -> pikaci.executor.v1.RuntimeRequest
-	30, // 40: pikaci.executor.v1.WholeJob.RunJob:input_type -> pikaci.executor.v1.RunRequest
-	34, // 41: pikaci.executor.v1.WholeJob.CollectArtifacts:input_type -> pikaci.executor.v1.CollectRequest
-	36, // 42: pikaci.executor.v1.WholeJob.Cleanup:input_type -> pikaci.executor.v1.CleanupRequest
-	38, // 43: pikaci.executor.v1.WholeJob.Sweep:input_type -> pikaci.executor.v1.SweepRequest
-	4,  // 44: pikaci.executor.v1.Executor.Describe:output_type -> pikaci.executor.v1.Info
-	7,  // 45: pikaci.executor.v1.Executor.Configure:output_type -> pikaci.executor.v1.ConfigureResponse
-	15, // 46: pikaci.executor.v1.Executor.PrepareDirectories:output_type -> pikaci.executor.v1.PrepareResult
-	18, // 47: pikaci.executor.v1.Executor.ConfigureDevices:output_type -> pikaci.executor.v1.DevicesResult
-	26, // 48: pikaci.executor.v1.WholeJob.StageWorkspaceSnapshot:output_type -> pikaci.executor.v1.StageResult
-	29, // 49: pikaci.executor.v1.WholeJob.PrepareRuntime:output_type -> pikaci.executor.v1.RuntimeResult
-	33, // 50: pikaci.executor.v1.WholeJob.RunJob:output_type -> pikaci.executor.v1.RunEvent
-	35, // 51: pikaci.executor.v1.WholeJob.CollectArtifacts:output_type -> pikaci.executor.v1.CollectResult
-	37, // 52: pikaci.executor.v1.WholeJob.Cleanup:output_type -> pikaci.executor.v1.CleanupResult
-	39, // 53: pikaci.executor.v1.WholeJob.Sweep:output_type -> pikaci.executor.v1.SweepResult
-	44, // [44:54] is the sub-list for method output_type
-	34, // [34:44] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	24, // 31: pikaci.executor.v1.PreflightRequest.job:type_name -> pikaci.executor.v1.WholeJobSpec
+	42, // 32: pikaci.executor.v1.PreflightResult.checks:type_name -> pikaci.executor.v1.PreflightCheck
+	17, // 33: pikaci.executor.v1.DevicesResult.DevicesEntry.value:type_name -> pikaci.executor.v1.Device
+	17, // 34: pikaci.executor.v1.DevicesResult.PlannedEntry.value:type_name -> pikaci.executor.v1.Device
+	17, // 35: pikaci.executor.v1.RuntimeResult.DevicesEntry.value:type_name -> pikaci.executor.v1.Device
+	3,  // 36: pikaci.executor.v1.Executor.Describe:input_type -> pikaci.executor.v1.DescribeRequest
+	6,  // 37: pikaci.executor.v1.Executor.Configure:input_type -> pikaci.executor.v1.ConfigureRequest
+	14, // 38: pikaci.executor.v1.Executor.PrepareDirectories:input_type -> pikaci.executor.v1.PrepareRequest
+	16, // 39: pikaci.executor.v1.Executor.ConfigureDevices:input_type -> pikaci.executor.v1.DevicesRequest
+	25, // 40: pikaci.executor.v1.WholeJob.StageWorkspaceSnapshot:input_type -> pikaci.executor.v1.StageRequest
+	27, // 41: pikaci.executor.v1.WholeJob.PrepareRuntime:input_type -> pikaci.executor.v1.RuntimeRequest
+	30, // 42: pikaci.executor.v1.WholeJob.RunJob:input_type -> pikaci.executor.v1.RunRequest
+	34, // 43: pikaci.executor.v1.WholeJob.CollectArtifacts:input_type -> pikaci.executor.v1.CollectRequest
+	36, // 44: pikaci.executor.v1.WholeJob.Cleanup:input_type -> pikaci.executor.v1.CleanupRequest
+	38, // 45: pikaci.executor.v1.WholeJob.Sweep:input_type -> pikaci.executor.v1.SweepRequest
+	40, // 46: pikaci.executor.v1.WholeJob.Preflight:input_type -> pikaci.executor.v1.PreflightRequest
+	4,  // 47: pikaci.executor.v1.Executor.Describe:output_type -> pikaci.executor.v1.Info
+	7,  // 48: pikaci.executor.v1.Executor.Configure:output_type -> pikaci.executor.v1.ConfigureResponse
+	15, // 49: pikaci.executor.v1.Executor.PrepareDirectories:output_type -> pikaci.executor.v1.PrepareResult
+	18, // 50: pikaci.executor.v1.Executor.ConfigureDevices:output_type -> pikaci.executor.v1.DevicesResult
+	26, // 51: pikaci.executor.v1.WholeJob.StageWorkspaceSnapshot:output_type -> pikaci.executor.v1.StageResult
+	29, // 52: pikaci.executor.v1.WholeJob.PrepareRuntime:output_type -> pikaci.executor.v1.RuntimeResult
+	33, // 53: pikaci.executor.v1.WholeJob.RunJob:output_type -> pikaci.executor.v1.RunEvent
+	35, // 54: pikaci.executor.v1.WholeJob.CollectArtifacts:output_type -> pikaci.executor.v1.CollectResult
+	37, // 55: pikaci.executor.v1.WholeJob.Cleanup:output_type -> pikaci.executor.v1.CleanupResult
+	39, // 56: pikaci.executor.v1.WholeJob.Sweep:output_type -> pikaci.executor.v1.SweepResult
+	41, // 57: pikaci.executor.v1.WholeJob.Preflight:output_type -> pikaci.executor.v1.PreflightResult
+	47, // [47:58] is the sub-list for method output_type
+	36, // [36:47] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_executor_proto_init() }
@@ -2965,7 +3146,7 @@ func file_executor_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_executor_proto_rawDesc), len(file_executor_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   43,
+			NumMessages:   46,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
