@@ -19,18 +19,10 @@ func (e *Executor) CollectArtifacts(ctx context.Context, req shared.CollectReque
 	if err != nil {
 		return shared.CollectResult{}, err
 	}
-	var a shared.Artifacts
-	if req.Job.Artifacts != nil {
-		a = *req.Job.Artifacts
-	}
-	a = a.WithDefaults()
-	if err := layout.CheckAbsClean("artifacts.path", a.Path); err != nil {
+	if err := req.Job.CheckArtifacts(); err != nil {
 		return shared.CollectResult{}, err
 	}
-	if a.MaxBytes < 0 {
-		return shared.CollectResult{}, shared.Errorf(shared.ErrInvalidInput, "artifacts.max_bytes", fmt.Sprint(a.MaxBytes),
-			"artifacts.max_bytes %d: must not be negative", a.MaxBytes)
-	}
+	a := req.Job.ArtifactsOrDefault()
 	pool, err := e.sshPool()
 	if err != nil {
 		return shared.CollectResult{}, err

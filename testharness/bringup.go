@@ -7,7 +7,6 @@ import (
 	"io"
 	"os/exec"
 	"path/filepath"
-	"strings"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
@@ -56,8 +55,7 @@ func startPlugin(ctx context.Context, cfg Config) (startedPlugin, error) {
 		}
 		return p, nil
 	}
-	name := strings.TrimPrefix(filepath.Base(abs), host.Prefix)
-	p, err := host.Open(ctx, host.Binary{Name: name, Path: abs}, host.Options{Logger: log})
+	p, err := host.DispenseFile(ctx, cfg.Plugin, host.Options{Logger: log})
 	if err != nil {
 		return nil, &StartError{Plugin: cfg.Plugin, Err: err}
 	}

@@ -4,13 +4,14 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pikaci/vmexec/internal/testbin"
 	"github.com/pikaci/vmexec/testharness"
 )
 
 // doctorPlugin is the doctor's test plugin with one handshake fault.
 func doctorPlugin(tb testing.TB, mode string) string {
 	tb.Helper()
-	return buildOnce(tb, "doctor-"+mode, "executor-doctor", "github.com/pikaci/vmexec/testharness/testdata/doctorplugin", "-X main.mode="+mode)
+	return testbin.BuildOnce(tb, "executor-doctor", "github.com/pikaci/vmexec/testharness/testdata/doctorplugin", "-X main.mode="+mode)
 }
 
 // TestCLIDiagnosesAPluginThatDoesNotStart: a plugin whose certificate the

@@ -158,7 +158,7 @@ func (b *broken) runWaitingForOutputEnd(ctx context.Context, req shared.RunReque
 	if cwd == "" {
 		cwd = shared.DefaultCwd
 	}
-	p, err := c.StartExec(ctx, projectOf(req.Job.JobSpec), l.Instance, incus.ExecRequest{
+	p, err := c.StartExec(ctx, req.Job.Remote.Incus.ProjectOrDefault(), l.Instance, incus.ExecRequest{
 		Command: cmd.Argv, Env: cmd.Env, Cwd: cwd, User: cmd.User,
 		Stdout: sinkWriter{out, shared.Stdout}, Stderr: sinkWriter{out, shared.Stderr},
 	})
