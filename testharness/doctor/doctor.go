@@ -178,9 +178,20 @@ func Diagnose(ctx context.Context, path string, opts Options) (r Report) {
 	var waitErr error
 	go func() { waitErr = cmd.Wait(); close(exited) }()
 	defer func() {
+		// SIGTERM first, so that a plugin may remove its socket; the
+		// whole group is killed stopGrace later.
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+		t := time.NewTimer(stopGrace)
+		select {
+		case <-exited:
+		case <-t.C:
+		}
+		t.Stop()
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		<-exited
-		r.Stderr = stderr.String()
+		if !r.OK() {
+			r.Stderr = stderr.String()
+		}
 		removeSocket(r.Line)
 	}()
 
@@ -216,20 +227,31 @@ func Diagnose(ctx context.Context, path string, opts Options) (r Report) {
 	return r
 }
 
-// removeSocket removes the Unix socket a killed plugin left behind: the
+// stopGrace is how long a plugin has to end after SIGTERM.
+const stopGrace = 2 * time.Second
+
+// removeSocket removes the Unix socket a stopped plugin left behind: the
 // path of its handshake line, when it is a socket in the temporary
-// directory (nothing else is touched).
+// directory or in a folder of its own there (which goes too, if empty).
+// Nothing else is touched.
 func removeSocket(line string) {
 	parts := strings.Split(line, "|")
 	if len(parts) < 4 || parts[2] != "unix" {
 		return
 	}
 	p := filepath.Clean(parts[3])
-	if !filepath.IsAbs(p) || filepath.Dir(p) != filepath.Clean(os.TempDir()) {
+	tmp := filepath.Clean(os.TempDir())
+	dir := filepath.Dir(p)
+	if !filepath.IsAbs(p) || (dir != tmp && filepath.Dir(dir) != tmp) {
 		return
 	}
 	if fi, err := os.Lstat(p); err == nil && fi.Mode()&os.ModeSocket != 0 {
 		_ = os.Remove(p)
+	}
+	if dir != tmp {
+		if fi, err := os.Lstat(dir); err == nil && fi.IsDir() {
+			_ = os.Remove(dir) // only if empty
+		}
 	}
 }
 
