@@ -15,7 +15,7 @@ import urllib.parse
 import executor_pb2 as pb
 
 from . import contract as c
-from .contract import CONFLICT, CTX_CANCELED, INVALID, NOT_FOUND, UNAVAILABLE, PluginError, show
+from .contract import CONFLICT, INVALID, NOT_FOUND, UNAVAILABLE, PluginError, show
 from .executor import EXT_VIRTIOFS, Executor, device_config, server_extensions
 from .remote import IncusError
 
