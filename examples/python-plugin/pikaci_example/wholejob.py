@@ -2,6 +2,7 @@
 CollectArtifacts, Cleanup, Sweep (docs/contract.md, second half)."""
 
 import asyncio
+import contextvars
 import datetime
 import json
 import os
@@ -17,7 +18,7 @@ import executor_pb2 as pb
 from . import contract as c
 from .contract import CONFLICT, INVALID, NOT_FOUND, UNAVAILABLE, PluginError, show
 from .executor import EXT_VIRTIOFS, Executor, device_config, server_extensions
-from .remote import IncusError
+from .remote import DEADLINE, IncusError
 
 MARKER = "pikaci-snapshot.json"
 KILL_GRACE, FORCE_STOP_GRACE = 10.0, 5.0   # seconds: SIGTERM → SIGKILL → force stop
@@ -25,6 +26,14 @@ FILE_TIMEOUT = 30.0                        # one guest file read
 STOP_BOUND = 60.0                          # signals, force stop and the last wait, once started
 TRANSFER_TIMEOUT = 3600.0                  # the snapshot's tar stream
 LIFECYCLE_TIMEOUT = 600.0                  # an instance's create, start, stop or delete
+
+
+def no_deadline():
+    """A context without the call's deadline: for what must outlive the call (stopping a
+    job the host cancelled, waiting for its exec), each with a bound of its own."""
+    ctx = contextvars.copy_context()
+    ctx.run(DEADLINE.set, None)
+    return ctx
 
 
 def q(s):
@@ -251,7 +260,9 @@ class WholeJob(Executor):
             code = await asyncio.wait_for(ex.exit_code(), STOP_BOUND)
         except asyncio.CancelledError:
             # The host cancelled the call: stop the job before returning.
-            await asyncio.shield(asyncio.wait_for(ex.terminate(), STOP_BOUND))
+            stopper = asyncio.get_running_loop().create_task(asyncio.wait_for(ex.terminate(), STOP_BOUND),
+                                                             context=no_deadline())
+            await asyncio.wait({stopper})
             raise
         finally:
             ex.close()
@@ -459,7 +470,8 @@ class Exec:
         stdin, out, err = await asyncio.gather(*(self.inc.websocket(md["id"], fds[k]) for k in "012"))
         self.socks += [stdin, out, err]
         stdin.send(1, b"")  # an empty text message: stdin is at its end
-        self.op_task = asyncio.ensure_future(self.inc.wait(self.op, timeout=365 * 86400))
+        self.op_task = asyncio.get_running_loop().create_task(self.inc.wait(self.op, timeout=365 * 86400),
+                                                              context=no_deadline())
         self.control_task = asyncio.ensure_future(self.control.recv())
         self.out_tasks = [asyncio.ensure_future(self.copy(out, pb.STREAM_STDOUT)),
                           asyncio.ensure_future(self.copy(err, pb.STREAM_STDERR))]
