@@ -134,8 +134,8 @@ class WholeJob(Executor):
         if typ not in ("virtual-machine", "container"):
             raise PluginError(INVALID, "runtime.instance_type", typ,
                               f'runtime.instance_type {show(typ)}: want "virtual-machine" or "container"')
-        if cpu < 0 or ready < 0:
-            raise PluginError(INVALID, "runtime", "", "runtime.limits.cpu and runtime.ready_timeout_secs must be positive")
+        c.check_range("runtime.limits.cpu", cpu, 1, 8192, "a number of CPUs")
+        c.check_range("runtime.ready_timeout_secs", rt.ready_timeout_secs, 0, 86400, "seconds (0: the default)")
         l, devices = await self.plan(spec)
         inc, project = self.incus(spec), project_of(spec)
         extensions = await server_extensions(inc)
@@ -235,8 +235,8 @@ class WholeJob(Executor):
             raise PluginError(INVALID, "command.argv", "", "command.argv is empty: name the job's program")
         if not cwd.startswith("/"):
             raise PluginError(INVALID, "command.cwd", cwd, f"command.cwd {show(cwd)}: want an absolute guest path")
-        if cmd.user < 0 or cmd.timeout_secs < 0:
-            raise PluginError(INVALID, "command", "", "command.user and command.timeout_secs must not be negative")
+        c.check_range("command.user", cmd.user, 0, 4294967294, "a uid")
+        c.check_range("command.timeout_secs", cmd.timeout_secs, 0, 604800, "seconds (0 means no limit)")
         l = c.derive(spec)
         inc, name = self.incus(spec), l["instance"]
         loop = asyncio.get_running_loop()
@@ -321,6 +321,7 @@ class WholeJob(Executor):
         l = c.derive(spec)
         src = job.artifacts.path or "/run/pika-cloud/artifacts"
         cap = job.artifacts.max_bytes or (1 << 30)
+        c.check_range("artifacts.max_bytes", cap, 1, 1 << 50, "bytes")
         dest = os.path.join(spec.host.job_dir, "artifacts")
         if os.path.islink(dest):
             raise PluginError(INVALID, "host.job_dir", spec.host.job_dir, f"{dest} is a symlink: refusing to write through it")
