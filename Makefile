@@ -60,7 +60,7 @@ test: deps
 unit:
 	$(GO) test -count=1 -short ./...
 
-## proto: regenerate the protobuf code with the generators pinned in go.mod
+## proto: regenerate the protobuf code with the generators pinned in go.mod, and the Python example's stubs
 proto:
 	protoc --proto_path=shared/executorpb \
 		--plugin=protoc-gen-go=$$($(GO) tool -n protoc-gen-go) \
@@ -68,6 +68,7 @@ proto:
 		--go_out=shared/executorpb --go_opt=paths=source_relative \
 		--go-grpc_out=shared/executorpb --go-grpc_opt=paths=source_relative \
 		$(PROTO)
+	@$(MAKE) --no-print-directory python-proto
 
 ## proto-check: fail unless the committed protobuf code is what make proto generates
 proto-check:
