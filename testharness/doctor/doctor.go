@@ -39,6 +39,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pikaci/vmexec/host"
 	"github.com/pikaci/vmexec/shared"
 )
 
@@ -58,8 +59,8 @@ type Options struct {
 	NoMTLS bool
 }
 
-// DefaultBound is the host's start timeout (host.DefaultStartTimeout).
-const DefaultBound = 30 * time.Second
+// DefaultBound is the host's start timeout.
+const DefaultBound = host.DefaultStartTimeout
 
 // Report is what the doctor found.
 type Report struct {
