@@ -2,7 +2,6 @@ package doctor_test
 
 import (
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,14 +12,13 @@ import (
 
 const doctorPlugin = "github.com/pikaci/vmexec/testharness/testdata/doctorplugin"
 
-// build builds the doctor's test plugin with one handshake fault.
+func TestMain(m *testing.M) { os.Exit(testbin.Main(m)) }
+
+// build builds the doctor's test plugin with one handshake fault, once per
+// test process.
 func build(t *testing.T, mode string) string {
 	t.Helper()
-	out := filepath.Join(t.TempDir(), "executor-doctor-"+mode)
-	if err := testbin.Build(out, doctorPlugin, "-X main.mode="+mode); err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return testbin.BuildOnce(t, "executor-doctor-"+mode, doctorPlugin, "-X main.mode="+mode)
 }
 
 // TestDiagnoses: each broken handshake gets the diagnosis that names its
@@ -84,10 +82,7 @@ func TestDiagnoses(t *testing.T) {
 // without mutual TLS, gets no diagnosis, and its line shows.
 func TestOurPluginHasASoundHandshake(t *testing.T) {
 	t.Parallel()
-	bin := filepath.Join(t.TempDir(), "executor-remote-linux-vm")
-	if err := testbin.Build(bin, testbin.Plugin, ""); err != nil {
-		t.Fatal(err)
-	}
+	bin := testbin.BuildOnce(t, "executor-remote-linux-vm", testbin.Plugin, "")
 	for _, noMTLS := range []bool{false, true} {
 		r := doctor.Diagnose(t.Context(), bin, doctor.Options{NoMTLS: noMTLS})
 		if !r.OK() {
