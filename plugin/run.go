@@ -81,7 +81,7 @@ func (e *Executor) RunJob(ctx context.Context, req shared.RunRequest, out shared
 		return fail(err)
 	}
 	defer p.Close()
-	job := incusJob{Process: p, c: c, project: project, name: l.Instance, ended: &endResult{}}
+	job := incusJob{Process: p, c: c, project: project, name: l.Instance, log: e.log, ended: &endResult{}}
 	stop := e.stopper()
 
 	res := shared.RunResult{TimeoutSecs: cmd.TimeoutSecs}

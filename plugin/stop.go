@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/pikaci/vmexec/plugin/internal/incus"
 	"github.com/pikaci/vmexec/shared"
 )
@@ -98,6 +99,7 @@ type incusJob struct {
 	*incus.Process
 	c             *incus.Client
 	project, name string
+	log           hclog.Logger
 	// ended records that ForceStop ran, so RunJob does not end the
 	// processes twice; err is its outcome.
 	ended *endResult
@@ -135,6 +137,10 @@ func (j incusJob) endProcesses(ctx context.Context) error {
 	if err == nil {
 		return nil
 	}
+	// The collection will say the instance is not running; the log says
+	// why it was stopped.
+	j.log.Warn("the job's processes could not be ended inside the guest; force-stopping the instance (a tmpfs's artifacts are lost)",
+		"instance", j.name, "project", j.project, "error", err)
 	sctx, cancel := context.WithTimeout(ctx, endProcessesTimeout)
 	defer cancel()
 	if serr := j.c.ForceStop(sctx, j.project, j.name); serr != nil {
