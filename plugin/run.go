@@ -83,6 +83,7 @@ func (e *Executor) RunJob(ctx context.Context, req shared.RunRequest, out shared
 	defer p.Close()
 	job := incusJob{Process: p, c: c, project: project, name: l.Instance, log: e.log, ended: &endResult{}}
 	stop := e.stopper()
+	job.settle = stop.forceStopGrace
 
 	res := shared.RunResult{TimeoutSecs: cmd.TimeoutSecs}
 	// bg outlives ctx: signals, the force stop and the last wait must still
