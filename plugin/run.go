@@ -30,8 +30,12 @@ var terminateBound = 2 * time.Minute
 // docs/contract.md): stdin closed, stdout and stderr forwarded to out as they
 // arrive, the exit code as the result. On command.timeout_secs, a cancellation
 // or a failing sink the job is stopped (see stopper.stop: SIGTERM, SIGKILL
-// shared.KillGrace later, and a force stop when the output is still open
-// shared.ForceStopGrace after that).
+// shared.KillGrace later, and when the output is still open
+// shared.ForceStopGrace after that, every other process of the guest
+// ended: incusJob.ForceStop). Once the job has ended, whatever of it is
+// left (children that let go of the output too) is ended the same way: no
+// process of the job survives the call, and the instance keeps running for
+// the collection.
 func (e *Executor) RunJob(ctx context.Context, req shared.RunRequest, out shared.OutputSink) (shared.RunResult, error) {
 	spec := req.Job.JobSpec
 	if err := req.Job.CheckCommand(); err != nil {
@@ -77,8 +81,9 @@ func (e *Executor) RunJob(ctx context.Context, req shared.RunRequest, out shared
 		return fail(err)
 	}
 	defer p.Close()
-	job := incusJob{Process: p, c: c, project: project, name: l.Instance, ended: &endResult{}}
+	job := incusJob{Process: p, c: c, project: project, name: l.Instance, log: e.log, ended: &endResult{}}
 	stop := e.stopper()
+	job.settle = stop.forceStopGrace
 
 	res := shared.RunResult{TimeoutSecs: cmd.TimeoutSecs}
 	// bg outlives ctx: signals, the force stop and the last wait must still

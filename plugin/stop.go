@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/pikaci/vmexec/plugin/internal/incus"
 	"github.com/pikaci/vmexec/shared"
 )
@@ -98,6 +99,11 @@ type incusJob struct {
 	*incus.Process
 	c             *incus.Client
 	project, name string
+	log           hclog.Logger
+	// settle is how long the output may stay open once every process the
+	// guest shows was ended, before the instance is force-stopped: a
+	// holder the exec could not see (a /proc mounted over) is ended so.
+	settle time.Duration
 	// ended records that ForceStop ran, so RunJob does not end the
 	// processes twice; err is its outcome.
 	ended *endResult
@@ -118,9 +124,25 @@ func (j incusJob) ForceKill(ctx context.Context) error {
 	return j.Signal(ctx, int(syscall.SIGKILL))
 }
 
-// ForceStop ends every process of the job (see endProcesses).
+// ForceStop ends every process of the job that holds the output: see
+// endProcesses; when the output is still open settle later, something the
+// guest hid holds it, and the instance is force-stopped.
 func (j incusJob) ForceStop(ctx context.Context) error {
-	return j.endProcesses(ctx)
+	if err := j.endProcesses(ctx); err != nil {
+		return err
+	}
+	t := time.NewTimer(j.settle)
+	defer t.Stop()
+	select {
+	case <-j.Done():
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+	}
+	j.log.Warn("the job's output is still open after its processes were ended in the guest; force-stopping the instance (a tmpfs's artifacts are lost)",
+		"instance", j.name, "project", j.project, "waited", j.settle)
+	return j.c.ForceStop(ctx, j.project, j.name)
 }
 
 // endProcesses ends every process of the job, once: see
@@ -135,6 +157,10 @@ func (j incusJob) endProcesses(ctx context.Context) error {
 	if err == nil {
 		return nil
 	}
+	// The collection will say the instance is not running; the log says
+	// why it was stopped.
+	j.log.Warn("the job's processes could not be ended inside the guest; force-stopping the instance (a tmpfs's artifacts are lost)",
+		"instance", j.name, "project", j.project, "error", err)
 	sctx, cancel := context.WithTimeout(ctx, endProcessesTimeout)
 	defer cancel()
 	if serr := j.c.ForceStop(sctx, j.project, j.name); serr != nil {

@@ -114,8 +114,9 @@ const (
 	// CleanupTimeout is the host's own limit on Cleanup.
 	CleanupTimeout = 60 * time.Second
 	// KillGrace is the time between SIGTERM and SIGKILL on a timeout or
-	// cancellation; ForceStopGrace the time after SIGKILL before the
-	// instance is force-stopped when the job's output is still open.
+	// cancellation; ForceStopGrace the time after SIGKILL (or after the
+	// main process exited by itself) before every other process of the
+	// job is killed when the job's output is still open.
 	KillGrace      = 10 * time.Second
 	ForceStopGrace = 5 * time.Second
 	// ReadyProbeFirst and ReadyProbeMax: PrepareRuntime's readiness
