@@ -185,6 +185,12 @@ type WholeJobOptions struct {
 	DryRun bool
 	// Now is the clock of the record. Nil: time.Now.
 	Now func() time.Time
+	// OnPhase, when set, is called as each phase ends, with the phase and
+	// the record so far (what the phase did is in it); for progress lines.
+	OnPhase func(phase PhaseRecord, rec Record)
+	// OnPreflight, when set, is called once the preflight passed, with its
+	// checks.
+	OnPreflight func(checks []shared.Check)
 	// Preflight runs Preflight before the first phase: the first failed
 	// check stops the run, recorded as a system failure, nothing changed.
 	Preflight bool
@@ -233,6 +239,9 @@ func RunWholeJob(ctx context.Context, e shared.JobExecutor, job shared.WholeJob,
 				err = errors.Join(err, r.write())
 			}
 			return r.rec, err
+		}
+		if opts.OnPreflight != nil {
+			opts.OnPreflight(r.rec.Preflight)
 		}
 	}
 	err = r.phases(ctx)
@@ -329,6 +338,9 @@ func (r *wholeRun) record(name string, start, end time.Time, err error) {
 		p.Error = err.Error()
 	}
 	r.rec.Phases = append(r.rec.Phases, p)
+	if r.opts.OnPhase != nil {
+		r.opts.OnPhase(p, r.rec)
+	}
 }
 
 // phase runs f as the named phase and records it.

@@ -42,7 +42,7 @@ func TestOperator_ExitCodeAndRecordTellABuildFailureFromASystemFailure(t *testin
 		wantFailure string
 		wantStderr  string
 	}{
-		{name: "a passing job", script: "true", wantCode: 0},
+		{name: "a passing job", script: "true", wantCode: 0, wantStderr: "runner-host: exit 0 (passed) after "},
 		{name: "a failing job passes its code through", script: "exit 3", wantCode: 3, wantFailure: host.FailureBuild},
 		{name: "a missing image is a system failure", script: "true",
 			edit:     func(j *shared.WholeJob) { j.Runtime.Image = "no-such-image" },
@@ -65,6 +65,19 @@ func TestOperator_ExitCodeAndRecordTellABuildFailureFromASystemFailure(t *testin
 			}
 			if !strings.Contains(stderr, tt.wantStderr) {
 				t.Errorf("stderr lacks %q", tt.wantStderr)
+			}
+			// A line as each phase ends, then the summary.
+			for _, w := range []string{"runner-host: preflight: ", "runner-host: exit "} {
+				if !strings.Contains(stderr, w) {
+					t.Errorf("stderr lacks %q", w)
+				}
+			}
+			if tt.wantCode == 0 {
+				for _, w := range []string{"runner-host: staged snapshot ", "runner-host: instance " + j.instance + " ready in ", "(image " + lxdtest.ImageAlias + " ", "runner-host: collected 0 artifacts"} {
+					if !strings.Contains(stderr, w) {
+						t.Errorf("stderr lacks %q", w)
+					}
+				}
 			}
 			rec := e2eRecord(t, j.jobDir)
 			if rec.Failure != tt.wantFailure {

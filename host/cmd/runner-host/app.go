@@ -132,6 +132,7 @@ func Main(ctx context.Context, app *App, args []string) int {
 type common struct {
 	pluginDir    string
 	logLevel     string
+	logFormat    string
 	pins         pinFlag
 	startTimeout time.Duration
 	systemCode   int
@@ -141,6 +142,7 @@ type common struct {
 func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.pluginDir, "plugin-dir", "", "directory of the executor-* plugin binaries (default: the directory of runner-host)")
 	fs.StringVar(&c.logLevel, "log-level", "warn", "lowest level of log lines printed on stderr, the plugins' included (trace, debug, info, warn, error, off)")
+	fs.StringVar(&c.logFormat, "log-format", "text", "format of the host's own log lines on stderr: text or json (one JSON object a line)")
 	fs.Var(&c.pins, "require-sha256", "NAME=HEX: refuse plugin NAME unless its binary has this SHA-256 (repeatable)")
 	fs.DurationVar(&c.startTimeout, "start-timeout", host.DefaultStartTimeout, "a plugin not ready (handshake, Describe, Configure) within this is killed with its process group")
 	fs.IntVar(&c.systemCode, "system-failure-exit-code", -1, "exit code when the executor or the infrastructure fails, not the job (default $SYSTEM_FAILURE_EXIT_CODE, else 125)")
@@ -164,6 +166,12 @@ func (c *common) resolve(app *App) error {
 	if c.startTimeout < 0 {
 		return usagef("--start-timeout %v: want a positive duration", c.startTimeout)
 	}
+	if c.logFormat == "" {
+		c.logFormat = "text"
+	}
+	if c.logFormat != "text" && c.logFormat != "json" {
+		return usagef("--log-format %q: want text or json", c.logFormat)
+	}
 	if hclog.LevelFromString(c.logLevel) == hclog.NoLevel {
 		return usagef("--log-level %q: want trace, debug, info, warn, error or off", c.logLevel)
 	}
@@ -186,8 +194,9 @@ func (c *common) open(ctx context.Context, stderr io.Writer, name string, settin
 func (c *common) logger(stderr io.Writer) hclog.Logger {
 	return hclog.New(&hclog.LoggerOptions{
 		Name:   "runner-host",
-		Level:  hclog.LevelFromString(c.logLevel),
-		Output: stderr,
+		Level:      hclog.LevelFromString(c.logLevel),
+		Output:     stderr,
+		JSONFormat: c.logFormat == "json",
 	})
 }
 
