@@ -193,7 +193,7 @@ func (c *common) open(ctx context.Context, stderr io.Writer, name string, settin
 
 func (c *common) logger(stderr io.Writer) hclog.Logger {
 	return hclog.New(&hclog.LoggerOptions{
-		Name:   "runner-host",
+		Name:       "runner-host",
 		Level:      hclog.LevelFromString(c.logLevel),
 		Output:     stderr,
 		JSONFormat: c.logFormat == "json",
