@@ -30,6 +30,9 @@ const (
 	PhaseCollectArtifacts       = "collect_artifacts"
 )
 
+// ExitCommandNotFound is the exit code of a command that was not found.
+const ExitCommandNotFound = 127
+
 // RecordFile is the run record's file name in host.job_dir.
 const RecordFile = "pikaci-execution.json"
 
@@ -406,10 +409,12 @@ func (r *wholeRun) phases(ctx context.Context) error {
 func (r *wholeRun) run(ctx context.Context) error {
 	start := r.opts.Now()
 	var launched time.Time
+	printed := false
 	sink := func(c shared.OutputChunk) error {
 		if launched.IsZero() {
 			launched = r.opts.Now()
 		}
+		printed = printed || len(c.Data) > 0
 		w := r.opts.Stdout
 		if c.Stream == shared.Stderr {
 			w = r.opts.Stderr
@@ -440,6 +445,13 @@ func (r *wholeRun) run(ctx context.Context) error {
 	}
 	code := res.ExitCode
 	r.rec.ExitCode, r.rec.TimedOut, r.rec.TimeoutSecs = &code, res.TimedOut, res.TimeoutSecs
+	if code == ExitCommandNotFound && !printed && !res.TimedOut {
+		// Exit 127 and nothing printed: what a missing command looks like
+		// (the shell's and the Incus exec's code for it), and otherwise
+		// nothing at all on the operator's screen.
+		r.rec.Error = fmt.Sprintf("the job exited %d and printed nothing: command %s was probably not found in the instance (is it installed in image %s, and on PATH?)",
+			code, shared.Show(r.job.Command.Argv[0]), shared.Show(r.job.Runtime.Image))
+	}
 	return nil
 }
 

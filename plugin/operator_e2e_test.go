@@ -206,3 +206,20 @@ func TestOperator_RunStopsAtTheFirstFailedCheckBeforeChangingAnything(t *testing
 		t.Errorf("the refused run changed the remote host: %s exists (%v)", x.work, err)
 	}
 }
+
+func TestOperator_ACommandMissingFromTheImageIsNamed(t *testing.T) {
+	x := newE2E(t)
+	j := x.job(t, "hash-notfound", "true", func(j *shared.WholeJob) { j.Command.Argv = []string{"make", "test"} })
+	code, _, stderr := x.run(t, j)
+	if code != 127 {
+		t.Errorf("exit code %d, want 127 (the job's own)", code)
+	}
+	if want := `command "make" was probably not found in the instance`; !strings.Contains(stderr, want) {
+		t.Errorf("stderr lacks %q", want)
+	}
+	rec := e2eRecord(t, j.jobDir)
+	if rec.Failure != host.FailureBuild || !strings.Contains(rec.Error, `command "make"`) {
+		t.Errorf("record failure %q error %q: want a build failure naming the command", rec.Failure, rec.Error)
+	}
+	x.gone(t, j.instance)
+}

@@ -106,7 +106,11 @@ func wholeExit(f runFlags, rec host.Record, runErr error, code int, failed bool,
 		return &exitError{code: code, err: fmt.Errorf("job %s timed out after %d s", shared.Show(job.Job.ID), rec.TimeoutSecs)}
 	}
 	// A build failure without an error has said what went wrong in its own
-	// output; every other failure says it here.
+	// output, unless the record has a word for it (a command not found);
+	// every other failure says it here.
+	if runErr == nil && rec.Error != "" {
+		runErr = errors.New(rec.Error)
+	}
 	return &exitError{code: code, err: runErr}
 }
 
