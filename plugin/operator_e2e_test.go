@@ -223,3 +223,16 @@ func TestOperator_ACommandMissingFromTheImageIsNamed(t *testing.T) {
 	}
 	x.gone(t, j.instance)
 }
+
+func TestOperator_SweepThatDeletesNothingSaysWhatItLookedAt(t *testing.T) {
+	x := newE2E(t)
+	var out, errOut watchBuffer
+	args := []string{"sweep", "--plugin-dir", x.pluginDir, "--ssh-config", x.sshConfig, "--host", "vm-host",
+		"--project", e2eProject, "--incus-endpoint", "unix://" + x.d.Socket, "--older-than", "1000h"}
+	code := x.wait(t, x.startEnv(t, &out, &errOut, nil, args...))
+	t.Logf("stdout:\n%s\nstderr:\n%s", out.String(), errOut.String())
+	want := `nothing to delete: no instance in project "` + e2eProject + `" on host "vm-host" is labelled user.pikaci.run, created more than 1000h0m0s ago and not live (no live jobs given)`
+	if code != 0 || !strings.Contains(out.String(), want) {
+		t.Errorf("exit %d, stdout %q: want 0 and %q", code, out.String(), want)
+	}
+}
