@@ -32,6 +32,7 @@ const (
 // App is one invocation of runner-host: ParseFlags picks the verb and
 // parses its flags, Run runs it.
 type App struct {
+	Stdin  io.Reader // --job - reads the job file from it
 	Stdout io.Writer
 	Stderr io.Writer
 	// Getenv reads the environment (BUILD_FAILURE_EXIT_CODE,
@@ -74,11 +75,27 @@ func (a *App) ParseFlags(ctx context.Context, args []string) error {
 		return usagef("no verb given")
 	}
 	name := args[0]
+	a.codes = exitCodes{system: exitSystemFailure}
+	if name == "--version" {
+		name = "version"
+	}
 	if name == "help" || name == "-h" || name == "--help" {
-		a.run = func(context.Context) error { a.usage(); return nil }
+		if name == "help" && len(args) > 1 {
+			// help VERB: the verb's own usage and flags.
+			v, ok := verbs[args[1]]
+			if !ok {
+				a.usage()
+				return usagef("help: unknown verb %q", args[1])
+			}
+			if _, err := v.Parse(ctx, a, []string{"-h"}); err != nil && !errors.Is(err, flag.ErrHelp) {
+				return err
+			}
+		} else {
+			a.usage()
+		}
+		a.run = func(context.Context) error { return nil }
 		return nil
 	}
-	a.codes = exitCodes{system: exitSystemFailure}
 	v, ok := verbs[name]
 	if !ok {
 		a.usage()

@@ -170,7 +170,7 @@ func runDevices(ctx context.Context, e shared.Executor, spec shared.JobSpec, dry
 // runJob loads the plugin, runs the phases until one fails and reports
 // every phase that ran.
 func (a *App) runJob(ctx context.Context, f runFlags) error {
-	job, err := readJobFile(f.jobFile)
+	job, err := a.readJob(f.jobFile)
 	if err != nil {
 		return err
 	}
