@@ -236,3 +236,28 @@ func TestOperator_SweepThatDeletesNothingSaysWhatItLookedAt(t *testing.T) {
 		t.Errorf("exit %d, stdout %q: want 0 and %q", code, out.String(), want)
 	}
 }
+
+func TestOperator_AWrongSocketPathIsNamedOnceAndNothingIsCleanedUp(t *testing.T) {
+	x := newE2E(t)
+	const socket = "/nonexistent/incus.socket"
+	j := x.job(t, "hash-socket", "true", func(j *shared.WholeJob) { j.Remote.Incus.Endpoint = "unix://" + socket })
+	code, _, stderr := x.run(t, j)
+	if code != 125 {
+		t.Errorf("exit code %d, want 125", code)
+	}
+	n := 0
+	for _, line := range strings.Split(stderr, "\n") {
+		if strings.Contains(line, socket) {
+			n++
+		}
+	}
+	if n != 1 || !strings.Contains(stderr, "preflight: ✗ Incus API at unix://"+socket) {
+		t.Errorf("%d lines name %s; want exactly one, the failed preflight check", n, socket)
+	}
+	if strings.Contains(stderr, "cleanup") {
+		t.Errorf("stderr speaks of a cleanup, for an instance never created")
+	}
+	if rec := e2eRecord(t, j.jobDir); rec.Cleanup != nil || len(rec.Phases) != 0 {
+		t.Errorf("record: phases %v cleanup %+v; want none", rec.Phases, rec.Cleanup)
+	}
+}
