@@ -331,6 +331,15 @@ func CheckJobDirWritable(jobDir string) error {
 // few fields.
 const maxSnapshotMarker = 1 << 20
 
+// markerHelp says what host.snapshot_dir must hold and how to make it.
+func markerHelp(dir, hash string) string {
+	if hash == "" {
+		hash = "HASH"
+	}
+	return fmt.Sprintf("host.snapshot_dir must hold the job's files and %s, a JSON object whose content_hash names that content; make it with: echo '{\"content_hash\": \"%s\"}' > %s",
+		shared.SnapshotMarker, hash, filepath.Join(dir, shared.SnapshotMarker))
+}
+
 // ReadSnapshotHash reads the content_hash of dir/pikaci-snapshot.json. When
 // want is not empty, the hash must equal it.
 func ReadSnapshotHash(dir, want string) (string, error) {
@@ -342,14 +351,14 @@ func ReadSnapshotHash(dir, want string) (string, error) {
 		if errors.Is(err, regfile.ErrRefused) {
 			kind = shared.ErrInvalidInput
 		}
-		return "", shared.Errorf(kind, "host.snapshot_dir", dir, "snapshot marker %s: %w", file, err)
+		return "", shared.Errorf(kind, "host.snapshot_dir", dir, "snapshot marker %s: %w (%s)", file, err, markerHelp(dir, want))
 	}
 	var marker struct {
 		ContentHash *string `json:"content_hash"`
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&marker); err != nil {
-		return "", shared.Errorf(shared.ErrInvalidInput, "host.snapshot_dir", dir, "snapshot marker %s: %w", file, err)
+		return "", shared.Errorf(shared.ErrInvalidInput, "host.snapshot_dir", dir, "snapshot marker %s: %w (%s)", file, err, markerHelp(dir, want))
 	}
 	got := ""
 	if marker.ContentHash != nil {
