@@ -31,6 +31,9 @@ const (
 	PhaseCollectArtifacts       = "collect_artifacts"
 )
 
+// ExitCommandNotFound is the exit code of a command that was not found.
+const ExitCommandNotFound = 127
+
 // RecordFile is the run record's file name in host.job_dir.
 const RecordFile = "pikaci-execution.json"
 
@@ -193,6 +196,12 @@ type WholeJobOptions struct {
 	DryRun bool
 	// Now is the clock of the record. Nil: time.Now.
 	Now func() time.Time
+	// OnPhase, when set, is called as each phase ends, with the phase and
+	// the record so far (what the phase did is in it); for progress lines.
+	OnPhase func(phase PhaseRecord, rec Record)
+	// OnPreflight, when set, is called once the preflight passed, with its
+	// checks.
+	OnPreflight func(checks []shared.Check)
 	// Preflight runs Preflight before the first phase: the first failed
 	// check stops the run, recorded as a system failure, nothing changed.
 	Preflight bool
@@ -242,6 +251,9 @@ func RunWholeJob(ctx context.Context, e shared.JobExecutor, job shared.WholeJob,
 				err = errors.Join(err, r.write())
 			}
 			return r.rec, err
+		}
+		if opts.OnPreflight != nil {
+			opts.OnPreflight(r.rec.Preflight)
 		}
 	}
 	if !opts.DryRun {
@@ -319,6 +331,15 @@ func CheckJobDirWritable(jobDir string) error {
 // few fields.
 const maxSnapshotMarker = 1 << 20
 
+// markerHelp says what host.snapshot_dir must hold and how to make it.
+func markerHelp(dir, hash string) string {
+	if hash == "" {
+		hash = "HASH"
+	}
+	return fmt.Sprintf("host.snapshot_dir must hold the job's files and %s, a JSON object whose content_hash names that content; make it with: echo '{\"content_hash\": \"%s\"}' > %s",
+		shared.SnapshotMarker, hash, filepath.Join(dir, shared.SnapshotMarker))
+}
+
 // ReadSnapshotHash reads the content_hash of dir/pikaci-snapshot.json. When
 // want is not empty, the hash must equal it.
 func ReadSnapshotHash(dir, want string) (string, error) {
@@ -330,14 +351,14 @@ func ReadSnapshotHash(dir, want string) (string, error) {
 		if errors.Is(err, regfile.ErrRefused) {
 			kind = shared.ErrInvalidInput
 		}
-		return "", shared.Errorf(kind, "host.snapshot_dir", dir, "snapshot marker %s: %w", file, err)
+		return "", shared.Errorf(kind, "host.snapshot_dir", dir, "snapshot marker %s: %w (%s)", file, err, markerHelp(dir, want))
 	}
 	var marker struct {
 		ContentHash *string `json:"content_hash"`
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&marker); err != nil {
-		return "", shared.Errorf(shared.ErrInvalidInput, "host.snapshot_dir", dir, "snapshot marker %s: %w", file, err)
+		return "", shared.Errorf(shared.ErrInvalidInput, "host.snapshot_dir", dir, "snapshot marker %s: %w (%s)", file, err, markerHelp(dir, want))
 	}
 	got := ""
 	if marker.ContentHash != nil {
@@ -373,6 +394,9 @@ func (r *wholeRun) record(name string, start, end time.Time, err error) {
 		p.Error = err.Error()
 	}
 	r.rec.Phases = append(r.rec.Phases, p)
+	if r.opts.OnPhase != nil {
+		r.opts.OnPhase(p, r.rec)
+	}
 }
 
 // phase runs f as the named phase and records it.
@@ -457,10 +481,12 @@ func withCause(ctx context.Context, err error) error {
 func (r *wholeRun) run(ctx context.Context) error {
 	start := r.opts.Now()
 	var launched time.Time
+	printed := false
 	sink := func(c shared.OutputChunk) error {
 		if launched.IsZero() {
 			launched = r.opts.Now()
 		}
+		printed = printed || len(c.Data) > 0
 		w := r.opts.Stdout
 		if c.Stream == shared.Stderr {
 			w = r.opts.Stderr
@@ -499,6 +525,13 @@ func (r *wholeRun) run(ctx context.Context) error {
 	}
 	code := res.ExitCode
 	r.rec.ExitCode, r.rec.TimedOut, r.rec.TimeoutSecs = &code, res.TimedOut, res.TimeoutSecs
+	if code == ExitCommandNotFound && !printed && !res.TimedOut {
+		// Exit 127 and nothing printed: what a missing command looks like
+		// (the shell's and the Incus exec's code for it), and otherwise
+		// nothing at all on the operator's screen.
+		r.rec.Error = fmt.Sprintf("the job exited %d and printed nothing: command %s was probably not found in the instance (is it installed in image %s, and on PATH?)",
+			code, shared.Show(r.job.Command.Argv[0]), shared.Show(r.job.Runtime.Image))
+	}
 	return nil
 }
 

@@ -42,7 +42,7 @@ func TestOperator_ExitCodeAndRecordTellABuildFailureFromASystemFailure(t *testin
 		wantFailure string
 		wantStderr  string
 	}{
-		{name: "a passing job", script: "true", wantCode: 0},
+		{name: "a passing job", script: "true", wantCode: 0, wantStderr: "runner-host: exit 0 (passed) after "},
 		{name: "a failing job passes its code through", script: "exit 3", wantCode: 3, wantFailure: host.FailureBuild},
 		{name: "a missing image is a system failure", script: "true",
 			edit:     func(j *shared.WholeJob) { j.Runtime.Image = "no-such-image" },
@@ -65,6 +65,19 @@ func TestOperator_ExitCodeAndRecordTellABuildFailureFromASystemFailure(t *testin
 			}
 			if !strings.Contains(stderr, tt.wantStderr) {
 				t.Errorf("stderr lacks %q", tt.wantStderr)
+			}
+			// A line as each phase ends, then the summary.
+			for _, w := range []string{"runner-host: preflight: ", "runner-host: exit "} {
+				if !strings.Contains(stderr, w) {
+					t.Errorf("stderr lacks %q", w)
+				}
+			}
+			if tt.wantCode == 0 {
+				for _, w := range []string{"runner-host: staged snapshot ", "runner-host: instance " + j.instance + " ready in ", "(image " + lxdtest.ImageAlias + " ", "runner-host: collected 0 artifacts"} {
+					if !strings.Contains(stderr, w) {
+						t.Errorf("stderr lacks %q", w)
+					}
+				}
 			}
 			rec := e2eRecord(t, j.jobDir)
 			if rec.Failure != tt.wantFailure {
@@ -191,5 +204,60 @@ func TestOperator_RunStopsAtTheFirstFailedCheckBeforeChangingAnything(t *testing
 	}
 	if _, err := os.Stat(x.work); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the refused run changed the remote host: %s exists (%v)", x.work, err)
+	}
+}
+
+func TestOperator_ACommandMissingFromTheImageIsNamed(t *testing.T) {
+	x := newE2E(t)
+	j := x.job(t, "hash-notfound", "true", func(j *shared.WholeJob) { j.Command.Argv = []string{"make", "test"} })
+	code, _, stderr := x.run(t, j)
+	if code != 127 {
+		t.Errorf("exit code %d, want 127 (the job's own)", code)
+	}
+	if want := `command "make" was probably not found in the instance`; !strings.Contains(stderr, want) {
+		t.Errorf("stderr lacks %q", want)
+	}
+	rec := e2eRecord(t, j.jobDir)
+	if rec.Failure != host.FailureBuild || !strings.Contains(rec.Error, `command "make"`) {
+		t.Errorf("record failure %q error %q: want a build failure naming the command", rec.Failure, rec.Error)
+	}
+	x.gone(t, j.instance)
+}
+
+func TestOperator_SweepThatDeletesNothingSaysWhatItLookedAt(t *testing.T) {
+	x := newE2E(t)
+	var out, errOut watchBuffer
+	args := []string{"sweep", "--plugin-dir", x.pluginDir, "--ssh-config", x.sshConfig, "--host", "vm-host",
+		"--project", e2eProject, "--incus-endpoint", "unix://" + x.d.Socket, "--older-than", "1000h"}
+	code := x.wait(t, x.startEnv(t, &out, &errOut, nil, args...))
+	t.Logf("stdout:\n%s\nstderr:\n%s", out.String(), errOut.String())
+	want := `nothing to delete: no instance in project "` + e2eProject + `" on host "vm-host" is labelled user.pikaci.run, created more than 1000h0m0s ago and not live (no live jobs given)`
+	if code != 0 || !strings.Contains(out.String(), want) {
+		t.Errorf("exit %d, stdout %q: want 0 and %q", code, out.String(), want)
+	}
+}
+
+func TestOperator_AWrongSocketPathIsNamedOnceAndNothingIsCleanedUp(t *testing.T) {
+	x := newE2E(t)
+	const socket = "/nonexistent/incus.socket"
+	j := x.job(t, "hash-socket", "true", func(j *shared.WholeJob) { j.Remote.Incus.Endpoint = "unix://" + socket })
+	code, _, stderr := x.run(t, j)
+	if code != 125 {
+		t.Errorf("exit code %d, want 125", code)
+	}
+	n := 0
+	for _, line := range strings.Split(stderr, "\n") {
+		if strings.Contains(line, socket) {
+			n++
+		}
+	}
+	if n != 1 || !strings.Contains(stderr, "preflight: ✗ Incus API at unix://"+socket) {
+		t.Errorf("%d lines name %s; want exactly one, the failed preflight check", n, socket)
+	}
+	if strings.Contains(stderr, "cleanup") {
+		t.Errorf("stderr speaks of a cleanup, for an instance never created")
+	}
+	if rec := e2eRecord(t, j.jobDir); rec.Cleanup != nil || len(rec.Phases) != 0 {
+		t.Errorf("record: phases %v cleanup %+v; want none", rec.Phases, rec.Cleanup)
 	}
 }

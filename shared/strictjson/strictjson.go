@@ -23,10 +23,26 @@ type Error struct {
 	Offset int64  // byte offset in the input
 	Path   string // where in the value, e.g. "mounts[2].name"; "" at the top
 	Msg    string
+	// Line and Column (1-based, the column in characters) are where Offset
+	// is in the input; 0 when unknown.
+	Line, Column int
+}
+
+// locate fills in e's line and column from the input.
+func (e *Error) locate(data []byte) {
+	if e.Offset < 0 || e.Offset > int64(len(data)) {
+		return
+	}
+	before := data[:e.Offset]
+	e.Line = bytes.Count(before, []byte("\n")) + 1
+	e.Column = utf8.RuneCount(before[bytes.LastIndexByte(before, '\n')+1:]) + 1
 }
 
 func (e *Error) Error() string {
 	where := "at byte offset " + strconv.FormatInt(e.Offset, 10)
+	if e.Line > 0 {
+		where = "at line " + strconv.Itoa(e.Line) + ", column " + strconv.Itoa(e.Column) + ", byte offset " + strconv.FormatInt(e.Offset, 10)
+	}
 	if e.Path != "" {
 		where = e.Path + " (" + where + ")"
 	}
@@ -47,6 +63,15 @@ func DecodeKnown(data []byte, v any) error {
 }
 
 func decode(data []byte, v any, allowUnknown bool) error {
+	err := decodeAt(data, v, allowUnknown)
+	var se *Error
+	if errors.As(err, &se) {
+		se.locate(data)
+	}
+	return err
+}
+
+func decodeAt(data []byte, v any, allowUnknown bool) error {
 	if !utf8.Valid(data) {
 		off := 0
 		for off < len(data) {
@@ -184,7 +209,11 @@ func (c *checker) value(t reflect.Type, path string) error {
 						return &Error{Offset: koff, Path: path, Msg: "key " + quoteKey(key) + " differs from a field only in letter case (keys are matched exactly)"}
 					}
 					if !c.allowUnknown {
-						return &Error{Offset: koff, Path: path, Msg: "unknown field " + quoteKey(key)}
+						msg := "unknown field " + quoteKey(key)
+						if near := nearest(fields, key); near != "" {
+							msg += " (did you mean " + strconv.Quote(near) + "?)"
+						}
+						return &Error{Offset: koff, Path: path, Msg: msg}
 					}
 				}
 				ft = f
@@ -267,4 +296,52 @@ func structFields(t reflect.Type) map[string]reflect.Type {
 		out[name] = f.Type
 	}
 	return out
+}
+
+// nearest is the field name closest to key by edit distance, when it is
+// close enough to be a misspelling (at most a third of key's length, and
+// at least 1) and no other field is as close; "" otherwise.
+func nearest(fields map[string]reflect.Type, key string) string {
+	limit := max(1, utf8.RuneCountInString(key)/3)
+	best, bestD, tie := "", limit+1, false
+	for name := range fields {
+		d := editDistance(name, key)
+		switch {
+		case d < bestD:
+			best, bestD, tie = name, d, false
+		case d == bestD:
+			tie = true
+		}
+	}
+	if tie || bestD > limit {
+		return ""
+	}
+	return best
+}
+
+// editDistance is the edit distance between a and b in runes: insertions,
+// deletions, substitutions and transpositions of neighbours.
+func editDistance(a, b string) int {
+	ra, rb := []rune(a), []rune(b)
+	prev2 := make([]int, len(rb)+1)
+	prev := make([]int, len(rb)+1)
+	cur := make([]int, len(rb)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(ra); i++ {
+		cur[0] = i
+		for j := 1; j <= len(rb); j++ {
+			cost := 1
+			if ra[i-1] == rb[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			if i > 1 && j > 1 && ra[i-1] == rb[j-2] && ra[i-2] == rb[j-1] {
+				cur[j] = min(cur[j], prev2[j-2]+1) // a transposition
+			}
+		}
+		prev2, prev, cur = prev, cur, prev2
+	}
+	return prev[len(rb)]
 }

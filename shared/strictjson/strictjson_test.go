@@ -41,7 +41,7 @@ func TestDecodeRefuses(t *testing.T) {
 		{"duplicate nested", `{"items":[{"name":"a","name":"b"}]}`, `items[0]`},
 		{"duplicate in map", `{"labels":{"a":"1","a":"2"}}`, `duplicate key "a"`},
 		{"duplicate under any", `{"any":{"k":1,"k":2}}`, `duplicate key "k"`},
-		{"case variant nested", `{"ptr":{"Name":"x"}}`, `ptr (at byte offset`},
+		{"case variant nested", `{"ptr":{"Name":"x"}}`, `ptr (at line 1, column 9, byte offset 8)`},
 		{"unknown", `{"idx":"a"}`, `unknown field "idx"`},
 		{"unknown nested", `{"items":[{"nme":"a"}]}`, `unknown field "nme"`},
 		{"invalid utf8", "{\"id\":\"a\xffb\"}", `byte offset 8: invalid UTF-8`},
@@ -91,5 +91,26 @@ func TestDecodeDoesNotEchoValues(t *testing.T) {
 	err := Decode([]byte(`{"`+strings.Repeat("k", 200)+`":1}`), &o)
 	if err == nil || len(err.Error()) > 160 {
 		t.Errorf("long key: error %v", err)
+	}
+}
+
+func TestErrorsGiveLineColumnAndADidYouMean(t *testing.T) {
+	for _, tc := range []struct {
+		name, in, want string
+	}{
+		{"misspelt nested key", "{\n  \"id\": \"j\",\n  \"items\": [{\"nmae\": \"a\"}]\n}", `items[0] (at line 3, column 14, byte offset 28): unknown field "nmae" (did you mean "name"?)`},
+		{"misspelt top key", "{\"idd\": 1}", `at line 1, column 2, byte offset 1: unknown field "idd" (did you mean "id"?)`},
+		{"nothing close", "{\"colour\": 1}", `unknown field "colour"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var o outer
+			err := Decode([]byte(tc.in), &o)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want it to contain %q", err, tc.want)
+			}
+			if tc.name == "nothing close" && strings.Contains(err.Error(), "did you mean") {
+				t.Errorf("error %v suggests a field far from the key", err)
+			}
+		})
 	}
 }

@@ -32,6 +32,7 @@ const (
 // App is one invocation of runner-host: ParseFlags picks the verb and
 // parses its flags, Run runs it.
 type App struct {
+	Stdin  io.Reader // --job - reads the job file from it
 	Stdout io.Writer
 	Stderr io.Writer
 	// Getenv reads the environment (BUILD_FAILURE_EXIT_CODE,
@@ -74,11 +75,27 @@ func (a *App) ParseFlags(ctx context.Context, args []string) error {
 		return usagef("no verb given")
 	}
 	name := args[0]
+	a.codes = exitCodes{system: exitSystemFailure}
+	if name == "--version" {
+		name = "version"
+	}
 	if name == "help" || name == "-h" || name == "--help" {
-		a.run = func(context.Context) error { a.usage(); return nil }
+		if name == "help" && len(args) > 1 {
+			// help VERB: the verb's own usage and flags.
+			v, ok := verbs[args[1]]
+			if !ok {
+				a.usage()
+				return usagef("help: unknown verb %q", args[1])
+			}
+			if _, err := v.Parse(ctx, a, []string{"-h"}); err != nil && !errors.Is(err, flag.ErrHelp) {
+				return err
+			}
+		} else {
+			a.usage()
+		}
+		a.run = func(context.Context) error { return nil }
 		return nil
 	}
-	a.codes = exitCodes{system: exitSystemFailure}
 	v, ok := verbs[name]
 	if !ok {
 		a.usage()
@@ -132,6 +149,7 @@ func Main(ctx context.Context, app *App, args []string) int {
 type common struct {
 	pluginDir    string
 	logLevel     string
+	logFormat    string
 	pins         pinFlag
 	startTimeout time.Duration
 	systemCode   int
@@ -141,6 +159,7 @@ type common struct {
 func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.pluginDir, "plugin-dir", "", "directory of the executor-* plugin binaries (default: the directory of runner-host)")
 	fs.StringVar(&c.logLevel, "log-level", "warn", "lowest level of log lines printed on stderr, the plugins' included (trace, debug, info, warn, error, off)")
+	fs.StringVar(&c.logFormat, "log-format", "text", "format of the host's own log lines on stderr: text or json (one JSON object a line)")
 	fs.Var(&c.pins, "require-sha256", "NAME=HEX: refuse plugin NAME unless its binary has this SHA-256 (repeatable)")
 	fs.DurationVar(&c.startTimeout, "start-timeout", host.DefaultStartTimeout, "a plugin not ready (handshake, Describe, Configure) within this is killed with its process group")
 	fs.IntVar(&c.systemCode, "system-failure-exit-code", -1, "exit code when the executor or the infrastructure fails, not the job (default $SYSTEM_FAILURE_EXIT_CODE, else 125)")
@@ -164,6 +183,12 @@ func (c *common) resolve(app *App) error {
 	if c.startTimeout < 0 {
 		return usagef("--start-timeout %v: want a positive duration", c.startTimeout)
 	}
+	if c.logFormat == "" {
+		c.logFormat = "text"
+	}
+	if c.logFormat != "text" && c.logFormat != "json" {
+		return usagef("--log-format %q: want text or json", c.logFormat)
+	}
 	if hclog.LevelFromString(c.logLevel) == hclog.NoLevel {
 		return usagef("--log-level %q: want trace, debug, info, warn, error or off", c.logLevel)
 	}
@@ -185,9 +210,10 @@ func (c *common) open(ctx context.Context, stderr io.Writer, name string, settin
 
 func (c *common) logger(stderr io.Writer) hclog.Logger {
 	return hclog.New(&hclog.LoggerOptions{
-		Name:   "runner-host",
-		Level:  hclog.LevelFromString(c.logLevel),
-		Output: stderr,
+		Name:       "runner-host",
+		Level:      hclog.LevelFromString(c.logLevel),
+		Output:     stderr,
+		JSONFormat: c.logFormat == "json",
 	})
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -373,5 +374,40 @@ func TestDefaultPluginDirIsTheExecutablesDir(t *testing.T) {
 	}
 	if c.pluginDir != filepath.Dir(exe) {
 		t.Errorf("default plugin dir %s, want %s", c.pluginDir, filepath.Dir(exe))
+	}
+}
+
+func TestVersionHelpVerbAndJobFromStdin(t *testing.T) {
+	dir := pluginDir(t, "alpha")
+	for _, args := range [][]string{{"version", "--plugin-dir", dir}, {"--version", "--plugin-dir", dir}} {
+		code, stdout, _ := runMain(t, args...)
+		if code != exitOK || !strings.HasPrefix(stdout, "runner-host ") || !strings.Contains(stdout, runtime.Version()) ||
+			!strings.Contains(stdout, "alpha 0.0.1-test protocol=1") {
+			t.Errorf("%v: exit %d, stdout %q: want the host's and Go's version, then each plugin's", args, code, stdout)
+		}
+	}
+	code, _, stderr := runMain(t, "help", "check")
+	if code != exitOK || !strings.Contains(stderr, "usage: runner-host check --job FILE") || !strings.Contains(stderr, "-system-failure-exit-code") {
+		t.Errorf("help check: exit %d, stderr %q: want check's usage and flags", code, stderr)
+	}
+	if code, _, stderr := runMain(t, "help", "nope"); code != exitUsage || !strings.Contains(stderr, `unknown verb "nope"`) {
+		t.Errorf("help nope: exit %d, stderr %q", code, stderr)
+	}
+
+	whole := pluginDir(t, "whole")
+	job, _ := wholeJobFile(t, "j", []string{"exit", "3"}, nil)
+	data, err := os.ReadFile(job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	app := &App{Stdin: bytes.NewReader(data), Stdout: &out, Stderr: &errOut, Getenv: func(string) string { return "" }}
+	if code := Main(t.Context(), app, []string{"run", "--plugin-dir", whole, "--plugin", "whole", "--job", "-"}); code != 3 || out.String() != "to stdout\n" {
+		t.Errorf("--job -: exit %d, stdout %q, stderr %q; want the job run from stdin", code, out.String(), errOut.String())
+	}
+	app = &App{Stdin: strings.NewReader(`{"job": {"idd": "x"}}`), Stdout: &out, Stderr: &errOut}
+	errOut.Reset()
+	if code := Main(t.Context(), app, []string{"run", "--plugin-dir", whole, "--job", "-"}); code != exitSystemFailure || !strings.Contains(errOut.String(), "<stdin>") {
+		t.Errorf("--job - with a bad file: exit %d, stderr %q; want an error naming <stdin>", code, errOut.String())
 	}
 }

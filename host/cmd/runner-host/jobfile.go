@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/pikaci/vmexec/shared"
@@ -18,6 +19,32 @@ func readJobFile(path string) (shared.WholeJob, error) {
 	if err != nil {
 		return shared.WholeJob{}, fmt.Errorf("read job file: %w", err)
 	}
+	return decodeJobFile(data, path)
+}
+
+// maxStdinJob bounds a job file read from stdin.
+const maxStdinJob = 64 << 20
+
+// readJob reads the job file --job names; "-" is stdin.
+func (a *App) readJob(path string) (shared.WholeJob, error) {
+	if path != "-" {
+		return readJobFile(path)
+	}
+	if a.Stdin == nil {
+		return shared.WholeJob{}, usagef("--job -: no stdin")
+	}
+	data, err := io.ReadAll(io.LimitReader(a.Stdin, maxStdinJob+1))
+	if err != nil {
+		return shared.WholeJob{}, fmt.Errorf("read job file from stdin: %w", err)
+	}
+	if len(data) > maxStdinJob {
+		return shared.WholeJob{}, shared.Errorf(shared.ErrInvalidInput, "job", "-", "job file on stdin is over %d bytes", maxStdinJob)
+	}
+	return decodeJobFile(data, "<stdin>")
+}
+
+// decodeJobFile decodes a job file's content; path names it in errors.
+func decodeJobFile(data []byte, path string) (shared.WholeJob, error) {
 	// Strictly, as the contract says of every input: exact key spelling (an
 	// "ID" beside "id" is refused, not read as the job id), no duplicate or
 	// unknown keys, valid UTF-8, nothing after the object.

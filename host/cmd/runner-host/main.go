@@ -21,7 +21,7 @@ import (
 
 func main() {
 	ctx, stop := signalContext(context.Background()) // signals.go
-	code := Main(ctx, &App{Stdout: os.Stdout, Stderr: os.Stderr}, os.Args[1:])
+	code := Main(ctx, &App{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}, os.Args[1:])
 	stop()
 	os.Exit(code)
 }

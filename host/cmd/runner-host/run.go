@@ -54,6 +54,7 @@ type runFlags struct {
 	phases    []phase
 	dryRun    bool
 	json      bool
+	quiet     bool
 }
 
 func parseRun(_ context.Context, app *App, args []string) (func(context.Context) error, error) {
@@ -75,7 +76,8 @@ func parseRunFlags(app *App, verb string, args []string) (runFlags, error) {
 	fs.StringVar(&f.sshConfig, "ssh-config", "", "OpenSSH client config the plugin reads (default ~/.ssh/config, which may be absent, as for ssh)")
 	fs.StringVar(&phaseList, "phases", defaultPhases, "comma-separated phases to run, in order")
 	fs.BoolVar(&f.dryRun, "dry-run", false, "change nothing; report what each phase would do")
-	fs.BoolVar(&f.json, "json", false, "print the report as JSON")
+	fs.BoolVar(&f.json, "json", false, "print the report (a whole job: the run record) as JSON on stdout; the job's output then goes to stderr, each line prefixed by its stream")
+	fs.BoolVar(&f.quiet, "quiet", false, "print only the job's output and errors: no progress lines, no summary")
 	if err := fs.Parse(args); err != nil {
 		return f, err
 	}
@@ -168,7 +170,7 @@ func runDevices(ctx context.Context, e shared.Executor, spec shared.JobSpec, dry
 // runJob loads the plugin, runs the phases until one fails and reports
 // every phase that ran.
 func (a *App) runJob(ctx context.Context, f runFlags) error {
-	job, err := readJobFile(f.jobFile)
+	job, err := a.readJob(f.jobFile)
 	if err != nil {
 		return err
 	}

@@ -136,5 +136,16 @@ func (a *App) sweep(ctx context.Context, f sweepFlags) error {
 	for _, name := range res.Deleted {
 		fmt.Fprintf(a.Stdout, "%s %s\n", verb, name)
 	}
+	if len(res.Deleted) == 0 {
+		// Say what was looked at, so that an empty answer is not mistaken
+		// for a sweep of the wrong project or host.
+		project := f.remote.Incus.ProjectOrDefault()
+		live := "no live jobs given"
+		if f.liveFile != "" {
+			live = fmt.Sprintf("%d live jobs kept (%s)", len(req.Live), f.liveFile)
+		}
+		fmt.Fprintf(a.Stdout, "nothing to delete: no instance in project %s on host %s is labelled %s, created more than %s ago and not live (%s)\n",
+			shared.Show(project), shared.Show(f.remote.Host), shared.LabelRun, f.olderThan, live)
+	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/pikaci/vmexec/host"
 	"github.com/pikaci/vmexec/shared"
@@ -42,6 +43,10 @@ func (a *App) runWhole(ctx context.Context, f runFlags, job shared.WholeJob) err
 	// The preflight first: a wrong image or project is found in the first
 	// seconds, before anything changed.
 	opts := host.WholeJobOptions{Stdout: a.Stdout, Stderr: a.Stderr, DryRun: f.dryRun, Preflight: true}
+	prog := &progress{w: a.Stderr, job: job, start: time.Now()}
+	if !f.quiet {
+		opts.OnPhase, opts.OnPreflight = prog.phase, prog.preflight
+	}
 	var prefixed []*lineWriter
 	if f.json {
 		out := &lineWriter{prefix: "stdout: ", w: a.Stderr}
@@ -64,6 +69,32 @@ func (a *App) runWhole(ctx context.Context, f runFlags, job shared.WholeJob) err
 	}
 	sig, _ := signalExitCode(ctx)
 	code, failed := f.codes.forRecord(rec, sig)
+	e := wholeExit(f, rec, runErr, code, failed, job)
+	if f.quiet {
+		if e == nil {
+			return nil
+		}
+		return e
+	}
+	// The error, then the summary as the last line.
+	if e != nil && e.err != nil {
+		fmt.Fprintln(a.Stderr, "runner-host:", e.err)
+		e.err = nil
+	}
+	sum := 0
+	if e != nil {
+		sum = e.code
+	}
+	prog.summary(rec, sum)
+	if e == nil {
+		return nil
+	}
+	return e
+}
+
+// wholeExit is how a whole job's run ends: nil, or the exit code with the
+// error to print.
+func wholeExit(f runFlags, rec host.Record, runErr error, code int, failed bool, job shared.WholeJob) *exitError {
 	switch {
 	case !failed && runErr == nil:
 		return nil
@@ -75,7 +106,11 @@ func (a *App) runWhole(ctx context.Context, f runFlags, job shared.WholeJob) err
 		return &exitError{code: code, err: fmt.Errorf("job %s timed out after %d s", shared.Show(job.Job.ID), rec.TimeoutSecs)}
 	}
 	// A build failure without an error has said what went wrong in its own
-	// output; every other failure says it here.
+	// output, unless the record has a word for it (a command not found);
+	// every other failure says it here.
+	if runErr == nil && rec.Error != "" {
+		runErr = errors.New(rec.Error)
+	}
 	return &exitError{code: code, err: runErr}
 }
 

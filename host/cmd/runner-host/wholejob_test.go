@@ -511,3 +511,36 @@ func TestExitCodeVariablesOutOfRangeAreRefusedNamingTheValue(t *testing.T) {
 		})
 	}
 }
+
+func TestRunWholeJobPrintsALineAPhaseAndASummaryUnlessQuiet(t *testing.T) {
+	dir := pluginDir(t, "whole")
+	job, jobDir := wholeJobFile(t, "j", []string{"exit", "3"}, nil)
+	code, stdout, stderr := runMain(t, "run", "--plugin-dir", dir, "--plugin", "whole", "--job", job)
+	if code != 3 || stdout != "to stdout\n" {
+		t.Errorf("exit %d, stdout %q", code, stdout)
+	}
+	lines := strings.Split(strings.TrimRight(stderr, "\n"), "\n")
+	want := []string{
+		"runner-host: preflight: 3 checks passed in ",
+		"runner-host: remote directories ready in ",
+		"runner-host: staged snapshot abc123: 1.2 kB sent in ",
+		"runner-host: instance pikaci-test ready in ",
+		"to stderr",
+		"runner-host: collected 1 artifact, 5 B, in ",
+		"runner-host: exit 3 (build failure) after ",
+	}
+	for _, w := range want {
+		if !strings.Contains(stderr, w) {
+			t.Errorf("stderr lacks %q", w)
+		}
+	}
+	last := lines[len(lines)-1]
+	if !strings.HasPrefix(last, "runner-host: exit 3 (build failure) after ") || !strings.HasSuffix(last, "; record "+filepath.Join(jobDir, host.RecordFile)) {
+		t.Errorf("last line %q: want the summary naming the record", last)
+	}
+
+	code, stdout, stderr = runMain(t, "run", "--plugin-dir", dir, "--plugin", "whole", "--job", job, "--quiet")
+	if code != 3 || stdout != "to stdout\n" || stderr != "to stderr\n" {
+		t.Errorf("--quiet: exit %d, stdout %q, stderr %q; want only the job's output", code, stdout, stderr)
+	}
+}
