@@ -62,8 +62,60 @@ type Record struct {
 	Cleanup *CleanupRecord `json:"cleanup"`
 	// Error is what ended the run early: an invalid input (before any
 	// phase), a phase's error, a cancellation, or a cleanup failure.
-	Error  string `json:"error,omitempty"`
-	DryRun bool   `json:"dry_run,omitempty"`
+	Error string `json:"error,omitempty"`
+	// Failure is which kind of failure ended the run (FailureBuild,
+	// FailureSystem, FailureTimeout, FailureCancelled); absent when the job
+	// ran and exited 0 and every phase and the cleanup succeeded.
+	Failure string `json:"failure,omitempty"`
+	// Preflight holds the checks run before the first phase, when they
+	// ran (WholeJobOptions.Preflight).
+	Preflight []shared.Check `json:"preflight,omitempty"`
+	DryRun    bool           `json:"dry_run,omitempty"`
+}
+
+// The kinds of failure a record names (Record.Failure): what a runner
+// needs to tell a broken build from a broken runner.
+const (
+	// FailureBuild: the job ran to its end and exited non-zero. A phase
+	// after it that failed (collection) does not change that: the build
+	// failed first.
+	FailureBuild = "build"
+	// FailureSystem: the executor or the infrastructure failed: an input
+	// refused before any phase, a phase's error, a job that passed but
+	// whose artifacts could not be collected (over their cap, say), or a
+	// failed cleanup (whatever the job did: an instance may be left).
+	FailureSystem = "system"
+	// FailureTimeout: the job passed command.timeout_secs.
+	FailureTimeout = "timeout"
+	// FailureCancelled: the run's context ended (SIGINT, SIGTERM) before
+	// the run did.
+	FailureCancelled = "cancelled"
+)
+
+// classify names the failure that ended a run whose record is rec and
+// whose error is err (nil: the run went through), ctx being the run's
+// context.
+func classify(ctx context.Context, rec Record, err error) string {
+	if err != nil && ctx.Err() != nil {
+		return FailureCancelled
+	}
+	if _, ok := errors.AsType[*CleanupError](err); ok {
+		return FailureSystem
+	}
+	switch {
+	case rec.ExitCode == nil:
+		if err != nil {
+			return FailureSystem
+		}
+		return "" // a dry run
+	case rec.TimedOut:
+		return FailureTimeout
+	case *rec.ExitCode != 0:
+		return FailureBuild
+	case err != nil:
+		return FailureSystem
+	}
+	return ""
 }
 
 // PhaseRecord is one phase's timing and outcome.
@@ -141,6 +193,9 @@ type WholeJobOptions struct {
 	DryRun bool
 	// Now is the clock of the record. Nil: time.Now.
 	Now func() time.Time
+	// Preflight runs Preflight before the first phase: the first failed
+	// check stops the run, recorded as a system failure, nothing changed.
+	Preflight bool
 }
 
 // RunWholeJob runs a whole job (contract version 2) through e: it checks
@@ -170,6 +225,7 @@ func RunWholeJob(ctx context.Context, e shared.JobExecutor, job shared.WholeJob,
 	}
 	if err != nil {
 		r.rec.Error = err.Error()
+		r.rec.Failure = FailureSystem
 		if layout.CheckAbsClean("host.job_dir", job.Host.JobDir) == nil && !opts.DryRun {
 			err = errors.Join(err, r.write())
 		}
@@ -177,6 +233,17 @@ func RunWholeJob(ctx context.Context, e shared.JobExecutor, job shared.WholeJob,
 	}
 	// The image as asked for; PrepareRuntime's answer adds the fingerprint.
 	r.rec.Image = shared.Image{Project: job.Remote.Incus.Project, Alias: job.Runtime.Image}
+	if opts.Preflight {
+		r.rec.Preflight, err = Preflight(ctx, e, job)
+		if err != nil {
+			r.rec.Error = err.Error()
+			r.rec.Failure = classify(ctx, r.rec, err)
+			if !opts.DryRun {
+				err = errors.Join(err, r.write())
+			}
+			return r.rec, err
+		}
+	}
 	if !opts.DryRun {
 		// First a record that says the run started, replacing an earlier
 		// run's: should this run die without a word (SIGKILL), its job dir
@@ -199,8 +266,15 @@ func RunWholeJob(ctx context.Context, e shared.JobExecutor, job shared.WholeJob,
 	if err != nil {
 		r.rec.Error = err.Error()
 	}
+	r.rec.Failure = classify(ctx, r.rec, err)
 	if !opts.DryRun {
-		err = errors.Join(err, r.write())
+		if werr := r.write(); werr != nil {
+			err = errors.Join(err, werr)
+			// A run whose record is lost is a failed run, whatever the job did.
+			if r.rec.Failure == "" || r.rec.Failure == FailureBuild {
+				r.rec.Failure = FailureSystem
+			}
+		}
 	}
 	return r.rec, err
 }
