@@ -232,6 +232,15 @@ func (c *Client) call(ctx context.Context, method, path string, body any) error 
 	return nil
 }
 
+// SetConfig merges config keys into an instance's config (PATCH), leaving
+// the others as they are.
+func (c *Client) SetConfig(ctx context.Context, project, name string, config map[string]string) error {
+	if err := c.call(ctx, http.MethodPatch, instancePath(project, name), map[string]any{"config": config}); err != nil {
+		return fmt.Errorf("incus: set config of instance %s in project %s: %w", shared.Show(name), shared.Show(project), err)
+	}
+	return nil
+}
+
 // Messages Incus and LXD give for a state change that is already done.
 const (
 	msgAlreadyRunning = "already running"
