@@ -30,6 +30,9 @@ func (e *Executor) Cleanup(ctx context.Context, req shared.CleanupRequest) (shar
 	}
 	project := spec.Remote.Incus.ProjectOrDefault()
 	key := leaseKey(spec.Remote.Host, project, l.Instance)
+	if err := e.settle(ctx, ep.client, key, project, l.Instance); err != nil {
+		return shared.CleanupResult{Instance: l.Instance}, fmt.Errorf("clean up job %s: %w", shared.Show(l.JobID), err)
+	}
 	if err := e.ownInstance(ctx, ep.client, key, project, l.Instance); errors.Is(err, shared.ErrConflict) {
 		// Another run's instance: not ours to delete. Our own is gone.
 		e.release(key)

@@ -71,6 +71,10 @@ type Executor struct {
 	// shared.HeartbeatInterval). Tests shorten it.
 	leases    map[string]*lease
 	heartbeat time.Duration
+	// prepares are the PrepareRuntime calls running (lease.go, settle).
+	prepares map[string]chan struct{}
+	// unsure are the instances whose create was sent and given up on.
+	unsure map[string]bool
 }
 
 // incusEndpoint is a client with what we learned of its server.

@@ -159,3 +159,82 @@ func (e *Executor) ownInstance(ctx context.Context, c *incus.Client, key, projec
 	}
 	return nil
 }
+
+// preparing marks key's PrepareRuntime as running until the returned func
+// is called; Cleanup waits for it (settle), so that a create the host gave
+// up on is not left behind by a Cleanup that looked too early.
+func (e *Executor) preparing(key string) func() {
+	ch := make(chan struct{})
+	e.mu.Lock()
+	if e.prepares == nil {
+		e.prepares = map[string]chan struct{}{}
+	}
+	e.prepares[key] = ch
+	e.mu.Unlock()
+	return func() {
+		e.mu.Lock()
+		if e.prepares[key] == ch {
+			delete(e.prepares, key)
+		}
+		e.mu.Unlock()
+		close(ch)
+	}
+}
+
+// settle waits, before Cleanup looks at the instance, for this process's
+// PrepareRuntime of key to return and then for the daemon's operations on
+// the instance still running (a create or start sent before the call was
+// given up on), within ctx.
+func (e *Executor) settle(ctx context.Context, c *incus.Client, key, project, name string) error {
+	e.mu.Lock()
+	ch := e.prepares[key]
+	e.mu.Unlock()
+	if ch != nil {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("wait for PrepareRuntime of instance %s to return: %w", shared.Show(name), ctx.Err())
+		}
+	}
+	e.mu.Lock()
+	unsure := e.unsure[key]
+	delete(e.unsure, key)
+	e.mu.Unlock()
+	// A create given up on may reach the daemon after this: look for it
+	// for a while (createLanding) before taking "not found" for an answer.
+	deadline := time.Now().Add(createLanding)
+	for {
+		n, err := c.WaitInstanceOperations(ctx, project, name)
+		if err != nil {
+			return fmt.Errorf("wait for the operations on instance %s: %w", shared.Show(name), err)
+		}
+		if !unsure || n > 0 || time.Now().After(deadline) {
+			return nil
+		}
+		if _, err := c.Instance(ctx, project, name); err == nil {
+			return nil
+		}
+		t := time.NewTimer(200 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("wait for a create of instance %s given up on: %w", shared.Show(name), ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// createLanding bounds how long Cleanup looks for a create that
+// PrepareRuntime sent and gave up on before it was answered.
+const createLanding = 5 * time.Second
+
+// unsureCreate notes that key's create was sent and given up on: the
+// instance may appear after PrepareRuntime returned.
+func (e *Executor) unsureCreate(key string) {
+	e.mu.Lock()
+	if e.unsure == nil {
+		e.unsure = map[string]bool{}
+	}
+	e.unsure[key] = true
+	e.mu.Unlock()
+}

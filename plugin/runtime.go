@@ -113,6 +113,7 @@ func (e *Executor) PrepareRuntime(ctx context.Context, req shared.RuntimeRequest
 	if req.DryRun {
 		return res, nil
 	}
+	defer e.preparing(leaseKey(spec.Remote.Host, project, l.Instance))()
 
 	if res.StaleDeleted, err = deleteOwnInstance(ctx, c, project, l.Instance, l.RunID, l.JobID); err != nil {
 		return res, fmt.Errorf("prepare runtime of job %s: delete the stale instance: %w", shared.Show(l.JobID), err)
@@ -129,6 +130,9 @@ func (e *Executor) PrepareRuntime(ctx context.Context, req shared.RuntimeRequest
 	if err := c.CreateInstance(ctx, project, incus.CreateRequest{
 		Name: l.Instance, Type: res.Type, Alias: rt.Image, Profiles: res.Profiles, Config: res.Config, Devices: res.Devices,
 	}); err != nil {
+		if ctx.Err() != nil {
+			e.unsureCreate(leaseKey(spec.Remote.Host, project, l.Instance))
+		}
 		return res, fmt.Errorf("prepare runtime of job %s: %w", shared.Show(l.JobID), err)
 	}
 	// From here on a failure leaves the instance to Cleanup; until then,
