@@ -85,7 +85,9 @@ func TestDiagnoses(t *testing.T) {
 func TestOurPluginHasASoundHandshake(t *testing.T) {
 	t.Parallel()
 	bin := filepath.Join(t.TempDir(), "executor-remote-linux-vm")
-	testbin.Must(t, bin, testbin.Plugin)
+	if err := testbin.Build(bin, testbin.Plugin, ""); err != nil {
+		t.Fatal(err)
+	}
 	for _, noMTLS := range []bool{false, true} {
 		r := doctor.Diagnose(t.Context(), bin, doctor.Options{NoMTLS: noMTLS})
 		if !r.OK() {
