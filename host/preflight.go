@@ -53,7 +53,7 @@ func Preflight(ctx context.Context, e shared.JobExecutor, job shared.WholeJob) (
 		return append(checks, shared.Check{Name: "the remote host", OK: true, Detail: "not checked: the plugin has no preflight"}), nil
 	}
 	if err != nil {
-		return checks, fmt.Errorf("preflight: %w", err)
+		return checks, withCause(ctx, fmt.Errorf("preflight: %w", err))
 	}
 	checks = append(checks, res.Checks...)
 	if c := res.Failed(); c != nil {

@@ -435,6 +435,12 @@ func (r *wholeRun) phases(ctx context.Context) error {
 		// From here on the instance may exist, whatever the call returns.
 		r.reachedRuntime = true
 		res, err := r.e.PrepareRuntime(ctx, shared.RuntimeRequest{Job: job, DryRun: dry})
+		if errors.Is(err, shared.ErrConflict) && ctx.Err() == nil {
+			// Refused because the job's instance is another run's (a live
+			// run of the same job, another owner): Cleanup would delete
+			// what is not ours.
+			r.reachedRuntime = false
+		}
 		if res.Instance != "" {
 			r.rec.Instance = res.Instance
 		}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -320,7 +321,7 @@ func TestRunWholeJobTimeout(t *testing.T) {
 // was called; the record keeps every phase that ran and the error of the
 // one that failed.
 func TestRunWholeJobFailureAtEachPhase(t *testing.T) {
-	boom := shared.Errorf(shared.ErrConflict, "x", "y", "boom")
+	boom := shared.Errorf(shared.ErrNotFound, "x", "y", "boom")
 	tests := []struct {
 		method     string
 		wantCalls  []string
@@ -357,7 +358,7 @@ func TestRunWholeJobFailureAtEachPhase(t *testing.T) {
 			job := testWholeJob(t)
 			f := &fakeJob{fail: map[string]error{tt.method: boom}}
 			rec, err := RunWholeJob(t.Context(), f, job, WholeJobOptions{})
-			if !errors.Is(err, shared.ErrConflict) {
+			if !errors.Is(err, shared.ErrNotFound) {
 				t.Fatalf("error %v, want the phase's", err)
 			}
 			pe, ok := errors.AsType[*PhaseError](err)
@@ -709,5 +710,20 @@ func TestRecordCapsAndCountsWarnings(t *testing.T) {
 	}
 	if rec.Artifacts.Warnings[0] != "skipped link 0" {
 		t.Errorf("first warning %q, want the first given", rec.Artifacts.Warnings[0])
+	}
+}
+
+// PrepareRuntime refused with ErrConflict (the job's instance is a live
+// run's, or another owner's) gets no Cleanup: it would delete what is not
+// this run's.
+func TestRunWholeJobConflictAtRuntimeSkipsCleanup(t *testing.T) {
+	job := testWholeJob(t)
+	f := &fakeJob{fail: map[string]error{"PrepareRuntime": shared.Errorf(shared.ErrConflict, "instance", "pikaci-0123456789ab", "already has a live run")}}
+	rec, err := RunWholeJob(t.Context(), f, job, WholeJobOptions{})
+	if !errors.Is(err, shared.ErrConflict) {
+		t.Fatalf("error %v, want the conflict", err)
+	}
+	if slices.Contains(f.Calls(), "Cleanup") || rec.Cleanup != nil {
+		t.Errorf("calls %v, cleanup record %+v: want no Cleanup", f.Calls(), rec.Cleanup)
 	}
 }

@@ -38,6 +38,9 @@ func (e *Executor) CollectArtifacts(ctx context.Context, req shared.CollectReque
 	if err != nil {
 		return shared.CollectResult{}, fmt.Errorf("collect artifacts of job %s: %w", shared.Show(spec.Job.ID), err)
 	}
+	if err := e.ownInstance(ctx, ep.client, leaseKey(spec.Remote.Host, spec.Remote.Incus.ProjectOrDefault(), l.Instance), spec.Remote.Incus.ProjectOrDefault(), l.Instance); err != nil {
+		return shared.CollectResult{}, fmt.Errorf("collect artifacts of job %s: %w", shared.Show(spec.Job.ID), err)
+	}
 	if inst.Status != "Running" {
 		return shared.CollectResult{}, shared.Errorf(shared.ErrUnavailable, "instance", l.Instance,
 			"collect artifacts of job %s: instance %s is %s, not running: what the job left in a tmpfs is gone, and the collection cannot run",

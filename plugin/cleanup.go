@@ -28,7 +28,20 @@ func (e *Executor) Cleanup(ctx context.Context, req shared.CleanupRequest) (shar
 	if err != nil {
 		return shared.CleanupResult{Instance: l.Instance}, err
 	}
-	deleted, err := deleteOwnInstance(ctx, ep.client, spec.Remote.Incus.ProjectOrDefault(), l.Instance, l.RunID, l.JobID)
+	project := spec.Remote.Incus.ProjectOrDefault()
+	key := leaseKey(spec.Remote.Host, project, l.Instance)
+	if err := e.settle(ctx, ep.client, key, project, l.Instance); err != nil {
+		return shared.CleanupResult{Instance: l.Instance}, fmt.Errorf("clean up job %s: %w", shared.Show(l.JobID), err)
+	}
+	if err := e.ownInstance(ctx, ep.client, key, project, l.Instance); errors.Is(err, shared.ErrConflict) {
+		// Another run's instance: not ours to delete. Our own is gone.
+		e.release(key)
+		return shared.CleanupResult{Instance: l.Instance}, fmt.Errorf("clean up job %s: %w", shared.Show(l.JobID), err)
+	}
+	deleted, err := deleteOwnInstance(ctx, ep.client, project, l.Instance, l.RunID, l.JobID)
+	if err == nil {
+		e.release(key)
+	}
 	if err != nil {
 		return shared.CleanupResult{Instance: l.Instance}, fmt.Errorf("clean up job %s: %w", shared.Show(l.JobID), err)
 	}

@@ -66,6 +66,15 @@ type Executor struct {
 	// requestTimeout bounds each Incus request (0:
 	// incus.DefaultRequestTimeout). Tests shorten it.
 	requestTimeout time.Duration
+	// leases are the runs this process created instances for (lease.go);
+	// heartbeat is how often they say they live (0:
+	// shared.HeartbeatInterval). Tests shorten it.
+	leases    map[string]*lease
+	heartbeat time.Duration
+	// prepares are the PrepareRuntime calls running (lease.go, settle).
+	prepares map[string]chan struct{}
+	// unsure are the instances whose create was sent and given up on.
+	unsure map[string]bool
 }
 
 // incusEndpoint is a client with what we learned of its server.
@@ -112,6 +121,7 @@ func (e *Executor) Configure(_ context.Context, s shared.Settings) error {
 
 // Close closes every connection.
 func (e *Executor) Close() error {
+	e.releaseAll()
 	e.mu.Lock()
 	old, oldClients := e.pool, e.clients
 	e.pool, e.clients = nil, map[string]*incusEndpoint{}

@@ -121,7 +121,8 @@ var signalMoments = []moment{
 	{name: "directories-made", phase: host.PhasePrepareDirectories + "|" + host.PhaseStageWorkspaceSnapshot, remote: "runs/*/jobs/{job}/vm", big: true},
 	{name: "transfer-started", phase: host.PhaseStageWorkspaceSnapshot, remote: "snapshots/{hash}/.pikaci-sync-snapshot-*/*", big: true},
 	{name: "transfer-midway", phase: host.PhaseStageWorkspaceSnapshot, remote: "snapshots/{hash}/.pikaci-sync-snapshot-*/*", delay: 150 * time.Millisecond, big: true},
-	{name: "image-lookup", phase: host.PhasePrepareRuntime, method: "GET", path: "/1.0/images/aliases/", nth: 1},
+	// The first lookup is the preflight's, the second PrepareRuntime's.
+	{name: "image-lookup", phase: host.PhasePrepareRuntime, method: "GET", path: "/1.0/images/aliases/", nth: 2},
 	{name: "create-sent", phase: host.PhasePrepareRuntime, method: "POST", path: "/1.0/instances", body: `"source"`, nth: 1},
 	{name: "create-in-flight", phase: host.PhasePrepareRuntime, method: "POST", path: "/1.0/instances", body: `"source"`, nth: 1, delay: 30 * time.Millisecond},
 	{name: "start-sent", phase: host.PhasePrepareRuntime, method: "PUT", path: "/state", body: `"start"`, nth: 1},
@@ -139,6 +140,15 @@ var signalMoments = []moment{
 // The job: prints "started", sleeps a little, writes 60 artifacts, exits 0.
 const signalJobScript = `echo started; sleep 2; mkdir -p /run/pika-cloud/artifacts; ` +
 	`i=0; while [ $i -lt 60 ]; do echo $i > /run/pika-cloud/artifacts/f$i; i=$((i+1)); done; echo done`
+
+// SIGINT, and SIGTERM, at 16 moments spread over every phase of a real
+// whole job (the directories, the transfer, the image lookup, the create,
+// the start, the readiness probe, the job, the collection, the cleanup):
+// each leaves no instance and no temporary dir, exits 130 or 143, and
+// leaves a record naming the interrupted phase and the signal.
+func TestWholeJob_SignalAtEveryMomentLeavesNothing(t *testing.T) {
+	signalMatrix(t)
+}
 
 // A graceful stop (SIGTERM or SIGINT) while the snapshot is on the wire
 // removes the remote temporary dir before runner-host exits: the host waits

@@ -54,6 +54,9 @@ func (e *Executor) RunJob(ctx context.Context, req shared.RunRequest, out shared
 	fail := func(err error) (shared.RunResult, error) {
 		return shared.RunResult{}, fmt.Errorf("run job %s in instance %s: %w", shared.Show(l.JobID), shared.Show(l.Instance), err)
 	}
+	if err := e.ownInstance(ctx, c, leaseKey(spec.Remote.Host, project, l.Instance), project, l.Instance); err != nil {
+		return fail(err)
+	}
 
 	// The job's clock starts before the checks: their file reads are
 	// bounded (guestFileTimeout each) and count against timeout_secs.

@@ -81,6 +81,16 @@ func (e *Executor) PrepareRuntime(ctx context.Context, req shared.RuntimeRequest
 		VirtualMachine: rt.InstanceType == shared.InstanceTypeVirtualMachine,
 		VirtiofsBus:    r.server.HasExtension(devices.ExtensionVirtiofsBus),
 	})
+	now := time.Now().UTC()
+	nonce, err := newNonce()
+	if err != nil {
+		return shared.RuntimeResult{}, err
+	}
+	// One run of the job at a time: a live one (fresh heartbeat) refuses
+	// this one before anything changes, dry run or not.
+	if err := checkLive(ctx, c, project, l.Instance, now); err != nil {
+		return shared.RuntimeResult{}, fmt.Errorf("prepare runtime of job %s: %w", shared.Show(l.JobID), err)
+	}
 	res := shared.RuntimeResult{
 		Instance: l.Instance,
 		Project:  project,
@@ -88,11 +98,13 @@ func (e *Executor) PrepareRuntime(ctx context.Context, req shared.RuntimeRequest
 		Type:     rt.InstanceType,
 		Profiles: append([]string{shared.DefaultProfile}, rt.Profiles...),
 		Config: map[string]string{
-			"limits.cpu":        strconv.Itoa(rt.Limits.CPU),
-			"limits.memory":     rt.Limits.Memory,
-			shared.LabelRun:     l.RunID,
-			shared.LabelJob:     l.JobID,
-			shared.LabelCreated: time.Now().UTC().Format(time.RFC3339),
+			"limits.cpu":          strconv.Itoa(rt.Limits.CPU),
+			"limits.memory":       rt.Limits.Memory,
+			shared.LabelRun:       l.RunID,
+			shared.LabelJob:       l.JobID,
+			shared.LabelCreated:   now.Format(time.RFC3339),
+			shared.LabelNonce:     nonce,
+			shared.LabelHeartbeat: now.Format(time.RFC3339),
 		},
 		Devices:  planned,
 		Warnings: warnings,
@@ -101,9 +113,16 @@ func (e *Executor) PrepareRuntime(ctx context.Context, req shared.RuntimeRequest
 	if req.DryRun {
 		return res, nil
 	}
+	defer e.preparing(leaseKey(spec.Remote.Host, project, l.Instance))()
 
 	if res.StaleDeleted, err = deleteOwnInstance(ctx, c, project, l.Instance, l.RunID, l.JobID); err != nil {
 		return res, fmt.Errorf("prepare runtime of job %s: delete the stale instance: %w", shared.Show(l.JobID), err)
+	}
+	if res.StaleDeleted {
+		msg := fmt.Sprintf("deleted the stale instance %s of an earlier run of job %s (no heartbeat for %s: its runner died or lost its connection)",
+			shared.Show(l.Instance), shared.Show(l.JobID), shared.StaleAfter)
+		e.log.Warn(msg)
+		res.Warnings = append(res.Warnings, msg)
 	}
 	if _, err := pool.Run(ctx, spec.Remote.Host, emptyDirCommand(l.ArtifactsDir)); err != nil {
 		return res, fmt.Errorf("prepare runtime of job %s: empty the artifacts dir %s: %w", shared.Show(l.JobID), shared.Show(l.ArtifactsDir), err)
@@ -111,9 +130,14 @@ func (e *Executor) PrepareRuntime(ctx context.Context, req shared.RuntimeRequest
 	if err := c.CreateInstance(ctx, project, incus.CreateRequest{
 		Name: l.Instance, Type: res.Type, Alias: rt.Image, Profiles: res.Profiles, Config: res.Config, Devices: res.Devices,
 	}); err != nil {
+		if ctx.Err() != nil {
+			e.unsureCreate(leaseKey(spec.Remote.Host, project, l.Instance))
+		}
 		return res, fmt.Errorf("prepare runtime of job %s: %w", shared.Show(l.JobID), err)
 	}
-	// From here on a failure leaves the instance to Cleanup.
+	// From here on a failure leaves the instance to Cleanup; until then,
+	// the heartbeat says this run lives.
+	e.hold(leaseKey(spec.Remote.Host, project, l.Instance), nonce, c, project, l.Instance)
 	if err := c.Start(ctx, project, l.Instance); err != nil {
 		return res, fmt.Errorf("prepare runtime of job %s: %w", shared.Show(l.JobID), err)
 	}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -76,7 +77,7 @@ func (e *Executor) StageWorkspaceSnapshot(ctx context.Context, req shared.StageR
 	}
 	defer unlock()
 
-	st, err := readRemoteMarker(ctx, pool, host, l.SnapshotDir)
+	st, err := readRemoteMarker(ctx, pool, host, l.WorkDir, l.SnapshotDir)
 	if err != nil {
 		return shared.StageResult{}, err
 	}
@@ -165,12 +166,28 @@ func parseMarkerOutput(out []byte, host, dir string) (remoteState, error) {
 		"read snapshot marker in %s on %s: unexpected answer %s", shared.Show(dir), host, shared.Show(string(first)))
 }
 
-func readRemoteMarker(ctx context.Context, pool *sshpool.Pool, host, dir string) (remoteState, error) {
-	out, err := pool.Run(ctx, host, markerCommand(dir))
+// readRemoteMarker reads the marker in dir, after checking that dir
+// resolves inside the work dir (which may itself be a symlink): a
+// snapshots/<hash> planted as a link elsewhere is refused, never reused
+// or written through.
+func readRemoteMarker(ctx context.Context, pool *sshpool.Pool, host, workDir, dir string) (remoteState, error) {
+	cmd := "readlink -mz -- " + layout.Quote(workDir) + " " + layout.Quote(dir) + " && " + markerCommand(dir)
+	out, err := pool.Run(ctx, host, cmd)
 	if err != nil {
 		return remoteState{}, fmt.Errorf("read snapshot marker in %s on %s: %w", shared.Show(dir), host, err)
 	}
-	return parseMarkerOutput(out.Stdout, host, dir)
+	fields := bytes.SplitN(out.Stdout, []byte{0}, 3)
+	if len(fields) != 3 {
+		return remoteState{}, shared.Errorf(shared.ErrUnavailable, "remote.host", host,
+			"resolve snapshot dir %s on %s: unexpected answer %s", shared.Show(dir), host, shared.Show(string(out.Stdout)))
+	}
+	root, real := string(fields[0]), string(fields[1])
+	if !strings.HasPrefix(real, strings.TrimSuffix(root, "/")+"/") {
+		return remoteState{}, shared.Errorf(shared.ErrInvalidInput, "snapshot_dir", dir,
+			"snapshot dir %s on %s resolves to %s, outside the work dir %s (which resolves to %s): a link leads out of it; refusing to reuse or write it",
+			shared.Show(dir), host, shared.Show(real), shared.Show(workDir), shared.Show(root))
+	}
+	return parseMarkerOutput(fields[2], host, dir)
 }
 
 // decide applies the contract's rule 2 to a marker: reused, refused, or

@@ -366,3 +366,30 @@ func TestStageLocalhost(t *testing.T) {
 		t.Errorf("second stage: %+v, %v; want reused", again, err)
 	}
 }
+
+// A remote snapshot dir that resolves outside the work dir (a symlink
+// planted at snapshots/<hash>, pointing at a tree with a matching marker)
+// is refused like any other path that leaves its root, not reused; a work
+// dir that is itself a symlink stays fine.
+func TestStageRefusesASnapshotDirLinkedOutOfTheWorkDir(t *testing.T) {
+	f := newStageFixture(t)
+	ctx := t.Context()
+	local := filepath.Join(t.TempDir(), "snap")
+	writeSnapshot(t, local, "hl", 0)
+	job := f.job(t, local, "hl")
+	dir := snapshotDirOf(t, job)
+	outside := filepath.Join(t.TempDir(), "elsewhere")
+	writeSnapshot(t, filepath.Join(outside, "snapshot"), "hl", 0)
+	if err := os.MkdirAll(filepath.Dir(filepath.Dir(dir)), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Dir(dir)); err != nil {
+		t.Fatal(err)
+	}
+	for _, dry := range []bool{true, false} {
+		res, err := f.e.StageWorkspaceSnapshot(ctx, shared.StageRequest{Job: job, DryRun: dry})
+		if !errors.Is(err, shared.ErrInvalidInput) || !strings.Contains(err.Error(), dir) || !strings.Contains(err.Error(), outside) {
+			t.Errorf("dry run %t: result %+v, error %v; want it refused naming %s and where it leads", dry, res, err, dir)
+		}
+	}
+}

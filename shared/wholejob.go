@@ -132,6 +132,15 @@ const (
 	LabelRun     = "user.pikaci.run"
 	LabelJob     = "user.pikaci.job"
 	LabelCreated = "user.pikaci.created"
+	// LabelNonce is the run that created the instance; LabelHeartbeat
+	// (RFC 3339) when that run last said it lives.
+	LabelNonce     = "user.pikaci.nonce"
+	LabelHeartbeat = "user.pikaci.heartbeat"
+	// HeartbeatInterval is how often a live run refreshes its heartbeat;
+	// after StaleAfter without one, the run is taken for dead and the next
+	// run of the job deletes its instance.
+	HeartbeatInterval = 30 * time.Second
+	StaleAfter        = 90 * time.Second
 )
 
 // WithDefaults returns r with every zero field set to its default.

@@ -112,7 +112,8 @@ type WantStage struct {
 }
 
 // WantCreate is want/create.json: the one create request. Config holds
-// every key but user.pikaci.created, which must be RFC 3339 in UTC.
+// every key but user.pikaci.created (RFC 3339 in UTC), user.pikaci.heartbeat (the
+// same, when present) and user.pikaci.nonce (not empty, when present).
 type WantCreate struct {
 	Name     string            `json:"name"`
 	Type     string            `json:"type"`

@@ -345,6 +345,8 @@ func (s *Server) serveGuest(w http.ResponseWriter, r *http.Request) bool {
 		default:
 			return false
 		}
+	case p == "/1.0/operations" && r.Method == http.MethodGet:
+		s.serveOpList(w, r)
 	case strings.HasPrefix(p, "/1.0/operations/"):
 		return s.serveGuestOp(w, r, strings.TrimPrefix(p, "/1.0/operations/"))
 	default:

@@ -221,3 +221,26 @@ func (s *Server) writeOpSync(w http.ResponseWriter, op *operation) {
 	}
 	writeSync(w, http.StatusOK, "", json.RawMessage(data))
 }
+
+// serveOpList answers GET /1.0/operations[?recursion=1] for the request's
+// project, as Incus does: the operations grouped by status ("running",
+// "success", "failure"), as URLs or, with recursion, whole.
+func (s *Server) serveOpList(w http.ResponseWriter, r *http.Request) {
+	project := projectOf(r)
+	recursion := r.URL.Query().Get("recursion") == "1"
+	s.mu.Lock()
+	out := map[string][]any{}
+	for _, op := range s.gs().ops {
+		if op.project != project {
+			continue
+		}
+		key := strings.ToLower(op.status)
+		if recursion {
+			out[key] = append(out[key], op.render())
+		} else {
+			out[key] = append(out[key], "/1.0/operations/"+op.id)
+		}
+	}
+	s.mu.Unlock()
+	writeSync(w, http.StatusOK, "", out)
+}

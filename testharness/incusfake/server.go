@@ -26,8 +26,10 @@
 package incusfake
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -78,6 +80,9 @@ type Request struct {
 	Method string
 	Path   string // unescaped, without the query
 	Query  url.Values
+	// Body is a PATCH's body (its first 64 KiB), so a check can tell a
+	// device change from a config one.
+	Body []byte
 }
 
 // Server is the fake. Its zero value is not usable; call New.
@@ -136,8 +141,18 @@ func (s *Server) Count(method string, match func(path string) bool) int {
 
 // ServeHTTP routes a request as Incus does.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	req := Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.Query()}
+	if r.Method == http.MethodPatch && r.Body != nil {
+		data, err := io.ReadAll(io.LimitReader(r.Body, 64<<10))
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "read body: "+err.Error())
+			return
+		}
+		req.Body = data
+		r.Body = io.NopCloser(io.MultiReader(bytes.NewReader(data), r.Body))
+	}
 	s.mu.Lock()
-	s.requests = append(s.requests, Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.Query()})
+	s.requests = append(s.requests, req)
 	s.mu.Unlock()
 
 	if s.serveGuest(w, r) {

@@ -232,6 +232,15 @@ func (c *Client) call(ctx context.Context, method, path string, body any) error 
 	return nil
 }
 
+// SetConfig merges config keys into an instance's config (PATCH), leaving
+// the others as they are.
+func (c *Client) SetConfig(ctx context.Context, project, name string, config map[string]string) error {
+	if err := c.call(ctx, http.MethodPatch, instancePath(project, name), map[string]any{"config": config}); err != nil {
+		return fmt.Errorf("incus: set config of instance %s in project %s: %w", shared.Show(name), shared.Show(project), err)
+	}
+	return nil
+}
+
 // Messages Incus and LXD give for a state change that is already done.
 const (
 	msgAlreadyRunning = "already running"
@@ -342,4 +351,42 @@ func (c *Client) ListInstances(ctx context.Context, project string) ([]InstanceI
 			"incus: list the instances of project %s: decode GET %s: %w", shared.Show(project), path, err)
 	}
 	return list, nil
+}
+
+// WaitInstanceOperations waits for the running create and start
+// operations on the instance name (one still in flight when its caller gave
+// up) to end, or ctx to; an exec is not waited for (a job's process may
+// hold one for as long as it lives). It reports how many it waited for.
+func (c *Client) WaitInstanceOperations(ctx context.Context, project, name string) (int, error) {
+	path := "/1.0/operations?recursion=1&project=" + url.QueryEscape(project)
+	resp, err := c.do(ctx, http.MethodGet, path, nil, nil)
+	if err != nil {
+		return 0, err
+	}
+	var byStatus map[string][]struct {
+		ID          string              `json:"id"`
+		Description string              `json:"description"`
+		Resources   map[string][]string `json:"resources"`
+	}
+	if err := json.Unmarshal(resp.Envelope.Metadata, &byStatus); err != nil {
+		return 0, &APIError{Method: http.MethodGet, Path: path, StatusCode: http.StatusBadGateway, Message: fmt.Sprintf("decode the operations: %v", err)}
+	}
+	want := "/1.0/instances/" + url.PathEscape(name)
+	n := 0
+	for _, op := range byStatus["running"] {
+		if op.Description != "Creating instance" && op.Description != "Starting instance" {
+			continue
+		}
+		for _, r := range op.Resources["instances"] {
+			if strings.SplitN(r, "?", 2)[0] != want {
+				continue
+			}
+			n++
+			if _, err := c.waitOp(ctx, "/1.0/operations/"+url.PathEscape(op.ID)+"?project="+url.QueryEscape(project)); err != nil {
+				return n, err
+			}
+			break
+		}
+	}
+	return n, nil
 }
