@@ -80,6 +80,12 @@ type Artifacts struct {
 	Path string `json:"path,omitempty"`
 	// MaxBytes caps the collected bytes (default 1 GiB).
 	MaxBytes int64 `json:"max_bytes,omitempty"`
+	// MaxFiles caps the entries collected or skipped: files, links,
+	// directories and special files (default 10,000; at most 1,000,000).
+	MaxFiles int64 `json:"max_files,omitempty"`
+	// TimeoutSecs bounds the whole collection (default 600; at most
+	// 86,400).
+	TimeoutSecs int64 `json:"timeout_secs,omitempty"`
 }
 
 // Defaults of the whole job's inputs.
@@ -91,6 +97,13 @@ const (
 	DefaultCwd              = "/workspace/snapshot"
 	DefaultArtifactsPath    = "/run/pika-cloud/artifacts"
 	DefaultArtifactsMax     = int64(1) << 30
+	// DefaultArtifactsMaxFiles and DefaultArtifactsTimeoutSecs bound a
+	// collection's entries and time; MaxArtifactsFiles and
+	// MaxArtifactsTimeoutSecs are the largest values accepted.
+	DefaultArtifactsMaxFiles    = int64(10_000)
+	DefaultArtifactsTimeoutSecs = int64(600)
+	MaxArtifactsFiles           = int64(1_000_000)
+	MaxArtifactsTimeoutSecs     = int64(86_400)
 	// CleanupTimeout is the host's own limit on Cleanup.
 	CleanupTimeout = 60 * time.Second
 	// KillGrace is the time between SIGTERM and SIGKILL on a timeout or
@@ -138,6 +151,12 @@ func (a Artifacts) WithDefaults() Artifacts {
 	}
 	if a.MaxBytes == 0 {
 		a.MaxBytes = DefaultArtifactsMax
+	}
+	if a.MaxFiles == 0 {
+		a.MaxFiles = DefaultArtifactsMaxFiles
+	}
+	if a.TimeoutSecs == 0 {
+		a.TimeoutSecs = DefaultArtifactsTimeoutSecs
 	}
 	return a
 }

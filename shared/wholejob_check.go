@@ -133,6 +133,14 @@ func (a Artifacts) Check() error {
 		v := strconv.FormatInt(a.MaxBytes, 10)
 		return Errorf(ErrInvalidInput, "artifacts.max_bytes", v, "artifacts.max_bytes %s is not positive", v)
 	}
+	if a.MaxFiles <= 0 || a.MaxFiles > MaxArtifactsFiles {
+		v := strconv.FormatInt(a.MaxFiles, 10)
+		return Errorf(ErrInvalidInput, "artifacts.max_files", v, "artifacts.max_files %s is outside 1 to %d", v, MaxArtifactsFiles)
+	}
+	if a.TimeoutSecs <= 0 || a.TimeoutSecs > MaxArtifactsTimeoutSecs {
+		v := strconv.FormatInt(a.TimeoutSecs, 10)
+		return Errorf(ErrInvalidInput, "artifacts.timeout_secs", v, "artifacts.timeout_secs %s is outside 1 to %d", v, MaxArtifactsTimeoutSecs)
+	}
 	return nil
 }
 

@@ -59,6 +59,10 @@ func TestWholeJobCheck(t *testing.T) {
 		{"relative artifacts", func(w *WholeJob) { w.Artifacts = &Artifacts{Path: "out"} }, "artifacts.path", "out"},
 		{"artifacts trailing slash", func(w *WholeJob) { w.Artifacts = &Artifacts{Path: "/out/"} }, "artifacts.path", "/out/"},
 		{"negative max bytes", func(w *WholeJob) { w.Artifacts = &Artifacts{MaxBytes: -1} }, "artifacts.max_bytes", "-1"},
+		{"negative max files", func(w *WholeJob) { w.Artifacts = &Artifacts{MaxFiles: -1} }, "artifacts.max_files", "-1"},
+		{"max files over a million", func(w *WholeJob) { w.Artifacts = &Artifacts{MaxFiles: 1_000_001} }, "artifacts.max_files", "1000001"},
+		{"negative collection timeout", func(w *WholeJob) { w.Artifacts = &Artifacts{TimeoutSecs: -1} }, "artifacts.timeout_secs", "-1"},
+		{"collection timeout that would wrap a Duration", func(w *WholeJob) { w.Artifacts = &Artifacts{TimeoutSecs: 9223372037} }, "artifacts.timeout_secs", "9223372037"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
