@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"math"
 	"os"
 	"path"
 	"slices"
@@ -61,12 +60,12 @@ type Options struct {
 }
 
 // ErrLimit is wrapped by the error of a collection that reached its byte
-// cap.
-var ErrLimit = errors.New("artifacts exceed their byte cap")
+// cap or its entry cap.
+var ErrLimit = errors.New("artifacts exceed their cap")
 
 // Collect copies the guest directory guestDir, recursively, into destDir on
-// this machine (created when missing), and stops at maxBytes of file
-// content.
+// this machine (created when missing), and stops at lim.MaxBytes of file
+// content or lim.MaxFiles entries.
 //
 //   - Every write goes through an os.Root opened on destDir: no path it
 //     writes, nor any link it follows, leaves destDir. destDir itself must
@@ -80,14 +79,16 @@ var ErrLimit = errors.New("artifacts exceed their byte cap")
 //     sticky; directories are 0755. Other types are skipped and warned.
 //   - A read that does not answer within the file timeout is an error
 //     naming the file (a FIFO looks like a file to the file API).
-//   - When the next file would take the total over maxBytes, Collect
-//     stops, keeps what it copied, and returns an error wrapping ErrLimit
-//     naming the limit and the file.
+//   - When the next file would take the total over lim.MaxBytes, or the
+//     next entry (collected or skipped) over lim.MaxFiles, Collect stops,
+//     keeps what it copied, and returns an error wrapping ErrLimit naming
+//     the limit and the entry.
+//   - When ctx ends, the error is its cause (see WithTimeout).
 //   - A missing guestDir yields an empty result.
 //
 // Entries are visited in name order. The result counts regular files and
 // kept links in Files, their content in Bytes.
-func Collect(ctx context.Context, src Source, guestDir, destDir string, maxBytes int64, opts Options) (shared.CollectResult, error) {
+func Collect(ctx context.Context, src Source, guestDir, destDir string, lim Limits, opts Options) (shared.CollectResult, error) {
 	res := shared.CollectResult{Dir: destDir}
 	if !path.IsAbs(guestDir) || path.Clean(guestDir) != guestDir {
 		return res, shared.Errorf(shared.ErrInvalidInput, "artifacts.path", guestDir,
@@ -96,7 +97,7 @@ func Collect(ctx context.Context, src Source, guestDir, destDir string, maxBytes
 	if opts.FileTimeout <= 0 {
 		opts.FileTimeout = FileTimeout
 	}
-	c := &collector{src: src, guestDir: guestDir, max: maxBytes, opts: opts, res: &res}
+	c := &collector{src: src, guestDir: guestDir, lim: lim, opts: opts, res: &res}
 
 	top, err := c.get(ctx, guestDir)
 	if isNotFound(err) {
@@ -118,7 +119,11 @@ func Collect(ctx context.Context, src Source, guestDir, destDir string, maxBytes
 	c.root = root
 	switch top.Type {
 	case TypeDirectory:
-		return res, c.dir(ctx, "", top)
+		err := c.dir(ctx, "", top)
+		if err != nil && ctx.Err() != nil {
+			err = ctxErr(ctx)
+		}
+		return res, err
 	case TypeSymlink:
 		c.warnf("skipped %s: the artifacts directory is a symlink to %s, not followed", shared.Show(guestDir), shared.Show(top.Target))
 		return res, nil
@@ -167,10 +172,25 @@ func openDest(destDir string) (*os.Root, error) {
 type collector struct {
 	src      Source
 	guestDir string
-	max      int64
+	lim      Limits
 	opts     Options
 	root     *os.Root
 	res      *shared.CollectResult
+	met      int64 // entries met, the top directory not counted
+}
+
+// bytesLimit is the error of a file that crosses the byte cap.
+func (c *collector) bytesLimit(guestPath string) error {
+	return shared.Errorf(shared.ErrInvalidInput, "artifacts.max_bytes", fmt.Sprint(c.lim.MaxBytes),
+		"collect artifacts: %s takes the artifacts over artifacts.max_bytes %d (%d bytes copied before it): %w",
+		shared.Show(guestPath), c.lim.MaxBytes, c.res.Bytes, ErrLimit)
+}
+
+// filesLimit is the error of an entry past the entry cap.
+func (c *collector) filesLimit(guestPath string) error {
+	return shared.Errorf(shared.ErrInvalidInput, "artifacts.max_files", fmt.Sprint(c.lim.MaxFiles),
+		"collect artifacts: %s takes the artifacts over artifacts.max_files %d entries (%d files copied before it): %w",
+		shared.Show(guestPath), c.lim.MaxFiles, c.res.Files, ErrLimit)
 }
 
 func (c *collector) warnf(format string, args ...any) {
@@ -247,14 +267,18 @@ func (c *collector) dir(ctx context.Context, rel string, e Entry) error {
 	slices.Sort(names)
 	names = slices.Compact(names)
 	for _, name := range names {
-		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("collect artifacts: %w", err)
+		if ctx.Err() != nil {
+			return ctxErr(ctx)
 		}
 		childRel := name
 		if rel != "" {
 			childRel = rel + "/" + name
 		}
 		guestPath := path.Join(c.guestDir, childRel)
+		c.met++
+		if c.lim.MaxFiles > 0 && c.met > c.lim.MaxFiles {
+			return c.filesLimit(guestPath)
+		}
 		if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
 			c.warnf("skipped %s in %s: not a file name", shared.Show(name), shared.Show(path.Join(c.guestDir, rel)))
 			continue
@@ -341,15 +365,10 @@ func relPath(dir, target string) (string, bool) {
 // file copies one regular file, within the byte cap.
 func (c *collector) file(ctx context.Context, rel, guestPath string, e Entry) error {
 	defer closeBody(e)
-	limitErr := func() error {
-		return shared.Errorf(shared.ErrInvalidInput, "artifacts.max_bytes", fmt.Sprint(c.max),
-			"collect artifacts: %s takes the artifacts over artifacts.max_bytes %d (%d bytes copied before it): %w",
-			shared.Show(guestPath), c.max, c.res.Bytes, ErrLimit)
-	}
 	// Compared as room left, never as a sum: no overflow for any max.
-	room := c.max - c.res.Bytes
+	room, limit := limitRoom(c.lim.MaxBytes, c.res.Bytes)
 	if e.Size >= 0 && e.Size > room {
-		return limitErr()
+		return c.bytesLimit(guestPath)
 	}
 	perm := e.Mode.Perm() // set-uid, set-gid, sticky dropped
 	_ = c.root.Remove(rel)
@@ -361,16 +380,11 @@ func (c *collector) file(ctx context.Context, rel, guestPath string, e Entry) er
 	if e.Body != nil {
 		body = e.Body
 	}
-	// One byte past room shows the cap crossed; when room is the largest
-	// int64 no file can cross it, and room+1 would wrap to a negative limit
-	// that reads nothing.
-	limit := room
-	if room < math.MaxInt64 {
-		limit = room + 1
-	}
+	// One byte past room shows the cap crossed (limitRoom: no wrap when
+	// room is the largest int64).
 	n, err := io.Copy(f, io.LimitReader(body, limit))
 	if err == nil && n > room {
-		err = limitErr()
+		err = c.bytesLimit(guestPath)
 	} else if err != nil {
 		if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
 			err = c.timeout(guestPath, err)

@@ -133,7 +133,7 @@ func treeOf(t *testing.T, dir string) map[string]string {
 
 func TestCollect(t *testing.T) {
 	dest := filepath.Join(t.TempDir(), "job", "artifacts")
-	res, err := artifacts.Collect(t.Context(), guest(), art, dest, 1<<20, artifacts.Options{})
+	res, err := artifacts.Collect(t.Context(), guest(), art, dest, artifacts.Limits{MaxBytes: 1 << 20}, artifacts.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +169,7 @@ func TestCollect(t *testing.T) {
 
 func TestCollectMissingDir(t *testing.T) {
 	dest := filepath.Join(t.TempDir(), "artifacts")
-	res, err := artifacts.Collect(t.Context(), fakeGuest{}, art, dest, 1<<20, artifacts.Options{})
+	res, err := artifacts.Collect(t.Context(), fakeGuest{}, art, dest, artifacts.Limits{MaxBytes: 1 << 20}, artifacts.Options{})
 	if err != nil || res.Files != 0 || len(res.Warnings) != 0 {
 		t.Errorf("missing guest dir: %+v, %v; want an empty result", res, err)
 	}
@@ -178,7 +178,7 @@ func TestCollectMissingDir(t *testing.T) {
 func TestCollectByteCap(t *testing.T) {
 	dest := filepath.Join(t.TempDir(), "artifacts")
 	// a.txt (5) and run.sh (10) fit in 15; sub/deeper/b.bin (6) crosses it.
-	res, err := artifacts.Collect(t.Context(), guest(), art, dest, 15, artifacts.Options{})
+	res, err := artifacts.Collect(t.Context(), guest(), art, dest, artifacts.Limits{MaxBytes: 15}, artifacts.Options{})
 	if !errors.Is(err, artifacts.ErrLimit) || !strings.Contains(err.Error(), "15") || !strings.Contains(err.Error(), art+"/sub/deeper/b.bin") {
 		t.Fatalf("error %v, want ErrLimit naming 15 and b.bin", err)
 	}
@@ -199,7 +199,7 @@ func TestCollectByteCapLyingSize(t *testing.T) {
 	g := fakeGuest{art: {typ: "directory"}, art + "/big": {typ: "file", mode: 0o644, body: strings.Repeat("x", 100)}}
 	lying := lyingSize{g}
 	dest := filepath.Join(t.TempDir(), "artifacts")
-	_, err := artifacts.Collect(t.Context(), lying, art, dest, 50, artifacts.Options{})
+	_, err := artifacts.Collect(t.Context(), lying, art, dest, artifacts.Limits{MaxBytes: 50}, artifacts.Options{})
 	if !errors.Is(err, artifacts.ErrLimit) {
 		t.Fatalf("error %v, want ErrLimit", err)
 	}
@@ -220,7 +220,7 @@ func TestCollectHangingFile(t *testing.T) {
 	g := guest()
 	g[art+"/fifo"] = fakeEntry{typ: "file", mode: 0o644, hang: true}
 	dest := filepath.Join(t.TempDir(), "artifacts")
-	_, err := artifacts.Collect(t.Context(), g, art, dest, 1<<20, artifacts.Options{FileTimeout: 50 * time.Millisecond})
+	_, err := artifacts.Collect(t.Context(), g, art, dest, artifacts.Limits{MaxBytes: 1 << 20}, artifacts.Options{FileTimeout: 50 * time.Millisecond})
 	if err == nil || !strings.Contains(err.Error(), art+"/fifo") || !strings.Contains(err.Error(), "did not answer") {
 		t.Fatalf("error %v, want one naming the hanging file", err)
 	}
@@ -233,7 +233,7 @@ func TestCollectHangingFile(t *testing.T) {
 func TestCollectHostileNames(t *testing.T) {
 	g := hostileListing{guest()}
 	dest := filepath.Join(t.TempDir(), "job", "artifacts")
-	res, err := artifacts.Collect(t.Context(), g, art, dest, 1<<20, artifacts.Options{})
+	res, err := artifacts.Collect(t.Context(), g, art, dest, artifacts.Limits{MaxBytes: 1 << 20}, artifacts.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,7 +263,7 @@ func (h hostileListing) GetFile(ctx context.Context, p string) (artifacts.Entry,
 
 // A missing instance is an error, not an empty result.
 func TestCollectOtherErrors(t *testing.T) {
-	_, err := artifacts.Collect(t.Context(), failing{}, art, filepath.Join(t.TempDir(), "a"), 1<<20, artifacts.Options{})
+	_, err := artifacts.Collect(t.Context(), failing{}, art, filepath.Join(t.TempDir(), "a"), artifacts.Limits{MaxBytes: 1 << 20}, artifacts.Options{})
 	if err == nil || !strings.Contains(err.Error(), "Instance not found") {
 		t.Errorf("error %v, want the source's error", err)
 	}
@@ -279,7 +279,7 @@ func (failing) GetFile(context.Context, string) (artifacts.Entry, error) {
 // (room+1 once wrapped to a negative limit and every file came out empty).
 func TestCollectMaxBytesMaxInt64(t *testing.T) {
 	dest := filepath.Join(t.TempDir(), "artifacts")
-	res, err := artifacts.Collect(t.Context(), guest(), art, dest, math.MaxInt64, artifacts.Options{})
+	res, err := artifacts.Collect(t.Context(), guest(), art, dest, artifacts.Limits{MaxBytes: math.MaxInt64}, artifacts.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -309,7 +309,7 @@ func (h hugeSize) GetFile(ctx context.Context, p string) (artifacts.Entry, error
 func TestCollectHugeSizeAfterBytes(t *testing.T) {
 	g := fakeGuest{art: {typ: "directory"}, art + "/a": {typ: "file", mode: 0o644, body: "x"}, art + "/b": {typ: "file", mode: 0o644, body: "y"}}
 	dest := filepath.Join(t.TempDir(), "artifacts")
-	_, err := artifacts.Collect(t.Context(), hugeSize{g}, art, dest, math.MaxInt64, artifacts.Options{})
+	_, err := artifacts.Collect(t.Context(), hugeSize{g}, art, dest, artifacts.Limits{MaxBytes: math.MaxInt64}, artifacts.Options{})
 	if !errors.Is(err, artifacts.ErrLimit) {
 		t.Fatalf("error %v, want ErrLimit", err)
 	}
@@ -331,7 +331,7 @@ func TestCollectRefusesSymlinkedDest(t *testing.T) {
 	if err := os.Symlink(elsewhere, dest); err != nil {
 		t.Fatal(err)
 	}
-	_, err := artifacts.Collect(t.Context(), guest(), art, dest, 1<<20, artifacts.Options{})
+	_, err := artifacts.Collect(t.Context(), guest(), art, dest, artifacts.Limits{MaxBytes: 1 << 20}, artifacts.Options{})
 	if err == nil || !errors.Is(err, shared.ErrPermission) || !strings.Contains(err.Error(), dest) || !strings.Contains(err.Error(), "symbolic link") {
 		t.Fatalf("symlinked destination: %v, want a refusal naming it", err)
 	}
