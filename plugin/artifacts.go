@@ -79,13 +79,20 @@ const (
 // tarScript writes the guest directory $1 as one tar archive on stdout,
 // names relative to it. It never follows $1 when it is a symlink; tar
 // itself follows none below it and stores FIFOs and devices as headers,
-// never reading them.
+// never reading them. tar is run by its path, found in PATH: a shell
+// such as busybox's would otherwise run its own applet whatever the
+// guest's tar is.
 const tarScript = `[ -L "$1" ] && exit 121
 [ -e "$1" ] || exit 120
 [ -d "$1" ] || exit 122
-command -v tar >/dev/null 2>&1 || exit 127
 cd -- "$1" || exit 122
-exec tar -cf - .`
+set -f
+IFS=:
+for d in $PATH; do
+	case $d in /*) ;; *) continue ;; esac
+	[ -f "$d/tar" ] && [ -x "$d/tar" ] && exec "$d/tar" -cf - .
+done
+exit 127`
 
 // collectTar collects dir with one exec of tar, read as the hostile
 // stream it is by artifacts.CollectTar. It returns errNoTar, having written
