@@ -3,6 +3,7 @@ package artifacts_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"math"
@@ -10,6 +11,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -337,5 +339,104 @@ func TestCollectRefusesSymlinkedDest(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(elsewhere); len(entries) != 0 {
 		t.Errorf("written through the link: %v", entries)
+	}
+}
+
+// Every entry met counts against max_files, skipped ones too, and the
+// error names the limit.
+func TestCollectStopsAtMaxFiles(t *testing.T) {
+	g := fakeGuest{art: {typ: "directory"}}
+	for i := range 12 {
+		g[fmt.Sprintf("%s/f%02d", art, i)] = fakeEntry{typ: "file", mode: 0o644, body: "x"}
+	}
+	_, err := artifacts.Collect(t.Context(), g, art, t.TempDir(), artifacts.Limits{MaxBytes: 1 << 20, MaxFiles: 10}, artifacts.Options{})
+	if !errors.Is(err, artifacts.ErrLimit) || !errors.Is(err, shared.ErrInvalidInput) || !strings.Contains(err.Error(), "artifacts.max_files 10") {
+		t.Fatalf("error %v, want the entry cap named", err)
+	}
+	res, err := artifacts.Collect(t.Context(), g, art, t.TempDir(), artifacts.Limits{MaxBytes: 1 << 20, MaxFiles: 12}, artifacts.Options{})
+	if err != nil || res.Files != 12 {
+		t.Fatalf("12 entries under max_files 12: %+v, %v", res, err)
+	}
+}
+
+// The whole collection is bounded by artifacts.timeout_secs, whatever the
+// per-file bound.
+func TestCollectBoundedByTheCollectionTimeout(t *testing.T) {
+	g := guest()
+	g[art+"/fifo"] = fakeEntry{typ: "file", mode: 0o644, hang: true}
+	ctx, cancel := artifacts.WithTimeout(t.Context(), 1)
+	defer cancel()
+	_, err := artifacts.Collect(ctx, g, art, t.TempDir(), artifacts.Limits{MaxBytes: 1 << 20}, artifacts.Options{FileTimeout: time.Hour})
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "artifacts.timeout_secs 1") {
+		t.Fatalf("error %v, want the collection's time limit named", err)
+	}
+}
+
+// countingGuest records how many reads are in flight at once; each read
+// takes a moment.
+type countingGuest struct {
+	fakeGuest
+	mu       sync.Mutex
+	now, max int
+}
+
+func (c *countingGuest) GetFile(ctx context.Context, p string) (artifacts.Entry, error) {
+	c.mu.Lock()
+	c.now++
+	c.max = max(c.max, c.now)
+	c.mu.Unlock()
+	time.Sleep(5 * time.Millisecond)
+	defer func() {
+		c.mu.Lock()
+		c.now--
+		c.mu.Unlock()
+	}()
+	return c.fakeGuest.GetFile(ctx, p)
+}
+
+// The file API is read with a few requests in flight, never more than
+// InFlight, and the copy is the same as one read at a time gives.
+func TestCollectKeepsAFewReadsInFlight(t *testing.T) {
+	g := fakeGuest{art: {typ: "directory"}, art + "/d": {typ: "directory"}}
+	for i := range 40 {
+		g[fmt.Sprintf("%s/d/f%02d", art, i)] = fakeEntry{typ: "file", mode: 0o644, body: fmt.Sprint(i)}
+	}
+	cg := &countingGuest{fakeGuest: g}
+	dest := filepath.Join(t.TempDir(), "a")
+	res, err := artifacts.Collect(t.Context(), cg, art, dest, artifacts.Limits{MaxBytes: 1 << 20}, artifacts.Options{InFlight: 3})
+	if err != nil || res.Files != 40 {
+		t.Fatalf("%+v, %v", res, err)
+	}
+	if cg.max < 2 || cg.max > 3 {
+		t.Errorf("%d reads in flight at most, want 2 or 3 (InFlight 3)", cg.max)
+	}
+	serial := filepath.Join(t.TempDir(), "b")
+	if _, err := artifacts.Collect(t.Context(), g, art, serial, artifacts.Limits{MaxBytes: 1 << 20}, artifacts.Options{InFlight: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(treeOf(t, serial), treeOf(t, dest)); diff != "" {
+		t.Errorf("in flight vs one at a time (-serial +parallel):\n%s", diff)
+	}
+}
+
+// Files copied at once never pass the byte cap together.
+func TestCollectByteCapHoldsWithReadsInFlight(t *testing.T) {
+	g := fakeGuest{art: {typ: "directory"}}
+	for i := range 20 {
+		g[fmt.Sprintf("%s/f%02d", art, i)] = fakeEntry{typ: "file", mode: 0o644, body: strings.Repeat("x", 100)}
+	}
+	dest := t.TempDir()
+	res, err := artifacts.Collect(t.Context(), lyingSize{g}, art, dest, artifacts.Limits{MaxBytes: 1050}, artifacts.Options{InFlight: 8})
+	if !errors.Is(err, artifacts.ErrLimit) {
+		t.Fatalf("error %v, want ErrLimit", err)
+	}
+	var onDisk int64
+	for _, v := range treeOf(t, dest) {
+		if strings.HasPrefix(v, "-") {
+			onDisk += int64(len(v) - len("-rw-r--r-- "))
+		}
+	}
+	if onDisk > 1050 || res.Bytes != onDisk || res.Bytes != 100*int64(res.Files) {
+		t.Errorf("%d bytes on disk, result %+v: want whole files only, at most 1050 bytes", onDisk, res)
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"math"
 	"os"
 	"path"
 	"strings"
@@ -306,15 +305,4 @@ func typeName(flag byte) string {
 		return "hard link"
 	}
 	return fmt.Sprintf("entry of tar type %q", flag)
-}
-
-// limitRoom is the bytes left under the cap, and the reader limit that
-// shows it crossed: one byte past room, unless that would wrap.
-func limitRoom(max, written int64) (room, limit int64) {
-	room = max - written
-	limit = room
-	if room < math.MaxInt64 {
-		limit = room + 1
-	}
-	return room, limit
 }
