@@ -5,34 +5,60 @@ GO       ?= go
 BIN      := bin
 PROTO    := shared/executorpb/executor.proto
 export CGO_ENABLED ?= 0
+# The packages under host/testdata (plugins the host's tests build), which
+# ./... leaves out: lint checks them too.
+TESTDATA_PKGS := $(patsubst %/,./%,$(sort $(dir $(wildcard host/testdata/*/*.go))))
 
-.PHONY: all build deps test unit lint proto proto-check fuzz bench demo clean
+.PHONY: all help build deps test unit lint proto proto-check fuzz bench demo clean
 
 all: build
 
+## help: list the targets
+help:
+	@echo "targets:"
+	@sed -n 's/^## \([a-z-]*\): /  \1\t/p' $(MAKEFILE_LIST) | expand -t 16
+
+## build: the binaries in bin/ (runner-host, executor-remote-linux-vm, conformance, demo)
 build:
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/ ./host/cmd/... ./plugin/cmd/... ./testharness/cmd/...
 
-# Packages the integration tests need (openssh-server, lxd, protoc, ...).
+## deps: install what the integration tests need (openssh-server, lxd, protoc, ...)
 deps:
 	./scripts/install-test-deps
 
+## lint: gofmt, goimports, vet and staticcheck, host/testdata included
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
-	$(GO) vet ./...
-	$(GO) tool staticcheck ./...
+	@out=$$($(GO) tool goimports -l $$(git ls-files '*.go' | xargs grep -L '^// Code generated .* DO NOT EDIT\.$$')); \
+		if [ -n "$$out" ]; then echo "goimports would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./... $(TESTDATA_PKGS)
+	$(GO) tool staticcheck ./... $(TESTDATA_PKGS)
 
-# Every test: unit, integration (real sshd, real LXD), conformance. Under
-# CI=true no integration test may skip.
-test: deps build lint proto-check
-	$(GO) test -count=1 -timeout 30m ./...
+## test: every test (unit, fuzz seeds, real sshd, real LXD, conformance), with lint beside it
+# Under CI=true no integration test may skip. Lint runs beside the tests,
+# not before them, so the slow part starts at once; its output comes after
+# the tests', and the target fails when either fails.
+test: deps
+	@echo "==> make test [1/4]: build"
+	@$(MAKE) --no-print-directory build
+	@echo "==> make test [2/4]: proto-check"
+	@$(MAKE) --no-print-directory proto-check
+	@echo "==> make test [3/4]: go test ./... (lint runs beside it)"
+	@lintlog=$$(mktemp) && trap 'kill $$lintpid 2>/dev/null; rm -f "$$lintlog"' EXIT && \
+	{ $(MAKE) --no-print-directory lint >"$$lintlog" 2>&1 & lintpid=$$!; } && \
+	$(GO) test -count=1 -timeout 30m ./...; testrc=$$?; \
+	wait $$lintpid; lintrc=$$?; \
+	echo "==> make test [4/4]: lint"; cat "$$lintlog"; \
+	if [ $$lintrc -ne 0 ]; then echo "==> make test: lint failed"; fi; \
+	if [ $$testrc -ne 0 ]; then echo "==> make test: tests failed"; fi; \
+	[ $$testrc -eq 0 ] && [ $$lintrc -eq 0 ] && echo "==> make test: all passed"
 
-# Unit tests only (no root, no daemons needed; integration tests skip).
+## unit: the unit tests only (go test -short: no root, no daemons; integration tests skip)
 unit:
 	$(GO) test -count=1 -short ./...
 
-# Regenerates the protobuf code with the generator versions pinned in go.mod.
+## proto: regenerate the protobuf code with the generators pinned in go.mod
 proto:
 	protoc --proto_path=shared/executorpb \
 		--plugin=protoc-gen-go=$$($(GO) tool -n protoc-gen-go) \
@@ -41,8 +67,7 @@ proto:
 		--go-grpc_out=shared/executorpb --go-grpc_opt=paths=source_relative \
 		$(PROTO)
 
-# Regenerates the protobuf code into a temporary folder and fails unless it
-# is byte-identical to what is committed.
+## proto-check: fail unless the committed protobuf code is what make proto generates
 proto-check:
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
 	protoc --proto_path=shared/executorpb \
@@ -56,6 +81,7 @@ proto-check:
 	done && echo "protobuf code is up to date"
 
 FUZZTIME ?= 60s
+## fuzz: each fuzz target for FUZZTIME (default 60s)
 fuzz:
 	$(GO) test ./shared/layout -run '^$$' -fuzz '^FuzzQuote$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./shared/layout -run '^$$' -fuzz '^FuzzContainment$$' -fuzztime $(FUZZTIME)
@@ -65,13 +91,15 @@ fuzz:
 	$(GO) test ./shared/strictjson -run '^$$' -fuzz '^FuzzStrictJSON$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./testharness/remotefs -run '^$$' -fuzz '^FuzzResolve$$' -fuzztime $(FUZZTIME)
 
+## bench: our speed next to the seed's way, as ratios
 bench: deps build
 	./scripts/bench
 
-# The seed's job run whole on the embedded virtual remote (the runner
-# binary does not link the harness; the demo binary does).
+## demo: the seed's job run whole on the embedded virtual remote (bin/demo)
+# The runner binary does not link the harness; the demo binary does.
 demo: build
 	$(BIN)/demo
 
+## clean: remove bin/
 clean:
 	rm -rf $(BIN)

@@ -51,7 +51,8 @@ const DefaultStartTimeout = 30 * time.Second
 
 // Options say where plugins are and how to start them.
 type Options struct {
-	// PluginDir holds the plugin binaries.
+	// PluginDir holds the plugin binaries: Load starts every one,
+	// Dispense the one it names.
 	PluginDir string
 	// RequireSHA256 pins plugins by name to the hex SHA-256 of their binary.
 	// A plugin whose binary differs is refused; a pinned plugin that is
@@ -65,7 +66,8 @@ type Options struct {
 	// own log lines, at their levels. Nil: hclog's default logger.
 	Logger hclog.Logger
 	// StartTimeout bounds each plugin start, from exec to configured (the
-	// context given to Load or Open bounds it too). Zero:
+	// context given to Load or Dispense bounds it too). Negative: refused.
+	// Zero:
 	// DefaultStartTimeout.
 	StartTimeout time.Duration
 
@@ -199,7 +201,7 @@ func Load(ctx context.Context, opts Options) (*Registry, error) {
 	}
 	r := &Registry{}
 	for _, b := range bins {
-		p, err := Open(ctx, b, opts)
+		p, err := Dispense(ctx, b.Name, opts)
 		if err != nil {
 			errs = append(errs, err)
 			continue

@@ -25,9 +25,10 @@ func open(tb testing.TB, name string, opts Options) *Plugin {
 	if opts.Logger == nil {
 		opts.Logger = hclog.NewNullLogger()
 	}
-	p, err := Open(tb.Context(), Binary{Name: name, Path: filepath.Join(dir, Prefix+name)}, opts)
+	opts.PluginDir = dir
+	p, err := Dispense(tb.Context(), name, opts)
 	if err != nil {
-		tb.Fatalf("Open %s: %v", name, err)
+		tb.Fatalf("Dispense %s: %v", name, err)
 	}
 	tb.Cleanup(func() { _ = p.Close() })
 	return p
@@ -500,7 +501,7 @@ func TestRestartRunsOnlyTheLoadedBinary(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, Prefix+"p")
 	copyFile(t, testPlugin, path)
-	p, err := Open(t.Context(), Binary{Name: "p", Path: path}, Options{Logger: hclog.NewNullLogger()})
+	p, err := Dispense(t.Context(), "p", Options{PluginDir: dir, Logger: hclog.NewNullLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"github.com/pikaci/vmexec/internal/testbin"
 	"io"
 	"os"
 	"path/filepath"
@@ -14,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pikaci/vmexec/internal/testbin"
 
 	"github.com/hashicorp/go-hclog"
 )

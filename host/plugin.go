@@ -9,6 +9,7 @@ import (
 	"maps"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -36,7 +37,7 @@ type Plugin struct {
 	sha256 string // hex, of the binary loaded first; restarts must match it
 	// verify makes go-plugin check the binary against sha256 before it runs
 	// it: always when pinned, for restarts when not (the first start runs
-	// the binary Open has just hashed).
+	// the binary openBinary has just hashed).
 	verify bool
 	logger hclog.Logger
 	opts   Options
@@ -63,15 +64,55 @@ type instance struct {
 	logger hclog.Logger
 }
 
-// Open starts one plugin binary, checks its digest against
-// opts.RequireSHA256[b.Name], negotiates the protocol, describes it and
-// configures it with opts.Settings. opts.PluginDir is not used.
-func Open(ctx context.Context, b Binary, opts Options) (*Plugin, error) {
+// Dispense is the one way into a plugin: it finds the plugin called name
+// in opts.PluginDir (Lookup: name is one path component, and
+// PluginDir/executor-NAME an executable regular file), then starts it,
+// checks its digest against opts.RequireSHA256[name], negotiates the
+// protocol, describes it and configures it with opts.Settings, all within
+// opts.StartTimeout (and ctx): a plugin not ready by then is killed with
+// its process group. Load, runner-host's verbs, the conformance harness and
+// the demo all open plugins through it.
+func Dispense(ctx context.Context, name string, opts Options) (*Plugin, error) {
+	if opts.PluginDir == "" {
+		return nil, shared.Errorf(shared.ErrInvalidInput, "plugin_dir", "",
+			"plugin %s: no plugin dir given", shared.Show(name))
+	}
+	b, err := Lookup(opts.PluginDir, name)
+	if err != nil {
+		return nil, err
+	}
+	return openBinary(ctx, b, opts)
+}
+
+// DispenseFile is Dispense for the plugin binary at path, whose file name
+// must be executor-NAME: Dispense of NAME with opts.PluginDir the binary's
+// directory. It is for tools given a binary rather than a plugin dir (the
+// conformance harness).
+func DispenseFile(ctx context.Context, path string, opts Options) (*Plugin, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, shared.Errorf(shared.ErrInvalidInput, "plugin", path, "plugin binary %s: %w", shared.Show(path), err)
+	}
+	name, ok := strings.CutPrefix(filepath.Base(abs), Prefix)
+	if !ok {
+		return nil, shared.Errorf(shared.ErrInvalidInput, "plugin", path,
+			"plugin binary %s: its file name must be %sNAME, NAME being the name the plugin describes itself with", shared.Show(path), Prefix)
+	}
+	opts.PluginDir = filepath.Dir(abs)
+	return Dispense(ctx, name, opts)
+}
+
+// openBinary does Dispense's work once the binary is found.
+func openBinary(ctx context.Context, b Binary, opts Options) (*Plugin, error) {
 	if opts.Logger == nil {
 		opts.Logger = hclog.L()
 	}
-	if opts.StartTimeout == 0 {
+	switch {
+	case opts.StartTimeout == 0:
 		opts.StartTimeout = DefaultStartTimeout
+	case opts.StartTimeout < 0:
+		return nil, shared.Errorf(shared.ErrInvalidInput, "start_timeout", opts.StartTimeout.String(),
+			"plugin %s: start timeout %v is negative", b.Name, opts.StartTimeout)
 	}
 	if opts.versions == nil {
 		opts.versions = shared.VersionedPlugins

@@ -2,10 +2,11 @@ package host
 
 import (
 	"errors"
-	"github.com/pikaci/vmexec/internal/testbin"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/pikaci/vmexec/internal/testbin"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/hashicorp/go-hclog"

@@ -26,14 +26,10 @@ func (e *Executor) CollectArtifacts(ctx context.Context, req shared.CollectReque
 	if err != nil {
 		return shared.CollectResult{}, err
 	}
-	var a shared.Artifacts
-	if req.Job.Artifacts != nil {
-		a = *req.Job.Artifacts
-	}
-	if err := a.Check(); err != nil {
+	if err := req.Job.CheckArtifacts(); err != nil {
 		return shared.CollectResult{}, err
 	}
-	a = a.WithDefaults()
+	a := req.Job.ArtifactsOrDefault()
 	pool, err := e.sshPool()
 	if err != nil {
 		return shared.CollectResult{}, err

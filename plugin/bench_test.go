@@ -39,7 +39,7 @@ import (
 func loadPlugin(tb testing.TB, sshConfig string) *host.Plugin {
 	tb.Helper()
 	bin := testbin.Must(tb, filepath.Join(tb.TempDir(), "executor-remote-linux-vm"), testbin.Plugin)
-	p, err := host.Open(context.Background(), host.Binary{Name: "remote-linux-vm", Path: bin}, host.Options{
+	p, err := host.DispenseFile(context.Background(), bin, host.Options{
 		Settings: shared.Settings{SSHConfigPath: sshConfig},
 		Logger:   hclog.New(&hclog.LoggerOptions{Output: io.Discard}),
 	})

@@ -5,8 +5,8 @@
 // under plugin/internal: sshpool (the pooled SSH connection), incus (the
 // Incus REST API client), shellfetch (the device plan's batched reads over
 // a shell), stage (the snapshot's tar stream and marker) and artifacts (the
-// copy out of the guest). Version 2 adds the whole job (wholejob.go,
-// stage.go, artifacts.go).
+// copy out of the guest). Version 2 adds the whole job, a file per phase:
+// stage.go, runtime.go, run.go, artifacts.go, cleanup.go, sweep.go.
 package plugin
 
 import (
@@ -58,6 +58,10 @@ type Executor struct {
 	settings shared.Settings
 	pool     *sshpool.Pool
 	clients  map[string]*incusEndpoint
+
+	// stop is how RunJob stops a job; zero: contractStopper. Tests
+	// shorten its grace times.
+	stop stopper
 }
 
 // incusEndpoint is a client with what we learned of its server.
@@ -119,6 +123,14 @@ func closeAll(pool *sshpool.Pool, clients map[string]*incusEndpoint) {
 	if pool != nil {
 		pool.Close()
 	}
+}
+
+// stopper returns how RunJob stops a job.
+func (e *Executor) stopper() stopper {
+	if e.stop == (stopper{}) {
+		return contractStopper
+	}
+	return e.stop
 }
 
 // sshPool returns the pool, creating one with default settings on first use.
@@ -187,33 +199,22 @@ func (e *Executor) ConfigureDevices(ctx context.Context, req shared.DevicesReque
 	type incusRead struct {
 		server incus.Server
 		inst   incus.Instance
-		err    error
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	readc := make(chan incusRead, 1)
-	go func() {
+	r, plan, err := planBeside(ctx, spec, shellRemote(pool, spec.Remote.Host), func(ctx context.Context) (incusRead, error) {
 		var r incusRead
-		r.server, r.err = ep.serverInfo(ctx)
-		if r.err == nil {
-			r.inst, r.err = ep.client.Instance(ctx, project, l.Instance)
+		var err error
+		if r.server, err = ep.serverInfo(ctx); err != nil {
+			return r, err
 		}
-		readc <- r
-	}()
-
-	plan, planErr := devices.Build(ctx, spec, shellRemote(pool, spec.Remote.Host))
-	if planErr != nil {
-		cancel()
-		<-readc
-		return shared.DevicesResult{}, planErr
-	}
-	r := <-readc
-	if r.err != nil {
-		return shared.DevicesResult{}, r.err
+		r.inst, err = ep.client.Instance(ctx, project, l.Instance)
+		return r, err
+	})
+	if err != nil {
+		return shared.DevicesResult{}, err
 	}
 
 	target := devices.Target{
-		VirtualMachine: r.inst.Type == incus.TypeVirtualMachine,
+		VirtualMachine: r.inst.Type == shared.InstanceTypeVirtualMachine,
 		VirtiofsBus:    r.server.HasExtension(devices.ExtensionVirtiofsBus),
 	}
 	// A guest path another disk device of the instance holds: Incus would

@@ -84,11 +84,11 @@ func (f *hardenFixture) refused(t *testing.T, wants ...string) error {
 	return last
 }
 
-// TestAttack1_PayloadMountsHost: a mount that is a symlink to / (writable),
+// TestPayloadMountOfHostRootRefused (attack 1): a mount that is a symlink to / (writable),
 // a mount through a symlinked dir to /etc, and a symlinked payload root with
 // a mount out of it: each is refused naming the mount and where it
 // resolves, against real sshd and LXD.
-func TestAttack1_PayloadMountsHost(t *testing.T) {
+func TestPayloadMountOfHostRootRefused(t *testing.T) {
 	f := newHardenFixture(t)
 	createContainer(t, f.d, f.l.Instance, nil)
 	build := f.l.Payloads[1].RemoteDir
@@ -122,10 +122,10 @@ func TestAttack1_PayloadMountsHost(t *testing.T) {
 	f.refused(t, `"outside"`, store+"2", "outside the payload's root "+store)
 }
 
-// TestAttack2_ManifestOutsideRoot: the manifest is a symlink to a root-only
+// TestManifestOutsideRootRefused (attack 2): the manifest is a symlink to a root-only
 // JSON file outside the payload: refused naming the manifest and where it
 // resolves; nothing of the file's contents appears in the error.
-func TestAttack2_ManifestOutsideRoot(t *testing.T) {
+func TestManifestOutsideRootRefused(t *testing.T) {
 	f := newHardenFixture(t)
 	createContainer(t, f.d, f.l.Instance, nil)
 	secret := filepath.Join(f.work, "secret.json")
@@ -173,12 +173,12 @@ func manyMounts(root string, n int, dirs bool) ([]devices.Mount, error) {
 	return ms, nil
 }
 
-// TestAttack3_BigManifestKeepsConnection: 1,000 mounts (and a manifest over
+// TestBigManifestKeepsConnection (attack 3): 1,000 mounts (and a manifest over
 // 1 MiB) get a clear limit error, and the pooled connection they share with
 // a concurrent job survives: that job succeeds, over the same one
 // connection. 256 long mounts, the limit, are planned through real sshd
 // with a constant-size command and one session per batch.
-func TestAttack3_BigManifestKeepsConnection(t *testing.T) {
+func TestBigManifestKeepsConnection(t *testing.T) {
 	f := newHardenFixture(t)
 	ctx := t.Context()
 	build := f.l.Payloads[1].RemoteDir
@@ -245,9 +245,9 @@ func TestAttack3_BigManifestKeepsConnection(t *testing.T) {
 	}
 }
 
-// TestAttack7_StrictManifestThroughSSHD: duplicate keys and a case variant
+// TestStrictManifestThroughSSHD (attack 7): duplicate keys and a case variant
 // of a key in a manifest read over real sshd are refused.
-func TestAttack7_StrictManifestThroughSSHD(t *testing.T) {
+func TestStrictManifestThroughSSHD(t *testing.T) {
 	f := newHardenFixture(t)
 	createContainer(t, f.d, f.l.Instance, nil)
 	m := filepath.Join(f.l.Payloads[1].RemoteDir, devices.ManifestPath)
@@ -266,10 +266,10 @@ func TestAttack7_StrictManifestThroughSSHD(t *testing.T) {
 	}
 }
 
-// TestAttack8_LongIDCreatesNothing: a 256-byte job id failed with "File
+// TestLongIDCreatesNothing (attack 8): a 256-byte job id failed with "File
 // name too long" after cache/, snapshots/ and runs/ were made. It is
 // refused before any command reaches the remote host.
-func TestAttack8_LongIDCreatesNothing(t *testing.T) {
+func TestLongIDCreatesNothing(t *testing.T) {
 	sshdtest.Require(t)
 	srv := sshdtest.Start(t, sshdtest.Options{})
 	cfg := srv.WriteClientConfig(t, "vm-host")

@@ -50,14 +50,10 @@ func (e *Executor) StageWorkspaceSnapshot(ctx context.Context, req shared.StageR
 	if err != nil {
 		return shared.StageResult{}, err
 	}
-	local := spec.Host.SnapshotDir
-	if local == "" {
-		return shared.StageResult{}, shared.Errorf(shared.ErrInvalidInput, "host.snapshot_dir", "",
-			"host.snapshot_dir is empty: the whole job needs the local workspace snapshot")
-	}
-	if err := layout.CheckAbsClean("host.snapshot_dir", local); err != nil {
+	if err := req.Job.CheckSnapshotDir(); err != nil {
 		return shared.StageResult{}, err
 	}
+	local := spec.Host.SnapshotDir
 	hash, err := localHash(local)
 	if err != nil {
 		return shared.StageResult{}, err

@@ -90,6 +90,14 @@ type Incus struct {
 	ServerCert string `json:"server_cert,omitempty"`
 }
 
+// ProjectOrDefault returns the Incus project, DefaultProject when empty.
+func (in Incus) ProjectOrDefault() string {
+	if in.Project == "" {
+		return DefaultProject
+	}
+	return in.Project
+}
+
 // DefaultIncusSocket is where Incus listens on its host.
 const DefaultIncusSocket = "/var/lib/incus/unix.socket"
 

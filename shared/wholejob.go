@@ -42,9 +42,10 @@ type JobExecutor interface {
 type Runtime struct {
 	// Image is the Incus image alias, in remote.incus.project.
 	Image string `json:"image"`
-	// InstanceType is "virtual-machine" (default) or "container".
+	// InstanceType is one of InstanceTypes: InstanceTypeVirtualMachine
+	// (default) or InstanceTypeContainer.
 	InstanceType string `json:"instance_type,omitempty"`
-	// Profiles follow "default", in order.
+	// Profiles follow DefaultProfile, in order.
 	Profiles []string `json:"profiles,omitempty"`
 	Limits   Limits   `json:"limits,omitempty"`
 	// ReadyTimeoutSecs bounds the wait for the first successful exec.
@@ -76,7 +77,7 @@ type Command struct {
 
 // Artifacts says what to collect from the guest after the job.
 type Artifacts struct {
-	// Path is the guest directory (default /run/pika-cloud/artifacts).
+	// Path is the guest directory (default DefaultArtifactsPath).
 	Path string `json:"path,omitempty"`
 	// MaxBytes caps the collected bytes (default 1 GiB).
 	MaxBytes int64 `json:"max_bytes,omitempty"`
@@ -88,22 +89,38 @@ type Artifacts struct {
 	TimeoutSecs int64 `json:"timeout_secs,omitempty"`
 }
 
+// Instance types, as Incus names them.
+const (
+	InstanceTypeVirtualMachine = "virtual-machine"
+	InstanceTypeContainer      = "container"
+)
+
+// InstanceTypes are the runtime.instance_type values Runtime.Check
+// accepts, in the order its error names them.
+var InstanceTypes = []string{InstanceTypeVirtualMachine, InstanceTypeContainer}
+
 // Defaults of the whole job's inputs.
 const (
-	DefaultInstanceType     = "virtual-machine"
+	// DefaultProject is the Incus project an empty remote.incus.project
+	// means (see Incus.ProjectOrDefault).
+	DefaultProject = "default"
+	// DefaultProfile is the profile every instance gets before
+	// runtime.profiles.
+	DefaultProfile          = "default"
+	DefaultInstanceType     = InstanceTypeVirtualMachine
 	DefaultCPU              = 2
 	DefaultMemory           = "4GiB"
 	DefaultReadyTimeoutSecs = 120
-	DefaultCwd              = "/workspace/snapshot"
-	DefaultArtifactsPath    = "/run/pika-cloud/artifacts"
-	DefaultArtifactsMax     = int64(1) << 30
+	// SnapshotGuestPath is where the workspace snapshot appears in the
+	// guest, and the command's default cwd.
+	SnapshotGuestPath    = "/workspace/snapshot"
+	DefaultCwd           = SnapshotGuestPath
+	DefaultArtifactsPath = "/run/pika-cloud/artifacts"
+	DefaultArtifactsMax  = int64(1) << 30
 	// DefaultArtifactsMaxFiles and DefaultArtifactsTimeoutSecs bound a
-	// collection's entries and time; MaxArtifactsFiles and
-	// MaxArtifactsTimeoutSecs are the largest values accepted.
+	// collection's entries and time (see ranges.go for their ranges).
 	DefaultArtifactsMaxFiles    = int64(10_000)
 	DefaultArtifactsTimeoutSecs = int64(600)
-	MaxArtifactsFiles           = int64(1_000_000)
-	MaxArtifactsTimeoutSecs     = int64(86_400)
 	// CleanupTimeout is the host's own limit on Cleanup.
 	CleanupTimeout = 60 * time.Second
 	// KillGrace is the time between SIGTERM and SIGKILL on a timeout or
@@ -111,6 +128,13 @@ const (
 	// instance is force-stopped when the job's output is still open.
 	KillGrace      = 10 * time.Second
 	ForceStopGrace = 5 * time.Second
+	// ReadyProbeFirst and ReadyProbeMax: PrepareRuntime's readiness
+	// probe backs off from the first to the second.
+	ReadyProbeFirst = 100 * time.Millisecond
+	ReadyProbeMax   = time.Second
+	// ArtifactReadTimeout bounds CollectArtifacts' read of one guest file
+	// (a FIFO reported as a file never answers).
+	ArtifactReadTimeout = 30 * time.Second
 	// SnapshotMarker is the file in a snapshot dir that names its hash.
 	SnapshotMarker = "pikaci-snapshot.json"
 	// Label keys set on every instance the executor creates.

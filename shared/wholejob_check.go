@@ -3,6 +3,7 @@ package shared
 import (
 	"fmt"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode"
@@ -22,28 +23,69 @@ const MaxUID = 1<<32 - 2
 // Check validates the whole job's own inputs: host.snapshot_dir, runtime,
 // command and artifacts (runtime and command must be present; artifacts may
 // be absent and take their defaults). It does not check the version 1
-// inputs (layout.Derive does).
+// inputs (layout.Derive does). Each phase of an executor checks the part it
+// uses with the matching CheckXxx method: the rules are these, once.
 func (w WholeJob) Check() error {
-	if err := checkAbsClean("host.snapshot_dir", w.Host.SnapshotDir); err != nil {
+	if err := w.CheckSnapshotDir(); err != nil {
 		return err
 	}
 	if w.Runtime == nil {
-		return Errorf(ErrInvalidInput, "runtime", "", "the whole job needs a runtime object")
+		return errNoRuntime()
 	}
 	if w.Command == nil {
-		return Errorf(ErrInvalidInput, "command", "", "the whole job needs a command object")
+		return errNoCommand()
 	}
-	if err := w.Runtime.Check(); err != nil {
+	if err := w.CheckRuntime(); err != nil {
 		return err
 	}
-	if err := w.Command.Check(); err != nil {
+	if err := w.CheckCommand(); err != nil {
 		return err
 	}
+	return w.CheckArtifacts()
+}
+
+// CheckSnapshotDir validates host.snapshot_dir, the local snapshot the
+// whole job stages.
+func (w WholeJob) CheckSnapshotDir() error {
+	return CheckAbsClean("host.snapshot_dir", w.Host.SnapshotDir)
+}
+
+// CheckRuntime validates the runtime, which must be present.
+func (w WholeJob) CheckRuntime() error {
+	if w.Runtime == nil {
+		return errNoRuntime()
+	}
+	return w.Runtime.Check()
+}
+
+// CheckCommand validates the command, which must be present.
+func (w WholeJob) CheckCommand() error {
+	if w.Command == nil {
+		return errNoCommand()
+	}
+	return w.Command.Check()
+}
+
+// CheckArtifacts validates the artifacts (absent: the defaults).
+func (w WholeJob) CheckArtifacts() error {
+	return w.ArtifactsOrDefault().Check()
+}
+
+// ArtifactsOrDefault returns the artifacts with their defaults applied.
+func (w WholeJob) ArtifactsOrDefault() Artifacts {
 	var a Artifacts
 	if w.Artifacts != nil {
 		a = *w.Artifacts
 	}
-	return a.Check()
+	return a.WithDefaults()
+}
+
+func errNoRuntime() error {
+	return Errorf(ErrInvalidInput, "runtime", "", "the whole job needs a runtime object")
+}
+
+func errNoCommand() error {
+	return Errorf(ErrInvalidInput, "command", "", "the whole job needs a command object")
 }
 
 // Check validates a runtime; zero fields stand for their defaults.
@@ -52,11 +94,13 @@ func (r Runtime) Check() error {
 	if err := checkToken("runtime.image", r.Image); err != nil {
 		return err
 	}
-	switch r.InstanceType {
-	case "virtual-machine", "container":
-	default:
+	if !slices.Contains(InstanceTypes, r.InstanceType) {
+		quoted := make([]string, len(InstanceTypes))
+		for i, t := range InstanceTypes {
+			quoted[i] = strconv.Quote(t)
+		}
 		return Errorf(ErrInvalidInput, "runtime.instance_type", r.InstanceType,
-			"runtime.instance_type %s is neither \"virtual-machine\" nor \"container\"", Show(r.InstanceType))
+			"runtime.instance_type %s is not one of %s", Show(r.InstanceType), strings.Join(quoted, ", "))
 	}
 	for i, p := range r.Profiles {
 		field := fmt.Sprintf("runtime.profiles[%d]", i)
@@ -67,16 +111,14 @@ func (r Runtime) Check() error {
 			return Errorf(ErrInvalidInput, field, p, "%s %s contains \"/\"", field, Show(p))
 		}
 	}
-	if r.Limits.CPU <= 0 {
-		v := strconv.Itoa(r.Limits.CPU)
-		return Errorf(ErrInvalidInput, "runtime.limits.cpu", v, "runtime.limits.cpu %s is not a positive number of CPUs", v)
+	if err := checkRange("runtime.limits.cpu", int64(r.Limits.CPU), 1, MaxCPU, "a number of CPUs"); err != nil {
+		return err
 	}
 	if err := CheckMemory("runtime.limits.memory", r.Limits.Memory); err != nil {
 		return err
 	}
-	if r.ReadyTimeoutSecs < 0 {
-		v := strconv.Itoa(r.ReadyTimeoutSecs)
-		return Errorf(ErrInvalidInput, "runtime.ready_timeout_secs", v, "runtime.ready_timeout_secs %s is negative", v)
+	if err := checkRange("runtime.ready_timeout_secs", int64(r.ReadyTimeoutSecs), 0, MaxReadyTimeoutSecs, "seconds (0: the default)"); err != nil {
+		return err
 	}
 	return nil
 }
@@ -109,16 +151,15 @@ func (c Command) Check() error {
 			return err
 		}
 	}
-	if err := checkAbsClean("command.cwd", c.Cwd); err != nil {
+	if err := CheckAbsClean("command.cwd", c.Cwd); err != nil {
 		return err
 	}
 	if c.User < 0 || c.User > MaxUID {
 		v := strconv.Itoa(c.User)
 		return Errorf(ErrInvalidInput, "command.user", v, "command.user %s is not a uid (0 to %d)", v, MaxUID)
 	}
-	if c.TimeoutSecs < 0 {
-		v := strconv.Itoa(c.TimeoutSecs)
-		return Errorf(ErrInvalidInput, "command.timeout_secs", v, "command.timeout_secs %s is negative (0 means no limit)", v)
+	if err := checkRange("command.timeout_secs", int64(c.TimeoutSecs), 0, MaxTimeoutSecs, "seconds (0 means no limit)"); err != nil {
+		return err
 	}
 	return nil
 }
@@ -126,30 +167,31 @@ func (c Command) Check() error {
 // Check validates the artifacts; zero fields stand for their defaults.
 func (a Artifacts) Check() error {
 	a = a.WithDefaults()
-	if err := checkAbsClean("artifacts.path", a.Path); err != nil {
+	if err := CheckAbsClean("artifacts.path", a.Path); err != nil {
 		return err
 	}
-	if a.MaxBytes <= 0 {
-		v := strconv.FormatInt(a.MaxBytes, 10)
-		return Errorf(ErrInvalidInput, "artifacts.max_bytes", v, "artifacts.max_bytes %s is not positive", v)
+	if err := checkRange("artifacts.max_bytes", a.MaxBytes, 1, MaxArtifactsBytes, "bytes"); err != nil {
+		return err
 	}
-	if a.MaxFiles <= 0 || a.MaxFiles > MaxArtifactsFiles {
-		v := strconv.FormatInt(a.MaxFiles, 10)
-		return Errorf(ErrInvalidInput, "artifacts.max_files", v, "artifacts.max_files %s is outside 1 to %d", v, MaxArtifactsFiles)
+	if err := checkRange("artifacts.max_files", a.MaxFiles, 1, MaxArtifactsFiles, "entries"); err != nil {
+		return err
 	}
-	if a.TimeoutSecs <= 0 || a.TimeoutSecs > MaxArtifactsTimeoutSecs {
-		v := strconv.FormatInt(a.TimeoutSecs, 10)
-		return Errorf(ErrInvalidInput, "artifacts.timeout_secs", v, "artifacts.timeout_secs %s is outside 1 to %d", v, MaxArtifactsTimeoutSecs)
+	if err := checkRange("artifacts.timeout_secs", a.TimeoutSecs, 1, MaxArtifactsTimeoutSecs, "seconds"); err != nil {
+		return err
 	}
 	return nil
 }
 
-// memoryUnits are the suffixes Incus takes in a size string.
-var memoryUnits = []string{"", "B", "kB", "MB", "GB", "TB", "PB", "EB", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"}
+// memoryUnits are the suffixes Incus takes in a size string, in bytes.
+var memoryUnits = map[string]int64{
+	"": 1, "B": 1, "kB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12, "PB": 1e15, "EB": 1e18,
+	"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40, "PiB": 1 << 50, "EiB": 1 << 60,
+}
 
 // CheckMemory checks an Incus memory limit: a positive whole number
 // followed by a unit Incus knows (none, B, kB…EB, KiB…EiB), as in "4GiB",
-// or a percentage of the host's memory from 1% to 100%.
+// from MinMemoryBytes to MaxMemoryBytes, or a percentage of the host's
+// memory from 1% to 100%.
 func CheckMemory(field, v string) error {
 	if pct, ok := strings.CutSuffix(v, "%"); ok {
 		n, err := strconv.Atoi(pct)
@@ -167,13 +209,15 @@ func CheckMemory(field, v string) error {
 	if err != nil || n <= 0 {
 		return Errorf(ErrInvalidInput, field, v, "%s %s is not a positive size such as \"4GiB\"", field, Show(v))
 	}
-	for _, u := range memoryUnits {
-		if unit == u {
-			return nil
-		}
+	size, ok := memoryUnits[unit]
+	if !ok {
+		return Errorf(ErrInvalidInput, field, v, "%s %s has unit %s; Incus takes B, kB, MB, GB, TB, PB, EB, KiB, MiB, GiB, TiB, PiB or EiB",
+			field, Show(v), Show(unit))
 	}
-	return Errorf(ErrInvalidInput, field, v, "%s %s has unit %s; Incus takes B, kB, MB, GB, TB, PB, EB, KiB, MiB, GiB, TiB, PiB or EiB",
-		field, Show(v), Show(unit))
+	if n > MaxMemoryBytes/size || n*size < MinMemoryBytes {
+		return Errorf(ErrInvalidInput, field, v, "%s %s is out of range: from 1MiB to %d bytes", field, Show(v), int64(MaxMemoryBytes))
+	}
+	return nil
 }
 
 // checkString refuses a NUL and invalid UTF-8.
@@ -204,9 +248,9 @@ func checkToken(field, v string) error {
 	return nil
 }
 
-// checkAbsClean is layout.CheckAbsClean's rule (layout imports this
-// package): absolute, clean, no NUL, valid UTF-8.
-func checkAbsClean(field, p string) error {
+// CheckAbsClean refuses a path that is not absolute and clean, or holds a
+// NUL or invalid UTF-8 (layout.CheckAbsClean is this rule).
+func CheckAbsClean(field, p string) error {
 	switch {
 	case p == "":
 		return Errorf(ErrInvalidInput, field, p, "%s is empty", field)

@@ -29,9 +29,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -64,7 +64,8 @@ type Config struct {
 	// Update rewrites each case's want/ files from what the plugin did
 	// (inputs are never touched). It needs Cases.
 	Update bool
-	// Logger receives the plugin's log lines. Nil: discarded.
+	// Logger receives the plugin's log lines. Nil: Run sends them to the
+	// test's log (TestLogger); RunCases discards them.
 	Logger hclog.Logger
 }
 
@@ -215,6 +216,9 @@ func Run(t *testing.T, cfg Config) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if cfg.Logger == nil {
+		cfg.Logger = TestLogger(t)
+	}
 	ctx := t.Context()
 	p, err := startPlugin(ctx, cfg)
 	if err != nil {
@@ -222,6 +226,40 @@ func Run(t *testing.T, cfg Config) {
 	}
 	t.Cleanup(func() { p.Close() })
 	runAll(t, p, cs, ws, cfg.Update)
+}
+
+// TestLogger returns a logger that writes each line to t's log (t.Log, so
+// `go test` shows it for a failed test or with -v), at debug level and up:
+// what Run gives a plugin when cfg.Logger is nil. Lines that arrive once t
+// has ended (a plugin's last words after its Close) are dropped.
+func TestLogger(t testing.TB) hclog.Logger {
+	w := &testLogWriter{t: t}
+	// Registered before the plugin's Close: cleanups run last first, so
+	// this one runs after the plugin is closed.
+	t.Cleanup(w.end)
+	return hclog.New(&hclog.LoggerOptions{Name: "plugin", Level: hclog.Debug, Output: w})
+}
+
+// testLogWriter writes to a test's log until the test ends.
+type testLogWriter struct {
+	mu    sync.Mutex
+	t     testing.TB
+	ended bool
+}
+
+func (w *testLogWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.ended {
+		w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	}
+	return len(p), nil
+}
+
+func (w *testLogWriter) end() {
+	w.mu.Lock()
+	w.ended = true
+	w.mu.Unlock()
 }
 
 // runAll runs v1 and whole-job cases as subtests of t.
@@ -244,16 +282,11 @@ func runAll(t *testing.T, p shared.Executor, cs []*cases.Case, ws []*cases.Whole
 }
 
 func startPlugin(ctx context.Context, cfg Config) (*host.Plugin, error) {
-	abs, err := filepath.Abs(cfg.Plugin)
-	if err != nil {
-		return nil, fmt.Errorf("plugin %s: %w", cfg.Plugin, err)
-	}
-	name := strings.TrimPrefix(filepath.Base(abs), host.Prefix)
 	log := cfg.Logger
 	if log == nil {
 		log = hclog.New(&hclog.LoggerOptions{Output: io.Discard})
 	}
-	p, err := host.Open(ctx, host.Binary{Name: name, Path: abs}, host.Options{Logger: log})
+	p, err := host.DispenseFile(ctx, cfg.Plugin, host.Options{Logger: log})
 	if err != nil {
 		return nil, fmt.Errorf("start plugin %s: %w", cfg.Plugin, err)
 	}

@@ -54,10 +54,7 @@ func StartRemote(ctx context.Context, c *cases.Case, dir string) (*Remote, error
 		SourceExists:      fsys.Exists,
 	})
 	inc.SetHostFS(remoteHostFS{fsys})
-	project := c.Spec.Remote.Incus.Project
-	if project == "" {
-		project = "default"
-	}
+	project := c.Spec.Remote.Incus.ProjectOrDefault()
 	if c.Instance != "" {
 		inc.AddInstance(project, c.Instance, c.InstanceType, c.Devices)
 	}

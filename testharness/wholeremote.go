@@ -57,10 +57,7 @@ func StartWholeRemote(ctx context.Context, c *cases.WholeCase, dir string) (*Who
 	}
 	inc := incusfake.New(incusfake.Options{MissingExtensions: c.MissingExtensions, SourceExists: fsys.Exists})
 	inc.SetHostFS(remoteHostFS{fsys})
-	project := c.Job.Remote.Incus.Project
-	if project == "" {
-		project = "default"
-	}
+	project := c.Job.Remote.Incus.ProjectOrDefault()
 	for _, p := range slices.Sorted(mapsKeys(c.Images)) {
 		for _, alias := range slices.Sorted(mapsKeys(c.Images[p])) {
 			inc.AddImage(p, alias, c.Images[p][alias], nil)
@@ -222,7 +219,7 @@ func (h *seedingHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			name := path.Base(path.Dir(r.URL.Path))
 			project := r.URL.Query().Get("project")
 			if project == "" {
-				project = "default"
+				project = shared.DefaultProject
 			}
 			if st.Action == "start" {
 				h.seed(project, name)

@@ -4,11 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/pikaci/vmexec/internal/seedjob"
 	"io/fs"
 	"path"
 	"strings"
 	"testing"
+
+	"github.com/pikaci/vmexec/internal/seedjob"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/pikaci/vmexec/shared"

@@ -10,9 +10,9 @@ import (
 	"github.com/pikaci/vmexec/shared"
 )
 
-// TestAttack3_ManifestLimits: a manifest over 1 MiB or with more than 256
+// TestManifestOverLimitsRefused (attack 3): a manifest over 1 MiB or with more than 256
 // mounts is refused with an error naming the limit; 256 mounts pass.
-func TestAttack3_ManifestLimits(t *testing.T) {
+func TestManifestOverLimitsRefused(t *testing.T) {
 	mounts := func(n int) string {
 		ms := make([]string, n)
 		for i := range ms {
@@ -37,10 +37,10 @@ func TestAttack3_ManifestLimits(t *testing.T) {
 	}
 }
 
-// TestAttack7_ManifestStrict: duplicate keys, case variants of known keys
+// TestManifestDecodedStrictly (attack 7): duplicate keys, case variants of known keys
 // and invalid UTF-8 are refused; unknown keys are ignored (the producer may
 // add some under one schema_version); errors never echo other contents.
-func TestAttack7_ManifestStrict(t *testing.T) {
+func TestManifestDecodedStrictly(t *testing.T) {
 	for name, tc := range map[string]struct {
 		in, want string
 	}{

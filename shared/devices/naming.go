@@ -10,10 +10,12 @@ import (
 	"encoding/hex"
 	"hash/fnv"
 	"strings"
+
+	"github.com/pikaci/vmexec/shared"
 )
 
 // SnapshotGuestPath is where the workspace snapshot appears in the guest.
-const SnapshotGuestPath = "/workspace/snapshot"
+const SnapshotGuestPath = shared.SnapshotGuestPath
 
 // maxShortName is the longest payload device name kept readable.
 const maxShortName = 20

@@ -12,22 +12,7 @@ import (
 // ".." component, no trailing slash, no NUL. Paths must also be valid UTF-8:
 // the protocol carries them as protobuf strings, which cannot hold anything
 // else.
-func CheckAbsClean(field, p string) error {
-	switch {
-	case p == "":
-		return shared.Errorf(shared.ErrInvalidInput, field, p, "%s is empty", field)
-	case strings.IndexByte(p, 0) >= 0:
-		return shared.Errorf(shared.ErrInvalidInput, field, p, "%s %s contains a NUL byte", field, shared.Show(p))
-	case !utf8.ValidString(p):
-		return shared.Errorf(shared.ErrInvalidInput, field, p, "%s %s is not valid UTF-8", field, shared.Show(p))
-	case p[0] != '/':
-		return shared.Errorf(shared.ErrInvalidInput, field, p, "%s %s is not absolute", field, shared.Show(p))
-	case path.Clean(p) != p:
-		return shared.Errorf(shared.ErrInvalidInput, field, p,
-			"%s %s is not clean (empty, \".\" or \"..\" component, or trailing slash)", field, shared.Show(p))
-	}
-	return nil
-}
+func CheckAbsClean(field, p string) error { return shared.CheckAbsClean(field, p) }
 
 // CheckComponent checks that v can be exactly one remote path component:
 // not empty, not "." or "..", no "/", no NUL or other control character.
@@ -48,7 +33,7 @@ func CheckComponent(field, v string) error {
 		return shared.Errorf(shared.ErrInvalidInput, field, v, "%s %s contains a control character (C0, C1 or bidi formatting)", field, shared.Show(v))
 	}
 	if len(v) > MaxComponent {
-		return shared.Errorf(shared.ErrInvalidInput, field, v, "%s is %d bytes long: a path component is at most %d bytes", field, len(v), MaxComponent)
+		return shared.Errorf(shared.ErrInvalidInput, field, v, "%s %s is %d bytes long: a path component is at most %d bytes", field, shared.Show(v), len(v), MaxComponent)
 	}
 	return nil
 }
@@ -63,12 +48,12 @@ const (
 // and p is at most MaxPath bytes long. field names p in errors.
 func CheckLengths(field, p string) error {
 	if len(p) > MaxPath {
-		return shared.Errorf(shared.ErrInvalidInput, field, p, "%s is %d bytes long: a path is at most %d bytes", field, len(p), MaxPath)
+		return shared.Errorf(shared.ErrInvalidInput, field, p, "%s %s is %d bytes long: a path is at most %d bytes", field, shared.Show(p), len(p), MaxPath)
 	}
 	for _, c := range strings.Split(p, "/") {
 		if len(c) > MaxComponent {
 			return shared.Errorf(shared.ErrInvalidInput, field, p,
-				"%s has a component of %d bytes: a path component is at most %d bytes", field, len(c), MaxComponent)
+				"%s %s has a component of %d bytes: a path component is at most %d bytes", field, shared.Show(p), len(c), MaxComponent)
 		}
 	}
 	return nil

@@ -21,10 +21,10 @@ import (
 	"golang.org/x/tools/txtar"
 )
 
-// Instance types a case may name.
+// Instance types a case may name (defined in the contract).
 const (
-	VirtualMachine = "virtual-machine"
-	Container      = "container"
+	VirtualMachine = shared.InstanceTypeVirtualMachine
+	Container      = shared.InstanceTypeContainer
 )
 
 // Names of the files in a case.

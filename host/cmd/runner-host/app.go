@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/pikaci/vmexec/host"
+	"github.com/pikaci/vmexec/shared"
 )
 
 // Exit codes.
@@ -150,6 +151,19 @@ func (c *common) resolve() error {
 		return usagef("--log-level %q: want trace, debug, info, warn, error or off", c.logLevel)
 	}
 	return nil
+}
+
+// open is how every verb opens a plugin: host.Dispense of name in
+// --plugin-dir (one file name, an executable executor-NAME there), pinned
+// by --require-sha256, bounded by --start-timeout, logging at --log-level.
+func (c *common) open(ctx context.Context, stderr io.Writer, name string, settings shared.Settings) (*host.Plugin, error) {
+	return host.Dispense(ctx, name, host.Options{
+		PluginDir:     c.pluginDir,
+		RequireSHA256: c.pins,
+		StartTimeout:  c.startTimeout,
+		Settings:      settings,
+		Logger:        c.logger(stderr),
+	})
 }
 
 func (c *common) logger(stderr io.Writer) hclog.Logger {

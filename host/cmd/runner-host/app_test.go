@@ -6,38 +6,25 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"github.com/pikaci/vmexec/internal/testbin"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/pikaci/vmexec/internal/testbin"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/pikaci/vmexec/shared"
 )
 
-// testPlugin is host/testdata/testplugin, built once; its name comes from
-// its file name.
-var testPlugin string
+func TestMain(m *testing.M) { os.Exit(testbin.Main(m)) }
 
-func TestMain(m *testing.M) {
-	os.Exit(run(m))
-}
-
-func run(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "runner-host-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer func() { _ = os.RemoveAll(dir) }()
-	testPlugin = filepath.Join(dir, "testplugin")
-	if err := testbin.Build(testPlugin, "github.com/pikaci/vmexec/host/testdata/testplugin", ""); err != nil {
-		fmt.Fprintln(os.Stderr, "build test plugin:", err)
-		return 1
-	}
-	return m.Run()
+// testPlugin is host/testdata/testplugin, built once per test process; its
+// name comes from the file name it is installed under.
+func testPlugin(tb testing.TB) string {
+	tb.Helper()
+	return testbin.BuildOnce(tb, "testplugin", testbin.TestPlugin, "")
 }
 
 // pluginDir returns a directory with the test plugin installed under each
@@ -46,7 +33,7 @@ func pluginDir(tb testing.TB, names ...string) string {
 	tb.Helper()
 	dir := tb.TempDir()
 	for _, name := range names {
-		if err := os.Link(testPlugin, filepath.Join(dir, "executor-"+name)); err != nil {
+		if err := os.Link(testPlugin(tb), filepath.Join(dir, "executor-"+name)); err != nil {
 			tb.Fatal(err)
 		}
 	}
@@ -73,7 +60,7 @@ func runMain(tb testing.TB, args ...string) (code int, stdout, stderr string) {
 }
 
 func TestPlugins(t *testing.T) {
-	sum := sha256File(t, testPlugin)
+	sum := sha256File(t, testPlugin(t))
 	zero := strings.Repeat("0", 64)
 	tests := []struct {
 		name       string

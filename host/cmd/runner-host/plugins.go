@@ -36,7 +36,6 @@ func (a *App) plugins(ctx context.Context, c common) error {
 	if len(bins) == 0 {
 		return shared.Errorf(shared.ErrNotFound, "plugin_dir", c.pluginDir, "no %s* plugins in %s", host.Prefix, c.pluginDir)
 	}
-	opts := host.Options{RequireSHA256: c.pins, Logger: c.logger(a.Stderr), StartTimeout: c.startTimeout}
 	failed := 0
 	found := map[string]bool{}
 	for _, b := range bins {
@@ -45,7 +44,7 @@ func (a *App) plugins(ctx context.Context, c common) error {
 			// Interrupted (SIGTERM, SIGINT): load no more.
 			return fmt.Errorf("interrupted before plugin %s: %w", b.Name, context.Cause(ctx))
 		}
-		p, err := host.Open(ctx, b, opts)
+		p, err := c.open(ctx, a.Stderr, b.Name, shared.Settings{})
 		if err != nil {
 			fmt.Fprintln(a.Stderr, "runner-host:", err)
 			failed++

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -16,7 +15,6 @@ import (
 	"github.com/pikaci/vmexec/shared"
 	"github.com/pikaci/vmexec/shared/devices"
 	"github.com/pikaci/vmexec/shared/layout"
-	"github.com/pikaci/vmexec/shared/strictjson"
 )
 
 // phase is one step of a job that `run` can run.
@@ -113,23 +111,6 @@ func parsePhases(list string) ([]phase, error) {
 	return out, nil
 }
 
-// readJob reads a job file: the job, host and remote objects of a
-// conformance case, nothing else.
-func readJob(path string) (shared.JobSpec, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return shared.JobSpec{}, fmt.Errorf("read job file: %w", err)
-	}
-	// Strictly, as the contract says of every input: exact key spelling (a "ID"
-	// beside "id" is refused, not read as the job id), no duplicate keys,
-	// valid UTF-8, no unknown fields, nothing after the object.
-	var spec shared.JobSpec
-	if err := strictjson.Decode(data, &spec); err != nil {
-		return shared.JobSpec{}, shared.Errorf(shared.ErrInvalidInput, "job", path, "job file %s: %w", path, err)
-	}
-	return spec, nil
-}
-
 // report is what `run --json` prints.
 type report struct {
 	Plugin shared.Info    `json:"plugin"`
@@ -181,32 +162,20 @@ func runDevices(ctx context.Context, e shared.Executor, spec shared.JobSpec, dry
 // runJob loads the plugin, runs the phases until one fails and reports
 // every phase that ran.
 func (a *App) runJob(ctx context.Context, f runFlags) error {
-	// v2: a job file with runtime and command runs the whole job (wholejob.go).
-	if whole, ok, err := readWholeJob(f.jobFile); err != nil || ok {
-		if err != nil {
-			return err
-		}
-		return a.runWhole(ctx, f, whole)
-	}
-	spec, err := readJob(f.jobFile)
+	job, err := readJobFile(f.jobFile)
 	if err != nil {
 		return err
 	}
-	bin, err := host.Lookup(f.pluginDir, f.plugin)
-	if err != nil {
-		return err
+	if job.IsWhole() {
+		// v2: a job file with runtime and command runs the whole job (wholejob.go).
+		return a.runWhole(ctx, f, job)
 	}
-	p, err := host.Open(ctx, bin, host.Options{
-		RequireSHA256: f.pins,
-		StartTimeout:  f.startTimeout,
-		Settings:      shared.Settings{SSHConfigPath: f.sshConfig},
-		Logger:        f.logger(a.Stderr),
-	})
+	p, err := f.open(ctx, a.Stderr, f.plugin, shared.Settings{SSHConfigPath: f.sshConfig})
 	if err != nil {
 		return err
 	}
 	defer func() { _ = p.Close() }()
-	_, err = a.runPhases(ctx, p, spec, f)
+	_, err = a.runPhases(ctx, p, job.JobSpec, f)
 	return err
 }
 

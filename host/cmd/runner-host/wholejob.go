@@ -7,46 +7,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/pikaci/vmexec/host"
 	"github.com/pikaci/vmexec/shared"
-	"github.com/pikaci/vmexec/shared/strictjson"
 )
 
 // Exit codes of `run` for a whole job, beside the job's own exit code.
 const (
 	exitTimedOut = 124 // the job passed command.timeout_secs
 )
-
-// readWholeJob reads a job file as a whole job: job, host and remote, plus
-// runtime, command and artifacts. ok is false for a job file without
-// runtime and command, which runs the version 1 phases as before. Unknown
-// fields are an error.
-func readWholeJob(path string) (job shared.WholeJob, ok bool, err error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return shared.WholeJob{}, false, fmt.Errorf("read job file: %w", err)
-	}
-	// Strictly, as every input: exact key spelling, no duplicate or unknown
-	// keys, valid UTF-8, nothing after the object.
-	if err := strictjson.Decode(data, &job); err != nil {
-		return shared.WholeJob{}, false, shared.Errorf(shared.ErrInvalidInput, "job", path, "job file %s: %w", path, err)
-	}
-	switch {
-	case job.IsWhole():
-		return job, true, nil
-	case job.Runtime != nil:
-		return shared.WholeJob{}, false, shared.Errorf(shared.ErrInvalidInput, "command", "", "job file %s has a runtime but no command", path)
-	case job.Command != nil:
-		return shared.WholeJob{}, false, shared.Errorf(shared.ErrInvalidInput, "runtime", "", "job file %s has a command but no runtime", path)
-	case job.Artifacts != nil:
-		return shared.WholeJob{}, false, shared.Errorf(shared.ErrInvalidInput, "artifacts", "", "job file %s has artifacts but no runtime and command", path)
-	}
-	return shared.WholeJob{}, false, nil
-}
 
 // runWhole runs a whole job through a plugin that speaks protocol 2: the
 // job's stdout to our stdout and its stderr to our stderr as they arrive
@@ -62,11 +32,7 @@ func (a *App) runWhole(ctx context.Context, f runFlags, job shared.WholeJob) err
 	if strings.Join(names, ",") != defaultPhases {
 		return usagef("--phases applies to a job without runtime and command; a whole job runs every phase")
 	}
-	p, err := host.Open(ctx, host.Binary{Name: f.plugin, Path: filepath.Join(f.pluginDir, host.Prefix+f.plugin)}, host.Options{
-		RequireSHA256: f.pins,
-		Settings:      shared.Settings{SSHConfigPath: f.sshConfig},
-		Logger:        f.logger(a.Stderr),
-	})
+	p, err := f.open(ctx, a.Stderr, f.plugin, shared.Settings{SSHConfigPath: f.sshConfig})
 	if err != nil {
 		return err
 	}

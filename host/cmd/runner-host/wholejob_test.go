@@ -339,6 +339,15 @@ func TestSweep(t *testing.T) {
 		t.Errorf("bad live file: exit %d, stderr %q", code, stderr)
 	}
 
+	// A value given but invalid is named as such, never "required".
+	for _, v := range []string{"-1s", "-0.5h", "6 hours", "1d"} {
+		a := append(slices.Clone(args[:len(args)-1]), v)
+		code, _, stderr := runMain(t, a...)
+		if code != exitUsage || !strings.Contains(stderr, `--older-than "`+v+`"`) || strings.Contains(stderr, "required") {
+			t.Errorf("--older-than %s: exit %d, stderr %q; want a usage error naming the value", v, code, stderr)
+		}
+	}
+
 	for _, missing := range []string{"--host", "--project", "--older-than"} {
 		var a []string
 		for i := 0; i < len(args); i++ {

@@ -23,7 +23,7 @@ import (
 
 // FileTimeout bounds reading one guest entry: a FIFO in the guest is
 // reported as a regular file and its read never answers.
-const FileTimeout = 30 * time.Second
+const FileTimeout = shared.ArtifactReadTimeout
 
 // Entry types a Source reports.
 const (

@@ -216,7 +216,7 @@ func (b *broken) CollectArtifacts(ctx context.Context, req shared.CollectRequest
 		if !path.IsAbs(target) {
 			target = path.Join(path.Dir(link), target)
 		}
-		f, ferr := c.GetFile(ctx, projectOf(req.Job.JobSpec), l.Instance, target)
+		f, ferr := c.GetFile(ctx, req.Job.Remote.Incus.ProjectOrDefault(), l.Instance, target)
 		if ferr != nil || f.Body == nil {
 			continue
 		}
@@ -228,13 +228,6 @@ func (b *broken) CollectArtifacts(ctx context.Context, req shared.CollectRequest
 		_ = os.WriteFile(filepath.Join(req.Job.Host.JobDir, "artifacts", filepath.FromSlash(rel)), data, 0o644)
 	}
 	return res, err
-}
-
-func projectOf(spec shared.JobSpec) string {
-	if spec.Remote.Incus.Project == "" {
-		return "default"
-	}
-	return spec.Remote.Incus.Project
 }
 
 // Cleanup implements shared.JobExecutor.

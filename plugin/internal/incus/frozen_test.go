@@ -45,13 +45,13 @@ func daemonPID(tb testing.TB, d *lxdtest.Daemon) int {
 	return 0
 }
 
-// TestAttack5_FrozenLXDMayHaveBeenApplied is attack 5 of issue 9: LXD is
+// TestFrozenLXDMayHaveBeenApplied is attack 5 of issue 9: LXD is
 // frozen (SIGSTOP) as our update is sent. The call must return before the
 // caller's deadline, with an error that says the update may have been
 // applied and that running the same plan again is safe (ErrUnavailable);
 // once LXD runs again, the same plan succeeds and the devices are as
 // planned.
-func TestAttack5_FrozenLXDMayHaveBeenApplied(t *testing.T) {
+func TestFrozenLXDMayHaveBeenApplied(t *testing.T) {
 	d := lxdtest.Start(t) // a daemon of its own: it is frozen
 	name := d.NewInstance(t, "default", nil)
 	pid := daemonPID(t, d)

@@ -16,14 +16,15 @@ import (
 	"github.com/pikaci/vmexec/shared/devices"
 )
 
-// Instance types, as Incus names them.
+// Instance types, as Incus names them (defined in the contract).
 const (
-	TypeContainer      = "container"
-	TypeVirtualMachine = "virtual-machine"
+	TypeContainer      = shared.InstanceTypeContainer
+	TypeVirtualMachine = shared.InstanceTypeVirtualMachine
 )
 
-// DefaultProject is the project an empty project name means.
-const DefaultProject = "default"
+// DefaultProject is the project an empty project name means (defined in
+// the contract).
+const DefaultProject = shared.DefaultProject
 
 // Instance is one instance as GET /1.0/instances/{name} returns it.
 type Instance struct {

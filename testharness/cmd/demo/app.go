@@ -22,6 +22,7 @@ import (
 
 	"github.com/pikaci/vmexec/host"
 	"github.com/pikaci/vmexec/shared"
+	"github.com/pikaci/vmexec/shared/devices"
 	"github.com/pikaci/vmexec/testharness"
 )
 
@@ -80,11 +81,7 @@ func (a *App) logger() hclog.Logger {
 }
 
 func (a *App) open(ctx context.Context, sshConfig string) (*host.Plugin, error) {
-	bin, err := host.Lookup(a.pluginDir, a.plugin)
-	if err != nil {
-		return nil, err
-	}
-	return host.Open(ctx, bin, host.Options{Settings: shared.Settings{SSHConfigPath: sshConfig}, Logger: a.logger()})
+	return host.Dispense(ctx, a.plugin, host.Options{PluginDir: a.pluginDir, Settings: shared.Settings{SSHConfigPath: sshConfig}, Logger: a.logger()})
 }
 
 // Run runs the demo; an error means it failed or a check did not hold.
@@ -168,7 +165,7 @@ func (a *App) runWhole(ctx context.Context) error {
 	snapshotDir := ""
 	if len(creates) > 0 {
 		for _, d := range creates[0].Devices {
-			if d["path"] == "/workspace/snapshot" {
+			if d["path"] == devices.SnapshotGuestPath {
 				snapshotDir = d["source"]
 			}
 		}

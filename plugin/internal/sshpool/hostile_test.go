@@ -108,7 +108,7 @@ func wantBoundedDialError(t *testing.T, err error, want ...string) {
 // Attack 4: a ProxyJump hop that accepts TCP and never speaks, with
 // ConnectTimeout on the target only. OpenSSH gives up after the timeout;
 // so must we, naming the hop.
-func TestAttack4_ProxyJumpHopSilent(t *testing.T) {
+func TestSilentProxyJumpHopBoundedByConnectTimeout(t *testing.T) {
 	s := sshdtest.Start(t, sshdtest.Options{})
 	hopAddr, accepted := silentListener(t)
 	_, hopPort, _ := net.SplitHostPort(hopAddr)
@@ -137,7 +137,7 @@ func TestAttack4_ProxyJumpHopSilent(t *testing.T) {
 // Attack 4: the target itself accepts TCP and never speaks; no deadline
 // from the caller and no ConnectTimeout: DefaultConnectTimeout (30 s)
 // bounds the handshake.
-func TestAttack4_TargetSilentNoTimeoutAnywhere(t *testing.T) {
+func TestSilentTargetBoundedByDefaultConnectTimeout(t *testing.T) {
 	t.Parallel() // it waits 30 s, doing nothing
 	addr, accepted := silentListener(t)
 	_, port, _ := net.SplitHostPort(addr)
@@ -160,7 +160,7 @@ func TestAttack4_TargetSilentNoTimeoutAnywhere(t *testing.T) {
 // Attack 4: a caller deadline shorter than the connect timeout ends the
 // dial with an error that still says what was in progress and where, for
 // the call that dials and for one waiting on that dial.
-func TestAttack4_CallerDeadlineNamesTheStep(t *testing.T) {
+func TestCallerDeadlineErrorNamesTheDialStep(t *testing.T) {
 	addr, _ := silentListener(t)
 	_, port, _ := net.SplitHostPort(addr)
 	dir := t.TempDir()
@@ -198,7 +198,7 @@ func TestAttack4_CallerDeadlineNamesTheStep(t *testing.T) {
 // deadline: keepalive drops the connection, and the redial that follows
 // ends after ConnectTimeout with an error naming the host, instead of
 // hanging in the handshake with a server that accepts and never answers.
-func TestAttack4_RedialAfterSIGSTOPBounded(t *testing.T) {
+func TestRedialAfterSIGSTOPBounded(t *testing.T) {
 	s := sshdtest.Start(t, sshdtest.Options{})
 	p := newPool(t, s.WriteClientConfig(t, "vmhost",
 		"ServerAliveInterval 1", "ServerAliveCountMax 2", "ConnectTimeout 2"))
@@ -236,7 +236,7 @@ func TestAttack4_RedialAfterSIGSTOPBounded(t *testing.T) {
 
 // Attack 4: a call that opens a session on a connection sshd stopped
 // answering: keepalive drops it and the same call redials, bounded.
-func TestAttack4_SameCallRedialAfterSIGSTOPBounded(t *testing.T) {
+func TestSameCallRedialAfterSIGSTOPBounded(t *testing.T) {
 	s := sshdtest.Start(t, sshdtest.Options{})
 	p := newPool(t, s.WriteClientConfig(t, "vmhost",
 		"ServerAliveInterval 1", "ServerAliveCountMax 2", "ConnectTimeout 2"))
@@ -253,7 +253,7 @@ func TestAttack4_SameCallRedialAfterSIGSTOPBounded(t *testing.T) {
 // Attack 12: StrictHostKeyChecking no (or off), with UserKnownHostsFile
 // /dev/null, connected to any host key every time. It is refused before
 // any connection, saying what to do instead.
-func TestAttack12_StrictNoRefused(t *testing.T) {
+func TestStrictHostKeyCheckingNoRefused(t *testing.T) {
 	s := sshdtest.Start(t, sshdtest.Options{})
 	for _, v := range []string{"no", "off", "No"} {
 		t.Run(v, func(t *testing.T) {
@@ -278,7 +278,7 @@ func TestAttack12_StrictNoRefused(t *testing.T) {
 // Attack 12: accept-new "recorded" a first-seen key into a file that
 // cannot keep it, so every connection accepted any key. A known_hosts that
 // cannot record a key is refused before connecting.
-func TestAttack12_AcceptNewDevNullRefused(t *testing.T) {
+func TestAcceptNewIntoDevNullRefused(t *testing.T) {
 	s := sshdtest.Start(t, sshdtest.Options{})
 	dir := t.TempDir()
 	fifo := filepath.Join(dir, "fifo")
@@ -335,7 +335,7 @@ func TestAttack12_AcceptNewDevNullRefused(t *testing.T) {
 // Attack 12: accept-new records the first key seen in a file it creates,
 // and from then on checks against it: the same key is accepted without a
 // second line, a different key under that name is refused as changed.
-func TestAttack12_AcceptNewRecordsAndVerifies(t *testing.T) {
+func TestAcceptNewRecordsThenVerifies(t *testing.T) {
 	s := sshdtest.Start(t, sshdtest.Options{})
 	dir := t.TempDir()
 	kh := filepath.Join(dir, "new", "known_hosts")

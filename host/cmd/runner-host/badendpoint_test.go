@@ -13,17 +13,17 @@ import (
 	"github.com/pikaci/vmexec/shared"
 )
 
-// TestAttack9_BadEndpointNothingCreated runs `runner-host run` with the real
+// TestBadEndpointCreatesNothing (attack 9) runs `runner-host run` with the real
 // plugin against a real sshd. A job whose second phase would be refused (a
 // bad endpoint, caught by the host's checks; a payload without a manifest,
 // caught by the plugin's dry run over SSH) creates no directory: the first
 // phase never runs. A good job, run the same way, does create them, so the
 // fixture can.
-func TestAttack9_BadEndpointNothingCreated(t *testing.T) {
+func TestBadEndpointCreatesNothing(t *testing.T) {
 	srv := sshdtest.Start(t, sshdtest.Options{})
 	cfg := srv.WriteClientConfig(t, "vm-host")
 	dir := t.TempDir()
-	testbin.Must(t, filepath.Join(dir, "executor-remote-linux-vm"), testbin.Plugin)
+	testbin.Install(t, dir, "executor-remote-linux-vm", testbin.Plugin, "")
 
 	spec := func(work string) shared.JobSpec {
 		jobDir := "/tmp/pikaci-a9/run-1/jobs/job-a9"

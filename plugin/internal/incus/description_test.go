@@ -97,12 +97,12 @@ func TestContractUpdateKeepsTheDescription(t *testing.T) {
 	})
 }
 
-// TestAttack6_ConcurrentDescriptionKept is attack 6 of issue 9: an
+// TestConcurrentDescriptionKept is attack 6 of issue 9: an
 // operator sets the instance's description (and a config key) between our
 // read and our write. Our update names only the devices and is guarded by
 // the ETag, so both of the operator's changes stay: on the fake and on
 // real LXD, locally and through sshd.
-func TestAttack6_ConcurrentDescriptionKept(t *testing.T) {
+func TestConcurrentDescriptionKept(t *testing.T) {
 	forEachTarget(t, func(t *testing.T, tg target) {
 		src := sources(t, 1)
 		name := tg.newInstance(t, nil)
@@ -127,7 +127,7 @@ func TestAttack6_ConcurrentDescriptionKept(t *testing.T) {
 	})
 }
 
-// TestAttack6_ConcurrentDescriptionOnlyKeptOnIncus: a concurrent change of
+// TestConcurrentDescriptionOnlyKeptOnIncus (attack 6): a concurrent change of
 // the description alone does not move the ETag. Incus's PATCH leaves a
 // description it is not sent alone, so ours cannot revert it. LXD 5.0.2's
 // PATCH cannot leave it alone (it clears it unless it is sent), so there
@@ -135,7 +135,7 @@ func TestAttack6_ConcurrentDescriptionKept(t *testing.T) {
 // window between that read and our write is lost, the one residual case;
 // the LXD mode of the fake, checked against real LXD by
 // TestContractUpdateKeepsTheDescription, shows it.
-func TestAttack6_ConcurrentDescriptionOnlyKeptOnIncus(t *testing.T) {
+func TestConcurrentDescriptionOnlyKeptOnIncus(t *testing.T) {
 	for _, lxd := range []bool{false, true} {
 		t.Run(fmt.Sprintf("lxd=%v", lxd), func(t *testing.T) {
 			fake := incusfake.New(incusfake.Options{LXD: lxd})

@@ -17,14 +17,14 @@ import (
 	"github.com/pikaci/vmexec/shared"
 )
 
-// TestAttack5_FrozenLXDErrorReachesHost is attack 5 of issue 9 seen from
+// TestFrozenLXDErrorReachesHost is attack 5 of issue 9 seen from
 // the host: with LXD frozen (SIGSTOP) during ConfigureDevices, the host
 // gets the plugin's own typed error (ErrUnavailable, naming the Incus
 // request in progress) before its deadline, not its own "context deadline
 // exceeded". The wording once the update was sent ("may have been
 // applied") is proven on the client by plugin/internal/incus
-// TestAttack5_FrozenLXDMayHaveBeenApplied.
-func TestAttack5_FrozenLXDErrorReachesHost(t *testing.T) {
+// TestFrozenLXDMayHaveBeenApplied.
+func TestFrozenLXDErrorReachesHost(t *testing.T) {
 	sshdtest.Require(t)
 	d := lxdtest.Start(t) // a daemon of its own: it is frozen
 	srv := sshdtest.Start(t, sshdtest.Options{})

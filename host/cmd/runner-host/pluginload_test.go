@@ -16,17 +16,17 @@ import (
 	"github.com/pikaci/vmexec/shared"
 )
 
-// TestAttack11_PluginNameEscape: --plugin names one file in --plugin-dir.
+// TestPluginNameOutsidePluginDirRefused (attack 11): --plugin names one file in --plugin-dir.
 // A name that would reach a binary outside it (or is no file name at all)
 // is refused before anything runs, with an error naming the value; the
 // binary outside is never run.
-func TestAttack11_PluginNameEscape(t *testing.T) {
+func TestPluginNameOutsidePluginDirRefused(t *testing.T) {
 	root := t.TempDir()
 	dir := filepath.Join(root, "plugins")
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Link(testPlugin, filepath.Join(dir, "executor-remote-linux-vm")); err != nil {
+	if err := os.Link(testPlugin(t), filepath.Join(dir, "executor-remote-linux-vm")); err != nil {
 		t.Fatal(err)
 	}
 	// The binary an escaping name reaches: it leaves a mark when run.
@@ -102,15 +102,14 @@ func TestAttack11_PluginNameEscape(t *testing.T) {
 	}
 }
 
-// TestAttack10_SIGTERMDuringLoad: the runner-host binary, loading a plugin
+// TestSIGTERMDuringLoadLeavesNoPlugin (attack 10): the runner-host binary, loading a plugin
 // that never handshakes and whose child holds its stdout, gets SIGTERM. It
 // exits non-zero without waiting for the start timeout, and neither the
 // plugin nor its child is left running.
-func TestAttack10_SIGTERMDuringLoad(t *testing.T) {
-	bin := t.TempDir()
-	runnerHost := testbin.Must(t, filepath.Join(bin, "runner-host"), "github.com/pikaci/vmexec/host/cmd/runner-host")
+func TestSIGTERMDuringLoadLeavesNoPlugin(t *testing.T) {
+	runnerHost := testbin.BuildOnce(t, "runner-host", testbin.RunnerHost, "")
 	dir := t.TempDir()
-	testbin.Must(t, filepath.Join(dir, "executor-hung"), "github.com/pikaci/vmexec/host/testdata/hungplugin")
+	testbin.Install(t, dir, "executor-hung", testbin.HungPlugin, "")
 
 	var stderr bytes.Buffer
 	cmd := exec.Command(runnerHost, "plugins", "--plugin-dir", dir)

@@ -1,0 +1,166 @@
+package plugin
+
+// PrepareRuntime (contract version 2): create and start the job's
+// instance, then wait until it accepts an exec. The whole job's other
+// phases: stage.go, run.go, artifacts.go, cleanup.go, sweep.go.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/pikaci/vmexec/plugin/internal/incus"
+	"github.com/pikaci/vmexec/plugin/internal/sshpool"
+	"github.com/pikaci/vmexec/shared"
+	"github.com/pikaci/vmexec/shared/devices"
+	"github.com/pikaci/vmexec/shared/layout"
+)
+
+// wholeJobEndpoint returns the pool and the Incus endpoint of a job.
+func (e *Executor) wholeJobEndpoint(ctx context.Context, r shared.Remote) (*sshpool.Pool, *incusEndpoint, error) {
+	pool, err := e.sshPool()
+	if err != nil {
+		return nil, nil, err
+	}
+	ep, err := e.endpoint(ctx, pool, r)
+	if err != nil {
+		return nil, nil, err
+	}
+	return pool, ep, nil
+}
+
+// PrepareRuntime creates and starts the job's instance (contract v2,
+// docs/contract.md): the image alias looked up, a stale instance of the same
+// name force-deleted when its labels say it is this job's (another owner's
+// is an ErrConflict, see deleteOwnInstance), the remote artifacts dir emptied, one create request
+// carrying type, profiles, limits, labels and the devices ConfigureDevices
+// would plan, a start, and an exec of `true` until it succeeds. A dry run
+// looks up the alias and plans, and changes nothing.
+func (e *Executor) PrepareRuntime(ctx context.Context, req shared.RuntimeRequest) (shared.RuntimeResult, error) {
+	spec := req.Job.JobSpec
+	if err := req.Job.CheckRuntime(); err != nil {
+		return shared.RuntimeResult{}, err
+	}
+	rt := req.Job.Runtime.WithDefaults()
+	l, err := devices.Check(spec)
+	if err != nil {
+		return shared.RuntimeResult{}, err
+	}
+	pool, ep, err := e.wholeJobEndpoint(ctx, spec.Remote)
+	if err != nil {
+		return shared.RuntimeResult{}, err
+	}
+	project := spec.Remote.Incus.ProjectOrDefault()
+	c := ep.client
+
+	// The Incus reads run alongside the device plan's remote reads.
+	type incusRead struct {
+		server      incus.Server
+		fingerprint string
+	}
+	r, plan, err := planBeside(ctx, spec, shellRemote(pool, spec.Remote.Host), func(ctx context.Context) (incusRead, error) {
+		var r incusRead
+		var err error
+		if r.server, err = ep.serverInfo(ctx); err != nil {
+			return r, err
+		}
+		r.fingerprint, err = c.ImageAlias(ctx, project, rt.Image)
+		if errors.Is(err, shared.ErrNotFound) {
+			err = shared.Errorf(shared.ErrNotFound, "runtime.image", rt.Image,
+				"image %s is not in project %s on host %s: import it first (incus image import … --alias %s --project %s): %w",
+				shared.Show(rt.Image), shared.Show(project), shared.Show(spec.Remote.Host), rt.Image, project, err)
+		}
+		return r, err
+	})
+	if err != nil {
+		return shared.RuntimeResult{}, err
+	}
+	planned, warnings := plan.Config(devices.Target{
+		VirtualMachine: rt.InstanceType == shared.InstanceTypeVirtualMachine,
+		VirtiofsBus:    r.server.HasExtension(devices.ExtensionVirtiofsBus),
+	})
+	res := shared.RuntimeResult{
+		Instance: l.Instance,
+		Project:  project,
+		Image:    shared.Image{Project: project, Alias: rt.Image, Fingerprint: r.fingerprint},
+		Type:     rt.InstanceType,
+		Profiles: append([]string{shared.DefaultProfile}, rt.Profiles...),
+		Config: map[string]string{
+			"limits.cpu":        strconv.Itoa(rt.Limits.CPU),
+			"limits.memory":     rt.Limits.Memory,
+			shared.LabelRun:     l.RunID,
+			shared.LabelJob:     l.JobID,
+			shared.LabelCreated: time.Now().UTC().Format(time.RFC3339),
+		},
+		Devices:  planned,
+		Warnings: warnings,
+		DryRun:   req.DryRun,
+	}
+	if req.DryRun {
+		return res, nil
+	}
+
+	if res.StaleDeleted, err = deleteOwnInstance(ctx, c, project, l.Instance, l.RunID, l.JobID); err != nil {
+		return res, fmt.Errorf("prepare runtime of job %s: delete the stale instance: %w", shared.Show(l.JobID), err)
+	}
+	if _, err := pool.Run(ctx, spec.Remote.Host, emptyDirCommand(l.ArtifactsDir)); err != nil {
+		return res, fmt.Errorf("prepare runtime of job %s: empty the artifacts dir %s: %w", shared.Show(l.JobID), shared.Show(l.ArtifactsDir), err)
+	}
+	if err := c.CreateInstance(ctx, project, incus.CreateRequest{
+		Name: l.Instance, Type: res.Type, Alias: rt.Image, Profiles: res.Profiles, Config: res.Config, Devices: res.Devices,
+	}); err != nil {
+		return res, fmt.Errorf("prepare runtime of job %s: %w", shared.Show(l.JobID), err)
+	}
+	// From here on a failure leaves the instance to Cleanup.
+	if err := c.Start(ctx, project, l.Instance); err != nil {
+		return res, fmt.Errorf("prepare runtime of job %s: %w", shared.Show(l.JobID), err)
+	}
+	if err := waitReady(ctx, c, project, l.Instance, time.Duration(rt.ReadyTimeoutSecs)*time.Second); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+// emptyDirCommand empties dir (creating it when missing) in one command,
+// every path quoted.
+func emptyDirCommand(dir string) string {
+	q := layout.Quote(dir)
+	return "set -euo pipefail; mkdir -p -- " + q + "; find " + q + " -mindepth 1 -maxdepth 1 -exec rm -rf -- {} +"
+}
+
+// waitReady execs `true` in the instance, backing off from
+// shared.ReadyProbeFirst to shared.ReadyProbeMax, until it exits 0 or limit passes.
+func waitReady(ctx context.Context, c *incus.Client, project, name string, limit time.Duration) error {
+	start := time.Now()
+	rctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	delay := shared.ReadyProbeFirst
+	var last error
+	for {
+		code, err := c.Exec(rctx, project, name, incus.ExecRequest{Command: []string{"true"}})
+		if err == nil && code == 0 {
+			return nil
+		}
+		if err == nil {
+			err = fmt.Errorf("`true` exited %d", code)
+		}
+		if rctx.Err() == nil || last == nil {
+			last = err
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-rctx.Done():
+			t.Stop()
+			if ctx.Err() != nil {
+				return fmt.Errorf("instance %s: waiting for it to accept an exec: %w", shared.Show(name), ctx.Err())
+			}
+			return shared.Errorf(shared.ErrUnavailable, "runtime.ready_timeout_secs", strconv.Itoa(int(limit/time.Second)),
+				"instance %s in project %s did not accept an exec within runtime.ready_timeout_secs (waited %s): last attempt: %w",
+				shared.Show(name), shared.Show(project), time.Since(start).Round(time.Millisecond), last)
+		case <-t.C:
+		}
+		delay = min(2*delay, shared.ReadyProbeMax)
+	}
+}

@@ -1,0 +1,60 @@
+package shared_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/pikaci/vmexec/shared"
+	"github.com/pikaci/vmexec/shared/sharedtest"
+)
+
+// TestWholeJobCheckRefusesNamingTheFieldAndValue runs the contract's check
+// table (sharedtest.CheckCases), which executors' tests run as well.
+func TestWholeJobCheckRefusesNamingTheFieldAndValue(t *testing.T) {
+	for _, tt := range sharedtest.CheckCases() {
+		t.Run(tt.Name, func(t *testing.T) {
+			err := tt.Job().Check()
+			if !tt.Refused() {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			if !errors.Is(err, shared.ErrInvalidInput) {
+				t.Fatalf("error %v, want ErrInvalidInput", err)
+			}
+			e, _ := errors.AsType[*shared.Error](err)
+			if e == nil || e.Field != tt.Field || e.Value != tt.Value {
+				t.Errorf("error %#v, want field %q value %q", err, tt.Field, tt.Value)
+			}
+			if !strings.Contains(err.Error(), tt.Field) {
+				t.Errorf("error %q does not name %s", err, tt.Field)
+			}
+			if tt.Value != "" && !strings.Contains(err.Error(), strings.Trim(shared.Show(tt.Value), `"`)) {
+				t.Errorf("error %q does not show the value %q", err, tt.Value)
+			}
+		})
+	}
+}
+
+// TestInstanceTypeRuleIsTheInstanceTypesTable: the rule follows the table,
+// so narrowing it (as TestPluginRefusesWhatSharedRefuses's rule change
+// does) changes what Check refuses.
+func TestInstanceTypeRuleIsTheInstanceTypesTable(t *testing.T) {
+	w := sharedtest.ValidWholeJob()
+	w.Runtime.InstanceType = shared.InstanceTypeContainer
+	if err := w.Check(); err != nil {
+		t.Fatalf("container refused: %v", err)
+	}
+	old := shared.InstanceTypes
+	shared.InstanceTypes = []string{shared.InstanceTypeVirtualMachine}
+	t.Cleanup(func() { shared.InstanceTypes = old })
+	err := w.Check()
+	if e, _ := errors.AsType[*shared.Error](err); e == nil || e.Field != "runtime.instance_type" || e.Value != "container" {
+		t.Fatalf("with only virtual machines allowed: error %v, want runtime.instance_type \"container\"", err)
+	}
+	if !strings.Contains(err.Error(), `"virtual-machine"`) {
+		t.Errorf("error %q does not list the accepted type", err)
+	}
+}
