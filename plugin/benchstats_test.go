@@ -21,15 +21,20 @@ import (
 type variant struct {
 	name string
 	run  func(b *testing.B) time.Duration
+	// cold: no warm-up run (the seed's ways keep nothing warm, and take
+	// long).
+	cold bool
 }
 
-// rounds runs every variant once untimed (warm-up), then once per round
+// rounds runs every variant but the cold ones once untimed (warm-up), then once per round
 // in turn for b.N rounds (-benchtime Nx), and returns each variant's
 // times, one per round, by name.
 func rounds(b *testing.B, vs ...variant) map[string][]time.Duration {
 	b.Helper()
 	for _, v := range vs {
-		v.run(b)
+		if !v.cold {
+			v.run(b)
+		}
 	}
 	out := map[string][]time.Duration{}
 	for b.Loop() {

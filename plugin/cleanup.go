@@ -55,7 +55,19 @@ func deleteOwnInstance(ctx context.Context, c *incus.Client, project, name, runI
 			shared.Show(name), shared.Show(project), shared.LabelRun, labelShow(gotRun, runOK), shared.LabelJob, labelShow(gotJob, jobOK),
 			shared.LabelRun, shared.Show(runID), shared.LabelJob, shared.Show(jobID))
 	}
+	stopIfRunning(ctx, c, project, inst)
 	return c.DeleteInstance(ctx, project, name)
+}
+
+// stopIfRunning force-stops an instance the label check's GET saw
+// running: a DELETE of a running instance is refused, a round trip for
+// nothing. A failed stop is left to DeleteInstance, which stops and tries
+// again on that refusal.
+func stopIfRunning(ctx context.Context, c *incus.Client, project string, inst incus.Instance) {
+	if inst.Status == "Stopped" {
+		return
+	}
+	_ = c.ForceStop(ctx, project, inst.Name)
 }
 
 func labelShow(v string, ok bool) string {

@@ -32,6 +32,7 @@ import (
 	"github.com/pikaci/vmexec/host"
 	"github.com/pikaci/vmexec/internal/lxdtest"
 	"github.com/pikaci/vmexec/internal/sshdtest"
+	"github.com/pikaci/vmexec/internal/testbin"
 	"github.com/pikaci/vmexec/plugin/internal/incus"
 	"github.com/pikaci/vmexec/shared"
 	"github.com/pikaci/vmexec/shared/layout"
@@ -168,101 +169,71 @@ func (w *wholeBench) seedWholeJob(job shared.WholeJob, l layout.Layout) error {
 }
 
 // BenchmarkWholeJob runs a job of `true` in a container, every phase plus
-// cleanup: ours is host.RunWholeJob on the plugin loaded through host/ (a
-// warm SSH pool; the snapshot staged by a warm-up job, so both ways find
-// its marker); seed is seedWholeJob. It prints
+// cleanup, in interleaved rounds: ours is host.RunWholeJob on the plugin
+// loaded through host/ (a warm SSH pool; the snapshot staged by the
+// warm-up, so both ways find its marker); seed is seedWholeJob; lxd-floor
+// is the daemon's own share, which no client can avoid: the instance's
+// create, start, two execs of true, force stop and delete, in process on
+// the daemon's socket. -benchtime Nx sets the rounds. It prints
 //
-//	BENCH whole-job ours=… seed=… lxd-floor=… ratio=<seed/ours> ours/lxd-floor=… seed/lxd-floor=…
-//	BENCH whole-job-phases ours <phase>=<mean> … cleanup+record=…
-//
-// lxd-floor is the daemon's own share, which no client can avoid: the
-// instance's create, start, two execs of true and force delete, in process
-// on the daemon's socket.
+//	BENCH whole-job ours=… seed=… lxd-floor=… ratio=<seed/ours>[lo..hi] ours/lxd-floor=… seed/lxd-floor=… rounds=N load=…
+//	BENCH whole-job-phases ours <phase>=<median> … cleanup+record=…
 func BenchmarkWholeJob(b *testing.B) {
 	w := newWholeBench(b)
 	ctx := context.Background()
-	phases := map[string]time.Duration{}
+	phases := map[string][]time.Duration{}
 	var order []string
-	var cleanup time.Duration
-	jobs := 0
-	runOurs := func(b *testing.B, count bool) {
+	ours := func(b *testing.B) time.Duration {
 		job, _ := w.job(b, "true")
 		start := time.Now()
 		rec, err := host.RunWholeJob(ctx, w.p, job, host.WholeJobOptions{})
+		d := time.Since(start)
 		if err != nil || rec.ExitCode == nil || *rec.ExitCode != 0 || rec.Cleanup == nil || !rec.Cleanup.Deleted {
 			b.Fatalf("whole job: %+v, %v", rec, err)
 		}
-		if !count {
-			return
-		}
-		jobs++
 		var sum time.Duration
 		for _, p := range rec.Phases {
 			if _, ok := phases[p.Name]; !ok {
 				order = append(order, p.Name)
 			}
-			d := time.Duration(p.DurationMS) * time.Millisecond
-			phases[p.Name] += d
-			sum += d
+			pd := time.Duration(p.DurationMS) * time.Millisecond
+			phases[p.Name] = append(phases[p.Name], pd)
+			sum += pd
 		}
-		cleanup += time.Since(start) - sum // the rest: cleanup and the record
+		phases["cleanup+record"] = append(phases["cleanup+record"], d-sum) // the rest: cleanup and the record
+		return d
 	}
-	var ours, seed, floor time.Duration
-	b.Run("ours", func(b *testing.B) {
-		runOurs(b, false) // warm the pool, stage the snapshot
-		b.ResetTimer()
-		for b.Loop() {
-			runOurs(b, true)
+	seed := func(b *testing.B) time.Duration {
+		job, l := w.job(b, "true")
+		start := time.Now()
+		if err := w.seedWholeJob(job, l); err != nil {
+			b.Fatal(err)
 		}
-		ours = b.Elapsed() / time.Duration(b.N)
-	})
-	b.Run("seed", func(b *testing.B) {
-		for b.Loop() {
-			job, l := w.job(b, "true")
-			if err := w.seedWholeJob(job, l); err != nil {
-				b.Fatal(err)
-			}
-		}
-		seed = b.Elapsed() / time.Duration(b.N)
-	})
-	// LXD's own share: the same instance work in process on the daemon's
-	// socket, no SSH, no phase but the instance's (create with the
-	// snapshot device, start, exec true twice, force stop, delete).
-	b.Run("lxd-floor", func(b *testing.B) {
-		for b.Loop() {
-			_, l := w.job(b, "true")
-			if err := w.lxdFloor(ctx, l); err != nil {
-				b.Fatal(err)
-			}
-		}
-		floor = b.Elapsed() / time.Duration(b.N)
-	})
-	if ours > 0 && seed > 0 && floor > 0 {
-		fmt.Printf("BENCH whole-job ours=%v seed=%v lxd-floor=%v ratio=%.1f ours/lxd-floor=%.2f seed/lxd-floor=%.1f\n",
-			ours.Round(time.Millisecond), seed.Round(time.Millisecond), floor.Round(time.Millisecond),
-			float64(seed)/float64(ours), float64(ours)/float64(floor), float64(seed)/float64(floor))
+		return time.Since(start)
 	}
-	if jobs > 0 {
-		var parts []string
-		for _, name := range order {
-			parts = append(parts, fmt.Sprintf("%s=%v", name, (phases[name]/time.Duration(jobs)).Round(time.Millisecond)))
+	floor := func(b *testing.B) time.Duration {
+		_, l := w.job(b, "true")
+		start := time.Now()
+		if err := w.lxdFloor(ctx, l); err != nil {
+			b.Fatal(err)
 		}
-		parts = append(parts, fmt.Sprintf("cleanup+record=%v", (cleanup/time.Duration(jobs)).Round(time.Millisecond)))
-		fmt.Printf("BENCH whole-job-phases ours %s\n", strings.Join(parts, " "))
+		return time.Since(start)
 	}
+	times := rounds(b, variant{"ours", ours, false}, variant{"seed", seed, true}, variant{"lxd-floor", floor, false})
+	benchLine("whole-job", times, []string{"ours", "seed", "lxd-floor"},
+		[3]string{"ratio", "seed", "ours"}, [3]string{"ours/lxd-floor", "ours", "lxd-floor"}, [3]string{"seed/lxd-floor", "seed", "lxd-floor"})
+	var parts []string
+	for _, name := range append(order, "cleanup+record") {
+		parts = append(parts, fmt.Sprintf("%s=%v", name, roundDur(medianOf(phases[name]))))
+	}
+	fmt.Printf("BENCH whole-job-phases ours %s\n", strings.Join(parts, " "))
 }
 
 // lxdFloor is the instance's part of a whole job straight on the daemon's
-// socket.
+// socket: create with the snapshot device, start, exec true twice, force
+// stop, delete.
 func (w *wholeBench) lxdFloor(ctx context.Context, l layout.Layout) error {
-	err := w.lxd.CreateInstance(ctx, benchProject, incus.CreateRequest{Name: l.Instance, Type: incus.TypeContainer,
-		Alias: lxdtest.ImageAlias, Profiles: []string{"default"},
-		Config:  map[string]string{"limits.cpu": "1", "limits.memory": "256MiB"},
-		Devices: shared.Devices{"snapshot": {"type": "disk", "source": l.SnapshotDir, "path": "/workspace/snapshot", "readonly": "true"}}})
-	if err != nil {
-		return err
-	}
-	if err := w.lxd.Start(ctx, benchProject, l.Instance); err != nil {
+	if err := w.lxdCreateStart(ctx, l); err != nil {
 		return err
 	}
 	for range 2 {
@@ -270,8 +241,104 @@ func (w *wholeBench) lxdFloor(ctx context.Context, l layout.Layout) error {
 			return fmt.Errorf("exec true: %d, %w", code, err)
 		}
 	}
-	_, err = w.lxd.DeleteInstance(ctx, benchProject, l.Instance)
+	if err := w.lxd.ForceStop(ctx, benchProject, l.Instance); err != nil {
+		return err
+	}
+	_, err := w.lxd.DeleteInstance(ctx, benchProject, l.Instance)
 	return err
+}
+
+// lxdCreateStart creates the job's instance with its snapshot device and
+// starts it, on the daemon's socket.
+func (w *wholeBench) lxdCreateStart(ctx context.Context, l layout.Layout) error {
+	err := w.lxd.CreateInstance(ctx, benchProject, incus.CreateRequest{Name: l.Instance, Type: incus.TypeContainer,
+		Alias: lxdtest.ImageAlias, Profiles: []string{"default"},
+		Config:  map[string]string{"limits.cpu": "1", "limits.memory": "256MiB"},
+		Devices: shared.Devices{"snapshot": {"type": "disk", "source": l.SnapshotDir, "path": "/workspace/snapshot", "readonly": "true"}}})
+	if err != nil {
+		return err
+	}
+	return w.lxd.Start(ctx, benchProject, l.Instance)
+}
+
+// firstByte notes when its first byte is written.
+type firstByte struct {
+	once sync.Once
+	at   time.Time
+}
+
+func (f *firstByte) Write(p []byte) (int, error) {
+	if len(p) > 0 {
+		f.once.Do(func() { f.at = time.Now() })
+	}
+	return len(p), nil
+}
+
+// BenchmarkJobStart measures a job's start as an operator sees it, in
+// interleaved rounds: ours is `runner-host run` (a new process: the plugin
+// loaded, a new SSH connection, the snapshot staged before and reused) from
+// its start to the job's first output byte on its stdout; lxd-floor is the
+// daemon's create, start and exec of the same command to its first output
+// byte, in process on its socket. The rest of each job (and its cleanup)
+// is not timed. It prints
+//
+//	BENCH job-start ours=… lxd-floor=… ours/lxd-floor=…[lo..hi] rounds=N load=…
+func BenchmarkJobStart(b *testing.B) {
+	w := newWholeBench(b)
+	ctx := context.Background()
+	bin := b.TempDir()
+	testbin.Must(b, filepath.Join(bin, "executor-remote-linux-vm"), testbin.Plugin)
+	runner := testbin.Must(b, filepath.Join(bin, "runner-host"), testbin.RunnerHost)
+	argv := []string{"sh", "-c", "echo first"}
+	ours := func(b *testing.B) time.Duration {
+		job, _ := w.job(b, argv...)
+		data, err := json.Marshal(job)
+		if err != nil {
+			b.Fatal(err)
+		}
+		jobFile := filepath.Join(b.TempDir(), "job.json")
+		if err := os.WriteFile(jobFile, data, 0o644); err != nil {
+			b.Fatal(err)
+		}
+		cmd := exec.Command(runner, "run", "--plugin-dir", bin, "--job", jobFile, "--ssh-config", w.cfg)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			b.Fatal(err)
+		}
+		start := time.Now()
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		one := make([]byte, 1)
+		_, rerr := io.ReadFull(stdout, one)
+		d := time.Since(start)
+		_, _ = io.Copy(io.Discard, stdout)
+		if err := cmd.Wait(); err != nil || rerr != nil {
+			b.Fatalf("runner-host run: %v, %v\n%s", err, rerr, stderr.Bytes())
+		}
+		return d
+	}
+	floor := func(b *testing.B) time.Duration {
+		_, l := w.job(b, "true")
+		var fb firstByte
+		start := time.Now()
+		if err := w.lxdCreateStart(ctx, l); err != nil {
+			b.Fatal(err)
+		}
+		code, err := w.lxd.Exec(ctx, benchProject, l.Instance, incus.ExecRequest{Command: argv, Stdout: &fb})
+		if err != nil || code != 0 || fb.at.IsZero() {
+			b.Fatalf("exec: %d, %v", code, err)
+		}
+		d := fb.at.Sub(start)
+		if _, err := w.lxd.DeleteInstance(ctx, benchProject, l.Instance); err != nil {
+			b.Fatal(err)
+		}
+		return d
+	}
+	times := rounds(b, variant{"ours", ours, false}, variant{"lxd-floor", floor, false})
+	benchLine("job-start", times, []string{"ours", "lxd-floor"}, [3]string{"ours/lxd-floor", "ours", "lxd-floor"})
 }
 
 // runningInstance creates and starts a busybox container for job, deleted
@@ -293,55 +360,47 @@ func (w *wholeBench) runningInstance(b *testing.B, l layout.Layout) {
 	}
 }
 
-// BenchmarkExecOverhead runs `true` in a running container: ours is RunJob
+// BenchmarkExecOverhead runs `true` in a running container, in
+// interleaved rounds (-benchtime Nx): ours is RunJob
 // through the plugin loaded by host/ (its cwd check, the exec, the
 // operation's end); floor is the raw exec API in process over the same
 // sshd: one POST and the operation's wait on one streamlocal channel kept
 // open, plus the four websockets (each needs a channel of its own: an
 // upgraded connection belongs to its socket). It prints
 //
-//	BENCH exec-overhead ours=… floor=… ratio=<ours/floor>
+//	BENCH exec-overhead ours=… floor=… ratio=<ours/floor>[lo..hi] rounds=N load=…
 func BenchmarkExecOverhead(b *testing.B) {
 	w := newWholeBench(b)
 	job, l := w.job(b, "true")
 	job.Command.Cwd = "/"
 	w.runningInstance(b, l)
 	ctx := context.Background()
-	var ours, floor time.Duration
-	b.Run("ours", func(b *testing.B) {
-		run := func() {
-			res, err := w.p.RunJob(ctx, shared.RunRequest{Job: job}, func(shared.OutputChunk) error { return nil })
-			if err != nil || res.ExitCode != 0 {
-				b.Fatalf("RunJob: %+v, %v", res, err)
-			}
+	pool := benchPool(b, w.cfg)
+	rc := openRaw(b, pool, w.d.Socket)
+	ws := &http.Client{Transport: &http.Transport{
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return pool.DialUnix(ctx, "vm-host", w.d.Socket)
+		},
+	}}
+	ours := func(b *testing.B) time.Duration {
+		start := time.Now()
+		res, err := w.p.RunJob(ctx, shared.RunRequest{Job: job}, func(shared.OutputChunk) error { return nil })
+		if err != nil || res.ExitCode != 0 {
+			b.Fatalf("RunJob: %+v, %v", res, err)
 		}
-		run() // warm the pool
-		b.ResetTimer()
-		for b.Loop() {
-			run()
-		}
-		ours = b.Elapsed() / time.Duration(b.N)
-	})
-	b.Run("floor", func(b *testing.B) {
-		pool := benchPool(b, w.cfg)
-		rc := openRaw(b, pool, w.d.Socket)
-		ws := &http.Client{Transport: &http.Transport{
-			DisableKeepAlives: true,
-			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				return pool.DialUnix(ctx, "vm-host", w.d.Socket)
-			},
-		}}
-		for b.Loop() {
-			code, err := rawExecTrue(ctx, rc, ws, l.Instance)
-			if err != nil || code != 0 {
-				b.Fatalf("raw exec: %d, %v", code, err)
-			}
-		}
-		floor = b.Elapsed() / time.Duration(b.N)
-	})
-	if ours > 0 && floor > 0 {
-		fmt.Printf("BENCH exec-overhead ours=%v floor=%v ratio=%.2f\n", ours.Round(time.Microsecond), floor.Round(time.Microsecond), float64(ours)/float64(floor))
+		return time.Since(start)
 	}
+	floor := func(b *testing.B) time.Duration {
+		start := time.Now()
+		code, err := rawExecTrue(ctx, rc, ws, l.Instance)
+		if err != nil || code != 0 {
+			b.Fatalf("raw exec: %d, %v", code, err)
+		}
+		return time.Since(start)
+	}
+	times := rounds(b, variant{"ours", ours, false}, variant{"floor", floor, false})
+	benchLine("exec-overhead", times, []string{"ours", "floor"}, [3]string{"ratio", "ours", "floor"})
 }
 
 // rawExecTrue is the exec API's floor for `true`.
@@ -604,7 +663,7 @@ func BenchmarkCollectArtifacts(b *testing.B) {
 	const files = 200
 	c := newCollectBench(b, fmt.Sprintf(`set -e; a=%s; mkdir -p $a/d1 $a/d2; i=0; while [ $i -lt %d ]; do head -c 1024 /dev/urandom > $a/d$((i %% 2 + 1))/f$i; i=$((i+1)); done`,
 		shared.DefaultArtifactsPath, files), files)
-	times := rounds(b, variant{"ours", c.ours}, variant{"seed", c.seed}, variant{"floor", c.floor})
+	times := rounds(b, variant{"ours", c.ours, false}, variant{"seed", c.seed, true}, variant{"floor", c.floor, false})
 	benchLine("collect-artifacts", times, []string{"ours", "seed", "floor"},
 		[3]string{"ratio", "seed", "ours"}, [3]string{"ours/floor", "ours", "floor"})
 }
@@ -617,6 +676,6 @@ func BenchmarkCollectArtifactsLarge(b *testing.B) {
 	const files = 4
 	c := newCollectBench(b, fmt.Sprintf(`set -e; a=%s; mkdir -p $a; for i in 1 2 3 4; do head -c %d /dev/urandom > $a/big$i; done`,
 		shared.DefaultArtifactsPath, 64<<20), files)
-	times := rounds(b, variant{"ours", c.ours}, variant{"floor", c.floor})
+	times := rounds(b, variant{"ours", c.ours, false}, variant{"floor", c.floor, false})
 	benchLine("collect-artifacts-large", times, []string{"ours", "floor"}, [3]string{"ours/floor", "ours", "floor"})
 }
