@@ -7,8 +7,10 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/pikaci/vmexec/plugin/internal/incus"
 	"github.com/pikaci/vmexec/shared"
@@ -108,5 +110,74 @@ func TestCleanupStopsARunningInstanceWithoutARefusedDelete(t *testing.T) {
 	}
 	if _, err := c.Instance(t.Context(), "default", "c1"); shared.KindOf(err) != shared.ErrNotFound {
 		t.Errorf("instance left: %v", err)
+	}
+}
+
+// barrier answers each file API read only once two have arrived (or 10 s
+// passed: then 503), so reads made one after the other fail.
+func barrier(h http.Handler) http.Handler {
+	var mu sync.Mutex
+	arrived := 0
+	both := make(chan struct{})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/files") {
+			mu.Lock()
+			arrived++
+			if arrived == 2 {
+				close(both)
+			}
+			mu.Unlock()
+			select {
+			case <-both:
+			case <-time.After(10 * time.Second):
+				http.Error(w, `{"type":"error","error_code":503,"error":"the other read never came"}`, http.StatusServiceUnavailable)
+				return
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// RunJob's reads before the job, the cwd check and the user lookup, are in
+// flight at once: one round trip, not two.
+func TestRunJobChecksReadTheGuestAtOnce(t *testing.T) {
+	fake := incusfake.New(incusfake.Options{})
+	fake.AddInstance("default", "c1", incus.TypeContainer, nil)
+	g := fake.Guest("default", "c1")
+	if err := g.MkdirAll("/etc"); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.MkdirAll("/work"); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.WriteFile("/etc/passwd", []byte("ci:x:1000:1001:CI:/home/ci:/bin/sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "incusfake-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "unix.socket")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewUnstartedServer(barrier(fake))
+	ts.Listener.Close()
+	ts.Listener = l
+	ts.Start()
+	t.Cleanup(func() {
+		fake.Shutdown()
+		ts.Close()
+		os.RemoveAll(dir)
+	})
+	c := incus.NewUnix(sock)
+	t.Cleanup(c.Close)
+	env, group, err := guestChecks(t.Context(), c, "default", "c1", shared.Command{Argv: []string{"true"}, Cwd: "/work", User: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if group != 1001 || env["HOME"] != "/home/ci" || env["USER"] != "ci" {
+		t.Errorf("group %d env %v: want the passwd entry's", group, env)
 	}
 }
