@@ -283,6 +283,11 @@ func (f *firstByte) Write(p []byte) (int, error) {
 // is not timed. It prints
 //
 //	BENCH job-start ours=… lxd-floor=… ours/lxd-floor=…[lo..hi] rounds=N load=…
+//	BENCH job-start-phases ours rest=<median> <phase>=<median> …
+//
+// (the phases before the job's, from the record; rest is the time to the
+// first byte less them: the process's start, the plugin's load, the SSH
+// connection, and the job's exec up to its first byte).
 func BenchmarkJobStart(b *testing.B) {
 	w := newWholeBench(b)
 	ctx := context.Background()
@@ -290,6 +295,8 @@ func BenchmarkJobStart(b *testing.B) {
 	testbin.Must(b, filepath.Join(bin, "executor-remote-linux-vm"), testbin.Plugin)
 	runner := testbin.Must(b, filepath.Join(bin, "runner-host"), testbin.RunnerHost)
 	argv := []string{"sh", "-c", "echo first"}
+	phases := map[string][]time.Duration{}
+	var order []string
 	ours := func(b *testing.B) time.Duration {
 		job, _ := w.job(b, argv...)
 		data, err := json.Marshal(job)
@@ -318,6 +325,28 @@ func BenchmarkJobStart(b *testing.B) {
 		if err := cmd.Wait(); err != nil || rerr != nil {
 			b.Fatalf("runner-host run: %v, %v\n%s", err, rerr, stderr.Bytes())
 		}
+		// Where the time went: the record's phases up to the job's.
+		data, err = os.ReadFile(filepath.Join(job.Host.JobDir, host.RecordFile))
+		if err != nil {
+			b.Fatal(err)
+		}
+		var rec host.Record
+		if err := json.Unmarshal(data, &rec); err != nil {
+			b.Fatal(err)
+		}
+		var sum time.Duration
+		for _, p := range rec.Phases {
+			if _, ok := phases[p.Name]; !ok {
+				order = append(order, p.Name)
+			}
+			pd := time.Duration(p.DurationMS) * time.Millisecond
+			phases[p.Name] = append(phases[p.Name], pd)
+			if p.Name == "wait_for_completion" {
+				break
+			}
+			sum += pd
+		}
+		phases["rest"] = append(phases["rest"], d-sum) // process start, plugin load, connect, exec to the first byte
 		return d
 	}
 	floor := func(b *testing.B) time.Duration {
@@ -339,6 +368,11 @@ func BenchmarkJobStart(b *testing.B) {
 	}
 	times := rounds(b, variant{"ours", ours, false}, variant{"lxd-floor", floor, false})
 	benchLine("job-start", times, []string{"ours", "lxd-floor"}, [3]string{"ours/lxd-floor", "ours", "lxd-floor"})
+	parts := []string{fmt.Sprintf("rest=%v", roundDur(medianOf(phases["rest"])))}
+	for _, name := range order {
+		parts = append(parts, fmt.Sprintf("%s=%v", name, roundDur(medianOf(phases[name]))))
+	}
+	fmt.Printf("BENCH job-start-phases ours %s\n", strings.Join(parts, " "))
 }
 
 // runningInstance creates and starts a busybox container for job, deleted
