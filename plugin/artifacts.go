@@ -40,6 +40,18 @@ func (e *Executor) CollectArtifacts(ctx context.Context, req shared.CollectReque
 	}
 	ctx, cancel := artifacts.WithTimeout(ctx, a.TimeoutSecs)
 	defer cancel()
+	// Collect from a running instance only: a stopped one has lost its
+	// tmpfs (the default artifacts path is one in systemd images), and
+	// reading it would report an empty success.
+	inst, err := ep.client.Instance(ctx, spec.Remote.Incus.Project, l.Instance)
+	if err != nil {
+		return shared.CollectResult{}, fmt.Errorf("collect artifacts of job %s: %w", shared.Show(spec.Job.ID), err)
+	}
+	if inst.Status != "Running" {
+		return shared.CollectResult{}, shared.Errorf(shared.ErrUnavailable, "instance", l.Instance,
+			"collect artifacts of job %s: instance %s is %s, not running: what the job left in a tmpfs is gone, and the collection cannot run",
+			shared.Show(spec.Job.ID), shared.Show(l.Instance), shared.Show(inst.Status))
+	}
 	g := guest{client: ep.client, project: spec.Remote.Incus.Project, instance: l.Instance}
 	dest := filepath.Join(spec.Host.JobDir, "artifacts")
 	lim := artifacts.Limits{MaxBytes: a.MaxBytes, MaxFiles: a.MaxFiles}
@@ -73,15 +85,15 @@ const (
 )
 
 // tarScript writes the guest directory $1 as one tar archive on stdout,
-// names relative to it. It never follows $1 when it is a symlink; tar
-// itself follows none below it and stores FIFOs and devices as headers,
-// never reading them. tar is run by its path, found in PATH: a shell
+// names relative to it ($1 is absolute: never taken for an option). It
+// never follows $1 when it is a symlink; tar itself follows none below it
+// and stores FIFOs and devices as headers, never reading them. tar is run by its path, found in PATH: a shell
 // such as busybox's would otherwise run its own applet whatever the
 // guest's tar is.
 const tarScript = `[ -L "$1" ] && exit 121
 [ -e "$1" ] || exit 120
 [ -d "$1" ] || exit 122
-cd -- "$1" || exit 122
+cd "$1" || exit 122
 set -f
 IFS=:
 for d in $PATH; do
@@ -136,7 +148,10 @@ func (g guest) collectTar(ctx context.Context, dir, dest string, lim artifacts.L
 		case code == tarNotDir:
 			return shared.CollectResult{Dir: dest, Warnings: []string{fmt.Sprintf("skipped %s: the artifacts path is not a directory", shared.Show(dir))}}, nil
 		}
-		return shared.CollectResult{Dir: dest}, fmt.Errorf("collect artifacts: archive %s in the guest: exit %d with no archive (%v): %s",
+		// No archive and no reason: the collection cannot run, a
+		// system failure, never an empty success.
+		return shared.CollectResult{Dir: dest}, shared.Errorf(shared.ErrUnavailable, "artifacts.path", dir,
+			"collect artifacts: archive %s in the guest: exit %d with no archive (%v): %s",
 			shared.Show(dir), code, rerr, shared.Show(strings.TrimSpace(errOut.String())))
 	}
 	stream := struct {

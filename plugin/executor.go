@@ -15,6 +15,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/pikaci/vmexec/plugin/internal/incus"
@@ -62,6 +63,9 @@ type Executor struct {
 	// stop is how RunJob stops a job; zero: contractStopper. Tests
 	// shorten its grace times.
 	stop stopper
+	// requestTimeout bounds each Incus request (0:
+	// incus.DefaultRequestTimeout). Tests shorten it.
+	requestTimeout time.Duration
 }
 
 // incusEndpoint is a client with what we learned of its server.
@@ -274,6 +278,7 @@ func (e *Executor) endpoint(ctx context.Context, pool *sshpool.Pool, r shared.Re
 		return nil, shared.Errorf(shared.ErrInvalidInput, "remote.incus.endpoint", raw,
 			"remote.incus.endpoint %s: want unix:///absolute/path or https://host:port", shared.Show(raw))
 	}
+	client.SetRequestTimeout(e.requestTimeout)
 	ep = &incusEndpoint{client: client}
 	e.mu.Lock()
 	if prev, ok := e.clients[key]; ok {

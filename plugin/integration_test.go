@@ -16,13 +16,18 @@ import (
 
 	"github.com/pikaci/vmexec/internal/lxdtest"
 	"github.com/pikaci/vmexec/internal/sshdtest"
+	"github.com/pikaci/vmexec/internal/testbin"
 	"github.com/pikaci/vmexec/plugin"
 	"github.com/pikaci/vmexec/shared"
 	"github.com/pikaci/vmexec/shared/devices"
 	"github.com/pikaci/vmexec/shared/layout"
 )
 
-func TestMain(m *testing.M) { os.Exit(lxdtest.Main(m)) }
+func TestMain(m *testing.M) {
+	code := lxdtest.Main(m)
+	testbin.RemoveAll()
+	os.Exit(code)
+}
 
 var jobSeq atomic.Int64
 

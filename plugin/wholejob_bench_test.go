@@ -292,8 +292,8 @@ func BenchmarkJobStart(b *testing.B) {
 	w := newWholeBench(b)
 	ctx := context.Background()
 	bin := b.TempDir()
-	testbin.Must(b, filepath.Join(bin, "executor-remote-linux-vm"), testbin.Plugin)
-	runner := testbin.Must(b, filepath.Join(bin, "runner-host"), testbin.RunnerHost)
+	testbin.Install(b, bin, "executor-remote-linux-vm", testbin.Plugin, "")
+	runner := testbin.Install(b, bin, "runner-host", testbin.RunnerHost, "")
 	argv := []string{"sh", "-c", "echo first"}
 	phases := map[string][]time.Duration{}
 	var order []string

@@ -42,31 +42,13 @@ const e2eProject = "pikaci-e2e"
 // e2eRunLimit bounds one runner-host run.
 const e2eRunLimit = 3 * time.Minute
 
-var (
-	e2eBinOnce sync.Once
-	e2eBinDir  string
-	e2eBinErr  error
-)
-
-// e2eBinaries builds runner-host and the plugin once per test binary, into
-// the shared LXD daemon's directory, which lxdtest.Main removes at the end.
-func e2eBinaries(t *testing.T, d *lxdtest.Daemon) (runnerHost, pluginDir string) {
+// e2eBinaries returns runner-host and a plugin dir holding our plugin, both
+// built once per test binary (testbin.BuildOnce; TestMain removes them).
+func e2eBinaries(t *testing.T) (runnerHost, pluginDir string) {
 	t.Helper()
-	e2eBinOnce.Do(func() {
-		dir := filepath.Join(d.Dir, "e2e-bin")
-		if e2eBinErr = os.MkdirAll(dir, 0o755); e2eBinErr != nil {
-			return
-		}
-		if e2eBinErr = testbin.Build(filepath.Join(dir, "runner-host"), "github.com/pikaci/vmexec/host/cmd/runner-host", ""); e2eBinErr != nil {
-			return
-		}
-		e2eBinErr = testbin.Build(filepath.Join(dir, host.Prefix+"remote-linux-vm"), testbin.Plugin, "")
-		e2eBinDir = dir
-	})
-	if e2eBinErr != nil {
-		t.Fatal(e2eBinErr)
-	}
-	return filepath.Join(e2eBinDir, "runner-host"), e2eBinDir
+	pluginDir = testbin.TempDir(t)
+	testbin.Install(t, pluginDir, host.Prefix+"remote-linux-vm", testbin.Plugin, "")
+	return testbin.BuildOnce(t, "runner-host", testbin.RunnerHost, ""), pluginDir
 }
 
 // e2eEnv is one test's real parts: the shared LXD daemon with the busybox
@@ -86,7 +68,7 @@ func newE2E(t *testing.T) *e2eEnv {
 	d := lxdtest.Shared(t)
 	fp := d.BusyboxImage(t)
 	d.CreateProject(t, e2eProject)
-	rh, pd := e2eBinaries(t, d)
+	rh, pd := e2eBinaries(t)
 	srv := sshdtest.Start(t, sshdtest.Options{})
 	root := t.TempDir()
 	return &e2eEnv{
@@ -506,8 +488,8 @@ func TestWholeJob_PluginKilledMidRun(t *testing.T) {
 	}
 	code := x.wait(t, done)
 	t.Logf("stderr:\n%s", errOut.String())
-	if code != 1 {
-		t.Errorf("exit code %d, want 1", code)
+	if code != 125 {
+		t.Errorf("exit code %d, want 125 (a system failure)", code)
 	}
 	if !strings.Contains(errOut.String(), "phase "+host.PhaseWaitForCompletion) {
 		t.Errorf("stderr does not name the phase %s", host.PhaseWaitForCompletion)
@@ -567,8 +549,8 @@ func TestWholeJob_ArtifactByteCap(t *testing.T) {
 mkdir -p $a && printf 12345 > $a/a-small && printf 12345678901234567890 > $a/b-big`
 	j := x.job(t, "hash-cap", script, func(j *shared.WholeJob) { j.Artifacts.MaxBytes = 10 })
 	code, _, stderr := x.run(t, j)
-	if code != 1 {
-		t.Errorf("exit code %d, want 1 (an executor error)", code)
+	if code != 125 {
+		t.Errorf("exit code %d, want 125 (a system failure: the artifacts passed their cap after a passing job)", code)
 	}
 	for _, s := range []string{"artifacts.max_bytes 10", `"/run/pika-cloud/artifacts/b-big"`, "phase " + host.PhaseCollectArtifacts} {
 		if !strings.Contains(stderr, s) {
@@ -593,8 +575,8 @@ func TestWholeJob_MissingImage(t *testing.T) {
 	x := newE2E(t)
 	j := x.job(t, "hash-noimage", "true", func(j *shared.WholeJob) { j.Runtime.Image = "no-such-image" })
 	code, _, stderr := x.run(t, j)
-	if code != 1 {
-		t.Errorf("exit code %d, want 1", code)
+	if code != 125 {
+		t.Errorf("exit code %d, want 125 (a system failure)", code)
 	}
 	for _, s := range []string{`"no-such-image"`, `project "` + e2eProject + `"`, "phase " + host.PhasePrepareRuntime} {
 		if !strings.Contains(stderr, s) {

@@ -88,6 +88,9 @@ type Incus struct {
 	ClientCert string `json:"client_cert,omitempty"`
 	ClientKey  string `json:"client_key,omitempty"`
 	ServerCert string `json:"server_cert,omitempty"`
+	// Cluster, when set, makes the job run on a member of an Incus
+	// cluster that the plugin chooses (cluster.go).
+	Cluster *Cluster `json:"cluster,omitempty"`
 }
 
 // ProjectOrDefault returns the Incus project, DefaultProject when empty.
@@ -108,6 +111,10 @@ type Remote struct {
 	Host    string `json:"host"`
 	WorkDir string `json:"work_dir"`
 	Incus   Incus  `json:"incus"`
+	// Member is, on a cluster, the member the job was placed on: set by
+	// the host from the placement StageWorkspaceSnapshot (or
+	// PrepareRuntime) returned, and sent with every later phase.
+	Member string `json:"member,omitempty"`
 }
 
 // JobSpec is the whole input of both calls.

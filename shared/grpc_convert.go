@@ -32,7 +32,9 @@ func specToProto(s JobSpec) *executorpb.JobSpec {
 				ClientCert: s.Remote.Incus.ClientCert,
 				ClientKey:  s.Remote.Incus.ClientKey,
 				ServerCert: s.Remote.Incus.ServerCert,
+				Cluster:    clusterToProto(s.Remote.Incus.Cluster),
 			},
+			Member: s.Remote.Member,
 		},
 	}
 }
@@ -67,7 +69,9 @@ func specFromProto(s *executorpb.JobSpec) JobSpec {
 				ClientCert: incus.GetClientCert(),
 				ClientKey:  incus.GetClientKey(),
 				ServerCert: incus.GetServerCert(),
+				Cluster:    clusterFromProto(incus.GetCluster()),
 			},
+			Member: s.GetRemote().GetMember(),
 		},
 	}
 }
@@ -94,6 +98,51 @@ func devicesFromProto(d map[string]*executorpb.Device) Devices {
 			config = map[string]string{}
 		}
 		out[name] = config
+	}
+	return out
+}
+
+// clusterToProto keeps an absent cluster absent.
+func clusterToProto(c *Cluster) *executorpb.Cluster {
+	if c == nil {
+		return nil
+	}
+	out := &executorpb.Cluster{Group: c.Group, Members: make(map[string]*executorpb.ClusterMember, len(c.Members))}
+	for name, m := range c.Members {
+		out.Members[name] = &executorpb.ClusterMember{SshHost: m.SSHHost}
+	}
+	return out
+}
+
+func clusterFromProto(c *executorpb.Cluster) *Cluster {
+	if c == nil {
+		return nil
+	}
+	out := &Cluster{Group: c.GetGroup(), Members: make(map[string]ClusterMember, len(c.GetMembers()))}
+	for name, m := range c.GetMembers() {
+		out.Members[name] = ClusterMember{SSHHost: m.GetSshHost()}
+	}
+	return out
+}
+
+func placementToProto(p *Placement) *executorpb.Placement {
+	if p == nil {
+		return nil
+	}
+	out := &executorpb.Placement{Member: p.Member, Reason: p.Reason}
+	for _, t := range p.Tried {
+		out.Tried = append(out.Tried, &executorpb.PlacementTry{Member: t.Member, Error: t.Error})
+	}
+	return out
+}
+
+func placementFromProto(p *executorpb.Placement) *Placement {
+	if p == nil {
+		return nil
+	}
+	out := &Placement{Member: p.GetMember(), Reason: p.GetReason()}
+	for _, t := range p.GetTried() {
+		out.Tried = append(out.Tried, PlacementTry{Member: t.GetMember(), Error: t.GetError()})
 	}
 	return out
 }

@@ -39,6 +39,7 @@ func (c *GRPCJobClient) StageWorkspaceSnapshot(ctx context.Context, req StageReq
 		Reused:      resp.GetReused(),
 		BytesSent:   resp.GetBytesSent(),
 		DryRun:      resp.GetDryRun(),
+		Placement:   placementFromProto(resp.GetPlacement()),
 	}, nil
 }
 
@@ -58,6 +59,7 @@ func (c *GRPCJobClient) PrepareRuntime(ctx context.Context, req RuntimeRequest) 
 		Config:       resp.GetConfig(),
 		Devices:      devicesFromProto(resp.GetDevices()),
 		StaleDeleted: resp.GetStaleDeleted(),
+		Placement:    placementFromProto(resp.GetPlacement()),
 		Warnings:     resp.GetWarnings(),
 		DryRun:       resp.GetDryRun(),
 	}, nil
@@ -146,5 +148,5 @@ func (c *GRPCJobClient) Sweep(ctx context.Context, req SweepRequest) (SweepResul
 	if err != nil {
 		return SweepResult{}, fromStatus("Sweep", err)
 	}
-	return SweepResult{Deleted: resp.GetDeleted(), DryRun: resp.GetDryRun()}, nil
+	return SweepResult{Deleted: resp.GetDeleted(), DryRun: resp.GetDryRun(), Unreachable: resp.GetUnreachable()}, nil
 }

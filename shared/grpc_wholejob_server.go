@@ -31,6 +31,7 @@ func (s *GRPCJobServer) StageWorkspaceSnapshot(ctx context.Context, req *executo
 		Reused:      res.Reused,
 		BytesSent:   res.BytesSent,
 		DryRun:      res.DryRun,
+		Placement:   placementToProto(res.Placement),
 	}, nil
 }
 
@@ -49,6 +50,7 @@ func (s *GRPCJobServer) PrepareRuntime(ctx context.Context, req *executorpb.Runt
 		Config:       res.Config,
 		Devices:      devicesToProto(res.Devices),
 		StaleDeleted: res.StaleDeleted,
+		Placement:    placementToProto(res.Placement),
 		Warnings:     res.Warnings,
 		DryRun:       res.DryRun,
 	}, nil
@@ -125,5 +127,5 @@ func (s *GRPCJobServer) Sweep(ctx context.Context, req *executorpb.SweepRequest)
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &executorpb.SweepResult{Deleted: res.Deleted, DryRun: res.DryRun}, nil
+	return &executorpb.SweepResult{Deleted: res.Deleted, DryRun: res.DryRun, Unreachable: res.Unreachable}, nil
 }

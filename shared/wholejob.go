@@ -216,6 +216,8 @@ type StageResult struct {
 	// BytesSent is the size of the tar stream sent (0 when reused).
 	BytesSent int64 `json:"bytes_sent"`
 	DryRun    bool  `json:"dry_run,omitempty"`
+	// Placement is, on a cluster, the member the job was placed on.
+	Placement *Placement `json:"placement,omitempty"`
 }
 
 // RuntimeRequest asks for the job's instance, created and started.
@@ -246,6 +248,9 @@ type RuntimeResult struct {
 	StaleDeleted bool     `json:"stale_deleted,omitempty"`
 	Warnings     []string `json:"warnings,omitempty"`
 	DryRun       bool     `json:"dry_run,omitempty"`
+	// Placement is, on a cluster, the member the instance was created on
+	// (another one than staging's when the job was re-placed).
+	Placement *Placement `json:"placement,omitempty"`
 }
 
 // RunRequest asks to run the job's command in its instance.
@@ -333,4 +338,8 @@ type SweepRequest struct {
 type SweepResult struct {
 	Deleted []string `json:"deleted"`
 	DryRun  bool     `json:"dry_run,omitempty"`
+	// Unreachable names, as "<instance> on <member>", the instances of a
+	// cluster member that does not answer: their labels cannot be read,
+	// so they are left for a later sweep.
+	Unreachable []string `json:"unreachable,omitempty"`
 }

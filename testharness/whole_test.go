@@ -44,9 +44,9 @@ func TestBrokenWholePluginsFail(t *testing.T) {
 			failCases: []string{"whole/run-timeout-kill-after-grace", "whole/run-timeout-term-default", "whole/run-timeout-term-trapped"},
 			// Ignoring the timeout, the job of kill-after-grace runs its
 			// whole 30 s; term-default's runs 5 s.
-			short: []string{"whole/run-timeout-term-default"},
-			wantAll:   []string{"though command.timeout_secs is 1: the time limit was not applied"},
-			allowed:   []string{"the time limit was not applied", "the job's stdout differs from want/stdout"},
+			short:   []string{"whole/run-timeout-term-default"},
+			wantAll: []string{"though command.timeout_secs is 1: the time limit was not applied"},
+			allowed: []string{"the time limit was not applied", "the job's stdout differs from want/stdout"},
 		},
 		{
 			fault: "half-written-snapshot",

@@ -61,6 +61,26 @@ func (d *Daemon) BusyboxImage(tb testing.TB) string {
 	return fp
 }
 
+// ImportBusybox is BusyboxImage for callers without a testing.TB (a
+// fixture's bring-up): it imports the image unless BusyboxImage or
+// ImportBusybox already did on d, and returns its fingerprint.
+func (d *Daemon) ImportBusybox(ctx context.Context) (string, error) {
+	imageMu.Lock()
+	defer imageMu.Unlock()
+	if fp, ok := imageDone[d]; ok {
+		return fp, nil
+	}
+	if _, err := os.Stat(Busybox); err != nil {
+		return "", fmt.Errorf("%s is missing (Debian package busybox-static; scripts/install-test-deps installs it)", Busybox)
+	}
+	fp, err := d.importBusybox(ctx)
+	if err != nil {
+		return "", err
+	}
+	imageDone[d] = fp
+	return fp, nil
+}
+
 func (d *Daemon) importBusybox(ctx context.Context) (string, error) {
 	if _, err := d.Do(ctx, http.MethodPatch, "/1.0/profiles/default", map[string]any{
 		"devices": map[string]any{"root": map[string]string{"type": "disk", "path": "/", "pool": Pool}},
@@ -89,7 +109,7 @@ func (d *Daemon) importBusybox(ctx context.Context) (string, error) {
 	if err := json.Unmarshal(data, &env); err != nil || env.Type != "async" {
 		return "", fmt.Errorf("POST /1.0/images: %d %s", resp.StatusCode, data)
 	}
-	wait, err := d.Do(ctx, http.MethodGet, env.Operation+"/wait", nil)
+	wait, err := d.Do(ctx, http.MethodGet, WaitPath(env.Operation), nil)
 	if err != nil {
 		return "", err
 	}

@@ -158,6 +158,25 @@ func Start(tb testing.TB) *Daemon {
 	return d
 }
 
+// Attach returns a client for a daemon that something else runs with
+// LXD_DIR dir (a cluster member of internal/lxdcluster, say): Do, Get,
+// NewInstance, CreateProject and BusyboxImage work on it. It has no
+// process of its own and no Instance.
+func Attach(dir string) *Daemon {
+	d := &Daemon{Dir: dir, Socket: filepath.Join(dir, "unix.socket"), waited: make(chan struct{})}
+	var dialer net.Dialer
+	d.http = &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return dialer.DialContext(ctx, "unix", d.Socket)
+		},
+	}}
+	return d
+}
+
+// CloseIdle closes the client's idle connections (to a daemon that is
+// about to be killed, say).
+func (d *Daemon) CloseIdle() { d.http.CloseIdleConnections() }
+
 func start() (d *Daemon, err error) {
 	// A short directory: the socket path must fit in sun_path.
 	dir, err := os.MkdirTemp("", "lxdtest-")
@@ -352,7 +371,7 @@ func (d *Daemon) do(ctx context.Context, method, path string, body any, header h
 		return env, resp.Header, fmt.Errorf("%s %s: %d: %s", method, path, env.ErrorCode, env.Error)
 	}
 	if env.Type == "async" {
-		wait, _, err := d.do(ctx, http.MethodGet, env.Operation+"/wait", nil, nil)
+		wait, _, err := d.do(ctx, http.MethodGet, WaitPath(env.Operation), nil, nil)
 		if err != nil {
 			return env, resp.Header, err
 		}
@@ -368,6 +387,18 @@ func (d *Daemon) do(ctx context.Context, method, path string, body any, header h
 		}
 	}
 	return env, resp.Header, nil
+}
+
+// WaitPath is the /wait URL of an operation URL as LXD returns it. A
+// clustered LXD's operation URLs carry a query (?project=default):
+// appending /wait to them would make a plain GET that answers at once.
+func WaitPath(op string) string {
+	u, err := url.Parse(op)
+	if err != nil {
+		return op + "/wait"
+	}
+	u.Path += "/wait"
+	return u.String()
 }
 
 func instancePath(project, name string) string {

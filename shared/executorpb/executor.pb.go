@@ -685,7 +685,11 @@ type Incus struct {
 	ClientKey string `protobuf:"bytes,4,opt,name=client_key,json=clientKey,proto3" json:"client_key,omitempty"`
 	// server_cert is, for https, the server certificate to pin: a PEM file
 	// path on the runner host.
-	ServerCert    string `protobuf:"bytes,5,opt,name=server_cert,json=serverCert,proto3" json:"server_cert,omitempty"`
+	ServerCert string `protobuf:"bytes,5,opt,name=server_cert,json=serverCert,proto3" json:"server_cert,omitempty"`
+	// cluster, when set, makes the job run on one member of an Incus cluster
+	// that the plugin chooses (docs/contract.md, "Clusters"); absent: the
+	// single host remote.host.
+	Cluster       *Cluster `protobuf:"bytes,6,opt,name=cluster,proto3" json:"cluster,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -755,6 +759,233 @@ func (x *Incus) GetServerCert() string {
 	return ""
 }
 
+func (x *Incus) GetCluster() *Cluster {
+	if x != nil {
+		return x.Cluster
+	}
+	return nil
+}
+
+// Cluster is remote.incus.cluster: the members the plugin may place jobs
+// on, and how it reaches each over SSH.
+type Cluster struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// members maps a cluster member's name (server_name) to how the runner
+	// reaches it over SSH. A member not listed is never chosen.
+	Members map[string]*ClusterMember `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// group, when set, is a cluster group: only its members are chosen.
+	Group         string `protobuf:"bytes,2,opt,name=group,proto3" json:"group,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Cluster) Reset() {
+	*x = Cluster{}
+	mi := &file_executor_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Cluster) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Cluster) ProtoMessage() {}
+
+func (x *Cluster) ProtoReflect() protoreflect.Message {
+	mi := &file_executor_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Cluster.ProtoReflect.Descriptor instead.
+func (*Cluster) Descriptor() ([]byte, []int) {
+	return file_executor_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Cluster) GetMembers() map[string]*ClusterMember {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+func (x *Cluster) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+// ClusterMember is one member of remote.incus.cluster.members.
+type ClusterMember struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ssh_host is the OpenSSH alias (or name) of the member, for staging.
+	SshHost       string `protobuf:"bytes,1,opt,name=ssh_host,json=sshHost,proto3" json:"ssh_host,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterMember) Reset() {
+	*x = ClusterMember{}
+	mi := &file_executor_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterMember) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterMember) ProtoMessage() {}
+
+func (x *ClusterMember) ProtoReflect() protoreflect.Message {
+	mi := &file_executor_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterMember.ProtoReflect.Descriptor instead.
+func (*ClusterMember) Descriptor() ([]byte, []int) {
+	return file_executor_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ClusterMember) GetSshHost() string {
+	if x != nil {
+		return x.SshHost
+	}
+	return ""
+}
+
+// Placement says which cluster member runs the job and why.
+type Placement struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// member is the chosen member.
+	Member string `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
+	// reason says why it was chosen.
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// tried are the members tried before it, in order, with why each failed.
+	Tried         []*PlacementTry `protobuf:"bytes,3,rep,name=tried,proto3" json:"tried,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Placement) Reset() {
+	*x = Placement{}
+	mi := &file_executor_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Placement) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Placement) ProtoMessage() {}
+
+func (x *Placement) ProtoReflect() protoreflect.Message {
+	mi := &file_executor_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Placement.ProtoReflect.Descriptor instead.
+func (*Placement) Descriptor() ([]byte, []int) {
+	return file_executor_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *Placement) GetMember() string {
+	if x != nil {
+		return x.Member
+	}
+	return ""
+}
+
+func (x *Placement) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Placement) GetTried() []*PlacementTry {
+	if x != nil {
+		return x.Tried
+	}
+	return nil
+}
+
+// PlacementTry is one member tried and given up.
+type PlacementTry struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Member        string                 `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
+	Error         string                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlacementTry) Reset() {
+	*x = PlacementTry{}
+	mi := &file_executor_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlacementTry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlacementTry) ProtoMessage() {}
+
+func (x *PlacementTry) ProtoReflect() protoreflect.Message {
+	mi := &file_executor_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlacementTry.ProtoReflect.Descriptor instead.
+func (*PlacementTry) Descriptor() ([]byte, []int) {
+	return file_executor_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *PlacementTry) GetMember() string {
+	if x != nil {
+		return x.Member
+	}
+	return ""
+}
+
+func (x *PlacementTry) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 // Remote is the remote host that runs the instances.
 type Remote struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -765,14 +996,18 @@ type Remote struct {
 	// job's directories are derived.
 	WorkDir string `protobuf:"bytes,2,opt,name=work_dir,json=workDir,proto3" json:"work_dir,omitempty"`
 	// incus says where the Incus API is.
-	Incus         *Incus `protobuf:"bytes,3,opt,name=incus,proto3" json:"incus,omitempty"`
+	Incus *Incus `protobuf:"bytes,3,opt,name=incus,proto3" json:"incus,omitempty"`
+	// member is, for a cluster, the member the job was placed on (the
+	// placement of StageWorkspaceSnapshot or PrepareRuntime); the host sends
+	// it with every later phase. Empty: not placed yet.
+	Member        string `protobuf:"bytes,4,opt,name=member,proto3" json:"member,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Remote) Reset() {
 	*x = Remote{}
-	mi := &file_executor_proto_msgTypes[9]
+	mi := &file_executor_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -784,7 +1019,7 @@ func (x *Remote) String() string {
 func (*Remote) ProtoMessage() {}
 
 func (x *Remote) ProtoReflect() protoreflect.Message {
-	mi := &file_executor_proto_msgTypes[9]
+	mi := &file_executor_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -797,7 +1032,7 @@ func (x *Remote) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Remote.ProtoReflect.Descriptor instead.
 func (*Remote) Descriptor() ([]byte, []int) {
-	return file_executor_proto_rawDescGZIP(), []int{9}
+	return file_executor_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Remote) GetHost() string {
@@ -821,6 +1056,13 @@ func (x *Remote) GetIncus() *Incus {
 	return nil
 }
 
+func (x *Remote) GetMember() string {
+	if x != nil {
+		return x.Member
+	}
+	return ""
+}
+
 // JobSpec is the whole input of PrepareDirectories and ConfigureDevices: the
 // job, host and remote objects of a job file.
 type JobSpec struct {
@@ -837,7 +1079,7 @@ type JobSpec struct {
 
 func (x *JobSpec) Reset() {
 	*x = JobSpec{}
-	mi := &file_executor_proto_msgTypes[10]
+	mi := &file_executor_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -849,7 +1091,7 @@ func (x *JobSpec) String() string {
 func (*JobSpec) ProtoMessage() {}
 
 func (x *JobSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_executor_proto_msgTypes[10]
+	mi := &file_executor_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -862,7 +1104,7 @@ func (x *JobSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobSpec.ProtoReflect.Descriptor instead.
 func (*JobSpec) Descriptor() ([]byte, []int) {
-	return file_executor_proto_rawDescGZIP(), []int{10}
+	return file_executor_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *JobSpec) GetJob() *Job {
@@ -899,7 +1141,7 @@ type PrepareRequest struct {
 
 func (x *PrepareRequest) Reset() {
 	*x = PrepareRequest{}
-	mi := &file_executor_proto_msgTypes[11]
+	mi := &file_executor_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -911,7 +1153,7 @@ func (x *PrepareRequest) String() string {
 func (*PrepareRequest) ProtoMessage() {}
 
 func (x *PrepareRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_executor_proto_msgTypes[11]
+	mi := &file_executor_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -924,7 +1166,7 @@ func (x *PrepareRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareRequest.ProtoReflect.Descriptor instead.
 func (*PrepareRequest) Descriptor() ([]byte, []int) {
-	return file_executor_proto_rawDescGZIP(), []int{11}
+	return file_executor_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PrepareRequest) GetSpec() *JobSpec {
@@ -957,7 +1199,7 @@ type PrepareResult struct {
 
 func (x *PrepareResult) Reset() {
 	*x = PrepareResult{}
-	mi := &file_executor_proto_msgTypes[12]
+	mi := &file_executor_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -969,7 +1211,7 @@ func (x *PrepareResult) String() string {
 func (*PrepareResult) ProtoMessage() {}
 
 func (x *PrepareResult) ProtoReflect() protoreflect.Message {
-	mi := &file_executor_proto_msgTypes[12]
+	mi := &file_executor_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -982,7 +1224,7 @@ func (x *PrepareResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareResult.ProtoReflect.Descriptor instead.
 func (*PrepareResult) Descriptor() ([]byte, []int) {
-	return file_executor_proto_rawDescGZIP(), []int{12}
+	return file_executor_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PrepareResult) GetCommand() string {
@@ -1019,7 +1261,7 @@ type DevicesRequest struct {
 
 func (x *DevicesRequest) Reset() {
 	*x = DevicesRequest{}
-	mi := &file_executor_proto_msgTypes[13]
+	mi := &file_executor_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1031,7 +1273,7 @@ func (x *DevicesRequest) String() string {
 func (*DevicesRequest) ProtoMessage() {}
 
 func (x *DevicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_executor_proto_msgTypes[13]
+	mi := &file_executor_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1044,7 +1286,7 @@ func (x *DevicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DevicesRequest.ProtoReflect.Descriptor instead.
 func (*DevicesRequest) Descriptor() ([]byte, []int) {
-	return file_executor_proto_rawDescGZIP(), []int{13}
+	return file_executor_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DevicesRequest) GetSpec() *JobSpec {
@@ -1072,7 +1314,7 @@ type Device struct {
 
 func (x *Device) Reset() {
 	*x = Device{}
-	mi := &file_executor_proto_msgTypes[14]
+	mi := &file_executor_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1084,7 +1326,7 @@ func (x *Device) String() string {
 func (*Device) ProtoMessage() {}
 
 func (x *Device) ProtoReflect() protoreflect.Message {
-	mi := &file_executor_proto_msgTypes[14]
+	mi := &file_executor_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1097,7 +1339,7 @@ func (x *Device) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Device.ProtoReflect.Descriptor instead.
 func (*Device) Descriptor() ([]byte, []int) {
-	return file_executor_proto_rawDescGZIP(), []int{14}
+	return file_executor_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Device) GetConfig() map[string]string {
@@ -1133,7 +1375,7 @@ type DevicesResult struct {
 
 func (x *DevicesResult) Reset() {
 	*x = DevicesResult{}
-	mi := &file_executor_proto_msgTypes[15]
+	mi := &file_executor_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1145,7 +1387,7 @@ func (x *DevicesResult) String() string {
 func (*DevicesResult) ProtoMessage() {}
 
 func (x *DevicesResult) ProtoReflect() protoreflect.Message {
-	mi := &file_executor_proto_msgTypes[15]
+	mi := &file_executor_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1158,7 +1400,7 @@ func (x *DevicesResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DevicesResult.ProtoReflect.Descriptor instead.
 func (*DevicesResult) Descriptor() ([]byte, []int) {
-	return file_executor_proto_rawDescGZIP(), []int{15}
+	return file_executor_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DevicesResult) GetInstance() string {
@@ -1229,7 +1471,7 @@ type ErrorDetail struct {
 
 func (x *ErrorDetail) Reset() {
 	*x = ErrorDetail{}
-	mi := &file_executor_proto_msgTypes[16]
+	mi := &file_executor_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1241,7 +1483,7 @@ func (x *ErrorDetail) String() string {
 func (*ErrorDetail) ProtoMessage() {}
 
 func (x *ErrorDetail) ProtoReflect() protoreflect.Message {
-	mi := &file_executor_proto_msgTypes[16]
+	mi := &file_executor_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1254,7 +1496,7 @@ func (x *ErrorDetail) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorDetail.ProtoReflect.Descriptor instead.
 func (*ErrorDetail) Descriptor() ([]byte, []int) {
-	return file_executor_proto_rawDescGZIP(), []int{16}
+	return file_executor_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ErrorDetail) GetKind() ErrorKind {
@@ -1305,7 +1547,7 @@ type Runtime struct {
 
 func (x *Runtime) Reset() {
 	*x = Runtime{}
-	mi := &file_executor_proto_msgTypes[17]
+	mi := &file_executor_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1317,7 +1559,7 @@ func (x *Runtime) String() string {
 func (*Runtime) ProtoMessage() {}
 
 func (x *Runtime) ProtoReflect() protoreflect.Message {
-	mi := &file_executor_proto_msgTypes[17]
+	mi := &file_executor_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1330,7 +1572,7 @@ func (x *Runtime) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Runtime.ProtoReflect.Descriptor instead.
 func (*Runtime) Descriptor() ([]byte, []int) {
-	return file_executor_proto_rawDescGZIP(), []int{17}
+	return file_executor_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Runtime) GetImage() string {
@@ -1381,7 +1623,7 @@ type Limits struct {
 
 func (x *Limits) Reset() {
 	*x = Limits{}
-	mi := &file_executor_proto_msgTypes[18]
+	mi := &file_executor_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1393,7 +1635,7 @@ func (x *Limits) String() string {
 func (*Limits) ProtoMessage() {}
 
 func (x *Limits) ProtoReflect() protoreflect.Message {
-	mi := &file_executor_proto_msgTypes[18]
+	mi := &file_executor_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1406,7 +1648,7 @@ func (x *Limits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Limits.ProtoReflect.Descriptor instead.
 func (*Limits) Descriptor() ([]byte, []int) {
-	return file_executor_proto_rawDescGZIP(), []int{18}
+	return file_executor_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Limits) GetCpu() int64 {
@@ -1443,7 +1685,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_executor_proto_msgTypes[19]
+	mi := &file_executor_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1455,7 +1697,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_executor_proto_msgTypes[19]
+	mi := &file_executor_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1468,7 +1710,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_executor_proto_rawDescGZIP(), []int{19}
+	return file_executor_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Command) GetArgv() []string {
@@ -1524,7 +1766,7 @@ type Artifacts struct {
 
 func (x *Artifacts) Reset() {
 	*x = Artifacts{}
-	mi := &file_executor_proto_msgTypes[20]
+	mi := &file_executor_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1536,7 +1778,7 @@ func (x *Artifacts) String() string {
 func (*Artifacts) ProtoMessage() {}
 
 func (x *Artifacts) ProtoReflect() protoreflect.Message {
-	mi := &file_executor_proto_msgTypes[20]
+	mi := &file_executor_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1549,7 +1791,7 @@ func (x *Artifacts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Artifacts.ProtoReflect.Descriptor instead.
 func (*Artifacts) Descriptor() ([]byte, []int) {
-	return file_executor_proto_rawDescGZIP(), []int{20}
+	return file_executor_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Artifacts) GetPath() string {
@@ -1599,7 +1841,7 @@ type WholeJobSpec struct {
 
 func (x *WholeJobSpec) Reset() {
 	*x = WholeJobSpec{}
-	mi := &file_executor_proto_msgTypes[21]
+	mi := &file_executor_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1611,7 +1853,7 @@ func (x *WholeJobSpec) String() string {
 func (*WholeJobSpec) ProtoMessage() {}
 
 func (x *WholeJobSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_executor_proto_msgTypes[21]
+	mi := &file_executor_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1624,7 +1866,7 @@ func (x *WholeJobSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WholeJobSpec.ProtoReflect.Descriptor instead.
 func (*WholeJobSpec) Descriptor() ([]byte, []int) {
-	return file_executor_proto_rawDescGZIP(), []int{21}
+	return file_executor_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *WholeJobSpec) GetSpec() *JobSpec {
@@ -1668,7 +1910,7 @@ type StageRequest struct {
 
 func (x *StageRequest) Reset() {
 	*x = StageRequest{}
-	mi := &file_executor_proto_msgTypes[22]
+	mi := &file_executor_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1680,7 +1922,7 @@ func (x *StageRequest) String() string {
 func (*StageRequest) ProtoMessage() {}
 
 func (x *StageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_executor_proto_msgTypes[22]
+	mi := &file_executor_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1693,7 +1935,7 @@ func (x *StageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StageRequest.ProtoReflect.Descriptor instead.
 func (*StageRequest) Descriptor() ([]byte, []int) {
-	return file_executor_proto_rawDescGZIP(), []int{22}
+	return file_executor_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *StageRequest) GetJob() *WholeJobSpec {
@@ -1722,14 +1964,16 @@ type StageResult struct {
 	// bytes_sent is the size of the tar stream sent (0 when reused).
 	BytesSent int64 `protobuf:"varint,4,opt,name=bytes_sent,json=bytesSent,proto3" json:"bytes_sent,omitempty"`
 	// dry_run says nothing was sent or changed.
-	DryRun        bool `protobuf:"varint,5,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	DryRun bool `protobuf:"varint,5,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// placement is, for a cluster, the member the job was placed on.
+	Placement     *Placement `protobuf:"bytes,6,opt,name=placement,proto3" json:"placement,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StageResult) Reset() {
 	*x = StageResult{}
-	mi := &file_executor_proto_msgTypes[23]
+	mi := &file_executor_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1741,7 +1985,7 @@ func (x *StageResult) String() string {
 func (*StageResult) ProtoMessage() {}
 
 func (x *StageResult) ProtoReflect() protoreflect.Message {
-	mi := &file_executor_proto_msgTypes[23]
+	mi := &file_executor_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1754,7 +1998,7 @@ func (x *StageResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StageResult.ProtoReflect.Descriptor instead.
 func (*StageResult) Descriptor() ([]byte, []int) {
-	return file_executor_proto_rawDescGZIP(), []int{23}
+	return file_executor_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *StageResult) GetSnapshotDir() string {
@@ -1792,6 +2036,13 @@ func (x *StageResult) GetDryRun() bool {
 	return false
 }
 
+func (x *StageResult) GetPlacement() *Placement {
+	if x != nil {
+		return x.Placement
+	}
+	return nil
+}
+
 // RuntimeRequest asks for the job's instance, created and started.
 type RuntimeRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1805,7 +2056,7 @@ type RuntimeRequest struct {
 
 func (x *RuntimeRequest) Reset() {
 	*x = RuntimeRequest{}
-	mi := &file_executor_proto_msgTypes[24]
+	mi := &file_executor_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1817,7 +2068,7 @@ func (x *RuntimeRequest) String() string {
 func (*RuntimeRequest) ProtoMessage() {}
 
 func (x *RuntimeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_executor_proto_msgTypes[24]
+	mi := &file_executor_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1830,7 +2081,7 @@ func (x *RuntimeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RuntimeRequest.ProtoReflect.Descriptor instead.
 func (*RuntimeRequest) Descriptor() ([]byte, []int) {
-	return file_executor_proto_rawDescGZIP(), []int{24}
+	return file_executor_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RuntimeRequest) GetJob() *WholeJobSpec {
@@ -1862,7 +2113,7 @@ type Image struct {
 
 func (x *Image) Reset() {
 	*x = Image{}
-	mi := &file_executor_proto_msgTypes[25]
+	mi := &file_executor_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1874,7 +2125,7 @@ func (x *Image) String() string {
 func (*Image) ProtoMessage() {}
 
 func (x *Image) ProtoReflect() protoreflect.Message {
-	mi := &file_executor_proto_msgTypes[25]
+	mi := &file_executor_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1887,7 +2138,7 @@ func (x *Image) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Image.ProtoReflect.Descriptor instead.
 func (*Image) Descriptor() ([]byte, []int) {
-	return file_executor_proto_rawDescGZIP(), []int{25}
+	return file_executor_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Image) GetProject() string {
@@ -1934,14 +2185,17 @@ type RuntimeResult struct {
 	// warnings are advice that did not stop the call.
 	Warnings []string `protobuf:"bytes,9,rep,name=warnings,proto3" json:"warnings,omitempty"`
 	// dry_run says nothing was created.
-	DryRun        bool `protobuf:"varint,10,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	DryRun bool `protobuf:"varint,10,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// placement is, for a cluster, the member the instance was created on
+	// (another one than StageWorkspaceSnapshot's when it was re-placed).
+	Placement     *Placement `protobuf:"bytes,11,opt,name=placement,proto3" json:"placement,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RuntimeResult) Reset() {
 	*x = RuntimeResult{}
-	mi := &file_executor_proto_msgTypes[26]
+	mi := &file_executor_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1953,7 +2207,7 @@ func (x *RuntimeResult) String() string {
 func (*RuntimeResult) ProtoMessage() {}
 
 func (x *RuntimeResult) ProtoReflect() protoreflect.Message {
-	mi := &file_executor_proto_msgTypes[26]
+	mi := &file_executor_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1966,7 +2220,7 @@ func (x *RuntimeResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RuntimeResult.ProtoReflect.Descriptor instead.
 func (*RuntimeResult) Descriptor() ([]byte, []int) {
-	return file_executor_proto_rawDescGZIP(), []int{26}
+	return file_executor_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RuntimeResult) GetInstance() string {
@@ -2039,6 +2293,13 @@ func (x *RuntimeResult) GetDryRun() bool {
 	return false
 }
 
+func (x *RuntimeResult) GetPlacement() *Placement {
+	if x != nil {
+		return x.Placement
+	}
+	return nil
+}
+
 // RunRequest asks to run the job's command in its instance.
 type RunRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2050,7 +2311,7 @@ type RunRequest struct {
 
 func (x *RunRequest) Reset() {
 	*x = RunRequest{}
-	mi := &file_executor_proto_msgTypes[27]
+	mi := &file_executor_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2062,7 +2323,7 @@ func (x *RunRequest) String() string {
 func (*RunRequest) ProtoMessage() {}
 
 func (x *RunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_executor_proto_msgTypes[27]
+	mi := &file_executor_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2075,7 +2336,7 @@ func (x *RunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunRequest.ProtoReflect.Descriptor instead.
 func (*RunRequest) Descriptor() ([]byte, []int) {
-	return file_executor_proto_rawDescGZIP(), []int{27}
+	return file_executor_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RunRequest) GetJob() *WholeJobSpec {
@@ -2098,7 +2359,7 @@ type OutputChunk struct {
 
 func (x *OutputChunk) Reset() {
 	*x = OutputChunk{}
-	mi := &file_executor_proto_msgTypes[28]
+	mi := &file_executor_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2110,7 +2371,7 @@ func (x *OutputChunk) String() string {
 func (*OutputChunk) ProtoMessage() {}
 
 func (x *OutputChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_executor_proto_msgTypes[28]
+	mi := &file_executor_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2123,7 +2384,7 @@ func (x *OutputChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutputChunk.ProtoReflect.Descriptor instead.
 func (*OutputChunk) Descriptor() ([]byte, []int) {
-	return file_executor_proto_rawDescGZIP(), []int{28}
+	return file_executor_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *OutputChunk) GetStream() Stream {
@@ -2155,7 +2416,7 @@ type RunResult struct {
 
 func (x *RunResult) Reset() {
 	*x = RunResult{}
-	mi := &file_executor_proto_msgTypes[29]
+	mi := &file_executor_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2167,7 +2428,7 @@ func (x *RunResult) String() string {
 func (*RunResult) ProtoMessage() {}
 
 func (x *RunResult) ProtoReflect() protoreflect.Message {
-	mi := &file_executor_proto_msgTypes[29]
+	mi := &file_executor_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2180,7 +2441,7 @@ func (x *RunResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunResult.ProtoReflect.Descriptor instead.
 func (*RunResult) Descriptor() ([]byte, []int) {
-	return file_executor_proto_rawDescGZIP(), []int{29}
+	return file_executor_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RunResult) GetExitCode() int64 {
@@ -2221,7 +2482,7 @@ type RunEvent struct {
 
 func (x *RunEvent) Reset() {
 	*x = RunEvent{}
-	mi := &file_executor_proto_msgTypes[30]
+	mi := &file_executor_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2233,7 +2494,7 @@ func (x *RunEvent) String() string {
 func (*RunEvent) ProtoMessage() {}
 
 func (x *RunEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_executor_proto_msgTypes[30]
+	mi := &file_executor_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2246,7 +2507,7 @@ func (x *RunEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunEvent.ProtoReflect.Descriptor instead.
 func (*RunEvent) Descriptor() ([]byte, []int) {
-	return file_executor_proto_rawDescGZIP(), []int{30}
+	return file_executor_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RunEvent) GetEvent() isRunEvent_Event {
@@ -2303,7 +2564,7 @@ type CollectRequest struct {
 
 func (x *CollectRequest) Reset() {
 	*x = CollectRequest{}
-	mi := &file_executor_proto_msgTypes[31]
+	mi := &file_executor_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2315,7 +2576,7 @@ func (x *CollectRequest) String() string {
 func (*CollectRequest) ProtoMessage() {}
 
 func (x *CollectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_executor_proto_msgTypes[31]
+	mi := &file_executor_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2328,7 +2589,7 @@ func (x *CollectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectRequest.ProtoReflect.Descriptor instead.
 func (*CollectRequest) Descriptor() ([]byte, []int) {
-	return file_executor_proto_rawDescGZIP(), []int{31}
+	return file_executor_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *CollectRequest) GetJob() *WholeJobSpec {
@@ -2355,7 +2616,7 @@ type CollectResult struct {
 
 func (x *CollectResult) Reset() {
 	*x = CollectResult{}
-	mi := &file_executor_proto_msgTypes[32]
+	mi := &file_executor_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2367,7 +2628,7 @@ func (x *CollectResult) String() string {
 func (*CollectResult) ProtoMessage() {}
 
 func (x *CollectResult) ProtoReflect() protoreflect.Message {
-	mi := &file_executor_proto_msgTypes[32]
+	mi := &file_executor_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2380,7 +2641,7 @@ func (x *CollectResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectResult.ProtoReflect.Descriptor instead.
 func (*CollectResult) Descriptor() ([]byte, []int) {
-	return file_executor_proto_rawDescGZIP(), []int{32}
+	return file_executor_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *CollectResult) GetDir() string {
@@ -2422,7 +2683,7 @@ type CleanupRequest struct {
 
 func (x *CleanupRequest) Reset() {
 	*x = CleanupRequest{}
-	mi := &file_executor_proto_msgTypes[33]
+	mi := &file_executor_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2434,7 +2695,7 @@ func (x *CleanupRequest) String() string {
 func (*CleanupRequest) ProtoMessage() {}
 
 func (x *CleanupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_executor_proto_msgTypes[33]
+	mi := &file_executor_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2447,7 +2708,7 @@ func (x *CleanupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CleanupRequest.ProtoReflect.Descriptor instead.
 func (*CleanupRequest) Descriptor() ([]byte, []int) {
-	return file_executor_proto_rawDescGZIP(), []int{33}
+	return file_executor_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *CleanupRequest) GetJob() *WholeJobSpec {
@@ -2471,7 +2732,7 @@ type CleanupResult struct {
 
 func (x *CleanupResult) Reset() {
 	*x = CleanupResult{}
-	mi := &file_executor_proto_msgTypes[34]
+	mi := &file_executor_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2483,7 +2744,7 @@ func (x *CleanupResult) String() string {
 func (*CleanupResult) ProtoMessage() {}
 
 func (x *CleanupResult) ProtoReflect() protoreflect.Message {
-	mi := &file_executor_proto_msgTypes[34]
+	mi := &file_executor_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2496,7 +2757,7 @@ func (x *CleanupResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CleanupResult.ProtoReflect.Descriptor instead.
 func (*CleanupResult) Descriptor() ([]byte, []int) {
-	return file_executor_proto_rawDescGZIP(), []int{34}
+	return file_executor_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *CleanupResult) GetInstance() string {
@@ -2531,7 +2792,7 @@ type SweepRequest struct {
 
 func (x *SweepRequest) Reset() {
 	*x = SweepRequest{}
-	mi := &file_executor_proto_msgTypes[35]
+	mi := &file_executor_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2543,7 +2804,7 @@ func (x *SweepRequest) String() string {
 func (*SweepRequest) ProtoMessage() {}
 
 func (x *SweepRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_executor_proto_msgTypes[35]
+	mi := &file_executor_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2556,7 +2817,7 @@ func (x *SweepRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SweepRequest.ProtoReflect.Descriptor instead.
 func (*SweepRequest) Descriptor() ([]byte, []int) {
-	return file_executor_proto_rawDescGZIP(), []int{35}
+	return file_executor_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *SweepRequest) GetRemote() *Remote {
@@ -2593,14 +2854,17 @@ type SweepResult struct {
 	// deleted are the instances' names.
 	Deleted []string `protobuf:"bytes,1,rep,name=deleted,proto3" json:"deleted,omitempty"`
 	// dry_run says nothing was deleted.
-	DryRun        bool `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	DryRun bool `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// unreachable are instances whose cluster member does not answer (their
+	// labels cannot be read): "<instance> on <member>", retried next sweep.
+	Unreachable   []string `protobuf:"bytes,3,rep,name=unreachable,proto3" json:"unreachable,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SweepResult) Reset() {
 	*x = SweepResult{}
-	mi := &file_executor_proto_msgTypes[36]
+	mi := &file_executor_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2612,7 +2876,7 @@ func (x *SweepResult) String() string {
 func (*SweepResult) ProtoMessage() {}
 
 func (x *SweepResult) ProtoReflect() protoreflect.Message {
-	mi := &file_executor_proto_msgTypes[36]
+	mi := &file_executor_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2625,7 +2889,7 @@ func (x *SweepResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SweepResult.ProtoReflect.Descriptor instead.
 func (*SweepResult) Descriptor() ([]byte, []int) {
-	return file_executor_proto_rawDescGZIP(), []int{36}
+	return file_executor_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *SweepResult) GetDeleted() []string {
@@ -2640,6 +2904,13 @@ func (x *SweepResult) GetDryRun() bool {
 		return x.DryRun
 	}
 	return false
+}
+
+func (x *SweepResult) GetUnreachable() []string {
+	if x != nil {
+		return x.Unreachable
+	}
+	return nil
 }
 
 var File_executor_proto protoreflect.FileDescriptor
@@ -2670,7 +2941,7 @@ const file_executor_proto_rawDesc = "" +
 	"\ajob_dir\x18\x01 \x01(\tR\x06jobDir\x122\n" +
 	"\x15snapshot_content_hash\x18\x02 \x01(\tR\x13snapshotContentHash\x12J\n" +
 	"\x0fstaged_payloads\x18\x03 \x03(\v2!.pikaci.executor.v1.StagedPayloadR\x0estagedPayloads\x12!\n" +
-	"\fsnapshot_dir\x18\x04 \x01(\tR\vsnapshotDir\"\x9e\x01\n" +
+	"\fsnapshot_dir\x18\x04 \x01(\tR\vsnapshotDir\"\xd5\x01\n" +
 	"\x05Incus\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12\x1a\n" +
 	"\bendpoint\x18\x02 \x01(\tR\bendpoint\x12\x1f\n" +
@@ -2679,11 +2950,28 @@ const file_executor_proto_rawDesc = "" +
 	"\n" +
 	"client_key\x18\x04 \x01(\tR\tclientKey\x12\x1f\n" +
 	"\vserver_cert\x18\x05 \x01(\tR\n" +
-	"serverCert\"h\n" +
+	"serverCert\x125\n" +
+	"\acluster\x18\x06 \x01(\v2\x1b.pikaci.executor.v1.ClusterR\acluster\"\xc2\x01\n" +
+	"\aCluster\x12B\n" +
+	"\amembers\x18\x01 \x03(\v2(.pikaci.executor.v1.Cluster.MembersEntryR\amembers\x12\x14\n" +
+	"\x05group\x18\x02 \x01(\tR\x05group\x1a]\n" +
+	"\fMembersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x127\n" +
+	"\x05value\x18\x02 \x01(\v2!.pikaci.executor.v1.ClusterMemberR\x05value:\x028\x01\"*\n" +
+	"\rClusterMember\x12\x19\n" +
+	"\bssh_host\x18\x01 \x01(\tR\asshHost\"s\n" +
+	"\tPlacement\x12\x16\n" +
+	"\x06member\x18\x01 \x01(\tR\x06member\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x126\n" +
+	"\x05tried\x18\x03 \x03(\v2 .pikaci.executor.v1.PlacementTryR\x05tried\"<\n" +
+	"\fPlacementTry\x12\x16\n" +
+	"\x06member\x18\x01 \x01(\tR\x06member\x12\x14\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\"\x80\x01\n" +
 	"\x06Remote\x12\x12\n" +
 	"\x04host\x18\x01 \x01(\tR\x04host\x12\x19\n" +
 	"\bwork_dir\x18\x02 \x01(\tR\aworkDir\x12/\n" +
-	"\x05incus\x18\x03 \x01(\v2\x19.pikaci.executor.v1.IncusR\x05incus\"\x9b\x01\n" +
+	"\x05incus\x18\x03 \x01(\v2\x19.pikaci.executor.v1.IncusR\x05incus\x12\x16\n" +
+	"\x06member\x18\x04 \x01(\tR\x06member\"\x9b\x01\n" +
 	"\aJobSpec\x12)\n" +
 	"\x03job\x18\x01 \x01(\v2\x17.pikaci.executor.v1.JobR\x03job\x121\n" +
 	"\x04host\x18\x02 \x01(\v2\x1d.pikaci.executor.v1.HostPathsR\x04host\x122\n" +
@@ -2752,21 +3040,22 @@ const file_executor_proto_rawDesc = "" +
 	"\tartifacts\x18\x04 \x01(\v2\x1d.pikaci.executor.v1.ArtifactsR\tartifacts\"[\n" +
 	"\fStageRequest\x122\n" +
 	"\x03job\x18\x01 \x01(\v2 .pikaci.executor.v1.WholeJobSpecR\x03job\x12\x17\n" +
-	"\adry_run\x18\x02 \x01(\bR\x06dryRun\"\xa3\x01\n" +
+	"\adry_run\x18\x02 \x01(\bR\x06dryRun\"\xe0\x01\n" +
 	"\vStageResult\x12!\n" +
 	"\fsnapshot_dir\x18\x01 \x01(\tR\vsnapshotDir\x12!\n" +
 	"\fcontent_hash\x18\x02 \x01(\tR\vcontentHash\x12\x16\n" +
 	"\x06reused\x18\x03 \x01(\bR\x06reused\x12\x1d\n" +
 	"\n" +
 	"bytes_sent\x18\x04 \x01(\x03R\tbytesSent\x12\x17\n" +
-	"\adry_run\x18\x05 \x01(\bR\x06dryRun\"]\n" +
+	"\adry_run\x18\x05 \x01(\bR\x06dryRun\x12;\n" +
+	"\tplacement\x18\x06 \x01(\v2\x1d.pikaci.executor.v1.PlacementR\tplacement\"]\n" +
 	"\x0eRuntimeRequest\x122\n" +
 	"\x03job\x18\x01 \x01(\v2 .pikaci.executor.v1.WholeJobSpecR\x03job\x12\x17\n" +
 	"\adry_run\x18\x02 \x01(\bR\x06dryRun\"Y\n" +
 	"\x05Image\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12\x14\n" +
 	"\x05alias\x18\x02 \x01(\tR\x05alias\x12 \n" +
-	"\vfingerprint\x18\x03 \x01(\tR\vfingerprint\"\xa4\x04\n" +
+	"\vfingerprint\x18\x03 \x01(\tR\vfingerprint\"\xe1\x04\n" +
 	"\rRuntimeResult\x12\x1a\n" +
 	"\binstance\x18\x01 \x01(\tR\binstance\x12\x18\n" +
 	"\aproject\x18\x02 \x01(\tR\aproject\x12/\n" +
@@ -2778,7 +3067,8 @@ const file_executor_proto_rawDesc = "" +
 	"\rstale_deleted\x18\b \x01(\bR\fstaleDeleted\x12\x1a\n" +
 	"\bwarnings\x18\t \x03(\tR\bwarnings\x12\x17\n" +
 	"\adry_run\x18\n" +
-	" \x01(\bR\x06dryRun\x1a9\n" +
+	" \x01(\bR\x06dryRun\x12;\n" +
+	"\tplacement\x18\v \x01(\v2\x1d.pikaci.executor.v1.PlacementR\tplacement\x1a9\n" +
 	"\vConfigEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aV\n" +
@@ -2815,10 +3105,11 @@ const file_executor_proto_rawDesc = "" +
 	"\x06remote\x18\x01 \x01(\v2\x1a.pikaci.executor.v1.RemoteR\x06remote\x12\"\n" +
 	"\rolder_than_ns\x18\x02 \x01(\x03R\volderThanNs\x12\x12\n" +
 	"\x04live\x18\x03 \x03(\tR\x04live\x12\x17\n" +
-	"\adry_run\x18\x04 \x01(\bR\x06dryRun\"@\n" +
+	"\adry_run\x18\x04 \x01(\bR\x06dryRun\"b\n" +
 	"\vSweepResult\x12\x18\n" +
 	"\adeleted\x18\x01 \x03(\tR\adeleted\x12\x17\n" +
-	"\adry_run\x18\x02 \x01(\bR\x06dryRun*\xaf\x01\n" +
+	"\adry_run\x18\x02 \x01(\bR\x06dryRun\x12 \n" +
+	"\vunreachable\x18\x03 \x03(\tR\vunreachable*\xaf\x01\n" +
 	"\tErrorKind\x12\x1a\n" +
 	"\x16ERROR_KIND_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18ERROR_KIND_INVALID_INPUT\x10\x01\x12\x18\n" +
@@ -2860,7 +3151,7 @@ func file_executor_proto_rawDescGZIP() []byte {
 }
 
 var file_executor_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_executor_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
+var file_executor_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_executor_proto_goTypes = []any{
 	(ErrorKind)(0),            // 0: pikaci.executor.v1.ErrorKind
 	(ContextError)(0),         // 1: pikaci.executor.v1.ContextError
@@ -2874,101 +3165,112 @@ var file_executor_proto_goTypes = []any{
 	(*StagedPayload)(nil),     // 9: pikaci.executor.v1.StagedPayload
 	(*HostPaths)(nil),         // 10: pikaci.executor.v1.HostPaths
 	(*Incus)(nil),             // 11: pikaci.executor.v1.Incus
-	(*Remote)(nil),            // 12: pikaci.executor.v1.Remote
-	(*JobSpec)(nil),           // 13: pikaci.executor.v1.JobSpec
-	(*PrepareRequest)(nil),    // 14: pikaci.executor.v1.PrepareRequest
-	(*PrepareResult)(nil),     // 15: pikaci.executor.v1.PrepareResult
-	(*DevicesRequest)(nil),    // 16: pikaci.executor.v1.DevicesRequest
-	(*Device)(nil),            // 17: pikaci.executor.v1.Device
-	(*DevicesResult)(nil),     // 18: pikaci.executor.v1.DevicesResult
-	(*ErrorDetail)(nil),       // 19: pikaci.executor.v1.ErrorDetail
-	(*Runtime)(nil),           // 20: pikaci.executor.v1.Runtime
-	(*Limits)(nil),            // 21: pikaci.executor.v1.Limits
-	(*Command)(nil),           // 22: pikaci.executor.v1.Command
-	(*Artifacts)(nil),         // 23: pikaci.executor.v1.Artifacts
-	(*WholeJobSpec)(nil),      // 24: pikaci.executor.v1.WholeJobSpec
-	(*StageRequest)(nil),      // 25: pikaci.executor.v1.StageRequest
-	(*StageResult)(nil),       // 26: pikaci.executor.v1.StageResult
-	(*RuntimeRequest)(nil),    // 27: pikaci.executor.v1.RuntimeRequest
-	(*Image)(nil),             // 28: pikaci.executor.v1.Image
-	(*RuntimeResult)(nil),     // 29: pikaci.executor.v1.RuntimeResult
-	(*RunRequest)(nil),        // 30: pikaci.executor.v1.RunRequest
-	(*OutputChunk)(nil),       // 31: pikaci.executor.v1.OutputChunk
-	(*RunResult)(nil),         // 32: pikaci.executor.v1.RunResult
-	(*RunEvent)(nil),          // 33: pikaci.executor.v1.RunEvent
-	(*CollectRequest)(nil),    // 34: pikaci.executor.v1.CollectRequest
-	(*CollectResult)(nil),     // 35: pikaci.executor.v1.CollectResult
-	(*CleanupRequest)(nil),    // 36: pikaci.executor.v1.CleanupRequest
-	(*CleanupResult)(nil),     // 37: pikaci.executor.v1.CleanupResult
-	(*SweepRequest)(nil),      // 38: pikaci.executor.v1.SweepRequest
-	(*SweepResult)(nil),       // 39: pikaci.executor.v1.SweepResult
-	nil,                       // 40: pikaci.executor.v1.Device.ConfigEntry
-	nil,                       // 41: pikaci.executor.v1.DevicesResult.DevicesEntry
-	nil,                       // 42: pikaci.executor.v1.DevicesResult.PlannedEntry
-	nil,                       // 43: pikaci.executor.v1.Command.EnvEntry
-	nil,                       // 44: pikaci.executor.v1.RuntimeResult.ConfigEntry
-	nil,                       // 45: pikaci.executor.v1.RuntimeResult.DevicesEntry
+	(*Cluster)(nil),           // 12: pikaci.executor.v1.Cluster
+	(*ClusterMember)(nil),     // 13: pikaci.executor.v1.ClusterMember
+	(*Placement)(nil),         // 14: pikaci.executor.v1.Placement
+	(*PlacementTry)(nil),      // 15: pikaci.executor.v1.PlacementTry
+	(*Remote)(nil),            // 16: pikaci.executor.v1.Remote
+	(*JobSpec)(nil),           // 17: pikaci.executor.v1.JobSpec
+	(*PrepareRequest)(nil),    // 18: pikaci.executor.v1.PrepareRequest
+	(*PrepareResult)(nil),     // 19: pikaci.executor.v1.PrepareResult
+	(*DevicesRequest)(nil),    // 20: pikaci.executor.v1.DevicesRequest
+	(*Device)(nil),            // 21: pikaci.executor.v1.Device
+	(*DevicesResult)(nil),     // 22: pikaci.executor.v1.DevicesResult
+	(*ErrorDetail)(nil),       // 23: pikaci.executor.v1.ErrorDetail
+	(*Runtime)(nil),           // 24: pikaci.executor.v1.Runtime
+	(*Limits)(nil),            // 25: pikaci.executor.v1.Limits
+	(*Command)(nil),           // 26: pikaci.executor.v1.Command
+	(*Artifacts)(nil),         // 27: pikaci.executor.v1.Artifacts
+	(*WholeJobSpec)(nil),      // 28: pikaci.executor.v1.WholeJobSpec
+	(*StageRequest)(nil),      // 29: pikaci.executor.v1.StageRequest
+	(*StageResult)(nil),       // 30: pikaci.executor.v1.StageResult
+	(*RuntimeRequest)(nil),    // 31: pikaci.executor.v1.RuntimeRequest
+	(*Image)(nil),             // 32: pikaci.executor.v1.Image
+	(*RuntimeResult)(nil),     // 33: pikaci.executor.v1.RuntimeResult
+	(*RunRequest)(nil),        // 34: pikaci.executor.v1.RunRequest
+	(*OutputChunk)(nil),       // 35: pikaci.executor.v1.OutputChunk
+	(*RunResult)(nil),         // 36: pikaci.executor.v1.RunResult
+	(*RunEvent)(nil),          // 37: pikaci.executor.v1.RunEvent
+	(*CollectRequest)(nil),    // 38: pikaci.executor.v1.CollectRequest
+	(*CollectResult)(nil),     // 39: pikaci.executor.v1.CollectResult
+	(*CleanupRequest)(nil),    // 40: pikaci.executor.v1.CleanupRequest
+	(*CleanupResult)(nil),     // 41: pikaci.executor.v1.CleanupResult
+	(*SweepRequest)(nil),      // 42: pikaci.executor.v1.SweepRequest
+	(*SweepResult)(nil),       // 43: pikaci.executor.v1.SweepResult
+	nil,                       // 44: pikaci.executor.v1.Cluster.MembersEntry
+	nil,                       // 45: pikaci.executor.v1.Device.ConfigEntry
+	nil,                       // 46: pikaci.executor.v1.DevicesResult.DevicesEntry
+	nil,                       // 47: pikaci.executor.v1.DevicesResult.PlannedEntry
+	nil,                       // 48: pikaci.executor.v1.Command.EnvEntry
+	nil,                       // 49: pikaci.executor.v1.RuntimeResult.ConfigEntry
+	nil,                       // 50: pikaci.executor.v1.RuntimeResult.DevicesEntry
 }
 var file_executor_proto_depIdxs = []int32{
 	5,  // 0: pikaci.executor.v1.ConfigureRequest.settings:type_name -> pikaci.executor.v1.Settings
 	9,  // 1: pikaci.executor.v1.HostPaths.staged_payloads:type_name -> pikaci.executor.v1.StagedPayload
-	11, // 2: pikaci.executor.v1.Remote.incus:type_name -> pikaci.executor.v1.Incus
-	8,  // 3: pikaci.executor.v1.JobSpec.job:type_name -> pikaci.executor.v1.Job
-	10, // 4: pikaci.executor.v1.JobSpec.host:type_name -> pikaci.executor.v1.HostPaths
-	12, // 5: pikaci.executor.v1.JobSpec.remote:type_name -> pikaci.executor.v1.Remote
-	13, // 6: pikaci.executor.v1.PrepareRequest.spec:type_name -> pikaci.executor.v1.JobSpec
-	13, // 7: pikaci.executor.v1.DevicesRequest.spec:type_name -> pikaci.executor.v1.JobSpec
-	40, // 8: pikaci.executor.v1.Device.config:type_name -> pikaci.executor.v1.Device.ConfigEntry
-	41, // 9: pikaci.executor.v1.DevicesResult.devices:type_name -> pikaci.executor.v1.DevicesResult.DevicesEntry
-	42, // 10: pikaci.executor.v1.DevicesResult.planned:type_name -> pikaci.executor.v1.DevicesResult.PlannedEntry
-	0,  // 11: pikaci.executor.v1.ErrorDetail.kind:type_name -> pikaci.executor.v1.ErrorKind
-	1,  // 12: pikaci.executor.v1.ErrorDetail.context:type_name -> pikaci.executor.v1.ContextError
-	21, // 13: pikaci.executor.v1.Runtime.limits:type_name -> pikaci.executor.v1.Limits
-	43, // 14: pikaci.executor.v1.Command.env:type_name -> pikaci.executor.v1.Command.EnvEntry
-	13, // 15: pikaci.executor.v1.WholeJobSpec.spec:type_name -> pikaci.executor.v1.JobSpec
-	20, // 16: pikaci.executor.v1.WholeJobSpec.runtime:type_name -> pikaci.executor.v1.Runtime
-	22, // 17: pikaci.executor.v1.WholeJobSpec.command:type_name -> pikaci.executor.v1.Command
-	23, // 18: pikaci.executor.v1.WholeJobSpec.artifacts:type_name -> pikaci.executor.v1.Artifacts
-	24, // 19: pikaci.executor.v1.StageRequest.job:type_name -> pikaci.executor.v1.WholeJobSpec
-	24, // 20: pikaci.executor.v1.RuntimeRequest.job:type_name -> pikaci.executor.v1.WholeJobSpec
-	28, // 21: pikaci.executor.v1.RuntimeResult.image:type_name -> pikaci.executor.v1.Image
-	44, // 22: pikaci.executor.v1.RuntimeResult.config:type_name -> pikaci.executor.v1.RuntimeResult.ConfigEntry
-	45, // 23: pikaci.executor.v1.RuntimeResult.devices:type_name -> pikaci.executor.v1.RuntimeResult.DevicesEntry
-	24, // 24: pikaci.executor.v1.RunRequest.job:type_name -> pikaci.executor.v1.WholeJobSpec
-	2,  // 25: pikaci.executor.v1.OutputChunk.stream:type_name -> pikaci.executor.v1.Stream
-	31, // 26: pikaci.executor.v1.RunEvent.output:type_name -> pikaci.executor.v1.OutputChunk
-	32, // 27: pikaci.executor.v1.RunEvent.result:type_name -> pikaci.executor.v1.RunResult
-	24, // 28: pikaci.executor.v1.CollectRequest.job:type_name -> pikaci.executor.v1.WholeJobSpec
-	24, // 29: pikaci.executor.v1.CleanupRequest.job:type_name -> pikaci.executor.v1.WholeJobSpec
-	12, // 30: pikaci.executor.v1.SweepRequest.remote:type_name -> pikaci.executor.v1.Remote
-	17, // 31: pikaci.executor.v1.DevicesResult.DevicesEntry.value:type_name -> pikaci.executor.v1.Device
-	17, // 32: pikaci.executor.v1.DevicesResult.PlannedEntry.value:type_name -> pikaci.executor.v1.Device
-	17, // 33: pikaci.executor.v1.RuntimeResult.DevicesEntry.value:type_name -> pikaci.executor.v1.Device
-	3,  // 34: pikaci.executor.v1.Executor.Describe:input_type -> pikaci.executor.v1.DescribeRequest
-	6,  // 35: pikaci.executor.v1.Executor.Configure:input_type -> pikaci.executor.v1.ConfigureRequest
-	14, // 36: pikaci.executor.v1.Executor.PrepareDirectories:input_type -> pikaci.executor.v1.PrepareRequest
-	16, // 37: pikaci.executor.v1.Executor.ConfigureDevices:input_type -> pikaci.executor.v1.DevicesRequest
-	25, // 38: pikaci.executor.v1.WholeJob.StageWorkspaceSnapshot:input_type -> pikaci.executor.v1.StageRequest
-	27, // 39: pikaci.executor.v1.WholeJob.PrepareRuntime:input_type -> pikaci.executor.v1.RuntimeRequest
-	30, // 40: pikaci.executor.v1.WholeJob.RunJob:input_type -> pikaci.executor.v1.RunRequest
-	34, // 41: pikaci.executor.v1.WholeJob.CollectArtifacts:input_type -> pikaci.executor.v1.CollectRequest
-	36, // 42: pikaci.executor.v1.WholeJob.Cleanup:input_type -> pikaci.executor.v1.CleanupRequest
-	38, // 43: pikaci.executor.v1.WholeJob.Sweep:input_type -> pikaci.executor.v1.SweepRequest
-	4,  // 44: pikaci.executor.v1.Executor.Describe:output_type -> pikaci.executor.v1.Info
-	7,  // 45: pikaci.executor.v1.Executor.Configure:output_type -> pikaci.executor.v1.ConfigureResponse
-	15, // 46: pikaci.executor.v1.Executor.PrepareDirectories:output_type -> pikaci.executor.v1.PrepareResult
-	18, // 47: pikaci.executor.v1.Executor.ConfigureDevices:output_type -> pikaci.executor.v1.DevicesResult
-	26, // 48: pikaci.executor.v1.WholeJob.StageWorkspaceSnapshot:output_type -> pikaci.executor.v1.StageResult
-	29, // 49: pikaci.executor.v1.WholeJob.PrepareRuntime:output_type -> pikaci.executor.v1.RuntimeResult
-	33, // 50: pikaci.executor.v1.WholeJob.RunJob:output_type -> pikaci.executor.v1.RunEvent
-	35, // 51: pikaci.executor.v1.WholeJob.CollectArtifacts:output_type -> pikaci.executor.v1.CollectResult
-	37, // 52: pikaci.executor.v1.WholeJob.Cleanup:output_type -> pikaci.executor.v1.CleanupResult
-	39, // 53: pikaci.executor.v1.WholeJob.Sweep:output_type -> pikaci.executor.v1.SweepResult
-	44, // [44:54] is the sub-list for method output_type
-	34, // [34:44] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	12, // 2: pikaci.executor.v1.Incus.cluster:type_name -> pikaci.executor.v1.Cluster
+	44, // 3: pikaci.executor.v1.Cluster.members:type_name -> pikaci.executor.v1.Cluster.MembersEntry
+	15, // 4: pikaci.executor.v1.Placement.tried:type_name -> pikaci.executor.v1.PlacementTry
+	11, // 5: pikaci.executor.v1.Remote.incus:type_name -> pikaci.executor.v1.Incus
+	8,  // 6: pikaci.executor.v1.JobSpec.job:type_name -> pikaci.executor.v1.Job
+	10, // 7: pikaci.executor.v1.JobSpec.host:type_name -> pikaci.executor.v1.HostPaths
+	16, // 8: pikaci.executor.v1.JobSpec.remote:type_name -> pikaci.executor.v1.Remote
+	17, // 9: pikaci.executor.v1.PrepareRequest.spec:type_name -> pikaci.executor.v1.JobSpec
+	17, // 10: pikaci.executor.v1.DevicesRequest.spec:type_name -> pikaci.executor.v1.JobSpec
+	45, // 11: pikaci.executor.v1.Device.config:type_name -> pikaci.executor.v1.Device.ConfigEntry
+	46, // 12: pikaci.executor.v1.DevicesResult.devices:type_name -> pikaci.executor.v1.DevicesResult.DevicesEntry
+	47, // 13: pikaci.executor.v1.DevicesResult.planned:type_name -> pikaci.executor.v1.DevicesResult.PlannedEntry
+	0,  // 14: pikaci.executor.v1.ErrorDetail.kind:type_name -> pikaci.executor.v1.ErrorKind
+	1,  // 15: pikaci.executor.v1.ErrorDetail.context:type_name -> pikaci.executor.v1.ContextError
+	25, // 16: pikaci.executor.v1.Runtime.limits:type_name -> pikaci.executor.v1.Limits
+	48, // 17: pikaci.executor.v1.Command.env:type_name -> pikaci.executor.v1.Command.EnvEntry
+	17, // 18: pikaci.executor.v1.WholeJobSpec.spec:type_name -> pikaci.executor.v1.JobSpec
+	24, // 19: pikaci.executor.v1.WholeJobSpec.runtime:type_name -> pikaci.executor.v1.Runtime
+	26, // 20: pikaci.executor.v1.WholeJobSpec.command:type_name -> pikaci.executor.v1.Command
+	27, // 21: pikaci.executor.v1.WholeJobSpec.artifacts:type_name -> pikaci.executor.v1.Artifacts
+	28, // 22: pikaci.executor.v1.StageRequest.job:type_name -> pikaci.executor.v1.WholeJobSpec
+	14, // 23: pikaci.executor.v1.StageResult.placement:type_name -> pikaci.executor.v1.Placement
+	28, // 24: pikaci.executor.v1.RuntimeRequest.job:type_name -> pikaci.executor.v1.WholeJobSpec
+	32, // 25: pikaci.executor.v1.RuntimeResult.image:type_name -> pikaci.executor.v1.Image
+	49, // 26: pikaci.executor.v1.RuntimeResult.config:type_name -> pikaci.executor.v1.RuntimeResult.ConfigEntry
+	50, // 27: pikaci.executor.v1.RuntimeResult.devices:type_name -> pikaci.executor.v1.RuntimeResult.DevicesEntry
+	14, // 28: pikaci.executor.v1.RuntimeResult.placement:type_name -> pikaci.executor.v1.Placement
+	28, // 29: pikaci.executor.v1.RunRequest.job:type_name -> pikaci.executor.v1.WholeJobSpec
+	2,  // 30: pikaci.executor.v1.OutputChunk.stream:type_name -> pikaci.executor.v1.Stream
+	35, // 31: pikaci.executor.v1.RunEvent.output:type_name -> pikaci.executor.v1.OutputChunk
+	36, // 32: pikaci.executor.v1.RunEvent.result:type_name -> pikaci.executor.v1.RunResult
+	28, // 33: pikaci.executor.v1.CollectRequest.job:type_name -> pikaci.executor.v1.WholeJobSpec
+	28, // 34: pikaci.executor.v1.CleanupRequest.job:type_name -> pikaci.executor.v1.WholeJobSpec
+	16, // 35: pikaci.executor.v1.SweepRequest.remote:type_name -> pikaci.executor.v1.Remote
+	13, // 36: pikaci.executor.v1.Cluster.MembersEntry.value:type_name -> pikaci.executor.v1.ClusterMember
+	21, // 37: pikaci.executor.v1.DevicesResult.DevicesEntry.value:type_name -> pikaci.executor.v1.Device
+	21, // 38: pikaci.executor.v1.DevicesResult.PlannedEntry.value:type_name -> pikaci.executor.v1.Device
+	21, // 39: pikaci.executor.v1.RuntimeResult.DevicesEntry.value:type_name -> pikaci.executor.v1.Device
+	3,  // 40: pikaci.executor.v1.Executor.Describe:input_type -> pikaci.executor.v1.DescribeRequest
+	6,  // 41: pikaci.executor.v1.Executor.Configure:input_type -> pikaci.executor.v1.ConfigureRequest
+	18, // 42: pikaci.executor.v1.Executor.PrepareDirectories:input_type -> pikaci.executor.v1.PrepareRequest
+	20, // 43: pikaci.executor.v1.Executor.ConfigureDevices:input_type -> pikaci.executor.v1.DevicesRequest
+	29, // 44: pikaci.executor.v1.WholeJob.StageWorkspaceSnapshot:input_type -> pikaci.executor.v1.StageRequest
+	31, // 45: pikaci.executor.v1.WholeJob.PrepareRuntime:input_type -> pikaci.executor.v1.RuntimeRequest
+	34, // 46: pikaci.executor.v1.WholeJob.RunJob:input_type -> pikaci.executor.v1.RunRequest
+	38, // 47: pikaci.executor.v1.WholeJob.CollectArtifacts:input_type -> pikaci.executor.v1.CollectRequest
+	40, // 48: pikaci.executor.v1.WholeJob.Cleanup:input_type -> pikaci.executor.v1.CleanupRequest
+	42, // 49: pikaci.executor.v1.WholeJob.Sweep:input_type -> pikaci.executor.v1.SweepRequest
+	4,  // 50: pikaci.executor.v1.Executor.Describe:output_type -> pikaci.executor.v1.Info
+	7,  // 51: pikaci.executor.v1.Executor.Configure:output_type -> pikaci.executor.v1.ConfigureResponse
+	19, // 52: pikaci.executor.v1.Executor.PrepareDirectories:output_type -> pikaci.executor.v1.PrepareResult
+	22, // 53: pikaci.executor.v1.Executor.ConfigureDevices:output_type -> pikaci.executor.v1.DevicesResult
+	30, // 54: pikaci.executor.v1.WholeJob.StageWorkspaceSnapshot:output_type -> pikaci.executor.v1.StageResult
+	33, // 55: pikaci.executor.v1.WholeJob.PrepareRuntime:output_type -> pikaci.executor.v1.RuntimeResult
+	37, // 56: pikaci.executor.v1.WholeJob.RunJob:output_type -> pikaci.executor.v1.RunEvent
+	39, // 57: pikaci.executor.v1.WholeJob.CollectArtifacts:output_type -> pikaci.executor.v1.CollectResult
+	41, // 58: pikaci.executor.v1.WholeJob.Cleanup:output_type -> pikaci.executor.v1.CleanupResult
+	43, // 59: pikaci.executor.v1.WholeJob.Sweep:output_type -> pikaci.executor.v1.SweepResult
+	50, // [50:60] is the sub-list for method output_type
+	40, // [40:50] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_executor_proto_init() }
@@ -2976,7 +3278,7 @@ func file_executor_proto_init() {
 	if File_executor_proto != nil {
 		return
 	}
-	file_executor_proto_msgTypes[30].OneofWrappers = []any{
+	file_executor_proto_msgTypes[34].OneofWrappers = []any{
 		(*RunEvent_Output)(nil),
 		(*RunEvent_Result)(nil),
 	}
@@ -2986,7 +3288,7 @@ func file_executor_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_executor_proto_rawDesc), len(file_executor_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   43,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

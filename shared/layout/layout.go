@@ -70,6 +70,9 @@ func Derive(spec shared.JobSpec) (Layout, error) {
 	if spec.Remote.Host == "" {
 		return Layout{}, shared.Errorf(shared.ErrInvalidInput, "remote.host", "", "remote.host is empty")
 	}
+	if err := spec.Remote.CheckCluster(); err != nil {
+		return Layout{}, err
+	}
 
 	w := spec.Remote.WorkDir
 	l := Layout{

@@ -250,6 +250,7 @@ func TestValidation(t *testing.T) {
 		{"payload relative", func(s *shared.JobSpec) { s.Host.StagedPayloads[0].LocalDir = "staged" }, []string{"staged", "not absolute"}},
 		{"payload trailing slash", func(s *shared.JobSpec) { s.Host.StagedPayloads[0].LocalDir = "/tmp/run/jobs/job/x/" }, []string{"/tmp/run/jobs/job/x/"}},
 		{"remote host empty", func(s *shared.JobSpec) { s.Remote.Host = "" }, []string{"remote.host"}},
+		{"remote member without a cluster", func(s *shared.JobSpec) { s.Remote.Member = "m1" }, []string{"remote.member"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

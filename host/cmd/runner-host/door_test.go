@@ -47,6 +47,7 @@ var loadingVerbs = []verbCall{
 func TestEveryVerbBoundsAHungPluginByStartTimeout(t *testing.T) {
 	for _, v := range loadingVerbs {
 		t.Run(v.name, func(t *testing.T) {
+			t.Parallel() // each waits out its start timeout
 			dir := t.TempDir()
 			testbin.Install(t, dir, "executor-hung", testbin.HungPlugin, "")
 			args := append(v.args(t, dir, "hung"), "--start-timeout", "2s")
@@ -172,8 +173,8 @@ func TestEveryVerbRefusesAPluginNameOutsidePluginDir(t *testing.T) {
 		for _, name := range []string{"adir", "noexec", "evil", "missing"} {
 			t.Run(v.name+"/"+name, func(t *testing.T) {
 				code, stdout, stderr := runMain(t, v.args(t, dir, name)...)
-				if code != exitFail || !strings.Contains(stderr, `plugin "`+name+`"`) || stdout != "" {
-					t.Errorf("exit %d, stdout %q, stderr %q: want %d and an error naming plugin %q", code, stdout, stderr, exitFail, name)
+				if code != exitSystemFailure || !strings.Contains(stderr, `plugin "`+name+`"`) || stdout != "" {
+					t.Errorf("exit %d, stdout %q, stderr %q: want %d and an error naming plugin %q", code, stdout, stderr, exitSystemFailure, name)
 				}
 			})
 		}

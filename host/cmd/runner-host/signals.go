@@ -12,7 +12,15 @@ import (
 // signal that stopped runner-host.
 type signalCause struct{ sig os.Signal }
 
-func (c *signalCause) Error() string { return c.sig.String() + " signal received" }
+func (c *signalCause) Error() string {
+	switch c.sig {
+	case os.Interrupt:
+		return "SIGINT (interrupt) signal received"
+	case syscall.SIGTERM:
+		return "SIGTERM (terminated) signal received"
+	}
+	return c.sig.String() + " signal received"
+}
 
 // signalContext returns a context cancelled, with a *signalCause, on the
 // first SIGINT or SIGTERM. Later signals are ignored until stop is called:
@@ -45,5 +53,5 @@ func signalExitCode(ctx context.Context) (code int, ok bool) {
 	if s, isSys := c.sig.(syscall.Signal); isSys {
 		return 128 + int(s), true
 	}
-	return exitFail, true
+	return 0, false
 }

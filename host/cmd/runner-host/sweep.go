@@ -71,7 +71,7 @@ func parseSweep(_ context.Context, app *App, args []string) (func(context.Contex
 		return nil, usagef("--older-than %q is negative: want a duration of at least 0, such as 6h", olderThan)
 	}
 	f.olderThan = d
-	if err := f.resolve(); err != nil {
+	if err := f.resolve(app); err != nil {
 		return nil, err
 	}
 	return func(ctx context.Context) error { return app.sweep(ctx, f) }, nil

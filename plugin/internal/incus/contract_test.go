@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/pikaci/vmexec/internal/lxdcluster"
 	"github.com/pikaci/vmexec/internal/lxdtest"
 	"github.com/pikaci/vmexec/internal/sshdtest"
 	sshpool "github.com/pikaci/vmexec/plugin/internal/sshpool"
@@ -30,7 +31,9 @@ import (
 	"github.com/pikaci/vmexec/testharness/incusfake"
 )
 
-func TestMain(m *testing.M) { os.Exit(lxdtest.Main(m)) }
+func TestMain(m *testing.M) {
+	os.Exit(lxdcluster.Around(func() int { return lxdtest.Main(m) }))
+}
 
 // contractProject is the project every contract test works in: not the
 // default one, so a client that forgets ?project= finds nothing.

@@ -32,6 +32,9 @@ type Instance struct {
 	Project string
 	Type    string // TypeVirtualMachine or TypeContainer
 	Status  string // "Running", "Stopped", ...
+	// Location is the cluster member that runs it ("none" or "" on a
+	// single host).
+	Location string
 	// Devices are the instance's local devices (not those its profiles
 	// add).
 	Devices shared.Devices
@@ -76,6 +79,7 @@ func (c *Client) Instance(ctx context.Context, project, name string) (Instance, 
 		Devices     shared.Devices    `json:"devices"`
 		Description string            `json:"description"`
 		Config      map[string]string `json:"config"`
+		Location    string            `json:"location"`
 	}
 	if err := json.Unmarshal(resp.Envelope.Metadata, &meta); err != nil {
 		return Instance{}, decodeFailure(path, name, project, err)
@@ -85,6 +89,7 @@ func (c *Client) Instance(ctx context.Context, project, name string) (Instance, 
 		Project:     project,
 		Type:        meta.Type,
 		Status:      meta.Status,
+		Location:    meta.Location,
 		Devices:     meta.Devices,
 		Description: meta.Description,
 		Config:      meta.Config,

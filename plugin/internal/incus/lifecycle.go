@@ -128,6 +128,13 @@ type CreateRequest struct {
 	Profiles []string
 	Config   map[string]string
 	Devices  shared.Devices
+	// Target is the cluster member to create the instance on
+	// (?target=<member>); empty on a single host.
+	Target string
+	// SendTimeout, when set, bounds the POST alone (not the operation's
+	// wait): a create forwarded to a hung member never answers, and may
+	// still be applied when the member wakes up (*CreateUncertainError).
+	SendTimeout time.Duration
 }
 
 // CreateInstance creates the instance in one POST and waits for the
@@ -155,10 +162,38 @@ func (c *Client) CreateInstance(ctx context.Context, project string, req CreateR
 		"ephemeral": false,
 	}
 	path := "/1.0/instances?project=" + url.QueryEscape(project)
-	err := c.call(ctx, http.MethodPost, path, body)
-	if err != nil {
+	if req.Target != "" {
+		path += "&target=" + url.QueryEscape(req.Target)
+	}
+	wrap := func(err error) error {
 		return wrapKind(err, "instance", req.Name, "incus: create instance %s in project %s from image %s: %w",
 			shared.Show(req.Name), shared.Show(project), shared.Show(req.Alias), err)
+	}
+	sendCtx, cancel := ctx, context.CancelFunc(func() {})
+	if req.SendTimeout > 0 {
+		sendCtx, cancel = context.WithTimeout(ctx, req.SendTimeout)
+	}
+	resp, err := c.do(sendCtx, http.MethodPost, path, body, nil)
+	cancel()
+	if err != nil {
+		e, ok := asAPIError(err)
+		if req.Target != "" && ok && e.StatusCode == 0 {
+			return &CreateUncertainError{Project: project, Instance: req.Name, Target: req.Target, Err: err}
+		}
+		if req.Target != "" && ok && refusedSync(e) {
+			return &RefusedError{Target: req.Target, Err: wrap(err)}
+		}
+		return wrap(err)
+	}
+	if resp.Envelope.Type != "async" {
+		return nil
+	}
+	op, err := c.waitOp(ctx, resp.Envelope.Operation)
+	if err != nil {
+		return wrap(err)
+	}
+	if op.StatusCode != statusSuccess {
+		return wrap(opError(http.MethodPost, path, op))
 	}
 	return nil
 }
@@ -202,6 +237,15 @@ const (
 	msgAlreadyRunning = "already running"
 	msgAlreadyStopped = "already stopped"
 	msgIsRunning      = "Instance is running"
+	// An instance whose create (or other) operation still runs.
+	msgBusy = "Instance is busy running"
+)
+
+// DeleteInstance retries an instance busy with another operation
+// busyAttempts times, busyDelay apart.
+const (
+	busyAttempts = 40
+	busyDelay    = 500 * time.Millisecond
 )
 
 // Start starts the instance; one already running is a success.
@@ -255,6 +299,14 @@ func (c *Client) DeleteInstance(ctx context.Context, project, name string) (bool
 				return false, err
 			}
 			continue
+		case ok && e.StatusCode == http.StatusBadRequest && strings.Contains(e.Message, msgBusy) && attempt < busyAttempts:
+			// A ghost create (applied late by a member that hung)
+			// still running: wait for it to end.
+			select {
+			case <-ctx.Done():
+			case <-time.After(busyDelay):
+			}
+			continue
 		}
 		return false, wrapKind(err, "instance", name, "incus: delete instance %s in project %s: %w",
 			shared.Show(name), shared.Show(project), err)
@@ -263,11 +315,16 @@ func (c *Client) DeleteInstance(ctx context.Context, project, name string) (bool
 
 // InstanceInfo is one instance of a list.
 type InstanceInfo struct {
-	Name      string            `json:"name"`
-	Type      string            `json:"type"`
-	Status    string            `json:"status"`
+	Name   string `json:"name"`
+	Type   string `json:"type"`
+	Status string `json:"status"`
+	// Config is nil for an instance whose cluster member does not answer
+	// (status Error, status code 112): its labels are unknown.
 	Config    map[string]string `json:"config"`
 	CreatedAt time.Time         `json:"created_at"`
+	// Location is the cluster member that holds it ("none" or "" on a
+	// single host).
+	Location string `json:"location"`
 }
 
 // ListInstances lists the instances of project with their config, in one
