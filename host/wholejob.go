@@ -67,7 +67,10 @@ type Record struct {
 	// FailureSystem, FailureTimeout, FailureCancelled); absent when the job
 	// ran and exited 0 and every phase and the cleanup succeeded.
 	Failure string `json:"failure,omitempty"`
-	DryRun  bool   `json:"dry_run,omitempty"`
+	// Preflight holds the checks run before the first phase, when they
+	// ran (WholeJobOptions.Preflight).
+	Preflight []shared.Check `json:"preflight,omitempty"`
+	DryRun    bool           `json:"dry_run,omitempty"`
 }
 
 // The kinds of failure a record names (Record.Failure): what a runner
@@ -190,6 +193,9 @@ type WholeJobOptions struct {
 	DryRun bool
 	// Now is the clock of the record. Nil: time.Now.
 	Now func() time.Time
+	// Preflight runs Preflight before the first phase: the first failed
+	// check stops the run, recorded as a system failure, nothing changed.
+	Preflight bool
 }
 
 // RunWholeJob runs a whole job (contract version 2) through e: it checks
@@ -227,6 +233,17 @@ func RunWholeJob(ctx context.Context, e shared.JobExecutor, job shared.WholeJob,
 	}
 	// The image as asked for; PrepareRuntime's answer adds the fingerprint.
 	r.rec.Image = shared.Image{Project: job.Remote.Incus.Project, Alias: job.Runtime.Image}
+	if opts.Preflight {
+		r.rec.Preflight, err = Preflight(ctx, e, job)
+		if err != nil {
+			r.rec.Error = err.Error()
+			r.rec.Failure = classify(ctx, r.rec, err)
+			if !opts.DryRun {
+				err = errors.Join(err, r.write())
+			}
+			return r.rec, err
+		}
+	}
 	if !opts.DryRun {
 		// First a record that says the run started, replacing an earlier
 		// run's: should this run die without a word (SIGKILL), its job dir
