@@ -28,10 +28,6 @@ type incusFiles struct {
 	special           map[string]string // guest path -> what it is
 }
 
-func guestFiles(ep *incusEndpoint, project, instance string, special map[string]string) artifacts.Source {
-	return incusFiles{client: ep.client, project: project, instance: instance, special: special}
-}
-
 func (f incusFiles) GetFile(ctx context.Context, path string) (artifacts.Entry, error) {
 	if what, ok := f.special[path]; ok {
 		return artifacts.Entry{Type: what + " (not read)", Size: -1}, nil

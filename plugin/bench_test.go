@@ -55,45 +55,37 @@ func loadPlugin(tb testing.TB, sshConfig string) *host.Plugin {
 // pool; seed is the seed's way, one `ssh -o BatchMode=yes host 'set -euo
 // pipefail; mkdir -p …'` process per job. It prints
 //
-//	BENCH prepare-directories ours=<per job> seed=<per job> ratio=<seed/ours>
+//	BENCH prepare-directories ours=<per job> seed=<per job> ratio=<seed/ours>[lo..hi] rounds=N load=…
+//
+// in interleaved rounds (-benchtime Nx).
 func BenchmarkPrepareDirectories(b *testing.B) {
 	sshdtest.Require(b)
 	srv := sshdtest.Start(b, sshdtest.Options{})
 	cfg := srv.WriteClientConfig(b, "vm-host")
 	spec := e2eSpec(b, filepath.Join(b.TempDir(), "ci work"), "/nonexistent")
 	ctx := context.Background()
-	var ours, seed time.Duration
-
-	b.Run("ours", func(b *testing.B) {
-		p := loadPlugin(b, cfg)
-		if _, err := p.PrepareDirectories(ctx, shared.PrepareRequest{Spec: spec}); err != nil { // warm the pool
-			b.Fatal(err)
-		}
-		b.ResetTimer()
-		for b.Loop() {
-			if _, err := p.PrepareDirectories(ctx, shared.PrepareRequest{Spec: spec}); err != nil {
-				b.Fatal(err)
-			}
-		}
-		ours = b.Elapsed() / time.Duration(b.N)
-	})
-	b.Run("seed", func(b *testing.B) {
-		l, err := layout.Derive(spec)
-		if err != nil {
-			b.Fatal(err)
-		}
-		cmd := l.MkdirCommand()
-		for b.Loop() {
-			if out, err := exec.Command("ssh", "-F", cfg, "-o", "BatchMode=yes", "vm-host", cmd).CombinedOutput(); err != nil {
-				b.Fatalf("ssh: %v\n%s", err, out)
-			}
-		}
-		seed = b.Elapsed() / time.Duration(b.N)
-	})
-	if ours > 0 && seed > 0 {
-		fmt.Printf("BENCH prepare-directories ours=%v seed=%v ratio=%.1f\n",
-			ours.Round(time.Microsecond), seed.Round(time.Microsecond), float64(seed)/float64(ours))
+	p := loadPlugin(b, cfg)
+	l, err := layout.Derive(spec)
+	if err != nil {
+		b.Fatal(err)
 	}
+	cmd := l.MkdirCommand()
+	ours := func(b *testing.B) time.Duration {
+		start := time.Now()
+		if _, err := p.PrepareDirectories(ctx, shared.PrepareRequest{Spec: spec}); err != nil {
+			b.Fatal(err)
+		}
+		return time.Since(start)
+	}
+	seed := func(b *testing.B) time.Duration {
+		start := time.Now()
+		if out, err := exec.Command("ssh", "-F", cfg, "-o", "BatchMode=yes", "vm-host", cmd).CombinedOutput(); err != nil {
+			b.Fatalf("ssh: %v\n%s", err, out)
+		}
+		return time.Since(start)
+	}
+	times := rounds(b, variant{"ours", ours, false}, variant{"seed", seed, true})
+	benchLine("prepare-directories", times, []string{"ours", "seed"}, [3]string{"ratio", "seed", "ours"})
 }
 
 // BenchmarkConfigureDevices applies a staged job with N payloads (one root
@@ -111,9 +103,9 @@ func BenchmarkPrepareDirectories(b *testing.B) {
 //   - floor+read: floor plus the plugin's batched remote read
 //     (devices.Build over the same SSH pool API the plugin uses).
 //
-// It prints, for each N,
+// in interleaved rounds (-benchtime Nx). It prints, for each N,
 //
-//	BENCH configure-devices-N ours=… seed=… floor=… floor+read=… ratio=<seed/ours> ours/floor+read=…
+//	BENCH configure-devices-N ours=… seed=… floor=… floor+read=… ratio=<seed/ours>[lo..hi] ours/floor+read=…[lo..hi] rounds=N load=…
 //
 // and the growth from N=2 to N=32, ours against floor+read.
 func BenchmarkConfigureDevices(b *testing.B) {
@@ -130,27 +122,7 @@ func BenchmarkConfigureDevices(b *testing.B) {
 		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
 			job := newBenchJob(b, p, d, n)
 			spec := job.spec
-			var ours, seed, floor, floorRead time.Duration
-
-			b.Run("ours", func(b *testing.B) {
-				createContainer(b, d, job.instance, nil)
-				b.ResetTimer()
-				i := 0
-				for b.Loop() {
-					b.StopTimer()
-					job.manifests(b, i%2 == 0)
-					i++
-					b.StartTimer()
-					res, err := p.ConfigureDevices(ctx, shared.DevicesRequest{Spec: spec})
-					if err != nil {
-						b.Fatal(err)
-					}
-					if !res.Changed {
-						b.Fatal("an op changed nothing")
-					}
-				}
-				ours = b.Elapsed() / time.Duration(b.N)
-			})
+			createContainer(b, d, job.instance, nil)
 
 			// The same devices, for the seed and the floor.
 			job.manifests(b, true)
@@ -164,69 +136,68 @@ func BenchmarkConfigureDevices(b *testing.B) {
 			}
 			planned, _ := plan.Config(devices.Target{})
 			lxdDir := strings.TrimSuffix(d.Socket, "/unix.socket")
+			seedName := d.NewInstance(b, "default", nil)
+			floorName := d.NewInstance(b, "default", nil)
+			floorReadName := d.NewInstance(b, "default", nil)
+			rc := openRaw(b, pool, d.Socket)
+			plans := [2]shared.Devices{planned, flipReadOnly(planned)}
+			flip, floorFlip, readFlip := 0, 0, 0
 
-			b.Run("seed", func(b *testing.B) {
-				name := d.NewInstance(b, "default", nil)
-				b.ResetTimer()
-				for b.Loop() {
-					for dev, c := range planned {
-						remote := fmt.Sprintf("LXD_DIR=%s lxc config device add %s %s disk source=%s path=%s readonly=true shift=false",
-							layout.Quote(lxdDir), layout.Quote(name), layout.Quote(dev), layout.Quote(c["source"]), layout.Quote(c["path"]))
-						if out, err := exec.Command("ssh", "-F", cfg, "-o", "BatchMode=yes", "vm-host", remote).CombinedOutput(); err != nil {
-							b.Fatalf("ssh lxc: %v\n%s", err, out)
-						}
-					}
-					b.StopTimer()
-					setDevices(b, d, name, shared.Devices{"root": {"type": "disk", "path": "/", "pool": lxdtest.Pool}})
-					b.StartTimer()
+			ours := func(b *testing.B) time.Duration {
+				job.manifests(b, flip%2 == 0)
+				flip++
+				start := time.Now()
+				res, err := p.ConfigureDevices(ctx, shared.DevicesRequest{Spec: spec})
+				dur := time.Since(start)
+				if err != nil {
+					b.Fatal(err)
 				}
-				seed = b.Elapsed() / time.Duration(b.N)
-			})
-
-			b.Run("floor", func(b *testing.B) {
-				name := d.NewInstance(b, "default", nil)
-				rc := openRaw(b, pool, d.Socket)
-				plans := [2]shared.Devices{planned, flipReadOnly(planned)}
-				b.ResetTimer()
-				i := 0
-				for b.Loop() {
-					if err := rc.apply(ctx, name, plans[i%2]); err != nil {
-						b.Fatal(err)
-					}
-					i++
+				if !res.Changed {
+					b.Fatal("an op changed nothing")
 				}
-				floor = b.Elapsed() / time.Duration(b.N)
-			})
-
-			b.Run("floor+read", func(b *testing.B) {
-				name := d.NewInstance(b, "default", nil)
-				rc := openRaw(b, pool, d.Socket)
-				b.ResetTimer()
-				i := 0
-				for b.Loop() {
-					b.StopTimer()
-					job.manifests(b, i%2 == 0)
-					i++
-					b.StartTimer()
-					if err := floorConfigure(ctx, pool, rc, spec, name); err != nil {
-						b.Fatal(err)
-					}
-				}
-				floorRead = b.Elapsed() / time.Duration(b.N)
-			})
-			if ours > 0 && seed > 0 && floor > 0 && floorRead > 0 {
-				oursByN[n], floorByN[n] = ours, floorRead
-				fmt.Printf("BENCH configure-devices-%d ours=%v seed=%v floor=%v floor+read=%v ratio=%.1f ours/floor+read=%.2f\n", n,
-					ours.Round(time.Microsecond), seed.Round(time.Microsecond), floor.Round(time.Microsecond), floorRead.Round(time.Microsecond),
-					float64(seed)/float64(ours), float64(ours)/float64(floorRead))
+				return dur
 			}
+			seed := func(b *testing.B) time.Duration {
+				start := time.Now()
+				for dev, c := range planned {
+					remote := fmt.Sprintf("LXD_DIR=%s lxc config device add %s %s disk source=%s path=%s readonly=true shift=false",
+						layout.Quote(lxdDir), layout.Quote(seedName), layout.Quote(dev), layout.Quote(c["source"]), layout.Quote(c["path"]))
+					if out, err := exec.Command("ssh", "-F", cfg, "-o", "BatchMode=yes", "vm-host", remote).CombinedOutput(); err != nil {
+						b.Fatalf("ssh lxc: %v\n%s", err, out)
+					}
+				}
+				dur := time.Since(start)
+				setDevices(b, d, seedName, shared.Devices{"root": {"type": "disk", "path": "/", "pool": lxdtest.Pool}})
+				return dur
+			}
+			floor := func(b *testing.B) time.Duration {
+				start := time.Now()
+				if err := rc.apply(ctx, floorName, plans[floorFlip%2]); err != nil {
+					b.Fatal(err)
+				}
+				floorFlip++
+				return time.Since(start)
+			}
+			floorRead := func(b *testing.B) time.Duration {
+				job.manifests(b, readFlip%2 == 0)
+				readFlip++
+				start := time.Now()
+				if err := floorConfigure(ctx, pool, rc, spec, floorReadName); err != nil {
+					b.Fatal(err)
+				}
+				return time.Since(start)
+			}
+			times := rounds(b, variant{"ours", ours, false}, variant{"seed", seed, true}, variant{"floor", floor, false}, variant{"floor+read", floorRead, false})
+			oursByN[n], floorByN[n] = medianOf(times["ours"]), medianOf(times["floor+read"])
+			benchLine(fmt.Sprintf("configure-devices-%d", n), times, []string{"ours", "seed", "floor", "floor+read"},
+				[3]string{"ratio", "seed", "ours"}, [3]string{"ours/floor+read", "ours", "floor+read"})
 		})
 	}
 	if oursByN[2] > 0 && oursByN[32] > 0 && !growthPrinted {
 		growthPrinted = true // the testing package may call this function twice
 		og, fg := oursByN[32]-oursByN[2], floorByN[32]-floorByN[2]
-		fmt.Printf("BENCH configure-devices-growth-2-to-32 ours=%v floor+read=%v ratio=%.2f\n",
-			og.Round(time.Microsecond), fg.Round(time.Microsecond), float64(og)/float64(fg))
+		fmt.Printf("BENCH configure-devices-growth-2-to-32 ours=%v floor+read=%v ratio=%.2f load=%s\n",
+			og.Round(time.Microsecond), fg.Round(time.Microsecond), float64(og)/float64(fg), loadavg())
 	}
 }
 

@@ -70,7 +70,7 @@ func deleteOwnInstance(ctx context.Context, c *incus.Client, project, name, runI
 			shared.Show(name), shared.Show(project), shared.LabelRun, labelShow(gotRun, runOK), shared.LabelJob, labelShow(gotJob, jobOK),
 			shared.LabelRun, shared.Show(runID), shared.LabelJob, shared.Show(jobID))
 	}
-	return deleteWhenIdle(ctx, c, project, name)
+	return deleteWhenIdle(ctx, c, project, name, inst.Status != "Stopped")
 }
 
 // Retry delays of deleteWhenIdle: from the first, doubling up to the
@@ -85,7 +85,12 @@ const (
 // that timed out, a daemon that did not answer) and trying again, until
 // ctx ends; without a deadline on ctx, shared.CleanupTimeout bounds it.
 // The error names the last refusal and the time tried.
-func deleteWhenIdle(ctx context.Context, c *incus.Client, project, name string) (bool, error) {
+//
+// running says the caller's GET saw the instance running: it is
+// force-stopped first, as a DELETE of a running instance is refused, a
+// round trip for nothing (a failed stop is left to DeleteInstance, which
+// stops and tries again on that refusal).
+func deleteWhenIdle(ctx context.Context, c *incus.Client, project, name string, running bool) (bool, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, shared.CleanupTimeout)
@@ -95,6 +100,9 @@ func deleteWhenIdle(ctx context.Context, c *incus.Client, project, name string) 
 	// error says why.
 	ctx, cancel := incus.WithMargin(ctx)
 	defer cancel()
+	if running {
+		_ = c.ForceStop(ctx, project, name)
+	}
 	start := time.Now()
 	delay := deleteRetryFirst
 	for attempt := 1; ; attempt++ {

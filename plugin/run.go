@@ -66,10 +66,7 @@ func (e *Executor) RunJob(ctx context.Context, req shared.RunRequest, out shared
 		defer t.Stop()
 		timeout = t.C
 	}
-	if err := checkCwd(ctx, c, project, l.Instance, cmd.Cwd); err != nil {
-		return fail(err)
-	}
-	env, group, err := userEnv(ctx, c, project, l.Instance, cmd)
+	env, group, err := guestChecks(ctx, c, project, l.Instance, cmd)
 	if err != nil {
 		return fail(err)
 	}
@@ -218,6 +215,25 @@ func unblockFIFO(ctx context.Context, c *incus.Client, project, name, path strin
 		Command: []string{"sh", "-c", `[ -p "$1" ] && : > "$1"`, "sh", path},
 		Stdout:  io.Discard, Stderr: io.Discard,
 	})
+}
+
+// guestChecks runs RunJob's reads of the guest before the job at once:
+// the cwd check and the user lookup (for a uid but 0) are independent, so
+// they cost one round trip, not two. The cwd's error comes first.
+func guestChecks(ctx context.Context, c *incus.Client, project, name string, cmd shared.Command) (map[string]string, int, error) {
+	var (
+		env   map[string]string
+		group int
+		uerr  error
+		wg    sync.WaitGroup
+	)
+	wg.Go(func() { env, group, uerr = userEnv(ctx, c, project, name, cmd) })
+	cerr := checkCwd(ctx, c, project, name, cmd.Cwd)
+	wg.Wait()
+	if cerr != nil {
+		return nil, 0, cerr
+	}
+	return env, group, uerr
 }
 
 // checkCwd refuses a working directory that is not a directory in the

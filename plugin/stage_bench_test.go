@@ -34,7 +34,9 @@ import (
 // disk, creating 5,000 files costs the same seconds in all three ways and
 // hides the transfer being measured. It prints, per size,
 //
-//	BENCH stage-snapshot-SIZE ours=… seed=… floor=… ratio=<seed/ours> ours/floor=…
+//	BENCH stage-snapshot-SIZE ours=… seed=… floor=… ratio=<seed/ours>[lo..hi] ours/floor=…[lo..hi] rounds=N load=…
+//
+// in interleaved rounds (-benchtime Nx).
 func BenchmarkStageSnapshot(b *testing.B) {
 	sshdtest.Require(b)
 	srv := sshdtest.Start(b, sshdtest.Options{})
@@ -50,7 +52,6 @@ func BenchmarkStageSnapshot(b *testing.B) {
 			local := filepath.Join(benchDir(b), "snap")
 			makeBenchTree(b, local, size.files, size.bytes)
 			work := filepath.Join(benchDir(b), "work")
-			var ours, seed, floor time.Duration
 			seq := 0
 			// next writes a new hash into the local marker and returns a
 			// job for it and its remote snapshot dir.
@@ -71,76 +72,59 @@ func BenchmarkStageSnapshot(b *testing.B) {
 				return shared.WholeJob{JobSpec: spec}, l.SnapshotDir
 			}
 			clean := func(b *testing.B) {
-				b.StopTimer()
 				if err := os.RemoveAll(work); err != nil {
 					b.Fatal(err)
 				}
-				b.StartTimer()
 			}
-
-			b.Run("ours", func(b *testing.B) {
-				e := plugin.New(nil)
-				defer e.Close()
-				if err := e.Configure(context.Background(), shared.Settings{SSHConfigPath: cfg}); err != nil {
-					b.Fatal(err)
-				}
-				job, _ := next(b) // warm the pool
-				if _, err := e.StageWorkspaceSnapshot(context.Background(), shared.StageRequest{Job: job}); err != nil {
-					b.Fatal(err)
+			e := plugin.New(nil)
+			defer e.Close()
+			if err := e.Configure(context.Background(), shared.Settings{SSHConfigPath: cfg}); err != nil {
+				b.Fatal(err)
+			}
+			ours := func(b *testing.B) time.Duration {
+				job, _ := next(b)
+				start := time.Now()
+				res, err := e.StageWorkspaceSnapshot(context.Background(), shared.StageRequest{Job: job})
+				d := time.Since(start)
+				if err != nil || res.Reused {
+					b.Fatalf("stage: %+v, %v", res, err)
 				}
 				clean(b)
-				b.ResetTimer()
-				for range b.N {
-					b.StopTimer()
-					job, _ := next(b)
-					b.StartTimer()
-					res, err := e.StageWorkspaceSnapshot(context.Background(), shared.StageRequest{Job: job})
-					if err != nil || res.Reused {
-						b.Fatalf("stage: %+v, %v", res, err)
-					}
-					clean(b)
-				}
-				ours = b.Elapsed() / time.Duration(b.N)
-			})
-			b.Run("seed", func(b *testing.B) {
-				for range b.N {
-					b.StopTimer()
-					_, dir := next(b)
-					b.StartTimer()
-					// The marker read fails (no snapshot yet), as it does
-					// for every snapshot the seed sends.
-					_ = exec.Command("ssh", "-F", cfg, "-o", "BatchMode=yes", "vm-host", "cat "+layout.Quote(filepath.Join(dir, shared.SnapshotMarker))).Run()
-					pipe := "tar -cf - -C " + layout.Quote(local) + " . | ssh -F " + layout.Quote(cfg) + " -o BatchMode=yes vm-host " +
-						layout.Quote("mkdir -p "+layout.Quote(dir)+" && tar -xf - -C "+layout.Quote(dir))
-					if out, err := exec.Command("bash", "-c", pipe).CombinedOutput(); err != nil {
-						b.Fatalf("seed: %v\n%s", err, out)
-					}
-					clean(b)
-				}
-				seed = b.Elapsed() / time.Duration(b.N)
-			})
-			b.Run("floor", func(b *testing.B) {
-				for range b.N {
-					b.StopTimer()
-					_, dir := next(b)
-					if err := os.MkdirAll(dir, 0o755); err != nil {
-						b.Fatal(err)
-					}
-					b.StartTimer()
-					pipe := "tar -cf - -C " + layout.Quote(local) + " . | ssh -F " + layout.Quote(cfg) + " vm-host " +
-						layout.Quote("tar -xf - -C "+layout.Quote(dir))
-					if out, err := exec.Command("bash", "-c", pipe).CombinedOutput(); err != nil {
-						b.Fatalf("floor: %v\n%s", err, out)
-					}
-					clean(b)
-				}
-				floor = b.Elapsed() / time.Duration(b.N)
-			})
-			if ours > 0 && seed > 0 && floor > 0 {
-				fmt.Printf("BENCH stage-snapshot-%s ours=%v seed=%v floor=%v ratio=%.2f ours/floor=%.2f\n", size.name,
-					ours.Round(time.Millisecond), seed.Round(time.Millisecond), floor.Round(time.Millisecond),
-					float64(seed)/float64(ours), float64(ours)/float64(floor))
+				return d
 			}
+			seed := func(b *testing.B) time.Duration {
+				_, dir := next(b)
+				start := time.Now()
+				// The marker read fails (no snapshot yet), as it does
+				// for every snapshot the seed sends.
+				_ = exec.Command("ssh", "-F", cfg, "-o", "BatchMode=yes", "vm-host", "cat "+layout.Quote(filepath.Join(dir, shared.SnapshotMarker))).Run()
+				pipe := "tar -cf - -C " + layout.Quote(local) + " . | ssh -F " + layout.Quote(cfg) + " -o BatchMode=yes vm-host " +
+					layout.Quote("mkdir -p "+layout.Quote(dir)+" && tar -xf - -C "+layout.Quote(dir))
+				if out, err := exec.Command("bash", "-c", pipe).CombinedOutput(); err != nil {
+					b.Fatalf("seed: %v\n%s", err, out)
+				}
+				d := time.Since(start)
+				clean(b)
+				return d
+			}
+			floor := func(b *testing.B) time.Duration {
+				_, dir := next(b)
+				if err := os.MkdirAll(dir, 0o755); err != nil {
+					b.Fatal(err)
+				}
+				start := time.Now()
+				pipe := "tar -cf - -C " + layout.Quote(local) + " . | ssh -F " + layout.Quote(cfg) + " vm-host " +
+					layout.Quote("tar -xf - -C "+layout.Quote(dir))
+				if out, err := exec.Command("bash", "-c", pipe).CombinedOutput(); err != nil {
+					b.Fatalf("floor: %v\n%s", err, out)
+				}
+				d := time.Since(start)
+				clean(b)
+				return d
+			}
+			times := rounds(b, variant{"ours", ours, false}, variant{"seed", seed, true}, variant{"floor", floor, true})
+			benchLine("stage-snapshot-"+size.name, times, []string{"ours", "seed", "floor"},
+				[3]string{"ratio", "seed", "ours"}, [3]string{"ours/floor", "ours", "floor"})
 		})
 	}
 }

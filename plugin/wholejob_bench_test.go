@@ -9,7 +9,7 @@ package plugin_test
 // … cat` per artifact.
 
 import (
-	"bufio"
+	"archive/tar"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -21,7 +21,6 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"path"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -33,6 +32,7 @@ import (
 	"github.com/pikaci/vmexec/host"
 	"github.com/pikaci/vmexec/internal/lxdtest"
 	"github.com/pikaci/vmexec/internal/sshdtest"
+	"github.com/pikaci/vmexec/internal/testbin"
 	"github.com/pikaci/vmexec/plugin/internal/incus"
 	"github.com/pikaci/vmexec/shared"
 	"github.com/pikaci/vmexec/shared/layout"
@@ -169,101 +169,71 @@ func (w *wholeBench) seedWholeJob(job shared.WholeJob, l layout.Layout) error {
 }
 
 // BenchmarkWholeJob runs a job of `true` in a container, every phase plus
-// cleanup: ours is host.RunWholeJob on the plugin loaded through host/ (a
-// warm SSH pool; the snapshot staged by a warm-up job, so both ways find
-// its marker); seed is seedWholeJob. It prints
+// cleanup, in interleaved rounds: ours is host.RunWholeJob on the plugin
+// loaded through host/ (a warm SSH pool; the snapshot staged by the
+// warm-up, so both ways find its marker); seed is seedWholeJob; lxd-floor
+// is the daemon's own share, which no client can avoid: the instance's
+// create, start, two execs of true, force stop and delete, in process on
+// the daemon's socket. -benchtime Nx sets the rounds. It prints
 //
-//	BENCH whole-job ours=… seed=… lxd-floor=… ratio=<seed/ours> ours/lxd-floor=… seed/lxd-floor=…
-//	BENCH whole-job-phases ours <phase>=<mean> … cleanup+record=…
-//
-// lxd-floor is the daemon's own share, which no client can avoid: the
-// instance's create, start, two execs of true and force delete, in process
-// on the daemon's socket.
+//	BENCH whole-job ours=… seed=… lxd-floor=… ratio=<seed/ours>[lo..hi] ours/lxd-floor=… seed/lxd-floor=… rounds=N load=…
+//	BENCH whole-job-phases ours <phase>=<median> … cleanup+record=…
 func BenchmarkWholeJob(b *testing.B) {
 	w := newWholeBench(b)
 	ctx := context.Background()
-	phases := map[string]time.Duration{}
+	phases := map[string][]time.Duration{}
 	var order []string
-	var cleanup time.Duration
-	jobs := 0
-	runOurs := func(b *testing.B, count bool) {
+	ours := func(b *testing.B) time.Duration {
 		job, _ := w.job(b, "true")
 		start := time.Now()
 		rec, err := host.RunWholeJob(ctx, w.p, job, host.WholeJobOptions{})
+		d := time.Since(start)
 		if err != nil || rec.ExitCode == nil || *rec.ExitCode != 0 || rec.Cleanup == nil || !rec.Cleanup.Deleted {
 			b.Fatalf("whole job: %+v, %v", rec, err)
 		}
-		if !count {
-			return
-		}
-		jobs++
 		var sum time.Duration
 		for _, p := range rec.Phases {
 			if _, ok := phases[p.Name]; !ok {
 				order = append(order, p.Name)
 			}
-			d := time.Duration(p.DurationMS) * time.Millisecond
-			phases[p.Name] += d
-			sum += d
+			pd := time.Duration(p.DurationMS) * time.Millisecond
+			phases[p.Name] = append(phases[p.Name], pd)
+			sum += pd
 		}
-		cleanup += time.Since(start) - sum // the rest: cleanup and the record
+		phases["cleanup+record"] = append(phases["cleanup+record"], d-sum) // the rest: cleanup and the record
+		return d
 	}
-	var ours, seed, floor time.Duration
-	b.Run("ours", func(b *testing.B) {
-		runOurs(b, false) // warm the pool, stage the snapshot
-		b.ResetTimer()
-		for b.Loop() {
-			runOurs(b, true)
+	seed := func(b *testing.B) time.Duration {
+		job, l := w.job(b, "true")
+		start := time.Now()
+		if err := w.seedWholeJob(job, l); err != nil {
+			b.Fatal(err)
 		}
-		ours = b.Elapsed() / time.Duration(b.N)
-	})
-	b.Run("seed", func(b *testing.B) {
-		for b.Loop() {
-			job, l := w.job(b, "true")
-			if err := w.seedWholeJob(job, l); err != nil {
-				b.Fatal(err)
-			}
-		}
-		seed = b.Elapsed() / time.Duration(b.N)
-	})
-	// LXD's own share: the same instance work in process on the daemon's
-	// socket, no SSH, no phase but the instance's (create with the
-	// snapshot device, start, exec true twice, force stop, delete).
-	b.Run("lxd-floor", func(b *testing.B) {
-		for b.Loop() {
-			_, l := w.job(b, "true")
-			if err := w.lxdFloor(ctx, l); err != nil {
-				b.Fatal(err)
-			}
-		}
-		floor = b.Elapsed() / time.Duration(b.N)
-	})
-	if ours > 0 && seed > 0 && floor > 0 {
-		fmt.Printf("BENCH whole-job ours=%v seed=%v lxd-floor=%v ratio=%.1f ours/lxd-floor=%.2f seed/lxd-floor=%.1f\n",
-			ours.Round(time.Millisecond), seed.Round(time.Millisecond), floor.Round(time.Millisecond),
-			float64(seed)/float64(ours), float64(ours)/float64(floor), float64(seed)/float64(floor))
+		return time.Since(start)
 	}
-	if jobs > 0 {
-		var parts []string
-		for _, name := range order {
-			parts = append(parts, fmt.Sprintf("%s=%v", name, (phases[name]/time.Duration(jobs)).Round(time.Millisecond)))
+	floor := func(b *testing.B) time.Duration {
+		_, l := w.job(b, "true")
+		start := time.Now()
+		if err := w.lxdFloor(ctx, l); err != nil {
+			b.Fatal(err)
 		}
-		parts = append(parts, fmt.Sprintf("cleanup+record=%v", (cleanup/time.Duration(jobs)).Round(time.Millisecond)))
-		fmt.Printf("BENCH whole-job-phases ours %s\n", strings.Join(parts, " "))
+		return time.Since(start)
 	}
+	times := rounds(b, variant{"ours", ours, false}, variant{"seed", seed, true}, variant{"lxd-floor", floor, false})
+	benchLine("whole-job", times, []string{"ours", "seed", "lxd-floor"},
+		[3]string{"ratio", "seed", "ours"}, [3]string{"ours/lxd-floor", "ours", "lxd-floor"}, [3]string{"seed/lxd-floor", "seed", "lxd-floor"})
+	var parts []string
+	for _, name := range append(order, "cleanup+record") {
+		parts = append(parts, fmt.Sprintf("%s=%v", name, roundDur(medianOf(phases[name]))))
+	}
+	fmt.Printf("BENCH whole-job-phases ours %s\n", strings.Join(parts, " "))
 }
 
 // lxdFloor is the instance's part of a whole job straight on the daemon's
-// socket.
+// socket: create with the snapshot device, start, exec true twice, force
+// stop, delete.
 func (w *wholeBench) lxdFloor(ctx context.Context, l layout.Layout) error {
-	err := w.lxd.CreateInstance(ctx, benchProject, incus.CreateRequest{Name: l.Instance, Type: incus.TypeContainer,
-		Alias: lxdtest.ImageAlias, Profiles: []string{"default"},
-		Config:  map[string]string{"limits.cpu": "1", "limits.memory": "256MiB"},
-		Devices: shared.Devices{"snapshot": {"type": "disk", "source": l.SnapshotDir, "path": "/workspace/snapshot", "readonly": "true"}}})
-	if err != nil {
-		return err
-	}
-	if err := w.lxd.Start(ctx, benchProject, l.Instance); err != nil {
+	if err := w.lxdCreateStart(ctx, l); err != nil {
 		return err
 	}
 	for range 2 {
@@ -271,8 +241,138 @@ func (w *wholeBench) lxdFloor(ctx context.Context, l layout.Layout) error {
 			return fmt.Errorf("exec true: %d, %w", code, err)
 		}
 	}
-	_, err = w.lxd.DeleteInstance(ctx, benchProject, l.Instance)
+	if err := w.lxd.ForceStop(ctx, benchProject, l.Instance); err != nil {
+		return err
+	}
+	_, err := w.lxd.DeleteInstance(ctx, benchProject, l.Instance)
 	return err
+}
+
+// lxdCreateStart creates the job's instance with its snapshot device and
+// starts it, on the daemon's socket.
+func (w *wholeBench) lxdCreateStart(ctx context.Context, l layout.Layout) error {
+	err := w.lxd.CreateInstance(ctx, benchProject, incus.CreateRequest{Name: l.Instance, Type: incus.TypeContainer,
+		Alias: lxdtest.ImageAlias, Profiles: []string{"default"},
+		Config:  map[string]string{"limits.cpu": "1", "limits.memory": "256MiB"},
+		Devices: shared.Devices{"snapshot": {"type": "disk", "source": l.SnapshotDir, "path": "/workspace/snapshot", "readonly": "true"}}})
+	if err != nil {
+		return err
+	}
+	return w.lxd.Start(ctx, benchProject, l.Instance)
+}
+
+// firstByte notes when its first byte is written.
+type firstByte struct {
+	once sync.Once
+	at   time.Time
+}
+
+func (f *firstByte) Write(p []byte) (int, error) {
+	if len(p) > 0 {
+		f.once.Do(func() { f.at = time.Now() })
+	}
+	return len(p), nil
+}
+
+// BenchmarkJobStart measures a job's start as an operator sees it, in
+// interleaved rounds: ours is `runner-host run` (a new process: the plugin
+// loaded, a new SSH connection, the snapshot staged before and reused) from
+// its start to the job's first output byte on its stdout; lxd-floor is the
+// daemon's create, start and exec of the same command to its first output
+// byte, in process on its socket. The rest of each job (and its cleanup)
+// is not timed. It prints
+//
+//	BENCH job-start ours=… lxd-floor=… ours/lxd-floor=…[lo..hi] rounds=N load=…
+//	BENCH job-start-phases ours rest=<median> <phase>=<median> …
+//
+// (the phases before the job's, from the record; rest is the time to the
+// first byte less them: the process's start, the plugin's load, the SSH
+// connection, and the job's exec up to its first byte).
+func BenchmarkJobStart(b *testing.B) {
+	w := newWholeBench(b)
+	ctx := context.Background()
+	bin := b.TempDir()
+	testbin.Install(b, bin, "executor-remote-linux-vm", testbin.Plugin, "")
+	runner := testbin.Install(b, bin, "runner-host", testbin.RunnerHost, "")
+	argv := []string{"sh", "-c", "echo first"}
+	phases := map[string][]time.Duration{}
+	var order []string
+	ours := func(b *testing.B) time.Duration {
+		job, _ := w.job(b, argv...)
+		data, err := json.Marshal(job)
+		if err != nil {
+			b.Fatal(err)
+		}
+		jobFile := filepath.Join(b.TempDir(), "job.json")
+		if err := os.WriteFile(jobFile, data, 0o644); err != nil {
+			b.Fatal(err)
+		}
+		cmd := exec.Command(runner, "run", "--plugin-dir", bin, "--job", jobFile, "--ssh-config", w.cfg)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			b.Fatal(err)
+		}
+		start := time.Now()
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		one := make([]byte, 1)
+		_, rerr := io.ReadFull(stdout, one)
+		d := time.Since(start)
+		_, _ = io.Copy(io.Discard, stdout)
+		if err := cmd.Wait(); err != nil || rerr != nil {
+			b.Fatalf("runner-host run: %v, %v\n%s", err, rerr, stderr.Bytes())
+		}
+		// Where the time went: the record's phases up to the job's.
+		data, err = os.ReadFile(filepath.Join(job.Host.JobDir, host.RecordFile))
+		if err != nil {
+			b.Fatal(err)
+		}
+		var rec host.Record
+		if err := json.Unmarshal(data, &rec); err != nil {
+			b.Fatal(err)
+		}
+		var sum time.Duration
+		for _, p := range rec.Phases {
+			if _, ok := phases[p.Name]; !ok {
+				order = append(order, p.Name)
+			}
+			pd := time.Duration(p.DurationMS) * time.Millisecond
+			phases[p.Name] = append(phases[p.Name], pd)
+			if p.Name == "wait_for_completion" {
+				break
+			}
+			sum += pd
+		}
+		phases["rest"] = append(phases["rest"], d-sum) // process start, plugin load, connect, exec to the first byte
+		return d
+	}
+	floor := func(b *testing.B) time.Duration {
+		_, l := w.job(b, "true")
+		var fb firstByte
+		start := time.Now()
+		if err := w.lxdCreateStart(ctx, l); err != nil {
+			b.Fatal(err)
+		}
+		code, err := w.lxd.Exec(ctx, benchProject, l.Instance, incus.ExecRequest{Command: argv, Stdout: &fb})
+		if err != nil || code != 0 || fb.at.IsZero() {
+			b.Fatalf("exec: %d, %v", code, err)
+		}
+		d := fb.at.Sub(start)
+		if _, err := w.lxd.DeleteInstance(ctx, benchProject, l.Instance); err != nil {
+			b.Fatal(err)
+		}
+		return d
+	}
+	times := rounds(b, variant{"ours", ours, false}, variant{"lxd-floor", floor, false})
+	benchLine("job-start", times, []string{"ours", "lxd-floor"}, [3]string{"ours/lxd-floor", "ours", "lxd-floor"})
+	parts := []string{fmt.Sprintf("rest=%v", roundDur(medianOf(phases["rest"])))}
+	for _, name := range order {
+		parts = append(parts, fmt.Sprintf("%s=%v", name, roundDur(medianOf(phases[name]))))
+	}
+	fmt.Printf("BENCH job-start-phases ours %s\n", strings.Join(parts, " "))
 }
 
 // runningInstance creates and starts a busybox container for job, deleted
@@ -294,62 +394,60 @@ func (w *wholeBench) runningInstance(b *testing.B, l layout.Layout) {
 	}
 }
 
-// BenchmarkExecOverhead runs `true` in a running container: ours is RunJob
+// BenchmarkExecOverhead runs `true` in a running container, in
+// interleaved rounds (-benchtime Nx): ours is RunJob
 // through the plugin loaded by host/ (its cwd check, the exec, the
 // operation's end); floor is the raw exec API in process over the same
 // sshd: one POST and the operation's wait on one streamlocal channel kept
 // open, plus the four websockets (each needs a channel of its own: an
 // upgraded connection belongs to its socket). It prints
 //
-//	BENCH exec-overhead ours=… floor=… ratio=<ours/floor>
+//	BENCH exec-overhead ours=… floor=… ratio=<ours/floor>[lo..hi] rounds=N load=…
 func BenchmarkExecOverhead(b *testing.B) {
 	w := newWholeBench(b)
 	job, l := w.job(b, "true")
 	job.Command.Cwd = "/"
 	w.runningInstance(b, l)
 	ctx := context.Background()
-	var ours, floor time.Duration
-	b.Run("ours", func(b *testing.B) {
-		run := func() {
-			res, err := w.p.RunJob(ctx, shared.RunRequest{Job: job}, func(shared.OutputChunk) error { return nil })
-			if err != nil || res.ExitCode != 0 {
-				b.Fatalf("RunJob: %+v, %v", res, err)
-			}
+	pool := benchPool(b, w.cfg)
+	rc := openRaw(b, pool, w.d.Socket)
+	ws := &http.Client{Transport: &http.Transport{
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return pool.DialUnix(ctx, "vm-host", w.d.Socket)
+		},
+	}}
+	ours := func(b *testing.B) time.Duration {
+		start := time.Now()
+		res, err := w.p.RunJob(ctx, shared.RunRequest{Job: job}, func(shared.OutputChunk) error { return nil })
+		if err != nil || res.ExitCode != 0 {
+			b.Fatalf("RunJob: %+v, %v", res, err)
 		}
-		run() // warm the pool
-		b.ResetTimer()
-		for b.Loop() {
-			run()
-		}
-		ours = b.Elapsed() / time.Duration(b.N)
-	})
-	b.Run("floor", func(b *testing.B) {
-		pool := benchPool(b, w.cfg)
-		rc := openRaw(b, pool, w.d.Socket)
-		ws := &http.Client{Transport: &http.Transport{
-			DisableKeepAlives: true,
-			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				return pool.DialUnix(ctx, "vm-host", w.d.Socket)
-			},
-		}}
-		for b.Loop() {
-			code, err := rawExecTrue(ctx, rc, ws, l.Instance)
-			if err != nil || code != 0 {
-				b.Fatalf("raw exec: %d, %v", code, err)
-			}
-		}
-		floor = b.Elapsed() / time.Duration(b.N)
-	})
-	if ours > 0 && floor > 0 {
-		fmt.Printf("BENCH exec-overhead ours=%v floor=%v ratio=%.2f\n", ours.Round(time.Microsecond), floor.Round(time.Microsecond), float64(ours)/float64(floor))
+		return time.Since(start)
 	}
+	floor := func(b *testing.B) time.Duration {
+		start := time.Now()
+		code, err := rawExecTrue(ctx, rc, ws, l.Instance)
+		if err != nil || code != 0 {
+			b.Fatalf("raw exec: %d, %v", code, err)
+		}
+		return time.Since(start)
+	}
+	times := rounds(b, variant{"ours", ours, false}, variant{"floor", floor, false})
+	benchLine("exec-overhead", times, []string{"ours", "floor"}, [3]string{"ratio", "ours", "floor"})
 }
 
-// rawExecTrue is the exec API's floor: POST exec (waiting for websockets),
-// connect stdin, stdout, stderr and control at once, EOF on stdin, read
-// the output to its end, and wait for the operation's return code.
+// rawExecTrue is the exec API's floor for `true`.
 func rawExecTrue(ctx context.Context, rc *rawConn, ws *http.Client, instance string) (int, error) {
-	body, _ := json.Marshal(map[string]any{"command": []string{"true"}, "environment": map[string]string{},
+	return rawExec(ctx, rc, ws, instance, []string{"true"}, io.Discard)
+}
+
+// rawExec is the exec API's floor: POST exec (waiting for websockets),
+// connect stdin, stdout, stderr and control at once, EOF on stdin, read
+// the output to its end (stdout into w), and wait for the operation's
+// return code.
+func rawExec(ctx context.Context, rc *rawConn, ws *http.Client, instance string, argv []string, w io.Writer) (int, error) {
+	body, _ := json.Marshal(map[string]any{"command": argv, "environment": map[string]string{},
 		"wait-for-websocket": true, "interactive": false})
 	code, _, data, err := rc.do(ctx, http.MethodPost, "/1.0/instances/"+url.PathEscape(instance)+"/exec?project="+benchProject, body, "")
 	if err != nil || code != http.StatusAccepted {
@@ -391,14 +489,19 @@ func rawExecTrue(ctx context.Context, rc *rawConn, ws *http.Client, instance str
 	if err := conns[0].Write(ctx, websocket.MessageText, nil); err != nil {
 		return -1, err
 	}
-	for _, c := range conns[1:3] {
+	for i, c := range conns[1:3] {
+		out := io.Discard
+		if i == 0 {
+			out = w
+		}
 		wg.Go(func() {
+			c.SetReadLimit(-1)
 			for {
 				typ, r, err := c.Reader(ctx)
 				if err != nil {
 					return
 				}
-				n, _ := io.Copy(io.Discard, r)
+				n, _ := io.Copy(out, r)
 				if typ == websocket.MessageText && n == 0 {
 					return
 				}
@@ -423,161 +526,190 @@ func rawExecTrue(ctx context.Context, rc *rawConn, ws *http.Client, instance str
 	return *done.Metadata.Metadata.Return, nil
 }
 
-// rawCollect is the file API's floor: a GET per directory and per file, one
-// after another, each on the channel conn gives, each file written
-// under dest (no checks: the names are the bench's own). It returns the
-// number of files.
-func rawCollect(ctx context.Context, conn func() (*rawConn, func(), error), instance, guestDir, dest string) (int, error) {
-	get := func(p string) (int, []byte, error) {
-		rc, done, err := conn()
-		if err != nil {
-			return 0, nil, err
-		}
-		defer done()
-		code, _, data, err := rc.do(ctx, http.MethodGet, "/1.0/instances/"+url.PathEscape(instance)+"/files?path="+url.QueryEscape(p)+"&project="+benchProject, nil, "")
-		return code, data, err
+// tarFloor is the one-exec floor of a collection: `tar -cf - .` in the
+// guest directory by the raw exec API over its own channel, the stream
+// unpacked into dest with no check at all (the names are the bench's own).
+// It returns the number of files.
+func tarFloor(ctx context.Context, rc *rawConn, ws *http.Client, instance, guestDir, dest string) (int, error) {
+	pr, pw := io.Pipe()
+	type result struct {
+		n   int
+		err error
 	}
-	n := 0
-	var walk func(rel string) error
-	walk = func(rel string) error {
-		code, data, err := get(path.Join(guestDir, rel))
-		if err != nil || code != http.StatusOK {
-			return fmt.Errorf("GET %s: %d %v", rel, code, err)
-		}
-		var env struct {
-			Metadata []string `json:"metadata"`
-		}
-		if err := json.Unmarshal(data, &env); err != nil || env.Metadata == nil {
-			// A file: its content is the body.
-			if err := os.MkdirAll(filepath.Dir(filepath.Join(dest, rel)), 0o755); err != nil {
-				return err
-			}
-			n++
-			return os.WriteFile(filepath.Join(dest, rel), data, 0o644)
-		}
-		for _, name := range env.Metadata {
-			if err := walk(path.Join(rel, name)); err != nil {
-				return err
-			}
-		}
-		return nil
+	done := make(chan result, 1)
+	go func() {
+		n, err := untar(pr, dest)
+		pr.CloseWithError(err)
+		_, _ = io.Copy(io.Discard, pr)
+		done <- result{n, err}
+	}()
+	code, err := rawExec(ctx, rc, ws, instance, []string{"tar", "-C", guestDir, "-cf", "-", "."}, pw)
+	pw.Close()
+	r := <-done
+	if err == nil && code != 0 {
+		err = fmt.Errorf("tar: exit %d", code)
 	}
-	return n, walk("")
+	return r.n, errors.Join(err, r.err)
 }
 
-// BenchmarkCollectArtifacts copies 200 files of 1 KiB out of a running
-// container: ours is CollectArtifacts through the plugin loaded by host/
-// (one exec listing special files, then the file API); seed is the seed's
-// way: `lxc exec … find` for the list, then one `ssh host 'lxc exec … cat
-// FILE'` process per file into the local copy; floor is rawCollect, the
-// file API alone in process over the same sshd, on one kept channel and on
-// a fresh channel per request. The copies are removed between ops, outside
-// the timer. It prints
-//
-//	BENCH collect-artifacts ours=… seed=… floor=… floor-fresh-channel=… ratio=<seed/ours> ours/floor=… ours/floor-fresh-channel=…
-func BenchmarkCollectArtifacts(b *testing.B) {
-	const files = 200
+// untar writes the archive's directories and files under dest.
+func untar(r io.Reader, dest string) (int, error) {
+	tr := tar.NewReader(r)
+	n := 0
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+		p := filepath.Join(dest, h.Name)
+		switch h.Typeflag {
+		case tar.TypeDir:
+			if err := os.MkdirAll(p, 0o755); err != nil {
+				return n, err
+			}
+		case tar.TypeReg:
+			f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+			if err != nil {
+				return n, err
+			}
+			_, err = io.Copy(f, tr)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return n, err
+			}
+			n++
+		}
+	}
+}
+
+// collectBench is a running container holding artifacts, and the ways to
+// collect them.
+type collectBench struct {
+	w     *wholeBench
+	job   shared.WholeJob
+	l     layout.Layout
+	dest  string
+	files int
+	rc    *rawConn
+	ws    *http.Client
+}
+
+// newCollectBench starts a container and runs script in it to make the
+// artifacts (files of them).
+func newCollectBench(b *testing.B, script string, files int) *collectBench {
 	w := newWholeBench(b)
 	job, l := w.job(b, "true")
 	w.runningInstance(b, l)
 	ctx := context.Background()
 	var out bytes.Buffer
-	code, err := w.lxd.Exec(ctx, benchProject, l.Instance, incus.ExecRequest{Command: []string{"sh", "-c",
-		fmt.Sprintf(`set -e; a=%s; mkdir -p $a/d1 $a/d2; i=0; while [ $i -lt %d ]; do head -c 1024 /dev/urandom > $a/d$((i %% 2 + 1))/f$i; i=$((i+1)); done`,
-			shared.DefaultArtifactsPath, files)}, Stdout: &out, Stderr: &out})
+	code, err := w.lxd.Exec(ctx, benchProject, l.Instance, incus.ExecRequest{Command: []string{"sh", "-c", script}, Stdout: &out, Stderr: &out})
 	if err != nil || code != 0 {
 		b.Fatalf("make the artifacts: %d %v %s", code, err, out.String())
 	}
-	dest := filepath.Join(job.Host.JobDir, "artifacts")
-	clean := func(b *testing.B) {
-		b.StopTimer()
-		if err := os.RemoveAll(dest); err != nil {
-			b.Fatal(err)
-		}
-		b.StartTimer()
-	}
-	var ours, seed time.Duration
-	b.Run("ours", func(b *testing.B) {
-		collect := func() {
-			res, err := w.p.CollectArtifacts(ctx, shared.CollectRequest{Job: job})
-			if err != nil || res.Files != files || len(res.Warnings) != 0 {
-				b.Fatalf("collect: %+v, %v", res, err)
-			}
-		}
-		collect() // warm the pool
-		clean(b)
-		b.ResetTimer()
-		for b.Loop() {
-			collect()
-			clean(b)
-		}
-		ours = b.Elapsed() / time.Duration(b.N)
-	})
-	b.Run("seed", func(b *testing.B) {
-		p := "--project=" + benchProject
-		for b.Loop() {
-			list, err := w.lxc("exec", l.Instance, p, "--", "find", shared.DefaultArtifactsPath, "-type", "f")
-			if err != nil {
-				b.Fatal(err)
-			}
-			n := 0
-			for _, f := range strings.Fields(string(list)) {
-				local := filepath.Join(dest, strings.TrimPrefix(f, shared.DefaultArtifactsPath))
-				if err := os.MkdirAll(filepath.Dir(local), 0o755); err != nil {
-					b.Fatal(err)
-				}
-				data, err := w.lxc("exec", l.Instance, p, "--", "cat", f)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if err := os.WriteFile(local, data, 0o644); err != nil {
-					b.Fatal(err)
-				}
-				n++
-			}
-			if n != files {
-				b.Fatalf("seed copied %d files, want %d", n, files)
-			}
-			clean(b)
-		}
-		seed = b.Elapsed() / time.Duration(b.N)
-	})
-	// The floor on one kept channel, and on a fresh channel per request
-	// (as our client does: it keeps no connection to the socket alive).
-	var floor, fresh time.Duration
 	pool := benchPool(b, w.cfg)
-	b.Run("floor", func(b *testing.B) {
-		rc := openRaw(b, pool, w.d.Socket)
-		kept := func() (*rawConn, func(), error) { return rc, func() {}, nil }
-		for b.Loop() {
-			n, err := rawCollect(ctx, kept, l.Instance, shared.DefaultArtifactsPath, dest)
-			if err != nil || n != files {
-				b.Fatalf("raw collect: %d files, %v", n, err)
-			}
-			clean(b)
-		}
-		floor = b.Elapsed() / time.Duration(b.N)
-	})
-	b.Run("floor-fresh-channel", func(b *testing.B) {
-		dial := func() (*rawConn, func(), error) {
-			conn, err := pool.DialUnix(ctx, "vm-host", w.d.Socket)
-			if err != nil {
-				return nil, nil, err
-			}
-			return &rawConn{conn: conn, br: bufio.NewReader(conn)}, func() { conn.Close() }, nil
-		}
-		for b.Loop() {
-			n, err := rawCollect(ctx, dial, l.Instance, shared.DefaultArtifactsPath, dest)
-			if err != nil || n != files {
-				b.Fatalf("raw collect: %d files, %v", n, err)
-			}
-			clean(b)
-		}
-		fresh = b.Elapsed() / time.Duration(b.N)
-	})
-	if ours > 0 && seed > 0 && floor > 0 && fresh > 0 {
-		fmt.Printf("BENCH collect-artifacts ours=%v seed=%v floor=%v floor-fresh-channel=%v ratio=%.1f ours/floor=%.2f ours/floor-fresh-channel=%.2f\n",
-			ours.Round(time.Millisecond), seed.Round(time.Millisecond), floor.Round(time.Millisecond), fresh.Round(time.Millisecond),
-			float64(seed)/float64(ours), float64(ours)/float64(floor), float64(ours)/float64(fresh))
+	return &collectBench{w: w, job: job, l: l, dest: filepath.Join(job.Host.JobDir, "artifacts"), files: files,
+		rc: openRaw(b, pool, w.d.Socket),
+		ws: &http.Client{Transport: &http.Transport{
+			DisableKeepAlives: true,
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				return pool.DialUnix(ctx, "vm-host", w.d.Socket)
+			},
+		}}}
+}
+
+// timed runs f, checks it copied c.files files, and removes the copy
+// (untimed).
+func (c *collectBench) timed(b *testing.B, name string, f func() (int, error)) time.Duration {
+	b.Helper()
+	if err := os.MkdirAll(c.dest, 0o755); err != nil {
+		b.Fatal(err)
 	}
+	start := time.Now()
+	n, err := f()
+	d := time.Since(start)
+	if err != nil || n != c.files {
+		b.Fatalf("%s: %d files (want %d), %v", name, n, c.files, err)
+	}
+	if err := os.RemoveAll(c.dest); err != nil {
+		b.Fatal(err)
+	}
+	return d
+}
+
+func (c *collectBench) ours(b *testing.B) time.Duration {
+	return c.timed(b, "ours", func() (int, error) {
+		res, err := c.w.p.CollectArtifacts(context.Background(), shared.CollectRequest{Job: c.job})
+		if err == nil && len(res.Warnings) != 0 {
+			err = fmt.Errorf("warnings: %q", res.Warnings)
+		}
+		return int(res.Files), err
+	})
+}
+
+func (c *collectBench) floor(b *testing.B) time.Duration {
+	return c.timed(b, "tar floor", func() (int, error) {
+		return tarFloor(context.Background(), c.rc, c.ws, c.l.Instance, shared.DefaultArtifactsPath, c.dest)
+	})
+}
+
+// seed is the seed's way: `lxc exec … find` for the list, then one `ssh
+// host 'lxc exec … cat FILE'` process per file into the local copy.
+func (c *collectBench) seed(b *testing.B) time.Duration {
+	return c.timed(b, "seed", func() (int, error) {
+		p := "--project=" + benchProject
+		list, err := c.w.lxc("exec", c.l.Instance, p, "--", "find", shared.DefaultArtifactsPath, "-type", "f")
+		if err != nil {
+			return 0, err
+		}
+		n := 0
+		for _, f := range strings.Fields(string(list)) {
+			local := filepath.Join(c.dest, strings.TrimPrefix(f, shared.DefaultArtifactsPath))
+			if err := os.MkdirAll(filepath.Dir(local), 0o755); err != nil {
+				return n, err
+			}
+			data, err := c.w.lxc("exec", c.l.Instance, p, "--", "cat", f)
+			if err != nil {
+				return n, err
+			}
+			if err := os.WriteFile(local, data, 0o644); err != nil {
+				return n, err
+			}
+			n++
+		}
+		return n, nil
+	})
+}
+
+// BenchmarkCollectArtifacts copies 200 files of 1 KiB in two directories
+// out of a running container, in interleaved rounds: ours is
+// CollectArtifacts through the plugin loaded by host/ (one exec of tar, the
+// stream checked); seed is the seed's way (collectBench.seed); floor is
+// tarFloor, one raw exec of tar unpacked with no check. -benchtime Nx sets
+// the rounds. It prints
+//
+//	BENCH collect-artifacts ours=… seed=… floor=… ratio=<seed/ours>[lo..hi] ours/floor=…[lo..hi] rounds=N load=…
+func BenchmarkCollectArtifacts(b *testing.B) {
+	const files = 200
+	c := newCollectBench(b, fmt.Sprintf(`set -e; a=%s; mkdir -p $a/d1 $a/d2; i=0; while [ $i -lt %d ]; do head -c 1024 /dev/urandom > $a/d$((i %% 2 + 1))/f$i; i=$((i+1)); done`,
+		shared.DefaultArtifactsPath, files), files)
+	times := rounds(b, variant{"ours", c.ours, false}, variant{"seed", c.seed, true}, variant{"floor", c.floor, false})
+	benchLine("collect-artifacts", times, []string{"ours", "seed", "floor"},
+		[3]string{"ratio", "seed", "ours"}, [3]string{"ours/floor", "ours", "floor"})
+}
+
+// BenchmarkCollectArtifactsLarge copies 4 files of 64 MiB, ours against the
+// one-exec tar floor, in interleaved rounds. It prints
+//
+//	BENCH collect-artifacts-large ours=… floor=… ours/floor=…[lo..hi] rounds=N load=…
+func BenchmarkCollectArtifactsLarge(b *testing.B) {
+	const files = 4
+	c := newCollectBench(b, fmt.Sprintf(`set -e; a=%s; mkdir -p $a; for i in 1 2 3 4; do head -c %d /dev/urandom > $a/big$i; done`,
+		shared.DefaultArtifactsPath, 64<<20), files)
+	times := rounds(b, variant{"ours", c.ours, false}, variant{"floor", c.floor, false})
+	benchLine("collect-artifacts-large", times, []string{"ours", "floor"}, [3]string{"ours/floor", "ours", "floor"})
 }

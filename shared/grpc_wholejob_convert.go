@@ -46,7 +46,7 @@ func wholeJobToProto(w WholeJob) *executorpb.WholeJobSpec {
 		}
 	}
 	if a := w.Artifacts; a != nil {
-		out.Artifacts = &executorpb.Artifacts{Path: a.Path, MaxBytes: a.MaxBytes}
+		out.Artifacts = &executorpb.Artifacts{Path: a.Path, MaxBytes: a.MaxBytes, MaxFiles: a.MaxFiles, TimeoutSecs: a.TimeoutSecs}
 	}
 	return out
 }
@@ -72,7 +72,7 @@ func wholeJobFromProto(w *executorpb.WholeJobSpec) WholeJob {
 		}
 	}
 	if a := w.GetArtifacts(); a != nil {
-		out.Artifacts = &Artifacts{Path: a.GetPath(), MaxBytes: a.GetMaxBytes()}
+		out.Artifacts = &Artifacts{Path: a.GetPath(), MaxBytes: a.GetMaxBytes(), MaxFiles: a.GetMaxFiles(), TimeoutSecs: a.GetTimeoutSecs()}
 	}
 	return out
 }

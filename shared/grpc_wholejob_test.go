@@ -142,7 +142,7 @@ func fullWholeJob() WholeJob {
 			User:        1000,
 			TimeoutSecs: 3600,
 		},
-		Artifacts: &Artifacts{Path: "/run/out", MaxBytes: 5 << 20},
+		Artifacts: &Artifacts{Path: "/run/out", MaxBytes: 5 << 20, MaxFiles: 42, TimeoutSecs: 7},
 	}
 }
 

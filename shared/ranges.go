@@ -19,8 +19,11 @@ const (
 	MaxReadyTimeoutSecs = 24 * 60 * 60     // runtime.ready_timeout_secs: 0 (default 120) to one day
 	MaxTimeoutSecs      = 7 * 24 * 60 * 60 // command.timeout_secs: 0 (no limit) to one week
 	MaxArtifactsBytes   = int64(1) << 50   // artifacts.max_bytes: 1 to 1 PiB
-	MinMemoryBytes      = int64(1) << 20   // runtime.limits.memory: 1 MiB ...
-	MaxMemoryBytes      = math.MaxInt64    // ... to what Incus holds in an int64
+	MaxArtifactsFiles   = int64(1_000_000) // artifacts.max_files: 1 to a million entries
+	// artifacts.timeout_secs: 1 to one day
+	MaxArtifactsTimeoutSecs = int64(24 * 60 * 60)
+	MinMemoryBytes          = int64(1) << 20 // runtime.limits.memory: 1 MiB ...
+	MaxMemoryBytes          = math.MaxInt64  // ... to what Incus holds in an int64
 )
 
 // checkRange refuses v outside [lo, hi], naming field, the value as given

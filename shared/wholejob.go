@@ -81,6 +81,12 @@ type Artifacts struct {
 	Path string `json:"path,omitempty"`
 	// MaxBytes caps the collected bytes (default 1 GiB).
 	MaxBytes int64 `json:"max_bytes,omitempty"`
+	// MaxFiles caps the entries collected or skipped: files, links,
+	// directories and special files (default 10,000; at most 1,000,000).
+	MaxFiles int64 `json:"max_files,omitempty"`
+	// TimeoutSecs bounds the whole collection (default 600; at most
+	// 86,400).
+	TimeoutSecs int64 `json:"timeout_secs,omitempty"`
 }
 
 // Instance types, as Incus names them.
@@ -111,6 +117,10 @@ const (
 	DefaultCwd           = SnapshotGuestPath
 	DefaultArtifactsPath = "/run/pika-cloud/artifacts"
 	DefaultArtifactsMax  = int64(1) << 30
+	// DefaultArtifactsMaxFiles and DefaultArtifactsTimeoutSecs bound a
+	// collection's entries and time (see ranges.go for their ranges).
+	DefaultArtifactsMaxFiles    = int64(10_000)
+	DefaultArtifactsTimeoutSecs = int64(600)
 	// CleanupTimeout is the host's own limit on Cleanup.
 	CleanupTimeout = 60 * time.Second
 	// KillGrace is the time between SIGTERM and SIGKILL on a timeout or
@@ -175,6 +185,12 @@ func (a Artifacts) WithDefaults() Artifacts {
 	}
 	if a.MaxBytes == 0 {
 		a.MaxBytes = DefaultArtifactsMax
+	}
+	if a.MaxFiles == 0 {
+		a.MaxFiles = DefaultArtifactsMaxFiles
+	}
+	if a.TimeoutSecs == 0 {
+		a.TimeoutSecs = DefaultArtifactsTimeoutSecs
 	}
 	return a
 }

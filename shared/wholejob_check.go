@@ -176,6 +176,12 @@ func (a Artifacts) Check() error {
 	if err := checkRange("artifacts.max_bytes", a.MaxBytes, 1, MaxArtifactsBytes, "bytes"); err != nil {
 		return err
 	}
+	if err := checkRange("artifacts.max_files", a.MaxFiles, 1, MaxArtifactsFiles, "entries"); err != nil {
+		return err
+	}
+	if err := checkRange("artifacts.timeout_secs", a.TimeoutSecs, 1, MaxArtifactsTimeoutSecs, "seconds"); err != nil {
+		return err
+	}
 	return nil
 }
 

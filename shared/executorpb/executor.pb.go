@@ -1754,7 +1754,12 @@ type Artifacts struct {
 	// path is the guest directory (default /run/pika-cloud/artifacts).
 	Path string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
 	// max_bytes caps the collected bytes (default 1 GiB).
-	MaxBytes      int64 `protobuf:"varint,2,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	MaxBytes int64 `protobuf:"varint,2,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	// max_files caps the entries collected or skipped (default 10,000; 1 to
+	// 1,000,000).
+	MaxFiles int64 `protobuf:"varint,3,opt,name=max_files,json=maxFiles,proto3" json:"max_files,omitempty"`
+	// timeout_secs bounds the whole collection (default 600; 1 to 86,400).
+	TimeoutSecs   int64 `protobuf:"varint,4,opt,name=timeout_secs,json=timeoutSecs,proto3" json:"timeout_secs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1799,6 +1804,20 @@ func (x *Artifacts) GetPath() string {
 func (x *Artifacts) GetMaxBytes() int64 {
 	if x != nil {
 		return x.MaxBytes
+	}
+	return 0
+}
+
+func (x *Artifacts) GetMaxFiles() int64 {
+	if x != nil {
+		return x.MaxFiles
+	}
+	return 0
+}
+
+func (x *Artifacts) GetTimeoutSecs() int64 {
+	if x != nil {
+		return x.TimeoutSecs
 	}
 	return 0
 }
@@ -3172,10 +3191,12 @@ const file_executor_proto_rawDesc = "" +
 	"\ftimeout_secs\x18\x05 \x01(\x03R\vtimeoutSecs\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"<\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"|\n" +
 	"\tArtifacts\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x1b\n" +
-	"\tmax_bytes\x18\x02 \x01(\x03R\bmaxBytes\"\xea\x01\n" +
+	"\tmax_bytes\x18\x02 \x01(\x03R\bmaxBytes\x12\x1b\n" +
+	"\tmax_files\x18\x03 \x01(\x03R\bmaxFiles\x12!\n" +
+	"\ftimeout_secs\x18\x04 \x01(\x03R\vtimeoutSecs\"\xea\x01\n" +
 	"\fWholeJobSpec\x12/\n" +
 	"\x04spec\x18\x01 \x01(\v2\x1b.pikaci.executor.v1.JobSpecR\x04spec\x125\n" +
 	"\aruntime\x18\x02 \x01(\v2\x1b.pikaci.executor.v1.RuntimeR\aruntime\x125\n" +

@@ -96,6 +96,13 @@ func CheckCases() []CheckCase {
 			}
 		}, "command.argv", "2457793"},
 		{"max bytes over a PiB", func(w *shared.WholeJob) { w.Artifacts = &shared.Artifacts{MaxBytes: shared.MaxArtifactsBytes + 1} }, "artifacts.max_bytes", "1125899906842625"},
+		{"negative max files", func(w *shared.WholeJob) { w.Artifacts = &shared.Artifacts{MaxFiles: -1} }, "artifacts.max_files", "-1"},
+		{"max files over a million", func(w *shared.WholeJob) { w.Artifacts = &shared.Artifacts{MaxFiles: shared.MaxArtifactsFiles + 1} }, "artifacts.max_files", "1000001"},
+		{"negative collection timeout", func(w *shared.WholeJob) { w.Artifacts = &shared.Artifacts{TimeoutSecs: -1} }, "artifacts.timeout_secs", "-1"},
+		{"collection timeout wraps a Duration", func(w *shared.WholeJob) { w.Artifacts = &shared.Artifacts{TimeoutSecs: 9223372037} }, "artifacts.timeout_secs", "9223372037"},
+		{"collection timeout over a day", func(w *shared.WholeJob) {
+			w.Artifacts = &shared.Artifacts{TimeoutSecs: shared.MaxArtifactsTimeoutSecs + 1}
+		}, "artifacts.timeout_secs", "86401"},
 
 		// Accepted.
 		{"the defaults", func(*shared.WholeJob) {}, "", ""},

@@ -11,11 +11,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"math"
 	"os"
 	"path"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pikaci/vmexec/shared"
@@ -58,15 +58,20 @@ type Source interface {
 type Options struct {
 	// FileTimeout bounds each entry's read; 0: FileTimeout.
 	FileTimeout time.Duration
+	// InFlight is the number of guest reads at once; 0: InFlight.
+	InFlight int
 }
 
+// InFlight is the default number of guest reads Collect has in flight.
+const InFlight = 4
+
 // ErrLimit is wrapped by the error of a collection that reached its byte
-// cap.
-var ErrLimit = errors.New("artifacts exceed their byte cap")
+// cap or its entry cap.
+var ErrLimit = errors.New("artifacts exceed their cap")
 
 // Collect copies the guest directory guestDir, recursively, into destDir on
-// this machine (created when missing), and stops at maxBytes of file
-// content.
+// this machine (created when missing), and stops at lim.MaxBytes of file
+// content or lim.MaxFiles entries.
 //
 //   - Every write goes through an os.Root opened on destDir: no path it
 //     writes, nor any link it follows, leaves destDir. destDir itself must
@@ -80,14 +85,16 @@ var ErrLimit = errors.New("artifacts exceed their byte cap")
 //     sticky; directories are 0755. Other types are skipped and warned.
 //   - A read that does not answer within the file timeout is an error
 //     naming the file (a FIFO looks like a file to the file API).
-//   - When the next file would take the total over maxBytes, Collect
-//     stops, keeps what it copied, and returns an error wrapping ErrLimit
-//     naming the limit and the file.
+//   - When the next file would take the total over lim.MaxBytes, or the
+//     next entry (collected or skipped) over lim.MaxFiles, Collect stops,
+//     keeps what it copied, and returns an error wrapping ErrLimit naming
+//     the limit and the entry.
+//   - When ctx ends, the error is its cause (see WithTimeout).
 //   - A missing guestDir yields an empty result.
 //
 // Entries are visited in name order. The result counts regular files and
 // kept links in Files, their content in Bytes.
-func Collect(ctx context.Context, src Source, guestDir, destDir string, maxBytes int64, opts Options) (shared.CollectResult, error) {
+func Collect(ctx context.Context, src Source, guestDir, destDir string, lim Limits, opts Options) (shared.CollectResult, error) {
 	res := shared.CollectResult{Dir: destDir}
 	if !path.IsAbs(guestDir) || path.Clean(guestDir) != guestDir {
 		return res, shared.Errorf(shared.ErrInvalidInput, "artifacts.path", guestDir,
@@ -96,7 +103,10 @@ func Collect(ctx context.Context, src Source, guestDir, destDir string, maxBytes
 	if opts.FileTimeout <= 0 {
 		opts.FileTimeout = FileTimeout
 	}
-	c := &collector{src: src, guestDir: guestDir, max: maxBytes, opts: opts, res: &res}
+	if opts.InFlight <= 0 {
+		opts.InFlight = InFlight
+	}
+	c := &collector{src: src, guestDir: guestDir, lim: lim, opts: opts, res: &res}
 
 	top, err := c.get(ctx, guestDir)
 	if isNotFound(err) {
@@ -118,7 +128,12 @@ func Collect(ctx context.Context, src Source, guestDir, destDir string, maxBytes
 	c.root = root
 	switch top.Type {
 	case TypeDirectory:
-		return res, c.dir(ctx, "", top)
+		err := c.walk(ctx, top, opts.InFlight)
+		if err != nil && ctx.Err() != nil && !errors.Is(err, ErrLimit) {
+			err = ctxErr(ctx)
+		}
+		slices.Sort(res.Warnings) // read in any order: name order
+		return res, err
 	case TypeSymlink:
 		c.warnf("skipped %s: the artifacts directory is a symlink to %s, not followed", shared.Show(guestDir), shared.Show(top.Target))
 		return res, nil
@@ -167,13 +182,50 @@ func openDest(destDir string) (*os.Root, error) {
 type collector struct {
 	src      Source
 	guestDir string
-	max      int64
+	lim      Limits
 	opts     Options
 	root     *os.Root
 	res      *shared.CollectResult
+
+	mu       sync.Mutex // guards res, met, reserved, and the walk's state below
+	met      int64      // entries met, the top directory not counted
+	reserved int64      // declared sizes of files being copied, not yet written
+	// The walk: entries to read, entries queued or being read, the
+	// first error.
+	queue   []task
+	pending int
+	err     error
+	wake    *sync.Cond
+}
+
+// task is one guest entry to read: its path relative to guestDir.
+type task struct{ rel string }
+
+// bytesLimit is the error of a file that crosses the byte cap.
+func (c *collector) bytesLimit(guestPath string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return shared.Errorf(shared.ErrInvalidInput, "artifacts.max_bytes", fmt.Sprint(c.lim.MaxBytes),
+		"collect artifacts: %s takes the artifacts over artifacts.max_bytes %d (%d bytes copied before it): %w",
+		shared.Show(guestPath), c.lim.MaxBytes, c.res.Bytes, ErrLimit)
+}
+
+// filesLimit is the error of an entry past the entry cap.
+func (c *collector) filesLimit(guestPath string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.filesLimitLocked(guestPath)
+}
+
+func (c *collector) filesLimitLocked(guestPath string) error {
+	return shared.Errorf(shared.ErrInvalidInput, "artifacts.max_files", fmt.Sprint(c.lim.MaxFiles),
+		"collect artifacts: %s takes the artifacts over artifacts.max_files %d entries (%d files copied before it): %w",
+		shared.Show(guestPath), c.lim.MaxFiles, c.res.Files, ErrLimit)
 }
 
 func (c *collector) warnf(format string, args ...any) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.res.Warnings = append(c.res.Warnings, fmt.Sprintf(format, args...))
 }
 
@@ -208,8 +260,9 @@ func (c *collector) get(ctx context.Context, guestPath string) (Entry, error) {
 		return e, nil
 	}
 	// Closing the body is what ends a blocked read, whatever the Source.
-	stop := context.AfterFunc(fctx, func() { e.Body.Close() })
-	e.Body = &boundBody{ReadCloser: e.Body, ctx: ctx, fctx: fctx, done: func() { stop(); cancel() }}
+	body := e.Body // the closure must not see the wrapper set below
+	stop := context.AfterFunc(fctx, func() { body.Close() })
+	e.Body = &boundBody{ReadCloser: body, ctx: ctx, fctx: fctx, done: func() { stop(); cancel() }}
 	return e, nil
 }
 
@@ -239,57 +292,121 @@ func (b *boundBody) Close() error {
 	return err
 }
 
-// dir copies the guest directory at rel (relative to guestDir; "" is
-// guestDir) whose entry is e.
-func (c *collector) dir(ctx context.Context, rel string, e Entry) error {
+// walk copies the top directory's tree with inFlight workers, each
+// reading one guest entry at a time; the first error stops them all.
+func (c *collector) walk(ctx context.Context, top Entry, inFlight int) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	c.wake = sync.NewCond(&c.mu)
+	stop := context.AfterFunc(ctx, func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.wake.Broadcast()
+	})
+	defer stop()
+	c.mu.Lock()
+	err := c.enqueue("", top)
+	c.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	for range inFlight {
+		wg.Go(func() {
+			for {
+				c.mu.Lock()
+				for len(c.queue) == 0 && c.pending > 0 && c.err == nil && ctx.Err() == nil {
+					c.wake.Wait()
+				}
+				if len(c.queue) == 0 || c.err != nil || ctx.Err() != nil {
+					c.mu.Unlock()
+					return
+				}
+				t := c.queue[0]
+				c.queue = c.queue[1:]
+				c.mu.Unlock()
+				err := c.entry(ctx, t.rel)
+				c.mu.Lock()
+				if err != nil && c.err == nil {
+					c.err = err
+					cancel(err)
+				}
+				c.pending--
+				c.wake.Broadcast()
+				c.mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if c.err == nil && ctx.Err() != nil {
+		return ctxErr(ctx)
+	}
+	return c.err
+}
+
+// enqueue queues the entries of the guest directory at rel (relative to
+// guestDir; "" is guestDir) whose entry is e, counting them against the
+// entry cap. c.mu is held.
+func (c *collector) enqueue(rel string, e Entry) error {
 	closeBody(e)
 	names := slices.Clone(e.Entries)
 	slices.Sort(names)
 	names = slices.Compact(names)
 	for _, name := range names {
-		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("collect artifacts: %w", err)
+		if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
+			c.res.Warnings = append(c.res.Warnings, fmt.Sprintf("skipped %s in %s: not a file name", shared.Show(name), shared.Show(path.Join(c.guestDir, rel))))
+			continue
 		}
 		childRel := name
 		if rel != "" {
 			childRel = rel + "/" + name
 		}
-		guestPath := path.Join(c.guestDir, childRel)
-		if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
-			c.warnf("skipped %s in %s: not a file name", shared.Show(name), shared.Show(path.Join(c.guestDir, rel)))
-			continue
+		c.met++
+		if c.lim.MaxFiles > 0 && c.met > c.lim.MaxFiles {
+			return c.filesLimitLocked(path.Join(c.guestDir, childRel))
 		}
-		child, err := c.get(ctx, guestPath)
-		if isNotFound(err) {
-			c.warnf("skipped %s: gone while collecting", shared.Show(guestPath))
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		switch child.Type {
-		case TypeDirectory:
-			if err := c.root.Mkdir(childRel, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
-				return fmt.Errorf("collect artifacts: %w", err)
-			}
-			if fi, err := c.root.Lstat(childRel); err != nil || !fi.IsDir() {
-				return fmt.Errorf("collect artifacts: %s in %s exists and is not a directory", shared.Show(childRel), c.res.Dir)
-			}
-			if err := c.dir(ctx, childRel, child); err != nil {
-				return err
-			}
-		case TypeSymlink:
-			c.link(childRel, guestPath, child.Target)
-		case TypeFile:
-			if err := c.file(ctx, childRel, guestPath, child); err != nil {
-				return err
-			}
-		default:
-			closeBody(child)
-			c.warnf("skipped %s: a %s, not a file, directory or symlink", shared.Show(guestPath), shared.Show(child.Type))
-		}
+		c.queue = append(c.queue, task{rel: childRel})
+		c.pending++
 	}
 	return nil
+}
+
+// entry reads one guest entry and copies it; a directory's entries are
+// queued.
+func (c *collector) entry(ctx context.Context, childRel string) error {
+	guestPath := path.Join(c.guestDir, childRel)
+	child, err := c.get(ctx, guestPath)
+	if isNotFound(err) {
+		c.warnf("skipped %s: gone while collecting", shared.Show(guestPath))
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	switch child.Type {
+	case TypeDirectory:
+		if err := c.root.Mkdir(childRel, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+			closeBody(child)
+			return fmt.Errorf("collect artifacts: %w", err)
+		}
+		if fi, err := c.root.Lstat(childRel); err != nil || !fi.IsDir() {
+			closeBody(child)
+			return fmt.Errorf("collect artifacts: %s in %s exists and is not a directory", shared.Show(childRel), c.res.Dir)
+		}
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.enqueue(childRel, child)
+	case TypeSymlink:
+		closeBody(child)
+		c.link(childRel, guestPath, child.Target)
+		return nil
+	case TypeFile:
+		return c.file(ctx, childRel, guestPath, child)
+	default:
+		closeBody(child)
+		c.warnf("skipped %s: a %s, not a file, directory or symlink", shared.Show(guestPath), shared.Show(child.Type))
+		return nil
+	}
 }
 
 // link writes a link for a guest symlink whose target is inside guestDir.
@@ -311,7 +428,9 @@ func (c *collector) link(rel, guestPath, target string) {
 		c.warnf("skipped symlink %s -> %s: %v", shared.Show(guestPath), shared.Show(target), err)
 		return
 	}
+	c.mu.Lock()
 	c.res.Files++
+	c.mu.Unlock()
 }
 
 // relPath is target relative to dir, both absolute and clean.
@@ -338,19 +457,32 @@ func relPath(dir, target string) (string, bool) {
 	return strings.Join(parts, "/"), true
 }
 
-// file copies one regular file, within the byte cap.
+// file copies one regular file, within the byte cap: each write takes its
+// bytes from what is left under it, so files copied at once never pass it
+// together.
 func (c *collector) file(ctx context.Context, rel, guestPath string, e Entry) error {
 	defer closeBody(e)
-	limitErr := func() error {
-		return shared.Errorf(shared.ErrInvalidInput, "artifacts.max_bytes", fmt.Sprint(c.max),
-			"collect artifacts: %s takes the artifacts over artifacts.max_bytes %d (%d bytes copied before it): %w",
-			shared.Show(guestPath), c.max, c.res.Bytes, ErrLimit)
+	// A declared size is reserved under the cap before the copy, so
+	// files read at once cannot pass it together. Compared as room
+	// left, never as a sum: no overflow for any max.
+	w := &capWriter{c: c}
+	if e.Size >= 0 {
+		c.mu.Lock()
+		room := c.lim.MaxBytes - c.res.Bytes - c.reserved
+		if e.Size > room {
+			c.mu.Unlock()
+			return c.bytesLimit(guestPath)
+		}
+		c.reserved += e.Size
+		w.own = e.Size
+		c.mu.Unlock()
 	}
-	// Compared as room left, never as a sum: no overflow for any max.
-	room := c.max - c.res.Bytes
-	if e.Size >= 0 && e.Size > room {
-		return limitErr()
-	}
+	defer func() {
+		c.mu.Lock()
+		c.reserved -= w.own
+		w.own = 0
+		c.mu.Unlock()
+	}()
 	perm := e.Mode.Perm() // set-uid, set-gid, sticky dropped
 	_ = c.root.Remove(rel)
 	f, err := c.root.OpenFile(rel, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
@@ -361,16 +493,10 @@ func (c *collector) file(ctx context.Context, rel, guestPath string, e Entry) er
 	if e.Body != nil {
 		body = e.Body
 	}
-	// One byte past room shows the cap crossed; when room is the largest
-	// int64 no file can cross it, and room+1 would wrap to a negative limit
-	// that reads nothing.
-	limit := room
-	if room < math.MaxInt64 {
-		limit = room + 1
-	}
-	n, err := io.Copy(f, io.LimitReader(body, limit))
-	if err == nil && n > room {
-		err = limitErr()
+	w.f = f
+	_, err = io.Copy(w, body)
+	if errors.Is(err, errCap) {
+		err = c.bytesLimit(guestPath)
 	} else if err != nil {
 		if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
 			err = c.timeout(guestPath, err)
@@ -384,13 +510,56 @@ func (c *collector) file(ctx context.Context, rel, guestPath string, e Entry) er
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if err != nil {
-		_ = c.root.Remove(rel) // no partial file
+		_ = c.root.Remove(rel) // no partial file, no bytes counted
+		c.res.Bytes -= w.n
 		return err
 	}
 	c.res.Files++
-	c.res.Bytes += n
 	return nil
+}
+
+// errCap: a write would pass the byte cap.
+var errCap = errors.New("over the byte cap")
+
+// capWriter writes to f what the byte cap leaves room for, counting it in
+// the result as it goes: first from its own reservation, then from what no
+// file has reserved.
+type capWriter struct {
+	c   *collector
+	f   io.Writer
+	n   int64 // counted
+	own int64 // reserved and not yet written
+}
+
+func (w *capWriter) Write(p []byte) (int, error) {
+	w.c.mu.Lock()
+	fromOwn := min(int64(len(p)), w.own)
+	w.own -= fromOwn
+	w.c.reserved -= fromOwn
+	extra := int64(len(p)) - fromOwn
+	room := w.c.lim.MaxBytes - w.c.res.Bytes - fromOwn - w.c.reserved
+	over := extra > room
+	if over {
+		extra = room
+	}
+	p = p[:fromOwn+extra]
+	w.c.res.Bytes += int64(len(p))
+	w.n += int64(len(p))
+	w.c.mu.Unlock()
+	n, err := w.f.Write(p)
+	if n < len(p) {
+		w.c.mu.Lock()
+		w.c.res.Bytes -= int64(len(p) - n)
+		w.n -= int64(len(p) - n)
+		w.c.mu.Unlock()
+	}
+	if err == nil && over {
+		err = errCap
+	}
+	return n, err
 }
 
 type eofReader struct{}

@@ -3,6 +3,7 @@ package artifacts_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"math"
@@ -10,6 +11,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -133,7 +135,7 @@ func treeOf(t *testing.T, dir string) map[string]string {
 
 func TestCollect(t *testing.T) {
 	dest := filepath.Join(t.TempDir(), "job", "artifacts")
-	res, err := artifacts.Collect(t.Context(), guest(), art, dest, 1<<20, artifacts.Options{})
+	res, err := artifacts.Collect(t.Context(), guest(), art, dest, artifacts.Limits{MaxBytes: 1 << 20}, artifacts.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +171,7 @@ func TestCollect(t *testing.T) {
 
 func TestCollectMissingDir(t *testing.T) {
 	dest := filepath.Join(t.TempDir(), "artifacts")
-	res, err := artifacts.Collect(t.Context(), fakeGuest{}, art, dest, 1<<20, artifacts.Options{})
+	res, err := artifacts.Collect(t.Context(), fakeGuest{}, art, dest, artifacts.Limits{MaxBytes: 1 << 20}, artifacts.Options{})
 	if err != nil || res.Files != 0 || len(res.Warnings) != 0 {
 		t.Errorf("missing guest dir: %+v, %v; want an empty result", res, err)
 	}
@@ -178,7 +180,7 @@ func TestCollectMissingDir(t *testing.T) {
 func TestCollectByteCap(t *testing.T) {
 	dest := filepath.Join(t.TempDir(), "artifacts")
 	// a.txt (5) and run.sh (10) fit in 15; sub/deeper/b.bin (6) crosses it.
-	res, err := artifacts.Collect(t.Context(), guest(), art, dest, 15, artifacts.Options{})
+	res, err := artifacts.Collect(t.Context(), guest(), art, dest, artifacts.Limits{MaxBytes: 15}, artifacts.Options{})
 	if !errors.Is(err, artifacts.ErrLimit) || !strings.Contains(err.Error(), "15") || !strings.Contains(err.Error(), art+"/sub/deeper/b.bin") {
 		t.Fatalf("error %v, want ErrLimit naming 15 and b.bin", err)
 	}
@@ -199,7 +201,7 @@ func TestCollectByteCapLyingSize(t *testing.T) {
 	g := fakeGuest{art: {typ: "directory"}, art + "/big": {typ: "file", mode: 0o644, body: strings.Repeat("x", 100)}}
 	lying := lyingSize{g}
 	dest := filepath.Join(t.TempDir(), "artifacts")
-	_, err := artifacts.Collect(t.Context(), lying, art, dest, 50, artifacts.Options{})
+	_, err := artifacts.Collect(t.Context(), lying, art, dest, artifacts.Limits{MaxBytes: 50}, artifacts.Options{})
 	if !errors.Is(err, artifacts.ErrLimit) {
 		t.Fatalf("error %v, want ErrLimit", err)
 	}
@@ -220,7 +222,7 @@ func TestCollectHangingFile(t *testing.T) {
 	g := guest()
 	g[art+"/fifo"] = fakeEntry{typ: "file", mode: 0o644, hang: true}
 	dest := filepath.Join(t.TempDir(), "artifacts")
-	_, err := artifacts.Collect(t.Context(), g, art, dest, 1<<20, artifacts.Options{FileTimeout: 50 * time.Millisecond})
+	_, err := artifacts.Collect(t.Context(), g, art, dest, artifacts.Limits{MaxBytes: 1 << 20}, artifacts.Options{FileTimeout: 50 * time.Millisecond})
 	if err == nil || !strings.Contains(err.Error(), art+"/fifo") || !strings.Contains(err.Error(), "did not answer") {
 		t.Fatalf("error %v, want one naming the hanging file", err)
 	}
@@ -233,7 +235,7 @@ func TestCollectHangingFile(t *testing.T) {
 func TestCollectHostileNames(t *testing.T) {
 	g := hostileListing{guest()}
 	dest := filepath.Join(t.TempDir(), "job", "artifacts")
-	res, err := artifacts.Collect(t.Context(), g, art, dest, 1<<20, artifacts.Options{})
+	res, err := artifacts.Collect(t.Context(), g, art, dest, artifacts.Limits{MaxBytes: 1 << 20}, artifacts.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,7 +265,7 @@ func (h hostileListing) GetFile(ctx context.Context, p string) (artifacts.Entry,
 
 // A missing instance is an error, not an empty result.
 func TestCollectOtherErrors(t *testing.T) {
-	_, err := artifacts.Collect(t.Context(), failing{}, art, filepath.Join(t.TempDir(), "a"), 1<<20, artifacts.Options{})
+	_, err := artifacts.Collect(t.Context(), failing{}, art, filepath.Join(t.TempDir(), "a"), artifacts.Limits{MaxBytes: 1 << 20}, artifacts.Options{})
 	if err == nil || !strings.Contains(err.Error(), "Instance not found") {
 		t.Errorf("error %v, want the source's error", err)
 	}
@@ -279,7 +281,7 @@ func (failing) GetFile(context.Context, string) (artifacts.Entry, error) {
 // (room+1 once wrapped to a negative limit and every file came out empty).
 func TestCollectMaxBytesMaxInt64(t *testing.T) {
 	dest := filepath.Join(t.TempDir(), "artifacts")
-	res, err := artifacts.Collect(t.Context(), guest(), art, dest, math.MaxInt64, artifacts.Options{})
+	res, err := artifacts.Collect(t.Context(), guest(), art, dest, artifacts.Limits{MaxBytes: math.MaxInt64}, artifacts.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -309,7 +311,7 @@ func (h hugeSize) GetFile(ctx context.Context, p string) (artifacts.Entry, error
 func TestCollectHugeSizeAfterBytes(t *testing.T) {
 	g := fakeGuest{art: {typ: "directory"}, art + "/a": {typ: "file", mode: 0o644, body: "x"}, art + "/b": {typ: "file", mode: 0o644, body: "y"}}
 	dest := filepath.Join(t.TempDir(), "artifacts")
-	_, err := artifacts.Collect(t.Context(), hugeSize{g}, art, dest, math.MaxInt64, artifacts.Options{})
+	_, err := artifacts.Collect(t.Context(), hugeSize{g}, art, dest, artifacts.Limits{MaxBytes: math.MaxInt64}, artifacts.Options{})
 	if !errors.Is(err, artifacts.ErrLimit) {
 		t.Fatalf("error %v, want ErrLimit", err)
 	}
@@ -331,11 +333,110 @@ func TestCollectRefusesSymlinkedDest(t *testing.T) {
 	if err := os.Symlink(elsewhere, dest); err != nil {
 		t.Fatal(err)
 	}
-	_, err := artifacts.Collect(t.Context(), guest(), art, dest, 1<<20, artifacts.Options{})
+	_, err := artifacts.Collect(t.Context(), guest(), art, dest, artifacts.Limits{MaxBytes: 1 << 20}, artifacts.Options{})
 	if err == nil || !errors.Is(err, shared.ErrPermission) || !strings.Contains(err.Error(), dest) || !strings.Contains(err.Error(), "symbolic link") {
 		t.Fatalf("symlinked destination: %v, want a refusal naming it", err)
 	}
 	if entries, _ := os.ReadDir(elsewhere); len(entries) != 0 {
 		t.Errorf("written through the link: %v", entries)
+	}
+}
+
+// Every entry met counts against max_files, skipped ones too, and the
+// error names the limit.
+func TestCollectStopsAtMaxFiles(t *testing.T) {
+	g := fakeGuest{art: {typ: "directory"}}
+	for i := range 12 {
+		g[fmt.Sprintf("%s/f%02d", art, i)] = fakeEntry{typ: "file", mode: 0o644, body: "x"}
+	}
+	_, err := artifacts.Collect(t.Context(), g, art, t.TempDir(), artifacts.Limits{MaxBytes: 1 << 20, MaxFiles: 10}, artifacts.Options{})
+	if !errors.Is(err, artifacts.ErrLimit) || !errors.Is(err, shared.ErrInvalidInput) || !strings.Contains(err.Error(), "artifacts.max_files 10") {
+		t.Fatalf("error %v, want the entry cap named", err)
+	}
+	res, err := artifacts.Collect(t.Context(), g, art, t.TempDir(), artifacts.Limits{MaxBytes: 1 << 20, MaxFiles: 12}, artifacts.Options{})
+	if err != nil || res.Files != 12 {
+		t.Fatalf("12 entries under max_files 12: %+v, %v", res, err)
+	}
+}
+
+// The whole collection is bounded by artifacts.timeout_secs, whatever the
+// per-file bound.
+func TestCollectBoundedByTheCollectionTimeout(t *testing.T) {
+	g := guest()
+	g[art+"/fifo"] = fakeEntry{typ: "file", mode: 0o644, hang: true}
+	ctx, cancel := artifacts.WithTimeout(t.Context(), 1)
+	defer cancel()
+	_, err := artifacts.Collect(ctx, g, art, t.TempDir(), artifacts.Limits{MaxBytes: 1 << 20}, artifacts.Options{FileTimeout: time.Hour})
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "artifacts.timeout_secs 1") {
+		t.Fatalf("error %v, want the collection's time limit named", err)
+	}
+}
+
+// countingGuest records how many reads are in flight at once; each read
+// takes a moment.
+type countingGuest struct {
+	fakeGuest
+	mu       sync.Mutex
+	now, max int
+}
+
+func (c *countingGuest) GetFile(ctx context.Context, p string) (artifacts.Entry, error) {
+	c.mu.Lock()
+	c.now++
+	c.max = max(c.max, c.now)
+	c.mu.Unlock()
+	time.Sleep(5 * time.Millisecond)
+	defer func() {
+		c.mu.Lock()
+		c.now--
+		c.mu.Unlock()
+	}()
+	return c.fakeGuest.GetFile(ctx, p)
+}
+
+// The file API is read with a few requests in flight, never more than
+// InFlight, and the copy is the same as one read at a time gives.
+func TestCollectKeepsAFewReadsInFlight(t *testing.T) {
+	g := fakeGuest{art: {typ: "directory"}, art + "/d": {typ: "directory"}}
+	for i := range 40 {
+		g[fmt.Sprintf("%s/d/f%02d", art, i)] = fakeEntry{typ: "file", mode: 0o644, body: fmt.Sprint(i)}
+	}
+	cg := &countingGuest{fakeGuest: g}
+	dest := filepath.Join(t.TempDir(), "a")
+	res, err := artifacts.Collect(t.Context(), cg, art, dest, artifacts.Limits{MaxBytes: 1 << 20}, artifacts.Options{InFlight: 3})
+	if err != nil || res.Files != 40 {
+		t.Fatalf("%+v, %v", res, err)
+	}
+	if cg.max < 2 || cg.max > 3 {
+		t.Errorf("%d reads in flight at most, want 2 or 3 (InFlight 3)", cg.max)
+	}
+	serial := filepath.Join(t.TempDir(), "b")
+	if _, err := artifacts.Collect(t.Context(), g, art, serial, artifacts.Limits{MaxBytes: 1 << 20}, artifacts.Options{InFlight: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(treeOf(t, serial), treeOf(t, dest)); diff != "" {
+		t.Errorf("in flight vs one at a time (-serial +parallel):\n%s", diff)
+	}
+}
+
+// Files copied at once never pass the byte cap together.
+func TestCollectByteCapHoldsWithReadsInFlight(t *testing.T) {
+	g := fakeGuest{art: {typ: "directory"}}
+	for i := range 20 {
+		g[fmt.Sprintf("%s/f%02d", art, i)] = fakeEntry{typ: "file", mode: 0o644, body: strings.Repeat("x", 100)}
+	}
+	dest := t.TempDir()
+	res, err := artifacts.Collect(t.Context(), lyingSize{g}, art, dest, artifacts.Limits{MaxBytes: 1050}, artifacts.Options{InFlight: 8})
+	if !errors.Is(err, artifacts.ErrLimit) {
+		t.Fatalf("error %v, want ErrLimit", err)
+	}
+	var onDisk int64
+	for _, v := range treeOf(t, dest) {
+		if strings.HasPrefix(v, "-") {
+			onDisk += int64(len(v) - len("-rw-r--r-- "))
+		}
+	}
+	if onDisk > 1050 || res.Bytes != onDisk || res.Bytes != 100*int64(res.Files) {
+		t.Errorf("%d bytes on disk, result %+v: want whole files only, at most 1050 bytes", onDisk, res)
 	}
 }
