@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/pikaci/vmexec/internal/lxdcluster"
 	"github.com/pikaci/vmexec/internal/lxdtest"
 	"github.com/pikaci/vmexec/internal/sshdtest"
 	"github.com/pikaci/vmexec/plugin"
@@ -22,7 +23,9 @@ import (
 	"github.com/pikaci/vmexec/shared/layout"
 )
 
-func TestMain(m *testing.M) { os.Exit(lxdtest.Main(m)) }
+func TestMain(m *testing.M) {
+	os.Exit(lxdcluster.Around(func() int { return lxdtest.Main(m) }))
+}
 
 var jobSeq atomic.Int64
 

@@ -131,6 +131,8 @@ const (
 	LabelRun     = "user.pikaci.run"
 	LabelJob     = "user.pikaci.job"
 	LabelCreated = "user.pikaci.created"
+	// LabelMember names, on a cluster, the member the job was placed on.
+	LabelMember = "user.pikaci.member"
 )
 
 // WithDefaults returns r with every zero field set to its default.
