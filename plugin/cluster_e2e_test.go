@@ -259,6 +259,9 @@ func TestClusterMemberKilledMidJobIsASystemFailureWithoutExitCode(t *testing.T) 
 	code := e.wait(t, done)
 	t.Logf("exit %d\nstderr: %s", code, errOut.String())
 	rec := e2eRecord(t, j.jobDir)
+	if p := placementOf(t, rec); p.Member != "m3" {
+		t.Fatalf("placement %+v: the job did not run on m3, whose daemon was killed (the test needs it there)", p)
+	}
 	if code == 0 || rec.ExitCode != nil || !strings.Contains(rec.Error, "member m3 lost") {
 		t.Errorf("exit %d, record exit code %v, error %q; want a failure naming member m3 lost and no exit code", code, rec.ExitCode, rec.Error)
 	}
