@@ -294,3 +294,58 @@ func TestClusterEvacuatedMemberIsNeverChosen(t *testing.T) {
 	}
 	x.gone(t, j.instance)
 }
+
+// A member whose daemon hangs (SIGSTOP) during the create: the create is
+// bounded, the job is placed again and runs elsewhere, the record names
+// the try; once the member resumes, the create it had queued lands (a
+// ghost) and a sweep removes it.
+func TestClusterMemberHungDuringTheCreateIsBoundedReplacedAndItsGhostSwept(t *testing.T) {
+	x := newClusterEnv(t)
+	m3 := x.c.Member("m3")
+	x.prestage(t, m3, "hung") // placement prefers m3
+	m3.Freeze(t)
+	thawed := false
+	defer func() {
+		if !thawed {
+			m3.Thaw(t)
+		}
+	}()
+	j := x.job(t, "hung", "echo ran")
+	start := time.Now()
+	code, stdout, _ := x.e2e().run(t, j)
+	took := time.Since(start)
+	if code != 0 || !strings.Contains(stdout, "ran") {
+		t.Fatalf("exit %d, stdout %q", code, stdout)
+	}
+	p := placementOf(t, e2eRecord(t, j.jobDir))
+	if p.Member == "m3" || len(p.Tried) != 1 || p.Tried[0].Member != "m3" || !strings.Contains(p.Tried[0].Error, "may still be created later") {
+		t.Errorf("placement %+v, want another member after one unanswered try on m3", p)
+	}
+	t.Logf("the job took %s with a hung member", took)
+	m3.Thaw(t)
+	thawed = true
+	// The ghost: the create m3 had queued, applied now.
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		_, err := x.c.Members[0].API.Do(ctx, http.MethodGet, "/1.0/instances/"+j.instance, nil)
+		cancel()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Logf("no ghost appeared within 2 min of the thaw (last: %v)", err)
+			return
+		}
+		time.Sleep(time.Second)
+	}
+	e := x.e2e()
+	var sout, serr watchBuffer
+	_, sdone := e.start(t, &sout, &serr, "sweep", "--plugin-dir", x.pluginDir, "--ssh-config", x.c.SSHConfig,
+		"--host", x.c.Members[0].SSHAlias, "--incus-endpoint", "unix://"+x.c.Members[0].Socket, "--project", "default", "--older-than", "0s")
+	if code := e.wait(t, sdone); code != 0 {
+		t.Errorf("sweep: exit %d: %s %s", code, sout.String(), serr.String())
+	}
+	t.Logf("sweep: %s", sout.String())
+	x.gone(t, j.instance)
+}
