@@ -65,8 +65,57 @@ type Record struct {
 	Cleanup *CleanupRecord `json:"cleanup"`
 	// Error is what ended the run early: an invalid input (before any
 	// phase), a phase's error, a cancellation, or a cleanup failure.
-	Error  string `json:"error,omitempty"`
-	DryRun bool   `json:"dry_run,omitempty"`
+	Error string `json:"error,omitempty"`
+	// Failure is which kind of failure ended the run (FailureBuild,
+	// FailureSystem, FailureTimeout, FailureCancelled); absent when the job
+	// ran and exited 0 and every phase and the cleanup succeeded.
+	Failure string `json:"failure,omitempty"`
+	DryRun  bool   `json:"dry_run,omitempty"`
+}
+
+// The kinds of failure a record names (Record.Failure): what a runner
+// needs to tell a broken build from a broken runner.
+const (
+	// FailureBuild: the job ran to its end and exited non-zero. A phase
+	// after it that failed (collection) does not change that: the build
+	// failed first.
+	FailureBuild = "build"
+	// FailureSystem: the executor or the infrastructure failed: an input
+	// refused before any phase, a phase's error, a job that passed but
+	// whose artifacts could not be collected (over their cap, say), or a
+	// failed cleanup (whatever the job did: an instance may be left).
+	FailureSystem = "system"
+	// FailureTimeout: the job passed command.timeout_secs.
+	FailureTimeout = "timeout"
+	// FailureCancelled: the run's context ended (SIGINT, SIGTERM) before
+	// the run did.
+	FailureCancelled = "cancelled"
+)
+
+// classify names the failure that ended a run whose record is rec and
+// whose error is err (nil: the run went through), ctx being the run's
+// context.
+func classify(ctx context.Context, rec Record, err error) string {
+	if err != nil && ctx.Err() != nil {
+		return FailureCancelled
+	}
+	if _, ok := errors.AsType[*CleanupError](err); ok {
+		return FailureSystem
+	}
+	switch {
+	case rec.ExitCode == nil:
+		if err != nil {
+			return FailureSystem
+		}
+		return "" // a dry run
+	case rec.TimedOut:
+		return FailureTimeout
+	case *rec.ExitCode != 0:
+		return FailureBuild
+	case err != nil:
+		return FailureSystem
+	}
+	return ""
 }
 
 // PhaseRecord is one phase's timing and outcome.
@@ -172,6 +221,7 @@ func RunWholeJob(ctx context.Context, e shared.JobExecutor, job shared.WholeJob,
 	}
 	if err != nil {
 		r.rec.Error = err.Error()
+		r.rec.Failure = FailureSystem
 		if layout.CheckAbsClean("host.job_dir", job.Host.JobDir) == nil && !opts.DryRun {
 			err = errors.Join(err, r.write())
 		}
@@ -186,8 +236,15 @@ func RunWholeJob(ctx context.Context, e shared.JobExecutor, job shared.WholeJob,
 	if err != nil {
 		r.rec.Error = err.Error()
 	}
+	r.rec.Failure = classify(ctx, r.rec, err)
 	if !opts.DryRun {
-		err = errors.Join(err, r.write())
+		if werr := r.write(); werr != nil {
+			err = errors.Join(err, werr)
+			// A run whose record is lost is a failed run, whatever the job did.
+			if r.rec.Failure == "" || r.rec.Failure == FailureBuild {
+				r.rec.Failure = FailureSystem
+			}
+		}
 	}
 	return r.rec, err
 }

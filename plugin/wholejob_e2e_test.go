@@ -506,8 +506,8 @@ func TestWholeJob_PluginKilledMidRun(t *testing.T) {
 	}
 	code := x.wait(t, done)
 	t.Logf("stderr:\n%s", errOut.String())
-	if code != 1 {
-		t.Errorf("exit code %d, want 1", code)
+	if code != 125 {
+		t.Errorf("exit code %d, want 125 (a system failure)", code)
 	}
 	if !strings.Contains(errOut.String(), "phase "+host.PhaseWaitForCompletion) {
 		t.Errorf("stderr does not name the phase %s", host.PhaseWaitForCompletion)
@@ -567,8 +567,8 @@ func TestWholeJob_ArtifactByteCap(t *testing.T) {
 mkdir -p $a && printf 12345 > $a/a-small && printf 12345678901234567890 > $a/b-big`
 	j := x.job(t, "hash-cap", script, func(j *shared.WholeJob) { j.Artifacts.MaxBytes = 10 })
 	code, _, stderr := x.run(t, j)
-	if code != 1 {
-		t.Errorf("exit code %d, want 1 (an executor error)", code)
+	if code != 125 {
+		t.Errorf("exit code %d, want 125 (a system failure: the artifacts passed their cap after a passing job)", code)
 	}
 	for _, s := range []string{"artifacts.max_bytes 10", `"/run/pika-cloud/artifacts/b-big"`, "phase " + host.PhaseCollectArtifacts} {
 		if !strings.Contains(stderr, s) {
@@ -593,8 +593,8 @@ func TestWholeJob_MissingImage(t *testing.T) {
 	x := newE2E(t)
 	j := x.job(t, "hash-noimage", "true", func(j *shared.WholeJob) { j.Runtime.Image = "no-such-image" })
 	code, _, stderr := x.run(t, j)
-	if code != 1 {
-		t.Errorf("exit code %d, want 1", code)
+	if code != 125 {
+		t.Errorf("exit code %d, want 125 (a system failure)", code)
 	}
 	for _, s := range []string{`"no-such-image"`, `project "` + e2eProject + `"`, "phase " + host.PhasePrepareRuntime} {
 		if !strings.Contains(stderr, s) {

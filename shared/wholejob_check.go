@@ -111,16 +111,14 @@ func (r Runtime) Check() error {
 			return Errorf(ErrInvalidInput, field, p, "%s %s contains \"/\"", field, Show(p))
 		}
 	}
-	if r.Limits.CPU <= 0 {
-		v := strconv.Itoa(r.Limits.CPU)
-		return Errorf(ErrInvalidInput, "runtime.limits.cpu", v, "runtime.limits.cpu %s is not a positive number of CPUs", v)
+	if err := checkRange("runtime.limits.cpu", int64(r.Limits.CPU), 1, MaxCPU, "a number of CPUs"); err != nil {
+		return err
 	}
 	if err := CheckMemory("runtime.limits.memory", r.Limits.Memory); err != nil {
 		return err
 	}
-	if r.ReadyTimeoutSecs < 0 {
-		v := strconv.Itoa(r.ReadyTimeoutSecs)
-		return Errorf(ErrInvalidInput, "runtime.ready_timeout_secs", v, "runtime.ready_timeout_secs %s is negative", v)
+	if err := checkRange("runtime.ready_timeout_secs", int64(r.ReadyTimeoutSecs), 0, MaxReadyTimeoutSecs, "seconds (0: the default)"); err != nil {
+		return err
 	}
 	return nil
 }
@@ -160,9 +158,8 @@ func (c Command) Check() error {
 		v := strconv.Itoa(c.User)
 		return Errorf(ErrInvalidInput, "command.user", v, "command.user %s is not a uid (0 to %d)", v, MaxUID)
 	}
-	if c.TimeoutSecs < 0 {
-		v := strconv.Itoa(c.TimeoutSecs)
-		return Errorf(ErrInvalidInput, "command.timeout_secs", v, "command.timeout_secs %s is negative (0 means no limit)", v)
+	if err := checkRange("command.timeout_secs", int64(c.TimeoutSecs), 0, MaxTimeoutSecs, "seconds (0 means no limit)"); err != nil {
+		return err
 	}
 	return nil
 }
@@ -173,19 +170,22 @@ func (a Artifacts) Check() error {
 	if err := CheckAbsClean("artifacts.path", a.Path); err != nil {
 		return err
 	}
-	if a.MaxBytes <= 0 {
-		v := strconv.FormatInt(a.MaxBytes, 10)
-		return Errorf(ErrInvalidInput, "artifacts.max_bytes", v, "artifacts.max_bytes %s is not positive", v)
+	if err := checkRange("artifacts.max_bytes", a.MaxBytes, 1, MaxArtifactsBytes, "bytes"); err != nil {
+		return err
 	}
 	return nil
 }
 
-// memoryUnits are the suffixes Incus takes in a size string.
-var memoryUnits = []string{"", "B", "kB", "MB", "GB", "TB", "PB", "EB", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"}
+// memoryUnits are the suffixes Incus takes in a size string, in bytes.
+var memoryUnits = map[string]int64{
+	"": 1, "B": 1, "kB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12, "PB": 1e15, "EB": 1e18,
+	"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40, "PiB": 1 << 50, "EiB": 1 << 60,
+}
 
 // CheckMemory checks an Incus memory limit: a positive whole number
 // followed by a unit Incus knows (none, B, kB…EB, KiB…EiB), as in "4GiB",
-// or a percentage of the host's memory from 1% to 100%.
+// from MinMemoryBytes to MaxMemoryBytes, or a percentage of the host's
+// memory from 1% to 100%.
 func CheckMemory(field, v string) error {
 	if pct, ok := strings.CutSuffix(v, "%"); ok {
 		n, err := strconv.Atoi(pct)
@@ -203,13 +203,15 @@ func CheckMemory(field, v string) error {
 	if err != nil || n <= 0 {
 		return Errorf(ErrInvalidInput, field, v, "%s %s is not a positive size such as \"4GiB\"", field, Show(v))
 	}
-	for _, u := range memoryUnits {
-		if unit == u {
-			return nil
-		}
+	size, ok := memoryUnits[unit]
+	if !ok {
+		return Errorf(ErrInvalidInput, field, v, "%s %s has unit %s; Incus takes B, kB, MB, GB, TB, PB, EB, KiB, MiB, GiB, TiB, PiB or EiB",
+			field, Show(v), Show(unit))
 	}
-	return Errorf(ErrInvalidInput, field, v, "%s %s has unit %s; Incus takes B, kB, MB, GB, TB, PB, EB, KiB, MiB, GiB, TiB, PiB or EiB",
-		field, Show(v), Show(unit))
+	if n > MaxMemoryBytes/size || n*size < MinMemoryBytes {
+		return Errorf(ErrInvalidInput, field, v, "%s %s is out of range: from 1MiB to %d bytes", field, Show(v), int64(MaxMemoryBytes))
+	}
+	return nil
 }
 
 // checkString refuses a NUL and invalid UTF-8.

@@ -17,71 +17,18 @@ import (
 	"github.com/pikaci/vmexec/internal/testbin"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"golang.org/x/tools/txtar"
 
 	"github.com/pikaci/vmexec/shared"
 	"github.com/pikaci/vmexec/testharness"
 )
 
-// The binaries under test are built once per test process, on first use,
-// into binDir (made by TestMain, removed after the tests).
-var binDir string
+func TestMain(m *testing.M) { os.Exit(testbin.Main(m)) }
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "harness-test-bin-*")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binDir = dir
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
-
-const (
-	pluginPkg = "github.com/pikaci/vmexec/plugin/cmd/executor-remote-linux-vm"
-	brokenPkg = "github.com/pikaci/vmexec/plugin/internal/brokenplugin"
-	cliPkg    = "github.com/pikaci/vmexec/testharness/cmd/conformance"
-	// pluginFile is the file name every plugin binary here gets: the host
-	// requires it to match the name the plugin describes itself with.
-	pluginFile = "executor-remote-linux-vm"
-)
-
-// built is one binary, built at most once.
-type built struct {
-	once sync.Once
-	path string
-	err  error
-}
-
-var (
-	buildsMu sync.Mutex
-	builds   = map[string]*built{}
-)
-
-// buildOnce builds pkg with ldflags to binDir/sub/file the first time any
-// test asks for it, and returns its path.
-func buildOnce(tb testing.TB, sub, file, pkg, ldflags string) string {
-	tb.Helper()
-	out := filepath.Join(binDir, sub, file)
-	buildsMu.Lock()
-	b, ok := builds[out]
-	if !ok {
-		b = &built{}
-		builds[out] = b
-	}
-	buildsMu.Unlock()
-	b.once.Do(func() {
-		if b.err = testbin.Build(out, pkg, ldflags); b.err == nil {
-			b.path = out
-		}
-	})
-	if b.err != nil {
-		tb.Fatal(b.err)
-	}
-	return b.path
-}
+// pluginFile is the file name every plugin binary here gets: the host
+// requires it to match the name the plugin describes itself with.
+const pluginFile = "executor-remote-linux-vm"
 
 // quotedCases are the built-in cases whose mkdir command holds a single
 // quote inside a path: the ones a quoting slip shows up in.
@@ -106,24 +53,40 @@ func quotedCases(tb testing.TB) []string {
 // realPlugin is our plugin binary.
 func realPlugin(tb testing.TB) string {
 	tb.Helper()
-	return buildOnce(tb, "real", pluginFile, pluginPkg, "")
+	return testbin.BuildOnce(tb, pluginFile, testbin.Plugin, "")
 }
 
+var (
+	brokenMu   sync.Mutex
+	brokenDirs = map[string]string{} // fault: its folder
+)
+
 // brokenPlugin is the real plugin with one fault injected; "" is the
-// control, with none.
+// control, with none. Every fault is the same binary, built once, linked
+// into a folder of its own beside a file that names its fault.
 func brokenPlugin(tb testing.TB, fault string) string {
 	tb.Helper()
-	sub := "broken-" + fault
-	if fault == "" {
-		sub = "broken-control"
+	brokenMu.Lock()
+	defer brokenMu.Unlock()
+	if dir, ok := brokenDirs[fault]; ok {
+		return filepath.Join(dir, pluginFile)
 	}
-	return buildOnce(tb, sub, pluginFile, brokenPkg, "-X main.fault="+fault)
+	// Not tb.TempDir: every test that asks for this fault shares it.
+	dir := testbin.TempDir(tb)
+	bin := testbin.Install(tb, dir, pluginFile, testbin.BrokenPlugin, "")
+	if fault != "" {
+		if err := os.WriteFile(filepath.Join(dir, "brokenplugin.fault"), []byte(fault), 0o644); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	brokenDirs[fault] = dir
+	return bin
 }
 
 // conformanceCLI is the conformance command.
 func conformanceCLI(tb testing.TB) string {
 	tb.Helper()
-	return buildOnce(tb, "cli", "conformance", cliPkg, "")
+	return testbin.BuildOnce(tb, "conformance", testbin.Conformance, "")
 }
 
 // remoteCases are the names of the built-in cases (filtered by run) that
@@ -179,6 +142,9 @@ func TestBrokenPluginsFail(t *testing.T) {
 		fault string
 		// failCases, when set, are exactly the cases that must fail.
 		failCases []string
+		// short are the cases the fault runs against under -short, each of
+		// which must fail (default: failCases). make test runs every case.
+		short []string
 		// wantAll must each occur in some failure.
 		wantAll []string
 		// every failure must contain one of these.
@@ -199,6 +165,7 @@ func TestBrokenPluginsFail(t *testing.T) {
 		},
 		{
 			fault: "missing-dir",
+			short: []string{"unstaged-remote"},
 			wantAll: []string{
 				"real run: the command run on the remote differs from want/mkdir",
 				"directory /var/tmp/pikaci/cache/cargo-target is not on the remote after PrepareDirectories",
@@ -207,11 +174,13 @@ func TestBrokenPluginsFail(t *testing.T) {
 		},
 		{
 			fault:   "extra-command",
+			short:   []string{"seed-staged-remote"},
 			wantAll: []string{"real run: PrepareDirectories ran 2 commands on the remote, want exactly 1", "1: test -d /"},
 			allowed: []string{"PrepareDirectories ran 2 commands on the remote"},
 		},
 		{
 			fault: "wrong-device-key",
+			short: []string{"seed-staged-remote"},
 			wantAll: []string{
 				"dry run: reported device map differs from want/devices.json",
 				"real run: the instance's device map differs from want/devices.json",
@@ -221,16 +190,30 @@ func TestBrokenPluginsFail(t *testing.T) {
 		},
 		{
 			fault:   "partial-apply",
+			short:   []string{"device-name-collision", "mount-source-missing"},
 			wantAll: []string{"real run (failed ConfigureDevices) changed the instance's devices", "pk-snapsh-"},
 			allowed: []string{"real run (failed ConfigureDevices) changed the instance's devices"},
 		},
 		{
 			fault:   "dry-run-writes",
+			short:   []string{"seed-staged-remote"},
 			wantAll: []string{"dry run changed the remote filesystem", "/var/tmp/pikaci/cache/cargo-home"},
 			allowed: []string{"dry run changed the remote filesystem"},
 		},
 	}
 	all := remoteCases(t, nil)
+	var union []string
+	for _, tt := range tests {
+		switch {
+		case tt.short != nil:
+			union = append(union, tt.short...)
+		case tt.fault != "" && tt.failCases == nil:
+			t.Fatalf("fault %s: list the cases that catch it under -short", tt.fault)
+		}
+		union = append(union, tt.failCases...)
+	}
+	slices.Sort(union)
+	union = slices.Compact(union)
 	for _, tt := range tests {
 		name := tt.fault
 		if name == "" {
@@ -239,7 +222,15 @@ func TestBrokenPluginsFail(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			bin := brokenPlugin(t, tt.fault)
-			results, err := testharness.RunCases(t.Context(), testharness.Config{Plugin: bin, WholeCases: "-"}, nil)
+			cfg := testharness.Config{Plugin: bin, WholeCases: "-"}
+			all, failCases := all, tt.failCases
+			if sel := shortSelection(tt.fault, tt.failCases, tt.short, union); sel != nil {
+				cfg.Run, all = exactly(sel), sel
+				if tt.fault != "" {
+					failCases = sel
+				}
+			}
+			results, err := testharness.RunCases(t.Context(), cfg, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -259,7 +250,7 @@ func TestBrokenPluginsFail(t *testing.T) {
 					failures = append(failures, r.Name+": "+f)
 				}
 			}
-			if d := cmp.Diff(all, ran); d != "" {
+			if d := cmp.Diff(all, ran, byName); d != "" {
 				t.Errorf("cases run (-want +got):\n%s", d)
 			}
 			if tt.fault == "" {
@@ -271,8 +262,8 @@ func TestBrokenPluginsFail(t *testing.T) {
 			if len(failed) == 0 {
 				t.Fatalf("fault %s passed every case", tt.fault)
 			}
-			if tt.failCases != nil {
-				if d := cmp.Diff(tt.failCases, failed); d != "" {
+			if failCases != nil {
+				if d := cmp.Diff(failCases, failed, byName); d != "" {
 					t.Errorf("failing cases (-want +got):\n%s", d)
 				}
 			}
@@ -288,6 +279,46 @@ func TestBrokenPluginsFail(t *testing.T) {
 			}
 		})
 	}
+}
+
+// shortCLICases are the version 1 cases the CLI's tests run under -short:
+// the seed's, one without a staged snapshot, and those with a quote in a
+// path (which the quoting fault fails), sorted.
+func shortCLICases(tb testing.TB) []string {
+	tb.Helper()
+	names := append([]string{"seed-staged-remote", "unstaged-remote"}, quotedCases(tb)...)
+	slices.Sort(names)
+	return names
+}
+
+// byName compares lists of case names in any order.
+var byName = cmpopts.SortSlices(func(a, b string) bool { return a < b })
+
+// exactly matches exactly the named cases (a whole-job case's name without
+// its whole/ prefix, as Config.Run and --run see it).
+func exactly(names []string) *regexp.Regexp {
+	quoted := make([]string, len(names))
+	for i, n := range names {
+		quoted[i] = regexp.QuoteMeta(strings.TrimPrefix(n, testharness.WholePrefix))
+	}
+	return regexp.MustCompile("^(" + strings.Join(quoted, "|") + ")$")
+}
+
+// shortSelection is the cases a fault runs against: under -short only
+// those that catch it (short if set, else failCases) and, for the control,
+// their union, so that a contributor's loop stays fast; otherwise every
+// case, as make test runs them, where the failing ones must be exactly
+// failCases. It returns nil for every case.
+func shortSelection(fault string, failCases, short, union []string) []string {
+	switch {
+	case !testing.Short():
+		return nil
+	case fault == "":
+		return union
+	case short != nil:
+		return short
+	}
+	return failCases
 }
 
 // cliRun runs the conformance command and returns its output and exit code.
@@ -318,11 +349,16 @@ func lastLine(s string) string {
 // import.
 func TestCLI(t *testing.T) {
 	t.Parallel()
-	all := remoteCases(t, nil)
+	all, whole := remoteCases(t, nil), wholeCases(t)
+	var run []string // --run under -short
+	if testing.Short() {
+		all, whole = shortCLICases(t), []string{testharness.WholePrefix + "seed-whole-job"}
+		run = []string{"--run", exactly(append(slices.Clone(all), whole...)).String()}
+	}
 
 	t.Run("real-plugin-passes", func(t *testing.T) {
 		t.Parallel()
-		out, stderr, code := cliRun(t, "--plugin", realPlugin(t))
+		out, stderr, code := cliRun(t, append([]string{"--plugin", realPlugin(t)}, run...)...)
 		if code != 0 {
 			t.Errorf("exit code %d, want 0; stderr:\n%s", code, stderr)
 		}
@@ -330,7 +366,6 @@ func TestCLI(t *testing.T) {
 		for _, name := range all {
 			want = append(want, "PASS "+name)
 		}
-		whole := wholeCases(t)
 		for _, name := range whole {
 			want = append(want, "PASS "+name)
 		}
@@ -342,13 +377,13 @@ func TestCLI(t *testing.T) {
 
 	t.Run("broken-plugin-fails", func(t *testing.T) {
 		t.Parallel()
-		out, stderr, code := cliRun(t, "--plugin", brokenPlugin(t, "quoting"), "--whole-cases", "-")
+		out, stderr, code := cliRun(t, append([]string{"--plugin", brokenPlugin(t, "quoting"), "--whole-cases", "-"}, run...)...)
 		if code != 1 {
 			t.Errorf("exit code %d, want 1; stderr:\n%s", code, stderr)
 		}
 		quoted := quotedCases(t)
 		for _, name := range quoted {
-			if !strings.Contains(out, "\nFAIL "+name+"\n    ") {
+			if !strings.Contains("\n"+out, "\nFAIL "+name+"\n    ") {
 				t.Errorf("no indented FAIL block for %s in:\n%s", name, out)
 			}
 		}
@@ -361,8 +396,8 @@ func TestCLI(t *testing.T) {
 		t.Parallel()
 		const re = "^manifest-"
 		want := remoteCases(t, regexp.MustCompile(re))
-		if len(want) >= len(all) {
-			t.Fatalf("--run %s selects all %d cases: it would not show filtering", re, len(all))
+		if every := remoteCases(t, nil); len(want) >= len(every) {
+			t.Fatalf("--run %s selects all %d cases: it would not show filtering", re, len(every))
 		}
 		out, stderr, code := cliRun(t, "--plugin", realPlugin(t), "--run", re)
 		if code != 0 {
@@ -384,7 +419,7 @@ func TestCLI(t *testing.T) {
 
 	t.Run("json", func(t *testing.T) {
 		t.Parallel()
-		out, stderr, code := cliRun(t, "--plugin", brokenPlugin(t, "quoting"), "--json", "--whole-cases", "-")
+		out, stderr, code := cliRun(t, append([]string{"--plugin", brokenPlugin(t, "quoting"), "--json", "--whole-cases", "-"}, run...)...)
 		if code != 1 {
 			t.Errorf("exit code %d, want 1; stderr:\n%s", code, stderr)
 		}
@@ -451,6 +486,15 @@ func testUpdate(t *testing.T) {
 	remote := len(remoteCases(t, nil))
 	dir := t.TempDir()
 	orig := readCases(t, "testdata/cases")
+	if testing.Short() {
+		keep := shortCLICases(t)
+		for name := range orig {
+			if !slices.Contains(keep, strings.TrimSuffix(name, ".txtar")) {
+				delete(orig, name)
+			}
+		}
+		remote = len(keep)
+	}
 	for name, data := range orig {
 		if name == "seed-staged-remote.txtar" {
 			data = []byte(strings.Replace(string(data), "mkdir -p '/var/tmp/pikaci/runs/run/jobs/job'", "mkdir -p '/stale'", 1))

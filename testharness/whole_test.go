@@ -22,6 +22,7 @@ func TestBrokenWholePluginsFail(t *testing.T) {
 	tests := []struct {
 		fault     string
 		failCases []string // exactly the cases that must fail
+		short     []string // under -short, only these of failCases run (default: all)
 		wantAll   []string // each in some failure
 		allowed   []string // every failure contains one of these
 	}{
@@ -41,8 +42,11 @@ func TestBrokenWholePluginsFail(t *testing.T) {
 		{
 			fault:     "ignore-timeout",
 			failCases: []string{"whole/run-timeout-kill-after-grace", "whole/run-timeout-term-default", "whole/run-timeout-term-trapped"},
-			wantAll:   []string{"though command.timeout_secs is 1: the time limit was not applied"},
-			allowed:   []string{"the time limit was not applied", "the job's stdout differs from want/stdout"},
+			// Ignoring the timeout, the job of kill-after-grace runs its
+			// whole 30 s; term-default's runs 5 s.
+			short:   []string{"whole/run-timeout-term-default"},
+			wantAll: []string{"though command.timeout_secs is 1: the time limit was not applied"},
+			allowed: []string{"the time limit was not applied", "the job's stdout differs from want/stdout"},
 		},
 		{
 			fault: "half-written-snapshot",
@@ -67,6 +71,16 @@ func TestBrokenWholePluginsFail(t *testing.T) {
 		},
 	}
 	all := wholeCases(t)
+	var union []string
+	for _, tt := range tests {
+		if tt.short != nil {
+			union = append(union, tt.short...)
+		} else {
+			union = append(union, tt.failCases...)
+		}
+	}
+	slices.Sort(union)
+	union = slices.Compact(union)
 	for _, tt := range tests {
 		name := tt.fault
 		if name == "" {
@@ -74,7 +88,15 @@ func TestBrokenWholePluginsFail(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			results, err := testharness.RunCases(t.Context(), testharness.Config{Plugin: brokenPlugin(t, tt.fault), Cases: "-"}, nil)
+			cfg := testharness.Config{Plugin: brokenPlugin(t, tt.fault), Cases: "-"}
+			all, failCases := all, tt.failCases
+			if sel := shortSelection(tt.fault, tt.failCases, tt.short, union); sel != nil {
+				cfg.Run, all = exactly(sel), sel
+				if tt.fault != "" {
+					failCases = sel
+				}
+			}
+			results, err := testharness.RunCases(t.Context(), cfg, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -92,7 +114,7 @@ func TestBrokenWholePluginsFail(t *testing.T) {
 					failures = append(failures, r.Name+": "+f)
 				}
 			}
-			if d := cmp.Diff(all, ran); d != "" {
+			if d := cmp.Diff(all, ran, byName); d != "" {
 				t.Errorf("cases run (-want +got):\n%s", d)
 			}
 			if tt.fault == "" {
@@ -101,7 +123,7 @@ func TestBrokenWholePluginsFail(t *testing.T) {
 				}
 				return
 			}
-			if d := cmp.Diff(tt.failCases, failed); d != "" {
+			if d := cmp.Diff(failCases, failed, byName); d != "" {
 				t.Errorf("failing cases (-want +got):\n%s\nfailures:\n%s", d, strings.Join(failures, "\n"))
 			}
 			for _, want := range tt.wantAll {
@@ -124,12 +146,18 @@ func TestBrokenWholePluginsFail(t *testing.T) {
 func TestV1OnlyPluginSkipsWholeCases(t *testing.T) {
 	t.Parallel()
 	bin := brokenPlugin(t, "v1-only")
-	results, err := testharness.RunCases(t.Context(), testharness.Config{Plugin: bin}, nil)
+	whole := wholeCases(t)
+	v1 := remoteCases(t, nil)
+	cfg := testharness.Config{Plugin: bin}
+	if testing.Short() {
+		// A few version 1 cases; every whole-job case, each skipped at once.
+		v1 = shortCLICases(t)
+		cfg.Run = exactly(append(slices.Clone(v1), whole...))
+	}
+	results, err := testharness.RunCases(t.Context(), cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	whole := wholeCases(t)
-	v1 := remoteCases(t, nil)
 	var passed, skipped []string
 	for _, r := range results {
 		switch {

@@ -77,13 +77,9 @@ func BuildOnce(tb testing.TB, file, pkg, ldflags string) string {
 	}
 	key := strconv.Quote(pkg) + " " + strconv.Quote(ldflags) + " " + file
 	mu.Lock()
-	if dir == "" {
-		d, err := os.MkdirTemp("", "testbin-")
-		if err != nil {
-			mu.Unlock()
-			tb.Fatal(err)
-		}
-		dir = d
+	if err := makeDir(); err != nil {
+		mu.Unlock()
+		tb.Fatal(err)
 	}
 	b, ok := builds[key]
 	if !ok {
@@ -96,6 +92,35 @@ func BuildOnce(tb testing.TB, file, pkg, ldflags string) string {
 		tb.Fatal(b.err)
 	}
 	return b.path
+}
+
+// makeDir makes the folder of the binaries once; mu is held.
+func makeDir() error {
+	if dir != "" {
+		return nil
+	}
+	d, err := os.MkdirTemp("", "testbin-")
+	if err != nil {
+		return err
+	}
+	dir = d
+	return nil
+}
+
+// TempDir returns a new folder that lives as long as the binaries (until
+// Main returns), for files shared by the tests of a process.
+func TempDir(tb testing.TB) string {
+	tb.Helper()
+	mu.Lock()
+	defer mu.Unlock()
+	if err := makeDir(); err != nil {
+		tb.Fatal(err)
+	}
+	d, err := os.MkdirTemp(dir, "tmp-")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return d
 }
 
 // Install links (or copies) the binary BuildOnce built into dir as file

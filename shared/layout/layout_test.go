@@ -313,11 +313,11 @@ func TestLongIDRefusedUpFront(t *testing.T) {
 		mut  func(s *shared.JobSpec)
 		want string
 	}{
-		"id of 256 bytes":    {func(s *shared.JobSpec) { s.Job.ID = strings.Repeat("j", 256) }, "job.id is 256 bytes long"},
-		"work dir component": {func(s *shared.JobSpec) { s.Remote.WorkDir = "/" + strings.Repeat("w", 256) }, "remote.work_dir has a component of 256 bytes"},
+		"id of 256 bytes":    {func(s *shared.JobSpec) { s.Job.ID = strings.Repeat("j", 256) }, `job.id "` + strings.Repeat("j", 256) + `" is 256 bytes long`},
+		"work dir component": {func(s *shared.JobSpec) { s.Remote.WorkDir = "/" + strings.Repeat("w", 256) }, `remote.work_dir "/` + strings.Repeat("w", 256) + `" has a component of 256 bytes`},
 		"derived path over 4095": {func(s *shared.JobSpec) {
 			s.Remote.WorkDir = strings.Repeat("/"+strings.Repeat("w", 203), 20) // 4080 bytes: only the derived dirs are too long
-		}, "remote job dir is 4098 bytes long: a path is at most 4095 bytes"},
+		}, "\" is 4098 bytes long: a path is at most 4095 bytes"},
 		"payload dir component": {func(s *shared.JobSpec) {
 			s.Host.StagedPayloads = []shared.StagedPayload{{Name: "p", LocalDir: "/tmp/run/jobs/job/" + strings.Repeat("p", 256)}}
 		}, "component of 256 bytes"},
@@ -332,5 +332,39 @@ func TestLongIDRefusedUpFront(t *testing.T) {
 	}
 	if err := long(func(s *shared.JobSpec) { s.Job.ID = strings.Repeat("j", 255) }); err != nil {
 		t.Errorf("id of 255 bytes refused: %v", err)
+	}
+}
+
+// Every refusal of an over-long value carries the value as given (escaped
+// with shared.Show), not only its length, as docs/contract.md says of every
+// error.
+func TestTooLongValueErrorsNameTheValue(t *testing.T) {
+	longID := strings.Repeat("j", MaxComponent+1)
+	longComp := "/var/tmp/" + strings.Repeat("w", MaxComponent+1)
+	longPath := "/" + strings.Repeat("p/", MaxPath/2+1) + "x\ny"
+	for _, tc := range []struct {
+		name  string
+		edit  func(*shared.JobSpec)
+		value string
+	}{
+		{"job.id", func(s *shared.JobSpec) {
+			s.Job.ID = longID
+			s.Host.JobDir = "/tmp/run/jobs/" + longID
+			s.Host.StagedPayloads = nil
+		}, longID},
+		{"work_dir component", func(s *shared.JobSpec) { s.Remote.WorkDir = longComp }, longComp},
+		{"work_dir path", func(s *shared.JobSpec) { s.Remote.WorkDir = longPath }, longPath},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			spec := seedSpec()
+			tc.edit(&spec)
+			_, err := Derive(spec)
+			if err == nil {
+				t.Fatal("Derive accepted an over-long value")
+			}
+			if !strings.Contains(err.Error(), shared.Show(tc.value)) {
+				t.Errorf("error does not name the value %s:\n%v", shared.Show(tc.value)[:40], err)
+			}
+		})
 	}
 }

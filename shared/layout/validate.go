@@ -33,7 +33,7 @@ func CheckComponent(field, v string) error {
 		return shared.Errorf(shared.ErrInvalidInput, field, v, "%s %s contains a control character (C0, C1 or bidi formatting)", field, shared.Show(v))
 	}
 	if len(v) > MaxComponent {
-		return shared.Errorf(shared.ErrInvalidInput, field, v, "%s is %d bytes long: a path component is at most %d bytes", field, len(v), MaxComponent)
+		return shared.Errorf(shared.ErrInvalidInput, field, v, "%s %s is %d bytes long: a path component is at most %d bytes", field, shared.Show(v), len(v), MaxComponent)
 	}
 	return nil
 }
@@ -48,12 +48,12 @@ const (
 // and p is at most MaxPath bytes long. field names p in errors.
 func CheckLengths(field, p string) error {
 	if len(p) > MaxPath {
-		return shared.Errorf(shared.ErrInvalidInput, field, p, "%s is %d bytes long: a path is at most %d bytes", field, len(p), MaxPath)
+		return shared.Errorf(shared.ErrInvalidInput, field, p, "%s %s is %d bytes long: a path is at most %d bytes", field, shared.Show(p), len(p), MaxPath)
 	}
 	for _, c := range strings.Split(p, "/") {
 		if len(c) > MaxComponent {
 			return shared.Errorf(shared.ErrInvalidInput, field, p,
-				"%s has a component of %d bytes: a path component is at most %d bytes", field, len(c), MaxComponent)
+				"%s %s has a component of %d bytes: a path component is at most %d bytes", field, shared.Show(p), len(c), MaxComponent)
 		}
 	}
 	return nil

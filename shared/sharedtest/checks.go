@@ -71,6 +71,17 @@ func CheckCases() []CheckCase {
 		{"relative artifacts", func(w *shared.WholeJob) { w.Artifacts = &shared.Artifacts{Path: "out"} }, "artifacts.path", "out"},
 		{"artifacts trailing slash", func(w *shared.WholeJob) { w.Artifacts = &shared.Artifacts{Path: "/out/"} }, "artifacts.path", "/out/"},
 		{"negative max bytes", func(w *shared.WholeJob) { w.Artifacts = &shared.Artifacts{MaxBytes: -1} }, "artifacts.max_bytes", "-1"},
+		// Numbers outside their range (docs/contract.md, "Ranges"): 9223372037 s
+		// wrapped time.Duration negative and killed the job at once.
+		{"timeout wraps a Duration", func(w *shared.WholeJob) { w.Command.TimeoutSecs = 9223372037 }, "command.timeout_secs", "9223372037"},
+		{"timeout over a week", func(w *shared.WholeJob) { w.Command.TimeoutSecs = shared.MaxTimeoutSecs + 1 }, "command.timeout_secs", "604801"},
+		{"ready timeout wraps a Duration", func(w *shared.WholeJob) { w.Runtime.ReadyTimeoutSecs = 9223372037 }, "runtime.ready_timeout_secs", "9223372037"},
+		{"ready timeout over a day", func(w *shared.WholeJob) { w.Runtime.ReadyTimeoutSecs = shared.MaxReadyTimeoutSecs + 1 }, "runtime.ready_timeout_secs", "86401"},
+		{"too many cpus", func(w *shared.WholeJob) { w.Runtime.Limits.CPU = shared.MaxCPU + 1 }, "runtime.limits.cpu", "8193"},
+		{"memory overflows", func(w *shared.WholeJob) { w.Runtime.Limits.Memory = "99999999999EiB" }, "runtime.limits.memory", "99999999999EiB"},
+		{"memory just over int64", func(w *shared.WholeJob) { w.Runtime.Limits.Memory = "8EiB" }, "runtime.limits.memory", "8EiB"},
+		{"memory under a MiB", func(w *shared.WholeJob) { w.Runtime.Limits.Memory = "1000kB" }, "runtime.limits.memory", "1000kB"},
+		{"max bytes over a PiB", func(w *shared.WholeJob) { w.Artifacts = &shared.Artifacts{MaxBytes: shared.MaxArtifactsBytes + 1} }, "artifacts.max_bytes", "1125899906842625"},
 
 		// Accepted.
 		{"the defaults", func(*shared.WholeJob) {}, "", ""},

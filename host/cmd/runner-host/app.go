@@ -20,9 +20,12 @@ import (
 )
 
 // Exit codes.
+// Exit codes. A verb that ran and failed exits with the system-failure
+// code (exitSystemFailure, 125, unless --system-failure-exit-code or
+// SYSTEM_FAILURE_EXIT_CODE say otherwise; see exit.go); a whole job that
+// ran passes its own exit code through.
 const (
 	exitOK    = 0
-	exitFail  = 1 // the verb ran and failed
 	exitUsage = 2 // the command line is wrong
 )
 
@@ -31,8 +34,12 @@ const (
 type App struct {
 	Stdout io.Writer
 	Stderr io.Writer
+	// Getenv reads the environment (BUILD_FAILURE_EXIT_CODE,
+	// SYSTEM_FAILURE_EXIT_CODE). Nil: os.Getenv.
+	Getenv func(string) string
 
-	run func(ctx context.Context) error
+	run   func(ctx context.Context) error
+	codes exitCodes
 }
 
 // Verb is one subcommand.
@@ -71,6 +78,7 @@ func (a *App) ParseFlags(ctx context.Context, args []string) error {
 		a.run = func(context.Context) error { a.usage(); return nil }
 		return nil
 	}
+	a.codes = exitCodes{system: exitSystemFailure}
 	v, ok := verbs[name]
 	if !ok {
 		a.usage()
@@ -115,7 +123,7 @@ func Main(ctx context.Context, app *App, args []string) int {
 		return exitUsage
 	}
 	if err := app.Run(ctx); err != nil {
-		return exitStatus(app.Stderr, err) // exit.go
+		return exitStatus(app.Stderr, err, app.codes) // exit.go
 	}
 	return exitOK
 }
@@ -126,6 +134,8 @@ type common struct {
 	logLevel     string
 	pins         pinFlag
 	startTimeout time.Duration
+	systemCode   int
+	codes        exitCodes
 }
 
 func (c *common) register(fs *flag.FlagSet) {
@@ -133,10 +143,17 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.logLevel, "log-level", "warn", "lowest level of log lines printed on stderr, the plugins' included (trace, debug, info, warn, error, off)")
 	fs.Var(&c.pins, "require-sha256", "NAME=HEX: refuse plugin NAME unless its binary has this SHA-256 (repeatable)")
 	fs.DurationVar(&c.startTimeout, "start-timeout", host.DefaultStartTimeout, "a plugin not ready (handshake, Describe, Configure) within this is killed with its process group")
+	fs.IntVar(&c.systemCode, "system-failure-exit-code", -1, "exit code when the executor or the infrastructure fails, not the job (default $SYSTEM_FAILURE_EXIT_CODE, else 125)")
 }
 
-// resolve fills in defaults once the flags are parsed.
-func (c *common) resolve() error {
+// resolve fills in defaults once the flags are parsed, and sets app's exit
+// codes.
+func (c *common) resolve(app *App) error {
+	codes, err := resolveExitCodes(c.systemCode, app.getenv)
+	if err != nil {
+		return err
+	}
+	c.codes, app.codes = codes, codes
 	if c.pluginDir == "" {
 		dir, err := executableDir()
 		if err != nil {

@@ -53,8 +53,16 @@ func sha256File(tb testing.TB, path string) string {
 // runMain runs runner-host with args and returns its exit code and output.
 func runMain(tb testing.TB, args ...string) (code int, stdout, stderr string) {
 	tb.Helper()
+	return runMainEnv(tb, nil, args...)
+}
+
+// runMainEnv is runMain with env as the whole environment runner-host
+// reads.
+func runMainEnv(tb testing.TB, env map[string]string, args ...string) (code int, stdout, stderr string) {
+	tb.Helper()
 	var out, errOut bytes.Buffer
-	code = Main(tb.Context(), &App{Stdout: &out, Stderr: &errOut}, args)
+	getenv := func(k string) string { return env[k] }
+	code = Main(tb.Context(), &App{Stdout: &out, Stderr: &errOut, Getenv: getenv}, args)
 	tb.Logf("runner-host %s: exit %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), code, out.String(), errOut.String())
 	return code, out.String(), errOut.String()
 }
@@ -80,20 +88,20 @@ func TestPlugins(t *testing.T) {
 		},
 		{
 			name: "digest differs", plugins: []string{"alpha", "beta"}, args: []string{"--require-sha256", "alpha=" + zero},
-			wantCode: exitFail, wantStdout: fmt.Sprintf("beta 0.0.1-test protocol=1 sha256=%s\n", sum),
+			wantCode: exitSystemFailure, wantStdout: fmt.Sprintf("beta 0.0.1-test protocol=1 sha256=%s\n", sum),
 			wantStderr: []string{"plugin alpha refused", sum, zero, "1 of 2 plugins failed to load"},
 		},
 		{
 			name: "pinned plugin missing", plugins: []string{"alpha"}, args: []string{"--require-sha256", "gamma=" + sum},
-			wantCode: exitFail, wantStdout: fmt.Sprintf("alpha 0.0.1-test protocol=1 sha256=%s\n", sum),
+			wantCode: exitSystemFailure, wantStdout: fmt.Sprintf("alpha 0.0.1-test protocol=1 sha256=%s\n", sum),
 			wantStderr: []string{"plugin gamma is pinned", "1 of 2 plugins failed to load"},
 		},
 		{
 			name: "incompatible protocol", plugins: []string{"alpha-v3only"},
-			wantCode: exitFail, wantStderr: []string{"host protocol versions [1 2]", "Plugin version: 3"},
+			wantCode: exitSystemFailure, wantStderr: []string{"host protocol versions [1 2]", "Plugin version: 3"},
 		},
 		{
-			name: "no plugins", wantCode: exitFail, wantStderr: []string{"no executor-* plugins"},
+			name: "no plugins", wantCode: exitSystemFailure, wantStderr: []string{"no executor-* plugins"},
 		},
 		{
 			name: "malformed pin", plugins: []string{"alpha"}, args: []string{"--require-sha256", "alpha"},
@@ -222,13 +230,13 @@ func TestRunJSON(t *testing.T) {
 		},
 		{
 			name: "first phase fails",
-			spec: testSpec("not-found"), wantCode: exitFail,
+			spec: testSpec("not-found"), wantCode: exitSystemFailure,
 			want: []phaseWant{{Phase: "prepare_directories", Error: `job "not-found" not found`, ErrorKind: "not found"}},
 		},
 		{
 			name:     "second phase fails",
 			spec:     func() shared.JobSpec { s := testSpec("job"); s.Job.WritableWorkspace = true; return s }(),
-			wantCode: exitFail,
+			wantCode: exitSystemFailure,
 			// Refused by the host's check before any phase ran.
 			want: []phaseWant{
 				{Phase: "configure_devices", Check: true, Error: "writable workspace", ErrorKind: "invalid input"},
@@ -237,7 +245,7 @@ func TestRunJSON(t *testing.T) {
 		{
 			name:     "second phase refused by the plugin's dry run",
 			spec:     testSpec("devices-refused"),
-			wantCode: exitFail,
+			wantCode: exitSystemFailure,
 			want: []phaseWant{
 				{Phase: "configure_devices", Check: true, DryRun: true, Error: "refused by the test plugin's ConfigureDevices (dry run true)", ErrorKind: "invalid input"},
 			},
@@ -245,14 +253,14 @@ func TestRunJSON(t *testing.T) {
 		{
 			name:     "bad endpoint refused before any phase ran",
 			spec:     func() shared.JobSpec { s := testSpec("job"); s.Remote.Incus.Endpoint = "http://incus:8443"; return s }(),
-			wantCode: exitFail,
+			wantCode: exitSystemFailure,
 			want: []phaseWant{
 				{Phase: "configure_devices", Check: true, Error: `remote.incus.endpoint "http://incus:8443"`, ErrorKind: "invalid input"},
 			},
 		},
 		{
 			name: "a dry run is not checked first",
-			spec: testSpec("devices-refused"), args: []string{"--dry-run"}, wantCode: exitFail,
+			spec: testSpec("devices-refused"), args: []string{"--dry-run"}, wantCode: exitSystemFailure,
 			want: []phaseWant{
 				{Phase: "prepare_directories", DryRun: true, Command: "mkdir -p /tmp/run/jobs/job"},
 				{Phase: "configure_devices", DryRun: true, Error: "refused by the test plugin's ConfigureDevices (dry run true)", ErrorKind: "invalid input"},
@@ -328,11 +336,11 @@ func TestRunRefuses(t *testing.T) {
 		{
 			name:     "unknown field in the job file",
 			args:     []string{"run", "--plugin-dir", dir, "--job", writeJob(t, testSpec("job"), map[string]any{"remote_dirs": []string{}})},
-			wantCode: exitFail, wantStderr: `unknown field "remote_dirs"`,
+			wantCode: exitSystemFailure, wantStderr: `unknown field "remote_dirs"`,
 		},
 		{
 			name: "missing plugin", args: []string{"run", "--plugin-dir", dir, "--job", good, "--plugin", "nope"},
-			wantCode: exitFail, wantStderr: "executor-nope",
+			wantCode: exitSystemFailure, wantStderr: "executor-nope",
 		},
 		{name: "unknown verb", args: []string{"fly"}, wantCode: exitUsage, wantStderr: `unknown verb "fly"`},
 		{name: "bad log level", args: []string{"run", "--job", good, "--log-level", "loud"}, wantCode: exitUsage, wantStderr: `--log-level "loud"`},
@@ -359,8 +367,8 @@ func TestDefaultPluginDirIsTheExecutablesDir(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := common{logLevel: "warn"}
-	if err := c.resolve(); err != nil {
+	c := common{logLevel: "warn", systemCode: -1}
+	if err := c.resolve(&App{}); err != nil {
 		t.Fatal(err)
 	}
 	if c.pluginDir != filepath.Dir(exe) {

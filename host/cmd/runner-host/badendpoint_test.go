@@ -52,7 +52,7 @@ func TestBadEndpointCreatesNothing(t *testing.T) {
 		s.Remote.Incus.Endpoint = "http://127.0.0.1:8443"
 		sessions := srv.Sessions()
 		code, stderr := run(t, s)
-		if code != exitFail || !strings.Contains(stderr, `remote.incus.endpoint "http://127.0.0.1:8443"`) {
+		if code != exitSystemFailure || !strings.Contains(stderr, `remote.incus.endpoint "http://127.0.0.1:8443"`) {
 			t.Errorf("exit %d, stderr %q: want a refusal naming the endpoint", code, stderr)
 		}
 		nothingCreated(t, work)
@@ -67,7 +67,7 @@ func TestBadEndpointCreatesNothing(t *testing.T) {
 		s.Job.Staged = true
 		s.Host.StagedPayloads = []shared.StagedPayload{{Name: "deps", LocalDir: s.Host.JobDir + "/staged/deps"}}
 		code, stderr := run(t, s)
-		if code != exitFail || !strings.Contains(stderr, "checked before the first phase ran") || !strings.Contains(stderr, "manifest") {
+		if code != exitSystemFailure || !strings.Contains(stderr, "checked before the first phase ran") || !strings.Contains(stderr, "manifest") {
 			t.Errorf("exit %d, stderr %q: want the ConfigureDevices check to refuse the missing manifest", code, stderr)
 		}
 		nothingCreated(t, work)

@@ -172,8 +172,8 @@ func TestEveryVerbRefusesAPluginNameOutsidePluginDir(t *testing.T) {
 		for _, name := range []string{"adir", "noexec", "evil", "missing"} {
 			t.Run(v.name+"/"+name, func(t *testing.T) {
 				code, stdout, stderr := runMain(t, v.args(t, dir, name)...)
-				if code != exitFail || !strings.Contains(stderr, `plugin "`+name+`"`) || stdout != "" {
-					t.Errorf("exit %d, stdout %q, stderr %q: want %d and an error naming plugin %q", code, stdout, stderr, exitFail, name)
+				if code != exitSystemFailure || !strings.Contains(stderr, `plugin "`+name+`"`) || stdout != "" {
+					t.Errorf("exit %d, stdout %q, stderr %q: want %d and an error naming plugin %q", code, stdout, stderr, exitSystemFailure, name)
 				}
 			})
 		}

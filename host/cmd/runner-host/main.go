@@ -7,8 +7,9 @@
 //
 // A job file with runtime and command runs the whole job (protocol 2): run
 // exits with the job's exit code, 124 when it timed out, 130 or 143 after
-// SIGINT or SIGTERM (the instance cleaned up first), 1 for an executor
-// error; the run record is written to <host.job_dir>/pikaci-execution.json.
+// SIGINT or SIGTERM (the instance cleaned up first), 125 (or
+// --system-failure-exit-code, or $SYSTEM_FAILURE_EXIT_CODE) for a system
+// failure; the run record is written to <host.job_dir>/pikaci-execution.json.
 //
 // Run `runner-host help` for every verb and `runner-host VERB -h` for its flags.
 package main

@@ -97,7 +97,7 @@ func TestPluginNameOutsidePluginDirRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, _, stderr := runMain(t, "run", "--plugin-dir", dir, "--plugin", "adir", "--job", job, "--dry-run")
-	if code != exitFail || !strings.Contains(stderr, `plugin "adir"`) || !strings.Contains(stderr, "not an executable regular file") {
+	if code != exitSystemFailure || !strings.Contains(stderr, `plugin "adir"`) || !strings.Contains(stderr, "not an executable regular file") {
 		t.Errorf("a directory as plugin: exit %d, stderr %q", code, stderr)
 	}
 }

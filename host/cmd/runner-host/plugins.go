@@ -20,7 +20,7 @@ func parsePlugins(_ context.Context, app *App, args []string) (func(context.Cont
 	if err := noArgs(fs); err != nil {
 		return nil, err
 	}
-	if err := c.resolve(); err != nil {
+	if err := c.resolve(app); err != nil {
 		return nil, err
 	}
 	return func(ctx context.Context) error { return app.plugins(ctx, c) }, nil

@@ -83,7 +83,7 @@ func parseRun(_ context.Context, app *App, args []string) (func(context.Context)
 	if f.phases, err = parsePhases(phaseList); err != nil {
 		return nil, err
 	}
-	if err := f.resolve(); err != nil {
+	if err := f.resolve(app); err != nil {
 		return nil, err
 	}
 	return func(ctx context.Context) error { return app.runJob(ctx, f) }, nil

@@ -45,5 +45,5 @@ func signalExitCode(ctx context.Context) (code int, ok bool) {
 	if s, isSys := c.sig.(syscall.Signal); isSys {
 		return 128 + int(s), true
 	}
-	return exitFail, true
+	return 0, false
 }

@@ -33,7 +33,8 @@ type sweepFlags struct {
 }
 
 func parseSweep(_ context.Context, app *App, args []string) (func(context.Context) error, error) {
-	f := sweepFlags{olderThan: -1}
+	var f sweepFlags
+	var olderThan string
 	fs := newFlagSet(app, "sweep", "--ssh-config FILE --host H --project P --older-than DURATION [--live FILE] [--dry-run] [--json]")
 	f.register(fs)
 	fs.StringVar(&f.plugin, "plugin", "remote-linux-vm", "plugin to sweep with (it must speak protocol 2)")
@@ -41,7 +42,7 @@ func parseSweep(_ context.Context, app *App, args []string) (func(context.Contex
 	fs.StringVar(&f.remote.Host, "host", "", "SSH host that runs the instances (required)")
 	fs.StringVar(&f.remote.Incus.Project, "project", "", "Incus project to sweep (required)")
 	fs.StringVar(&f.remote.Incus.Endpoint, "incus-endpoint", "", "Incus API: unix:///path on the remote host or https://host:port (default unix://"+shared.DefaultIncusSocket+")")
-	fs.DurationVar(&f.olderThan, "older-than", -1, "only instances created longer ago than this, e.g. 6h (required)")
+	fs.StringVar(&olderThan, "older-than", "", "only instances created longer ago than this, a duration of at least 0 such as 6h or 90m (required)")
 	fs.StringVar(&f.liveFile, "live", "", "file listing the live jobs to keep, one RUN:JOB a line (# starts a comment)")
 	fs.BoolVar(&f.dryRun, "dry-run", false, "name the instances, delete none")
 	fs.BoolVar(&f.json, "json", false, "print the result as JSON")
@@ -56,13 +57,21 @@ func parseSweep(_ context.Context, app *App, args []string) (func(context.Contex
 		return nil, usagef("--host is required")
 	case f.remote.Incus.Project == "":
 		return nil, usagef("--project is required")
-	case f.olderThan < 0:
+	case olderThan == "":
 		return nil, usagef("--older-than is required (a duration such as 6h, at least 0)")
 	}
 	if err := host.CheckName(f.plugin); err != nil {
 		return nil, usagef("--plugin: %w", err)
 	}
-	if err := f.resolve(); err != nil {
+	d, err := time.ParseDuration(olderThan)
+	switch {
+	case err != nil:
+		return nil, usagef("--older-than %q is not a duration (such as 6h, 90m or 1h30m)", olderThan)
+	case d < 0:
+		return nil, usagef("--older-than %q is negative: want a duration of at least 0, such as 6h", olderThan)
+	}
+	f.olderThan = d
+	if err := f.resolve(app); err != nil {
 		return nil, err
 	}
 	return func(ctx context.Context) error { return app.sweep(ctx, f) }, nil

@@ -22,8 +22,9 @@ const (
 // job's stdout to our stdout and its stderr to our stderr as they arrive
 // (with --json: both to our stderr, each line prefixed by its stream, and
 // the record to stdout). It ends with the job's exit code, 124 when the job
-// timed out, 130/143 after SIGINT/SIGTERM (cleanup done first), 1 for an
-// executor error (the record says which phase).
+// timed out, 130/143 after SIGINT/SIGTERM (cleanup done first), the
+// system-failure code (125) for an executor or infrastructure failure (the
+// record says which phase); see exitCodes.forRecord.
 func (a *App) runWhole(ctx context.Context, f runFlags, job shared.WholeJob) error {
 	var names []string
 	for _, ph := range f.phases {
@@ -59,21 +60,21 @@ func (a *App) runWhole(ctx context.Context, f runFlags, job shared.WholeJob) err
 	} else if f.dryRun {
 		printDryRun(a.Stdout, p.Info(), rec)
 	}
-	if code, ok := signalExitCode(ctx); ok && runErr != nil {
-		return &exitError{code: code, err: runErr}
-	}
-	if runErr != nil {
-		return &exitError{code: exitFail, err: runErr}
-	}
+	sig, _ := signalExitCode(ctx)
+	code, failed := f.codes.forRecord(rec, sig)
 	switch {
-	case f.dryRun:
+	case !failed && runErr == nil:
 		return nil
-	case rec.TimedOut:
-		return &exitError{code: exitTimedOut, err: fmt.Errorf("job %s timed out after %d s", shared.Show(job.Job.ID), rec.TimeoutSecs)}
-	case rec.ExitCode != nil && *rec.ExitCode != 0:
-		return &exitError{code: *rec.ExitCode}
+	case !failed:
+		// An error the record does not classify (the output's flush, the
+		// --json encoding): ours, so a system failure.
+		return &exitError{code: f.codes.system, err: runErr}
+	case rec.Failure == host.FailureTimeout && runErr == nil:
+		return &exitError{code: code, err: fmt.Errorf("job %s timed out after %d s", shared.Show(job.Job.ID), rec.TimeoutSecs)}
 	}
-	return nil
+	// A build failure without an error has said what went wrong in its own
+	// output; every other failure says it here.
+	return &exitError{code: code, err: runErr}
 }
 
 func printDryRun(w io.Writer, info shared.Info, rec host.Record) {

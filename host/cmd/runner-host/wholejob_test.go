@@ -90,6 +90,9 @@ func TestRunWholeJobExitCodes(t *testing.T) {
 		wantStderr []string
 		wantPhases []string // nil: no record
 		cleanedUp  bool
+		env        map[string]string
+		args       []string
+		wantFail   string // the record's failure
 	}{
 		{
 			name: "exit 0", id: "j", argv: []string{"exit", "0"}, plugin: "whole",
@@ -99,32 +102,78 @@ func TestRunWholeJobExitCodes(t *testing.T) {
 		{
 			name: "exit 3", id: "j", argv: []string{"exit", "3"}, plugin: "whole", wantCode: 3,
 			wantStdout: "to stdout\n", wantStderr: []string{"to stderr\n"},
+			wantPhases: allPhases, cleanedUp: true, wantFail: "build",
+		},
+		{
+			name: "artifacts over their cap after a passing job are a system failure", id: "over-cap", argv: []string{"exit", "0"}, plugin: "whole",
+			wantCode: exitSystemFailure, wantStdout: "to stdout\n", wantStderr: []string{"phase collect_artifacts", "artifacts.max_bytes 1000"},
+			wantPhases: append(allPhases[:5:5], "collect_artifacts (failed)"), cleanedUp: true, wantFail: "system",
+		},
+		{
+			name: "artifacts over their cap after a failing job: the build failed first", id: "over-cap", argv: []string{"exit", "3"}, plugin: "whole",
+			wantCode: 3, wantStdout: "to stdout\n", wantStderr: []string{"phase collect_artifacts", "artifacts.max_bytes 1000"},
+			wantPhases: append(allPhases[:5:5], "collect_artifacts (failed)"), cleanedUp: true, wantFail: "build",
+		},
+		{
+			name: "--system-failure-exit-code", id: "no-image", argv: []string{"exit", "0"}, plugin: "whole", args: []string{"--system-failure-exit-code", "99"},
+			wantCode: 99, wantStderr: []string{`image alias "bb" not found`},
+			wantPhases: []string{"prepare_directories", "stage_workspace_snapshot", "prepare_runtime (failed)"}, wantFail: "system",
+		},
+		{
+			name: "GitLab: a system failure exits SYSTEM_FAILURE_EXIT_CODE", id: "no-image", argv: []string{"exit", "0"}, plugin: "whole",
+			env:      map[string]string{"BUILD_FAILURE_EXIT_CODE": "7", "SYSTEM_FAILURE_EXIT_CODE": "8"},
+			wantCode: 8, wantStderr: []string{`image alias "bb" not found`},
+			wantPhases: []string{"prepare_directories", "stage_workspace_snapshot", "prepare_runtime (failed)"}, wantFail: "system",
+		},
+		{
+			name: "GitLab: the flag wins over SYSTEM_FAILURE_EXIT_CODE", id: "no-image", argv: []string{"exit", "0"}, plugin: "whole",
+			env: map[string]string{"SYSTEM_FAILURE_EXIT_CODE": "8"}, args: []string{"--system-failure-exit-code", "9"},
+			wantCode: 9, wantStderr: []string{`image alias "bb" not found`},
+			wantPhases: []string{"prepare_directories", "stage_workspace_snapshot", "prepare_runtime (failed)"}, wantFail: "system",
+		},
+		{
+			name: "GitLab: a job's non-zero code exits BUILD_FAILURE_EXIT_CODE", id: "j", argv: []string{"exit", "3"}, plugin: "whole",
+			env:      map[string]string{"BUILD_FAILURE_EXIT_CODE": "7", "SYSTEM_FAILURE_EXIT_CODE": "8"},
+			wantCode: 7, wantStdout: "to stdout\n", wantStderr: []string{"to stderr\n"},
+			wantPhases: allPhases, cleanedUp: true, wantFail: "build",
+		},
+		{
+			name: "GitLab: a passing job exits 0", id: "j", argv: []string{"exit", "0"}, plugin: "whole",
+			env:        map[string]string{"BUILD_FAILURE_EXIT_CODE": "7", "SYSTEM_FAILURE_EXIT_CODE": "8"},
+			wantStdout: "to stdout\n", wantStderr: []string{"to stderr\n"},
 			wantPhases: allPhases, cleanedUp: true,
+		},
+		{
+			name: "GitLab: a timeout is the build's failure", id: "j", argv: []string{"timeout"}, plugin: "whole",
+			env:      map[string]string{"BUILD_FAILURE_EXIT_CODE": "7", "SYSTEM_FAILURE_EXIT_CODE": "8"},
+			wantCode: 7, wantStdout: "started\n", wantStderr: []string{`job "j" timed out after 30 s`},
+			wantPhases: allPhases, cleanedUp: true, wantFail: "timeout",
 		},
 		{
 			name: "timeout", id: "j", argv: []string{"timeout"}, plugin: "whole", wantCode: exitTimedOut,
 			wantStdout: "started\n", wantStderr: []string{`job "j" timed out after 30 s`},
-			wantPhases: allPhases, cleanedUp: true,
+			wantPhases: allPhases, cleanedUp: true, wantFail: "timeout",
 		},
 		{
-			name: "executor error", id: "no-image", argv: []string{"exit", "0"}, plugin: "whole", wantCode: exitFail,
+			name: "executor error", id: "no-image", argv: []string{"exit", "0"}, plugin: "whole", wantCode: exitSystemFailure,
 			wantStderr: []string{"phase prepare_runtime", `image alias "bb" not found`},
-			wantPhases: []string{"prepare_directories", "stage_workspace_snapshot", "prepare_runtime (failed)"},
+			wantPhases: []string{"prepare_directories", "stage_workspace_snapshot", "prepare_runtime (failed)"}, wantFail: "system",
 		},
 		{
-			name: "failure after create", id: "fail-after-create", argv: []string{"exit", "0"}, plugin: "whole", wantCode: exitFail,
+			name: "failure after create", id: "fail-after-create", argv: []string{"exit", "0"}, plugin: "whole", wantCode: exitSystemFailure,
 			wantStderr: []string{"phase prepare_runtime", "instance did not start"},
-			wantPhases: []string{"prepare_directories", "stage_workspace_snapshot", "prepare_runtime (failed)"}, cleanedUp: true,
+			wantPhases: []string{"prepare_directories", "stage_workspace_snapshot", "prepare_runtime (failed)"}, cleanedUp: true, wantFail: "system",
 		},
 		{
-			name: "v1 plugin", id: "j", argv: []string{"exit", "0"}, plugin: "oldie", wantCode: exitFail,
-			wantStderr: []string{"plugin oldie speaks protocol 1"}, wantPhases: []string{},
+			name: "v1 plugin", id: "j", argv: []string{"exit", "0"}, plugin: "oldie", wantCode: exitSystemFailure,
+			wantStderr: []string{"plugin oldie speaks protocol 1"}, wantPhases: []string{}, wantFail: "system",
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			job, jobDir := wholeJobFile(t, tt.id, tt.argv, nil)
-			code, stdout, stderr := runMain(t, "run", "--plugin-dir", dir, "--plugin", tt.plugin, "--job", job)
+			args := append([]string{"run", "--plugin-dir", dir, "--plugin", tt.plugin, "--job", job}, tt.args...)
+			code, stdout, stderr := runMainEnv(t, tt.env, args...)
 			if code != tt.wantCode {
 				t.Errorf("exit code %d, want %d", code, tt.wantCode)
 			}
@@ -137,6 +186,9 @@ func TestRunWholeJobExitCodes(t *testing.T) {
 				}
 			}
 			rec := readRecordFile(t, jobDir)
+			if rec.Failure != tt.wantFail {
+				t.Errorf("record failure %q, want %q", rec.Failure, tt.wantFail)
+			}
 			if diff := cmp.Diff(tt.wantPhases, phaseList(rec), cmpopts.EquateEmpty()); diff != "" {
 				t.Errorf("record phases (-want +got):\n%s", diff)
 			}
@@ -241,6 +293,9 @@ func TestRunWholeJobSignal(t *testing.T) {
 			if rec.Cleanup == nil || !rec.Cleanup.Deleted {
 				t.Errorf("cleanup record %+v, want the instance deleted", rec.Cleanup)
 			}
+			if rec.Failure != host.FailureCancelled {
+				t.Errorf("record failure %q, want %q", rec.Failure, host.FailureCancelled)
+			}
 			if _, err := os.Stat(filepath.Join(jobDir, "testplugin-instance")); !os.IsNotExist(err) {
 				t.Errorf("instance left behind (stat: %v)", err)
 			}
@@ -266,8 +321,8 @@ func TestRunWholeJobBadFile(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			job, _ := wholeJobFile(t, "j", []string{"exit", "0"}, tt.edit)
 			code, _, stderr := runMain(t, "run", "--plugin-dir", dir, "--plugin", "whole", "--job", job)
-			if code != exitFail {
-				t.Errorf("exit code %d, want %d", code, exitFail)
+			if code != exitSystemFailure {
+				t.Errorf("exit code %d, want %d", code, exitSystemFailure)
 			}
 			if !strings.Contains(stderr, tt.want) {
 				t.Errorf("stderr does not contain %q", tt.want)
@@ -326,7 +381,7 @@ func TestSweep(t *testing.T) {
 	}
 
 	code, _, stderr := runMain(t, "sweep", "--plugin-dir", dir, "--plugin", "oldie", "--host", "h", "--project", "p", "--older-than", "1h")
-	if code != exitFail || !strings.Contains(stderr, "plugin oldie speaks protocol 1") {
+	if code != exitSystemFailure || !strings.Contains(stderr, "plugin oldie speaks protocol 1") {
 		t.Errorf("v1 plugin: exit %d, stderr %q", code, stderr)
 	}
 
@@ -335,8 +390,17 @@ func TestSweep(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, _, stderr = runMain(t, append(args, "--live", bad)...)
-	if code != exitFail || !strings.Contains(stderr, `"justajob" is not RUN:JOB`) {
+	if code != exitSystemFailure || !strings.Contains(stderr, `"justajob" is not RUN:JOB`) {
 		t.Errorf("bad live file: exit %d, stderr %q", code, stderr)
+	}
+
+	// A value given but invalid is named as such, never "required".
+	for _, v := range []string{"-1s", "-0.5h", "6 hours", "1d"} {
+		a := append(slices.Clone(args[:len(args)-1]), v)
+		code, _, stderr := runMain(t, a...)
+		if code != exitUsage || !strings.Contains(stderr, `--older-than "`+v+`"`) || strings.Contains(stderr, "required") {
+			t.Errorf("--older-than %s: exit %d, stderr %q; want a usage error naming the value", v, code, stderr)
+		}
 	}
 
 	for _, missing := range []string{"--host", "--project", "--older-than"} {
@@ -406,18 +470,44 @@ func TestRunWholeJobPluginKilled(t *testing.T) {
 	case <-time.After(90 * time.Second):
 		t.Fatal("runner-host did not end after the plugin died")
 	}
-	if code != exitFail || !strings.Contains(stderr.String(), "phase wait_for_completion") {
-		t.Errorf("exit %d, want %d; stderr:\n%s", code, exitFail, stderr.String())
+	if code != exitSystemFailure || !strings.Contains(stderr.String(), "phase wait_for_completion") {
+		t.Errorf("exit %d, want %d; stderr:\n%s", code, exitSystemFailure, stderr.String())
 	}
 	rec := readRecordFile(t, jobDir)
 	want := []string{"prepare_directories", "stage_workspace_snapshot", "prepare_runtime", "launch_guest", "wait_for_completion (failed)"}
 	if diff := cmp.Diff(want, phaseList(rec)); diff != "" {
 		t.Errorf("phases (-want +got):\n%s", diff)
 	}
+	if rec.Failure != host.FailureSystem {
+		t.Errorf("record failure %q, want %q", rec.Failure, host.FailureSystem)
+	}
 	if rec.Cleanup == nil || !rec.Cleanup.Deleted {
 		t.Errorf("cleanup record %+v, want the instance deleted", rec.Cleanup)
 	}
 	if _, err := os.Stat(filepath.Join(jobDir, "testplugin-instance")); !os.IsNotExist(err) {
 		t.Errorf("instance left behind (stat: %v)", err)
+	}
+}
+
+func TestExitCodeVariablesOutOfRangeAreRefusedNamingTheValue(t *testing.T) {
+	dir := pluginDir(t, "whole")
+	job, _ := wholeJobFile(t, "j", []string{"exit", "0"}, nil)
+	for _, tt := range []struct {
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{env: map[string]string{"SYSTEM_FAILURE_EXIT_CODE": "abc"}, want: `SYSTEM_FAILURE_EXIT_CODE="abc"`},
+		{env: map[string]string{"BUILD_FAILURE_EXIT_CODE": "0"}, want: `BUILD_FAILURE_EXIT_CODE="0"`},
+		{env: map[string]string{"BUILD_FAILURE_EXIT_CODE": "256"}, want: `BUILD_FAILURE_EXIT_CODE="256"`},
+		{args: []string{"--system-failure-exit-code", "0"}, want: "--system-failure-exit-code 0"},
+	} {
+		t.Run(tt.want, func(t *testing.T) {
+			args := append([]string{"run", "--plugin-dir", dir, "--plugin", "whole", "--job", job}, tt.args...)
+			code, _, stderr := runMainEnv(t, tt.env, args...)
+			if code != exitUsage || !strings.Contains(stderr, tt.want) {
+				t.Errorf("exit %d, stderr %q: want %d naming %s", code, stderr, exitUsage, tt.want)
+			}
+		})
 	}
 }

@@ -91,7 +91,13 @@ func (e *wholeExecutor) RunJob(ctx context.Context, req shared.RunRequest, out s
 	return shared.RunResult{}, shared.Errorf(shared.ErrInvalidInput, "command.argv", argv[0], "test plugin: unknown command %s", shared.Show(argv[0]))
 }
 
+// CollectArtifacts fails for the job id "over-cap" as artifacts over
+// their cap do.
 func (e *wholeExecutor) CollectArtifacts(_ context.Context, req shared.CollectRequest) (shared.CollectResult, error) {
+	if req.Job.Job.ID == "over-cap" {
+		return shared.CollectResult{}, shared.Errorf(shared.ErrInvalidInput, "artifacts.max_bytes", "1000",
+			"collect artifacts: big takes the artifacts over artifacts.max_bytes 1000")
+	}
 	return shared.CollectResult{Dir: filepath.Join(req.Job.Host.JobDir, "artifacts"), Files: 1, Bytes: 5}, nil
 }
 

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/pikaci/vmexec/shared/layout"
@@ -37,5 +39,25 @@ func TestCheckFault(t *testing.T) {
 	}
 	if err := checkFault("quotng"); err == nil {
 		t.Error("checkFault accepted an unknown fault")
+	}
+}
+
+// TestFaultFromFileBesideTheBinary: a binary built without a fault takes it
+// from brokenplugin.fault beside it; one built with a fault ignores the
+// file; without either it has none.
+func TestFaultFromFileBesideTheBinary(t *testing.T) {
+	dir := t.TempDir()
+	exe := func() (string, error) { return filepath.Join(dir, "executor-remote-linux-vm"), nil }
+	if f, err := faultFrom("", exe); err != nil || f != "" {
+		t.Errorf("no file: fault %q, %v; want none", f, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, FaultFile), []byte(FaultQuoting+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if f, err := faultFrom("", exe); err != nil || f != FaultQuoting {
+		t.Errorf("file naming %s: fault %q, %v", FaultQuoting, f, err)
+	}
+	if f, err := faultFrom(FaultMissingDir, exe); err != nil || f != FaultMissingDir {
+		t.Errorf("built with %s: fault %q, %v", FaultMissingDir, f, err)
 	}
 }

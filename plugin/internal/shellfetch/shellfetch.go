@@ -60,22 +60,34 @@ func newNonce() (string, error) {
 }
 
 // FetchInput is what FetchScript reads on its standard input: the number of
-// reads, the number of paths, then each path on its own line. A path with a
-// newline or NUL cannot be sent this way and is refused.
+// reads, the number of paths, then each path on its own line. A path
+// holding a newline (valid in a path: only NUL is not) or starting with "="
+// goes as "=" and the path with each backslash doubled and each newline
+// written \n, which the script decodes with printf %b; every other path goes
+// as it is, so the common case costs the script no process. A path with a
+// NUL cannot be a path and is refused.
 func FetchInput(q devices.Query) ([]byte, error) {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "%d\n%d\n", len(q.Read), len(q.Resolve))
 	for _, list := range [][]string{q.Read, q.Resolve} {
 		for _, p := range list {
-			if strings.ContainsAny(p, "\n\x00") {
-				return nil, fmt.Errorf("remote path %s holds a newline or NUL: it cannot be read", strconv.Quote(p))
+			switch {
+			case strings.IndexByte(p, 0) >= 0:
+				return nil, fmt.Errorf("remote path %s holds a NUL: it cannot be read", strconv.Quote(p))
+			case strings.IndexByte(p, '\n') >= 0 || strings.HasPrefix(p, "="):
+				b.WriteByte('=')
+				b.WriteString(pathEscaper.Replace(p))
+			default:
+				b.WriteString(p)
 			}
-			b.WriteString(p)
 			b.WriteByte('\n')
 		}
 	}
 	return b.Bytes(), nil
 }
+
+// pathEscaper writes a path as printf %b reads it back.
+var pathEscaper = strings.NewReplacer(`\`, `\\`, "\n", `\n`)
 
 // fetchScript answers FetchInput. Every record it prints starts with
 // "<nonce>:<item>:<status>:" and runs up to the next record; the
@@ -100,6 +112,10 @@ const fetchScript = `n=%s
 max=%d
 IFS= read -r nr || exit 3
 IFS= read -r np || exit 3
+rp() {
+  IFS= read -r p || exit 3
+  case $p in =*) p=$(printf '%%bx' "${p#=}") || exit 3; p=${p%%x} ;; esac
+}
 rd() {
   k=$1
   shift
@@ -116,7 +132,7 @@ i=0
 start=0
 size=0
 while [ "$i" -lt "$nr" ]; do
-  IFS= read -r p || exit 3
+  rp
   if test -f "$p" && test -r "$p"; then
     if [ "$#" -gt 0 ] && [ $((size + ${#p})) -gt 65536 ]; then
       rd "$start" "$@"
@@ -156,7 +172,7 @@ i=0
 start=0
 size=0
 while [ "$i" -lt "$np" ]; do
-  IFS= read -r p || exit 3
+  rp
   if [ "$#" -gt 0 ] && [ $((size + ${#p})) -gt 65536 ]; then
     res "$start" "$@"
     set --

@@ -131,8 +131,62 @@ func TestFetchScriptIsConstant(t *testing.T) {
 	if want := "1\n1\n/a'b\n/$(x)\n"; string(in) != want {
 		t.Errorf("input %q, want %q", in, want)
 	}
-	if _, err := FetchInput(devices.Query{Resolve: []string{"/a\nb"}}); err == nil {
-		t.Error("a path with a newline was accepted on stdin")
+	if _, err := FetchInput(devices.Query{Resolve: []string{"/a\x00b"}}); err == nil {
+		t.Error("a path with a NUL was accepted on stdin")
+	}
+}
+
+// A path holding a newline (valid: only NUL is excluded) reaches the remote
+// shell whole, in bash and in a plain POSIX sh (dash), read and resolved as
+// any other; so does one holding backslashes or starting with "=".
+func TestShellRemotePathsWithNewlines(t *testing.T) {
+	dir := t.TempDir()
+	odd := filepath.Join(dir, "work\ndir\\x\n")
+	nl := filepath.Join(dir, "work\ndir", "=x\\n")
+	for _, d := range []string{odd, nl} {
+		if err := os.MkdirAll(filepath.Join(d, "sub"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d, "m.json"), []byte("{}\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink(nl, filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	q := devices.Query{
+		Read:    []string{filepath.Join(odd, "m.json"), filepath.Join(nl, "m.json")},
+		Resolve: []string{filepath.Join(odd, "sub"), filepath.Join(dir, "link", "sub"), filepath.Join(dir, "link", "missing")},
+	}
+	for _, sh := range []string{"bash", "dash"} {
+		t.Run(sh, func(t *testing.T) {
+			path, err := exec.LookPath(sh)
+			if err != nil {
+				testenv.SkipUnlessCI(t, sh+" not found")
+			}
+			run := func(ctx context.Context, cmd string, stdin []byte) ([]byte, error) {
+				c := exec.CommandContext(ctx, path, "-c", cmd)
+				c.Stdin = bytes.NewReader(stdin)
+				return c.Output()
+			}
+			a, err := ShellRemote{Run: run}.Fetch(context.Background(), q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, f := range a.Files {
+				if f.Err != nil || string(f.Data) != "{}\n" {
+					t.Errorf("file %d %q: %q, %v", i, q.Read[i], f.Data, f.Err)
+				}
+			}
+			want := []devices.Resolved{
+				{Path: filepath.Join(odd, "sub"), Exists: true},
+				{Path: filepath.Join(nl, "sub"), Exists: true},
+				{Path: filepath.Join(nl, "missing")},
+			}
+			if d := cmp.Diff(want, a.Resolved, cmpopts.EquateEmpty()); d != "" {
+				t.Errorf("resolved (-want +got):\n%s", d)
+			}
+		})
 	}
 }
 
