@@ -23,7 +23,7 @@ import (
 // (by go-plugin when pinned, by us when not).
 func BenchmarkLoad(b *testing.B) {
 	dir := pluginDir(b, "bench")
-	sum, err := fileSHA256(testPlugin)
+	sum, err := fileSHA256(testPlugin(b))
 	if err != nil {
 		b.Fatal(err)
 	}

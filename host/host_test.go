@@ -65,7 +65,7 @@ func TestLoad(t *testing.T) {
 	if diff := cmp.Diff([]string{"alpha", "beta"}, names); diff != "" {
 		t.Fatalf("plugins (-want +got):\n%s", diff)
 	}
-	wantSum, err := fileSHA256(testPlugin)
+	wantSum, err := fileSHA256(testPlugin(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func TestLoadMissingDir(t *testing.T) {
 }
 
 func TestRequireSHA256(t *testing.T) {
-	good, err := fileSHA256(testPlugin)
+	good, err := fileSHA256(testPlugin(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +130,7 @@ func TestRequireSHA256(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
 			path := filepath.Join(dir, Prefix+"p")
-			copyFile(t, testPlugin, path)
+			copyFile(t, testPlugin(t), path)
 			if tt.tamper {
 				tamper(t, path)
 			}
@@ -500,7 +500,7 @@ func TestPluginLogsKeepTheirLevel(t *testing.T) {
 func TestRestartRunsOnlyTheLoadedBinary(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, Prefix+"p")
-	copyFile(t, testPlugin, path)
+	copyFile(t, testPlugin(t), path)
 	p, err := Dispense(t.Context(), "p", Options{PluginDir: dir, Logger: hclog.NewNullLogger()})
 	if err != nil {
 		t.Fatal(err)
@@ -510,7 +510,7 @@ func TestRestartRunsOnlyTheLoadedBinary(t *testing.T) {
 
 	// An upgrade replaces the file while the plugin runs; then it crashes.
 	next := filepath.Join(dir, "next")
-	copyFile(t, testPlugin, next)
+	copyFile(t, testPlugin(t), next)
 	tamper(t, next)
 	if err := os.Rename(next, path); err != nil {
 		t.Fatal(err)

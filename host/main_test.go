@@ -19,32 +19,19 @@ import (
 	"github.com/hashicorp/go-hclog"
 )
 
-// testPlugin is the test plugin binary (testdata/testplugin), built once;
-// hungPlugin is testdata/hungplugin, which never handshakes.
-var testPlugin, hungPlugin string
+func TestMain(m *testing.M) { os.Exit(testbin.Main(m)) }
 
-func TestMain(m *testing.M) {
-	os.Exit(run(m))
+// testPlugin is the test plugin binary (testdata/testplugin), built once
+// per test process.
+func testPlugin(tb testing.TB) string {
+	tb.Helper()
+	return testbin.BuildOnce(tb, "testplugin", testbin.TestPlugin, "")
 }
 
-func run(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "host-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer func() { _ = os.RemoveAll(dir) }()
-	testPlugin = filepath.Join(dir, "testplugin")
-	if err := testbin.Build(testPlugin, "./testdata/testplugin", ""); err != nil {
-		fmt.Fprintln(os.Stderr, "build test plugin:", err)
-		return 1
-	}
-	hungPlugin = filepath.Join(dir, "hungplugin")
-	if err := testbin.Build(hungPlugin, "./testdata/hungplugin", ""); err != nil {
-		fmt.Fprintln(os.Stderr, "build hung plugin:", err)
-		return 1
-	}
-	return m.Run()
+// hungPlugin is testdata/hungplugin, which never handshakes, built once.
+func hungPlugin(tb testing.TB) string {
+	tb.Helper()
+	return testbin.BuildOnce(tb, "hungplugin", testbin.HungPlugin, "")
 }
 
 // pluginDir returns a new directory holding the test plugin under each of
@@ -63,10 +50,10 @@ func pluginDir(tb testing.TB, names ...string) string {
 func installPlugin(tb testing.TB, dir, name string) string {
 	tb.Helper()
 	path := filepath.Join(dir, Prefix+name)
-	if err := os.Link(testPlugin, path); err == nil {
+	if err := os.Link(testPlugin(tb), path); err == nil {
 		return path
 	}
-	copyFile(tb, testPlugin, path)
+	copyFile(tb, testPlugin(tb), path)
 	return path
 }
 

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -62,6 +63,10 @@ type instance struct {
 	kill   context.CancelFunc
 	ready  bool // the handshake completed
 	logger hclog.Logger
+	// abandoned: a call returned because its context ended, while the
+	// plugin may still be running it (removing what it made); stop then
+	// lets the plugin finish, up to shared.DrainTimeout.
+	abandoned atomic.Bool
 }
 
 // Dispense is the one way into a plugin: it finds the plugin called name
@@ -246,6 +251,10 @@ func call[T any](ctx context.Context, p *Plugin, method string, f func(shared.Ex
 		return zero, err
 	}
 	res, err := f(inst.exec)
+	if err != nil && ctx.Err() != nil {
+		// We gave up on the call; the plugin may still be undoing it.
+		inst.abandoned.Store(true)
+	}
 	if err != nil && (errors.Is(err, shared.ErrPluginExited) || inst.client.Exited()) {
 		return zero, p.lost(inst, method, err)
 	}
@@ -438,6 +447,9 @@ func (i *instance) stop() {
 		// Nothing to say goodbye to.
 		i.killGroup()
 	}
+	if i.ready && i.abandoned.Load() {
+		i.drain()
+	}
 	done := make(chan struct{})
 	go func() {
 		i.client.Kill()
@@ -453,6 +465,24 @@ func (i *instance) stop() {
 	case <-time.After(reapWait):
 		i.logger.Error("plugin's stdout or stderr still open after its process group was killed; a process that left the group holds them",
 			"pid", i.pid)
+	}
+}
+
+// drain asks the plugin to stop and waits, up to shared.DrainTimeout, for
+// it to exit by itself: a plugin served by shared.Serve first lets the
+// calls we gave up on finish their cleanup. go-plugin's own Kill waits only
+// two seconds before it kills the process.
+func (i *instance) drain() {
+	cp, err := i.client.Client()
+	if err != nil {
+		return
+	}
+	// The shutdown request itself may hang on a plugin that answers
+	// nothing; the wait below is bounded all the same.
+	go func() { _ = cp.Close() }()
+	i.logger.Info("waiting for the plugin to finish the calls it was running", "pid", i.pid, "limit", shared.DrainTimeout)
+	for deadline := time.Now().Add(shared.DrainTimeout); !i.client.Exited() && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -75,6 +75,18 @@ func (p *Plugin) Sweep(ctx context.Context, req shared.SweepRequest) (shared.Swe
 	})
 }
 
+// Preflight implements shared.Preflighter: shared.ErrNoPreflight when the
+// plugin has none.
+func (p *Plugin) Preflight(ctx context.Context, req shared.PreflightRequest) (shared.PreflightResult, error) {
+	return callJob(ctx, p, "Preflight", func(e shared.JobExecutor) (shared.PreflightResult, error) {
+		pf, ok := e.(shared.Preflighter)
+		if !ok {
+			return shared.PreflightResult{}, shared.ErrNoPreflight
+		}
+		return pf.Preflight(ctx, req)
+	})
+}
+
 // callJob is call for a version 2 method: the running process must have
 // negotiated protocol 2 (a restarted process negotiates again).
 func callJob[T any](ctx context.Context, p *Plugin, method string, f func(shared.JobExecutor) (T, error)) (T, error) {

@@ -20,7 +20,7 @@ import (
 func installHung(tb testing.TB, name string) string {
 	tb.Helper()
 	dir := tb.TempDir()
-	copyFile(tb, hungPlugin, filepath.Join(dir, Prefix+name))
+	copyFile(tb, hungPlugin(tb), filepath.Join(dir, Prefix+name))
 	return dir
 }
 

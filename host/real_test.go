@@ -18,7 +18,7 @@ import (
 // through the host, as a runner does.
 func TestRealPlugin(t *testing.T) {
 	dir := t.TempDir()
-	testbin.Must(t, filepath.Join(dir, "executor-remote-linux-vm"), testbin.Plugin)
+	testbin.Install(t, dir, "executor-remote-linux-vm", testbin.Plugin, "")
 	reg, err := Load(t.Context(), Options{PluginDir: dir, Logger: hclog.NewNullLogger()})
 	if err != nil {
 		t.Fatal(err)

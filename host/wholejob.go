@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/pikaci/vmexec/internal/regfile"
@@ -70,7 +71,10 @@ type Record struct {
 	// FailureSystem, FailureTimeout, FailureCancelled); absent when the job
 	// ran and exited 0 and every phase and the cleanup succeeded.
 	Failure string `json:"failure,omitempty"`
-	DryRun  bool   `json:"dry_run,omitempty"`
+	// Preflight holds the checks run before the first phase, when they
+	// ran (WholeJobOptions.Preflight).
+	Preflight []shared.Check `json:"preflight,omitempty"`
+	DryRun    bool           `json:"dry_run,omitempty"`
 }
 
 // The kinds of failure a record names (Record.Failure): what a runner
@@ -139,7 +143,14 @@ type ArtifactsRecord struct {
 	Files    int      `json:"files"`
 	Bytes    int64    `json:"bytes"`
 	Warnings []string `json:"warnings,omitempty"`
+	// WarningsDropped counts the warnings past the first
+	// MaxRecordWarnings, which the record leaves out.
+	WarningsDropped int `json:"warnings_dropped,omitempty"`
 }
+
+// MaxRecordWarnings bounds the warnings a record keeps; the rest are
+// counted.
+const MaxRecordWarnings = 100
 
 // CleanupRecord is how Cleanup went.
 type CleanupRecord struct {
@@ -186,6 +197,9 @@ type WholeJobOptions struct {
 	DryRun bool
 	// Now is the clock of the record. Nil: time.Now.
 	Now func() time.Time
+	// Preflight runs Preflight before the first phase: the first failed
+	// check stops the run, recorded as a system failure, nothing changed.
+	Preflight bool
 }
 
 // RunWholeJob runs a whole job (contract version 2) through e: it checks
@@ -200,7 +214,8 @@ type WholeJobOptions struct {
 // returned.
 //
 // The error is nil when the job ran to its end, whatever its exit code (see
-// the record's ExitCode and TimedOut). Otherwise it is a *PhaseError (the
+// the record's ExitCode and TimedOut), and ctx did not end meanwhile (when
+// it ended during Cleanup, the error says so, with ctx's cause). Otherwise it is a *PhaseError (the
 // failing phase, possibly wrapping ctx's error), an ErrInvalidInput from the
 // checks, and/or a *CleanupError, joined.
 func RunWholeJob(ctx context.Context, e shared.JobExecutor, job shared.WholeJob, opts WholeJobOptions) (Record, error) {
@@ -229,9 +244,35 @@ func RunWholeJob(ctx context.Context, e shared.JobExecutor, job shared.WholeJob,
 	}
 	// The image as asked for; PrepareRuntime's answer adds the fingerprint.
 	r.rec.Image = shared.Image{Project: job.Remote.Incus.Project, Alias: job.Runtime.Image}
+	if opts.Preflight {
+		r.rec.Preflight, err = Preflight(ctx, e, job)
+		if err != nil {
+			r.rec.Error = err.Error()
+			r.rec.Failure = classify(ctx, r.rec, err)
+			if !opts.DryRun {
+				err = errors.Join(err, r.write())
+			}
+			return r.rec, err
+		}
+	}
+	if !opts.DryRun {
+		// First a record that says the run started, replacing an earlier
+		// run's: should this run die without a word (SIGKILL), its job dir
+		// does not show the earlier run's outcome as its own.
+		r.rec.Error = "the run started and has not ended: if this stays, the runner stopped before the run could end"
+		if err := r.write(); err != nil {
+			return r.rec, err
+		}
+		r.rec.Error = ""
+	}
 	err = r.phases(ctx)
 	if r.reachedRuntime && !opts.DryRun {
 		err = errors.Join(err, r.cleanup(ctx, err))
+	}
+	if ctx.Err() != nil && err == nil {
+		// Every phase was done when ctx ended: the run was stopped during
+		// its cleanup, which went on all the same.
+		err = fmt.Errorf("stopped during cleanup, after the job ended: %w", context.Cause(ctx))
 	}
 	if err != nil {
 		r.rec.Error = err.Error()
@@ -249,11 +290,13 @@ func RunWholeJob(ctx context.Context, e shared.JobExecutor, job shared.WholeJob,
 	return r.rec, err
 }
 
-// CheckWholeJob checks every input of every phase of a whole job without
-// any I/O but reading the local snapshot marker: the version 1 inputs and
+// CheckWholeJob checks every input of every phase of a whole job before the
+// first phase, with no I/O but on this machine: the version 1 inputs and
 // the device rules (devices.Check), the version 2 inputs
-// (shared.WholeJob.Check), and that host.snapshot_dir holds a marker whose
-// hash agrees with host.snapshot_content_hash.
+// (shared.WholeJob.Check: ranges, argument sizes, the gRPC message size),
+// that host.snapshot_dir holds a marker whose hash agrees with
+// host.snapshot_content_hash, and that host.job_dir takes the run record
+// (CheckJobDirWritable). It is the one function a preflight calls.
 func CheckWholeJob(job shared.WholeJob) error {
 	if _, err := devices.Check(job.JobSpec); err != nil {
 		return err
@@ -261,8 +304,26 @@ func CheckWholeJob(job shared.WholeJob) error {
 	if err := job.Check(); err != nil {
 		return err
 	}
-	_, err := ReadSnapshotHash(job.Host.SnapshotDir, job.Host.SnapshotContentHash)
-	return err
+	if _, err := ReadSnapshotHash(job.Host.SnapshotDir, job.Host.SnapshotContentHash); err != nil {
+		return err
+	}
+	return CheckJobDirWritable(job.Host.JobDir)
+}
+
+// CheckJobDirWritable checks that the run record can be written in
+// jobDir: it creates a file there and removes it.
+func CheckJobDirWritable(jobDir string) error {
+	f, err := os.CreateTemp(jobDir, "."+RecordFile+".check-*")
+	if err != nil {
+		return shared.Errorf(kindOfFSError(err), "host.job_dir", jobDir,
+			"host.job_dir %s is not writable: the run record could not be written there: %w", shared.Show(jobDir), err)
+	}
+	name := f.Name()
+	err = errors.Join(f.Close(), os.Remove(name))
+	if err != nil {
+		return shared.Errorf(shared.ErrUnavailable, "host.job_dir", jobDir, "host.job_dir %s: check file %s: %w", shared.Show(jobDir), name, err)
+	}
+	return nil
 }
 
 // maxSnapshotMarker bounds the snapshot marker read: it names a hash and a
@@ -332,6 +393,7 @@ func (r *wholeRun) phase(ctx context.Context, name string, f func() error) error
 	if err == nil {
 		err = f()
 	}
+	err = withCause(ctx, err)
 	r.record(name, start, r.opts.Now(), err)
 	if err != nil {
 		return &PhaseError{Phase: name, Err: err}
@@ -381,7 +443,11 @@ func (r *wholeRun) phases(ctx context.Context) error {
 	return r.phase(ctx, PhaseCollectArtifacts, func() error {
 		res, err := r.e.CollectArtifacts(ctx, shared.CollectRequest{Job: job})
 		if err == nil {
-			r.rec.Artifacts = &ArtifactsRecord{Dir: res.Dir, Files: res.Files, Bytes: res.Bytes, Warnings: res.Warnings}
+			a := &ArtifactsRecord{Dir: res.Dir, Files: res.Files, Bytes: res.Bytes, Warnings: res.Warnings}
+			if n := len(a.Warnings); n > MaxRecordWarnings {
+				a.Warnings, a.WarningsDropped = a.Warnings[:MaxRecordWarnings:MaxRecordWarnings], n-MaxRecordWarnings
+			}
+			r.rec.Artifacts = a
 		}
 		return err
 	})
@@ -403,6 +469,20 @@ func (r *wholeRun) placed(p *shared.Placement) {
 		r.rec.Placement.Member, r.rec.Placement.Reason = p.Member, p.Reason
 		r.rec.Placement.Tried = append(r.rec.Placement.Tried, p.Tried...)
 	}
+}
+
+// withCause adds why ctx ended (a signal, a deadline) to a phase's error
+// when ctx ended, so the record says what stopped the run rather than
+// only "context canceled".
+func withCause(ctx context.Context, err error) error {
+	if err == nil || ctx.Err() == nil {
+		return err
+	}
+	cause := context.Cause(ctx)
+	if errors.Is(err, cause) || strings.Contains(err.Error(), cause.Error()) {
+		return err
+	}
+	return fmt.Errorf("%w (%w)", err, cause)
 }
 
 // run is RunJob, recorded as launch_guest until the first output (or the
@@ -429,6 +509,7 @@ func (r *wholeRun) run(ctx context.Context) error {
 	if err == nil {
 		res, err = r.e.RunJob(ctx, shared.RunRequest{Job: r.job}, sink)
 	}
+	err = withCause(ctx, err)
 	end := r.opts.Now()
 	if launched.IsZero() {
 		if err != nil {
@@ -440,6 +521,13 @@ func (r *wholeRun) run(ctx context.Context) error {
 	r.record(PhaseLaunchGuest, start, launched, nil)
 	r.record(PhaseWaitForCompletion, launched, end, err)
 	if err != nil {
+		return &PhaseError{Phase: PhaseWaitForCompletion, Err: err}
+	}
+	if res.ExitCode < 0 && !res.TimedOut {
+		// No process ended with it: the guest never ran the command.
+		err := fmt.Errorf("the job ended with no exit code (the executor reported %d): the guest could not run command.argv[0] %s (missing, not executable, or its arguments and environment too long)",
+			res.ExitCode, shared.Show(r.job.Command.Argv[0]))
+		r.rec.Phases[len(r.rec.Phases)-1].Error = err.Error()
 		return &PhaseError{Phase: PhaseWaitForCompletion, Err: err}
 	}
 	code := res.ExitCode

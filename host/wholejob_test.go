@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,6 +33,8 @@ type fakeJob struct {
 	cleanupLive     bool
 	cleanupDeadline time.Duration
 	dryRuns         []bool
+	// warnings are CollectArtifacts' warnings.
+	warnings []string
 }
 
 var _ shared.JobExecutor = (*fakeJob)(nil)
@@ -95,7 +98,7 @@ func (f *fakeJob) CollectArtifacts(_ context.Context, req shared.CollectRequest)
 	if err := f.called("CollectArtifacts", false); err != nil {
 		return shared.CollectResult{}, err
 	}
-	return shared.CollectResult{Dir: filepath.Join(req.Job.Host.JobDir, "artifacts"), Files: 2, Bytes: 12}, nil
+	return shared.CollectResult{Dir: filepath.Join(req.Job.Host.JobDir, "artifacts"), Files: 2, Bytes: 12, Warnings: f.warnings}, nil
 }
 
 func (f *fakeJob) Cleanup(ctx context.Context, _ shared.CleanupRequest) (shared.CleanupResult, error) {
@@ -481,6 +484,14 @@ func TestRunWholeJobChecksFirst(t *testing.T) {
 		{"hash mismatch", func(j *shared.WholeJob) { j.Host.SnapshotContentHash = "def456" }, `"def456" does not match content_hash "abc123"`},
 		{"no marker", func(j *shared.WholeJob) { j.Host.SnapshotDir = filepath.Dir(j.Host.SnapshotDir) }, shared.SnapshotMarker},
 		{"bad memory", func(j *shared.WholeJob) { j.Runtime.Limits.Memory = "lots" }, `"lots"`},
+		{"memory out of range", func(j *shared.WholeJob) { j.Runtime.Limits.Memory = "99999999999EiB" }, `runtime.limits.memory "99999999999EiB" is out of range`},
+		{"env over the message limit", func(j *shared.WholeJob) { j.Command.Env = map[string]string{"BIG": strings.Repeat("v", 5<<20)} }, "command.env.BIG"},
+		// A dir no one can create files in, root included (a read-only
+		// file system would do as well).
+		{"job dir not writable", func(j *shared.WholeJob) {
+			j.Host.JobDir = fmt.Sprintf("/proc/%d/task/%d", os.Getpid(), os.Getpid())
+		}, "is not writable"},
+		{"job dir missing", func(j *shared.WholeJob) { j.Host.JobDir += "-gone" }, "is not writable"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -636,5 +647,67 @@ func TestReadSnapshotHashRefusesSpecialMarkers(t *testing.T) {
 				t.Errorf("marker %s: %v, want invalid input naming it", name, err)
 			}
 		})
+	}
+}
+
+// The record says the run started before the first phase, replacing an
+// earlier run's: a run that dies half way (runner-host SIGKILLed) does not
+// leave the earlier run's record looking like its own.
+func TestRunWholeJobWritesAStartedRecordFirst(t *testing.T) {
+	job := testWholeJob(t)
+	old := `{"job":"job-1","phases":[],"exit_code":0}`
+	if err := os.WriteFile(filepath.Join(job.Host.JobDir, RecordFile), []byte(old), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var during Record
+	f := &fakeJob{runJob: func(context.Context, shared.OutputSink) (shared.RunResult, error) {
+		during = readRecord(t, job)
+		return shared.RunResult{}, nil
+	}}
+	if _, err := RunWholeJob(t.Context(), f, job, WholeJobOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if during.ExitCode != nil || !strings.Contains(during.Error, "started") {
+		t.Errorf("record while the job ran: exit code %v, error %q; want none and one saying the run started and has not ended", during.ExitCode, during.Error)
+	}
+	if after := readRecord(t, job); after.Error != "" || after.ExitCode == nil {
+		t.Errorf("record after the run: %+v, want the final one", after)
+	}
+}
+
+// A job that ends without an exit code (the executor says -1: the guest
+// could not exec it) is a failure with a message, not exit code -1, which
+// runner-host turned into a silent 255.
+func TestRunWholeJobNegativeExitCodeIsAFailure(t *testing.T) {
+	job := testWholeJob(t)
+	f := &fakeJob{runJob: func(context.Context, shared.OutputSink) (shared.RunResult, error) {
+		return shared.RunResult{ExitCode: -1}, nil
+	}}
+	rec, err := RunWholeJob(t.Context(), f, job, WholeJobOptions{})
+	if err == nil || !strings.Contains(err.Error(), "no exit code") {
+		t.Fatalf("error %v, want one saying the job has no exit code", err)
+	}
+	if rec.ExitCode != nil {
+		t.Errorf("record exit code %d, want none", *rec.ExitCode)
+	}
+}
+
+// The record keeps the first MaxRecordWarnings warnings and counts the
+// rest: 1,100 skipped links made a 4.6 MB record.
+func TestRecordCapsAndCountsWarnings(t *testing.T) {
+	job := testWholeJob(t)
+	f := &fakeJob{}
+	for i := range 1100 {
+		f.warnings = append(f.warnings, fmt.Sprintf("skipped link %d", i))
+	}
+	if _, err := RunWholeJob(t.Context(), f, job, WholeJobOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rec := readRecord(t, job)
+	if rec.Artifacts == nil || len(rec.Artifacts.Warnings) != MaxRecordWarnings || rec.Artifacts.WarningsDropped != 1100-MaxRecordWarnings {
+		t.Fatalf("artifacts %+v: want %d warnings kept and %d counted", rec.Artifacts, MaxRecordWarnings, 1100-MaxRecordWarnings)
+	}
+	if rec.Artifacts.Warnings[0] != "skipped link 0" {
+		t.Errorf("first warning %q, want the first given", rec.Artifacts.Warnings[0])
 	}
 }

@@ -31,6 +31,18 @@ func (e *Executor) CollectArtifacts(ctx context.Context, req shared.CollectReque
 	if err != nil {
 		return shared.CollectResult{}, err
 	}
+	// Collect from a running instance only: a stopped one has lost its
+	// tmpfs (the default artifacts path is one in systemd images), and
+	// reading it would report an empty success.
+	inst, err := ep.client.Instance(ctx, spec.Remote.Incus.Project, l.Instance)
+	if err != nil {
+		return shared.CollectResult{}, fmt.Errorf("collect artifacts of job %s: %w", shared.Show(spec.Job.ID), err)
+	}
+	if inst.Status != "Running" {
+		return shared.CollectResult{}, shared.Errorf(shared.ErrUnavailable, "instance", l.Instance,
+			"collect artifacts of job %s: instance %s is %s, not running: what the job left in a tmpfs is gone, and the collection cannot run",
+			shared.Show(spec.Job.ID), shared.Show(l.Instance), shared.Show(inst.Status))
+	}
 	dest := filepath.Join(spec.Host.JobDir, "artifacts")
 	// Special files first, with one exec: the file API must never be
 	// asked for a FIFO.

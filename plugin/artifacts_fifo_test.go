@@ -60,10 +60,10 @@ func TestCollectArtifactsSkipsFIFOsWithoutReadingThem(t *testing.T) {
 	}
 }
 
-// A guest without sh (busybox's sh runs its find applet whatever the
-// links): the collection goes on, bounded per file, and a
-// warning says the special files could not be listed.
-func TestCollectArtifactsWithoutShellWarns(t *testing.T) {
+// A guest without sh: the special files cannot be listed, so no file may be
+// read (a FIFO read would block the instance): the collection cannot run,
+// an ErrUnavailable error (issue 17.1 and 17.2), never a partial success.
+func TestCollectArtifactsWithoutShellIsASystemFailure(t *testing.T) {
 	w := newWholeEnv(t)
 	job := w.job(t, "true")
 	job.Artifacts = &shared.Artifacts{Path: "/out"}
@@ -77,11 +77,8 @@ func TestCollectArtifactsWithoutShellWarns(t *testing.T) {
 		t.Fatalf("guest setup: exit %d: %s", code, out)
 	}
 	res, err := w.e.CollectArtifacts(t.Context(), shared.CollectRequest{Job: job})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.Files != 1 || len(res.Warnings) != 1 || !strings.Contains(res.Warnings[0], "could not list special files") || !strings.Contains(res.Warnings[0], "exit 127") {
-		t.Errorf("result %+v: want the file and one warning about the missing shell", res)
+	if !errors.Is(err, shared.ErrUnavailable) || !strings.Contains(err.Error(), "could not list the special files") {
+		t.Errorf("CollectArtifacts = %+v, %v; want ErrUnavailable saying the special files could not be listed", res, err)
 	}
 }
 

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -68,26 +70,34 @@ var specialTypes = map[string]string{"p": "FIFO", "s": "socket", "b": "block dev
 // paths under $1 of that type (find does not follow symlinks, the starting
 // point's included). A path starts with "/", a type letter does not, so
 // the framing is unambiguous whatever the names hold. No find: exit 127.
+// The last token is "end <$2 + 1>", which only a shell that ran the script
+// prints: a guest whose sh prints nothing has listed nothing.
 const listSpecialScript = `command -v find >/dev/null 2>&1 || exit 127
-[ -e "$1" ] || [ -L "$1" ] || exit 0
-for t in p s b c; do printf '%s\0' "$t"; find "$1" -type "$t" -print0; done`
+if [ -e "$1" ] || [ -L "$1" ]; then
+	for t in p s b c; do printf '%s\0' "$t"; find "$1" -type "$t" -print0; done
+fi
+printf 'end %s\0' "$(($2 + 1))"`
 
 // listSpecial finds the FIFOs, sockets and devices under dir in the guest
 // with one exec, before any file is read. When the guest cannot list them
-// (no find, no sh, a stopped instance), the collection goes on with the
-// per-file timeout alone, and a warning says so.
+// (no find, no sh, a replaced sh, a stopped instance) nothing may be read:
+// a FIFO read through the file API blocks the server, and the instance's
+// delete with it. That is an ErrUnavailable error: the collection cannot
+// run.
 func listSpecial(parent context.Context, c *incus.Client, project, instance, dir string) (map[string]string, []string, error) {
 	ctx, cancel := context.WithTimeout(parent, listSpecialTimeout)
 	defer cancel()
 	var out, errOut boundedBuffer
 	out.max, errOut.max = maxSpecialList, 4<<10
+	nonce := rand.Int32N(1 << 30)
 	code, err := c.Exec(ctx, project, instance, incus.ExecRequest{
-		Command: []string{"sh", "-c", listSpecialScript, "sh", dir},
+		Command: []string{"sh", "-c", listSpecialScript, "sh", dir, strconv.Itoa(int(nonce))},
 		Stdout:  &out, Stderr: &errOut,
 	})
 	fallback := func(why string) (map[string]string, []string, error) {
-		return nil, []string{fmt.Sprintf("could not list special files under %s in the guest (%s): FIFOs, sockets and devices are not recognised before they are read; each read is bounded by %s instead",
-			shared.Show(dir), why, artifacts.FileTimeout)}, nil
+		return nil, nil, shared.Errorf(shared.ErrUnavailable, "artifacts.path", dir,
+			"collect artifacts: could not list the special files under %s in the guest (%s), so no file can be read safely (a FIFO read would block the instance): the collection cannot run",
+			shared.Show(dir), why)
 	}
 	switch {
 	case out.over:
@@ -100,9 +110,14 @@ func listSpecial(parent context.Context, c *incus.Client, project, instance, dir
 	case code == 127 || code == 126:
 		return fallback(fmt.Sprintf("the guest has no find or sh: exit %d", code))
 	}
+	toks := strings.Split(strings.TrimSuffix(out.String(), "\x00"), "\x00")
+	if end := "end " + strconv.Itoa(int(nonce)+1); toks[len(toks)-1] != end {
+		return fallback(fmt.Sprintf("exit %d, and its output does not end with the listing's marker: is sh replaced?", code))
+	}
+	toks = toks[:len(toks)-1]
 	special := map[string]string{}
 	what := ""
-	for _, tok := range strings.Split(out.String(), "\x00") {
+	for _, tok := range toks {
 		if tok == "" {
 			continue
 		}

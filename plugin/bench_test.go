@@ -38,7 +38,7 @@ import (
 // runner does, configured for the sshd's client config.
 func loadPlugin(tb testing.TB, sshConfig string) *host.Plugin {
 	tb.Helper()
-	bin := testbin.Must(tb, filepath.Join(tb.TempDir(), "executor-remote-linux-vm"), testbin.Plugin)
+	bin := testbin.Install(tb, tb.TempDir(), "executor-remote-linux-vm", testbin.Plugin, "")
 	p, err := host.DispenseFile(context.Background(), bin, host.Options{
 		Settings: shared.Settings{SSHConfigPath: sshConfig},
 		Logger:   hclog.New(&hclog.LoggerOptions{Output: io.Discard}),

@@ -7,6 +7,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
+	"time"
 
 	"github.com/pikaci/vmexec/plugin/internal/incus"
 	"github.com/pikaci/vmexec/shared"
@@ -60,7 +62,58 @@ func deleteOwnInstance(ctx context.Context, c *incus.Client, project, name, runI
 			shared.Show(name), shared.Show(project), shared.LabelRun, labelShow(gotRun, runOK), shared.LabelJob, labelShow(gotJob, jobOK),
 			shared.LabelRun, shared.Show(runID), shared.LabelJob, shared.Show(jobID))
 	}
-	return c.DeleteInstance(ctx, project, name)
+	return deleteWhenIdle(ctx, c, project, name)
+}
+
+// Retry delays of deleteWhenIdle: from the first, doubling up to the
+// last.
+const (
+	deleteRetryFirst = 100 * time.Millisecond
+	deleteRetryMax   = 2 * time.Second
+)
+
+// deleteWhenIdle force-deletes the instance, waiting for an operation in
+// flight on it ("Instance is busy running a "create" operation", a stop
+// that timed out, a daemon that did not answer) and trying again, until
+// ctx ends; without a deadline on ctx, shared.CleanupTimeout bounds it.
+// The error names the last refusal and the time tried.
+func deleteWhenIdle(ctx context.Context, c *incus.Client, project, name string) (bool, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, shared.CleanupTimeout)
+		defer cancel()
+	}
+	// Stop trying a little before the caller's deadline, so that the
+	// error says why.
+	ctx, cancel := incus.WithMargin(ctx)
+	defer cancel()
+	start := time.Now()
+	delay := deleteRetryFirst
+	for attempt := 1; ; attempt++ {
+		deleted, err := c.DeleteInstance(ctx, project, name)
+		if err == nil || !retryableDelete(err) {
+			return deleted, err
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false, fmt.Errorf("instance %s still there after %d attempts in %s: %w",
+				shared.Show(name), attempt, time.Since(start).Round(time.Millisecond), err)
+		case <-t.C:
+		}
+		delay = min(2*delay, deleteRetryMax)
+	}
+}
+
+// retryableDelete: a refusal that may pass once what holds the instance
+// ends (another operation on it, a stop that timed out, no answer).
+func retryableDelete(err error) bool {
+	if errors.Is(err, shared.ErrUnavailable) {
+		return true
+	}
+	var ae *incus.APIError
+	return errors.As(err, &ae) && (strings.Contains(ae.Message, "is busy running") || strings.Contains(ae.Message, "timed out"))
 }
 
 func labelShow(v string, ok bool) string {

@@ -15,6 +15,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/pikaci/vmexec/plugin/internal/incus"
@@ -66,6 +67,9 @@ type Executor struct {
 
 	// down are the cluster members that refused a create or their SSH.
 	down downMembers
+	// requestTimeout bounds each Incus request (0:
+	// incus.DefaultRequestTimeout). Tests shorten it.
+	requestTimeout time.Duration
 }
 
 // incusEndpoint is a client with what we learned of its server.
@@ -300,6 +304,7 @@ func (e *Executor) endpoint(ctx context.Context, pool *sshpool.Pool, r shared.Re
 		return nil, shared.Errorf(shared.ErrInvalidInput, "remote.incus.endpoint", raw,
 			"remote.incus.endpoint %s: want unix:///absolute/path or https://host:port", shared.Show(raw))
 	}
+	client.SetRequestTimeout(e.requestTimeout)
 	ep = &incusEndpoint{client: client}
 	e.mu.Lock()
 	if prev, ok := e.clients[key]; ok {

@@ -17,6 +17,7 @@ import (
 	"github.com/pikaci/vmexec/internal/lxdcluster"
 	"github.com/pikaci/vmexec/internal/lxdtest"
 	"github.com/pikaci/vmexec/internal/sshdtest"
+	"github.com/pikaci/vmexec/internal/testbin"
 	"github.com/pikaci/vmexec/plugin"
 	"github.com/pikaci/vmexec/shared"
 	"github.com/pikaci/vmexec/shared/devices"
@@ -24,7 +25,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(lxdcluster.Around(func() int { return lxdtest.Main(m) }))
+	code := lxdcluster.Around(func() int { return lxdtest.Main(m) })
+	testbin.RemoveAll()
+	os.Exit(code)
 }
 
 var jobSeq atomic.Int64

@@ -5,12 +5,15 @@ package plugin_test
 // broken build from a broken runner.
 
 import (
+	"errors"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/pikaci/vmexec/host"
+	"github.com/pikaci/vmexec/internal/lxdtest"
 	"github.com/pikaci/vmexec/shared"
 )
 
@@ -99,4 +102,94 @@ func (x *e2eEnv) startEnv(t *testing.T, stdout, stderr *watchBuffer, env []strin
 		<-exited
 	})
 	return done
+}
+
+// check runs `runner-host check` on a job file with an ssh config.
+func (x *e2eEnv) check(t *testing.T, j e2eJob, sshConfig string, extra ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errOut watchBuffer
+	args := append([]string{"check", "--plugin-dir", x.pluginDir, "--ssh-config", sshConfig, "--job", j.file}, extra...)
+	done := x.startEnv(t, &out, &errOut, nil, args...)
+	code = x.wait(t, done)
+	t.Logf("runner-host %s: exit %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), code, out.String(), errOut.String())
+	return code, out.String(), errOut.String()
+}
+
+func TestOperator_CheckSaysWhatIsWrongAndWhatToDo(t *testing.T) {
+	x := newE2E(t)
+	emptyKH := filepath.Join(t.TempDir(), "known_hosts")
+	if err := os.WriteFile(emptyKH, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	unknownKey := filepath.Join(t.TempDir(), "config")
+	if err := os.WriteFile(unknownKey, []byte(x.srv.ConfigBlock("vm-host", emptyKH)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name      string
+		edit      func(*shared.WholeJob)
+		sshConfig string
+		wantCode  int
+		want      []string // lines, or parts of them, in stdout
+	}{
+		{name: "all good", wantCode: 0, want: []string{
+			`✓ the job's inputs`, `✓ ssh host "vm-host" in the ssh config`, `✓ ssh login to "vm-host"`,
+			`✓ remote.work_dir`, `✓ Incus API at unix://`, `✓ project "` + e2eProject + `": exists`,
+			`✓ image alias "` + lxdtest.ImageAlias + `" in project`, `✓ profile "default" in project`}},
+		{name: "a host alias not in the ssh config", edit: func(j *shared.WholeJob) { j.Remote.Host = "vm-typo" }, wantCode: 125, want: []string{
+			`✗ ssh host "vm-typo" in the ssh config: no Host block in `, `to fix: add "Host vm-typo"`}},
+		{name: "an unknown host key", sshConfig: unknownKey, wantCode: 125, want: []string{
+			`✓ ssh host "vm-host" in the ssh config`, `✗ ssh login to "vm-host"`, "to fix: check the fingerprint SHA256:", "then: ssh-keyscan -p "}},
+		{name: "a missing project", edit: func(j *shared.WholeJob) { j.Remote.Incus.Project = "no-such-project" }, wantCode: 125, want: []string{
+			`✓ Incus API`, `✗ project "no-such-project"`, "to fix: incus project create no-such-project"}},
+		{name: "a missing image", edit: func(j *shared.WholeJob) { j.Runtime.Image = "no-such-image" }, wantCode: 125, want: []string{
+			`✓ project`, `✗ image alias "no-such-image" in project "` + e2eProject + `"`, "to fix: incus image import"}},
+		{name: "a missing profile", edit: func(j *shared.WholeJob) { j.Runtime.Profiles = []string{"gpu"} }, wantCode: 125, want: []string{
+			`✓ profile "default"`, `✗ profile "gpu" in project`, "to fix: incus profile create gpu"}},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			j := x.job(t, "hash-check-"+string(rune('a'+i)), "true", tt.edit)
+			cfg := x.sshConfig
+			if tt.sshConfig != "" {
+				cfg = tt.sshConfig
+			}
+			code, stdout, _ := x.check(t, j, cfg)
+			if code != tt.wantCode {
+				t.Errorf("exit code %d, want %d", code, tt.wantCode)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(stdout, w) {
+					t.Errorf("stdout lacks %q", w)
+				}
+			}
+			if _, err := os.Stat(x.work); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("check changed the remote host: %s exists (%v)", x.work, err)
+			}
+		})
+	}
+}
+
+func TestOperator_RunStopsAtTheFirstFailedCheckBeforeChangingAnything(t *testing.T) {
+	x := newE2E(t)
+	j := x.job(t, "hash-run-check", "true", func(j *shared.WholeJob) { j.Runtime.Image = "no-such-image" })
+	code, _, stderr := x.run(t, j)
+	if code != 125 {
+		t.Errorf("exit code %d, want 125", code)
+	}
+	for _, w := range []string{`preflight: ✗ image alias "no-such-image"`, "to fix: incus image import"} {
+		if !strings.Contains(stderr, w) {
+			t.Errorf("stderr lacks %q", w)
+		}
+	}
+	rec := e2eRecord(t, j.jobDir)
+	if len(rec.Phases) != 0 || rec.Failure != host.FailureSystem || rec.Cleanup != nil {
+		t.Errorf("record: phases %v, failure %q, cleanup %+v; want no phase run, a system failure, nothing to clean up", rec.Phases, rec.Failure, rec.Cleanup)
+	}
+	if len(rec.Preflight) == 0 || rec.Preflight[len(rec.Preflight)-1].OK {
+		t.Errorf("record's preflight %+v: want the checks, the last failed", rec.Preflight)
+	}
+	if _, err := os.Stat(x.work); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the refused run changed the remote host: %s exists (%v)", x.work, err)
+	}
 }

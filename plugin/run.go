@@ -80,7 +80,7 @@ func (e *Executor) RunJob(ctx context.Context, req shared.RunRequest, out shared
 		return fail(err)
 	}
 	defer p.Close()
-	job := incusJob{Process: p, c: c, project: project, name: l.Instance}
+	job := incusJob{Process: p, c: c, project: project, name: l.Instance, ended: &endResult{}}
 	stop := e.stopper()
 
 	res := shared.RunResult{TimeoutSecs: cmd.TimeoutSecs}
@@ -134,8 +134,11 @@ func (e *Executor) RunJob(ctx context.Context, req shared.RunRequest, out shared
 		}
 	}
 	code, err := p.Wait(stopCtx())
+	// No process of the job survives the call, not even one that let go
+	// of the output (setsid … </dev/null >/dev/null &).
+	endErr := job.endProcesses(stopCtx())
 	if stopErr != nil {
-		return fail(stopErr)
+		return fail(errors.Join(stopErr, endErr))
 	}
 	if err != nil && spec.Remote.IsCluster() && errors.Is(err, shared.ErrUnavailable) {
 		// The /wait forwarded to a member that died fails with a 500
@@ -143,7 +146,10 @@ func (e *Executor) RunJob(ctx context.Context, req shared.RunRequest, out shared
 		return fail(memberLost(spec.Remote.Member, "the wait for the job failed", err))
 	}
 	if err != nil {
-		return fail(err)
+		return fail(errors.Join(err, endErr))
+	}
+	if endErr != nil {
+		return fail(shared.Errorf(shared.ErrUnavailable, "instance", l.Instance, "%w", endErr))
 	}
 	res.ExitCode = code
 	return res, nil

@@ -4,6 +4,9 @@ import (
 	"context"
 	"io"
 	"os"
+	"strings"
+	"sync"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
@@ -102,15 +105,78 @@ func ServedVersions(impl Executor) map[int]plugin.PluginSet {
 // The host starts the binary; mTLS between the two is negotiated
 // automatically (the host asks for it). Run by hand, the binary says that
 // it is a plugin and exits with status 1.
+//
+// When the host asks it to stop while calls are still running (the host
+// gave up on them: a signal, a timeout), their contexts end and Serve
+// waits, up to DrainTimeout, for them to return before it closes impl, so a
+// call can remove what it had made on its way out (a cancelled stage's
+// temporary dir). The host waits as long for the process to exit.
 func Serve(impl Executor) {
+	var calls Calls
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig:  Handshake,
 		VersionedPlugins: ServedVersions(impl),
-		GRPCServer:       plugin.DefaultGRPCServer,
+		GRPCServer:       calls.Server,
 		Logger:           PluginLogger("go-plugin"),
 	})
+	calls.Wait(DrainTimeout)
 	if c, ok := impl.(io.Closer); ok {
 		_ = c.Close()
+	}
+}
+
+// DrainTimeout bounds how long a stopping plugin waits for its running
+// calls to return (Serve), and so how long a host waits for a plugin it
+// stops while a call it gave up on may still be cleaning up. It is above
+// the longest cleanup a call does on its way out (30 s to remove a
+// cancelled stage's temporary dir).
+const DrainTimeout = 40 * time.Second
+
+// Calls counts the executor calls a gRPC server is running (the Executor
+// and WholeJob services; not go-plugin's own), so a plugin can let them
+// finish before it exits.
+type Calls struct{ wg sync.WaitGroup }
+
+// Server is a go-plugin ServeConfig.GRPCServer that counts calls.
+func (c *Calls) Server(opts []grpc.ServerOption) *grpc.Server {
+	opts = append(opts,
+		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			if ours(info.FullMethod) {
+				c.wg.Add(1)
+				defer c.wg.Done()
+			}
+			return h(ctx, req)
+		}),
+		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+			if ours(info.FullMethod) {
+				c.wg.Add(1)
+				defer c.wg.Done()
+			}
+			return h(srv, ss)
+		}))
+	return grpc.NewServer(opts...)
+}
+
+// ours says whether a gRPC method is one of the executor's services.
+func ours(method string) bool {
+	return strings.HasPrefix(method, "/"+executorpb.Executor_ServiceDesc.ServiceName+"/") ||
+		strings.HasPrefix(method, "/"+executorpb.WholeJob_ServiceDesc.ServiceName+"/")
+}
+
+// Wait waits until no call runs, or d passed; it reports whether none runs.
+func (c *Calls) Wait(d time.Duration) bool {
+	done := make(chan struct{})
+	go func() {
+		c.wg.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		return false
 	}
 }
 

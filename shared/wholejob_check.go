@@ -41,7 +41,10 @@ func (w WholeJob) Check() error {
 	if err := w.CheckCommand(); err != nil {
 		return err
 	}
-	return w.CheckArtifacts()
+	if err := w.CheckArtifacts(); err != nil {
+		return err
+	}
+	return w.checkSize()
 }
 
 // CheckSnapshotDir validates host.snapshot_dir, the local snapshot the
@@ -161,7 +164,7 @@ func (c Command) Check() error {
 	if err := checkRange("command.timeout_secs", int64(c.TimeoutSecs), 0, MaxTimeoutSecs, "seconds (0 means no limit)"); err != nil {
 		return err
 	}
-	return nil
+	return checkArgs(c)
 }
 
 // Check validates the artifacts; zero fields stand for their defaults.

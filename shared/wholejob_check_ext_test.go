@@ -2,6 +2,7 @@ package shared_test
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -56,5 +57,31 @@ func TestInstanceTypeRuleIsTheInstanceTypesTable(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), `"virtual-machine"`) {
 		t.Errorf("error %q does not list the accepted type", err)
+	}
+}
+
+// A job whose encoded message would pass gRPC's 4 MiB limit is refused
+// naming its largest field, before anything changed; not a bare
+// ResourceExhausted from the first call that carries it.
+func TestWholeJobCheckRefusesAJobOverTheMessageLimit(t *testing.T) {
+	w := sharedtest.ValidWholeJob()
+	w.Job.ID = "job"
+	w.Host.JobDir = "/tmp/run/jobs/job"
+	w.Remote = shared.Remote{Host: "h", WorkDir: "/w"}
+	for i := range 1200 {
+		w.Host.StagedPayloads = append(w.Host.StagedPayloads, shared.StagedPayload{
+			Name: fmt.Sprintf("p%d", i), LocalDir: "/tmp/run/jobs/job/" + strings.Repeat("d", 3800) + fmt.Sprint(i)})
+	}
+	err := w.Check()
+	if !errors.Is(err, shared.ErrInvalidInput) {
+		t.Fatalf("error %v, want ErrInvalidInput", err)
+	}
+	e, _ := errors.AsType[*shared.Error](err)
+	if e == nil || e.Field != "host.staged_payloads" || !strings.Contains(err.Error(), "4194304") {
+		t.Errorf("error %v: want one naming host.staged_payloads and the limit", err)
+	}
+	w.Host.StagedPayloads = w.Host.StagedPayloads[:10]
+	if err := w.Check(); err != nil {
+		t.Errorf("a job well under the limit: %v", err)
 	}
 }

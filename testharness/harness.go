@@ -27,7 +27,6 @@ import (
 	"context"
 	"embed"
 	"fmt"
-	"io"
 	"os"
 	"regexp"
 	"strings"
@@ -39,7 +38,6 @@ import (
 	"mvdan.cc/sh/v3/expand"
 	"mvdan.cc/sh/v3/syntax"
 
-	"github.com/pikaci/vmexec/host"
 	"github.com/pikaci/vmexec/shared"
 	"github.com/pikaci/vmexec/testharness/cases"
 )
@@ -67,6 +65,9 @@ type Config struct {
 	// Logger receives the plugin's log lines. Nil: Run sends them to the
 	// test's log (TestLogger); RunCases discards them.
 	Logger hclog.Logger
+	// InsecureNoMTLS starts the plugin without mutual TLS, for bring-up
+	// only (BringUpWarning): such a run is never a conformance pass.
+	InsecureNoMTLS bool
 }
 
 // Result is one case's outcome.
@@ -281,18 +282,6 @@ func runAll(t *testing.T, p shared.Executor, cs []*cases.Case, ws []*cases.Whole
 	}
 }
 
-func startPlugin(ctx context.Context, cfg Config) (*host.Plugin, error) {
-	log := cfg.Logger
-	if log == nil {
-		log = hclog.New(&hclog.LoggerOptions{Output: io.Discard})
-	}
-	p, err := host.DispenseFile(ctx, cfg.Plugin, host.Options{Logger: log})
-	if err != nil {
-		return nil, fmt.Errorf("start plugin %s: %w", cfg.Plugin, err)
-	}
-	return p, nil
-}
-
 // check collects the failures of one case.
 type check struct {
 	failures []string
@@ -349,7 +338,11 @@ func runCase(ctx context.Context, p shared.Executor, c *cases.Case, update bool)
 // caseRun does what FORMAT.md says a harness checks, in order, and returns
 // what the plugin did (for --update), or nil when the harness could not tell.
 func caseRun(ctx context.Context, ck *check, p shared.Executor, c *cases.Case, remote *Remote) *cases.Outcome {
-	if err := p.Configure(ctx, shared.Settings{SSHConfigPath: remote.SSHConfig}); err != nil {
+	t := &timing{}
+	defer func() { checkSafety(ck, c.Safety, remote, t, boundedV1Call(c)) }()
+	if err := t.call(ctx, c.Safety, "Configure", func(ctx context.Context) error {
+		return p.Configure(ctx, shared.Settings{SSHConfigPath: remote.SSHConfig})
+	}); err != nil {
 		ck.failf("Configure with the virtual remote's SSH config: %v", err)
 		return nil
 	}
@@ -360,19 +353,27 @@ func caseRun(ctx context.Context, ck *check, p shared.Executor, c *cases.Case, r
 	}
 	wantPrepareOK := c.WantMkdir != nil
 
-	// 1. Dry run: the plan, and nothing changed.
-	remote.SSH.ResetCommands()
-	prep, err := p.PrepareDirectories(ctx, shared.PrepareRequest{Spec: c.Spec, DryRun: true})
-	checkPrepare(ck, "dry run", c, prep, err)
-	if wantPrepareOK && err == nil {
-		dev, err := p.ConfigureDevices(ctx, shared.DevicesRequest{Spec: c.Spec, DryRun: true})
-		checkDevices(ck, "dry run", "reported", c, dev.Devices, err)
+	// 1. Dry run: the plan, and nothing changed. A safety case's fault
+	// is about the real run alone.
+	if c.Safety == nil {
+		remote.SSH.ResetCommands()
+		prep, err := p.PrepareDirectories(ctx, shared.PrepareRequest{Spec: c.Spec, DryRun: true})
+		checkPrepare(ck, "dry run", c, prep, err)
+		if wantPrepareOK && err == nil {
+			dev, err := p.ConfigureDevices(ctx, shared.DevicesRequest{Spec: c.Spec, DryRun: true})
+			checkDevices(ck, "dry run", "reported", c, dev.Devices, err)
+		}
+		checkUnchanged(ck, "dry run", remote, start)
 	}
-	checkUnchanged(ck, "dry run", remote, start)
 
 	// 2. Real run.
 	remote.SSH.ResetCommands()
-	prep, prepErr := p.PrepareDirectories(ctx, shared.PrepareRequest{Spec: c.Spec})
+	var prep shared.PrepareResult
+	prepErr := t.call(ctx, c.Safety, cases.CallPrepareDirectories, func(ctx context.Context) error {
+		var err error
+		prep, err = p.PrepareDirectories(ctx, shared.PrepareRequest{Spec: c.Spec})
+		return err
+	})
 	cmds := remote.SSH.Commands()
 	checkPrepare(ck, "real run", c, prep, prepErr)
 	out := &cases.Outcome{Mkdir: prep.Command}
@@ -409,7 +410,12 @@ func caseRun(ctx context.Context, ck *check, p shared.Executor, c *cases.Case, r
 		ck.failf("harness: %v", err)
 		return nil
 	}
-	dev, devErr := p.ConfigureDevices(ctx, shared.DevicesRequest{Spec: c.Spec})
+	var dev shared.DevicesResult
+	devErr := t.call(ctx, c.Safety, callConfigureDevices, func(ctx context.Context) error {
+		var err error
+		dev, err = p.ConfigureDevices(ctx, shared.DevicesRequest{Spec: c.Spec})
+		return err
+	})
 	checkDevices(ck, "real run", "the instance's", c, remote.Devices(), devErr)
 	if devErr != nil {
 		out.DevicesError = devErr.Error()
@@ -438,6 +444,17 @@ func caseRun(ctx context.Context, ck *check, p shared.Executor, c *cases.Case, r
 	}
 	checkUnchanged(ck, "second real run", remote, after)
 	return out
+}
+
+const callConfigureDevices = "ConfigureDevices"
+
+// boundedV1Call is the call a version 1 safety case's bound_secs is about:
+// PrepareDirectories when it must fail, else ConfigureDevices.
+func boundedV1Call(c *cases.Case) string {
+	if c.WantMkdir == nil {
+		return cases.CallPrepareDirectories
+	}
+	return callConfigureDevices
 }
 
 func checkPrepare(ck *check, phase string, c *cases.Case, res shared.PrepareResult, err error) {

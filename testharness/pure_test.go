@@ -26,6 +26,15 @@ func TestCasesPure(t *testing.T) {
 	}
 	for _, c := range cs {
 		t.Run(c.Name, func(t *testing.T) {
+			if c.Safety != nil && c.Safety.Incus != "" {
+				// The fault, not the plan, makes ConfigureDevices fail:
+				// shared/ derives the mkdir and a plan that succeeds.
+				got := pureOutcome(t, c)
+				if c.WantMkdir == nil || got.Mkdir != *c.WantMkdir || got.DevicesError != "" {
+					t.Errorf("safety case: mkdir %q (want %v), plan error %q (want none)", got.Mkdir, c.WantMkdir, got.DevicesError)
+				}
+				return
+			}
 			if *update {
 				if err := c.Update(pureOutcome(t, c)); err != nil {
 					t.Fatal(err)

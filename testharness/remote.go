@@ -30,6 +30,7 @@ type Remote struct {
 	SSHConfig string
 
 	project, instance string
+	safety            *safetyRemote // nil but in a safety case
 }
 
 // StartRemote lays the case out in dir (which must exist and be empty) and
@@ -58,22 +59,29 @@ func StartRemote(ctx context.Context, c *cases.Case, dir string) (*Remote, error
 	if c.Instance != "" {
 		inc.AddInstance(project, c.Instance, c.InstanceType, c.Devices)
 	}
-	host, err := remotehost.Start(ctx, fsys, remotehost.Options{
-		UnixSockets: map[string]http.Handler{shared.DefaultIncusSocket: inc},
-	})
+	sr, handler, err := startSafety(ctx, c.Safety, inc)
 	if err != nil {
 		return nil, fmt.Errorf("virtual remote for case %s: %w", c.Name, err)
 	}
-	cfg, err := host.WriteClientFiles(clientDir, c.Spec.Remote.Host)
+	host, err := remotehost.Start(ctx, fsys, remotehost.Options{
+		UnixSockets: map[string]http.Handler{shared.DefaultIncusSocket: handler},
+	})
 	if err != nil {
+		sr.close()
+		return nil, fmt.Errorf("virtual remote for case %s: %w", c.Name, err)
+	}
+	cfg, err := host.WriteClientFilesWith(clientDir, c.Spec.Remote.Host, sr.clientOptions(c.Safety))
+	if err != nil {
+		sr.close()
 		host.Close()
 		return nil, fmt.Errorf("virtual remote for case %s: %w", c.Name, err)
 	}
-	return &Remote{FS: fsys, SSH: host, Incus: inc, SSHConfig: cfg, project: project, instance: c.Instance}, nil
+	return &Remote{FS: fsys, SSH: host, Incus: inc, SSHConfig: cfg, project: project, instance: c.Instance, safety: sr}, nil
 }
 
 // Close stops the SSH server and everything behind it.
 func (r *Remote) Close() error {
+	r.safety.close()   // held requests and connections are cut
 	r.Incus.Shutdown() // the guests' processes end
 	return r.SSH.Close()
 }

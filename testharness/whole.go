@@ -97,8 +97,21 @@ type outcome struct {
 // wholeRun makes the whole job's calls in order, as a host does, and
 // checks every want of the case.
 func wholeRun(ctx context.Context, ck *check, e shared.JobExecutor, c *cases.WholeCase, r *WholeRemote) {
-	if err := e.Configure(ctx, shared.Settings{SSHConfigPath: r.SSHConfig}); err != nil {
-		ck.failf("Configure with the virtual remote's SSH config: %v", err)
+	t := &timing{}
+	o := &outcome{}
+	defer func() { checkSafety(ck, c.Safety, r.Remote, t, boundedCall(c)) }()
+	if err := t.call(ctx, c.Safety, "Configure", func(ctx context.Context) error {
+		return e.Configure(ctx, shared.Settings{SSHConfigPath: r.SSHConfig})
+	}); err != nil {
+		if !refusedConfig(c) {
+			ck.failf("Configure with the virtual remote's SSH config: %v", err)
+			return
+		}
+		// A plugin may refuse an SSH config it cannot trust as early as
+		// Configure: that error stands for PrepareDirectories'.
+		o.failedCall, o.err = cases.CallPrepareDirectories, err
+		t.took[cases.CallPrepareDirectories] = t.took["Configure"]
+		checkWholeError(ck, c, o)
 		return
 	}
 	job := r.Job
@@ -117,27 +130,26 @@ func wholeRun(ctx context.Context, ck *check, e shared.JobExecutor, c *cases.Who
 	}
 	var snapParentBefore map[string]string
 
-	o := &outcome{}
 	calls := []struct {
 		name string
-		f    func() error
+		f    func(ctx context.Context) error
 	}{
-		{cases.CallPrepareDirectories, func() error {
+		{cases.CallPrepareDirectories, func(ctx context.Context) error {
 			_, err := e.PrepareDirectories(ctx, shared.PrepareRequest{Spec: job.JobSpec})
 			return err
 		}},
-		{cases.CallStage, func() error {
+		{cases.CallStage, func(ctx context.Context) error {
 			snapParentBefore = remoteTree(ck, r, path.Dir(snapDir))
 			var err error
 			o.stage, err = e.StageWorkspaceSnapshot(ctx, shared.StageRequest{Job: job})
 			o.stageRan = err == nil
 			return err
 		}},
-		{cases.CallPrepareRuntime, func() error {
+		{cases.CallPrepareRuntime, func(ctx context.Context) error {
 			_, err := e.PrepareRuntime(ctx, shared.RuntimeRequest{Job: job})
 			return err
 		}},
-		{cases.CallRunJob, func() error {
+		{cases.CallRunJob, func(ctx context.Context) error {
 			sink := func(ch shared.OutputChunk) error {
 				running := execRunning(r, argv)
 				o.mu.Lock()
@@ -160,7 +172,7 @@ func wholeRun(ctx context.Context, ck *check, e shared.JobExecutor, c *cases.Who
 			o.ran = err == nil
 			return err
 		}},
-		{cases.CallCollectArtifacts, func() error {
+		{cases.CallCollectArtifacts, func(ctx context.Context) error {
 			var err error
 			o.collect, err = e.CollectArtifacts(ctx, shared.CollectRequest{Job: job})
 			return err
@@ -171,12 +183,16 @@ func wholeRun(ctx context.Context, ck *check, e shared.JobExecutor, c *cases.Who
 		if call.name == cases.CallPrepareRuntime {
 			reachedRuntime = true
 		}
-		if err := call.f(); err != nil {
+		if err := t.call(ctx, c.Safety, call.name, call.f); err != nil {
 			o.failedCall, o.err = call.name, err
 			break
 		}
+		if c.Safety != nil && call.name == boundedCall(c) {
+			break // a safety case ends with the call its bound is about
+		}
 	}
 	var cleanupErr error
+	r.safety.heal() // the fault lasts until the job's calls end
 	if reachedRuntime {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shared.CleanupTimeout)
 		_, cleanupErr = e.Cleanup(cctx, shared.CleanupRequest{Job: job})
@@ -209,6 +225,22 @@ func wholeRun(ctx context.Context, ck *check, e shared.JobExecutor, c *cases.Who
 	} else if instance != "" && len(r.Incus.CreateRequests()) > 0 {
 		ck.failf("an instance was created though PrepareRuntime was never called")
 	}
+}
+
+// boundedCall is the call a safety case's bound_secs is about: the one
+// want/error names, or RunJob.
+func boundedCall(c *cases.WholeCase) string {
+	if c.WantError != nil {
+		return c.WantError.Call
+	}
+	return cases.CallRunJob
+}
+
+// refusedConfig: a safety case whose SSH config must be refused, so that
+// a Configure that refuses it does what the case wants.
+func refusedConfig(c *cases.WholeCase) bool {
+	return c.Safety != nil && c.WantError != nil && c.WantError.Call == cases.CallPrepareDirectories &&
+		(c.Safety.StrictHostKeyChecking == "no" || c.Safety.StrictHostKeyChecking == "off")
 }
 
 func describeEnd(o *outcome) string {

@@ -83,24 +83,30 @@ func StartWholeRemote(ctx context.Context, c *cases.WholeCase, dir string) (*Who
 			}
 		}
 	}
-	handler := &seedingHandler{inc: inc, guest: c.Guest, seeded: map[string]bool{}}
+	sr, handler, err := startSafety(ctx, c.Safety, &seedingHandler{inc: inc, guest: c.Guest, seeded: map[string]bool{}})
+	if err != nil {
+		return nil, fmt.Errorf("virtual remote for case %s: %w", c.Name, err)
+	}
 	host, err := remotehost.Start(ctx, fsys, remotehost.Options{
 		UnixSockets: map[string]http.Handler{shared.DefaultIncusSocket: handler},
 	})
 	if err != nil {
+		sr.close()
 		return nil, fmt.Errorf("virtual remote for case %s: %w", c.Name, err)
 	}
-	cfg, err := host.WriteClientFiles(clientDir, c.Job.Remote.Host)
+	cfg, err := host.WriteClientFilesWith(clientDir, c.Job.Remote.Host, sr.clientOptions(c.Safety))
 	if err != nil {
+		sr.close()
 		host.Close()
 		return nil, fmt.Errorf("virtual remote for case %s: %w", c.Name, err)
 	}
 	job, err := layLocal(c, local)
 	if err != nil {
+		sr.close()
 		host.Close()
 		return nil, fmt.Errorf("case %s: %w", c.Name, err)
 	}
-	r := &Remote{FS: fsys, SSH: host, Incus: inc, SSHConfig: cfg, project: project}
+	r := &Remote{FS: fsys, SSH: host, Incus: inc, SSHConfig: cfg, project: project, safety: sr}
 	return &WholeRemote{Remote: r, Job: job, LocalRoot: local, Project: project}, nil
 }
 

@@ -159,12 +159,3 @@ func Main(m *testing.M) int {
 	defer RemoveAll()
 	return m.Run()
 }
-
-// Must is Build that fails tb, returning out.
-func Must(tb testing.TB, out, pkg string) string {
-	tb.Helper()
-	if err := Build(out, pkg, ""); err != nil {
-		tb.Fatal(err)
-	}
-	return out
-}

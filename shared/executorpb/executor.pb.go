@@ -998,7 +998,7 @@ type Remote struct {
 	// incus says where the Incus API is.
 	Incus *Incus `protobuf:"bytes,3,opt,name=incus,proto3" json:"incus,omitempty"`
 	// member is, for a cluster, the member the job was placed on (the
-	// placement of StageWorkspaceSnapshot or PrepareRuntime); the host sends
+	// placement of PrepareDirectories or PrepareRuntime); the host sends
 	// it with every later phase. Empty: not placed yet.
 	Member        string `protobuf:"bytes,4,opt,name=member,proto3" json:"member,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -2905,6 +2905,170 @@ func (x *SweepResult) GetUnreachable() []string {
 	return nil
 }
 
+// PreflightRequest asks what a job needs of its remote host.
+type PreflightRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Job           *WholeJobSpec          `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PreflightRequest) Reset() {
+	*x = PreflightRequest{}
+	mi := &file_executor_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PreflightRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PreflightRequest) ProtoMessage() {}
+
+func (x *PreflightRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_executor_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PreflightRequest.ProtoReflect.Descriptor instead.
+func (*PreflightRequest) Descriptor() ([]byte, []int) {
+	return file_executor_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *PreflightRequest) GetJob() *WholeJobSpec {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+// PreflightResult holds the checks in the order they ran. A check that
+// could not run because an earlier one failed is not listed.
+type PreflightResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Checks        []*PreflightCheck      `protobuf:"bytes,1,rep,name=checks,proto3" json:"checks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PreflightResult) Reset() {
+	*x = PreflightResult{}
+	mi := &file_executor_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PreflightResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PreflightResult) ProtoMessage() {}
+
+func (x *PreflightResult) ProtoReflect() protoreflect.Message {
+	mi := &file_executor_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PreflightResult.ProtoReflect.Descriptor instead.
+func (*PreflightResult) Descriptor() ([]byte, []int) {
+	return file_executor_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *PreflightResult) GetChecks() []*PreflightCheck {
+	if x != nil {
+		return x.Checks
+	}
+	return nil
+}
+
+// PreflightCheck is one check.
+type PreflightCheck struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name says what was checked, e.g. `image alias "debian-12" in project "ci"`.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// ok is true when the check passed.
+	Ok bool `protobuf:"varint,2,opt,name=ok,proto3" json:"ok,omitempty"`
+	// detail is what was found: the fingerprint, the free space, the error.
+	Detail string `protobuf:"bytes,3,opt,name=detail,proto3" json:"detail,omitempty"`
+	// fix, for a failed check, is what to do, e.g. the command to run.
+	Fix           string `protobuf:"bytes,4,opt,name=fix,proto3" json:"fix,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PreflightCheck) Reset() {
+	*x = PreflightCheck{}
+	mi := &file_executor_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PreflightCheck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PreflightCheck) ProtoMessage() {}
+
+func (x *PreflightCheck) ProtoReflect() protoreflect.Message {
+	mi := &file_executor_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PreflightCheck.ProtoReflect.Descriptor instead.
+func (*PreflightCheck) Descriptor() ([]byte, []int) {
+	return file_executor_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *PreflightCheck) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PreflightCheck) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
+func (x *PreflightCheck) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+func (x *PreflightCheck) GetFix() string {
+	if x != nil {
+		return x.Fix
+	}
+	return ""
+}
+
 var File_executor_proto protoreflect.FileDescriptor
 
 const file_executor_proto_rawDesc = "" +
@@ -3100,7 +3264,16 @@ const file_executor_proto_rawDesc = "" +
 	"\vSweepResult\x12\x18\n" +
 	"\adeleted\x18\x01 \x03(\tR\adeleted\x12\x17\n" +
 	"\adry_run\x18\x02 \x01(\bR\x06dryRun\x12 \n" +
-	"\vunreachable\x18\x03 \x03(\tR\vunreachable*\xaf\x01\n" +
+	"\vunreachable\x18\x03 \x03(\tR\vunreachable\"F\n" +
+	"\x10PreflightRequest\x122\n" +
+	"\x03job\x18\x01 \x01(\v2 .pikaci.executor.v1.WholeJobSpecR\x03job\"M\n" +
+	"\x0fPreflightResult\x12:\n" +
+	"\x06checks\x18\x01 \x03(\v2\".pikaci.executor.v1.PreflightCheckR\x06checks\"^\n" +
+	"\x0ePreflightCheck\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
+	"\x02ok\x18\x02 \x01(\bR\x02ok\x12\x16\n" +
+	"\x06detail\x18\x03 \x01(\tR\x06detail\x12\x10\n" +
+	"\x03fix\x18\x04 \x01(\tR\x03fix*\xaf\x01\n" +
 	"\tErrorKind\x12\x1a\n" +
 	"\x16ERROR_KIND_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18ERROR_KIND_INVALID_INPUT\x10\x01\x12\x18\n" +
@@ -3120,14 +3293,15 @@ const file_executor_proto_rawDesc = "" +
 	"\bDescribe\x12#.pikaci.executor.v1.DescribeRequest\x1a\x18.pikaci.executor.v1.Info\x12X\n" +
 	"\tConfigure\x12$.pikaci.executor.v1.ConfigureRequest\x1a%.pikaci.executor.v1.ConfigureResponse\x12[\n" +
 	"\x12PrepareDirectories\x12\".pikaci.executor.v1.PrepareRequest\x1a!.pikaci.executor.v1.PrepareResult\x12Y\n" +
-	"\x10ConfigureDevices\x12\".pikaci.executor.v1.DevicesRequest\x1a!.pikaci.executor.v1.DevicesResult2\x83\x04\n" +
+	"\x10ConfigureDevices\x12\".pikaci.executor.v1.DevicesRequest\x1a!.pikaci.executor.v1.DevicesResult2\xdb\x04\n" +
 	"\bWholeJob\x12[\n" +
 	"\x16StageWorkspaceSnapshot\x12 .pikaci.executor.v1.StageRequest\x1a\x1f.pikaci.executor.v1.StageResult\x12W\n" +
 	"\x0ePrepareRuntime\x12\".pikaci.executor.v1.RuntimeRequest\x1a!.pikaci.executor.v1.RuntimeResult\x12H\n" +
 	"\x06RunJob\x12\x1e.pikaci.executor.v1.RunRequest\x1a\x1c.pikaci.executor.v1.RunEvent0\x01\x12Y\n" +
 	"\x10CollectArtifacts\x12\".pikaci.executor.v1.CollectRequest\x1a!.pikaci.executor.v1.CollectResult\x12P\n" +
 	"\aCleanup\x12\".pikaci.executor.v1.CleanupRequest\x1a!.pikaci.executor.v1.CleanupResult\x12J\n" +
-	"\x05Sweep\x12 .pikaci.executor.v1.SweepRequest\x1a\x1f.pikaci.executor.v1.SweepResultB,Z*github.com/pikaci/vmexec/shared/executorpbb\x06proto3"
+	"\x05Sweep\x12 .pikaci.executor.v1.SweepRequest\x1a\x1f.pikaci.executor.v1.SweepResult\x12V\n" +
+	"\tPreflight\x12$.pikaci.executor.v1.PreflightRequest\x1a#.pikaci.executor.v1.PreflightResultB,Z*github.com/pikaci/vmexec/shared/executorpbb\x06proto3"
 
 var (
 	file_executor_proto_rawDescOnce sync.Once
@@ -3142,7 +3316,7 @@ func file_executor_proto_rawDescGZIP() []byte {
 }
 
 var file_executor_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_executor_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
+var file_executor_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
 var file_executor_proto_goTypes = []any{
 	(ErrorKind)(0),            // 0: pikaci.executor.v1.ErrorKind
 	(ContextError)(0),         // 1: pikaci.executor.v1.ContextError
@@ -3188,19 +3362,22 @@ var file_executor_proto_goTypes = []any{
 	(*CleanupResult)(nil),     // 41: pikaci.executor.v1.CleanupResult
 	(*SweepRequest)(nil),      // 42: pikaci.executor.v1.SweepRequest
 	(*SweepResult)(nil),       // 43: pikaci.executor.v1.SweepResult
-	nil,                       // 44: pikaci.executor.v1.Cluster.MembersEntry
-	nil,                       // 45: pikaci.executor.v1.Device.ConfigEntry
-	nil,                       // 46: pikaci.executor.v1.DevicesResult.DevicesEntry
-	nil,                       // 47: pikaci.executor.v1.DevicesResult.PlannedEntry
-	nil,                       // 48: pikaci.executor.v1.Command.EnvEntry
-	nil,                       // 49: pikaci.executor.v1.RuntimeResult.ConfigEntry
-	nil,                       // 50: pikaci.executor.v1.RuntimeResult.DevicesEntry
+	(*PreflightRequest)(nil),  // 44: pikaci.executor.v1.PreflightRequest
+	(*PreflightResult)(nil),   // 45: pikaci.executor.v1.PreflightResult
+	(*PreflightCheck)(nil),    // 46: pikaci.executor.v1.PreflightCheck
+	nil,                       // 47: pikaci.executor.v1.Cluster.MembersEntry
+	nil,                       // 48: pikaci.executor.v1.Device.ConfigEntry
+	nil,                       // 49: pikaci.executor.v1.DevicesResult.DevicesEntry
+	nil,                       // 50: pikaci.executor.v1.DevicesResult.PlannedEntry
+	nil,                       // 51: pikaci.executor.v1.Command.EnvEntry
+	nil,                       // 52: pikaci.executor.v1.RuntimeResult.ConfigEntry
+	nil,                       // 53: pikaci.executor.v1.RuntimeResult.DevicesEntry
 }
 var file_executor_proto_depIdxs = []int32{
 	5,  // 0: pikaci.executor.v1.ConfigureRequest.settings:type_name -> pikaci.executor.v1.Settings
 	9,  // 1: pikaci.executor.v1.HostPaths.staged_payloads:type_name -> pikaci.executor.v1.StagedPayload
 	12, // 2: pikaci.executor.v1.Incus.cluster:type_name -> pikaci.executor.v1.Cluster
-	44, // 3: pikaci.executor.v1.Cluster.members:type_name -> pikaci.executor.v1.Cluster.MembersEntry
+	47, // 3: pikaci.executor.v1.Cluster.members:type_name -> pikaci.executor.v1.Cluster.MembersEntry
 	15, // 4: pikaci.executor.v1.Placement.tried:type_name -> pikaci.executor.v1.PlacementTry
 	11, // 5: pikaci.executor.v1.Remote.incus:type_name -> pikaci.executor.v1.Incus
 	8,  // 6: pikaci.executor.v1.JobSpec.job:type_name -> pikaci.executor.v1.Job
@@ -3209,13 +3386,13 @@ var file_executor_proto_depIdxs = []int32{
 	17, // 9: pikaci.executor.v1.PrepareRequest.spec:type_name -> pikaci.executor.v1.JobSpec
 	14, // 10: pikaci.executor.v1.PrepareResult.placement:type_name -> pikaci.executor.v1.Placement
 	17, // 11: pikaci.executor.v1.DevicesRequest.spec:type_name -> pikaci.executor.v1.JobSpec
-	45, // 12: pikaci.executor.v1.Device.config:type_name -> pikaci.executor.v1.Device.ConfigEntry
-	46, // 13: pikaci.executor.v1.DevicesResult.devices:type_name -> pikaci.executor.v1.DevicesResult.DevicesEntry
-	47, // 14: pikaci.executor.v1.DevicesResult.planned:type_name -> pikaci.executor.v1.DevicesResult.PlannedEntry
+	48, // 12: pikaci.executor.v1.Device.config:type_name -> pikaci.executor.v1.Device.ConfigEntry
+	49, // 13: pikaci.executor.v1.DevicesResult.devices:type_name -> pikaci.executor.v1.DevicesResult.DevicesEntry
+	50, // 14: pikaci.executor.v1.DevicesResult.planned:type_name -> pikaci.executor.v1.DevicesResult.PlannedEntry
 	0,  // 15: pikaci.executor.v1.ErrorDetail.kind:type_name -> pikaci.executor.v1.ErrorKind
 	1,  // 16: pikaci.executor.v1.ErrorDetail.context:type_name -> pikaci.executor.v1.ContextError
 	25, // 17: pikaci.executor.v1.Runtime.limits:type_name -> pikaci.executor.v1.Limits
-	48, // 18: pikaci.executor.v1.Command.env:type_name -> pikaci.executor.v1.Command.EnvEntry
+	51, // 18: pikaci.executor.v1.Command.env:type_name -> pikaci.executor.v1.Command.EnvEntry
 	17, // 19: pikaci.executor.v1.WholeJobSpec.spec:type_name -> pikaci.executor.v1.JobSpec
 	24, // 20: pikaci.executor.v1.WholeJobSpec.runtime:type_name -> pikaci.executor.v1.Runtime
 	26, // 21: pikaci.executor.v1.WholeJobSpec.command:type_name -> pikaci.executor.v1.Command
@@ -3224,8 +3401,8 @@ var file_executor_proto_depIdxs = []int32{
 	14, // 24: pikaci.executor.v1.StageResult.placement:type_name -> pikaci.executor.v1.Placement
 	28, // 25: pikaci.executor.v1.RuntimeRequest.job:type_name -> pikaci.executor.v1.WholeJobSpec
 	32, // 26: pikaci.executor.v1.RuntimeResult.image:type_name -> pikaci.executor.v1.Image
-	49, // 27: pikaci.executor.v1.RuntimeResult.config:type_name -> pikaci.executor.v1.RuntimeResult.ConfigEntry
-	50, // 28: pikaci.executor.v1.RuntimeResult.devices:type_name -> pikaci.executor.v1.RuntimeResult.DevicesEntry
+	52, // 27: pikaci.executor.v1.RuntimeResult.config:type_name -> pikaci.executor.v1.RuntimeResult.ConfigEntry
+	53, // 28: pikaci.executor.v1.RuntimeResult.devices:type_name -> pikaci.executor.v1.RuntimeResult.DevicesEntry
 	14, // 29: pikaci.executor.v1.RuntimeResult.placement:type_name -> pikaci.executor.v1.Placement
 	28, // 30: pikaci.executor.v1.RunRequest.job:type_name -> pikaci.executor.v1.WholeJobSpec
 	2,  // 31: pikaci.executor.v1.OutputChunk.stream:type_name -> pikaci.executor.v1.Stream
@@ -3234,35 +3411,39 @@ var file_executor_proto_depIdxs = []int32{
 	28, // 34: pikaci.executor.v1.CollectRequest.job:type_name -> pikaci.executor.v1.WholeJobSpec
 	28, // 35: pikaci.executor.v1.CleanupRequest.job:type_name -> pikaci.executor.v1.WholeJobSpec
 	16, // 36: pikaci.executor.v1.SweepRequest.remote:type_name -> pikaci.executor.v1.Remote
-	13, // 37: pikaci.executor.v1.Cluster.MembersEntry.value:type_name -> pikaci.executor.v1.ClusterMember
-	21, // 38: pikaci.executor.v1.DevicesResult.DevicesEntry.value:type_name -> pikaci.executor.v1.Device
-	21, // 39: pikaci.executor.v1.DevicesResult.PlannedEntry.value:type_name -> pikaci.executor.v1.Device
-	21, // 40: pikaci.executor.v1.RuntimeResult.DevicesEntry.value:type_name -> pikaci.executor.v1.Device
-	3,  // 41: pikaci.executor.v1.Executor.Describe:input_type -> pikaci.executor.v1.DescribeRequest
-	6,  // 42: pikaci.executor.v1.Executor.Configure:input_type -> pikaci.executor.v1.ConfigureRequest
-	18, // 43: pikaci.executor.v1.Executor.PrepareDirectories:input_type -> pikaci.executor.v1.PrepareRequest
-	20, // 44: pikaci.executor.v1.Executor.ConfigureDevices:input_type -> pikaci.executor.v1.DevicesRequest
-	29, // 45: pikaci.executor.v1.WholeJob.StageWorkspaceSnapshot:input_type -> pikaci.executor.v1.StageRequest
-	31, // 46: pikaci.executor.v1.WholeJob.PrepareRuntime:input_type -> pikaci.executor.v1.RuntimeRequest
-	34, // 47: pikaci.executor.v1.WholeJob.RunJob:input_type -> pikaci.executor.v1.RunRequest
-	38, // 48: pikaci.executor.v1.WholeJob.CollectArtifacts:input_type -> pikaci.executor.v1.CollectRequest
-	40, // 49: pikaci.executor.v1.WholeJob.Cleanup:input_type -> pikaci.executor.v1.CleanupRequest
-	42, // 50: pikaci.executor.v1.WholeJob.Sweep:input_type -> pikaci.executor.v1.SweepRequest
-	4,  // 51: pikaci.executor.v1.Executor.Describe:output_type -> pikaci.executor.v1.Info
-	7,  // 52: pikaci.executor.v1.Executor.Configure:output_type -> pikaci.executor.v1.ConfigureResponse
-	19, // 53: pikaci.executor.v1.Executor.PrepareDirectories:output_type -> pikaci.executor.v1.PrepareResult
-	22, // 54: pikaci.executor.v1.Executor.ConfigureDevices:output_type -> pikaci.executor.v1.DevicesResult
-	30, // 55: pikaci.executor.v1.WholeJob.StageWorkspaceSnapshot:output_type -> pikaci.executor.v1.StageResult
-	33, // 56: pikaci.executor.v1.WholeJob.PrepareRuntime:output_type -> pikaci.executor.v1.RuntimeResult
-	37, // 57: pikaci.executor.v1.WholeJob.RunJob:output_type -> pikaci.executor.v1.RunEvent
-	39, // 58: pikaci.executor.v1.WholeJob.CollectArtifacts:output_type -> pikaci.executor.v1.CollectResult
-	41, // 59: pikaci.executor.v1.WholeJob.Cleanup:output_type -> pikaci.executor.v1.CleanupResult
-	43, // 60: pikaci.executor.v1.WholeJob.Sweep:output_type -> pikaci.executor.v1.SweepResult
-	51, // [51:61] is the sub-list for method output_type
-	41, // [41:51] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	28, // 37: pikaci.executor.v1.PreflightRequest.job:type_name -> pikaci.executor.v1.WholeJobSpec
+	46, // 38: pikaci.executor.v1.PreflightResult.checks:type_name -> pikaci.executor.v1.PreflightCheck
+	13, // 39: pikaci.executor.v1.Cluster.MembersEntry.value:type_name -> pikaci.executor.v1.ClusterMember
+	21, // 40: pikaci.executor.v1.DevicesResult.DevicesEntry.value:type_name -> pikaci.executor.v1.Device
+	21, // 41: pikaci.executor.v1.DevicesResult.PlannedEntry.value:type_name -> pikaci.executor.v1.Device
+	21, // 42: pikaci.executor.v1.RuntimeResult.DevicesEntry.value:type_name -> pikaci.executor.v1.Device
+	3,  // 43: pikaci.executor.v1.Executor.Describe:input_type -> pikaci.executor.v1.DescribeRequest
+	6,  // 44: pikaci.executor.v1.Executor.Configure:input_type -> pikaci.executor.v1.ConfigureRequest
+	18, // 45: pikaci.executor.v1.Executor.PrepareDirectories:input_type -> pikaci.executor.v1.PrepareRequest
+	20, // 46: pikaci.executor.v1.Executor.ConfigureDevices:input_type -> pikaci.executor.v1.DevicesRequest
+	29, // 47: pikaci.executor.v1.WholeJob.StageWorkspaceSnapshot:input_type -> pikaci.executor.v1.StageRequest
+	31, // 48: pikaci.executor.v1.WholeJob.PrepareRuntime:input_type -> pikaci.executor.v1.RuntimeRequest
+	34, // 49: pikaci.executor.v1.WholeJob.RunJob:input_type -> pikaci.executor.v1.RunRequest
+	38, // 50: pikaci.executor.v1.WholeJob.CollectArtifacts:input_type -> pikaci.executor.v1.CollectRequest
+	40, // 51: pikaci.executor.v1.WholeJob.Cleanup:input_type -> pikaci.executor.v1.CleanupRequest
+	42, // 52: pikaci.executor.v1.WholeJob.Sweep:input_type -> pikaci.executor.v1.SweepRequest
+	44, // 53: pikaci.executor.v1.WholeJob.Preflight:input_type -> pikaci.executor.v1.PreflightRequest
+	4,  // 54: pikaci.executor.v1.Executor.Describe:output_type -> pikaci.executor.v1.Info
+	7,  // 55: pikaci.executor.v1.Executor.Configure:output_type -> pikaci.executor.v1.ConfigureResponse
+	19, // 56: pikaci.executor.v1.Executor.PrepareDirectories:output_type -> pikaci.executor.v1.PrepareResult
+	22, // 57: pikaci.executor.v1.Executor.ConfigureDevices:output_type -> pikaci.executor.v1.DevicesResult
+	30, // 58: pikaci.executor.v1.WholeJob.StageWorkspaceSnapshot:output_type -> pikaci.executor.v1.StageResult
+	33, // 59: pikaci.executor.v1.WholeJob.PrepareRuntime:output_type -> pikaci.executor.v1.RuntimeResult
+	37, // 60: pikaci.executor.v1.WholeJob.RunJob:output_type -> pikaci.executor.v1.RunEvent
+	39, // 61: pikaci.executor.v1.WholeJob.CollectArtifacts:output_type -> pikaci.executor.v1.CollectResult
+	41, // 62: pikaci.executor.v1.WholeJob.Cleanup:output_type -> pikaci.executor.v1.CleanupResult
+	43, // 63: pikaci.executor.v1.WholeJob.Sweep:output_type -> pikaci.executor.v1.SweepResult
+	45, // 64: pikaci.executor.v1.WholeJob.Preflight:output_type -> pikaci.executor.v1.PreflightResult
+	54, // [54:65] is the sub-list for method output_type
+	43, // [43:54] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_executor_proto_init() }
@@ -3280,7 +3461,7 @@ func file_executor_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_executor_proto_rawDesc), len(file_executor_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   48,
+			NumMessages:   51,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -269,6 +269,7 @@ const (
 	WholeJob_CollectArtifacts_FullMethodName       = "/pikaci.executor.v1.WholeJob/CollectArtifacts"
 	WholeJob_Cleanup_FullMethodName                = "/pikaci.executor.v1.WholeJob/Cleanup"
 	WholeJob_Sweep_FullMethodName                  = "/pikaci.executor.v1.WholeJob/Sweep"
+	WholeJob_Preflight_FullMethodName              = "/pikaci.executor.v1.WholeJob/Preflight"
 )
 
 // WholeJobClient is the client API for WholeJob service.
@@ -302,6 +303,13 @@ type WholeJobClient interface {
 	// Sweep deletes labelled leftover instances older than an age whose job is
 	// not live.
 	Sweep(ctx context.Context, in *SweepRequest, opts ...grpc.CallOption) (*SweepResult, error)
+	// Preflight checks, in a few seconds and changing nothing, what the job
+	// needs of the remote host: the SSH alias and host key, the login, the
+	// work dir, the Incus API, the project, the image, each profile, free
+	// disk. Each check is a PreflightCheck in the answer, failed or not; the
+	// call itself fails only on invalid input. Optional: a plugin that does
+	// not implement it answers UNIMPLEMENTED.
+	Preflight(ctx context.Context, in *PreflightRequest, opts ...grpc.CallOption) (*PreflightResult, error)
 }
 
 type wholeJobClient struct {
@@ -381,6 +389,16 @@ func (c *wholeJobClient) Sweep(ctx context.Context, in *SweepRequest, opts ...gr
 	return out, nil
 }
 
+func (c *wholeJobClient) Preflight(ctx context.Context, in *PreflightRequest, opts ...grpc.CallOption) (*PreflightResult, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PreflightResult)
+	err := c.cc.Invoke(ctx, WholeJob_Preflight_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // WholeJobServer is the server API for WholeJob service.
 // All implementations must embed UnimplementedWholeJobServer
 // for forward compatibility.
@@ -412,6 +430,13 @@ type WholeJobServer interface {
 	// Sweep deletes labelled leftover instances older than an age whose job is
 	// not live.
 	Sweep(context.Context, *SweepRequest) (*SweepResult, error)
+	// Preflight checks, in a few seconds and changing nothing, what the job
+	// needs of the remote host: the SSH alias and host key, the login, the
+	// work dir, the Incus API, the project, the image, each profile, free
+	// disk. Each check is a PreflightCheck in the answer, failed or not; the
+	// call itself fails only on invalid input. Optional: a plugin that does
+	// not implement it answers UNIMPLEMENTED.
+	Preflight(context.Context, *PreflightRequest) (*PreflightResult, error)
 	mustEmbedUnimplementedWholeJobServer()
 }
 
@@ -439,6 +464,9 @@ func (UnimplementedWholeJobServer) Cleanup(context.Context, *CleanupRequest) (*C
 }
 func (UnimplementedWholeJobServer) Sweep(context.Context, *SweepRequest) (*SweepResult, error) {
 	return nil, status.Error(codes.Unimplemented, "method Sweep not implemented")
+}
+func (UnimplementedWholeJobServer) Preflight(context.Context, *PreflightRequest) (*PreflightResult, error) {
+	return nil, status.Error(codes.Unimplemented, "method Preflight not implemented")
 }
 func (UnimplementedWholeJobServer) mustEmbedUnimplementedWholeJobServer() {}
 func (UnimplementedWholeJobServer) testEmbeddedByValue()                  {}
@@ -562,6 +590,24 @@ func _WholeJob_Sweep_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _WholeJob_Preflight_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PreflightRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WholeJobServer).Preflight(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WholeJob_Preflight_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WholeJobServer).Preflight(ctx, req.(*PreflightRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // WholeJob_ServiceDesc is the grpc.ServiceDesc for WholeJob service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -588,6 +634,10 @@ var WholeJob_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Sweep",
 			Handler:    _WholeJob_Sweep_Handler,
+		},
+		{
+			MethodName: "Preflight",
+			Handler:    _WholeJob_Preflight_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -3,7 +3,11 @@
 // executor refuses exactly what shared's checks refuse.
 package sharedtest
 
-import "github.com/pikaci/vmexec/shared"
+import (
+	"strings"
+
+	"github.com/pikaci/vmexec/shared"
+)
 
 // ValidWholeJob is a whole job every check accepts: the defaults almost
 // everywhere.
@@ -81,6 +85,16 @@ func CheckCases() []CheckCase {
 		{"memory overflows", func(w *shared.WholeJob) { w.Runtime.Limits.Memory = "99999999999EiB" }, "runtime.limits.memory", "99999999999EiB"},
 		{"memory just over int64", func(w *shared.WholeJob) { w.Runtime.Limits.Memory = "8EiB" }, "runtime.limits.memory", "8EiB"},
 		{"memory under a MiB", func(w *shared.WholeJob) { w.Runtime.Limits.Memory = "1000kB" }, "runtime.limits.memory", "1000kB"},
+		// What execve(2) refuses (E2BIG) is refused before anything changed,
+		// not found by the guest as an exec that never started.
+		{"argument over MAX_ARG_STRLEN", func(w *shared.WholeJob) { w.Command.Argv = []string{"echo", strings.Repeat("a", 200<<10)} }, "command.argv[1]", strings.Repeat("a", 200<<10)},
+		{"env value over MAX_ARG_STRLEN", func(w *shared.WholeJob) { w.Command.Env = map[string]string{"BIG": strings.Repeat("v", 5<<20)} }, "command.env.BIG", strings.Repeat("v", 5<<20)},
+		{"argv over ARG_MAX", func(w *shared.WholeJob) {
+			w.Command.Argv = []string{"echo"}
+			for range 20 {
+				w.Command.Argv = append(w.Command.Argv, strings.Repeat("a", 120<<10))
+			}
+		}, "command.argv", "2457793"},
 		{"max bytes over a PiB", func(w *shared.WholeJob) { w.Artifacts = &shared.Artifacts{MaxBytes: shared.MaxArtifactsBytes + 1} }, "artifacts.max_bytes", "1125899906842625"},
 
 		// Accepted.
@@ -98,6 +112,7 @@ func CheckCases() []CheckCase {
 		{"cwd with space", func(w *shared.WholeJob) { w.Command.Cwd = "/workspace/snapshot/sub dir" }, "", ""},
 		{"largest uid", func(w *shared.WholeJob) { w.Command.User = shared.MaxUID }, "", ""},
 		{"time limit", func(w *shared.WholeJob) { w.Command.TimeoutSecs = 3600 }, "", ""},
+		{"longest argument", func(w *shared.WholeJob) { w.Command.Argv = []string{"echo", strings.Repeat("a", shared.MaxArgBytes)} }, "", ""},
 		{"artifacts path", func(w *shared.WholeJob) { w.Artifacts = &shared.Artifacts{Path: "/run/out", MaxBytes: 5 << 20} }, "", ""},
 	}
 }

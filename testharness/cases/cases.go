@@ -61,6 +61,9 @@ type Case struct {
 	WantDevices      shared.Devices
 	WantDevicesError []string
 
+	// Safety, when set, makes this a safety case (safety.go).
+	Safety *Safety
+
 	archive *txtar.Archive
 }
 
@@ -71,6 +74,7 @@ type caseJSON struct {
 	Remote         remoteJSON        `json:"remote"`
 	RemoteDirs     []string          `json:"remote_dirs"`
 	RemoteSymlinks map[string]string `json:"remote_symlinks"`
+	Safety         *Safety           `json:"safety"`
 }
 
 type remoteJSON struct {
@@ -189,6 +193,10 @@ func (c *Case) decodeJSON(data []byte) error {
 		c.Devices = shared.Devices{}
 	}
 	c.MissingExtensions = j.Remote.Incus.MissingExtensions
+	if err := j.Safety.check(); err != nil {
+		return fmt.Errorf("%s: %w", fileCase, err)
+	}
+	c.Safety = j.Safety
 	c.RemoteDirs = j.RemoteDirs
 	if j.RemoteSymlinks != nil {
 		c.RemoteSymlinks = j.RemoteSymlinks

@@ -6,12 +6,33 @@ import (
 	"sort"
 
 	"github.com/pikaci/vmexec/shared/devices"
-	"github.com/pikaci/vmexec/testharness/remotefs"
 )
+
+// FS is the filesystem Populate lays a case out in: the virtual remote
+// host's (a *remotefs.FS), or any other that creates paths the same way.
+type FS interface {
+	// Symlink makes linkPath a symbolic link to target.
+	Symlink(linkPath, target string) error
+	// MkdirAll makes a directory and any missing parents.
+	MkdirAll(p string) error
+	// WriteFile writes a file, making its missing parent directories.
+	WriteFile(p string, data []byte) error
+}
+
+// ResolveFS is the filesystem FSRemote answers device-planning queries
+// from: a *remotefs.FS, or any other that reads files and resolves paths
+// as readlink -f does.
+type ResolveFS interface {
+	ReadFile(p string) ([]byte, error)
+	// Resolve resolves p as readlink -f does: every symlink followed, the
+	// last component allowed to be missing.
+	Resolve(p string) (string, error)
+	Exists(p string) bool
+}
 
 // Populate lays the case's remote host out in fsys: its symlinks, then its
 // directories, then its files (so a file may live under a symlinked dir).
-func (c *Case) Populate(fsys *remotefs.FS) error {
+func (c *Case) Populate(fsys FS) error {
 	links := make([]string, 0, len(c.RemoteSymlinks))
 	for l := range c.RemoteSymlinks {
 		links = append(links, l)
@@ -43,7 +64,7 @@ func (c *Case) Populate(fsys *remotefs.FS) error {
 // FSRemote answers device-planning queries straight from a remote
 // filesystem, with readlink -f semantics: the pure counterpart of the
 // shell commands a plugin runs over SSH.
-type FSRemote struct{ FS *remotefs.FS }
+type FSRemote struct{ FS ResolveFS }
 
 // Fetch implements devices.Remote.
 func (r FSRemote) Fetch(ctx context.Context, q devices.Query) (devices.Answer, error) {

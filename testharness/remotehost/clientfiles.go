@@ -3,7 +3,6 @@ package remotehost
 import (
 	"encoding/pem"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -11,7 +10,6 @@ import (
 	"strings"
 
 	"golang.org/x/crypto/ssh"
-	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/pikaci/vmexec/shared"
 )
@@ -50,6 +48,17 @@ func validToken(s string) bool { return len(s) <= 64 && tokenRE.MatchString(s) }
 // "[<alias>]:<port>" with the host key. dir must be made of plain characters
 // (letters, digits, "/._+-") so that no ssh_config parser can misread it.
 func (h *Host) WriteClientFiles(dir, alias string) (string, error) {
+	return h.WriteClientFilesWith(dir, alias, ClientOptions{})
+}
+
+// WriteClientFilesWith is WriteClientFiles with the faults opts asks for
+// (clientfaults.go): a known_hosts without the host's key or with another
+// key for it, another StrictHostKeyChecking, a ConnectTimeout, another
+// address.
+func (h *Host) WriteClientFilesWith(dir, alias string, opts ClientOptions) (string, error) {
+	if err := opts.check(); err != nil {
+		return "", err
+	}
 	if !validToken(alias) {
 		return "", shared.Errorf(shared.ErrInvalidInput, "alias", alias, "remotehost: host alias %s is not a plain name", shared.Show(alias))
 	}
@@ -68,10 +77,13 @@ func (h *Host) WriteClientFiles(dir, alias string) (string, error) {
 		return "", fmt.Errorf("remotehost: encode client key: %w", err)
 	}
 	port := strconv.Itoa(h.port)
-	known := knownhosts.Line([]string{
-		net.JoinHostPort("127.0.0.1", port),
-		net.JoinHostPort(alias, port),
-	}, h.HostKey()) + "\n"
+	if opts.Port != 0 {
+		port = strconv.Itoa(opts.Port)
+	}
+	known, err := opts.knownHosts(alias, port, h.HostKey())
+	if err != nil {
+		return "", err
+	}
 	identity := filepath.Join(dir, IdentityFile)
 	knownPath := filepath.Join(dir, KnownHostsFile)
 	var cfg strings.Builder
@@ -83,7 +95,14 @@ func (h *Host) WriteClientFiles(dir, alias string) (string, error) {
 	fmt.Fprintf(&cfg, "\tIdentityFile %s\n", identity)
 	fmt.Fprintf(&cfg, "\tIdentitiesOnly yes\n")
 	fmt.Fprintf(&cfg, "\tUserKnownHostsFile %s\n", knownPath)
-	fmt.Fprintf(&cfg, "\tStrictHostKeyChecking yes\n")
+	strict := "yes"
+	if opts.StrictHostKeyChecking != "" {
+		strict = opts.StrictHostKeyChecking
+	}
+	fmt.Fprintf(&cfg, "\tStrictHostKeyChecking %s\n", strict)
+	if opts.ConnectTimeout > 0 {
+		fmt.Fprintf(&cfg, "\tConnectTimeout %d\n", opts.ConnectTimeout)
+	}
 	fmt.Fprintf(&cfg, "\tBatchMode yes\n")
 	configPath := filepath.Join(dir, ConfigFile)
 	for _, f := range []struct {

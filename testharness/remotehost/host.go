@@ -82,6 +82,7 @@ type Host struct {
 	conns       map[net.Conn]struct{}
 	commands    []string
 	connections int
+	accepted    int
 	closeOnce   sync.Once
 	closeErr    error
 }
@@ -207,6 +208,14 @@ func (h *Host) Connections() int {
 	return h.connections
 }
 
+// Accepted is how many TCP connections the host accepted so far, whether
+// or not they went on to an SSH handshake.
+func (h *Host) Accepted() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.accepted
+}
+
 // Close stops the listener, every connection, every running command and the
 // Unix socket servers, and waits until all of the host's goroutines are done.
 func (h *Host) Close() error {
@@ -261,6 +270,7 @@ func (h *Host) accept() {
 			return
 		}
 		h.conns[c] = struct{}{}
+		h.accepted++
 		h.wg.Add(1)
 		h.mu.Unlock()
 		go h.serveConn(c)

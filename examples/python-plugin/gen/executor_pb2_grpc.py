@@ -218,6 +218,11 @@ class WholeJobStub(object):
                 request_serializer=executor__pb2.SweepRequest.SerializeToString,
                 response_deserializer=executor__pb2.SweepResult.FromString,
                 )
+        self.Preflight = channel.unary_unary(
+                '/pikaci.executor.v1.WholeJob/Preflight',
+                request_serializer=executor__pb2.PreflightRequest.SerializeToString,
+                response_deserializer=executor__pb2.PreflightResult.FromString,
+                )
 
 
 class WholeJobServicer(object):
@@ -279,6 +284,18 @@ class WholeJobServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Preflight(self, request, context):
+        """Preflight checks, in a few seconds and changing nothing, what the job
+        needs of the remote host: the SSH alias and host key, the login, the
+        work dir, the Incus API, the project, the image, each profile, free
+        disk. Each check is a PreflightCheck in the answer, failed or not; the
+        call itself fails only on invalid input. Optional: a plugin that does
+        not implement it answers UNIMPLEMENTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WholeJobServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -311,6 +328,11 @@ def add_WholeJobServicer_to_server(servicer, server):
                     servicer.Sweep,
                     request_deserializer=executor__pb2.SweepRequest.FromString,
                     response_serializer=executor__pb2.SweepResult.SerializeToString,
+            ),
+            'Preflight': grpc.unary_unary_rpc_method_handler(
+                    servicer.Preflight,
+                    request_deserializer=executor__pb2.PreflightRequest.FromString,
+                    response_serializer=executor__pb2.PreflightResult.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -427,5 +449,22 @@ class WholeJob(object):
         return grpc.experimental.unary_unary(request, target, '/pikaci.executor.v1.WholeJob/Sweep',
             executor__pb2.SweepRequest.SerializeToString,
             executor__pb2.SweepResult.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def Preflight(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/pikaci.executor.v1.WholeJob/Preflight',
+            executor__pb2.PreflightRequest.SerializeToString,
+            executor__pb2.PreflightResult.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

@@ -93,16 +93,22 @@ def check_component(field, v):
                           f"{field} {show(v)} contains a control character (C0, C1 or bidi formatting)")
     if _blen(v) > MAX_COMPONENT:
         raise PluginError(INVALID, field, v,
-                          f"{field} is {_blen(v)} bytes long: a path component is at most {MAX_COMPONENT} bytes")
+                          f"{field} {show(v)} is {_blen(v)} bytes long: a path component is at most {MAX_COMPONENT} bytes")
 
 
 def check_lengths(field, p):
     if _blen(p) > MAX_PATH:
-        raise PluginError(INVALID, field, p, f"{field} is {_blen(p)} bytes long: a path is at most {MAX_PATH} bytes")
+        raise PluginError(INVALID, field, p, f"{field} {show(p)} is {_blen(p)} bytes long: a path is at most {MAX_PATH} bytes")
     for c in p.split("/"):
         if _blen(c) > MAX_COMPONENT:
             raise PluginError(INVALID, field, p,
-                              f"{field} has a component of {_blen(c)} bytes: a path component is at most {MAX_COMPONENT} bytes")
+                              f"{field} {show(p)} has a component of {_blen(c)} bytes: a path component is at most {MAX_COMPONENT} bytes")
+
+
+def check_range(field, v, lo, hi, what):
+    """Refuses v outside [lo, hi] (docs/contract.md, "Ranges")."""
+    if not lo <= v <= hi:
+        raise PluginError(INVALID, field, str(v), f"{field} {v} is out of range: {what} from {lo} to {hi}")
 
 
 def is_local(host):
@@ -128,6 +134,9 @@ def derive(spec):
         check_component("host.snapshot_content_hash", h)
     if not spec.remote.host:
         raise PluginError(INVALID, "remote.host", "", "remote.host is empty")
+    if spec.remote.incus.HasField("cluster") or spec.remote.member:
+        raise PluginError(INVALID, "remote.incus.cluster", "",
+                          "remote.incus.cluster: this example plugin runs jobs on single hosts only, not on clusters")
     l = {"run": run, "job": spec.job.id, "work": work, "local_job_dir": job_dir,
          "local": is_local(spec.remote.host)}
     l["run_dir"] = f"{work}/runs/{run}" if work != "/" else f"/runs/{run}"

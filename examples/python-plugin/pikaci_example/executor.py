@@ -1,7 +1,6 @@
 """Protocol 1: Describe, Configure, PrepareDirectories, ConfigureDevices
 (docs/contract.md, first half)."""
 
-import asyncio
 import posixpath
 import urllib.parse
 

@@ -7,6 +7,7 @@ import base64
 import datetime
 import json
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -209,13 +210,16 @@ async def serve():
         cert_field = base64.b64encode(cert_der).decode().rstrip("=")
     else:
         server.add_insecure_port("unix:" + sock)
-    await server.start()
-    print(f"1|{protocol}|unix|{sock}|grpc|{cert_field}", flush=True)
-    log("info", f"python-example serving protocol {protocol} on {sock}")
-    await stop.wait()
-    await server.stop(grace=1)
-    os.unlink(sock)
-    os.rmdir(sock_dir)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    try:
+        await server.start()
+        print(f"1|{protocol}|unix|{sock}|grpc|{cert_field}", flush=True)
+        log("info", f"python-example serving protocol {protocol} on {sock}")
+        await stop.wait()
+        await server.stop(grace=1)
+    finally:
+        shutil.rmtree(sock_dir, ignore_errors=True)
 
 
 def main():

@@ -2,6 +2,7 @@
 CollectArtifacts, Cleanup, Sweep (docs/contract.md, second half)."""
 
 import asyncio
+import contextvars
 import datetime
 import json
 import os
@@ -15,9 +16,9 @@ import urllib.parse
 import executor_pb2 as pb
 
 from . import contract as c
-from .contract import CONFLICT, CTX_CANCELED, INVALID, NOT_FOUND, UNAVAILABLE, PluginError, show
+from .contract import CONFLICT, INVALID, NOT_FOUND, UNAVAILABLE, PluginError, show
 from .executor import EXT_VIRTIOFS, Executor, device_config, server_extensions
-from .remote import IncusError
+from .remote import DEADLINE, IncusError
 
 MARKER = "pikaci-snapshot.json"
 KILL_GRACE, FORCE_STOP_GRACE = 10.0, 5.0   # seconds: SIGTERM → SIGKILL → force stop
@@ -25,6 +26,14 @@ FILE_TIMEOUT = 30.0                        # one guest file read
 STOP_BOUND = 60.0                          # signals, force stop and the last wait, once started
 TRANSFER_TIMEOUT = 3600.0                  # the snapshot's tar stream
 LIFECYCLE_TIMEOUT = 600.0                  # an instance's create, start, stop or delete
+
+
+def no_deadline():
+    """A context without the call's deadline: for what must outlive the call (stopping a
+    job the host cancelled, waiting for its exec), each with a bound of its own."""
+    ctx = contextvars.copy_context()
+    ctx.run(DEADLINE.set, None)
+    return ctx
 
 
 def q(s):
@@ -125,8 +134,8 @@ class WholeJob(Executor):
         if typ not in ("virtual-machine", "container"):
             raise PluginError(INVALID, "runtime.instance_type", typ,
                               f'runtime.instance_type {show(typ)}: want "virtual-machine" or "container"')
-        if cpu < 0 or ready < 0:
-            raise PluginError(INVALID, "runtime", "", "runtime.limits.cpu and runtime.ready_timeout_secs must be positive")
+        c.check_range("runtime.limits.cpu", cpu, 1, 8192, "a number of CPUs")
+        c.check_range("runtime.ready_timeout_secs", rt.ready_timeout_secs, 0, 86400, "seconds (0: the default)")
         l, devices = await self.plan(spec)
         inc, project = self.incus(spec), project_of(spec)
         extensions = await server_extensions(inc)
@@ -226,8 +235,8 @@ class WholeJob(Executor):
             raise PluginError(INVALID, "command.argv", "", "command.argv is empty: name the job's program")
         if not cwd.startswith("/"):
             raise PluginError(INVALID, "command.cwd", cwd, f"command.cwd {show(cwd)}: want an absolute guest path")
-        if cmd.user < 0 or cmd.timeout_secs < 0:
-            raise PluginError(INVALID, "command", "", "command.user and command.timeout_secs must not be negative")
+        c.check_range("command.user", cmd.user, 0, 4294967294, "a uid")
+        c.check_range("command.timeout_secs", cmd.timeout_secs, 0, 604800, "seconds (0 means no limit)")
         l = c.derive(spec)
         inc, name = self.incus(spec), l["instance"]
         loop = asyncio.get_running_loop()
@@ -251,7 +260,9 @@ class WholeJob(Executor):
             code = await asyncio.wait_for(ex.exit_code(), STOP_BOUND)
         except asyncio.CancelledError:
             # The host cancelled the call: stop the job before returning.
-            await asyncio.shield(asyncio.wait_for(ex.terminate(), STOP_BOUND))
+            stopper = asyncio.get_running_loop().create_task(asyncio.wait_for(ex.terminate(), STOP_BOUND),
+                                                             context=no_deadline())
+            await asyncio.wait({stopper})
             raise
         finally:
             ex.close()
@@ -310,6 +321,7 @@ class WholeJob(Executor):
         l = c.derive(spec)
         src = job.artifacts.path or "/run/pika-cloud/artifacts"
         cap = job.artifacts.max_bytes or (1 << 30)
+        c.check_range("artifacts.max_bytes", cap, 1, 1 << 50, "bytes")
         dest = os.path.join(spec.host.job_dir, "artifacts")
         if os.path.islink(dest):
             raise PluginError(INVALID, "host.job_dir", spec.host.job_dir, f"{dest} is a symlink: refusing to write through it")
@@ -459,7 +471,8 @@ class Exec:
         stdin, out, err = await asyncio.gather(*(self.inc.websocket(md["id"], fds[k]) for k in "012"))
         self.socks += [stdin, out, err]
         stdin.send(1, b"")  # an empty text message: stdin is at its end
-        self.op_task = asyncio.ensure_future(self.inc.wait(self.op, timeout=365 * 86400))
+        self.op_task = asyncio.get_running_loop().create_task(self.inc.wait(self.op, timeout=365 * 86400),
+                                                              context=no_deadline())
         self.control_task = asyncio.ensure_future(self.control.recv())
         self.out_tasks = [asyncio.ensure_future(self.copy(out, pb.STREAM_STDOUT)),
                           asyncio.ensure_future(self.copy(err, pb.STREAM_STDERR))]

@@ -47,6 +47,7 @@ var loadingVerbs = []verbCall{
 func TestEveryVerbBoundsAHungPluginByStartTimeout(t *testing.T) {
 	for _, v := range loadingVerbs {
 		t.Run(v.name, func(t *testing.T) {
+			t.Parallel() // each waits out its start timeout
 			dir := t.TempDir()
 			testbin.Install(t, dir, "executor-hung", testbin.HungPlugin, "")
 			args := append(v.args(t, dir, "hung"), "--start-timeout", "2s")

@@ -57,9 +57,18 @@ type runFlags struct {
 }
 
 func parseRun(_ context.Context, app *App, args []string) (func(context.Context) error, error) {
+	f, err := parseRunFlags(app, "run", args)
+	if err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context) error { return app.runJob(ctx, f) }, nil
+}
+
+// parseRunFlags parses the flags of run, which check shares.
+func parseRunFlags(app *App, verb string, args []string) (runFlags, error) {
 	var f runFlags
 	var phaseList string
-	fs := newFlagSet(app, "run", "--job FILE [--plugin-dir DIR] [--plugin NAME] [--ssh-config FILE] [--phases LIST] [--dry-run] [--json]")
+	fs := newFlagSet(app, verb, "--job FILE [--plugin-dir DIR] [--plugin NAME] [--ssh-config FILE] [--phases LIST] [--dry-run] [--json]")
 	f.register(fs)
 	fs.StringVar(&f.jobFile, "job", "", "JSON file with the job's `job`, `host` and `remote` objects; with `runtime` and `command` (and optionally `artifacts`) as well, the whole job runs through protocol 2 (required)")
 	fs.StringVar(&f.plugin, "plugin", "remote-linux-vm", "plugin to run the job with")
@@ -68,25 +77,22 @@ func parseRun(_ context.Context, app *App, args []string) (func(context.Context)
 	fs.BoolVar(&f.dryRun, "dry-run", false, "change nothing; report what each phase would do")
 	fs.BoolVar(&f.json, "json", false, "print the report as JSON")
 	if err := fs.Parse(args); err != nil {
-		return nil, err
+		return f, err
 	}
 	if err := noArgs(fs); err != nil {
-		return nil, err
+		return f, err
 	}
 	if f.jobFile == "" {
-		return nil, usagef("--job is required")
+		return f, usagef("--job is required")
 	}
 	if err := host.CheckName(f.plugin); err != nil {
-		return nil, usagef("--plugin: %w", err)
+		return f, usagef("--plugin: %w", err)
 	}
 	var err error
 	if f.phases, err = parsePhases(phaseList); err != nil {
-		return nil, err
+		return f, err
 	}
-	if err := f.resolve(app); err != nil {
-		return nil, err
-	}
-	return func(ctx context.Context) error { return app.runJob(ctx, f) }, nil
+	return f, f.resolve(app)
 }
 
 func parsePhases(list string) ([]phase, error) {

@@ -12,7 +12,15 @@ import (
 // signal that stopped runner-host.
 type signalCause struct{ sig os.Signal }
 
-func (c *signalCause) Error() string { return c.sig.String() + " signal received" }
+func (c *signalCause) Error() string {
+	switch c.sig {
+	case os.Interrupt:
+		return "SIGINT (interrupt) signal received"
+	case syscall.SIGTERM:
+		return "SIGTERM (terminated) signal received"
+	}
+	return c.sig.String() + " signal received"
+}
 
 // signalContext returns a context cancelled, with a *signalCause, on the
 // first SIGINT or SIGTERM. Later signals are ignored until stop is called:

@@ -39,7 +39,9 @@ func (a *App) runWhole(ctx context.Context, f runFlags, job shared.WholeJob) err
 	}
 	defer func() { _ = p.Close() }()
 
-	opts := host.WholeJobOptions{Stdout: a.Stdout, Stderr: a.Stderr, DryRun: f.dryRun}
+	// The preflight first: a wrong image or project is found in the first
+	// seconds, before anything changed.
+	opts := host.WholeJobOptions{Stdout: a.Stdout, Stderr: a.Stderr, DryRun: f.dryRun, Preflight: true}
 	var prefixed []*lineWriter
 	if f.json {
 		out := &lineWriter{prefix: "stdout: ", w: a.Stderr}

@@ -56,6 +56,13 @@ var Faults = []string{
 	FaultBufferOutput,
 	FaultResendSnapshot,
 	FaultV1Only,
+	FaultAcceptUnknownHostKey,
+	FaultTrustAnyHostKey,
+	FaultIgnoreStrictNo,
+	FaultIgnoreConnectTimeout,
+	FaultUpdateIgnoresDeadline,
+	FaultReadUnboundedAnswer,
+	FaultWaitForOutputEnd,
 }
 
 // WrongKey and WrongValue are what FaultWrongDeviceKey adds to every device.
@@ -106,6 +113,10 @@ func (b *broken) Describe(ctx context.Context) (shared.Info, error) {
 
 // Configure implements shared.Executor.
 func (b *broken) Configure(ctx context.Context, s shared.Settings) error {
+	s, err := b.safetySettings(s)
+	if err != nil {
+		return err
+	}
 	if err := b.inner.Configure(ctx, s); err != nil {
 		return err
 	}
@@ -210,6 +221,10 @@ func (b *broken) ConfigureDevices(ctx context.Context, req shared.DevicesRequest
 	switch b.fault {
 	case FaultWrongDeviceKey:
 		return b.wrongDeviceKey(ctx, req)
+	case FaultUpdateIgnoresDeadline:
+		if !req.DryRun {
+			return b.inner.ConfigureDevices(context.WithoutCancel(ctx), req)
+		}
 	case FaultPartialApply:
 		if req.DryRun {
 			return b.inner.ConfigureDevices(ctx, req)

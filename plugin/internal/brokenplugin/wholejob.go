@@ -145,6 +145,11 @@ func (b *broken) publishHalf(ctx context.Context, job shared.WholeJob) {
 
 // PrepareRuntime implements shared.JobExecutor.
 func (b *broken) PrepareRuntime(ctx context.Context, req shared.RuntimeRequest) (shared.RuntimeResult, error) {
+	if b.fault == FaultReadUnboundedAnswer && !req.DryRun {
+		if err := b.readWholeServerAnswer(ctx, req.Job.Remote); err != nil {
+			return shared.RuntimeResult{}, err
+		}
+	}
 	return b.inner.PrepareRuntime(ctx, req)
 }
 
@@ -157,6 +162,8 @@ func (b *broken) RunJob(ctx context.Context, req shared.RunRequest, out shared.O
 			cmd.TimeoutSecs = 0
 			req.Job.Command = &cmd
 		}
+	case FaultWaitForOutputEnd:
+		return b.runWaitingForOutputEnd(ctx, req, out)
 	case FaultBufferOutput:
 		var held []shared.OutputChunk
 		res, err := b.inner.RunJob(ctx, req, func(c shared.OutputChunk) error {

@@ -29,6 +29,7 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -54,6 +55,8 @@ type Client struct {
 	// maxAttempts bounds the GET-PATCH rounds of ApplyDevices when the
 	// instance keeps changing under us (412).
 	maxAttempts int
+	// requestTimeout bounds each request's answer (see requestBound).
+	requestTimeout time.Duration
 
 	serverMu sync.Mutex
 	server   *Server // GET /1.0, once it has been read
@@ -62,6 +65,12 @@ type Client struct {
 // DefaultMaxAttempts is how many times ApplyDevices reads and updates an
 // instance that changes under it before it gives up with ErrConflict.
 const DefaultMaxAttempts = 5
+
+// DefaultRequestTimeout bounds the answer to one request, body included,
+// beyond the server-side timeout an operation wait asks for: a daemon that
+// stopped answering (SIGSTOP, a lock held forever) fails each call of each
+// phase with an error naming the bound, whatever the caller's deadline.
+const DefaultRequestTimeout = 60 * time.Second
 
 // defaultWaitTimeout is the longest server-side timeout, in seconds, of one
 // operation wait request. The context, not this, bounds the whole wait.
@@ -196,11 +205,45 @@ func readCertificate(file string) (*x509.Certificate, error) {
 
 func newClient(tr http.RoundTripper, base string) *Client {
 	return &Client{
-		http:        &http.Client{Transport: tr},
-		base:        base,
-		waitTimeout: defaultWaitTimeout,
-		maxAttempts: DefaultMaxAttempts,
+		http:           &http.Client{Transport: tr},
+		base:           base,
+		waitTimeout:    defaultWaitTimeout,
+		maxAttempts:    DefaultMaxAttempts,
+		requestTimeout: DefaultRequestTimeout,
 	}
+}
+
+// SetRequestTimeout sets the bound on one request's answer (see
+// DefaultRequestTimeout); d <= 0 keeps the default.
+func (c *Client) SetRequestTimeout(d time.Duration) {
+	if d > 0 {
+		c.requestTimeout = d
+	}
+}
+
+// requestBound is how long the request to path may take to answer:
+// c.requestTimeout, plus the server-side timeout of an operation wait
+// (".../wait?timeout=N").
+func (c *Client) requestBound(path string) time.Duration {
+	b := c.requestTimeout
+	if i := strings.Index(path, "/wait?"); i >= 0 {
+		if q, err := url.ParseQuery(path[i+len("/wait?"):]); err == nil {
+			if n, err := strconv.Atoi(q.Get("timeout")); err == nil && n > 0 {
+				b += time.Duration(n) * time.Second
+			}
+		}
+	}
+	return b
+}
+
+// RequestTimeoutError is a request that got no whole answer within its
+// bound.
+type RequestTimeoutError struct {
+	Bound time.Duration
+}
+
+func (e *RequestTimeoutError) Error() string {
+	return fmt.Sprintf("no answer within %s (the bound on one Incus request): the daemon is stopped or stuck", e.Bound)
 }
 
 // Close drops the client's idle connections (HTTPS only: a Unix-socket
@@ -231,7 +274,17 @@ func (c *Client) do(ctx context.Context, method, path string, body any, header h
 		}
 		rd = bytes.NewReader(data)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	bound := c.requestBound(path)
+	rctx, cancel := context.WithTimeout(ctx, bound)
+	defer cancel()
+	// timedOut: the request's own bound ended it, not the caller.
+	timedOut := func(err error) error {
+		if ctx.Err() == nil && errors.Is(rctx.Err(), context.DeadlineExceeded) {
+			return &RequestTimeoutError{Bound: bound}
+		}
+		return err
+	}
+	req, err := http.NewRequestWithContext(rctx, method, c.base+path, rd)
 	if err != nil {
 		return nil, fmt.Errorf("incus %s %s: %w", method, path, err)
 	}
@@ -243,12 +296,12 @@ func (c *Client) do(ctx context.Context, method, path string, body any, header h
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, &APIError{Method: method, Path: path, Err: transportError(err)}
+		return nil, &APIError{Method: method, Path: path, Err: timedOut(transportError(err))}
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse+1))
 	if err != nil {
-		return nil, &APIError{Method: method, Path: path, Err: err}
+		return nil, &APIError{Method: method, Path: path, Err: timedOut(err)}
 	}
 	if len(data) > maxResponse {
 		return nil, &APIError{Method: method, Path: path, StatusCode: http.StatusBadGateway,

@@ -249,12 +249,19 @@ func copyOutput(ctx context.Context, conn *websocket.Conn, w io.Writer) error {
 	}
 }
 
-// dialWebsocket connects one of an exec operation's sockets.
+// dialWebsocket connects one of an exec operation's sockets. The
+// handshake is bounded by the client's request bound (the context given to
+// websocket.Dial bounds only the handshake).
 func (c *Client) dialWebsocket(ctx context.Context, opID, secret string) (*websocket.Conn, error) {
 	u := c.base + "/1.0/operations/" + url.PathEscape(opID) + "/websocket?secret=" + url.QueryEscape(secret)
-	conn, resp, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPClient: c.http})
+	hctx, cancel := context.WithTimeout(ctx, c.requestTimeout)
+	defer cancel()
+	conn, resp, err := websocket.Dial(hctx, u, &websocket.DialOptions{HTTPClient: c.http})
 	if err != nil {
 		path := "/1.0/operations/" + opID + "/websocket"
+		if ctx.Err() == nil && errors.Is(hctx.Err(), context.DeadlineExceeded) {
+			return nil, &APIError{Method: http.MethodGet, Path: path, Err: &RequestTimeoutError{Bound: c.requestTimeout}}
+		}
 		if resp != nil && resp.StatusCode >= 400 {
 			return nil, &APIError{Method: http.MethodGet, Path: path, StatusCode: resp.StatusCode, Message: err.Error()}
 		}

@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"sync/atomic"
+	"time"
 
 	"github.com/pikaci/vmexec/shared"
 )
@@ -52,7 +54,9 @@ const maxListing = 16 << 20
 // GetFile reads path in the instance: a file's content as a stream, a
 // directory's entries, or a symlink's target. ctx bounds the whole read,
 // the body's too: a file whose read does not answer (a FIFO) ends with it.
-// A missing path is an error of kind ErrNotFound.
+// The answer's headers, and a listing or a target whole, must come within
+// the client's request bound too (a RequestTimeoutError). A missing path
+// is an error of kind ErrNotFound.
 func (c *Client) GetFile(ctx context.Context, project, instance, path string) (File, error) {
 	project = normProject(project)
 	reqPath := "/1.0/instances/" + url.PathEscape(instance) + "/files?path=" + url.QueryEscape(path) + "&project=" + url.QueryEscape(project)
@@ -60,13 +64,34 @@ func (c *Client) GetFile(ctx context.Context, project, instance, path string) (F
 		return File{}, wrapKind(err, "path", path, "incus: read %s in instance %s in project %s: %w",
 			shared.Show(path), shared.Show(instance), shared.Show(project), err)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+reqPath, nil)
+	// The request's bound covers everything but a file's content, which
+	// the caller reads under ctx alone.
+	rctx, cancel := context.WithCancel(ctx)
+	var bounded atomic.Bool
+	bound := time.AfterFunc(c.requestTimeout, func() {
+		bounded.Store(true)
+		cancel()
+	})
+	keep := false // the body outlives the call: cancel on its Close
+	defer func() {
+		bound.Stop()
+		if !keep {
+			cancel()
+		}
+	}()
+	timedOut := func(err error) error {
+		if bounded.Load() && ctx.Err() == nil {
+			return &RequestTimeoutError{Bound: c.requestTimeout}
+		}
+		return err
+	}
+	req, err := http.NewRequestWithContext(rctx, http.MethodGet, c.base+reqPath, nil)
 	if err != nil {
 		return fail(err)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fail(&APIError{Method: http.MethodGet, Path: reqPath, Err: transportError(err)})
+		return fail(&APIError{Method: http.MethodGet, Path: reqPath, Err: timedOut(transportError(err))})
 	}
 	if resp.StatusCode >= 400 {
 		defer resp.Body.Close()
@@ -84,13 +109,18 @@ func (c *Client) GetFile(ctx context.Context, project, instance, path string) (F
 	}
 	switch f.Type {
 	case FileTypeFile:
-		f.Body = resp.Body
+		if !bound.Stop() {
+			resp.Body.Close()
+			return fail(&APIError{Method: http.MethodGet, Path: reqPath, Err: timedOut(context.Canceled)})
+		}
+		keep = true
+		f.Body = cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
 		return f, nil
 	case FileTypeDirectory:
 		defer resp.Body.Close()
 		data, err := io.ReadAll(io.LimitReader(resp.Body, maxListing))
 		if err != nil {
-			return fail(&APIError{Method: http.MethodGet, Path: reqPath, Err: err})
+			return fail(&APIError{Method: http.MethodGet, Path: reqPath, Err: timedOut(err)})
 		}
 		var env envelope
 		if err := json.Unmarshal(data, &env); err != nil || json.Unmarshal(env.Metadata, &f.Entries) != nil {
@@ -103,7 +133,7 @@ func (c *Client) GetFile(ctx context.Context, project, instance, path string) (F
 		defer resp.Body.Close()
 		data, err := io.ReadAll(io.LimitReader(resp.Body, maxListing))
 		if err != nil {
-			return fail(&APIError{Method: http.MethodGet, Path: reqPath, Err: err})
+			return fail(&APIError{Method: http.MethodGet, Path: reqPath, Err: timedOut(err)})
 		}
 		f.Target = string(data)
 		return f, nil
@@ -127,4 +157,16 @@ func headerInt(h http.Header, name string) int {
 		return -1
 	}
 	return n
+}
+
+// cancelOnClose ends a file read's context when its body is closed.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (b cancelOnClose) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
 }

@@ -57,6 +57,26 @@ type hostConfig struct {
 	// Jumps are the ProxyJump hops, first hop first, each resolved through
 	// the same config.
 	Jumps []*hostConfig
+
+	// InConfig: a Host block other than "Host *" names Alias. Without one,
+	// ssh connects to Alias as a host name with the defaults, which is
+	// usually a typo of an alias; errors say so.
+	InConfig    bool
+	ConfigFiles []string // the config files read, in order
+}
+
+// notInConfig is, for a host no Host block names, what to say before an
+// error connecting to it: that it is not in the config. "" otherwise.
+func (h *hostConfig) notInConfig() string {
+	if h.InConfig {
+		return ""
+	}
+	files := "no ssh config file"
+	if len(h.ConfigFiles) > 0 {
+		files = strings.Join(h.ConfigFiles, ", ")
+	}
+	return fmt.Sprintf("host %s is not in the ssh config (%s: no Host block names it), so it was taken as a host name with the default settings; add a Host block for it or fix the name: ",
+		shared.Show(h.Alias), files)
 }
 
 // Addr is the address dialled: HostName:Port.
@@ -101,6 +121,7 @@ func (h *hostConfig) Describe() string {
 // first value found wins, as in OpenSSH.
 type resolver struct {
 	configs   []*ssh_config.Config
+	files     []string // the files configs were read from
 	home      string
 	localUser string
 	uid       string
@@ -142,8 +163,27 @@ func newResolver(path string) (*resolver, error) {
 			return nil, shared.Errorf(shared.ErrInvalidInput, "ssh_config_path", f, "parse ssh config %s: %w", shared.Show(f), err)
 		}
 		r.configs = append(r.configs, cfg)
+		r.files = append(r.files, f)
 	}
 	return r, nil
+}
+
+// names says whether a Host block of the config names alias with a
+// pattern other than "*" (which every alias matches).
+func (r *resolver) names(alias string) bool {
+	for _, c := range r.configs {
+		for _, h := range c.Hosts {
+			if !h.Matches(alias) {
+				continue
+			}
+			for _, p := range h.Patterns {
+				if s := p.String(); s != "*" && !strings.HasPrefix(s, "!") {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 func (r *resolver) get(alias, key string) (string, error) {
@@ -189,7 +229,7 @@ func (r *resolver) resolveDepth(alias string, path []string) (*hostConfig, error
 	if alias == "" || strings.ContainsAny(alias, " \t\r\n\x00") || strings.HasPrefix(alias, "-") {
 		return nil, fmt.Errorf("host name %s is not a valid ssh host", shared.Show(alias))
 	}
-	h := &hostConfig{Alias: alias}
+	h := &hostConfig{Alias: alias, InConfig: r.names(alias), ConfigFiles: r.files}
 	// cfgErr keeps the first lookup error; it is checked once at the end
 	// (the parser's lookups fail only on a malformed Include).
 	var cfgErr error

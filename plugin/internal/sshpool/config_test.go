@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/pikaci/vmexec/shared"
 )
@@ -182,10 +183,30 @@ Host hop2
 			if err != nil {
 				t.Fatalf("resolve(%q): %v", tt.alias, err)
 			}
-			if diff := cmp.Diff(tt.want, got); diff != "" {
+			// InConfig and ConfigFiles: TestResolveSaysWhetherAHostBlockNamesTheAlias.
+			if diff := cmp.Diff(tt.want, got, cmpopts.IgnoreFields(hostConfig{}, "InConfig", "ConfigFiles")); diff != "" {
 				t.Errorf("resolve(%q) (-want +got):\n%s", tt.alias, diff)
 			}
 		})
+	}
+}
+
+func TestResolveSaysWhetherAHostBlockNamesTheAlias(t *testing.T) {
+	const config = "Host vm-host build-*\n  HostName 10.0.0.1\nHost * !other\n  User ci\n"
+	for alias, want := range map[string]bool{"vm-host": true, "build-7": true, "vm-typo": false, "other": false} {
+		h, err := testResolver(t, config).resolve(alias)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.InConfig != want {
+			t.Errorf("resolve(%q).InConfig = %v, want %v", alias, h.InConfig, want)
+		}
+		if len(h.ConfigFiles) != 1 {
+			t.Errorf("resolve(%q).ConfigFiles = %v, want the one config", alias, h.ConfigFiles)
+		}
+		if msg := h.notInConfig(); (msg == "") != want || (!want && !strings.Contains(msg, `host "`+alias+`" is not in the ssh config`)) {
+			t.Errorf("resolve(%q).notInConfig() = %q", alias, msg)
+		}
 	}
 }
 

@@ -91,7 +91,7 @@ func (p *Pool) dialOne(ctx context.Context, target, hop *hostConfig, via *gossh.
 		where += fmt.Sprintf(": jump host %d of %d %s", n, total-1, hop.Describe())
 	}
 	fail := func(kind error, format string, args ...any) error {
-		return shared.Errorf(kind, "remote.host", target.Alias, "ssh "+where+": "+format, args...)
+		return shared.Errorf(kind, "remote.host", target.Alias, target.notInConfig()+"ssh "+where+": "+format, args...)
 	}
 	bound := connectTimeout(target, hop)
 	ctx, cancel := context.WithTimeoutCause(ctx, bound.after, bound)
@@ -114,6 +114,9 @@ func (p *Pool) dialOne(ctx context.Context, target, hop *hostConfig, via *gossh.
 	}
 	ids, err := loadIdentities(ctx, hop, p.log)
 	if err != nil {
+		if prefix := target.notInConfig(); prefix != "" {
+			return nil, shared.Errorf(shared.KindOf(err), "remote.host", target.Alias, "%s%w", prefix, err)
+		}
 		return nil, err
 	}
 	defer ids.Close()

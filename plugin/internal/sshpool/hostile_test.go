@@ -138,6 +138,9 @@ func TestSilentProxyJumpHopBoundedByConnectTimeout(t *testing.T) {
 // from the caller and no ConnectTimeout: DefaultConnectTimeout (30 s)
 // bounds the handshake.
 func TestSilentTargetBoundedByDefaultConnectTimeout(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits DefaultConnectTimeout (30 s), doing nothing; make test runs it")
+	}
 	t.Parallel() // it waits 30 s, doing nothing
 	addr, accepted := silentListener(t)
 	_, port, _ := net.SplitHostPort(addr)

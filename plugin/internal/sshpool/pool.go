@@ -362,3 +362,25 @@ func (p *Pool) Describe(host string) (string, error) {
 	}
 	return strings.TrimSpace(h.Describe()), nil
 }
+
+// HostInfo is what the ssh config says of a host alias.
+type HostInfo struct {
+	// Describe names the connection: user, address, jump hosts.
+	Describe string
+	// InConfig: a Host block other than "Host *" names the alias.
+	InConfig bool
+	// ConfigFiles are the config files read.
+	ConfigFiles []string
+	// HostName and Port are where the connection goes.
+	HostName string
+	Port     int
+}
+
+// Lookup resolves host through the ssh config without connecting.
+func (p *Pool) Lookup(host string) (HostInfo, error) {
+	h, err := p.resolve(host)
+	if err != nil {
+		return HostInfo{}, err
+	}
+	return HostInfo{Describe: strings.TrimSpace(h.Describe()), InConfig: h.InConfig, ConfigFiles: h.ConfigFiles, HostName: h.HostName, Port: h.Port}, nil
+}

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -15,7 +14,7 @@ import (
 // the version 1 phases matching the seed case's goldens.
 func TestDemo(t *testing.T) {
 	dir := t.TempDir()
-	testbin.Must(t, filepath.Join(dir, "executor-remote-linux-vm"), testbin.Plugin)
+	testbin.Install(t, dir, "executor-remote-linux-vm", testbin.Plugin, "")
 
 	var out, errOut bytes.Buffer
 	app := &App{Stdout: &out, Stderr: &errOut}
