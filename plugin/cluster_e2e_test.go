@@ -244,6 +244,9 @@ func TestClusterMemberKilledMidJobIsASystemFailureWithoutExitCode(t *testing.T) 
 	x := newClusterEnv(t)
 	m3 := x.c.Member("m3")
 	x.prestage(t, m3, "midjob")
+	// A test before may have restarted m3: the API entry must see it
+	// Online, or the job goes elsewhere.
+	x.c.WaitStatus(t, "m3", "Online", 2*time.Minute)
 	j := x.job(t, "midjob", "echo started; sleep 60; echo finished")
 	e := x.e2e()
 	var out, errOut watchBuffer
