@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -53,6 +54,9 @@ type Record struct {
 	// alias asked for, and the fingerprint once PrepareRuntime answered.
 	Image    shared.Image   `json:"image"`
 	Snapshot SnapshotRecord `json:"snapshot"`
+	// Placement is, on a cluster, the member the job ran on, why, and the
+	// members tried before it (docs/contract.md, "Clusters").
+	Placement *shared.Placement `json:"placement,omitempty"`
 	// ExitCode is the job's exit code; null when the job did not end with
 	// one (it never ran, or an executor error or cancellation ended it).
 	ExitCode *int `json:"exit_code"`
@@ -231,6 +235,13 @@ func RunWholeJob(ctx context.Context, e shared.JobExecutor, job shared.WholeJob,
 	err := CheckWholeJob(job)
 	if p, ok := e.(*Plugin); ok && err == nil && p.Protocol() < shared.ProtocolWholeJob {
 		err = &ProtocolError{Plugin: p.Name(), Protocol: p.Protocol(), Call: "the whole job"}
+	}
+	if p, ok := e.(*Plugin); ok && err == nil && job.Remote.IsCluster() && !slices.Contains(p.Info().Capabilities, shared.CapabilityCluster) {
+		// Protobuf drops a field the plugin does not know: it would run
+		// the job on remote.host as if there were no cluster.
+		err = shared.Errorf(shared.ErrInvalidInput, "remote.incus.cluster", "",
+			"plugin %s does not run jobs on an Incus cluster (no %q capability): remove remote.incus.cluster or use a plugin that has it",
+			p.Name(), shared.CapabilityCluster)
 	}
 	if err != nil {
 		r.rec.Error = err.Error()
@@ -417,9 +428,11 @@ func (r *wholeRun) phase(ctx context.Context, name string, f func() error) error
 func (r *wholeRun) phases(ctx context.Context) error {
 	job, dry := r.job, r.opts.DryRun
 	err := r.phase(ctx, PhasePrepareDirectories, func() error {
-		_, err := r.e.PrepareDirectories(ctx, shared.PrepareRequest{Spec: job.JobSpec, DryRun: dry})
+		res, err := r.e.PrepareDirectories(ctx, shared.PrepareRequest{Spec: job.JobSpec, DryRun: dry})
+		r.placed(res.Placement)
 		return err
 	})
+	job = r.job
 	if err != nil {
 		return err
 	}
@@ -447,8 +460,10 @@ func (r *wholeRun) phases(ctx context.Context) error {
 		if res.Image != (shared.Image{}) {
 			r.rec.Image = res.Image
 		}
+		r.placed(res.Placement)
 		return err
 	})
+	job = r.job
 	if err != nil || dry {
 		return err
 	}
@@ -466,6 +481,24 @@ func (r *wholeRun) phases(ctx context.Context) error {
 		}
 		return err
 	})
+}
+
+// placed records a placement and sends its member with the later phases;
+// a re-placement adds its tries to those already recorded.
+func (r *wholeRun) placed(p *shared.Placement) {
+	if p == nil || p.Member == "" {
+		return
+	}
+	r.job.Remote.Member = p.Member
+	if r.rec.Placement == nil {
+		c := *p
+		r.rec.Placement = &c
+		return
+	}
+	if len(p.Tried) > 0 || p.Member != r.rec.Placement.Member {
+		r.rec.Placement.Member, r.rec.Placement.Reason = p.Member, p.Reason
+		r.rec.Placement.Tried = append(r.rec.Placement.Tried, p.Tried...)
+	}
 }
 
 // withCause adds why ctx ended (a signal, a deadline) to a phase's error

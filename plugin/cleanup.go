@@ -42,6 +42,11 @@ func (e *Executor) Cleanup(ctx context.Context, req shared.CleanupRequest) (shar
 	if err == nil {
 		e.release(key)
 	}
+	if err != nil && spec.Remote.IsCluster() && spec.Remote.Member != "" && errors.Is(err, shared.ErrUnavailable) {
+		return shared.CleanupResult{Instance: l.Instance}, fmt.Errorf(
+			"clean up job %s: instance %s stays on member %s, which does not answer; Sweep removes it once the member is back: %w",
+			shared.Show(l.JobID), shared.Show(l.Instance), shared.Show(spec.Remote.Member), err)
+	}
 	if err != nil {
 		return shared.CleanupResult{Instance: l.Instance}, fmt.Errorf("clean up job %s: %w", shared.Show(l.JobID), err)
 	}

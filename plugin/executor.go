@@ -46,6 +46,7 @@ var Capabilities = []string{
 	"collect-artifacts",
 	"cleanup",
 	"sweep",
+	shared.CapabilityCluster,
 }
 
 var _ shared.JobExecutor = (*Executor)(nil)
@@ -63,6 +64,9 @@ type Executor struct {
 	// stop is how RunJob stops a job; zero: contractStopper. Tests
 	// shorten its grace times.
 	stop stopper
+
+	// down are the cluster members that refused a create or their SSH.
+	down downMembers
 	// requestTimeout bounds each Incus request (0:
 	// incus.DefaultRequestTimeout). Tests shorten it.
 	requestTimeout time.Duration
@@ -169,15 +173,34 @@ func (e *Executor) PrepareDirectories(ctx context.Context, req shared.PrepareReq
 		return shared.PrepareResult{}, err
 	}
 	res := shared.PrepareResult{Command: l.MkdirCommand(), Directories: l.Directories(), DryRun: req.DryRun}
+	var pool *sshpool.Pool
+	if req.Spec.Remote.IsCluster() && req.Spec.Remote.Member == "" {
+		// The job's first phase places it (reads only, also on a dry run).
+		if pool, err = e.sshPool(); err != nil {
+			return shared.PrepareResult{}, err
+		}
+		ep, err := e.endpoint(ctx, pool, req.Spec.Remote)
+		if err != nil {
+			return shared.PrepareResult{}, err
+		}
+		p, err := e.placeJob(ctx, pool, ep.client, req.Spec, l)
+		if err != nil {
+			return shared.PrepareResult{}, err
+		}
+		res.Placement = &p
+		req.Spec.Remote.Member = p.Member
+	}
 	if req.DryRun {
 		return res, nil
 	}
-	pool, err := e.sshPool()
-	if err != nil {
-		return shared.PrepareResult{}, err
+	if pool == nil {
+		if pool, err = e.sshPool(); err != nil {
+			return shared.PrepareResult{}, err
+		}
 	}
-	if _, err := pool.Run(ctx, req.Spec.Remote.Host, res.Command); err != nil {
-		return shared.PrepareResult{}, fmt.Errorf("prepare directories of job %s on %s: %w", shared.Show(req.Spec.Job.ID), req.Spec.Remote.Host, err)
+	host := req.Spec.Remote.SSHHost()
+	if _, err := pool.Run(ctx, host, res.Command); err != nil {
+		return res, fmt.Errorf("prepare directories of job %s on %s: %w", shared.Show(req.Spec.Job.ID), host, err)
 	}
 	return res, nil
 }
@@ -192,6 +215,9 @@ func (e *Executor) ConfigureDevices(ctx context.Context, req shared.DevicesReque
 	l, err := devices.Check(spec)
 	if err != nil {
 		return shared.DevicesResult{}, err
+	}
+	if spec.Remote.IsCluster() && spec.Remote.Member == "" {
+		return shared.DevicesResult{}, errNotPlaced("ConfigureDevices")
 	}
 	pool, err := e.sshPool()
 	if err != nil {
@@ -214,7 +240,7 @@ func (e *Executor) ConfigureDevices(ctx context.Context, req shared.DevicesReque
 		server incus.Server
 		inst   incus.Instance
 	}
-	r, plan, err := planBeside(ctx, spec, shellRemote(pool, spec.Remote.Host), func(ctx context.Context) (incusRead, error) {
+	r, plan, err := planBeside(ctx, spec, shellRemote(pool, spec.Remote.SSHHost()), func(ctx context.Context) (incusRead, error) {
 		var r incusRead
 		var err error
 		if r.server, err = ep.serverInfo(ctx); err != nil {

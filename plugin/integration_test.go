@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/pikaci/vmexec/internal/lxdcluster"
 	"github.com/pikaci/vmexec/internal/lxdtest"
 	"github.com/pikaci/vmexec/internal/sshdtest"
 	"github.com/pikaci/vmexec/internal/testbin"
@@ -24,7 +25,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	code := lxdtest.Main(m)
+	code := lxdcluster.Around(func() int { return lxdtest.Main(m) })
 	testbin.RemoveAll()
 	os.Exit(code)
 }

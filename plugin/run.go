@@ -51,6 +51,9 @@ func (e *Executor) RunJob(ctx context.Context, req shared.RunRequest, out shared
 		return shared.RunResult{}, err
 	}
 	project, c := spec.Remote.Incus.ProjectOrDefault(), ep.client
+	if spec.Remote.IsCluster() && spec.Remote.Member == "" {
+		return shared.RunResult{}, errNotPlaced("RunJob")
+	}
 	fail := func(err error) (shared.RunResult, error) {
 		return shared.RunResult{}, fmt.Errorf("run job %s in instance %s: %w", shared.Show(l.JobID), shared.Show(l.Instance), err)
 	}
@@ -98,6 +101,11 @@ func (e *Executor) RunJob(ctx context.Context, req shared.RunRequest, out shared
 		}
 		return bg
 	}
+	// On a cluster the member is watched: a member that dies leaves the
+	// forwarded exec open for ever, and its exit code is lost.
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	lost := watchMember(wctx, c, spec.Remote)
 	mainExited := p.MainExited()
 	var grace <-chan time.Time // runs once the main process is gone
 	var stopErr error
@@ -124,6 +132,10 @@ func (e *Executor) RunJob(ctx context.Context, req shared.RunRequest, out shared
 			ended = false
 		case <-grace:
 			stop.forceStop(stopCtx(), job)
+		case err := <-lost:
+			// Nothing can stop the job there; do not wait for an
+			// exit code that will never come.
+			return fail(err)
 		}
 	}
 	code, err := p.Wait(stopCtx())
@@ -132,6 +144,11 @@ func (e *Executor) RunJob(ctx context.Context, req shared.RunRequest, out shared
 	endErr := job.endProcesses(stopCtx())
 	if stopErr != nil {
 		return fail(errors.Join(stopErr, endErr))
+	}
+	if err != nil && spec.Remote.IsCluster() && errors.Is(err, shared.ErrUnavailable) {
+		// The /wait forwarded to a member that died fails with a 500
+		// (EOF, connection timed out, missing event connection).
+		return fail(memberLost(spec.Remote.Member, "the wait for the job failed", err))
 	}
 	if err != nil {
 		return fail(errors.Join(err, endErr))

@@ -38,7 +38,62 @@ func (e *Executor) wholeJobEndpoint(ctx context.Context, r shared.Remote) (*sshp
 // carrying type, profiles, limits, labels and the devices ConfigureDevices
 // would plan, a start, and an exec of `true` until it succeeds. A dry run
 // looks up the alias and plans, and changes nothing.
+//
+// On a cluster the instance is created on remote.member (?target=, with
+// user.pikaci.member and cluster.evacuate=stop). When the member refuses
+// the create (nothing created) or does not answer it in time (it may
+// land later), the member is marked down and the job placed again, at
+// most maxReplacements times: directories and snapshot on the new member,
+// then the create there. The result's placement names every try.
 func (e *Executor) PrepareRuntime(ctx context.Context, req shared.RuntimeRequest) (shared.RuntimeResult, error) {
+	r := req.Job.Remote
+	if !r.IsCluster() {
+		return e.prepareRuntimeOn(ctx, req)
+	}
+	if r.Member == "" {
+		return shared.RuntimeResult{}, errNotPlaced("PrepareRuntime")
+	}
+	place := &shared.Placement{Member: r.Member, Reason: "placed by PrepareDirectories"}
+	for attempt := 0; ; attempt++ {
+		res, err := e.prepareRuntimeOn(ctx, req)
+		res.Placement = place
+		if err == nil || req.DryRun || !refusedNothingCreated(err) || attempt >= maxReplacements {
+			return res, err
+		}
+		member := req.Job.Remote.Member
+		e.down.mark(member)
+		place.Tried = append(place.Tried, shared.PlacementTry{Member: member, Error: err.Error()})
+		next, perr := e.replace(ctx, req.Job)
+		if perr != nil {
+			return res, errors.Join(err, fmt.Errorf("place job %s again: %w", shared.Show(req.Job.Job.ID), perr))
+		}
+		req.Job.Remote.Member = next.Member
+		place.Member, place.Reason = next.Member, next.Reason
+	}
+}
+
+// replace places the job again (the members marked down left out) and
+// prepares its directories and stages its snapshot on the new member.
+func (e *Executor) replace(ctx context.Context, job shared.WholeJob) (shared.Placement, error) {
+	job.Remote.Member = ""
+	res, err := e.PrepareDirectories(ctx, shared.PrepareRequest{Spec: job.JobSpec})
+	if err != nil {
+		return shared.Placement{}, err
+	}
+	if res.Placement == nil {
+		return shared.Placement{}, fmt.Errorf("PrepareDirectories placed nothing")
+	}
+	job.Remote.Member = res.Placement.Member
+	if job.Host.SnapshotDir != "" {
+		if _, err := e.StageWorkspaceSnapshot(ctx, shared.StageRequest{Job: job}); err != nil {
+			return *res.Placement, err
+		}
+	}
+	return *res.Placement, nil
+}
+
+// prepareRuntimeOn is PrepareRuntime on one host, or one member.
+func (e *Executor) prepareRuntimeOn(ctx context.Context, req shared.RuntimeRequest) (shared.RuntimeResult, error) {
 	spec := req.Job.JobSpec
 	if err := req.Job.CheckRuntime(); err != nil {
 		return shared.RuntimeResult{}, err
@@ -60,7 +115,7 @@ func (e *Executor) PrepareRuntime(ctx context.Context, req shared.RuntimeRequest
 		server      incus.Server
 		fingerprint string
 	}
-	r, plan, err := planBeside(ctx, spec, shellRemote(pool, spec.Remote.Host), func(ctx context.Context) (incusRead, error) {
+	r, plan, err := planBeside(ctx, spec, shellRemote(pool, spec.Remote.SSHHost()), func(ctx context.Context) (incusRead, error) {
 		var r incusRead
 		var err error
 		if r.server, err = ep.serverInfo(ctx); err != nil {
@@ -110,6 +165,16 @@ func (e *Executor) PrepareRuntime(ctx context.Context, req shared.RuntimeRequest
 		Warnings: warnings,
 		DryRun:   req.DryRun,
 	}
+	create := incus.CreateRequest{
+		Name: l.Instance, Type: res.Type, Alias: rt.Image, Profiles: res.Profiles, Config: res.Config, Devices: res.Devices,
+	}
+	if spec.Remote.IsCluster() {
+		res.Config[shared.LabelMember] = spec.Remote.Member
+		// LXD 5.0.2's evacuation crashes the member on an instance with a
+		// host-path disk unless it is stopped in place.
+		res.Config["cluster.evacuate"] = "stop"
+		create.Target, create.SendTimeout = spec.Remote.Member, createSendTimeout
+	}
 	if req.DryRun {
 		return res, nil
 	}
@@ -124,12 +189,10 @@ func (e *Executor) PrepareRuntime(ctx context.Context, req shared.RuntimeRequest
 		e.log.Warn(msg)
 		res.Warnings = append(res.Warnings, msg)
 	}
-	if _, err := pool.Run(ctx, spec.Remote.Host, emptyDirCommand(l.ArtifactsDir)); err != nil {
+	if _, err := pool.Run(ctx, spec.Remote.SSHHost(), emptyDirCommand(l.ArtifactsDir)); err != nil {
 		return res, fmt.Errorf("prepare runtime of job %s: empty the artifacts dir %s: %w", shared.Show(l.JobID), shared.Show(l.ArtifactsDir), err)
 	}
-	if err := c.CreateInstance(ctx, project, incus.CreateRequest{
-		Name: l.Instance, Type: res.Type, Alias: rt.Image, Profiles: res.Profiles, Config: res.Config, Devices: res.Devices,
-	}); err != nil {
+	if err := c.CreateInstance(ctx, project, create); err != nil {
 		if ctx.Err() != nil {
 			e.unsureCreate(leaseKey(spec.Remote.Host, project, l.Instance))
 		}

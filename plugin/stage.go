@@ -65,11 +65,15 @@ func (e *Executor) StageWorkspaceSnapshot(ctx context.Context, req shared.StageR
 			shared.Show(want), shared.Show(hash), filepath.Join(local, shared.SnapshotMarker))
 	}
 	res := shared.StageResult{SnapshotDir: l.SnapshotDir, ContentHash: hash, DryRun: req.DryRun}
+	if spec.Remote.IsCluster() && spec.Remote.Member == "" {
+		return shared.StageResult{}, errNotPlaced("StageWorkspaceSnapshot")
+	}
 	pool, err := e.sshPool()
 	if err != nil {
 		return shared.StageResult{}, err
 	}
-	host := spec.Remote.Host
+	// On a cluster, the member's own SSH host: each hash once per member.
+	host := spec.Remote.SSHHost()
 
 	unlock, err := stageLocks.lock(ctx, host+"\x00"+l.SnapshotDir)
 	if err != nil {

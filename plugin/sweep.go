@@ -34,7 +34,7 @@ func (e *Executor) Sweep(ctx context.Context, req shared.SweepRequest) (shared.S
 	if err != nil {
 		return shared.SweepResult{}, err
 	}
-	res := shared.SweepResult{Deleted: []string{}, DryRun: req.DryRun}
+	res := shared.SweepResult{Deleted: []string{}, DryRun: req.DryRun, Unreachable: Unreachable(list)}
 	victims := SweepVictims(list, req.Live, req.OlderThan, time.Now())
 	if req.DryRun {
 		res.Deleted = victims
@@ -55,6 +55,20 @@ func (e *Executor) Sweep(ctx context.Context, req shared.SweepRequest) (shared.S
 		return res, fmt.Errorf("sweep project %s on %s: %w", shared.Show(project), shared.Show(req.Remote.Host), err)
 	}
 	return res, nil
+}
+
+// Unreachable names, sorted, the instances a cluster lists without their
+// config ("<name> on <member>"): their member does not answer, so their
+// labels, and whether they are ours, are unknown until it is back.
+func Unreachable(list []incus.InstanceInfo) []string {
+	var out []string
+	for _, inst := range list {
+		if inst.Config == nil {
+			out = append(out, inst.Name+" on "+inst.Location)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // SweepVictims returns, sorted, the instances a sweep at now deletes.

@@ -137,6 +137,11 @@ type PrepareResult struct {
 	// Directories are the directories it creates, in order, unquoted.
 	Directories []string `json:"directories"`
 	DryRun      bool     `json:"dry_run,omitempty"`
+	// Placement is, for a cluster job not placed yet (remote.member
+	// empty), the member PrepareDirectories chose and ran on: the first
+	// phase places the job; the host sends the member as remote.member
+	// with every later phase.
+	Placement *Placement `json:"placement,omitempty"`
 }
 
 // DevicesRequest asks for the job's instance devices.

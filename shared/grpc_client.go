@@ -60,6 +60,7 @@ func (c *GRPCClient) PrepareDirectories(ctx context.Context, req PrepareRequest)
 		Command:     resp.GetCommand(),
 		Directories: resp.GetDirectories(),
 		DryRun:      resp.GetDryRun(),
+		Placement:   placementFromProto(resp.GetPlacement()),
 	}, nil
 }
 

@@ -67,6 +67,7 @@ func (s *GRPCServer) PrepareDirectories(ctx context.Context, req *executorpb.Pre
 		Command:     res.Command,
 		Directories: res.Directories,
 		DryRun:      res.DryRun,
+		Placement:   placementToProto(res.Placement),
 	}, nil
 }
 

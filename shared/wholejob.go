@@ -151,6 +151,8 @@ const (
 	// run of the job deletes its instance.
 	HeartbeatInterval = 30 * time.Second
 	StaleAfter        = 90 * time.Second
+	// LabelMember names, on a cluster, the member the job was placed on.
+	LabelMember = "user.pikaci.member"
 )
 
 // WithDefaults returns r with every zero field set to its default.

@@ -998,7 +998,7 @@ type Remote struct {
 	// incus says where the Incus API is.
 	Incus *Incus `protobuf:"bytes,3,opt,name=incus,proto3" json:"incus,omitempty"`
 	// member is, for a cluster, the member the job was placed on (the
-	// placement of StageWorkspaceSnapshot or PrepareRuntime); the host sends
+	// placement of PrepareDirectories or PrepareRuntime); the host sends
 	// it with every later phase. Empty: not placed yet.
 	Member        string `protobuf:"bytes,4,opt,name=member,proto3" json:"member,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1192,7 +1192,11 @@ type PrepareResult struct {
 	// directories are the directories it creates, in order, unquoted.
 	Directories []string `protobuf:"bytes,2,rep,name=directories,proto3" json:"directories,omitempty"`
 	// dry_run says nothing was run.
-	DryRun        bool `protobuf:"varint,3,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	DryRun bool `protobuf:"varint,3,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// placement is, for a cluster job not placed yet (remote.member empty),
+	// the member PrepareDirectories chose and ran on; the host sends it as
+	// remote.member with every later phase.
+	Placement     *Placement `protobuf:"bytes,4,opt,name=placement,proto3" json:"placement,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1246,6 +1250,13 @@ func (x *PrepareResult) GetDryRun() bool {
 		return x.DryRun
 	}
 	return false
+}
+
+func (x *PrepareResult) GetPlacement() *Placement {
+	if x != nil {
+		return x.Placement
+	}
+	return nil
 }
 
 // DevicesRequest asks for the job's instance devices.
@@ -3142,11 +3153,12 @@ const file_executor_proto_rawDesc = "" +
 	"\x06remote\x18\x03 \x01(\v2\x1a.pikaci.executor.v1.RemoteR\x06remote\"Z\n" +
 	"\x0ePrepareRequest\x12/\n" +
 	"\x04spec\x18\x01 \x01(\v2\x1b.pikaci.executor.v1.JobSpecR\x04spec\x12\x17\n" +
-	"\adry_run\x18\x02 \x01(\bR\x06dryRun\"d\n" +
+	"\adry_run\x18\x02 \x01(\bR\x06dryRun\"\xa1\x01\n" +
 	"\rPrepareResult\x12\x18\n" +
 	"\acommand\x18\x01 \x01(\tR\acommand\x12 \n" +
 	"\vdirectories\x18\x02 \x03(\tR\vdirectories\x12\x17\n" +
-	"\adry_run\x18\x03 \x01(\bR\x06dryRun\"Z\n" +
+	"\adry_run\x18\x03 \x01(\bR\x06dryRun\x12;\n" +
+	"\tplacement\x18\x04 \x01(\v2\x1d.pikaci.executor.v1.PlacementR\tplacement\"Z\n" +
 	"\x0eDevicesRequest\x12/\n" +
 	"\x04spec\x18\x01 \x01(\v2\x1b.pikaci.executor.v1.JobSpecR\x04spec\x12\x17\n" +
 	"\adry_run\x18\x02 \x01(\bR\x06dryRun\"\x83\x01\n" +
@@ -3393,65 +3405,66 @@ var file_executor_proto_depIdxs = []int32{
 	10, // 7: pikaci.executor.v1.JobSpec.host:type_name -> pikaci.executor.v1.HostPaths
 	16, // 8: pikaci.executor.v1.JobSpec.remote:type_name -> pikaci.executor.v1.Remote
 	17, // 9: pikaci.executor.v1.PrepareRequest.spec:type_name -> pikaci.executor.v1.JobSpec
-	17, // 10: pikaci.executor.v1.DevicesRequest.spec:type_name -> pikaci.executor.v1.JobSpec
-	48, // 11: pikaci.executor.v1.Device.config:type_name -> pikaci.executor.v1.Device.ConfigEntry
-	49, // 12: pikaci.executor.v1.DevicesResult.devices:type_name -> pikaci.executor.v1.DevicesResult.DevicesEntry
-	50, // 13: pikaci.executor.v1.DevicesResult.planned:type_name -> pikaci.executor.v1.DevicesResult.PlannedEntry
-	0,  // 14: pikaci.executor.v1.ErrorDetail.kind:type_name -> pikaci.executor.v1.ErrorKind
-	1,  // 15: pikaci.executor.v1.ErrorDetail.context:type_name -> pikaci.executor.v1.ContextError
-	25, // 16: pikaci.executor.v1.Runtime.limits:type_name -> pikaci.executor.v1.Limits
-	51, // 17: pikaci.executor.v1.Command.env:type_name -> pikaci.executor.v1.Command.EnvEntry
-	17, // 18: pikaci.executor.v1.WholeJobSpec.spec:type_name -> pikaci.executor.v1.JobSpec
-	24, // 19: pikaci.executor.v1.WholeJobSpec.runtime:type_name -> pikaci.executor.v1.Runtime
-	26, // 20: pikaci.executor.v1.WholeJobSpec.command:type_name -> pikaci.executor.v1.Command
-	27, // 21: pikaci.executor.v1.WholeJobSpec.artifacts:type_name -> pikaci.executor.v1.Artifacts
-	28, // 22: pikaci.executor.v1.StageRequest.job:type_name -> pikaci.executor.v1.WholeJobSpec
-	14, // 23: pikaci.executor.v1.StageResult.placement:type_name -> pikaci.executor.v1.Placement
-	28, // 24: pikaci.executor.v1.RuntimeRequest.job:type_name -> pikaci.executor.v1.WholeJobSpec
-	32, // 25: pikaci.executor.v1.RuntimeResult.image:type_name -> pikaci.executor.v1.Image
-	52, // 26: pikaci.executor.v1.RuntimeResult.config:type_name -> pikaci.executor.v1.RuntimeResult.ConfigEntry
-	53, // 27: pikaci.executor.v1.RuntimeResult.devices:type_name -> pikaci.executor.v1.RuntimeResult.DevicesEntry
-	14, // 28: pikaci.executor.v1.RuntimeResult.placement:type_name -> pikaci.executor.v1.Placement
-	28, // 29: pikaci.executor.v1.RunRequest.job:type_name -> pikaci.executor.v1.WholeJobSpec
-	2,  // 30: pikaci.executor.v1.OutputChunk.stream:type_name -> pikaci.executor.v1.Stream
-	35, // 31: pikaci.executor.v1.RunEvent.output:type_name -> pikaci.executor.v1.OutputChunk
-	36, // 32: pikaci.executor.v1.RunEvent.result:type_name -> pikaci.executor.v1.RunResult
-	28, // 33: pikaci.executor.v1.CollectRequest.job:type_name -> pikaci.executor.v1.WholeJobSpec
-	28, // 34: pikaci.executor.v1.CleanupRequest.job:type_name -> pikaci.executor.v1.WholeJobSpec
-	16, // 35: pikaci.executor.v1.SweepRequest.remote:type_name -> pikaci.executor.v1.Remote
-	28, // 36: pikaci.executor.v1.PreflightRequest.job:type_name -> pikaci.executor.v1.WholeJobSpec
-	46, // 37: pikaci.executor.v1.PreflightResult.checks:type_name -> pikaci.executor.v1.PreflightCheck
-	13, // 38: pikaci.executor.v1.Cluster.MembersEntry.value:type_name -> pikaci.executor.v1.ClusterMember
-	21, // 39: pikaci.executor.v1.DevicesResult.DevicesEntry.value:type_name -> pikaci.executor.v1.Device
-	21, // 40: pikaci.executor.v1.DevicesResult.PlannedEntry.value:type_name -> pikaci.executor.v1.Device
-	21, // 41: pikaci.executor.v1.RuntimeResult.DevicesEntry.value:type_name -> pikaci.executor.v1.Device
-	3,  // 42: pikaci.executor.v1.Executor.Describe:input_type -> pikaci.executor.v1.DescribeRequest
-	6,  // 43: pikaci.executor.v1.Executor.Configure:input_type -> pikaci.executor.v1.ConfigureRequest
-	18, // 44: pikaci.executor.v1.Executor.PrepareDirectories:input_type -> pikaci.executor.v1.PrepareRequest
-	20, // 45: pikaci.executor.v1.Executor.ConfigureDevices:input_type -> pikaci.executor.v1.DevicesRequest
-	29, // 46: pikaci.executor.v1.WholeJob.StageWorkspaceSnapshot:input_type -> pikaci.executor.v1.StageRequest
-	31, // 47: pikaci.executor.v1.WholeJob.PrepareRuntime:input_type -> pikaci.executor.v1.RuntimeRequest
-	34, // 48: pikaci.executor.v1.WholeJob.RunJob:input_type -> pikaci.executor.v1.RunRequest
-	38, // 49: pikaci.executor.v1.WholeJob.CollectArtifacts:input_type -> pikaci.executor.v1.CollectRequest
-	40, // 50: pikaci.executor.v1.WholeJob.Cleanup:input_type -> pikaci.executor.v1.CleanupRequest
-	42, // 51: pikaci.executor.v1.WholeJob.Sweep:input_type -> pikaci.executor.v1.SweepRequest
-	44, // 52: pikaci.executor.v1.WholeJob.Preflight:input_type -> pikaci.executor.v1.PreflightRequest
-	4,  // 53: pikaci.executor.v1.Executor.Describe:output_type -> pikaci.executor.v1.Info
-	7,  // 54: pikaci.executor.v1.Executor.Configure:output_type -> pikaci.executor.v1.ConfigureResponse
-	19, // 55: pikaci.executor.v1.Executor.PrepareDirectories:output_type -> pikaci.executor.v1.PrepareResult
-	22, // 56: pikaci.executor.v1.Executor.ConfigureDevices:output_type -> pikaci.executor.v1.DevicesResult
-	30, // 57: pikaci.executor.v1.WholeJob.StageWorkspaceSnapshot:output_type -> pikaci.executor.v1.StageResult
-	33, // 58: pikaci.executor.v1.WholeJob.PrepareRuntime:output_type -> pikaci.executor.v1.RuntimeResult
-	37, // 59: pikaci.executor.v1.WholeJob.RunJob:output_type -> pikaci.executor.v1.RunEvent
-	39, // 60: pikaci.executor.v1.WholeJob.CollectArtifacts:output_type -> pikaci.executor.v1.CollectResult
-	41, // 61: pikaci.executor.v1.WholeJob.Cleanup:output_type -> pikaci.executor.v1.CleanupResult
-	43, // 62: pikaci.executor.v1.WholeJob.Sweep:output_type -> pikaci.executor.v1.SweepResult
-	45, // 63: pikaci.executor.v1.WholeJob.Preflight:output_type -> pikaci.executor.v1.PreflightResult
-	53, // [53:64] is the sub-list for method output_type
-	42, // [42:53] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	14, // 10: pikaci.executor.v1.PrepareResult.placement:type_name -> pikaci.executor.v1.Placement
+	17, // 11: pikaci.executor.v1.DevicesRequest.spec:type_name -> pikaci.executor.v1.JobSpec
+	48, // 12: pikaci.executor.v1.Device.config:type_name -> pikaci.executor.v1.Device.ConfigEntry
+	49, // 13: pikaci.executor.v1.DevicesResult.devices:type_name -> pikaci.executor.v1.DevicesResult.DevicesEntry
+	50, // 14: pikaci.executor.v1.DevicesResult.planned:type_name -> pikaci.executor.v1.DevicesResult.PlannedEntry
+	0,  // 15: pikaci.executor.v1.ErrorDetail.kind:type_name -> pikaci.executor.v1.ErrorKind
+	1,  // 16: pikaci.executor.v1.ErrorDetail.context:type_name -> pikaci.executor.v1.ContextError
+	25, // 17: pikaci.executor.v1.Runtime.limits:type_name -> pikaci.executor.v1.Limits
+	51, // 18: pikaci.executor.v1.Command.env:type_name -> pikaci.executor.v1.Command.EnvEntry
+	17, // 19: pikaci.executor.v1.WholeJobSpec.spec:type_name -> pikaci.executor.v1.JobSpec
+	24, // 20: pikaci.executor.v1.WholeJobSpec.runtime:type_name -> pikaci.executor.v1.Runtime
+	26, // 21: pikaci.executor.v1.WholeJobSpec.command:type_name -> pikaci.executor.v1.Command
+	27, // 22: pikaci.executor.v1.WholeJobSpec.artifacts:type_name -> pikaci.executor.v1.Artifacts
+	28, // 23: pikaci.executor.v1.StageRequest.job:type_name -> pikaci.executor.v1.WholeJobSpec
+	14, // 24: pikaci.executor.v1.StageResult.placement:type_name -> pikaci.executor.v1.Placement
+	28, // 25: pikaci.executor.v1.RuntimeRequest.job:type_name -> pikaci.executor.v1.WholeJobSpec
+	32, // 26: pikaci.executor.v1.RuntimeResult.image:type_name -> pikaci.executor.v1.Image
+	52, // 27: pikaci.executor.v1.RuntimeResult.config:type_name -> pikaci.executor.v1.RuntimeResult.ConfigEntry
+	53, // 28: pikaci.executor.v1.RuntimeResult.devices:type_name -> pikaci.executor.v1.RuntimeResult.DevicesEntry
+	14, // 29: pikaci.executor.v1.RuntimeResult.placement:type_name -> pikaci.executor.v1.Placement
+	28, // 30: pikaci.executor.v1.RunRequest.job:type_name -> pikaci.executor.v1.WholeJobSpec
+	2,  // 31: pikaci.executor.v1.OutputChunk.stream:type_name -> pikaci.executor.v1.Stream
+	35, // 32: pikaci.executor.v1.RunEvent.output:type_name -> pikaci.executor.v1.OutputChunk
+	36, // 33: pikaci.executor.v1.RunEvent.result:type_name -> pikaci.executor.v1.RunResult
+	28, // 34: pikaci.executor.v1.CollectRequest.job:type_name -> pikaci.executor.v1.WholeJobSpec
+	28, // 35: pikaci.executor.v1.CleanupRequest.job:type_name -> pikaci.executor.v1.WholeJobSpec
+	16, // 36: pikaci.executor.v1.SweepRequest.remote:type_name -> pikaci.executor.v1.Remote
+	28, // 37: pikaci.executor.v1.PreflightRequest.job:type_name -> pikaci.executor.v1.WholeJobSpec
+	46, // 38: pikaci.executor.v1.PreflightResult.checks:type_name -> pikaci.executor.v1.PreflightCheck
+	13, // 39: pikaci.executor.v1.Cluster.MembersEntry.value:type_name -> pikaci.executor.v1.ClusterMember
+	21, // 40: pikaci.executor.v1.DevicesResult.DevicesEntry.value:type_name -> pikaci.executor.v1.Device
+	21, // 41: pikaci.executor.v1.DevicesResult.PlannedEntry.value:type_name -> pikaci.executor.v1.Device
+	21, // 42: pikaci.executor.v1.RuntimeResult.DevicesEntry.value:type_name -> pikaci.executor.v1.Device
+	3,  // 43: pikaci.executor.v1.Executor.Describe:input_type -> pikaci.executor.v1.DescribeRequest
+	6,  // 44: pikaci.executor.v1.Executor.Configure:input_type -> pikaci.executor.v1.ConfigureRequest
+	18, // 45: pikaci.executor.v1.Executor.PrepareDirectories:input_type -> pikaci.executor.v1.PrepareRequest
+	20, // 46: pikaci.executor.v1.Executor.ConfigureDevices:input_type -> pikaci.executor.v1.DevicesRequest
+	29, // 47: pikaci.executor.v1.WholeJob.StageWorkspaceSnapshot:input_type -> pikaci.executor.v1.StageRequest
+	31, // 48: pikaci.executor.v1.WholeJob.PrepareRuntime:input_type -> pikaci.executor.v1.RuntimeRequest
+	34, // 49: pikaci.executor.v1.WholeJob.RunJob:input_type -> pikaci.executor.v1.RunRequest
+	38, // 50: pikaci.executor.v1.WholeJob.CollectArtifacts:input_type -> pikaci.executor.v1.CollectRequest
+	40, // 51: pikaci.executor.v1.WholeJob.Cleanup:input_type -> pikaci.executor.v1.CleanupRequest
+	42, // 52: pikaci.executor.v1.WholeJob.Sweep:input_type -> pikaci.executor.v1.SweepRequest
+	44, // 53: pikaci.executor.v1.WholeJob.Preflight:input_type -> pikaci.executor.v1.PreflightRequest
+	4,  // 54: pikaci.executor.v1.Executor.Describe:output_type -> pikaci.executor.v1.Info
+	7,  // 55: pikaci.executor.v1.Executor.Configure:output_type -> pikaci.executor.v1.ConfigureResponse
+	19, // 56: pikaci.executor.v1.Executor.PrepareDirectories:output_type -> pikaci.executor.v1.PrepareResult
+	22, // 57: pikaci.executor.v1.Executor.ConfigureDevices:output_type -> pikaci.executor.v1.DevicesResult
+	30, // 58: pikaci.executor.v1.WholeJob.StageWorkspaceSnapshot:output_type -> pikaci.executor.v1.StageResult
+	33, // 59: pikaci.executor.v1.WholeJob.PrepareRuntime:output_type -> pikaci.executor.v1.RuntimeResult
+	37, // 60: pikaci.executor.v1.WholeJob.RunJob:output_type -> pikaci.executor.v1.RunEvent
+	39, // 61: pikaci.executor.v1.WholeJob.CollectArtifacts:output_type -> pikaci.executor.v1.CollectResult
+	41, // 62: pikaci.executor.v1.WholeJob.Cleanup:output_type -> pikaci.executor.v1.CleanupResult
+	43, // 63: pikaci.executor.v1.WholeJob.Sweep:output_type -> pikaci.executor.v1.SweepResult
+	45, // 64: pikaci.executor.v1.WholeJob.Preflight:output_type -> pikaci.executor.v1.PreflightResult
+	54, // [54:65] is the sub-list for method output_type
+	43, // [43:54] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_executor_proto_init() }

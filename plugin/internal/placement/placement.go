@@ -115,6 +115,10 @@ func Choose(in Input) (shared.Placement, error) {
 		slices.Sort(names)
 		reason += fmt.Sprintf(ReasonTie, strings.Join(names, ","), shared.Show(in.Key))
 	}
+	if len(why) > 0 {
+		slices.Sort(why)
+		reason += "; left out: " + strings.Join(why, "; ")
+	}
 	return shared.Placement{Member: chosen.Name, Reason: reason}, nil
 }
 

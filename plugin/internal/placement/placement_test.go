@@ -41,7 +41,7 @@ func TestChoose(t *testing.T) {
 		{"holder that is down is no holder", Input{Members: online("m1", "m2", "m3"), Cluster: three,
 			Jobs: map[string]int{"m1": 0, "m2": 1, "m3": 1}, HasHash: map[string]bool{"m2": true}, Hash: "h1",
 			Down: map[string]bool{"m2": true}, Key: "r:j"}, "m1", "fewest pikaci jobs (0)"},
-		{"offline skipped", Input{Members: []Member{{Name: "m1", Status: "Offline"}, {Name: "m2", Status: "Online"}}, Cluster: three, Key: "k"}, "m2", "fewest"},
+		{"offline skipped", Input{Members: []Member{{Name: "m1", Status: "Offline"}, {Name: "m2", Status: "Online"}}, Cluster: three, Key: "k"}, "m2", "left out: m1: status Offline; m3: not a member of the cluster"},
 		{"evacuated skipped", Input{Members: []Member{{Name: "m1", Status: "Evacuated"}, {Name: "m2", Status: "Online"}}, Cluster: three, Key: "k"}, "m2", "fewest"},
 		{"not in the map skipped", Input{Members: online("m1", "m2"), Cluster: mapOf("m2"), Jobs: map[string]int{"m2": 9}, Key: "k"}, "m2", "fewest pikaci jobs (9)"},
 		{"manual skipped", Input{Members: []Member{{Name: "m1", Status: "Online", Config: map[string]string{"scheduler.instance": "manual"}}, {Name: "m2", Status: "Online"}},
