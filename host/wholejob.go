@@ -78,6 +78,9 @@ type Record struct {
 	// ran (WholeJobOptions.Preflight).
 	Preflight []shared.Check `json:"preflight,omitempty"`
 	DryRun    bool           `json:"dry_run,omitempty"`
+	// Plan is, for a dry run that went through PrepareRuntime, what the
+	// run would do.
+	Plan *Plan `json:"plan,omitempty"`
 }
 
 // The kinds of failure a record names (Record.Failure): what a runner
@@ -427,9 +430,16 @@ func (r *wholeRun) phase(ctx context.Context, name string, f func() error) error
 
 func (r *wholeRun) phases(ctx context.Context) error {
 	job, dry := r.job, r.opts.DryRun
+	var plan *Plan
+	if dry {
+		plan = newPlan(job)
+	}
 	err := r.phase(ctx, PhasePrepareDirectories, func() error {
 		res, err := r.e.PrepareDirectories(ctx, shared.PrepareRequest{Spec: job.JobSpec, DryRun: dry})
 		r.placed(res.Placement)
+		if plan != nil {
+			plan.Directories = PlanDirectories{Command: res.Command, Directories: res.Directories}
+		}
 		return err
 	})
 	job = r.job
@@ -439,6 +449,10 @@ func (r *wholeRun) phases(ctx context.Context) error {
 	err = r.phase(ctx, PhaseStageWorkspaceSnapshot, func() error {
 		res, err := r.e.StageWorkspaceSnapshot(ctx, shared.StageRequest{Job: job, DryRun: dry})
 		r.rec.Snapshot = SnapshotRecord{Reused: res.Reused, BytesSent: res.BytesSent}
+		if plan != nil {
+			plan.Snapshot = PlanSnapshot{Source: job.Host.SnapshotDir, Host: job.Remote.SSHHost(), Destination: res.SnapshotDir,
+				ContentHash: res.ContentHash, Reused: res.Reused}
+		}
 		return err
 	})
 	if err != nil {
@@ -461,10 +475,18 @@ func (r *wholeRun) phases(ctx context.Context) error {
 			r.rec.Image = res.Image
 		}
 		r.placed(res.Placement)
+		if plan != nil && err == nil {
+			plan.runtime(res)
+		}
 		return err
 	})
 	job = r.job
 	if err != nil || dry {
+		if err == nil && plan != nil {
+			// The directories are made where the job was placed.
+			plan.Directories.Host = job.Remote.SSHHost()
+			r.rec.Plan = plan
+		}
 		return err
 	}
 	if err := r.run(ctx); err != nil {

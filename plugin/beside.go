@@ -15,6 +15,13 @@ import (
 // returned (not the cancellation it caused in the other). ConfigureDevices
 // and PrepareRuntime both use it.
 func planBeside[T any](ctx context.Context, spec shared.JobSpec, remote devices.Remote, read func(context.Context) (T, error)) (T, devices.Plan, error) {
+	return planBesideWith(ctx, spec, devices.Build, remote, read)
+}
+
+// planBesideWith is planBeside with the plan built by build
+// (devices.Build, or devices.BuildAhead for a dry run of a new run).
+func planBesideWith[T any](ctx context.Context, spec shared.JobSpec, build func(context.Context, shared.JobSpec, devices.Remote) (devices.Plan, error),
+	remote devices.Remote, read func(context.Context) (T, error)) (T, devices.Plan, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
@@ -39,7 +46,7 @@ func planBeside[T any](ctx context.Context, spec shared.JobSpec, remote devices.
 		}
 		readc <- result{v, err}
 	}()
-	plan, err := devices.Build(ctx, spec, remote)
+	plan, err := build(ctx, spec, remote)
 	if err != nil {
 		fail(err)
 	}

@@ -37,7 +37,9 @@ func (e *Executor) wholeJobEndpoint(ctx context.Context, r shared.Remote) (*sshp
 // is an ErrConflict, see deleteOwnInstance), the remote artifacts dir emptied, one create request
 // carrying type, profiles, limits, labels and the devices ConfigureDevices
 // would plan, a start, and an exec of `true` until it succeeds. A dry run
-// looks up the alias and plans, and changes nothing.
+// looks up the alias and plans, and changes nothing; it plans the snapshot
+// device from where the snapshot dir will be once the earlier phases
+// created it (devices.BuildAhead), so that a new run's dry run succeeds.
 //
 // On a cluster the instance is created on remote.member (?target=, with
 // user.pikaci.member and cluster.evacuate=stop). When the member refuses
@@ -115,7 +117,14 @@ func (e *Executor) prepareRuntimeOn(ctx context.Context, req shared.RuntimeReque
 		server      incus.Server
 		fingerprint string
 	}
-	r, plan, err := planBeside(ctx, spec, shellRemote(pool, spec.Remote.SSHHost()), func(ctx context.Context) (incusRead, error) {
+	// A dry run comes before StageWorkspaceSnapshot created the snapshot
+	// dir (on a new run, before its parent exists): it plans the device
+	// from where the dir will be.
+	build := devices.Build
+	if req.DryRun {
+		build = devices.BuildAhead
+	}
+	r, plan, err := planBesideWith(ctx, spec, build, shellRemote(pool, spec.Remote.SSHHost()), func(ctx context.Context) (incusRead, error) {
 		var r incusRead
 		var err error
 		if r.server, err = ep.serverInfo(ctx); err != nil {

@@ -551,3 +551,44 @@ func TestBuildShortAnswer(t *testing.T) {
 		t.Error("a short answer was accepted")
 	}
 }
+
+func TestBuildAheadPlansTheSnapshotDirAsItWillResolve(t *testing.T) {
+	const snap = "/var/tmp/pikaci/snapshots/abc123/snapshot"
+	tests := []struct {
+		name  string
+		setup func(m *memRemote)
+		want  string
+	}{
+		{name: "nothing of the work dir exists yet", want: snap},
+		{name: "the snapshot dir's parent exists", setup: func(m *memRemote) { m.mkdirAll("/var/tmp/pikaci/snapshots/abc123") }, want: snap},
+		{name: "the snapshot dir exists", setup: func(m *memRemote) { m.mkdirAll(snap) }, want: snap},
+		{name: "the work dir's parent is a symlink, the work dir is missing",
+			setup: func(m *memRemote) { m.mkdirAll("/data/tmp"); m.link("/var/tmp", "/data/tmp") },
+			want:  "/data/tmp/pikaci/snapshots/abc123/snapshot"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := seedSpec()
+			s.Host.StagedPayloads = nil
+			r := newMemRemote()
+			if tt.setup != nil {
+				tt.setup(r)
+			}
+			p, err := BuildAhead(context.Background(), s, r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := p.Config(Target{})
+			if src := got["pk-snapsh-48b13480"]["source"]; src != tt.want {
+				t.Errorf("snapshot source %q, want %q", src, tt.want)
+			}
+			if r.batches != 1 {
+				t.Errorf("%d batches, want 1", r.batches)
+			}
+			// Build itself still wants the snapshot dir to be there.
+			if _, err := Build(context.Background(), s, r); tt.setup == nil && err == nil {
+				t.Errorf("Build planned a snapshot dir that does not exist")
+			}
+		})
+	}
+}

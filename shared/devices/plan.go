@@ -146,6 +146,50 @@ func Check(spec shared.JobSpec) (layout.Layout, error) {
 // batches: manifests and roots first, then sources below a root. Nothing is
 // changed anywhere.
 func Build(ctx context.Context, spec shared.JobSpec, r Remote) (Plan, error) {
+	return build(ctx, spec, r, false)
+}
+
+// BuildAhead is Build for a dry run ahead of the phases that create the
+// snapshot dir (PrepareDirectories creates its parent and
+// StageWorkspaceSnapshot the dir itself): when the snapshot dir is missing,
+// its device's source is planned as it will resolve once created, the
+// deepest of its ancestors that resolves, with the rest appended as mkdir -p
+// creates it. Everything else is as in Build: the payloads are read as they
+// are (no earlier phase of the whole job stages them). Nothing is changed
+// anywhere.
+func BuildAhead(ctx context.Context, spec shared.JobSpec, r Remote) (Plan, error) {
+	return build(ctx, spec, r, true)
+}
+
+// ancestors lists p's parent, its parent, and so on up to "/".
+func ancestors(p string) []string {
+	var out []string
+	for p != "/" {
+		p = path.Dir(p)
+		out = append(out, p)
+	}
+	return out
+}
+
+// planned is where a missing path will resolve once created: the first of
+// its ancestors (in ancestors' order) that resolves, joined with the
+// components below it. ok is false when none resolves.
+func planned(p string, own Resolved, anc []string, res []Resolved) (string, bool) {
+	if own.Err == nil {
+		// Its parent exists: readlink -f already says where it goes.
+		return own.Path, true
+	}
+	rest := path.Base(p)
+	for i, a := range anc {
+		if res[i].Err == nil {
+			return path.Join(res[i].Path, rest), true
+		}
+		rest = path.Join(path.Base(a), rest)
+	}
+	return "", false
+}
+
+func build(ctx context.Context, spec shared.JobSpec, r Remote, ahead bool) (Plan, error) {
 	l, err := Check(spec)
 	if err != nil {
 		return Plan{}, err
@@ -183,9 +227,22 @@ func Build(ctx context.Context, spec shared.JobSpec, r Remote) (Plan, error) {
 		q.Read = append(q.Read, file)
 	}
 	q.Resolve = append(q.Resolve, q.Read...)
+	// Ahead of the phases that create it, the snapshot dir's ancestors
+	// too, in the same batch.
+	var anc []string
+	if ahead {
+		anc = ancestors(snapshot.Source)
+		q.Resolve = append(q.Resolve, anc...)
+	}
 	a, err := fetch(ctx, r, q)
 	if err != nil {
 		return Plan{}, err
+	}
+	if own := a.Resolved[0]; ahead && (own.Err != nil || !own.Exists) {
+		p, ok := planned(snapshot.Source, own, anc, a.Resolved[len(a.Resolved)-len(anc):])
+		if ok {
+			a.Resolved[0] = Resolved{Path: p, Exists: true}
+		}
 	}
 
 	resolved := make(map[string]Resolved, len(q.Resolve))

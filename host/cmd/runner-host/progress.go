@@ -42,11 +42,17 @@ func (p *progress) phase(ph host.PhaseRecord, rec host.Record) {
 	switch ph.Name {
 	case host.PhasePrepareDirectories:
 		line = "remote directories ready in " + d
+		if rec.DryRun {
+			line = "remote directories planned in " + d
+		}
 	case host.PhaseStageWorkspaceSnapshot:
 		hash := p.job.Host.SnapshotContentHash
-		if rec.Snapshot.Reused {
+		switch {
+		case rec.DryRun && !rec.Snapshot.Reused:
+			line = fmt.Sprintf("snapshot %s not on the remote host: it would be sent (checked in %s)", short(hash), d)
+		case rec.Snapshot.Reused:
 			line = fmt.Sprintf("snapshot %s already on the remote host (reused), checked in %s", short(hash), d)
-		} else {
+		default:
 			line = fmt.Sprintf("staged snapshot %s: %s sent in %s", short(hash), size(rec.Snapshot.BytesSent), d)
 		}
 	case host.PhasePrepareRuntime:
@@ -74,6 +80,9 @@ func (p *progress) phase(ph host.PhaseRecord, rec host.Record) {
 // artifacts and where the record is.
 func (p *progress) summary(rec host.Record, code int) {
 	how := "passed"
+	if rec.DryRun {
+		how = "dry run, nothing changed"
+	}
 	switch rec.Failure {
 	case host.FailureBuild:
 		how = "build failure"

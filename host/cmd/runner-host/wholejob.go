@@ -7,11 +7,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/pikaci/vmexec/host"
 	"github.com/pikaci/vmexec/shared"
+	"github.com/pikaci/vmexec/shared/layout"
 )
 
 // Exit codes of `run` for a whole job, beside the job's own exit code.
@@ -65,7 +69,7 @@ func (a *App) runWhole(ctx context.Context, f runFlags, job shared.WholeJob) err
 			runErr = errors.Join(runErr, err)
 		}
 	} else if f.dryRun {
-		printDryRun(a.Stdout, p.Info(), rec)
+		printDryRun(a.Stdout, p.Info(), job, rec)
 	}
 	sig, _ := signalExitCode(ctx)
 	code, failed := f.codes.forRecord(rec, sig)
@@ -114,15 +118,106 @@ func wholeExit(f runFlags, rec host.Record, runErr error, code int, failed bool,
 	return &exitError{code: code, err: runErr}
 }
 
-func printDryRun(w io.Writer, info shared.Info, rec host.Record) {
+// printDryRun prints a dry run's plan (the record's): each phase's work,
+// the values as shared.Show quotes them, the environment's names only.
+func printDryRun(w io.Writer, info shared.Info, job shared.WholeJob, rec host.Record) {
 	fmt.Fprintf(w, "plugin %s %s protocol=%d\n", info.Name, info.Version, info.Protocol)
-	for _, p := range rec.Phases {
-		fmt.Fprintf(w, "%s (dry run): %d ms\n", p.Name, p.DurationMS)
+	run, _ := layout.RunID(job.Host.JobDir)
+	fmt.Fprintf(w, "dry run of job %s (run %s) on %s: nothing was changed\n", shared.Show(job.Job.ID), shared.Show(run), shared.Show(job.Remote.Host))
+	p := rec.Plan
+	if p == nil {
+		// It stopped before its end: the phases say where.
+		for _, ph := range rec.Phases {
+			fmt.Fprintf(w, "%s (dry run): %d ms\n", ph.Name, ph.DurationMS)
+		}
+		return
 	}
-	if rec.Instance != "" {
-		fmt.Fprintf(w, "  instance: %s from image %s (project %s, fingerprint %s)\n",
-			rec.Instance, rec.Image.Alias, rec.Image.Project, rec.Image.Fingerprint)
+	fmt.Fprintf(w, "prepare_directories: would run on %s:\n  %s\n", shared.Show(p.Directories.Host), showCommand(p.Directories.Command))
+	s := p.Snapshot
+	if s.Reused {
+		fmt.Fprintf(w, "stage_workspace_snapshot: %s on %s already holds content_hash %s: nothing to send\n", shared.Show(s.Destination), shared.Show(s.Host), shared.Show(s.ContentHash))
+	} else {
+		fmt.Fprintf(w, "stage_workspace_snapshot: would send %s (content_hash %s) to %s\n", shared.Show(s.Source), shared.Show(s.ContentHash), shared.Show(s.Destination))
 	}
+	in := p.Instance
+	fmt.Fprintf(w, "prepare_runtime: would create instance %s in project %s:\n", showWord(in.Name), shared.Show(in.Project))
+	fmt.Fprintf(w, "  type: %s\n", showWord(in.Type))
+	fmt.Fprintf(w, "  image: %s (fingerprint %s)\n", shared.Show(in.Image.Alias), showWord(in.Image.Fingerprint))
+	fmt.Fprintf(w, "  profiles: %s\n", showList(in.Profiles))
+	fmt.Fprintf(w, "  limits: %s\n", showMap(in.Limits))
+	fmt.Fprintf(w, "  labels: %s\n", showMap(in.Labels))
+	if len(in.Config) > 0 {
+		fmt.Fprintf(w, "  config: %s\n", showMap(in.Config))
+	}
+	for _, d := range in.Devices {
+		ro := "read-write"
+		if d.ReadOnly {
+			ro = "read-only"
+		}
+		fmt.Fprintf(w, "  device %s: source %s, path %s, %s\n", showWord(d.Name), shared.Show(d.Source), shared.Show(d.Path), ro)
+	}
+	for _, warn := range in.Warnings {
+		fmt.Fprintf(w, "  warning: %s\n", shared.Show(warn))
+	}
+	c := p.Command
+	limit := "no time limit"
+	if c.TimeoutSecs > 0 {
+		limit = fmt.Sprintf("time limit %d s", c.TimeoutSecs)
+	}
+	fmt.Fprintf(w, "run_job: would run as uid %d in %s, %s:\n", c.User, shared.Show(c.Cwd), limit)
+	fmt.Fprintf(w, "  argv: %s\n", showList(c.Argv))
+	if len(c.EnvNames) > 0 {
+		fmt.Fprintf(w, "  env names: %s (values not shown)\n", showWords(c.EnvNames))
+	}
+	a := p.Artifacts
+	fmt.Fprintf(w, "collect_artifacts: would copy guest dir %s into %s: at most %d bytes, %d entries, %d s\n",
+		shared.Show(a.Path), shared.Show(a.Dir), a.MaxBytes, a.MaxFiles, a.TimeoutSecs)
+}
+
+// showCommand is a shell command as it is, unless it holds a control
+// character (then quoted, so it cannot act on the terminal).
+func showCommand(cmd string) string {
+	if strings.IndexFunc(cmd, shared.IsControl) >= 0 || !utf8.ValidString(cmd) {
+		return shared.Show(cmd)
+	}
+	return cmd
+}
+
+// showList is each value quoted by shared.Show, space-separated.
+func showList(vs []string) string {
+	out := make([]string, len(vs))
+	for i, v := range vs {
+		out[i] = shared.Show(v)
+	}
+	return strings.Join(out, " ")
+}
+
+// showWords is names that need no quotes as they are (environment names,
+// config keys), and any other quoted.
+func showWords(vs []string) string {
+	out := make([]string, len(vs))
+	for i, v := range vs {
+		out[i] = showWord(v)
+	}
+	return strings.Join(out, " ")
+}
+
+func showWord(v string) string {
+	if v == "" || strings.ContainsFunc(v, func(r rune) bool {
+		return !(r == '_' || r == '.' || r == '-' || r == ':' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z')
+	}) {
+		return shared.Show(v)
+	}
+	return v
+}
+
+// showMap is key=value pairs, keys sorted.
+func showMap(m map[string]string) string {
+	var out []string
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		out = append(out, showWord(k)+"="+showWord(m[k]))
+	}
+	return strings.Join(out, " ")
 }
 
 // maxPartialLine bounds what a lineWriter holds back: a longer line is

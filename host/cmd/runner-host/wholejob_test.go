@@ -347,7 +347,9 @@ func TestRunWholeJobDryRun(t *testing.T) {
 	if code != exitOK {
 		t.Errorf("exit code %d", code)
 	}
-	for _, s := range []string{"plugin whole 0.0.1-test protocol=2\n", "prepare_runtime (dry run)", "instance: pikaci-test from image bb"} {
+	for _, s := range []string{"plugin whole 0.0.1-test protocol=2\n", `dry run of job "j" (run "run-1")`,
+		"prepare_runtime: would create instance pikaci-test in project \"p\":\n", "  image: \"bb\" (fingerprint f00d)\n",
+		"  argv: \"exit\" \"3\"\n"} {
 		if !strings.Contains(stdout, s) {
 			t.Errorf("stdout does not contain %q", s)
 		}
