@@ -488,10 +488,18 @@ func TestRunWholeJobChecksFirst(t *testing.T) {
 		{"memory out of range", func(j *shared.WholeJob) { j.Runtime.Limits.Memory = "99999999999EiB" }, `runtime.limits.memory "99999999999EiB" is out of range`},
 		{"env over the message limit", func(j *shared.WholeJob) { j.Command.Env = map[string]string{"BIG": strings.Repeat("v", 5<<20)} }, "command.env.BIG"},
 		// A dir no one can create files in, root included (a read-only
-		// file system would do as well).
+		// file system would do as well), reached by a job dir of the
+		// right shape.
 		{"job dir not writable", func(j *shared.WholeJob) {
-			j.Host.JobDir = fmt.Sprintf("/proc/%d/task/%d", os.Getpid(), os.Getpid())
+			ro := filepath.Join(filepath.Dir(j.Host.JobDir), "job-ro")
+			if err := os.Symlink(fmt.Sprintf("/proc/%d/task/%d", os.Getpid(), os.Getpid()), ro); err != nil {
+				t.Fatal(err)
+			}
+			j.Host.JobDir = ro
 		}, "is not writable"},
+		{"job dir not under jobs", func(j *shared.WholeJob) {
+			j.Host.JobDir = filepath.Dir(filepath.Dir(j.Host.JobDir))
+		}, "is not shaped <root>/<run id>/jobs/<job>"},
 		{"job dir missing", func(j *shared.WholeJob) { j.Host.JobDir += "-gone" }, "is not writable"},
 	}
 	for _, tt := range tests {

@@ -5,6 +5,7 @@ package plugin_test
 // broken build from a broken runner.
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
@@ -15,6 +16,7 @@ import (
 	"github.com/pikaci/vmexec/host"
 	"github.com/pikaci/vmexec/internal/lxdtest"
 	"github.com/pikaci/vmexec/shared"
+	"github.com/pikaci/vmexec/shared/layout"
 )
 
 // runEnv runs `runner-host run` on a job to its end with extra variables
@@ -259,5 +261,49 @@ func TestOperator_AWrongSocketPathIsNamedOnceAndNothingIsCleanedUp(t *testing.T)
 	}
 	if rec := e2eRecord(t, j.jobDir); rec.Cleanup != nil || len(rec.Phases) != 0 {
 		t.Errorf("record: phases %v cleanup %+v; want none", rec.Phases, rec.Cleanup)
+	}
+}
+
+func TestOperator_AJobDirNotShapedRootRunJobsJobIsRefusedBeforeAnythingRuns(t *testing.T) {
+	x := newE2E(t)
+	j := x.job(t, "hash-jobdir", "true", nil)
+	// One level short: <root>/runs/run-1/<job>, whose grandparent "runs"
+	// would be taken for the run id.
+	bad := filepath.Join(filepath.Dir(filepath.Dir(j.jobDir)), j.job.Job.ID)
+	if err := os.MkdirAll(bad, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	j.job.Host.JobDir = bad
+	data, err := json.Marshal(j.job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(j.file, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want := "host.job_dir " + shared.Show(bad) + ` is not shaped <root>/<run id>/jobs/<job>: its parent is "run-1", not "jobs"`
+	for _, verb := range []string{"check", "run"} {
+		t.Run(verb, func(t *testing.T) {
+			var code int
+			var stdout, stderr string
+			if verb == "check" {
+				code, stdout, stderr = x.check(t, j, x.sshConfig)
+			} else {
+				code, stdout, stderr = x.run(t, j)
+			}
+			if code != 125 {
+				t.Errorf("exit code %d, want 125", code)
+			}
+			if !strings.Contains(stdout+stderr, want) {
+				t.Errorf("output lacks %q", want)
+			}
+			if _, err := os.Stat(x.work); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("the refused job changed the remote host: %s exists (%v)", x.work, err)
+			}
+			x.gone(t, layout.InstanceName("runs", j.job.Job.ID))
+		})
+	}
+	if rec := e2eRecord(t, bad); len(rec.Phases) != 0 || rec.Failure != host.FailureSystem || !strings.Contains(rec.Error, want) {
+		t.Errorf("record: phases %v failure %q error %q; want no phase, a system failure, the shape named", rec.Phases, rec.Failure, rec.Error)
 	}
 }

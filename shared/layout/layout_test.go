@@ -219,6 +219,14 @@ func TestValidation(t *testing.T) {
 		{"job dir NUL", func(s *shared.JobSpec) { s.Host.JobDir = "/tmp/run/jobs/jo\x00b" }, []string{`"/tmp/run/jobs/jo\x00b"`, "NUL"}},
 		{"job dir no run id", func(s *shared.JobSpec) { s.Host.JobDir = "/jobs/job" }, []string{"/jobs/job", "no run id"}},
 		{"job dir root", func(s *shared.JobSpec) { s.Host.JobDir = "/" }, []string{"host.job_dir", "no run id"}},
+		{"job dir not under jobs", func(s *shared.JobSpec) {
+			s.Host.JobDir = "/srv/ci/run-7/build"
+			s.Host.StagedPayloads = nil
+		}, []string{`host.job_dir "/srv/ci/run-7/build" is not shaped <root>/<run id>/jobs/<job>`, `its parent is "run-7"`}},
+		{"job dir one level too deep", func(s *shared.JobSpec) {
+			s.Host.JobDir = "/srv/ci/run-7/jobs/build/x"
+			s.Host.StagedPayloads = nil
+		}, []string{`"/srv/ci/run-7/jobs/build/x"`, "<root>/<run id>/jobs/<job>", `its parent is "build"`}},
 		{"run id control char", func(s *shared.JobSpec) {
 			s.Host.JobDir = "/tmp/r\tn/jobs/job"
 			s.Host.StagedPayloads = nil

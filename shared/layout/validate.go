@@ -59,13 +59,23 @@ func CheckLengths(field, p string) error {
 	return nil
 }
 
+// JobDirShape is the shape host.job_dir must have (docs/contract.md).
+const JobDirShape = "<root>/<run id>/jobs/<job>"
+
 // RunID returns the name of the job dir's grandparent, validated as one
-// component. The job dir must already be absolute and clean.
+// component. The job dir must already be absolute and clean, and shaped
+// JobDirShape: a job dir whose parent is not named "jobs" is refused, as
+// its grandparent would give a run id the runner never meant.
 func RunID(jobDir string) (string, error) {
 	grand := path.Dir(path.Dir(jobDir))
 	if grand == "/" {
 		return "", shared.Errorf(shared.ErrInvalidInput, "host.job_dir", jobDir,
-			"host.job_dir %s has no run id: its grandparent is /", shared.Show(jobDir))
+			"host.job_dir %s has no run id: its grandparent is / (a job dir is shaped %s)", shared.Show(jobDir), JobDirShape)
+	}
+	if parent := path.Base(path.Dir(jobDir)); parent != "jobs" {
+		return "", shared.Errorf(shared.ErrInvalidInput, "host.job_dir", jobDir,
+			"host.job_dir %s is not shaped %s: its parent is %s, not \"jobs\", so it names no run id",
+			shared.Show(jobDir), JobDirShape, shared.Show(parent))
 	}
 	run := path.Base(grand)
 	if err := CheckComponent("run id", run); err != nil {

@@ -115,6 +115,9 @@ def is_local(host):
     return host in ("localhost", "127.0.0.1", "::1")
 
 
+JOB_DIR_SHAPE = "<root>/<run id>/jobs/<job>"
+
+
 def derive(spec):
     """Validates a JobSpec (protobuf) and returns its remote layout as a dict."""
     job_dir, work = spec.host.job_dir, spec.remote.work_dir
@@ -122,7 +125,12 @@ def derive(spec):
     check_abs_clean("remote.work_dir", work)
     grand = posixpath.dirname(posixpath.dirname(job_dir))
     if grand == "/":
-        raise PluginError(INVALID, "host.job_dir", job_dir, f"host.job_dir {show(job_dir)} has no run id: its grandparent is /")
+        raise PluginError(INVALID, "host.job_dir", job_dir,
+                          f"host.job_dir {show(job_dir)} has no run id: its grandparent is / (a job dir is shaped {JOB_DIR_SHAPE})")
+    parent = posixpath.basename(posixpath.dirname(job_dir))
+    if parent != "jobs":
+        raise PluginError(INVALID, "host.job_dir", job_dir,
+                          f"host.job_dir {show(job_dir)} is not shaped {JOB_DIR_SHAPE}: its parent is {show(parent)}, not \"jobs\", so it names no run id")
     run = posixpath.basename(grand)
     try:
         check_component("run id", run)
