@@ -211,12 +211,37 @@ func (e *Executor) prepareRuntimeOn(ctx context.Context, req shared.RuntimeReque
 	// the heartbeat says this run lives.
 	e.hold(leaseKey(spec.Remote.Host, project, l.Instance), nonce, c, project, l.Instance)
 	if err := c.Start(ctx, project, l.Instance); err != nil {
-		return res, fmt.Errorf("prepare runtime of job %s: %w", shared.Show(l.JobID), err)
+		return res, fmt.Errorf("prepare runtime of job %s: %w", shared.Show(l.JobID), withLogTail(ctx, c, project, l.Instance, res.Type, err))
 	}
 	if err := waitReady(ctx, c, project, l.Instance, time.Duration(rt.ReadyTimeoutSecs)*time.Second); err != nil {
 		return res, err
 	}
 	return res, nil
+}
+
+// logTailTimeout bounds reading an instance's log after its start failed.
+const logTailTimeout = 10 * time.Second
+
+// withLogTail adds to a start's error the end of the instance's own log
+// (lxc.log, qemu.log), which says why it did not start where the daemon
+// says only "forkstart … exit status 1". The log is hostile content (the
+// guest's processes write to it): shown with shared.Show, bounded. When
+// the daemon did not answer the start (no *incus.APIError with a status),
+// or the log cannot be read, the error is as it was; so it is when ctx
+// ended.
+func withLogTail(ctx context.Context, c *incus.Client, project, name, typ string, err error) error {
+	var apiErr *incus.APIError
+	if ctx.Err() != nil || !errors.As(err, &apiErr) || apiErr.StatusCode == 0 {
+		return err
+	}
+	lctx, cancel := context.WithTimeout(ctx, logTailTimeout)
+	defer cancel()
+	file := incus.LogFile(typ)
+	tail, lerr := c.LogTail(lctx, project, name, file)
+	if lerr != nil || tail == "" {
+		return err
+	}
+	return fmt.Errorf("%w; %s of instance %s ends with: %s", err, file, name, shared.Show(tail))
 }
 
 // emptyDirCommand empties dir (creating it when missing) in one command,
