@@ -307,3 +307,22 @@ func TestOperator_AJobDirNotShapedRootRunJobsJobIsRefusedBeforeAnythingRuns(t *t
 		t.Errorf("record: phases %v failure %q error %q; want no phase, a system failure, the shape named", rec.Phases, rec.Failure, rec.Error)
 	}
 }
+
+func TestOperator_SweepOfAProjectThatDoesNotExistIsAnErrorNamingIt(t *testing.T) {
+	x := newE2E(t)
+	var out, errOut watchBuffer
+	args := []string{"sweep", "--plugin-dir", x.pluginDir, "--ssh-config", x.sshConfig, "--host", "vm-host",
+		"--project", "no-such-project", "--incus-endpoint", "unix://" + x.d.Socket, "--older-than", "1h"}
+	code := x.wait(t, x.startEnv(t, &out, &errOut, nil, args...))
+	t.Logf("stdout:\n%s\nstderr:\n%s", out.String(), errOut.String())
+	if code != 125 {
+		t.Errorf("exit code %d, want 125 (a system failure)", code)
+	}
+	want := `sweep: project "no-such-project" does not exist on host "vm-host"`
+	if !strings.Contains(errOut.String(), want) {
+		t.Errorf("stderr lacks %q", want)
+	}
+	if strings.Contains(out.String(), "nothing to delete") {
+		t.Errorf("stdout says there was nothing to delete in a project that does not exist")
+	}
+}

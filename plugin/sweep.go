@@ -17,7 +17,8 @@ import (
 // user.pikaci.run whose user.pikaci.created is older than req.OlderThan
 // and whose run:job is not live. An instance without the label, or whose
 // creation time is missing or unreadable, is never touched. A dry run only
-// names them. Deletions go on after one fails; the errors are joined.
+// names them. A project that does not exist is an error of kind
+// ErrNotFound naming it. Deletions go on after one fails; the errors are joined.
 func (e *Executor) Sweep(ctx context.Context, req shared.SweepRequest) (shared.SweepResult, error) {
 	if req.Remote.Host == "" {
 		return shared.SweepResult{}, shared.Errorf(shared.ErrInvalidInput, "remote.host", "", "remote.host is empty")
@@ -33,6 +34,17 @@ func (e *Executor) Sweep(ctx context.Context, req shared.SweepRequest) (shared.S
 	list, err := ep.client.ListInstances(ctx, project)
 	if err != nil {
 		return shared.SweepResult{}, err
+	}
+	if len(list) == 0 {
+		// LXD lists a project that does not exist as empty (200 []):
+		// "nothing to delete" would hide a wrong --project.
+		if err := ep.client.Project(ctx, project); err != nil {
+			if errors.Is(err, shared.ErrNotFound) {
+				return shared.SweepResult{}, fmt.Errorf("sweep: project %s does not exist on host %s (incus project list shows those that do): %w",
+					shared.Show(project), shared.Show(req.Remote.Host), err)
+			}
+			return shared.SweepResult{}, fmt.Errorf("sweep: project %s on host %s: %w", shared.Show(project), shared.Show(req.Remote.Host), err)
+		}
 	}
 	res := shared.SweepResult{Deleted: []string{}, DryRun: req.DryRun, Unreachable: Unreachable(list)}
 	victims := SweepVictims(list, req.Live, req.OlderThan, time.Now())
