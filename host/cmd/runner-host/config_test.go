@@ -227,3 +227,40 @@ func TestConfigRefusesAnUnknownKeyOrABadValueNamingFileLineAndValue(t *testing.T
 		})
 	}
 }
+
+// TestConfigPinsRefuseAPluginUnlessTheFlagPinsItOtherwise: require_sha256
+// in the config pins a plugin as --require-sha256 does; the flag's pin of
+// the same plugin wins over it.
+func TestConfigPinsRefuseAPluginUnlessTheFlagPinsItOtherwise(t *testing.T) {
+	dir := pluginDir(t, "whole")
+	right := sha256File(t, filepath.Join(dir, "executor-whole"))
+	wrong := strings.Repeat("0", 64)
+	cfg := configFile(t, "plugin_dir = \""+dir+"\"\n\n[require_sha256]\nwhole = \""+wrong+"\"\n\n[runtime]\nimage = \"bb\"\n")
+	job, _ := jobOnlyCommand(t, nil)
+	code, _, stderr := runnerHostBin(t, nil, "run", "--config", cfg, "--plugin", "whole", "--job", job)
+	if code != exitSystemFailure || !strings.Contains(stderr, wrong) {
+		t.Errorf("config pin %s: exit %d, stderr lacks the pin; want the plugin refused", wrong, code)
+	}
+	code, _, _ = runnerHostBin(t, nil, "run", "--config", cfg, "--plugin", "whole", "--job", job, "--require-sha256", "whole="+right)
+	if code != 0 {
+		t.Errorf("--require-sha256 whole=%s over the config's pin: exit %d, want 0", right, code)
+	}
+	got := shownValues(t, nil, "--config", cfg, "--job", job, "--require-sha256", "whole="+right)["require_sha256.whole"]
+	if want := [2]string{`"` + right + `"`, "flag --require-sha256"}; got != want {
+		t.Errorf("config show: require_sha256.whole %v, want %v", got, want)
+	}
+}
+
+// TestHelpConfigListsConfigShowsFlags: `help config` prints config show's
+// usage and flags, --config among them.
+func TestHelpConfigListsConfigShowsFlags(t *testing.T) {
+	code, _, stderr := runnerHostBin(t, nil, "help", "config")
+	if code != 0 {
+		t.Errorf("exit %d, want 0", code)
+	}
+	for _, w := range []string{"usage: runner-host config show --job FILE", "-config string", envConfig, "-json"} {
+		if !strings.Contains(stderr, w) {
+			t.Errorf("help config lacks %q", w)
+		}
+	}
+}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"maps"
 	"slices"
@@ -26,19 +25,16 @@ type configShowFlags struct {
 
 func parseConfig(_ context.Context, app *App, args []string) (func(context.Context) error, error) {
 	const usage = "show --job FILE [--config FILE] [--json] [--plugin-dir DIR] [--ssh-config FILE] [--log-level L] [--log-format F] [--require-sha256 NAME=HEX]"
-	if len(args) == 0 || args[0] != "show" {
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
-			fmt.Fprintf(app.Stderr, "usage: runner-host config %s\n", usage)
-			return nil, flag.ErrHelp
-		}
-		got := "nothing"
-		if len(args) > 0 {
-			got = fmt.Sprintf("%q", args[0])
-		}
-		return nil, usagef("want config show, got %s", got)
+	switch {
+	case len(args) > 0 && (args[0] == "-h" || args[0] == "--help"):
+		args = []string{"show", "-h"} // help config: config show's flags
+	case len(args) == 0:
+		return nil, usagef("want config show, got nothing")
+	case args[0] != "show":
+		return nil, usagef("want config show, got %q", args[0])
 	}
 	var f configShowFlags
-	fs := newFlagSet(app, "config", usage)
+	fs := newFlagSet(app, "config", usage) // usage begins with "show"
 	f.register(fs)
 	f.registerConfig(fs)
 	fs.StringVar(&f.jobFile, "job", "", "the job file to merge with the config (required; - reads stdin)")
