@@ -144,6 +144,9 @@ func (c *common) loadConfig(app *App) (*runnerConfig, error) {
 	}
 	cfg, err := readConfig(path)
 	if err != nil {
+		if c.config == "" {
+			return nil, fmt.Errorf("$%s: %w", envConfig, err)
+		}
 		return nil, err
 	}
 	f := cfg.file
@@ -194,7 +197,11 @@ func decodeConfig(data []byte, path string) (*runnerConfig, error) {
 	// Every key, with its line, exactly as written.
 	keys, err := configKeys(data)
 	if err != nil {
-		return nil, tomlError(path, data, err)
+		// Not TOML: the decoder says where, with a line and column.
+		if derr := toml.Unmarshal(data, &fileConfig{}); derr != nil {
+			err = derr
+		}
+		return nil, tomlError(path, err)
 	}
 	for _, k := range keys {
 		if _, seen := cfg.lines[k.dotted]; !seen {
@@ -206,7 +213,7 @@ func decodeConfig(data []byte, path string) (*runnerConfig, error) {
 	}
 	dec := toml.NewDecoder(bytes.NewReader(data)).DisallowUnknownFields()
 	if err := dec.Decode(&cfg.file); err != nil {
-		return nil, tomlError(path, data, err)
+		return nil, tomlError(path, err)
 	}
 	if err := cfg.resolvePaths(); err != nil {
 		return nil, err
@@ -223,11 +230,11 @@ func decodeConfig(data []byte, path string) (*runnerConfig, error) {
 }
 
 // tomlError names the file, line and column of a TOML error.
-func tomlError(path string, data []byte, err error) error {
+func tomlError(path string, err error) error {
 	var de *toml.DecodeError
 	if errors.As(err, &de) {
 		row, col := de.Position()
-		msg := de.Error()
+		msg := strings.TrimPrefix(de.Error(), "toml: ")
 		if m := goTypeInMessage.FindStringSubmatch(msg); m != nil {
 			// Name the TOML type and what the key wants, not our Go field.
 			msg = "a TOML " + m[1] + " cannot go into " + m[2]
@@ -237,31 +244,11 @@ func tomlError(path string, data []byte, err error) error {
 		}
 		return shared.Errorf(shared.ErrInvalidInput, "config", path, "config %s, line %d, column %d: %s", path, row, col, msg)
 	}
-	var pe *unstable.ParserError
-	if errors.As(err, &pe) {
-		line := 0
-		if off := bytesOffset(data, pe.Highlight); off >= 0 {
-			line = bytes.Count(data[:off], []byte("\n")) + 1
-		}
-		return shared.Errorf(shared.ErrInvalidInput, "config", path, "config %s, line %d: %s", path, line, pe.Message)
-	}
 	return shared.Errorf(shared.ErrInvalidInput, "config", path, "config %s: %w", path, err)
 }
 
 // goTypeInMessage matches go-toml's type error, which names our Go field.
 var goTypeInMessage = regexp.MustCompile(`cannot decode TOML (\S+) into .* of type (\S+)`)
-
-// bytesOffset is where sub (a subslice of data) starts in data, or -1.
-func bytesOffset(data, sub []byte) int {
-	if len(sub) == 0 || len(data) == 0 {
-		return -1
-	}
-	off := int(reflect.ValueOf(sub).Pointer() - reflect.ValueOf(data).Pointer())
-	if off < 0 || off > len(data) {
-		return -1
-	}
-	return off
-}
 
 // configKey is one key of the file: a table header or a key/value.
 type configKey struct {
@@ -401,13 +388,14 @@ func (c *runnerConfig) check() error {
 		if err == nil {
 			return nil
 		}
+		value := ""
 		if se, ok := errors.AsType[*shared.Error](err); ok && se.Field != "" {
-			key = se.Field
+			key, value = se.Field, se.Value
 		}
 		if n := c.line(key); n > 0 {
-			return shared.Errorf(shared.ErrInvalidInput, key, c.path, "config %s, line %d: %w", c.path, n, err)
+			return shared.Errorf(shared.ErrInvalidInput, key, value, "config %s, line %d: %w", c.path, n, err)
 		}
-		return shared.Errorf(shared.ErrInvalidInput, key, c.path, "config %s: %w", c.path, err)
+		return shared.Errorf(shared.ErrInvalidInput, key, value, "config %s: %w", c.path, err)
 	}
 	f := c.file
 	if f.LogLevel != "" && hclog.LevelFromString(f.LogLevel) == hclog.NoLevel {

@@ -203,7 +203,8 @@ func TestConfigRefusesAnUnknownKeyOrABadValueNamingFileLineAndValue(t *testing.T
 		{"bad artifacts cap", "[artifacts]\nmax_bytes = -1\n", `line 2: artifacts.max_bytes -1`},
 		{"bad log level", "log_level = \"loud\"\n", `line 1: log_level "loud"`},
 		{"wrong type", "[runtime]\nready_timeout_secs = \"60\"\n", `line 2, column 22: runtime.ready_timeout_secs: a TOML string cannot go into int`},
-		{"not TOML", "[runtime\n", `line 1: `},
+		{"not TOML", "[runtime\n", `line 1, column 9: expected ']' to close table name`},
+		{"key given twice", "log_level = \"info\"\nlog_level = \"warn\"\n", `line 2, column 1: log_level: key log_level is already defined`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := configFile(t, tc.content)
