@@ -23,6 +23,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"unicode"
 
 	"github.com/hashicorp/go-hclog"
@@ -172,11 +173,18 @@ func (c *common) loadConfig(app *App) (*runnerConfig, error) {
 
 // readConfig reads and checks a config file.
 func readConfig(path string) (*runnerConfig, error) {
-	fh, err := os.Open(path)
+	// O_NONBLOCK: a FIFO opens without waiting for a writer, and is then
+	// refused with anything else that is not a regular file.
+	fh, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, shared.Errorf(shared.ErrInvalidInput, "config", path, "read config file: %w", err)
 	}
 	defer func() { _ = fh.Close() }()
+	if fi, err := fh.Stat(); err != nil {
+		return nil, shared.Errorf(shared.ErrInvalidInput, "config", path, "read config file: %w", err)
+	} else if !fi.Mode().IsRegular() {
+		return nil, shared.Errorf(shared.ErrInvalidInput, "config", path, "config file %s is not a regular file (%s)", path, fi.Mode().Type())
+	}
 	data, err := io.ReadAll(io.LimitReader(fh, maxConfigFile+1))
 	if err != nil {
 		return nil, shared.Errorf(shared.ErrInvalidInput, "config", path, "read config file %s: %w", path, err)

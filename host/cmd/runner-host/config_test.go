@@ -6,7 +6,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -263,5 +265,29 @@ func TestHelpConfigListsConfigShowsFlags(t *testing.T) {
 		if !strings.Contains(stderr, w) {
 			t.Errorf("help config lacks %q", w)
 		}
+	}
+}
+
+// TestConfigFileThatIsAFIFOIsRefusedWithoutWaiting: a config path naming a
+// FIFO (or anything else that is not a regular file) is refused at once,
+// not read until a writer comes.
+func TestConfigFileThatIsAFIFOIsRefusedWithoutWaiting(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "runner.toml")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := readConfig(fifo); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "is not a regular file") {
+			t.Errorf("readConfig(FIFO) = %v, want a refusal", err)
+		}
+	case <-time.After(30 * time.Second):
+		// Unblock the reader so that the test ends.
+		if fh, err := os.OpenFile(fifo, os.O_WRONLY, 0); err == nil {
+			_ = fh.Close()
+		}
+		t.Fatal("readConfig of a FIFO still waiting after 30 s")
 	}
 }
