@@ -291,3 +291,16 @@ func TestConfigFileThatIsAFIFOIsRefusedWithoutWaiting(t *testing.T) {
 		t.Fatal("readConfig of a FIFO still waiting after 30 s")
 	}
 }
+
+// TestConfigWithoutRuntimeLeavesAJobWithoutRuntimeRefused: a job file with
+// a command and no runtime takes the config's [runtime]; when the config
+// has none, the job is refused naming both files.
+func TestConfigWithoutRuntimeLeavesAJobWithoutRuntimeRefused(t *testing.T) {
+	cfg := configFile(t, "[artifacts]\nmax_files = 5\n")
+	job, _ := jobOnlyCommand(t, nil)
+	code, _, stderr := runnerHostBin(t, nil, "config", "show", "--config", cfg, "--job", job)
+	want := "job file " + job + " has a command but no runtime (and config " + cfg + " has no [runtime])"
+	if code != exitSystemFailure || !strings.Contains(stderr, want) {
+		t.Errorf("exit %d, stderr lacks %q", code, want)
+	}
+}
