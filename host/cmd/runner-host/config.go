@@ -24,7 +24,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"unicode"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/pelletier/go-toml/v2"
@@ -420,7 +419,7 @@ func (c *runnerConfig) check() error {
 	}
 	if r := f.Remote; r != nil {
 		if r.Host != "" {
-			if err := at("remote.host", checkWord("remote.host", r.Host)); err != nil {
+			if err := at("remote.host", shared.CheckToken("remote.host", r.Host)); err != nil {
 				return err
 			}
 		}
@@ -434,7 +433,7 @@ func (c *runnerConfig) check() error {
 		}
 		if in := r.Incus; in != nil {
 			if in.Project != "" {
-				if err := at("remote.incus.project", checkWord("remote.incus.project", in.Project)); err != nil {
+				if err := at("remote.incus.project", shared.CheckToken("remote.incus.project", in.Project)); err != nil {
 					return err
 				}
 			}
@@ -465,22 +464,6 @@ func (c *runnerConfig) check() error {
 		if err := at("artifacts", a.Check()); err != nil {
 			return err
 		}
-	}
-	return nil
-}
-
-// checkWord checks a host alias or project name: one token, no "/", not
-// starting with "-".
-func checkWord(field, v string) error {
-	switch {
-	case v == "":
-		return shared.Errorf(shared.ErrInvalidInput, field, v, "%s is empty", field)
-	case strings.ContainsFunc(v, func(r rune) bool {
-		return unicode.IsSpace(r) || shared.IsControl(r) || r == '/' || r == unicode.ReplacementChar
-	}):
-		return shared.Errorf(shared.ErrInvalidInput, field, v, "%s %s is not one word (a space, control character or \"/\")", field, shared.Show(v))
-	case v[0] == '-':
-		return shared.Errorf(shared.ErrInvalidInput, field, v, "%s %s starts with \"-\"", field, shared.Show(v))
 	}
 	return nil
 }

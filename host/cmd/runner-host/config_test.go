@@ -200,6 +200,7 @@ func TestConfigRefusesAnUnknownKeyOrABadValueNamingFileLineAndValue(t *testing.T
 		{"unknown key in an inline table", "[runtime]\nlimits = { cpu = 1, memroy = \"1GiB\" }\n", `line 2: unknown key "runtime.limits.memroy" (did you mean "runtime.limits.memory"?)`},
 		{"bad memory", "[runtime]\nimage = \"x\"\n\n[runtime.limits]\nmemory = \"2XB\"\n", `line 5: runtime.limits.memory "2XB" has unit "XB"`},
 		{"bad instance type", "[runtime]\ninstance_type = \"vm\"\n", `line 2: runtime.instance_type "vm" is not one of`},
+		{"host with a space", "[remote]\nhost = \"ci host\"\n", `line 2: remote.host "ci host" is not one token`},
 		{"relative work dir", "[remote]\nwork_dir = \"pikaci\"\n", `line 2: remote.work_dir "pikaci" is not absolute`},
 		{"bad endpoint", "[remote.incus]\nendpoint = \"http://h:8443\"\n", `line 2: remote.incus.endpoint "http://h:8443"`},
 		{"bad artifacts cap", "[artifacts]\nmax_bytes = -1\n", `line 2: artifacts.max_bytes -1`},
