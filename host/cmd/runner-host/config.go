@@ -507,7 +507,12 @@ func (c *runnerConfig) jobObjects() (map[string]any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", c.path, err)
 	}
-	return prune(m).(map[string]any), nil
+	// A file with none of them prunes to nothing.
+	pruned, _ := prune(m).(map[string]any)
+	if pruned == nil {
+		pruned = map[string]any{}
+	}
+	return pruned, nil
 }
 
 // toMap is v as a JSON object.

@@ -305,3 +305,22 @@ func TestConfigWithoutRuntimeLeavesAJobWithoutRuntimeRefused(t *testing.T) {
 		t.Errorf("exit %d, stderr lacks %q", code, want)
 	}
 }
+
+// TestSweepTakesHostAndProjectFromTheConfigOrRefusesWithout: sweep with a
+// config file takes remote.host and remote.incus.project from it; a config
+// naming neither leaves --host required, as without a config.
+func TestSweepTakesHostAndProjectFromTheConfigOrRefusesWithout(t *testing.T) {
+	empty := t.TempDir()
+	noRemote := configFile(t, "log_level = \"info\"\n")
+	code, _, stderr := runnerHostBin(t, nil, "sweep", "--config", noRemote, "--plugin-dir", empty, "--older-than", "6h")
+	if want := "--host is required (or remote.host in the config file)"; code != exitUsage || !strings.Contains(stderr, want) {
+		t.Errorf("config without [remote]: exit %d, stderr lacks %q", code, want)
+	}
+	withRemote := configFile(t, "[remote]\nhost = \"cfg-host\"\n\n[remote.incus]\nproject = \"cfg-project\"\n")
+	// The host and project are taken: what fails next is loading the
+	// plugin from an empty plugin dir.
+	code, _, stderr = runnerHostBin(t, nil, "sweep", "--config", withRemote, "--plugin-dir", empty, "--older-than", "6h")
+	if want := filepath.Join(empty, "executor-remote-linux-vm"); code != exitSystemFailure || !strings.Contains(stderr, want) {
+		t.Errorf("config with [remote]: exit %d, stderr lacks %q", code, want)
+	}
+}
