@@ -324,3 +324,38 @@ func TestSweepTakesHostAndProjectFromTheConfigOrRefusesWithout(t *testing.T) {
 		t.Errorf("config with [remote]: exit %d, stderr lacks %q", code, want)
 	}
 }
+
+// TestConfigOfAnyShapeMergesUnderAJob: an empty file, comments only, empty
+// tables, a table holding only a subtable: each decodes and merges under a
+// job (the job's values unchanged), with nothing to add.
+func TestConfigOfAnyShapeMergesUnderAJob(t *testing.T) {
+	job, _ := jobOnlyCommand(t, map[string]any{"image": "job-image"})
+	raw, err := (&App{}).readJobRaw(job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, content := range []string{
+		"",
+		"# only a comment\n",
+		"[remote]\n",
+		"[remote.incus]\n",
+		"[runtime.limits]\n",
+		"[artifacts]\n[require_sha256]\n",
+		"log_level = \"info\"\n",
+		"[runtime]\nlimits = {}\nprofiles = []\n",
+	} {
+		cfg, err := decodeConfig([]byte(content), filepath.Join(t.TempDir(), "runner.toml"))
+		if err != nil {
+			t.Errorf("%q: %v", content, err)
+			continue
+		}
+		merged, err := mergeJob(raw, cfg)
+		if err != nil {
+			t.Errorf("%q: merge: %v", content, err)
+			continue
+		}
+		if diff := cmp.Diff(raw, merged); diff != "" {
+			t.Errorf("%q changed the job (-job +merged):\n%s", content, diff)
+		}
+	}
+}
