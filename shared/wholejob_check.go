@@ -234,6 +234,11 @@ func checkString(field, v string) error {
 	return nil
 }
 
+// CheckToken checks one non-empty token, as runtime.image and a cluster
+// member's ssh_host are checked: no space and no control character. The
+// runner's config file checks its remote.host and project with it.
+func CheckToken(field, v string) error { return checkToken(field, v) }
+
 // checkToken checks one non-empty token: no space and no control
 // character.
 func checkToken(field, v string) error {

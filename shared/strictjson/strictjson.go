@@ -298,13 +298,27 @@ func structFields(t reflect.Type) map[string]reflect.Type {
 	return out
 }
 
-// nearest is the field name closest to key by edit distance, when it is
-// close enough to be a misspelling (at most a third of key's length, and
-// at least 1) and no other field is as close; "" otherwise.
+// nearest is the field name closest to key (Suggest).
 func nearest(fields map[string]reflect.Type, key string) string {
+	names := make([]string, 0, len(fields))
+	for name := range fields {
+		names = append(names, name)
+	}
+	return Suggest(key, names)
+}
+
+// Suggest returns the name closest to key by edit distance (insertions,
+// deletions, substitutions and transpositions of neighbours), when it is
+// close enough to be a misspelling (at most a third of key's length, and
+// at least 1) and no other name is as close; "" otherwise. It is the "did
+// you mean" of every strict decoder: job files and the runner's config.
+func Suggest(key string, names []string) string {
 	limit := max(1, utf8.RuneCountInString(key)/3)
 	best, bestD, tie := "", limit+1, false
-	for name := range fields {
+	for _, name := range names {
+		if name == best {
+			continue
+		}
 		d := editDistance(name, key)
 		switch {
 		case d < bestD:

@@ -114,3 +114,24 @@ func TestErrorsGiveLineColumnAndADidYouMean(t *testing.T) {
 		})
 	}
 }
+
+// TestSuggestNamesOnlyAClearMisspelling: Suggest (the "did you mean" the
+// runner's config file shares) names the one close name, and nothing when
+// two are as close or none is close enough.
+func TestSuggestNamesOnlyAClearMisspelling(t *testing.T) {
+	names := []string{"image", "instance_type", "profiles", "limits", "ready_timeout_secs"}
+	for _, tc := range []struct{ key, want string }{
+		{"imag", "image"},
+		{"iamge", "image"},
+		{"profile", "profiles"},
+		{"ready_timeout", ""},
+		{"xyz", ""},
+	} {
+		if got := Suggest(tc.key, names); got != tc.want {
+			t.Errorf("Suggest(%q) = %q, want %q", tc.key, got, tc.want)
+		}
+	}
+	if got := Suggest("ab", []string{"aa", "bb"}); got != "" {
+		t.Errorf("Suggest with a tie = %q, want none", got)
+	}
+}

@@ -154,9 +154,15 @@ type common struct {
 	startTimeout time.Duration
 	systemCode   int
 	codes        exitCodes
+	// config is --config (config.go); set holds the flags given on the
+	// command line, which win over the config file.
+	config string
+	set    map[string]bool
+	fs     *flag.FlagSet
 }
 
 func (c *common) register(fs *flag.FlagSet) {
+	c.fs = fs
 	fs.StringVar(&c.pluginDir, "plugin-dir", "", "directory of the executor-* plugin binaries (default: the directory of runner-host)")
 	fs.StringVar(&c.logLevel, "log-level", "warn", "lowest level of log lines printed on stderr, the plugins' included (trace, debug, info, warn, error, off)")
 	fs.StringVar(&c.logFormat, "log-format", "text", "format of the host's own log lines on stderr: text or json (one JSON object a line)")
@@ -165,9 +171,18 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.systemCode, "system-failure-exit-code", -1, "exit code when the executor or the infrastructure fails, not the job (default $SYSTEM_FAILURE_EXIT_CODE, else 125)")
 }
 
+// registerConfig adds --config, for the verbs that read the config file.
+func (c *common) registerConfig(fs *flag.FlagSet) {
+	fs.StringVar(&c.config, "config", "", "TOML file of defaults for every job: plugin dir and pins, ssh config, remote, runtime, artifacts, log level and format (default $"+envConfig+"); the job file's values win over it, flags over both")
+}
+
 // resolve fills in defaults once the flags are parsed, and sets app's exit
 // codes.
 func (c *common) resolve(app *App) error {
+	c.set = map[string]bool{}
+	if c.fs != nil {
+		c.fs.Visit(func(f *flag.Flag) { c.set[f.Name] = true })
+	}
 	codes, err := resolveExitCodes(c.systemCode, app.getenv)
 	if err != nil {
 		return err

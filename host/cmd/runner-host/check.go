@@ -36,7 +36,7 @@ type checkReport struct {
 // check runs host.Preflight and prints one line a check, ✓ or ✗, with what
 // to do for a ✗. It fails (the system-failure code) on the first ✗.
 func (a *App) check(ctx context.Context, f runFlags) error {
-	job, err := a.readJob(f.jobFile)
+	job, err := a.jobWithConfig(&f)
 	if err != nil {
 		return err
 	}

@@ -2,8 +2,13 @@
 // drives them by hand:
 //
 //	runner-host plugins [--plugin-dir DIR] [--require-sha256 NAME=HEX]...
-//	runner-host run --job FILE [--plugin NAME] [--phases LIST] [--dry-run] [--json] ...
-//	runner-host sweep --ssh-config FILE --host H --project P --older-than DURATION [--live FILE] [--dry-run] [--json]
+//	runner-host run --job FILE [--config FILE] [--plugin NAME] [--phases LIST] [--dry-run] [--json] ...
+//	runner-host check --job FILE [--config FILE] ...
+//	runner-host config show --job FILE [--config FILE] [--json]
+//	runner-host sweep [--config FILE] --ssh-config FILE --host H --project P --older-than DURATION [--live FILE] [--dry-run] [--json]
+//
+// --config FILE (or $VMEXEC_CONFIG) is a TOML file of the runner's
+// defaults (config.go); the job file's values win over it, flags over both.
 //
 // A job file with runtime and command runs the whole job (protocol 2): run
 // exits with the job's exit code, 124 when it timed out, 130 or 143 after

@@ -69,8 +69,9 @@ func parseRun(_ context.Context, app *App, args []string) (func(context.Context)
 func parseRunFlags(app *App, verb string, args []string) (runFlags, error) {
 	var f runFlags
 	var phaseList string
-	fs := newFlagSet(app, verb, "--job FILE [--plugin-dir DIR] [--plugin NAME] [--ssh-config FILE] [--phases LIST] [--dry-run] [--json]")
+	fs := newFlagSet(app, verb, "--job FILE [--config FILE] [--plugin-dir DIR] [--plugin NAME] [--ssh-config FILE] [--phases LIST] [--dry-run] [--json]")
 	f.register(fs)
+	f.registerConfig(fs)
 	fs.StringVar(&f.jobFile, "job", "", "JSON file with the job's `job`, `host` and `remote` objects; with `runtime` and `command` (and optionally `artifacts`) as well, the whole job runs through protocol 2 (required)")
 	fs.StringVar(&f.plugin, "plugin", "remote-linux-vm", "plugin to run the job with")
 	fs.StringVar(&f.sshConfig, "ssh-config", "", "OpenSSH client config the plugin reads (default ~/.ssh/config, which may be absent, as for ssh)")
@@ -170,7 +171,7 @@ func runDevices(ctx context.Context, e shared.Executor, spec shared.JobSpec, dry
 // runJob loads the plugin, runs the phases until one fails and reports
 // every phase that ran.
 func (a *App) runJob(ctx context.Context, f runFlags) error {
-	job, err := a.readJob(f.jobFile)
+	job, err := a.jobWithConfig(&f)
 	if err != nil {
 		return err
 	}
@@ -185,6 +186,17 @@ func (a *App) runJob(ctx context.Context, f runFlags) error {
 	defer func() { _ = p.Close() }()
 	_, err = a.runPhases(ctx, p, job.JobSpec, f)
 	return err
+}
+
+// jobWithConfig reads the config file, if any (its settings go where no
+// flag was given), and the job file with the config's values under it.
+func (a *App) jobWithConfig(f *runFlags) (shared.WholeJob, error) {
+	cfg, err := f.loadConfig(a)
+	if err != nil {
+		return shared.WholeJob{}, err
+	}
+	applySSHConfig(&f.sshConfig, cfg)
+	return a.loadJob(f.jobFile, cfg)
 }
 
 // runPhases runs f.phases on a loaded plugin until one fails, prints each

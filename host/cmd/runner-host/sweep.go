@@ -35,12 +35,13 @@ type sweepFlags struct {
 func parseSweep(_ context.Context, app *App, args []string) (func(context.Context) error, error) {
 	var f sweepFlags
 	var olderThan string
-	fs := newFlagSet(app, "sweep", "--ssh-config FILE --host H --project P --older-than DURATION [--live FILE] [--dry-run] [--json]")
+	fs := newFlagSet(app, "sweep", "[--config FILE] --ssh-config FILE --host H --project P --older-than DURATION [--live FILE] [--dry-run] [--json]")
 	f.register(fs)
+	f.registerConfig(fs)
 	fs.StringVar(&f.plugin, "plugin", "remote-linux-vm", "plugin to sweep with (it must speak protocol 2)")
 	fs.StringVar(&f.sshConfig, "ssh-config", "", "OpenSSH client config the plugin reads (default ~/.ssh/config)")
-	fs.StringVar(&f.remote.Host, "host", "", "SSH host that runs the instances (required)")
-	fs.StringVar(&f.remote.Incus.Project, "project", "", "Incus project to sweep (required)")
+	fs.StringVar(&f.remote.Host, "host", "", "SSH host that runs the instances (required, unless the config file names remote.host)")
+	fs.StringVar(&f.remote.Incus.Project, "project", "", "Incus project to sweep (required, unless the config file names remote.incus.project)")
 	fs.StringVar(&f.remote.Incus.Endpoint, "incus-endpoint", "", "Incus API: unix:///path on the remote host or https://host:port (default unix://"+shared.DefaultIncusSocket+")")
 	fs.StringVar(&olderThan, "older-than", "", "only instances created longer ago than this, a duration of at least 0 such as 6h or 90m (required)")
 	fs.StringVar(&f.liveFile, "live", "", "file listing the live jobs to keep, one RUN:JOB a line (# starts a comment)")
@@ -52,11 +53,17 @@ func parseSweep(_ context.Context, app *App, args []string) (func(context.Contex
 	if err := noArgs(fs); err != nil {
 		return nil, err
 	}
+	if err := f.resolve(app); err != nil {
+		return nil, err
+	}
+	// With a config file, its [remote] may name the host and project
+	// (checked once it is read).
+	if f.configPath(app) == "" {
+		if err := f.requireRemote(); err != nil {
+			return nil, err
+		}
+	}
 	switch {
-	case f.remote.Host == "":
-		return nil, usagef("--host is required")
-	case f.remote.Incus.Project == "":
-		return nil, usagef("--project is required")
 	case olderThan == "":
 		return nil, usagef("--older-than is required (a duration such as 6h, at least 0)")
 	}
@@ -71,9 +78,6 @@ func parseSweep(_ context.Context, app *App, args []string) (func(context.Contex
 		return nil, usagef("--older-than %q is negative: want a duration of at least 0, such as 6h", olderThan)
 	}
 	f.olderThan = d
-	if err := f.resolve(app); err != nil {
-		return nil, err
-	}
 	return func(ctx context.Context) error { return app.sweep(ctx, f) }, nil
 }
 
@@ -103,7 +107,49 @@ func readLive(path string) ([]string, error) {
 	return live, nil
 }
 
+// requireRemote refuses a sweep without a host or a project.
+func (f *sweepFlags) requireRemote() error {
+	switch {
+	case f.remote.Host == "":
+		return usagef("--host is required (or remote.host in the config file)")
+	case f.remote.Incus.Project == "":
+		return usagef("--project is required (or remote.incus.project in the config file)")
+	}
+	return nil
+}
+
+// withConfig reads the config file, if any: its settings and its [remote]
+// go where no flag was given.
+func (f *sweepFlags) withConfig(app *App) error {
+	cfg, err := f.loadConfig(app)
+	if err != nil || cfg == nil {
+		return err
+	}
+	applySSHConfig(&f.sshConfig, cfg)
+	if r := cfg.file.Remote; r != nil {
+		if f.remote.Host == "" {
+			f.remote.Host = r.Host
+		}
+		if in := r.Incus; in != nil {
+			if f.remote.Incus.Project == "" {
+				f.remote.Incus.Project = in.Project
+			}
+			if f.remote.Incus.Endpoint == "" {
+				f.remote.Incus.Endpoint = in.Endpoint
+				f.remote.Incus.ClientCert, f.remote.Incus.ClientKey, f.remote.Incus.ServerCert = in.ClientCert, in.ClientKey, in.ServerCert
+			}
+		}
+	}
+	if err := f.requireRemote(); err != nil {
+		return &exitError{code: exitUsage, err: err}
+	}
+	return nil
+}
+
 func (a *App) sweep(ctx context.Context, f sweepFlags) error {
+	if err := f.withConfig(a); err != nil {
+		return err
+	}
 	req := shared.SweepRequest{Remote: f.remote, OlderThan: f.olderThan, DryRun: f.dryRun}
 	if f.liveFile != "" {
 		live, err := readLive(f.liveFile)
