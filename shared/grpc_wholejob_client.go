@@ -118,14 +118,19 @@ func (c *GRPCJobClient) RunJob(ctx context.Context, req RunRequest, out OutputSi
 func (c *GRPCJobClient) CollectArtifacts(ctx context.Context, req CollectRequest) (CollectResult, error) {
 	resp, err := c.job.CollectArtifacts(ctx, &executorpb.CollectRequest{Job: wholeJobToProto(req.Job)})
 	if err != nil {
-		return CollectResult{}, fromStatus("CollectArtifacts", err)
+		// A collection that failed part-way says what it copied.
+		resp = detailOf[*executorpb.CollectResult](err)
+		err = fromStatus("CollectArtifacts", err)
+		if resp == nil {
+			return CollectResult{}, err
+		}
 	}
 	return CollectResult{
 		Dir:      resp.GetDir(),
 		Files:    int(resp.GetFiles()),
 		Bytes:    resp.GetBytes(),
 		Warnings: resp.GetWarnings(),
-	}, nil
+	}, err
 }
 
 // Cleanup implements JobExecutor.

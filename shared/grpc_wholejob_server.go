@@ -96,15 +96,17 @@ func (s *GRPCJobServer) RunJob(req *executorpb.RunRequest, stream grpc.ServerStr
 // CollectArtifacts implements executorpb.WholeJobServer.
 func (s *GRPCJobServer) CollectArtifacts(ctx context.Context, req *executorpb.CollectRequest) (*executorpb.CollectResult, error) {
 	res, err := s.Impl.CollectArtifacts(ctx, CollectRequest{Job: wholeJobFromProto(req.GetJob())})
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	return &executorpb.CollectResult{
+	out := &executorpb.CollectResult{
 		Dir:      res.Dir,
 		Files:    int64(res.Files),
 		Bytes:    res.Bytes,
 		Warnings: res.Warnings,
-	}, nil
+	}
+	if err != nil {
+		// What was copied before the failure travels with it.
+		return nil, toStatus(err, out)
+	}
+	return out, nil
 }
 
 // Cleanup implements executorpb.WholeJobServer.

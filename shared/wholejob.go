@@ -27,7 +27,8 @@ type JobExecutor interface {
 	// it arrives, in order; a non-zero exit is a result, not an error.
 	RunJob(ctx context.Context, req RunRequest, out OutputSink) (RunResult, error)
 	// CollectArtifacts copies artifacts.path from the guest into
-	// <host.job_dir>/artifacts/.
+	// <host.job_dir>/artifacts/. A collection that fails part-way returns,
+	// beside its error, the counts and warnings of what it copied.
 	CollectArtifacts(ctx context.Context, req CollectRequest) (CollectResult, error)
 	// Cleanup force-deletes the job's instance; it succeeds when the
 	// instance is already gone.
