@@ -6,11 +6,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
 	"github.com/pikaci/vmexec/plugin/internal/incus"
 	"github.com/pikaci/vmexec/shared"
+	"github.com/pikaci/vmexec/shared/layout"
 )
 
 // Sweep deletes the project's leftover instances: those labelled
@@ -25,6 +27,11 @@ func (e *Executor) Sweep(ctx context.Context, req shared.SweepRequest) (shared.S
 	if req.OlderThan < 0 {
 		return shared.SweepResult{}, shared.Errorf(shared.ErrInvalidInput, "older_than", req.OlderThan.String(), "older_than %s: want 0 or more", req.OlderThan)
 	}
+	if req.WorkDir != "" {
+		if err := layout.CheckAbsClean("work_dir", req.WorkDir); err != nil {
+			return shared.SweepResult{}, err
+		}
+	}
 	_, ep, err := e.wholeJobEndpoint(ctx, req.Remote)
 	if err != nil {
 		return shared.SweepResult{}, err
@@ -35,10 +42,11 @@ func (e *Executor) Sweep(ctx context.Context, req shared.SweepRequest) (shared.S
 		return shared.SweepResult{}, err
 	}
 	res := shared.SweepResult{Deleted: []string{}, DryRun: req.DryRun, Unreachable: Unreachable(list)}
-	victims := SweepVictims(list, req.Live, req.OlderThan, time.Now())
+	now := time.Now()
+	victims := SweepVictims(list, req.Live, req.OlderThan, now)
 	if req.DryRun {
 		res.Deleted = victims
-		return res, nil
+		return res, e.sweepDisks(ctx, req, list, victims, now, &res)
 	}
 	var errs []error
 	for _, name := range victims {
@@ -52,9 +60,56 @@ func (e *Executor) Sweep(ctx context.Context, req shared.SweepRequest) (shared.S
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
-		return res, fmt.Errorf("sweep project %s on %s: %w", shared.Show(project), shared.Show(req.Remote.Host), err)
+		err = fmt.Errorf("sweep project %s on %s: %w", shared.Show(project), shared.Show(req.Remote.Host), err)
+		// The disk is swept all the same; an instance not deleted keeps
+		// its run live.
+		return res, errors.Join(err, e.sweepDisks(ctx, req, list, res.Deleted, now, &res))
 	}
-	return res, nil
+	return res, e.sweepDisks(ctx, req, list, res.Deleted, now, &res)
+}
+
+// sweepDisks sweeps req.WorkDir, when set, on remote.host or, on a
+// cluster, on each member's ssh_host, one command each, in member order.
+// A member with instances it could not list (Unreachable) is left alone:
+// which of its runs live is unknown. deleted are the instances this sweep
+// deleted: their runs are not live.
+func (e *Executor) sweepDisks(ctx context.Context, req shared.SweepRequest, list []incus.InstanceInfo, deleted []string, now time.Time, res *shared.SweepResult) error {
+	if req.WorkDir == "" {
+		return nil
+	}
+	pool, err := e.sshPool()
+	if err != nil {
+		return err
+	}
+	runs, sources := diskLive(list, req.Live, deleted, now)
+	hosts := []string{req.Remote.Host}
+	unknown := map[string]bool{}
+	if req.Remote.IsCluster() {
+		hosts = hosts[:0]
+		for _, inst := range list {
+			if inst.Config == nil {
+				unknown[inst.Location] = true
+			}
+		}
+		members := req.Remote.Incus.Cluster.Members
+		for _, name := range slices.Sorted(maps.Keys(members)) {
+			if slices.Contains(hosts, members[name].SSHHost) {
+				continue // two members on one host: its disk once
+			}
+			if unknown[name] {
+				res.Skipped = append(res.Skipped, fmt.Sprintf("%s:%s: member %s did not list its instances, so which of its runs live is unknown", members[name].SSHHost, req.WorkDir, name))
+				continue
+			}
+			hosts = append(hosts, members[name].SSHHost)
+		}
+	}
+	var errs []error
+	for _, h := range hosts {
+		if err := sweepDisk(ctx, pool, h, req.WorkDir, req.OlderThan, req.DryRun, runs, sources, res); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Unreachable names, sorted, the instances a cluster lists without their

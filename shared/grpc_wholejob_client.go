@@ -149,9 +149,16 @@ func (c *GRPCJobClient) Sweep(ctx context.Context, req SweepRequest) (SweepResul
 		OlderThanNs: int64(req.OlderThan),
 		Live:        req.Live,
 		DryRun:      req.DryRun,
+		WorkDir:     req.WorkDir,
 	})
 	if err != nil {
-		return SweepResult{}, fromStatus("Sweep", err)
+		// A sweep that failed in part says what it did.
+		resp = detailOf[*executorpb.SweepResult](err)
+		err = fromStatus("Sweep", err)
+		if resp == nil {
+			return SweepResult{}, err
+		}
 	}
-	return SweepResult{Deleted: resp.GetDeleted(), DryRun: resp.GetDryRun(), Unreachable: resp.GetUnreachable()}, nil
+	return SweepResult{Deleted: resp.GetDeleted(), DryRun: resp.GetDryRun(), Unreachable: resp.GetUnreachable(),
+		Removed: resp.GetRemoved(), Skipped: resp.GetSkipped()}, err
 }

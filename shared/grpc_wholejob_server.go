@@ -125,9 +125,12 @@ func (s *GRPCJobServer) Sweep(ctx context.Context, req *executorpb.SweepRequest)
 		OlderThan: time.Duration(req.GetOlderThanNs()),
 		Live:      req.GetLive(),
 		DryRun:    req.GetDryRun(),
+		WorkDir:   req.GetWorkDir(),
 	})
+	out := &executorpb.SweepResult{Deleted: res.Deleted, DryRun: res.DryRun, Unreachable: res.Unreachable, Removed: res.Removed, Skipped: res.Skipped}
 	if err != nil {
-		return nil, toStatus(err)
+		// What a sweep that failed in part did travels with the error.
+		return nil, toStatus(err, out)
 	}
-	return &executorpb.SweepResult{Deleted: res.Deleted, DryRun: res.DryRun, Unreachable: res.Unreachable}, nil
+	return out, nil
 }

@@ -161,7 +161,8 @@ func TestWholeJobRoundTrip(t *testing.T) {
 		},
 		collectRes: CollectResult{Dir: "/tmp/run/jobs/job/artifacts", Files: 7, Bytes: 4096, Warnings: []string{"skipped link a -> /etc/shadow"}},
 		cleanupRes: CleanupResult{Instance: "pikaci-0123456789ab", Deleted: true},
-		sweepRes:   SweepResult{Deleted: []string{"pikaci-a", "pikaci-b"}, DryRun: true},
+		sweepRes: SweepResult{Deleted: []string{"pikaci-a", "pikaci-b"}, DryRun: true,
+			Removed: []string{"h:/w/runs/r1"}, Skipped: []string{"h:/w/runs/l: a symlink, not followed"}},
 		runJob: func(_ context.Context, out OutputSink) (RunResult, error) {
 			return RunResult{ExitCode: 3, TimedOut: true, TimeoutSecs: 3600}, nil
 		},
@@ -190,7 +191,7 @@ func TestWholeJobRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sweepReq := SweepRequest{Remote: job.Remote, OlderThan: 90*time.Minute + time.Nanosecond, Live: []string{"run:job", "r2:j2"}, DryRun: true}
+	sweepReq := SweepRequest{Remote: job.Remote, OlderThan: 90*time.Minute + time.Nanosecond, Live: []string{"run:job", "r2:j2"}, DryRun: true, WorkDir: "/var/tmp/pikaci"}
 	sweep, err := exec.Sweep(ctx, sweepReq)
 	if err != nil {
 		t.Fatal(err)

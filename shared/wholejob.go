@@ -344,6 +344,13 @@ type SweepRequest struct {
 	// Live lists "run:job" pairs that are running and must be kept.
 	Live   []string `json:"live,omitempty"`
 	DryRun bool     `json:"dry_run,omitempty"`
+	// WorkDir, when set, also sweeps the remote disk under it (on a
+	// cluster, on each member's ssh_host): run dirs (runs/<run>) and
+	// temporary snapshot dirs (.pikaci-sync-snapshot-*) unchanged for
+	// OlderThan whose run is not live, and snapshot dirs (snapshots/<hash>)
+	// not used for that long that no live instance mounts. No link is
+	// followed.
+	WorkDir string `json:"work_dir,omitempty"`
 }
 
 // SweepResult names the instances deleted (or, for a dry run, that would
@@ -355,4 +362,11 @@ type SweepResult struct {
 	// cluster member that does not answer: their labels cannot be read,
 	// so they are left for a later sweep.
 	Unreachable []string `json:"unreachable,omitempty"`
+	// Removed are the remote paths removed under WorkDir (for a dry run:
+	// that would be), each "<ssh host>:<path>", in the order removed.
+	Removed []string `json:"removed,omitempty"`
+	// Skipped are remote paths left alone and why, each
+	// "<ssh host>:<path>: <why>": a link (never followed), a member whose
+	// instances could not be listed.
+	Skipped []string `json:"skipped,omitempty"`
 }
