@@ -41,7 +41,8 @@ const SweepDiskTimeout = 10 * time.Minute
 // change, and its temporary dirs whole. Nothing is followed: a link where
 // a directory was expected is named and left, runs/ and snapshots/ must
 // resolve inside the work dir, and rm never crosses into another
-// filesystem.
+// filesystem. Once timeout(1), its parent, is gone (the session was
+// killed: the sweep was interrupted), it removes nothing more.
 const sweepDiskScript = `set -u
 w=$1 age=$2 dry=$3 live=$4
 shift 4
@@ -54,6 +55,7 @@ newest() {
 later() { if [ "$2" -gt "$1" ]; then echo "$2"; else echo "$1"; fi; }
 old() { [ $((now - $1)) -gt "$age" ]; }
 remove() {
+	kill -0 "$PPID" 2>/dev/null || exit 4
 	if [ "$dry" = 1 ]; then say would "$2" "$1" ""; return; fi
 	if e=$(rm -rf --one-file-system -- "$1" 2>&1); then say removed "$2" "$1" ""; else say failed "$2" "$1" "$e"; fi
 }

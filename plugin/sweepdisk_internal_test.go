@@ -2,11 +2,14 @@ package plugin
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -171,3 +174,74 @@ var cmpSorted = cmp.Transformer("sorted", func(in []string) []string {
 	slices.Sort(out)
 	return out
 })
+
+// A sweep whose session is killed (the operator's Ctrl-C reaches the
+// remote as a SIGKILL of the session's process, timeout(1)) removes
+// nothing more once the entry in hand is done.
+func TestSweepDiskStopsRemovingOnceItsSessionIsKilled(t *testing.T) {
+	w := t.TempDir()
+	const n = 300
+	for i := range n {
+		mkdirs(t, filepath.Join(w, "runs", fmt.Sprintf("r%03d", i), "jobs", "j"))
+	}
+	ageTree(t, w+"/runs", 2*time.Hour)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", "-c", sweepDiskCommand(w, time.Hour, false, nil, nil))
+	// A pipe of our own, read to the end: the script's output stays open
+	// after the kill, so only the script's own check can stop it.
+	out, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	cmd.Stdout = pw
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	// The first record: removals have started.
+	buf := make([]byte, 1)
+	for zeros := 0; zeros < 4; {
+		if _, err := out.Read(buf); err != nil {
+			t.Fatalf("no first record: %v", err)
+		}
+		if buf[0] == 0 {
+			zeros++
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil { // bash exec'd timeout
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	drained := make(chan struct{})
+	go func() { _, _ = io.Copy(io.Discard, out); close(drained) }()
+	defer func() {
+		select {
+		case <-drained: // the script ended: its output closed
+		case <-time.After(time.Minute):
+			t.Errorf("the script still runs a minute after its session was killed")
+		}
+	}()
+	// Wait until nothing more goes (bounded), then count what is left.
+	left := func() int {
+		entries, err := os.ReadDir(filepath.Join(w, "runs"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(entries)
+	}
+	last := left()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+		time.Sleep(time.Second)
+		now := left()
+		if now == last {
+			break
+		}
+		last = now
+	}
+	if last == 0 {
+		t.Errorf("every run dir was removed after the session was killed; want the sweep to stop")
+	}
+	t.Logf("%d of %d run dirs left", last, n)
+}
