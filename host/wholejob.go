@@ -280,12 +280,6 @@ func RunWholeJob(ctx context.Context, e shared.JobExecutor, job shared.WholeJob,
 			return r.rec, err
 		}
 		r.rec.Error = ""
-		// An earlier run's artifacts go: the record counts this run's only.
-		if err := emptyArtifacts(job.Host.JobDir); err != nil {
-			r.rec.Error = err.Error()
-			r.rec.Failure = FailureSystem
-			return r.rec, errors.Join(err, r.write())
-		}
 	}
 	err = r.phases(ctx)
 	if r.reachedRuntime && !opts.DryRun {
@@ -315,8 +309,9 @@ func RunWholeJob(ctx context.Context, e shared.JobExecutor, job shared.WholeJob,
 // ArtifactsDir is the folder of host.job_dir that CollectArtifacts fills.
 const ArtifactsDir = "artifacts"
 
-// emptyArtifacts removes <jobDir>/artifacts, an earlier run's copy, so that
-// what is there after this run is what this run's record counts. A link
+// emptyArtifacts removes <jobDir>/artifacts, an earlier run's copy, before
+// this run's collection, so that what is there after it is what this
+// run's record counts. A link
 // there is removed, never followed.
 func emptyArtifacts(jobDir string) error {
 	dir := filepath.Join(jobDir, ArtifactsDir)
@@ -497,6 +492,12 @@ func (r *wholeRun) phases(ctx context.Context) error {
 		return err
 	}
 	return r.phase(ctx, PhaseCollectArtifacts, func() error {
+		// An earlier run's artifacts go first: the record counts this
+		// run's only. Only a run that holds the job's instance gets here,
+		// never a second run refused while the first lives.
+		if err := emptyArtifacts(job.Host.JobDir); err != nil {
+			return err
+		}
 		res, err := r.e.CollectArtifacts(ctx, shared.CollectRequest{Job: job})
 		// A collection that failed part-way keeps what it copied.
 		if err == nil || res.Dir != "" || res.Files > 0 || len(res.Warnings) > 0 {

@@ -786,6 +786,22 @@ func TestRunWholeJobEmptiesAnEarlierRunsArtifacts(t *testing.T) {
 		t.Errorf("a file behind a link at artifacts/: %v; want it kept (the link removed, not followed)", err)
 	}
 
+	// A second run refused while the first lives (PrepareRuntime's
+	// conflict) leaves the first's artifacts alone, and so does a dry run.
+	if err := os.MkdirAll(filepath.Dir(old), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(old, []byte("earlier run"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	conflict := &fakeJob{fail: map[string]error{"PrepareRuntime": shared.Errorf(shared.ErrConflict, "instance", "pikaci-0123456789ab", "already has a live run")}}
+	if _, err := RunWholeJob(t.Context(), conflict, job, WholeJobOptions{}); !errors.Is(err, shared.ErrConflict) {
+		t.Fatalf("error %v, want the conflict", err)
+	}
+	if _, err := os.Stat(old); err != nil {
+		t.Errorf("after a run refused as a second run: %v; want the live run's artifacts untouched", err)
+	}
+
 	// A dry run changes nothing.
 	if err := os.MkdirAll(filepath.Dir(old), 0o755); err != nil {
 		t.Fatal(err)
