@@ -82,27 +82,8 @@ func (e *Executor) sweepDisks(ctx context.Context, req shared.SweepRequest, list
 		return err
 	}
 	runs, sources := diskLive(list, req.Live, deleted, now)
-	hosts := []string{req.Remote.Host}
-	unknown := map[string]bool{}
-	if req.Remote.IsCluster() {
-		hosts = hosts[:0]
-		for _, inst := range list {
-			if inst.Config == nil {
-				unknown[inst.Location] = true
-			}
-		}
-		members := req.Remote.Incus.Cluster.Members
-		for _, name := range slices.Sorted(maps.Keys(members)) {
-			if slices.Contains(hosts, members[name].SSHHost) {
-				continue // two members on one host: its disk once
-			}
-			if unknown[name] {
-				res.Skipped = append(res.Skipped, fmt.Sprintf("%s:%s: member %s did not list its instances, so which of its runs live is unknown", members[name].SSHHost, req.WorkDir, name))
-				continue
-			}
-			hosts = append(hosts, members[name].SSHHost)
-		}
-	}
+	hosts, skipped := DiskHosts(req.Remote, req.WorkDir, list)
+	res.Skipped = append(res.Skipped, skipped...)
 	var errs []error
 	for _, h := range hosts {
 		if err := sweepDisk(ctx, pool, h, req.WorkDir, req.OlderThan, req.DryRun, runs, sources, res); err != nil {
@@ -149,4 +130,32 @@ func SweepVictims(list []incus.InstanceInfo, live []string, olderThan time.Durat
 	}
 	slices.Sort(out)
 	return out
+}
+
+// DiskHosts returns the SSH hosts whose workDir a disk sweep visits:
+// remote.host, or on a cluster each member's ssh_host once, in member
+// order, but for a member with instances it could not list (their
+// config is unknown), which is named in skipped instead.
+func DiskHosts(remote shared.Remote, workDir string, list []incus.InstanceInfo) (hosts, skipped []string) {
+	if !remote.IsCluster() {
+		return []string{remote.Host}, nil
+	}
+	unknown := map[string]bool{}
+	for _, inst := range list {
+		if inst.Config == nil {
+			unknown[inst.Location] = true
+		}
+	}
+	members := remote.Incus.Cluster.Members
+	for _, name := range slices.Sorted(maps.Keys(members)) {
+		h := members[name].SSHHost
+		if unknown[name] {
+			skipped = append(skipped, fmt.Sprintf("%s:%s: member %s did not list its instances, so which of its runs live is unknown", h, workDir, name))
+			continue
+		}
+		if !slices.Contains(hosts, h) { // two members on one host: its disk once
+			hosts = append(hosts, h)
+		}
+	}
+	return hosts, skipped
 }
