@@ -74,6 +74,10 @@ type Record struct {
 	// FailureSystem, FailureTimeout, FailureCancelled); absent when the job
 	// ran and exited 0 and every phase and the cleanup succeeded.
 	Failure string `json:"failure,omitempty"`
+	// Warnings are what PrepareRuntime said beside its result: a stale
+	// instance of an earlier run of the job deleted (its runner died), a
+	// device setting left out.
+	Warnings []string `json:"warnings,omitempty"`
 	// Preflight holds the checks run before the first phase, when they
 	// ran (WholeJobOptions.Preflight).
 	Preflight []shared.Check `json:"preflight,omitempty"`
@@ -305,6 +309,22 @@ func RunWholeJob(ctx context.Context, e shared.JobExecutor, job shared.WholeJob,
 	return r.rec, err
 }
 
+// ArtifactsDir is the folder of host.job_dir that CollectArtifacts fills.
+const ArtifactsDir = "artifacts"
+
+// emptyArtifacts removes <jobDir>/artifacts, an earlier run's copy, before
+// this run's collection, so that what is there after it is what this
+// run's record counts. A link
+// there is removed, never followed.
+func emptyArtifacts(jobDir string) error {
+	dir := filepath.Join(jobDir, ArtifactsDir)
+	if err := os.RemoveAll(dir); err != nil {
+		return shared.Errorf(kindOfFSError(err), "host.job_dir", jobDir,
+			"remove the earlier run's artifacts %s: %w", shared.Show(dir), err)
+	}
+	return nil
+}
+
 // CheckWholeJob checks every input of every phase of a whole job before the
 // first phase, with no I/O but on this machine: the version 1 inputs and
 // the device rules (devices.Check), the version 2 inputs
@@ -474,6 +494,7 @@ func (r *wholeRun) phases(ctx context.Context) error {
 		if res.Image != (shared.Image{}) {
 			r.rec.Image = res.Image
 		}
+		r.rec.Warnings = append(r.rec.Warnings, res.Warnings...)
 		r.placed(res.Placement)
 		if plan != nil && err == nil {
 			plan.runtime(res)
@@ -493,8 +514,15 @@ func (r *wholeRun) phases(ctx context.Context) error {
 		return err
 	}
 	return r.phase(ctx, PhaseCollectArtifacts, func() error {
+		// An earlier run's artifacts go first: the record counts this
+		// run's only. Only a run that holds the job's instance gets here,
+		// never a second run refused while the first lives.
+		if err := emptyArtifacts(job.Host.JobDir); err != nil {
+			return err
+		}
 		res, err := r.e.CollectArtifacts(ctx, shared.CollectRequest{Job: job})
-		if err == nil {
+		// A collection that failed part-way keeps what it copied.
+		if err == nil || res.Dir != "" || res.Files > 0 || len(res.Warnings) > 0 {
 			a := &ArtifactsRecord{Dir: res.Dir, Files: res.Files, Bytes: res.Bytes, Warnings: res.Warnings}
 			if n := len(a.Warnings); n > MaxRecordWarnings {
 				a.Warnings, a.WarningsDropped = a.Warnings[:MaxRecordWarnings:MaxRecordWarnings], n-MaxRecordWarnings

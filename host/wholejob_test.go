@@ -36,6 +36,10 @@ type fakeJob struct {
 	dryRuns         []bool
 	// warnings are CollectArtifacts' warnings.
 	warnings []string
+	// runtimeWarnings are PrepareRuntime's warnings.
+	runtimeWarnings []string
+	// partial is what a failing CollectArtifacts says it copied.
+	partial shared.CollectResult
 }
 
 var _ shared.JobExecutor = (*fakeJob)(nil)
@@ -81,6 +85,7 @@ func (f *fakeJob) PrepareRuntime(_ context.Context, req shared.RuntimeRequest) (
 	return shared.RuntimeResult{
 		Instance: "pikaci-0123456789ab",
 		Image:    shared.Image{Project: "default", Alias: "bb", Fingerprint: "18a24b8c"},
+		Warnings: f.runtimeWarnings,
 		DryRun:   req.DryRun,
 	}, nil
 }
@@ -97,7 +102,7 @@ func (f *fakeJob) RunJob(ctx context.Context, _ shared.RunRequest, out shared.Ou
 
 func (f *fakeJob) CollectArtifacts(_ context.Context, req shared.CollectRequest) (shared.CollectResult, error) {
 	if err := f.called("CollectArtifacts", false); err != nil {
-		return shared.CollectResult{}, err
+		return f.partial, err
 	}
 	return shared.CollectResult{Dir: filepath.Join(req.Job.Host.JobDir, "artifacts"), Files: 2, Bytes: 12, Warnings: f.warnings}, nil
 }
@@ -733,5 +738,103 @@ func TestRunWholeJobConflictAtRuntimeSkipsCleanup(t *testing.T) {
 	}
 	if slices.Contains(f.Calls(), "Cleanup") || rec.Cleanup != nil {
 		t.Errorf("calls %v, cleanup record %+v: want no Cleanup", f.Calls(), rec.Cleanup)
+	}
+}
+
+// A collection that fails part-way keeps in the record the counts and
+// warnings of what it copied, beside the phase's error.
+func TestRunWholeJobCollectionFailedPartWayKeepsItsCounts(t *testing.T) {
+	job := testWholeJob(t)
+	f := &fakeJob{fail: map[string]error{"CollectArtifacts": shared.Errorf(shared.ErrInvalidInput, "artifacts.max_bytes", "10", "artifacts.max_bytes 10 passed")}}
+	f.partial = shared.CollectResult{Dir: filepath.Join(job.Host.JobDir, "artifacts"), Files: 1, Bytes: 5, Warnings: []string{"skipped fifo p"}}
+	if _, err := RunWholeJob(t.Context(), f, job, WholeJobOptions{}); err == nil {
+		t.Fatal("no error; want the collection's")
+	}
+	rec := readRecord(t, job)
+	want := &ArtifactsRecord{Dir: f.partial.Dir, Files: 1, Bytes: 5, Warnings: []string{"skipped fifo p"}}
+	if diff := cmp.Diff(want, rec.Artifacts); diff != "" {
+		t.Errorf("record's artifacts (-want +got):\n%s", diff)
+	}
+	if rec.Failure != FailureSystem || !strings.Contains(rec.Error, "artifacts.max_bytes 10") {
+		t.Errorf("record failure %q error %q: want a system failure naming the cap", rec.Failure, rec.Error)
+	}
+}
+
+// An earlier run's files in <job_dir>/artifacts do not survive into this
+// run, whose record counts only what it collected; a link there is removed,
+// not followed.
+func TestRunWholeJobEmptiesAnEarlierRunsArtifacts(t *testing.T) {
+	job := testWholeJob(t)
+	old := filepath.Join(job.Host.JobDir, ArtifactsDir, "sub", "old.txt")
+	if err := os.MkdirAll(filepath.Dir(old), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(old, []byte("earlier run"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := RunWholeJob(t.Context(), &fakeJob{}, job, WholeJobOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(filepath.Join(job.Host.JobDir, ArtifactsDir)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("artifacts dir after a run that collected nothing: %v; want it gone with the earlier run's files", err)
+	}
+
+	outside := t.TempDir()
+	keep := filepath.Join(outside, "keep.txt")
+	if err := os.WriteFile(keep, []byte("not ours"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(job.Host.JobDir, ArtifactsDir)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := RunWholeJob(t.Context(), &fakeJob{}, job, WholeJobOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(keep); err != nil {
+		t.Errorf("a file behind a link at artifacts/: %v; want it kept (the link removed, not followed)", err)
+	}
+
+	// A second run refused while the first lives (PrepareRuntime's
+	// conflict) leaves the first's artifacts alone, and so does a dry run.
+	if err := os.MkdirAll(filepath.Dir(old), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(old, []byte("earlier run"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	conflict := &fakeJob{fail: map[string]error{"PrepareRuntime": shared.Errorf(shared.ErrConflict, "instance", "pikaci-0123456789ab", "already has a live run")}}
+	if _, err := RunWholeJob(t.Context(), conflict, job, WholeJobOptions{}); !errors.Is(err, shared.ErrConflict) {
+		t.Fatalf("error %v, want the conflict", err)
+	}
+	if _, err := os.Stat(old); err != nil {
+		t.Errorf("after a run refused as a second run: %v; want the live run's artifacts untouched", err)
+	}
+
+	// A dry run changes nothing.
+	if err := os.MkdirAll(filepath.Dir(old), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(old, []byte("earlier run"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := RunWholeJob(t.Context(), &fakeJob{}, job, WholeJobOptions{DryRun: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(old); err != nil {
+		t.Errorf("after a dry run: %v; want the earlier run's files untouched", err)
+	}
+}
+
+// What PrepareRuntime says beside its result (a stale instance of an
+// earlier run taken over) lands in the record.
+func TestRunWholeJobRecordsPrepareRuntimeWarnings(t *testing.T) {
+	job := testWholeJob(t)
+	msg := `deleted the stale instance "pikaci-0123456789ab" of an earlier run of job "job-1" (no heartbeat for 1m30s: its runner died or lost its connection)`
+	f := &fakeJob{runtimeWarnings: []string{msg}}
+	if _, err := RunWholeJob(t.Context(), f, job, WholeJobOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{msg}, readRecord(t, job).Warnings); diff != "" {
+		t.Errorf("record's warnings (-want +got):\n%s", diff)
 	}
 }

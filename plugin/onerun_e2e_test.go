@@ -5,6 +5,7 @@ package plugin_test
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -60,6 +61,11 @@ func TestWholeJob_SecondRunOfALiveJobIsRefusedThenTakesOverAStaleOne(t *testing.
 	code, stdout, stderr := x.run(t, j)
 	if code != 0 || !strings.Contains(stdout, "finished\n") || !strings.Contains(stderr, "deleted the stale instance") {
 		t.Errorf("run after the heartbeat went stale: exit %d, stdout %q, stderr %q; want 0, the job run, and the stale instance's deletion said", code, stdout, stderr)
+	}
+	if rec := e2eRecord(t, j.jobDir); !slices.ContainsFunc(rec.Warnings, func(w string) bool {
+		return strings.Contains(w, "deleted the stale instance") && strings.Contains(w, j.instance)
+	}) {
+		t.Errorf("record's warnings %q: want the takeover said, naming %s", rec.Warnings, j.instance)
 	}
 	x.gone(t, j.instance)
 }

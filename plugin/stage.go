@@ -81,7 +81,7 @@ func (e *Executor) StageWorkspaceSnapshot(ctx context.Context, req shared.StageR
 	}
 	defer unlock()
 
-	st, err := readRemoteMarker(ctx, pool, host, l.WorkDir, l.SnapshotDir)
+	st, err := readRemoteMarkerUse(ctx, pool, host, l.WorkDir, l.SnapshotDir, !req.DryRun)
 	if err != nil {
 		return shared.StageResult{}, err
 	}
@@ -175,7 +175,19 @@ func parseMarkerOutput(out []byte, host, dir string) (remoteState, error) {
 // snapshots/<hash> planted as a link elsewhere is refused, never reused
 // or written through.
 func readRemoteMarker(ctx context.Context, pool *sshpool.Pool, host, workDir, dir string) (remoteState, error) {
+	return readRemoteMarkerUse(ctx, pool, host, workDir, dir, false)
+}
+
+// readRemoteMarkerUse is readRemoteMarker that, when markUse, first marks
+// the snapshot dir's parent (snapshots/<hash>) used: its modification time
+// set to now, when it resolves inside the work dir (Sweep removes a
+// snapshot dir unused for longer than its age). The mark is best effort
+// and silent: a host without touch reads the marker all the same.
+func readRemoteMarkerUse(ctx context.Context, pool *sshpool.Pool, host, workDir, dir string, markUse bool) (remoteState, error) {
 	cmd := "readlink -mz -- " + layout.Quote(workDir) + " " + layout.Quote(dir) + " && " + markerCommand(dir)
+	if markUse {
+		cmd = markUseCommand(workDir, path.Dir(dir)) + cmd
+	}
 	out, err := pool.Run(ctx, host, cmd)
 	if err != nil {
 		return remoteState{}, fmt.Errorf("read snapshot marker in %s on %s: %w", shared.Show(dir), host, err)
@@ -192,6 +204,14 @@ func readRemoteMarker(ctx context.Context, pool *sshpool.Pool, host, workDir, di
 			shared.Show(dir), host, shared.Show(real), shared.Show(workDir), shared.Show(root))
 	}
 	return parseMarkerOutput(fields[2], host, dir)
+}
+
+// markUseCommand sets the modification time of dir to now when it is a
+// directory that resolves inside workDir; it prints nothing and never
+// fails.
+func markUseCommand(workDir, dir string) string {
+	return "{ r=$(readlink -e -- " + layout.Quote(workDir) + ") && p=$(readlink -e -- " + layout.Quote(dir) +
+		") && test -d \"$p\" && case $p in \"$r\"/*) touch -c -- \"$p\";; esac; } >/dev/null 2>&1; "
 }
 
 // decide applies the contract's rule 2 to a marker: reused, refused, or

@@ -6,11 +6,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
 	"github.com/pikaci/vmexec/plugin/internal/incus"
 	"github.com/pikaci/vmexec/shared"
+	"github.com/pikaci/vmexec/shared/layout"
 )
 
 // Sweep deletes the project's leftover instances: those labelled
@@ -25,6 +27,11 @@ func (e *Executor) Sweep(ctx context.Context, req shared.SweepRequest) (shared.S
 	}
 	if req.OlderThan < 0 {
 		return shared.SweepResult{}, shared.Errorf(shared.ErrInvalidInput, "older_than", req.OlderThan.String(), "older_than %s: want 0 or more", req.OlderThan)
+	}
+	if req.WorkDir != "" {
+		if err := layout.CheckAbsClean("work_dir", req.WorkDir); err != nil {
+			return shared.SweepResult{}, err
+		}
 	}
 	_, ep, err := e.wholeJobEndpoint(ctx, req.Remote)
 	if err != nil {
@@ -47,10 +54,11 @@ func (e *Executor) Sweep(ctx context.Context, req shared.SweepRequest) (shared.S
 		}
 	}
 	res := shared.SweepResult{Deleted: []string{}, DryRun: req.DryRun, Unreachable: Unreachable(list)}
-	victims := SweepVictims(list, req.Live, req.OlderThan, time.Now())
+	now := time.Now()
+	victims := SweepVictims(list, req.Live, req.OlderThan, now)
 	if req.DryRun {
 		res.Deleted = victims
-		return res, nil
+		return res, e.sweepDisks(ctx, req, list, victims, now, &res)
 	}
 	var errs []error
 	for _, name := range victims {
@@ -64,9 +72,37 @@ func (e *Executor) Sweep(ctx context.Context, req shared.SweepRequest) (shared.S
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
-		return res, fmt.Errorf("sweep project %s on %s: %w", shared.Show(project), shared.Show(req.Remote.Host), err)
+		err = fmt.Errorf("sweep project %s on %s: %w", shared.Show(project), shared.Show(req.Remote.Host), err)
+		// The disk is swept all the same; an instance not deleted keeps
+		// its run live.
+		return res, errors.Join(err, e.sweepDisks(ctx, req, list, res.Deleted, now, &res))
 	}
-	return res, nil
+	return res, e.sweepDisks(ctx, req, list, res.Deleted, now, &res)
+}
+
+// sweepDisks sweeps req.WorkDir, when set, on remote.host or, on a
+// cluster, on each member's ssh_host, one command each, in member order.
+// A member with instances it could not list (Unreachable) is left alone:
+// which of its runs live is unknown. deleted are the instances this sweep
+// deleted: their runs are not live.
+func (e *Executor) sweepDisks(ctx context.Context, req shared.SweepRequest, list []incus.InstanceInfo, deleted []string, now time.Time, res *shared.SweepResult) error {
+	if req.WorkDir == "" {
+		return nil
+	}
+	pool, err := e.sshPool()
+	if err != nil {
+		return err
+	}
+	runs, sources := diskLive(list, req.Live, deleted, now)
+	hosts, skipped := DiskHosts(req.Remote, req.WorkDir, list)
+	res.Skipped = append(res.Skipped, skipped...)
+	var errs []error
+	for _, h := range hosts {
+		if err := sweepDisk(ctx, pool, h, req.WorkDir, req.OlderThan, req.DryRun, runs, sources, res); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Unreachable names, sorted, the instances a cluster lists without their
@@ -106,4 +142,32 @@ func SweepVictims(list []incus.InstanceInfo, live []string, olderThan time.Durat
 	}
 	slices.Sort(out)
 	return out
+}
+
+// DiskHosts returns the SSH hosts whose workDir a disk sweep visits:
+// remote.host, or on a cluster each member's ssh_host once, in member
+// order, but for a member with instances it could not list (their
+// config is unknown), which is named in skipped instead.
+func DiskHosts(remote shared.Remote, workDir string, list []incus.InstanceInfo) (hosts, skipped []string) {
+	if !remote.IsCluster() {
+		return []string{remote.Host}, nil
+	}
+	unknown := map[string]bool{}
+	for _, inst := range list {
+		if inst.Config == nil {
+			unknown[inst.Location] = true
+		}
+	}
+	members := remote.Incus.Cluster.Members
+	for _, name := range slices.Sorted(maps.Keys(members)) {
+		h := members[name].SSHHost
+		if unknown[name] {
+			skipped = append(skipped, fmt.Sprintf("%s:%s: member %s did not list its instances, so which of its runs live is unknown", h, workDir, name))
+			continue
+		}
+		if !slices.Contains(hosts, h) { // two members on one host: its disk once
+			hosts = append(hosts, h)
+		}
+	}
+	return hosts, skipped
 }

@@ -27,3 +27,23 @@ func TestSweepNamesInstancesOfUnreachableMembersAndKeepsThem(t *testing.T) {
 		t.Errorf("victims (-want +got):\n%s", diff)
 	}
 }
+
+// A disk sweep visits remote.host, or each member's ssh_host once, but
+// leaves, naming it, a member whose instances did not list.
+func TestDiskHostsSkipsAMemberThatDidNotListItsInstances(t *testing.T) {
+	single := shared.Remote{Host: "h"}
+	if hosts, skipped := plugin.DiskHosts(single, "/w", nil); !cmp.Equal([]string{"h"}, hosts) || skipped != nil {
+		t.Errorf("single host: %v %v", hosts, skipped)
+	}
+	cluster := shared.Remote{Host: "api", Incus: shared.Incus{Cluster: &shared.Cluster{Members: map[string]shared.ClusterMember{
+		"m1": {SSHHost: "h1"}, "m2": {SSHHost: "h2"}, "m3": {SSHHost: "h3"}, "m4": {SSHHost: "h1"},
+	}}}}
+	list := []incus.InstanceInfo{{Name: "a", Location: "m1", Config: map[string]string{}}, {Name: "b", Location: "m3", Status: "Error"}}
+	hosts, skipped := plugin.DiskHosts(cluster, "/w", list)
+	if diff := cmp.Diff([]string{"h1", "h2"}, hosts); diff != "" {
+		t.Errorf("hosts (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"h3:/w: member m3 did not list its instances, so which of its runs live is unknown"}, skipped); diff != "" {
+		t.Errorf("skipped (-want +got):\n%s", diff)
+	}
+}

@@ -548,6 +548,14 @@ func TestWholeJob_ArtifactByteCap(t *testing.T) {
 	script := `a=/run/pika-cloud/artifacts
 mkdir -p $a && printf 12345 > $a/a-small && printf 12345678901234567890 > $a/b-big`
 	j := x.job(t, "hash-cap", script, func(j *shared.WholeJob) { j.Artifacts.MaxBytes = 10 })
+	// An earlier run's file: this run's record counts this run's only.
+	earlier := filepath.Join(j.jobDir, "artifacts", "earlier-run.txt")
+	if err := os.MkdirAll(filepath.Dir(earlier), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(earlier, []byte("from an earlier run"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	code, _, stderr := x.run(t, j)
 	if code != 125 {
 		t.Errorf("exit code %d, want 125 (a system failure: the artifacts passed their cap after a passing job)", code)
@@ -567,7 +575,11 @@ mkdir -p $a && printf 12345 > $a/a-small && printf 12345678901234567890 > $a/b-b
 	}
 	want := map[string]string{".": "dir -rwxr-xr-x", "a-small": "file -rw-r--r-- " + sha8("12345")}
 	if diff := cmp.Diff(want, treeOf(t, filepath.Join(j.jobDir, "artifacts"))); diff != "" {
-		t.Errorf("what was copied before the cap (-want +got):\n%s", diff)
+		t.Errorf("what was copied before the cap, and only that (-want +got):\n%s", diff)
+	}
+	// The collection failed part-way: the record still counts what it copied.
+	if diff := cmp.Diff(&host.ArtifactsRecord{Dir: filepath.Join(j.jobDir, "artifacts"), Files: 1, Bytes: 5}, rec.Artifacts); diff != "" {
+		t.Errorf("record's artifacts after the cap (-want +got):\n%s", diff)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/protoadapt"
 
 	"github.com/pikaci/vmexec/shared/executorpb"
 )
@@ -42,7 +43,10 @@ var kindToCode = map[error]codes.Code{
 // toStatus turns an executor's error into the gRPC status the host
 // receives: a code for generic gRPC tooling and an ErrorDetail that carries
 // what errors.Is and errors.As need on the other side.
-func toStatus(err error) error {
+//
+// extra are more details the call's answer carries beside the error: what
+// a call that failed part-way did (CollectArtifacts' counts).
+func toStatus(err error, extra ...protoadapt.MessageV1) error {
 	detail := &executorpb.ErrorDetail{}
 	code := codes.Unknown
 	if kind := KindOf(err); kind != nil {
@@ -60,7 +64,7 @@ func toStatus(err error) error {
 		detail.Context = executorpb.ContextError_CONTEXT_ERROR_DEADLINE_EXCEEDED
 		code = codes.DeadlineExceeded
 	}
-	st, derr := status.New(code, err.Error()).WithDetails(detail)
+	st, derr := status.New(code, err.Error()).WithDetails(append([]protoadapt.MessageV1{detail}, extra...)...)
 	if derr != nil {
 		// Only a detail that cannot be marshalled gets here; the code and
 		// message still travel.
@@ -116,6 +120,22 @@ func fromStatus(method string, err error) error {
 		return &contextError{msg: st.Message(), err: ctxErr}
 	}
 	return &remoteError{msg: st.Message(), code: st.Code()}
+}
+
+// detailOf returns the first detail of type T a failed call's gRPC error
+// carries beside its ErrorDetail, or nil.
+func detailOf[T any](err error) T {
+	var zero T
+	st, ok := status.FromError(err)
+	if !ok {
+		return zero
+	}
+	for _, d := range st.Details() {
+		if t, ok := d.(T); ok {
+			return t
+		}
+	}
+	return zero
 }
 
 // contextError keeps a plugin's message and wraps the context error it

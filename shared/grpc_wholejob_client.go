@@ -118,14 +118,19 @@ func (c *GRPCJobClient) RunJob(ctx context.Context, req RunRequest, out OutputSi
 func (c *GRPCJobClient) CollectArtifacts(ctx context.Context, req CollectRequest) (CollectResult, error) {
 	resp, err := c.job.CollectArtifacts(ctx, &executorpb.CollectRequest{Job: wholeJobToProto(req.Job)})
 	if err != nil {
-		return CollectResult{}, fromStatus("CollectArtifacts", err)
+		// A collection that failed part-way says what it copied.
+		resp = detailOf[*executorpb.CollectResult](err)
+		err = fromStatus("CollectArtifacts", err)
+		if resp == nil {
+			return CollectResult{}, err
+		}
 	}
 	return CollectResult{
 		Dir:      resp.GetDir(),
 		Files:    int(resp.GetFiles()),
 		Bytes:    resp.GetBytes(),
 		Warnings: resp.GetWarnings(),
-	}, nil
+	}, err
 }
 
 // Cleanup implements JobExecutor.
@@ -144,9 +149,16 @@ func (c *GRPCJobClient) Sweep(ctx context.Context, req SweepRequest) (SweepResul
 		OlderThanNs: int64(req.OlderThan),
 		Live:        req.Live,
 		DryRun:      req.DryRun,
+		WorkDir:     req.WorkDir,
 	})
 	if err != nil {
-		return SweepResult{}, fromStatus("Sweep", err)
+		// A sweep that failed in part says what it did.
+		resp = detailOf[*executorpb.SweepResult](err)
+		err = fromStatus("Sweep", err)
+		if resp == nil {
+			return SweepResult{}, err
+		}
 	}
-	return SweepResult{Deleted: resp.GetDeleted(), DryRun: resp.GetDryRun(), Unreachable: resp.GetUnreachable()}, nil
+	return SweepResult{Deleted: resp.GetDeleted(), DryRun: resp.GetDryRun(), Unreachable: resp.GetUnreachable(),
+		Removed: resp.GetRemoved(), Skipped: resp.GetSkipped()}, err
 }

@@ -96,15 +96,17 @@ func (s *GRPCJobServer) RunJob(req *executorpb.RunRequest, stream grpc.ServerStr
 // CollectArtifacts implements executorpb.WholeJobServer.
 func (s *GRPCJobServer) CollectArtifacts(ctx context.Context, req *executorpb.CollectRequest) (*executorpb.CollectResult, error) {
 	res, err := s.Impl.CollectArtifacts(ctx, CollectRequest{Job: wholeJobFromProto(req.GetJob())})
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	return &executorpb.CollectResult{
+	out := &executorpb.CollectResult{
 		Dir:      res.Dir,
 		Files:    int64(res.Files),
 		Bytes:    res.Bytes,
 		Warnings: res.Warnings,
-	}, nil
+	}
+	if err != nil {
+		// What was copied before the failure travels with it.
+		return nil, toStatus(err, out)
+	}
+	return out, nil
 }
 
 // Cleanup implements executorpb.WholeJobServer.
@@ -123,9 +125,12 @@ func (s *GRPCJobServer) Sweep(ctx context.Context, req *executorpb.SweepRequest)
 		OlderThan: time.Duration(req.GetOlderThanNs()),
 		Live:      req.GetLive(),
 		DryRun:    req.GetDryRun(),
+		WorkDir:   req.GetWorkDir(),
 	})
+	out := &executorpb.SweepResult{Deleted: res.Deleted, DryRun: res.DryRun, Unreachable: res.Unreachable, Removed: res.Removed, Skipped: res.Skipped}
 	if err != nil {
-		return nil, toStatus(err)
+		// What a sweep that failed in part did travels with the error.
+		return nil, toStatus(err, out)
 	}
-	return &executorpb.SweepResult{Deleted: res.Deleted, DryRun: res.DryRun, Unreachable: res.Unreachable}, nil
+	return out, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -73,7 +74,7 @@ func (f *fakeJobExecutor) CollectArtifacts(ctx context.Context, req CollectReque
 	f.collect = req
 	f.mu.Unlock()
 	if err := f.call(ctx); err != nil {
-		return CollectResult{}, err
+		return f.collectRes, err // what a collection that failed part-way copied
 	}
 	return f.collectRes, nil
 }
@@ -160,7 +161,8 @@ func TestWholeJobRoundTrip(t *testing.T) {
 		},
 		collectRes: CollectResult{Dir: "/tmp/run/jobs/job/artifacts", Files: 7, Bytes: 4096, Warnings: []string{"skipped link a -> /etc/shadow"}},
 		cleanupRes: CleanupResult{Instance: "pikaci-0123456789ab", Deleted: true},
-		sweepRes:   SweepResult{Deleted: []string{"pikaci-a", "pikaci-b"}, DryRun: true},
+		sweepRes: SweepResult{Deleted: []string{"pikaci-a", "pikaci-b"}, DryRun: true,
+			Removed: []string{"h:/w/runs/r1"}, Skipped: []string{"h:/w/runs/l: a symlink, not followed"}},
 		runJob: func(_ context.Context, out OutputSink) (RunResult, error) {
 			return RunResult{ExitCode: 3, TimedOut: true, TimeoutSecs: 3600}, nil
 		},
@@ -189,7 +191,7 @@ func TestWholeJobRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sweepReq := SweepRequest{Remote: job.Remote, OlderThan: 90*time.Minute + time.Nanosecond, Live: []string{"run:job", "r2:j2"}, DryRun: true}
+	sweepReq := SweepRequest{Remote: job.Remote, OlderThan: 90*time.Minute + time.Nanosecond, Live: []string{"run:job", "r2:j2"}, DryRun: true, WorkDir: "/var/tmp/pikaci"}
 	sweep, err := exec.Sweep(ctx, sweepReq)
 	if err != nil {
 		t.Fatal(err)
@@ -215,6 +217,27 @@ func TestWholeJobRoundTrip(t *testing.T) {
 		if diff := cmp.Diff(c.want, c.got, opts); diff != "" {
 			t.Errorf("%s (-want +got):\n%s", c.name, diff)
 		}
+	}
+}
+
+// A collection that fails part-way keeps, across the wire, the counts and
+// warnings of what it copied beside its error, whose kind and value stay.
+func TestCollectArtifactsFailedPartWayKeepsWhatItCopied(t *testing.T) {
+	partial := CollectResult{Dir: "/jobs/j/artifacts", Files: 3, Bytes: 17, Warnings: []string{"skipped fifo p"}}
+	f := &fakeJobExecutor{collectRes: partial}
+	f.err = Errorf(ErrInvalidInput, "artifacts.max_bytes", "10", "artifacts.max_bytes 10 passed")
+	exec := connectJob(t, f)
+	got, err := exec.CollectArtifacts(t.Context(), CollectRequest{Job: fullWholeJob()})
+	if !errors.Is(err, ErrInvalidInput) || !strings.Contains(err.Error(), "artifacts.max_bytes 10") {
+		t.Errorf("error %v: want the plugin's, kind kept", err)
+	}
+	if diff := cmp.Diff(partial, got); diff != "" {
+		t.Errorf("result beside the error (-want +got):\n%s", diff)
+	}
+
+	f.collectRes = CollectResult{}
+	if got, err := exec.CollectArtifacts(t.Context(), CollectRequest{Job: fullWholeJob()}); err == nil || !cmp.Equal(CollectResult{}, got, cmpopts.EquateEmpty()) {
+		t.Errorf("nothing copied: result %+v, error %v; want an empty result and the error", got, err)
 	}
 }
 

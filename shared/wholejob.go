@@ -27,7 +27,8 @@ type JobExecutor interface {
 	// it arrives, in order; a non-zero exit is a result, not an error.
 	RunJob(ctx context.Context, req RunRequest, out OutputSink) (RunResult, error)
 	// CollectArtifacts copies artifacts.path from the guest into
-	// <host.job_dir>/artifacts/.
+	// <host.job_dir>/artifacts/. A collection that fails part-way returns,
+	// beside its error, the counts and warnings of what it copied.
 	CollectArtifacts(ctx context.Context, req CollectRequest) (CollectResult, error)
 	// Cleanup force-deletes the job's instance; it succeeds when the
 	// instance is already gone.
@@ -343,6 +344,13 @@ type SweepRequest struct {
 	// Live lists "run:job" pairs that are running and must be kept.
 	Live   []string `json:"live,omitempty"`
 	DryRun bool     `json:"dry_run,omitempty"`
+	// WorkDir, when set, also sweeps the remote disk under it (on a
+	// cluster, on each member's ssh_host): run dirs (runs/<run>) and
+	// temporary snapshot dirs (.pikaci-sync-snapshot-*) unchanged for
+	// OlderThan whose run is not live, and snapshot dirs (snapshots/<hash>)
+	// not used for that long that no live instance mounts. No link is
+	// followed.
+	WorkDir string `json:"work_dir,omitempty"`
 }
 
 // SweepResult names the instances deleted (or, for a dry run, that would
@@ -354,4 +362,11 @@ type SweepResult struct {
 	// cluster member that does not answer: their labels cannot be read,
 	// so they are left for a later sweep.
 	Unreachable []string `json:"unreachable,omitempty"`
+	// Removed are the remote paths removed under WorkDir (for a dry run:
+	// that would be), each "<ssh host>:<path>", in the order removed.
+	Removed []string `json:"removed,omitempty"`
+	// Skipped are remote paths left alone and why, each
+	// "<ssh host>:<path>: <why>": a link (never followed), a member whose
+	// instances could not be listed.
+	Skipped []string `json:"skipped,omitempty"`
 }

@@ -2796,7 +2796,13 @@ type SweepRequest struct {
 	// live lists "run:job" pairs that are still running and must be kept.
 	Live []string `protobuf:"bytes,3,rep,name=live,proto3" json:"live,omitempty"`
 	// dry_run: name the instances, delete none.
-	DryRun        bool `protobuf:"varint,4,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	DryRun bool `protobuf:"varint,4,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// work_dir, when set, also sweeps the remote disk under it (on a cluster,
+	// on each member's ssh_host): run dirs (runs/<run>) and temporary
+	// snapshot dirs (.pikaci-sync-snapshot-*) unchanged for older_than_ns
+	// whose run is not live, and snapshot dirs (snapshots/<hash>) not used
+	// for that long that no live instance mounts. No link is followed.
+	WorkDir       string `protobuf:"bytes,5,opt,name=work_dir,json=workDir,proto3" json:"work_dir,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2859,6 +2865,13 @@ func (x *SweepRequest) GetDryRun() bool {
 	return false
 }
 
+func (x *SweepRequest) GetWorkDir() string {
+	if x != nil {
+		return x.WorkDir
+	}
+	return ""
+}
+
 // SweepResult names the instances deleted (for a dry run: that would be).
 type SweepResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2868,7 +2881,14 @@ type SweepResult struct {
 	DryRun bool `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
 	// unreachable are instances whose cluster member does not answer (their
 	// labels cannot be read): "<instance> on <member>", retried next sweep.
-	Unreachable   []string `protobuf:"bytes,3,rep,name=unreachable,proto3" json:"unreachable,omitempty"`
+	Unreachable []string `protobuf:"bytes,3,rep,name=unreachable,proto3" json:"unreachable,omitempty"`
+	// removed are the remote paths removed under work_dir (for a dry run:
+	// that would be), each "<ssh host>:<path>".
+	Removed []string `protobuf:"bytes,4,rep,name=removed,proto3" json:"removed,omitempty"`
+	// skipped are remote paths left alone and why, each
+	// "<ssh host>:<path>: <why>" (a link, not followed; a member whose
+	// instances could not be listed).
+	Skipped       []string `protobuf:"bytes,5,rep,name=skipped,proto3" json:"skipped,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2920,6 +2940,20 @@ func (x *SweepResult) GetDryRun() bool {
 func (x *SweepResult) GetUnreachable() []string {
 	if x != nil {
 		return x.Unreachable
+	}
+	return nil
+}
+
+func (x *SweepResult) GetRemoved() []string {
+	if x != nil {
+		return x.Removed
+	}
+	return nil
+}
+
+func (x *SweepResult) GetSkipped() []string {
+	if x != nil {
+		return x.Skipped
 	}
 	return nil
 }
@@ -3276,16 +3310,19 @@ const file_executor_proto_rawDesc = "" +
 	"\x03job\x18\x01 \x01(\v2 .pikaci.executor.v1.WholeJobSpecR\x03job\"E\n" +
 	"\rCleanupResult\x12\x1a\n" +
 	"\binstance\x18\x01 \x01(\tR\binstance\x12\x18\n" +
-	"\adeleted\x18\x02 \x01(\bR\adeleted\"\x93\x01\n" +
+	"\adeleted\x18\x02 \x01(\bR\adeleted\"\xae\x01\n" +
 	"\fSweepRequest\x122\n" +
 	"\x06remote\x18\x01 \x01(\v2\x1a.pikaci.executor.v1.RemoteR\x06remote\x12\"\n" +
 	"\rolder_than_ns\x18\x02 \x01(\x03R\volderThanNs\x12\x12\n" +
 	"\x04live\x18\x03 \x03(\tR\x04live\x12\x17\n" +
-	"\adry_run\x18\x04 \x01(\bR\x06dryRun\"b\n" +
+	"\adry_run\x18\x04 \x01(\bR\x06dryRun\x12\x19\n" +
+	"\bwork_dir\x18\x05 \x01(\tR\aworkDir\"\x96\x01\n" +
 	"\vSweepResult\x12\x18\n" +
 	"\adeleted\x18\x01 \x03(\tR\adeleted\x12\x17\n" +
 	"\adry_run\x18\x02 \x01(\bR\x06dryRun\x12 \n" +
-	"\vunreachable\x18\x03 \x03(\tR\vunreachable\"F\n" +
+	"\vunreachable\x18\x03 \x03(\tR\vunreachable\x12\x18\n" +
+	"\aremoved\x18\x04 \x03(\tR\aremoved\x12\x18\n" +
+	"\askipped\x18\x05 \x03(\tR\askipped\"F\n" +
 	"\x10PreflightRequest\x122\n" +
 	"\x03job\x18\x01 \x01(\v2 .pikaci.executor.v1.WholeJobSpecR\x03job\"M\n" +
 	"\x0fPreflightResult\x12:\n" +

@@ -6,9 +6,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/pikaci/vmexec/host"
 	"github.com/pikaci/vmexec/shared"
@@ -16,7 +19,7 @@ import (
 
 func init() {
 	verbs["sweep"] = Verb{
-		Summary: "delete leftover job instances: labelled, older than an age, not live",
+		Summary: "delete leftover job instances (labelled, older than an age, not live) and, with --work-dir, what old runs left on the remote disk",
 		Parse:   parseSweep,
 	}
 }
@@ -28,6 +31,7 @@ type sweepFlags struct {
 	remote    shared.Remote
 	olderThan time.Duration
 	liveFile  string
+	members   memberFlag
 	dryRun    bool
 	json      bool
 }
@@ -35,7 +39,7 @@ type sweepFlags struct {
 func parseSweep(_ context.Context, app *App, args []string) (func(context.Context) error, error) {
 	var f sweepFlags
 	var olderThan string
-	fs := newFlagSet(app, "sweep", "[--config FILE] --ssh-config FILE --host H --project P --older-than DURATION [--live FILE] [--dry-run] [--json]")
+	fs := newFlagSet(app, "sweep", "[--config FILE] --ssh-config FILE --host H --project P --older-than DURATION [--work-dir DIR [--member NAME=SSH_HOST]...] [--live FILE] [--dry-run] [--json]")
 	f.register(fs)
 	f.registerConfig(fs)
 	fs.StringVar(&f.plugin, "plugin", "remote-linux-vm", "plugin to sweep with (it must speak protocol 2)")
@@ -44,8 +48,10 @@ func parseSweep(_ context.Context, app *App, args []string) (func(context.Contex
 	fs.StringVar(&f.remote.Incus.Project, "project", "", "Incus project to sweep (required, unless the config file names remote.incus.project)")
 	fs.StringVar(&f.remote.Incus.Endpoint, "incus-endpoint", "", "Incus API: unix:///path on the remote host or https://host:port (default unix://"+shared.DefaultIncusSocket+")")
 	fs.StringVar(&olderThan, "older-than", "", "only instances created longer ago than this, a duration of at least 0 such as 6h or 90m (required)")
+	fs.StringVar(&f.remote.WorkDir, "work-dir", "", "remote.work_dir: also remove the run dirs (runs/RUN), temporary snapshot dirs (.pikaci-sync-snapshot-*) and snapshot dirs (snapshots/HASH) under it unchanged or unused for --older-than that no live job holds; links are never followed")
+	fs.Var(&f.members, "member", "NAME=SSH_HOST: a member of the Incus cluster behind --host and the SSH host of its work dir (repeatable); with --work-dir, each member's disk is swept")
 	fs.StringVar(&f.liveFile, "live", "", "file listing the live jobs to keep, one RUN:JOB a line (# starts a comment)")
-	fs.BoolVar(&f.dryRun, "dry-run", false, "name the instances, delete none")
+	fs.BoolVar(&f.dryRun, "dry-run", false, "name the instances and paths, delete and remove none")
 	fs.BoolVar(&f.json, "json", false, "print the result as JSON")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -70,6 +76,18 @@ func parseSweep(_ context.Context, app *App, args []string) (func(context.Contex
 	if err := host.CheckName(f.plugin); err != nil {
 		return nil, usagef("--plugin: %w", err)
 	}
+	if f.remote.WorkDir != "" {
+		if err := shared.CheckAbsClean("--work-dir", f.remote.WorkDir); err != nil {
+			return nil, usagef("%w", err)
+		}
+	}
+	if len(f.members) > 0 {
+		c := &shared.Cluster{Members: map[string]shared.ClusterMember{}}
+		for name, h := range f.members {
+			c.Members[name] = shared.ClusterMember{SSHHost: h}
+		}
+		f.remote.Incus.Cluster = c
+	}
 	d, err := time.ParseDuration(olderThan)
 	switch {
 	case err != nil:
@@ -79,6 +97,32 @@ func parseSweep(_ context.Context, app *App, args []string) (func(context.Contex
 	}
 	f.olderThan = d
 	return func(ctx context.Context) error { return app.sweep(ctx, f) }, nil
+}
+
+// memberFlag is --member NAME=SSH_HOST, repeatable.
+type memberFlag map[string]string
+
+func (m *memberFlag) String() string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(*m)) {
+		parts = append(parts, k+"="+(*m)[k])
+	}
+	return strings.Join(parts, ",")
+}
+
+func (m *memberFlag) Set(v string) error {
+	name, h, ok := strings.Cut(v, "=")
+	if !ok || name == "" || h == "" || strings.ContainsFunc(v, unicode.IsSpace) {
+		return fmt.Errorf("%q is not NAME=SSH_HOST", v)
+	}
+	if *m == nil {
+		*m = map[string]string{}
+	}
+	if old, dup := (*m)[name]; dup && old != h {
+		return fmt.Errorf("member %s given twice, as %s and %s", name, old, h)
+	}
+	(*m)[name] = h
+	return nil
 }
 
 // readLive reads a list of live jobs: one "run:job" a line; blank lines
@@ -150,7 +194,7 @@ func (a *App) sweep(ctx context.Context, f sweepFlags) error {
 	if err := f.withConfig(a); err != nil {
 		return err
 	}
-	req := shared.SweepRequest{Remote: f.remote, OlderThan: f.olderThan, DryRun: f.dryRun}
+	req := shared.SweepRequest{Remote: f.remote, OlderThan: f.olderThan, DryRun: f.dryRun, WorkDir: f.remote.WorkDir}
 	if f.liveFile != "" {
 		live, err := readLive(f.liveFile)
 		if err != nil {
@@ -165,6 +209,10 @@ func (a *App) sweep(ctx context.Context, f sweepFlags) error {
 	defer func() { _ = p.Close() }()
 	res, err := p.Sweep(ctx, req)
 	if err != nil {
+		// Say what was done before the error.
+		if len(res.Deleted)+len(res.Removed)+len(res.Skipped) > 0 {
+			a.printSweep(f, req, res)
+		}
 		return err
 	}
 	if res.Deleted == nil {
@@ -175,12 +223,24 @@ func (a *App) sweep(ctx context.Context, f sweepFlags) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(res)
 	}
-	verb := "deleted"
+	a.printSweep(f, req, res)
+	return nil
+}
+
+// printSweep says, a line each, what a sweep deleted, removed and left.
+func (a *App) printSweep(f sweepFlags, req shared.SweepRequest, res shared.SweepResult) {
+	verb, rm := "deleted", "removed"
 	if res.DryRun {
-		verb = "would delete"
+		verb, rm = "would delete", "would remove"
 	}
 	for _, name := range res.Deleted {
 		fmt.Fprintf(a.Stdout, "%s %s\n", verb, name)
+	}
+	for _, p := range res.Removed {
+		fmt.Fprintf(a.Stdout, "%s %s\n", rm, p)
+	}
+	for _, p := range res.Skipped {
+		fmt.Fprintf(a.Stdout, "left %s\n", p)
 	}
 	if len(res.Deleted) == 0 {
 		// Say what was looked at, so that an empty answer is not mistaken
@@ -193,5 +253,8 @@ func (a *App) sweep(ctx context.Context, f sweepFlags) error {
 		fmt.Fprintf(a.Stdout, "nothing to delete: no instance in project %s on host %s is labelled %s, created more than %s ago and not live (%s)\n",
 			shared.Show(project), shared.Show(f.remote.Host), shared.LabelRun, f.olderThan, live)
 	}
-	return nil
+	if req.WorkDir != "" && len(res.Removed) == 0 {
+		fmt.Fprintf(a.Stdout, "nothing to remove: no run dir, temporary snapshot dir or snapshot dir under %s is older than %s and not live\n",
+			shared.Show(req.WorkDir), f.olderThan)
+	}
 }

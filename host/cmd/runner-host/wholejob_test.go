@@ -546,3 +546,24 @@ func TestRunWholeJobPrintsALineAPhaseAndASummaryUnlessQuiet(t *testing.T) {
 		t.Errorf("--quiet: exit %d, stdout %q, stderr %q; want only the job's output", code, stdout, stderr)
 	}
 }
+
+// A relative --work-dir and a --member that is not NAME=SSH_HOST are
+// usage errors naming the value, before any plugin is loaded.
+func TestSweepWorkDirAndMemberValuesAreChecked(t *testing.T) {
+	base := []string{"sweep", "--plugin-dir", t.TempDir(), "--host", "h", "--project", "p", "--older-than", "1h"}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--work-dir", "var/tmp/pikaci"}, `--work-dir "var/tmp/pikaci"`},
+		{[]string{"--work-dir", "/var/tmp/../pikaci"}, `--work-dir "/var/tmp/../pikaci"`},
+		{[]string{"--work-dir", "/w", "--member", "m1"}, `"m1" is not NAME=SSH_HOST`},
+		{[]string{"--work-dir", "/w", "--member", "m1=a b"}, `"m1=a b" is not NAME=SSH_HOST`},
+		{[]string{"--work-dir", "/w", "--member", "m1=a", "--member", "m1=b"}, "member m1 given twice"},
+	} {
+		code, _, stderr := runMain(t, append(slices.Clone(base), c.args...)...)
+		if code != exitUsage || !strings.Contains(stderr, c.want) {
+			t.Errorf("%v: exit %d, stderr %q; want a usage error with %q", c.args, code, stderr, c.want)
+		}
+	}
+}

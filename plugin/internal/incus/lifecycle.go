@@ -329,8 +329,10 @@ type InstanceInfo struct {
 	Status string `json:"status"`
 	// Config is nil for an instance whose cluster member does not answer
 	// (status Error, status code 112): its labels are unknown.
-	Config    map[string]string `json:"config"`
-	CreatedAt time.Time         `json:"created_at"`
+	Config map[string]string `json:"config"`
+	// Devices are the instance's own devices (not its profiles').
+	Devices   shared.Devices `json:"devices"`
+	CreatedAt time.Time      `json:"created_at"`
 	// Location is the cluster member that holds it ("none" or "" on a
 	// single host).
 	Location string `json:"location"`
