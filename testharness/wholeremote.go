@@ -56,7 +56,7 @@ func StartWholeRemote(ctx context.Context, c *cases.WholeCase, dir string) (*Who
 		return nil, fmt.Errorf("case %s: %w", c.Name, err)
 	}
 	inc := incusfake.New(incusfake.Options{MissingExtensions: c.MissingExtensions, SourceExists: fsys.Exists})
-	inc.SetHostFS(remoteHostFS{fsys})
+	inc.SetHostFS(fsys)
 	project := c.Job.Remote.Incus.ProjectOrDefault()
 	for _, p := range slices.Sorted(mapsKeys(c.Images)) {
 		for _, alias := range slices.Sorted(mapsKeys(c.Images[p])) {
@@ -122,7 +122,7 @@ func mapsKeys[M ~map[string]V, V any](m M) func(func(string) bool) {
 
 func populateRemote(fsys *remotefs.FS, c *cases.WholeCase) error {
 	for _, l := range slices.Sorted(mapsKeys(c.RemoteSymlinks)) {
-		if err := fsys.Symlink(l, c.RemoteSymlinks[l]); err != nil {
+		if err := fsys.Symlink(c.RemoteSymlinks[l], l); err != nil {
 			return fmt.Errorf("remote symlink %s: %w", l, err)
 		}
 	}

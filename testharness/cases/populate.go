@@ -11,8 +11,9 @@ import (
 // FS is the filesystem Populate lays a case out in: the virtual remote
 // host's (a *remotefs.FS), or any other that creates paths the same way.
 type FS interface {
-	// Symlink makes linkPath a symbolic link to target.
-	Symlink(linkPath, target string) error
+	// Symlink makes linkPath a symbolic link to target (the order of
+	// symlink(2) and vfs.FS), creating its missing parents.
+	Symlink(target, linkPath string) error
 	// MkdirAll makes a directory and any missing parents.
 	MkdirAll(p string) error
 	// WriteFile writes a file, making its missing parent directories.
@@ -39,7 +40,7 @@ func (c *Case) Populate(fsys FS) error {
 	}
 	sort.Strings(links)
 	for _, l := range links {
-		if err := fsys.Symlink(l, c.RemoteSymlinks[l]); err != nil {
+		if err := fsys.Symlink(c.RemoteSymlinks[l], l); err != nil {
 			return fmt.Errorf("case %s: remote symlink %s: %w", c.Name, l, err)
 		}
 	}

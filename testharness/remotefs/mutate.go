@@ -4,6 +4,8 @@ import (
 	"io/fs"
 	"os"
 	"syscall"
+
+	"github.com/pikaci/vmexec/testharness/vfs"
 )
 
 // Create makes the new regular file p with exactly the permission bits
@@ -18,15 +20,15 @@ func (f *FS) Create(p string, perm fs.FileMode) (File, error) {
 		return nil, err
 	}
 	if fi != nil || res == "/" {
-		return nil, pathErr("open", p, syscall.EEXIST)
+		return nil, vfs.PathError("open", p, syscall.EEXIST)
 	}
 	h, err := os.OpenFile(f.host(res), os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
 	if err != nil {
-		return nil, pathErr("open", p, err)
+		return nil, vfs.PathError("open", p, err)
 	}
 	if err := h.Chmod(perm.Perm()); err != nil {
 		h.Close()
-		return nil, pathErr("chmod", p, err)
+		return nil, vfs.PathError("chmod", p, err)
 	}
 	return &file{f: h, name: p}, nil
 }
@@ -42,13 +44,13 @@ func (f *FS) Chmod(p string, perm fs.FileMode) error {
 		return err
 	}
 	if fi == nil {
-		return pathErr("chmod", p, syscall.ENOENT)
+		return vfs.PathError("chmod", p, syscall.ENOENT)
 	}
 	if fi.Mode()&fs.ModeSymlink != 0 {
-		return pathErr("chmod", p, syscall.ELOOP)
+		return vfs.PathError("chmod", p, syscall.ELOOP)
 	}
 	if err := os.Chmod(f.host(res), perm.Perm()); err != nil {
-		return pathErr("chmod", p, err)
+		return vfs.PathError("chmod", p, err)
 	}
 	return nil
 }
@@ -64,19 +66,19 @@ func (f *FS) Rename(from, to string) error {
 		return err
 	}
 	if sfi == nil {
-		return pathErr("rename", from, syscall.ENOENT)
+		return vfs.PathError("rename", from, syscall.ENOENT)
 	}
 	dst, _, err := f.entry("rename", to)
 	if err != nil {
 		return err
 	}
 	if src == "/" || dst == "/" {
-		return pathErr("rename", from, syscall.EBUSY)
+		return vfs.PathError("rename", from, syscall.EBUSY)
 	}
 	// syscall.Rename, not os.Rename: Go refuses any existing directory as
 	// the destination; the kernel lets a directory replace an empty one.
 	if err := syscall.Rename(f.host(src), f.host(dst)); err != nil {
-		return pathErr("rename", from, err)
+		return vfs.PathError("rename", from, err)
 	}
 	return nil
 }
@@ -95,10 +97,31 @@ func (f *FS) RemoveAll(p string) error {
 		return nil
 	}
 	if res == "/" {
-		return pathErr("remove", p, syscall.EBUSY)
+		return vfs.PathError("remove", p, syscall.EBUSY)
 	}
 	if err := os.RemoveAll(f.host(res)); err != nil {
-		return pathErr("remove", p, err)
+		return vfs.PathError("remove", p, err)
+	}
+	return nil
+}
+
+// Remove removes one file, symlink or empty directory, like unlink(2) and
+// rmdir(2): a final symlink is removed, not followed.
+func (f *FS) Remove(p string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	res, fi, err := f.entry("remove", p)
+	if err != nil {
+		return err
+	}
+	if fi == nil {
+		return vfs.PathError("remove", p, syscall.ENOENT)
+	}
+	if res == "/" {
+		return vfs.PathError("remove", p, syscall.EBUSY)
+	}
+	if err := os.Remove(f.host(res)); err != nil {
+		return vfs.PathError("remove", p, err)
 	}
 	return nil
 }

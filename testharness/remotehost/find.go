@@ -3,6 +3,8 @@ package remotehost
 import (
 	"path"
 	"slices"
+
+	"github.com/pikaci/vmexec/testharness/vfs"
 )
 
 func init() {
@@ -18,16 +20,16 @@ func findProgram(s *shell, p *stdio, args []string) int {
 		p.errorf("only `find DIR -mindepth 1 -maxdepth 1 -exec rm -rf -- {} +` is %s", NotAvailable[len("not "):])
 		return 1
 	}
-	dir := abs(p.dir, args[0])
+	dir := vfs.Abs(p.dir, args[0])
 	ents, err := s.fs.ReadDir(dir)
 	if err != nil {
-		p.errorf("%s: %s", quote(args[0]), strerror(err))
+		p.errorf("%s: %s", quote(args[0]), vfs.Strerror(err))
 		return 1
 	}
 	status := 0
 	for _, e := range ents {
 		if err := s.fs.RemoveAll(path.Join(dir, e.Name())); err != nil {
-			p.errorf("rm: cannot remove %s: %s", quote(path.Join(args[0], e.Name())), strerror(err))
+			p.errorf("rm: cannot remove %s: %s", quote(path.Join(args[0], e.Name())), vfs.Strerror(err))
 			status = 1
 		}
 	}

@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/pikaci/vmexec/testharness/remotefs"
+	"github.com/pikaci/vmexec/testharness/vfs"
 )
 
 // program is one of the remote's few programs. It returns its exit status.
@@ -47,12 +47,12 @@ func mkdirProgram(s *shell, p *stdio, args []string) int {
 	for _, d := range dirs {
 		var err error
 		if flags['p'] > 0 {
-			err = s.fs.MkdirAll(abs(p.dir, d))
+			err = s.fs.MkdirAll(vfs.Abs(p.dir, d))
 		} else {
-			err = s.fs.Mkdir(abs(p.dir, d), 0o755)
+			err = s.fs.Mkdir(vfs.Abs(p.dir, d), 0o755)
 		}
 		if err != nil {
-			p.errorf("cannot create directory %s: %s", quote(d), strerror(err))
+			p.errorf("cannot create directory %s: %s", quote(d), vfs.Strerror(err))
 			status = 1
 		}
 	}
@@ -73,20 +73,20 @@ func catProgram(s *shell, p *stdio, args []string) int {
 		if f == "-" {
 			if p.in != nil {
 				if _, err := io.Copy(p.out, p.in); err != nil {
-					p.errorf("-: %s", strerror(err))
+					p.errorf("-: %s", vfs.Strerror(err))
 					status = 1
 				}
 			}
 			continue
 		}
-		b, err := s.fs.ReadFile(abs(p.dir, f))
+		b, err := s.fs.ReadFile(vfs.Abs(p.dir, f))
 		if err != nil {
-			p.errorf("%s: %s", quoteIfNeeded(f), strerror(err))
+			p.errorf("%s: %s", quoteIfNeeded(f), vfs.Strerror(err))
 			status = 1
 			continue
 		}
 		if _, err := p.out.Write(b); err != nil {
-			p.errorf("write error: %s", strerror(err))
+			p.errorf("write error: %s", vfs.Strerror(err))
 			return 1
 		}
 	}
@@ -137,9 +137,9 @@ func headProgram(s *shell, p *stdio, args []string) int {
 			}
 			r = p.in
 		} else {
-			fh, err := s.fs.OpenFile(abs(p.dir, f), os.O_RDONLY, 0)
+			fh, err := s.fs.OpenFile(vfs.Abs(p.dir, f), os.O_RDONLY, 0)
 			if err != nil {
-				p.errorf("cannot open %s for reading: %s", quote(f), strerror(err))
+				p.errorf("cannot open %s for reading: %s", quote(f), vfs.Strerror(err))
 				status = 1
 				continue
 			}
@@ -147,7 +147,7 @@ func headProgram(s *shell, p *stdio, args []string) int {
 			r = fh
 		}
 		if _, err := io.Copy(p.out, io.LimitReader(r, n)); err != nil {
-			p.errorf("error reading %s: %s", quote(f), strerror(err))
+			p.errorf("error reading %s: %s", quote(f), vfs.Strerror(err))
 			status = 1
 		}
 	}
@@ -188,12 +188,12 @@ func statProgram(s *shell, p *stdio, args []string) int {
 		var fi fs.FileInfo
 		var err error
 		if follow {
-			fi, err = s.fs.Stat(abs(p.dir, f))
+			fi, err = s.fs.Stat(vfs.Abs(p.dir, f))
 		} else {
-			fi, err = s.fs.Lstat(abs(p.dir, f))
+			fi, err = s.fs.Lstat(vfs.Abs(p.dir, f))
 		}
 		if err != nil {
-			p.errorf("cannot stat %s: %s", quote(f), strerror(err))
+			p.errorf("cannot stat %s: %s", quote(f), vfs.Strerror(err))
 			status = 1
 			continue
 		}
@@ -214,12 +214,12 @@ func readlinkProgram(s *shell, p *stdio, args []string) int {
 	if len(files) == 0 {
 		return missingOperand(p)
 	}
-	canon, mode := false, remotefs.AllButLast
+	canon, mode := false, vfs.AllButLast
 	last := 0 // the last of -f, -e, -m wins
 	for _, m := range []struct {
 		flag byte
-		mode remotefs.Mode
-	}{{'f', remotefs.AllButLast}, {'e', remotefs.Existing}, {'m', remotefs.Missing}} {
+		mode vfs.Mode
+	}{{'f', vfs.AllButLast}, {'e', vfs.Existing}, {'m', vfs.Missing}} {
 		if flags[m.flag] > last {
 			canon, mode, last = true, m.mode, flags[m.flag]
 		}
@@ -240,13 +240,13 @@ func readlinkProgram(s *shell, p *stdio, args []string) int {
 		var out string
 		var err error
 		if canon {
-			out, err = s.fs.Canonicalize(abs(p.dir, f), mode)
+			out, err = s.fs.Canonicalize(vfs.Abs(p.dir, f), mode)
 		} else {
-			out, err = s.fs.Readlink(abs(p.dir, f))
+			out, err = s.fs.Readlink(vfs.Abs(p.dir, f))
 		}
 		if err != nil {
 			if flags['v'] > 0 {
-				p.errorf("%s: %s", quoteIfNeeded(f), strerror(err))
+				p.errorf("%s: %s", quoteIfNeeded(f), vfs.Strerror(err))
 			}
 			status = 1
 			continue
@@ -268,11 +268,11 @@ func realpathProgram(s *shell, p *stdio, args []string) int {
 	if len(files) == 0 {
 		return missingOperand(p)
 	}
-	mode, last := remotefs.AllButLast, 0 // the last of -E, -e, -m wins
+	mode, last := vfs.AllButLast, 0 // the last of -E, -e, -m wins
 	for _, m := range []struct {
 		flag byte
-		mode remotefs.Mode
-	}{{'E', remotefs.AllButLast}, {'e', remotefs.Existing}, {'m', remotefs.Missing}} {
+		mode vfs.Mode
+	}{{'E', vfs.AllButLast}, {'e', vfs.Existing}, {'m', vfs.Missing}} {
 		if flags[m.flag] > last {
 			mode, last = m.mode, flags[m.flag]
 		}
@@ -283,10 +283,10 @@ func realpathProgram(s *shell, p *stdio, args []string) int {
 	}
 	status := 0
 	for _, f := range files {
-		out, err := s.fs.Canonicalize(abs(p.dir, f), mode)
+		out, err := s.fs.Canonicalize(vfs.Abs(p.dir, f), mode)
 		if err != nil {
 			if flags['q'] == 0 {
-				p.errorf("%s: %s", quoteIfNeeded(f), strerror(err))
+				p.errorf("%s: %s", quoteIfNeeded(f), vfs.Strerror(err))
 			}
 			status = 1
 			continue

@@ -15,6 +15,7 @@ import (
 	"mvdan.cc/sh/v3/syntax"
 
 	"github.com/pikaci/vmexec/testharness/remotefs"
+	"github.com/pikaci/vmexec/testharness/vfs"
 )
 
 // NotAvailable is what a program other than the few the remote offers
@@ -79,15 +80,6 @@ func (s *shell) run(ctx context.Context, command string, stdin *os.File, stdout,
 	return 255
 }
 
-// abs makes p absolute against the shell's directory, without cleaning:
-// "link/.." must reach the resolver as it is.
-func abs(dir, p string) string {
-	if p == "" || strings.HasPrefix(p, "/") {
-		return p
-	}
-	return strings.TrimSuffix(dir, "/") + "/" + p
-}
-
 func (s *shell) exec(ctx context.Context, args []string) error {
 	hc := interp.HandlerCtx(ctx)
 	name := args[0]
@@ -122,7 +114,7 @@ func (s *shell) open(ctx context.Context, path string, flag int, perm os.FileMod
 	if path == "/dev/null" {
 		return devNull{}, nil
 	}
-	f, err := s.fs.OpenFile(abs(interp.HandlerCtx(ctx).Dir, path), flag, perm)
+	f, err := s.fs.OpenFile(vfs.Abs(interp.HandlerCtx(ctx).Dir, path), flag, perm)
 	if err != nil {
 		return nil, err // an *fs.PathError: the shell prints it, status 1
 	}
@@ -130,11 +122,11 @@ func (s *shell) open(ctx context.Context, path string, flag int, perm os.FileMod
 }
 
 func (s *shell) readDir(ctx context.Context, path string) ([]fs.DirEntry, error) {
-	return s.fs.ReadDir(abs(interp.HandlerCtx(ctx).Dir, path))
+	return s.fs.ReadDir(vfs.Abs(interp.HandlerCtx(ctx).Dir, path))
 }
 
 func (s *shell) stat(ctx context.Context, name string, follow bool) (fs.FileInfo, error) {
-	name = abs(interp.HandlerCtx(ctx).Dir, name)
+	name = vfs.Abs(interp.HandlerCtx(ctx).Dir, name)
 	if follow {
 		return s.fs.Stat(name)
 	}

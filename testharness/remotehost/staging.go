@@ -9,7 +9,7 @@ import (
 	"path"
 	"strings"
 
-	"github.com/pikaci/vmexec/testharness/remotefs"
+	"github.com/pikaci/vmexec/testharness/vfs"
 )
 
 // The staging transfer of contract v2 needs three more programs on the remote:
@@ -64,7 +64,7 @@ func tarProgram(s *shell, p *stdio, args []string) int {
 	if !extract || file != "-" || dir == "" {
 		return usage("only `tar -x -f - -C DIR` is %s", "available on the conformance remote")
 	}
-	root, err := s.fs.Canonicalize(abs(p.dir, dir), remotefs.Existing)
+	root, err := s.fs.Canonicalize(vfs.Abs(p.dir, dir), vfs.Existing)
 	if err != nil || !s.fs.IsDir(root) {
 		p.errorf("%s: Cannot open: %s", dir, "No such file or directory")
 		return 2
@@ -143,7 +143,7 @@ func (s *shell) extract(root string, h *tar.Header, body io.Reader) error {
 		}
 		return f.Close()
 	case tar.TypeSymlink:
-		if err := s.fs.Symlink(target, h.Linkname); err != nil {
+		if err := s.fs.Symlink(h.Linkname, target); err != nil {
 			return fmt.Errorf("cannot create symlink to %s: %w", quote(h.Linkname), errors.Unwrap(err))
 		}
 		return nil
@@ -169,8 +169,8 @@ func mvProgram(s *shell, p *stdio, args []string) int {
 		p.errorf("extra operand %s", quote(ops[2]))
 		return 1
 	}
-	if err := s.fs.Rename(abs(p.dir, ops[0]), abs(p.dir, ops[1])); err != nil {
-		p.errorf("cannot move %s to %s: %s", quote(ops[0]), quote(ops[1]), strerror(err))
+	if err := s.fs.Rename(vfs.Abs(p.dir, ops[0]), vfs.Abs(p.dir, ops[1])); err != nil {
+		p.errorf("cannot move %s to %s: %s", quote(ops[0]), quote(ops[1]), vfs.Strerror(err))
 		return 1
 	}
 	return 0
@@ -191,7 +191,7 @@ func rmProgram(s *shell, p *stdio, args []string) int {
 	}
 	status := 0
 	for _, op := range ops {
-		target := abs(p.dir, op)
+		target := vfs.Abs(p.dir, op)
 		fi, err := s.fs.Lstat(target)
 		switch {
 		case err != nil && errors.Is(err, fs.ErrNotExist):
@@ -201,7 +201,7 @@ func rmProgram(s *shell, p *stdio, args []string) int {
 			}
 			continue
 		case err != nil:
-			p.errorf("cannot remove %s: %s", quote(op), strerror(err))
+			p.errorf("cannot remove %s: %s", quote(op), vfs.Strerror(err))
 			status = 1
 			continue
 		case fi.IsDir() && !recursive:
@@ -210,7 +210,7 @@ func rmProgram(s *shell, p *stdio, args []string) int {
 			continue
 		}
 		if err := s.fs.RemoveAll(target); err != nil {
-			p.errorf("cannot remove %s: %s", quote(op), strerror(err))
+			p.errorf("cannot remove %s: %s", quote(op), vfs.Strerror(err))
 			status = 1
 		}
 	}

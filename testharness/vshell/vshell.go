@@ -44,35 +44,17 @@ import (
 	"mvdan.cc/sh/v3/expand"
 	"mvdan.cc/sh/v3/interp"
 	"mvdan.cc/sh/v3/syntax"
+
+	"github.com/pikaci/vmexec/testharness/vfs"
 )
 
-// FS is the filesystem a process sees. Paths are absolute and not cleaned
-// ("a/../b" must be resolved by the FS, following symlinks as the kernel
-// does). Errors should be *fs.PathError values wrapping a syscall.Errno, so
-// programs can print the C library's message.
-type FS interface {
-	OpenFile(path string, flag int, perm fs.FileMode) (io.ReadWriteCloser, error)
-	Stat(path string) (fs.FileInfo, error)
-	Lstat(path string) (fs.FileInfo, error)
-	ReadDir(path string) ([]fs.DirEntry, error)
-	Mkdir(path string, perm fs.FileMode) error
-	Symlink(target, path string) error
-	Readlink(path string) (string, error)
-	Remove(path string) error
-}
-
-// FIFOer is implemented by filesystems that can make named pipes (mkfifo).
-type FIFOer interface {
-	Mkfifo(path string, perm fs.FileMode) error
-}
-
-// Attrer is implemented by filesystems that can change a file's mode (its
-// permission, set-id and sticky bits) and owner (-1 keeps an id); both
-// follow a symlink, as chmod(2) and chown(2) do (chmod, chown).
-type Attrer interface {
-	Chmod(path string, mode fs.FileMode) error
-	Chown(path string, uid, gid int) error
-}
+// FS is the filesystem a process sees: the harness's one filesystem
+// interface. FIFOer and Attrer are what mkfifo, chmod and chown need of it.
+type (
+	FS     = vfs.FS
+	FIFOer = vfs.FIFOer
+	Attrer = vfs.Attrer
+)
 
 // Signal numbers the processes know, as on Linux x86_64.
 const (
@@ -722,30 +704,7 @@ func (s *stdio) errorf(format string, args ...any) {
 	fmt.Fprintf(s.hc.Stderr, s.name+": "+format+"\n", args...)
 }
 
-func (s *stdio) abs(p string) string { return abs(s.hc.Dir, p) }
-
-// abs makes p absolute against dir, without cleaning: "link/.." must reach
-// the filesystem as it is.
-func abs(dir, p string) string {
-	if p == "" || strings.HasPrefix(p, "/") {
-		return p
-	}
-	return strings.TrimSuffix(dir, "/") + "/" + p
-}
-
-// strerror renders err as the C library does ("No such file or directory").
-func strerror(err error) string {
-	var errno syscall.Errno
-	if errors.As(err, &errno) {
-		msg := errno.Error()
-		return strings.ToUpper(msg[:1]) + msg[1:]
-	}
-	var pe *fs.PathError
-	if errors.As(err, &pe) {
-		return pe.Err.Error()
-	}
-	return err.Error()
-}
+func (s *stdio) abs(p string) string { return vfs.Abs(s.hc.Dir, p) }
 
 // errnoText is an errno printed as the C library does, so a failed
 // redirection reads as busybox sh prints it:
@@ -753,7 +712,7 @@ func strerror(err error) string {
 // treats an *fs.PathError from the open handler as a non-fatal failure.)
 type errnoText struct{ err error }
 
-func (e errnoText) Error() string { return strerror(e.err) }
+func (e errnoText) Error() string { return vfs.Strerror(e.err) }
 func (e errnoText) Unwrap() error { return e.err }
 
 type devNull struct{}
@@ -766,7 +725,7 @@ func (p *Process) open(ctx context.Context, path string, flag int, perm os.FileM
 	if path == "/dev/null" {
 		return devNull{}, nil
 	}
-	f, err := p.cfg.FS.OpenFile(abs(interp.HandlerCtx(ctx).Dir, path), flag, perm)
+	f, err := p.cfg.FS.OpenFile(vfs.Abs(interp.HandlerCtx(ctx).Dir, path), flag, perm)
 	if err != nil {
 		verb := "open"
 		if flag&os.O_CREATE != 0 {
@@ -778,11 +737,11 @@ func (p *Process) open(ctx context.Context, path string, flag int, perm os.FileM
 }
 
 func (p *Process) readDir(ctx context.Context, path string) ([]fs.DirEntry, error) {
-	return p.cfg.FS.ReadDir(abs(interp.HandlerCtx(ctx).Dir, path))
+	return p.cfg.FS.ReadDir(vfs.Abs(interp.HandlerCtx(ctx).Dir, path))
 }
 
 func (p *Process) stat(ctx context.Context, name string, follow bool) (fs.FileInfo, error) {
-	name = abs(interp.HandlerCtx(ctx).Dir, name)
+	name = vfs.Abs(interp.HandlerCtx(ctx).Dir, name)
 	if follow {
 		return p.cfg.FS.Stat(name)
 	}
@@ -792,7 +751,7 @@ func (p *Process) stat(ctx context.Context, name string, follow bool) (fs.FileIn
 // access: the process may read and write everything (the filesystem
 // refuses writes it cannot take); executing needs an x bit on a file.
 func (p *Process) access(ctx context.Context, path string, mode interp.AccessMode) error {
-	fi, err := p.cfg.FS.Stat(abs(interp.HandlerCtx(ctx).Dir, path))
+	fi, err := p.cfg.FS.Stat(vfs.Abs(interp.HandlerCtx(ctx).Dir, path))
 	if err != nil {
 		return err
 	}
@@ -866,7 +825,7 @@ var (
 // readScript reads the script argv0 names: an executable file starting
 // with #! naming a shell (the only interpreter there is).
 func readScript(fsys FS, argv0, dir string) (string, error) {
-	p := abs(dir, argv0)
+	p := vfs.Abs(dir, argv0)
 	fi, err := fsys.Stat(p)
 	switch {
 	case err != nil:
