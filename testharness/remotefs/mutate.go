@@ -87,40 +87,32 @@ func (f *FS) Rename(from, to string) error {
 // symlink is removed, not followed, and no link below p is followed. A
 // missing p is not an error.
 func (f *FS) RemoveAll(p string) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	res, fi, err := f.entry("remove", p)
-	if err != nil {
-		return err
-	}
-	if fi == nil {
-		return nil
-	}
-	if res == "/" {
-		return vfs.PathError("remove", p, syscall.EBUSY)
-	}
-	if err := os.RemoveAll(f.host(res)); err != nil {
-		return vfs.PathError("remove", p, err)
-	}
-	return nil
+	return f.remove(p, true, os.RemoveAll)
 }
 
 // Remove removes one file, symlink or empty directory, like unlink(2) and
 // rmdir(2): a final symlink is removed, not followed.
 func (f *FS) Remove(p string) error {
+	return f.remove(p, false, os.Remove)
+}
+
+// remove removes the entry p names (its last component not followed) with
+// rm, given its host path; missingOK says a missing p is no error.
+func (f *FS) remove(p string, missingOK bool, rm func(string) error) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	res, fi, err := f.entry("remove", p)
-	if err != nil {
+	switch {
+	case err != nil:
 		return err
-	}
-	if fi == nil {
+	case fi == nil && missingOK:
+		return nil
+	case fi == nil:
 		return vfs.PathError("remove", p, syscall.ENOENT)
-	}
-	if res == "/" {
+	case res == "/":
 		return vfs.PathError("remove", p, syscall.EBUSY)
 	}
-	if err := os.Remove(f.host(res)); err != nil {
+	if err := rm(f.host(res)); err != nil {
 		return vfs.PathError("remove", p, err)
 	}
 	return nil
