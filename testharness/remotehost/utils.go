@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/pikaci/vmexec/testharness/vshell"
 )
 
 // quote renders a file name as GNU coreutils' quote() does in the C locale:
@@ -31,7 +33,7 @@ func quoteIfNeeded(s string) string {
 // "-" as an operand. A flag's value is 1 + the position of its last
 // occurrence (0: absent), so "the last of -f, -e, -m wins" can be decided.
 // It reports an error message as GNU does.
-func options(p *stdio, args []string, shorts string, longs map[string]byte) (map[byte]int, []string, bool) {
+func options(p *vshell.Cmd, args []string, shorts string, longs map[string]byte) (map[byte]int, []string, bool) {
 	flags := map[byte]int{}
 	n := 0
 	var operands []string
@@ -44,8 +46,8 @@ func options(p *stdio, args []string, shorts string, longs map[string]byte) (map
 		case strings.HasPrefix(a, "--"):
 			c, ok := longs[a[2:]]
 			if !ok {
-				p.errorf("unrecognized option %s", quote(a))
-				fmt.Fprintf(p.err, "Try '%s --help' for more information.\n", p.name)
+				p.Errorf("unrecognized option %s", quote(a))
+				fmt.Fprintf(p.Stderr, "Try '%s --help' for more information.\n", p.Name)
 				return nil, nil, false
 			}
 			n++
@@ -53,8 +55,8 @@ func options(p *stdio, args []string, shorts string, longs map[string]byte) (map
 		case len(a) > 1 && a[0] == '-':
 			for j := 1; j < len(a); j++ {
 				if !strings.ContainsRune(shorts, rune(a[j])) {
-					p.errorf("invalid option -- '%c'", a[j])
-					fmt.Fprintf(p.err, "Try '%s --help' for more information.\n", p.name)
+					p.Errorf("invalid option -- '%c'", a[j])
+					fmt.Fprintf(p.Stderr, "Try '%s --help' for more information.\n", p.Name)
 					return nil, nil, false
 				}
 				n++
@@ -67,8 +69,8 @@ func options(p *stdio, args []string, shorts string, longs map[string]byte) (map
 	return flags, operands, true
 }
 
-func missingOperand(p *stdio) int {
-	p.errorf("missing operand")
-	fmt.Fprintf(p.err, "Try '%s --help' for more information.\n", p.name)
+func missingOperand(p *vshell.Cmd) int {
+	p.Errorf("missing operand")
+	fmt.Fprintf(p.Stderr, "Try '%s --help' for more information.\n", p.Name)
 	return 1
 }

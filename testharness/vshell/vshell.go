@@ -1,8 +1,10 @@
-// Package vshell runs commands in the harness's virtual machines: a POSIX
-// shell interpreter (mvdan.cc/sh, the one the virtual remote host uses) over
-// a filesystem given as an interface, with a few busybox-like programs
-// (sleep, cat, kill, mkdir, ln, ls, rm, touch, id, env, mkfifo, which,
-// chmod, chown; see Programs) and signals.
+// Package vshell is the harness's one shell: it runs commands in every
+// virtual machine, a shell interpreter (mvdan.cc/sh) over a vfs.FS, with
+// signals and one program set per machine. A guest's set is a few
+// busybox-like programs (sleep, cat, kill, mkdir, ln, ls, rm, touch, id,
+// env, mkfifo, which, chmod, chown, find; see Programs) under POSIX sh; the
+// virtual remote host gives its own Set (Config.Set: bash, GNU-like
+// programs and messages).
 //
 // A Process models what a CI job sees of a Linux process started by the
 // Incus exec API:
@@ -100,6 +102,8 @@ type Config struct {
 	Stdin    io.Reader // nil: no input
 	Stdout   io.Writer // nil: discarded
 	Stderr   io.Writer // nil: discarded
+	// Set is the machine's program set; nil: a guest's (Programs).
+	Set *Set
 }
 
 // Process is a running command. Its methods are safe for concurrent use.
@@ -167,6 +171,9 @@ func Start(ctx context.Context, cfg Config) (*Process, error) {
 	} else {
 		script, params, err = scriptOf(cfg.Argv, cfg.Stdin)
 		name = "sh" // $0
+		if cfg.Set != nil {
+			name = "" // bash names no script in its syntax errors
+		}
 		if isShell(cfg.Argv[0]) && len(cfg.Argv) > 3 && cfg.Argv[1] == "-c" {
 			name = cfg.Argv[3]
 		}
@@ -174,9 +181,9 @@ func Start(ctx context.Context, cfg Config) (*Process, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.file, err = syntax.NewParser(syntax.Variant(syntax.LangPOSIX)).Parse(strings.NewReader(script), name)
+	p.file, err = syntax.NewParser(syntax.Variant(p.lang())).Parse(strings.NewReader(script), name)
 	if err != nil {
-		return nil, fmt.Errorf("vshell: sh: %w", err)
+		return nil, fmt.Errorf("vshell: %s: %w", p.shell(), err)
 	}
 	p.markBackground()
 
@@ -234,6 +241,31 @@ func Start(ctx context.Context, cfg Config) (*Process, error) {
 	}()
 	go p.run()
 	return p, nil
+}
+
+// lang is the language scripts are parsed as: bash for a Set's shell,
+// POSIX sh for a guest's.
+func (p *Process) lang() syntax.LangVariant {
+	if p.cfg.Set != nil {
+		return syntax.LangBash
+	}
+	return syntax.LangPOSIX
+}
+
+// shell is the shell's name in its messages.
+func (p *Process) shell() string {
+	if p.cfg.Set != nil && p.cfg.Set.Shell != "" {
+		return p.cfg.Set.Shell
+	}
+	return "sh"
+}
+
+// dirs are the directories an argv0 may name a program in.
+func (p *Process) dirs() []string {
+	if p.cfg.Set != nil {
+		return p.cfg.Set.Dirs
+	}
+	return []string{"/bin/", "/usr/bin/", "/sbin/", "/usr/sbin/"}
 }
 
 func isShell(name string) bool {
@@ -370,7 +402,7 @@ func (p *Process) run() {
 	case p.mainCtx.Err() != nil:
 		status = 137 // replaced by the signal's status below
 	default:
-		fmt.Fprintf(p.cfg.Stderr, "sh: %v\n", err)
+		fmt.Fprintf(p.cfg.Stderr, "%s: %v\n", p.shell(), err)
 		status = 2
 	}
 	if p.takePending() != 0 && !p.isDead() {
@@ -654,7 +686,7 @@ func (p *Process) exec(ctx context.Context, args []string) error {
 	hc := interp.HandlerCtx(ctx)
 	name := args[0]
 	base := name
-	for _, dir := range []string{"/bin/", "/usr/bin/", "/sbin/", "/usr/sbin/"} {
+	for _, dir := range p.dirs() {
 		if rest, ok := strings.CutPrefix(name, dir); ok && !strings.Contains(rest, "/") {
 			base = rest
 		}
@@ -678,13 +710,23 @@ func (p *Process) exec(ctx context.Context, args []string) error {
 	case progLookup, progWait:
 		base = name
 	}
-	prog, ok := programs[base]
-	if !ok {
-		fmt.Fprintf(hc.Stderr, "sh: %s: %s\n", name, NotFound)
-		return interp.ExitStatus(127)
-	}
 	io := &stdio{ctx: ctx, hc: hc, p: p, name: base, bg: p.bgID(hc.Pos)}
-	status := prog(io, args[1:])
+	var status int
+	if set := p.cfg.Set; set != nil && name != progKill && name != progWait {
+		// A Set's own programs; kill and wait stay the process's.
+		var ok bool
+		if status, ok = io.runSet(set, name, base, args[1:]); !ok {
+			set.NotFound(hc.Stderr, name)
+			return interp.ExitStatus(127)
+		}
+	} else {
+		prog, ok := programs[base]
+		if !ok {
+			fmt.Fprintf(hc.Stderr, "sh: %s: %s\n", name, NotFound)
+			return interp.ExitStatus(127)
+		}
+		status = prog(io, args[1:])
+	}
 	if status != 0 {
 		return interp.ExitStatus(uint8(status))
 	}
@@ -726,6 +768,9 @@ func (p *Process) open(ctx context.Context, path string, flag int, perm os.FileM
 		return devNull{}, nil
 	}
 	f, err := p.cfg.FS.OpenFile(vfs.Abs(interp.HandlerCtx(ctx).Dir, path), flag, perm)
+	if err != nil && p.cfg.Set != nil {
+		return nil, err // an *fs.PathError: the interpreter prints it, status 1
+	}
 	if err != nil {
 		verb := "open"
 		if flag&os.O_CREATE != 0 {
