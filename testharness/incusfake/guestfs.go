@@ -14,7 +14,6 @@ import (
 
 	"github.com/pikaci/vmexec/shared"
 	"github.com/pikaci/vmexec/testharness/vfs"
-	"github.com/pikaci/vmexec/testharness/vshell"
 )
 
 // HostFS is the filesystem of the machine the fake Incus runs on, where disk
@@ -375,7 +374,7 @@ func (f *memFile) Close() error { return nil }
 // of the running instance mounted at its path, backed by the host's
 // directory at its source (read-only where the device says readonly).
 // Every symlink is resolved inside the guest, as the kernel does in a
-// container. It implements vshell.FS.
+// container. It is a vfs.FS.
 type GuestFS struct {
 	root *memFS
 	mu   sync.Mutex
@@ -705,7 +704,7 @@ type ownerFS struct {
 }
 
 // As returns the guest's filesystem for a process of uid and gid.
-func (g *GuestFS) As(uid, gid int) vshell.FS {
+func (g *GuestFS) As(uid, gid int) vfs.FS {
 	if uid == 0 && gid == 0 {
 		return g
 	}
@@ -715,10 +714,10 @@ func (g *GuestFS) As(uid, gid int) vshell.FS {
 // A guest process may make FIFOs and change modes and owners, whoever it
 // runs as.
 var (
-	_ vshell.FIFOer = ownerFS{}
-	_ vshell.Attrer = ownerFS{}
-	_ vshell.FIFOer = (*GuestFS)(nil)
-	_ vshell.Attrer = (*GuestFS)(nil)
+	_ vfs.FIFOer = ownerFS{}
+	_ vfs.Attrer = ownerFS{}
+	_ vfs.FIFOer = (*GuestFS)(nil)
+	_ vfs.Attrer = (*GuestFS)(nil)
 )
 
 // own gives the entry p was just created as to the process's owner when

@@ -214,7 +214,7 @@ func mkdirProgram(s *stdio, args []string) int {
 	return status
 }
 
-func mkdirAll(fsys FS, p string) error {
+func mkdirAll(fsys vfs.FS, p string) error {
 	comps := strings.Split(p, "/")
 	cur := ""
 	for _, c := range comps {
@@ -322,7 +322,7 @@ func rmProgram(s *stdio, args []string) int {
 	return status
 }
 
-func removeAll(fsys FS, p string, recursive bool) error {
+func removeAll(fsys vfs.FS, p string, recursive bool) error {
 	fi, err := fsys.Lstat(p)
 	if err != nil {
 		return err
@@ -402,7 +402,7 @@ func envProgram(s *stdio, args []string) int {
 
 // mkfifo PATH...
 func mkfifoProgram(s *stdio, args []string) int {
-	mk, ok := s.p.cfg.FS.(FIFOer)
+	mk, ok := s.p.cfg.FS.(vfs.FIFOer)
 	if !ok {
 		s.errorf("named pipes are not available here")
 		return 1
@@ -420,7 +420,7 @@ func mkfifoProgram(s *stdio, args []string) int {
 // chmod MODE FILE... : MODE is octal (set-id and sticky bits included) or
 // symbolic ([ugoa]*[+-=][rwxst]*, comma-separated).
 func chmodProgram(s *stdio, args []string) int {
-	at, ok := s.p.cfg.FS.(Attrer)
+	at, ok := s.p.cfg.FS.(vfs.Attrer)
 	if !ok {
 		s.errorf("changing modes is not available here")
 		return 1
@@ -536,7 +536,7 @@ func parseMode(spec string, cur fs.FileMode) (fs.FileMode, bool) {
 // chown OWNER[:GROUP] FILE... : numeric ids, or names the guest's
 // /etc/passwd and /etc/group know.
 func chownProgram(s *stdio, args []string) int {
-	at, ok := s.p.cfg.FS.(Attrer)
+	at, ok := s.p.cfg.FS.(vfs.Attrer)
 	if !ok {
 		s.errorf("changing owners is not available here")
 		return 1

@@ -50,14 +50,6 @@ import (
 	"github.com/pikaci/vmexec/testharness/vfs"
 )
 
-// FS is the filesystem a process sees: the harness's one filesystem
-// interface. FIFOer and Attrer are what mkfifo, chmod and chown need of it.
-type (
-	FS     = vfs.FS
-	FIFOer = vfs.FIFOer
-	Attrer = vfs.Attrer
-)
-
 // Signal numbers the processes know, as on Linux x86_64.
 const (
 	SIGHUP  = 1
@@ -89,7 +81,7 @@ const NotFound = "not found"
 
 // Config describes one process.
 type Config struct {
-	FS FS
+	FS vfs.FS // the machine's filesystem, as the process sees it
 	// Argv is run as is: ["sh", "-c", script, ...] (or bash, /bin/sh)
 	// runs script; ["sh"] reads the script from Stdin; anything else is one
 	// simple command (a program or a builtin).
@@ -869,7 +861,7 @@ var (
 
 // readScript reads the script argv0 names: an executable file starting
 // with #! naming a shell (the only interpreter there is).
-func readScript(fsys FS, argv0, dir string) (string, error) {
+func readScript(fsys vfs.FS, argv0, dir string) (string, error) {
 	p := vfs.Abs(dir, argv0)
 	fi, err := fsys.Stat(p)
 	switch {
