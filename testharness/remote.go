@@ -54,7 +54,7 @@ func StartRemote(ctx context.Context, c *cases.Case, dir string) (*Remote, error
 		MissingExtensions: c.MissingExtensions,
 		SourceExists:      fsys.Exists,
 	})
-	inc.SetHostFS(remoteHostFS{fsys})
+	inc.SetHostFS(fsys)
 	project := c.Spec.Remote.Incus.ProjectOrDefault()
 	if c.Instance != "" {
 		inc.AddInstance(project, c.Instance, c.InstanceType, c.Devices)

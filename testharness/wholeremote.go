@@ -52,11 +52,11 @@ func StartWholeRemote(ctx context.Context, c *cases.WholeCase, dir string) (*Who
 	if err != nil {
 		return nil, err
 	}
-	if err := populateRemote(fsys, c); err != nil {
-		return nil, fmt.Errorf("case %s: %w", c.Name, err)
+	if err := c.Populate(fsys); err != nil {
+		return nil, err
 	}
 	inc := incusfake.New(incusfake.Options{MissingExtensions: c.MissingExtensions, SourceExists: fsys.Exists})
-	inc.SetHostFS(remoteHostFS{fsys})
+	inc.SetHostFS(fsys)
 	project := c.Job.Remote.Incus.ProjectOrDefault()
 	for _, p := range slices.Sorted(mapsKeys(c.Images)) {
 		for _, alias := range slices.Sorted(mapsKeys(c.Images[p])) {
@@ -118,25 +118,6 @@ func mapsKeys[M ~map[string]V, V any](m M) func(func(string) bool) {
 			}
 		}
 	}
-}
-
-func populateRemote(fsys *remotefs.FS, c *cases.WholeCase) error {
-	for _, l := range slices.Sorted(mapsKeys(c.RemoteSymlinks)) {
-		if err := fsys.Symlink(l, c.RemoteSymlinks[l]); err != nil {
-			return fmt.Errorf("remote symlink %s: %w", l, err)
-		}
-	}
-	for _, d := range c.RemoteDirs {
-		if err := fsys.MkdirAll(d); err != nil {
-			return fmt.Errorf("remote dir %s: %w", d, err)
-		}
-	}
-	for _, f := range slices.Sorted(mapsKeys(c.RemoteFiles)) {
-		if err := fsys.WriteFile(f, c.RemoteFiles[f]); err != nil {
-			return fmt.Errorf("remote file %s: %w", f, err)
-		}
-	}
-	return nil
 }
 
 // rebase puts an absolute local path of the case under root.

@@ -3,7 +3,8 @@ package cases
 import (
 	"context"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 
 	"github.com/pikaci/vmexec/shared/devices"
 )
@@ -11,8 +12,9 @@ import (
 // FS is the filesystem Populate lays a case out in: the virtual remote
 // host's (a *remotefs.FS), or any other that creates paths the same way.
 type FS interface {
-	// Symlink makes linkPath a symbolic link to target.
-	Symlink(linkPath, target string) error
+	// Symlink makes linkPath a symbolic link to target (the order of
+	// symlink(2) and vfs.FS), creating its missing parents.
+	Symlink(target, linkPath string) error
 	// MkdirAll makes a directory and any missing parents.
 	MkdirAll(p string) error
 	// WriteFile writes a file, making its missing parent directories.
@@ -33,29 +35,35 @@ type ResolveFS interface {
 // Populate lays the case's remote host out in fsys: its symlinks, then its
 // directories, then its files (so a file may live under a symlinked dir).
 func (c *Case) Populate(fsys FS) error {
-	links := make([]string, 0, len(c.RemoteSymlinks))
-	for l := range c.RemoteSymlinks {
-		links = append(links, l)
+	if err := populate(fsys, c.RemoteSymlinks, c.RemoteDirs, c.RemoteFiles); err != nil {
+		return fmt.Errorf("case %s: %w", c.Name, err)
 	}
-	sort.Strings(links)
-	for _, l := range links {
-		if err := fsys.Symlink(l, c.RemoteSymlinks[l]); err != nil {
-			return fmt.Errorf("case %s: remote symlink %s: %w", c.Name, l, err)
+	return nil
+}
+
+// Populate lays the whole-job case's remote host out in fsys, as
+// Case.Populate does.
+func (c *WholeCase) Populate(fsys FS) error {
+	if err := populate(fsys, c.RemoteSymlinks, c.RemoteDirs, c.RemoteFiles); err != nil {
+		return fmt.Errorf("case %s: %w", c.Name, err)
+	}
+	return nil
+}
+
+func populate(fsys FS, symlinks map[string]string, dirs []string, files map[string][]byte) error {
+	for _, l := range slices.Sorted(maps.Keys(symlinks)) {
+		if err := fsys.Symlink(symlinks[l], l); err != nil {
+			return fmt.Errorf("remote symlink %s: %w", l, err)
 		}
 	}
-	for _, d := range c.RemoteDirs {
+	for _, d := range dirs {
 		if err := fsys.MkdirAll(d); err != nil {
-			return fmt.Errorf("case %s: remote dir %s: %w", c.Name, d, err)
+			return fmt.Errorf("remote dir %s: %w", d, err)
 		}
 	}
-	files := make([]string, 0, len(c.RemoteFiles))
-	for f := range c.RemoteFiles {
-		files = append(files, f)
-	}
-	sort.Strings(files)
-	for _, f := range files {
-		if err := fsys.WriteFile(f, c.RemoteFiles[f]); err != nil {
-			return fmt.Errorf("case %s: remote file %s: %w", c.Name, f, err)
+	for _, f := range slices.Sorted(maps.Keys(files)) {
+		if err := fsys.WriteFile(f, files[f]); err != nil {
+			return fmt.Errorf("remote file %s: %w", f, err)
 		}
 	}
 	return nil

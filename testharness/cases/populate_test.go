@@ -29,7 +29,7 @@ func (r *recordingFS) do(call string) error {
 	return nil
 }
 
-func (r *recordingFS) Symlink(l, target string) error { return r.do("symlink " + l + " -> " + target) }
+func (r *recordingFS) Symlink(target, l string) error { return r.do("symlink " + l + " -> " + target) }
 func (r *recordingFS) MkdirAll(p string) error        { return r.do("mkdir " + p) }
 func (r *recordingFS) WriteFile(p string, d []byte) error {
 	return r.do("write " + p + " " + string(d))

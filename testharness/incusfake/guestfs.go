@@ -1,7 +1,6 @@
 package incusfake
 
 import (
-	"errors"
 	"io"
 	"io/fs"
 	"maps"
@@ -14,26 +13,20 @@ import (
 	"time"
 
 	"github.com/pikaci/vmexec/shared"
-	"github.com/pikaci/vmexec/testharness/vshell"
+	"github.com/pikaci/vmexec/testharness/vfs"
 )
 
 // HostFS is the filesystem of the machine the fake Incus runs on, where disk
-// devices find their source directories. Paths are absolute, clean and
-// free of symlinks except maybe the last component, which must never be
-// followed (the guest resolves every link itself, inside the guest). Errors
+// devices find their source directories: the one filesystem interface of
+// the harness. The guest hands it paths that are absolute, clean and free
+// of symlinks except maybe the last component, which it never asks to
+// follow (the guest resolves every link itself, inside the guest). Errors
 // should wrap a syscall.Errno (fs.PathError does).
 //
-// The harness's virtual remote host gives its private filesystem here;
-// without one (SetHostFS not called) the fake uses this machine's.
-type HostFS interface {
-	Lstat(path string) (fs.FileInfo, error)
-	Readlink(path string) (string, error)
-	ReadDir(path string) ([]fs.DirEntry, error)
-	OpenFile(path string, flag int, perm fs.FileMode) (io.ReadWriteCloser, error)
-	Mkdir(path string, perm fs.FileMode) error
-	Symlink(target, path string) error
-	Remove(path string) error
-}
+// The harness's virtual remote host gives its private filesystem (a
+// *remotefs.FS) here; without one (SetHostFS not called) the fake uses
+// this machine's.
+type HostFS = vfs.FS
 
 // fifoMaker is implemented by filesystems that can make named pipes.
 type fifoMaker interface {
@@ -62,6 +55,7 @@ func Owner(fi fs.FileInfo) (uid, gid int) {
 type osHostFS struct{}
 
 func (osHostFS) Lstat(p string) (fs.FileInfo, error)     { return os.Lstat(p) }
+func (osHostFS) Stat(p string) (fs.FileInfo, error)      { return os.Stat(p) }
 func (osHostFS) Readlink(p string) (string, error)       { return os.Readlink(p) }
 func (osHostFS) ReadDir(p string) ([]fs.DirEntry, error) { return os.ReadDir(p) }
 func (osHostFS) Mkdir(p string, perm fs.FileMode) error  { return os.Mkdir(p, perm) }
@@ -161,6 +155,15 @@ func (m *memFS) Lstat(p string) (fs.FileInfo, error) {
 	return m.info(p, n), nil
 }
 
+// Stat follows p's links inside the tree.
+func (m *memFS) Stat(p string) (fs.FileInfo, error) {
+	_, fi, err := vfs.Canonicalize(m, "stat", p, vfs.Existing)
+	if err == nil && fi == nil {
+		err = perr("stat", p, syscall.ENOENT)
+	}
+	return fi, err
+}
+
 func (m *memFS) Readlink(p string) (string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -244,8 +247,7 @@ func (m *memFS) Chmod(p string, mode fs.FileMode) error {
 	case n.mode&fs.ModeSymlink != 0:
 		return perr("chmod", p, syscall.ELOOP)
 	}
-	const bits = fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky
-	n.mode = n.mode&^bits | mode&bits
+	n.mode = n.mode&^vfs.Bits | mode&vfs.Bits
 	return nil
 }
 
@@ -372,7 +374,7 @@ func (f *memFile) Close() error { return nil }
 // of the running instance mounted at its path, backed by the host's
 // directory at its source (read-only where the device says readonly).
 // Every symlink is resolved inside the guest, as the kernel does in a
-// container. It implements vshell.FS.
+// container. It is a vfs.FS.
 type GuestFS struct {
 	root *memFS
 	mu   sync.Mutex
@@ -429,91 +431,42 @@ func (g *GuestFS) backend(p string) (HostFS, string, bool, bool) {
 	return g.root, p, false, false
 }
 
-// resolve follows p inside the guest. It returns the canonical path and
-// its info (nil when only the last component is missing). The last
-// component is followed when follow is set or p ends in a slash.
+// resolve follows p inside the guest with the one resolver of vfs. It
+// returns the canonical path and its info (nil when only the last
+// component is missing). The last component is followed when follow is
+// set or p ends in a slash.
 func (g *GuestFS) resolve(op, p string, follow bool) (string, fs.FileInfo, error) {
-	orig := p
-	if strings.HasSuffix(p, "/") {
-		follow = true
+	if follow {
+		return vfs.Canonicalize(guestTree{g}, op, p, vfs.AllButLast)
 	}
-	comps := strings.Split(p, "/")
-	cur := "/"
-	links := 0
-	isLast := func(i int) bool {
-		for _, c := range comps[i+1:] {
-			if c != "" && c != "." {
-				return false
-			}
-		}
-		return true
-	}
-	for i := 0; i < len(comps); i++ {
-		c := comps[i]
-		switch c {
-		case "", ".":
-			continue
-		case "..":
-			cur = path.Dir(cur)
-			continue
-		}
-		last := isLast(i)
-		next := path.Join(cur, c)
-		be, bp, _, _ := g.backend(next)
-		fi, err := be.Lstat(bp)
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) && last {
-				return next, nil, nil
-			}
-			return "", nil, guestErr(op, orig, err)
-		}
-		if fi.Mode()&fs.ModeSymlink != 0 && (!last || follow) {
-			if links++; links > 40 {
-				return "", nil, perr(op, orig, syscall.ELOOP)
-			}
-			target, err := be.Readlink(bp)
-			if err != nil {
-				return "", nil, guestErr(op, orig, err)
-			}
-			if strings.HasPrefix(target, "/") {
-				cur = "/"
-			}
-			comps = append(strings.Split(target, "/"), comps[i+1:]...)
-			i = -1
-			continue
-		}
-		if !last && !fi.IsDir() {
-			return "", nil, perr(op, orig, syscall.ENOTDIR)
-		}
-		cur = next
-	}
-	be, bp, _, _ := g.backend(cur)
+	return vfs.Entry(guestTree{g}, op, p)
+}
+
+// guestTree is the guest's entries by canonical path, each looked up where
+// it lives (the guest's own tree or a disk device's source on the host),
+// never following a link.
+type guestTree struct{ g *GuestFS }
+
+func (t guestTree) Lstat(p string) (fs.FileInfo, error) {
+	be, bp, _, _ := t.g.backend(p)
 	fi, err := be.Lstat(bp)
 	if err != nil {
-		return "", nil, guestErr(op, orig, err)
+		return nil, vfs.PathError("lstat", p, err)
 	}
-	if strings.HasSuffix(orig, "/") && !fi.IsDir() {
-		return "", nil, perr(op, orig, syscall.ENOTDIR)
+	name := path.Base(p)
+	if p == "/" {
+		name = "/"
 	}
-	return cur, renamed{fi, path.Base(cur)}, nil
+	return vfs.Named(fi, name), nil
 }
 
-// renamed reports a host entry under its guest name.
-type renamed struct {
-	fs.FileInfo
-	name string
-}
-
-func (r renamed) Name() string { return r.name }
-
-// guestErr names the guest path and keeps only the errno of a host error,
-// so no host path shows in the guest.
-func guestErr(op, p string, err error) error {
-	var errno syscall.Errno
-	if errors.As(err, &errno) {
-		return perr(op, p, errno)
+func (t guestTree) Readlink(p string) (string, error) {
+	be, bp, _, _ := t.g.backend(p)
+	target, err := be.Readlink(bp)
+	if err != nil {
+		return "", vfs.PathError("readlink", p, err)
 	}
-	return &fs.PathError{Op: op, Path: p, Err: errors.New("input/output error")}
+	return target, nil
 }
 
 func (g *GuestFS) Lstat(p string) (fs.FileInfo, error) {
@@ -545,7 +498,7 @@ func (g *GuestFS) Readlink(p string) (string, error) {
 	be, bp, _, _ := g.backend(canon)
 	t, err := be.Readlink(bp)
 	if err != nil {
-		return "", guestErr("readlink", p, err)
+		return "", vfs.PathError("readlink", p, err)
 	}
 	return t, nil
 }
@@ -563,7 +516,7 @@ func (g *GuestFS) ReadDir(p string) ([]fs.DirEntry, error) {
 	be, bp, _, _ := g.backend(canon)
 	ents, err := be.ReadDir(bp)
 	if err != nil {
-		return nil, guestErr("open", p, err)
+		return nil, vfs.PathError("open", p, err)
 	}
 	return ents, nil
 }
@@ -583,7 +536,7 @@ func (g *GuestFS) OpenFile(p string, flag int, perm fs.FileMode) (io.ReadWriteCl
 	}
 	f, err := be.OpenFile(bp, flag, perm)
 	if err != nil {
-		return nil, guestErr("open", p, err)
+		return nil, vfs.PathError("open", p, err)
 	}
 	return f, nil
 }
@@ -610,7 +563,7 @@ func (g *GuestFS) Mkdir(p string, perm fs.FileMode) error {
 		return perr("mkdir", p, syscall.EEXIST)
 	}
 	if err := be.Mkdir(bp, perm); err != nil {
-		return guestErr("mkdir", p, err)
+		return vfs.PathError("mkdir", p, err)
 	}
 	return nil
 }
@@ -624,7 +577,7 @@ func (g *GuestFS) Symlink(target, p string) error {
 		return perr("symlink", p, syscall.EEXIST)
 	}
 	if err := be.Symlink(target, bp); err != nil {
-		return guestErr("symlink", p, err)
+		return vfs.PathError("symlink", p, err)
 	}
 	return nil
 }
@@ -640,7 +593,7 @@ func (g *GuestFS) Remove(p string) error {
 		return perr("remove", p, syscall.EBUSY)
 	}
 	if err := be.Remove(bp); err != nil {
-		return guestErr("remove", p, err)
+		return vfs.PathError("remove", p, err)
 	}
 	return nil
 }
@@ -660,7 +613,7 @@ func (g *GuestFS) Mkfifo(p string, perm fs.FileMode) error {
 		return perr("mkfifo", p, syscall.EPERM)
 	}
 	if err := mk.Mkfifo(bp, perm); err != nil {
-		return guestErr("mkfifo", p, err)
+		return vfs.PathError("mkfifo", p, err)
 	}
 	return nil
 }
@@ -694,7 +647,7 @@ func (g *GuestFS) setAttr(op, p string, set func(a attrSetter, bp string) error)
 		return perr(op, p, syscall.EPERM)
 	}
 	if err := set(a, bp); err != nil {
-		return guestErr(op, p, err)
+		return vfs.PathError(op, p, err)
 	}
 	return nil
 }
@@ -751,7 +704,7 @@ type ownerFS struct {
 }
 
 // As returns the guest's filesystem for a process of uid and gid.
-func (g *GuestFS) As(uid, gid int) vshell.FS {
+func (g *GuestFS) As(uid, gid int) vfs.FS {
 	if uid == 0 && gid == 0 {
 		return g
 	}
@@ -761,10 +714,10 @@ func (g *GuestFS) As(uid, gid int) vshell.FS {
 // A guest process may make FIFOs and change modes and owners, whoever it
 // runs as.
 var (
-	_ vshell.FIFOer = ownerFS{}
-	_ vshell.Attrer = ownerFS{}
-	_ vshell.FIFOer = (*GuestFS)(nil)
-	_ vshell.Attrer = (*GuestFS)(nil)
+	_ vfs.FIFOer = ownerFS{}
+	_ vfs.Attrer = ownerFS{}
+	_ vfs.FIFOer = (*GuestFS)(nil)
+	_ vfs.Attrer = (*GuestFS)(nil)
 )
 
 // own gives the entry p was just created as to the process's owner when

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/pikaci/vmexec/testharness/vfs"
 )
 
 // FuzzResolve resolves arbitrary paths, through one extra symlink with an
@@ -25,8 +27,8 @@ func FuzzResolve(f *testing.F) {
 		if err := os.Remove(dyn); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			t.Fatal(err)
 		}
-		_ = fsys.Symlink("/fz/dyn", target) // fails for NUL bytes; fine
-		for _, mode := range []Mode{AllButLast, Existing, Missing} {
+		_ = fsys.Symlink(target, "/fz/dyn") // fails for NUL bytes; fine
+		for _, mode := range []vfs.Mode{vfs.AllButLast, vfs.Existing, vfs.Missing} {
 			res, err := fsys.Canonicalize(p, mode)
 			if err != nil {
 				var pe *fs.PathError
@@ -53,7 +55,7 @@ func FuzzResolve(f *testing.F) {
 	})
 }
 
-func checkConfined(t *testing.T, fsys *FS, p string, mode Mode, res string) {
+func checkConfined(t *testing.T, fsys *FS, p string, mode vfs.Mode, res string) {
 	t.Helper()
 	if !strings.HasPrefix(res, "/") || path.Clean(res) != res {
 		t.Fatalf("Canonicalize(%q, %v) = %q: not absolute and clean", p, mode, res)
@@ -63,13 +65,13 @@ func checkConfined(t *testing.T, fsys *FS, p string, mode Mode, res string) {
 	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
 		t.Fatalf("Canonicalize(%q, %v) = %q: host path %q is outside the root %q", p, mode, res, host, fsys.root)
 	}
-	if mode == Missing {
+	if mode == vfs.Missing {
 		return // never handed to the OS
 	}
 	// Every existing prefix of the result must be free of symlinks: the
 	// OS will be handed exactly this path.
 	look := host
-	if mode == AllButLast && res != "/" {
+	if mode == vfs.AllButLast && res != "/" {
 		if _, err := os.Lstat(host); err != nil {
 			look = filepath.Dir(host)
 		}

@@ -4,6 +4,8 @@ import (
 	"io/fs"
 	"os"
 	"syscall"
+
+	"github.com/pikaci/vmexec/testharness/vfs"
 )
 
 // Create makes the new regular file p with exactly the permission bits
@@ -18,15 +20,15 @@ func (f *FS) Create(p string, perm fs.FileMode) (File, error) {
 		return nil, err
 	}
 	if fi != nil || res == "/" {
-		return nil, pathErr("open", p, syscall.EEXIST)
+		return nil, vfs.PathError("open", p, syscall.EEXIST)
 	}
 	h, err := os.OpenFile(f.host(res), os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
 	if err != nil {
-		return nil, pathErr("open", p, err)
+		return nil, vfs.PathError("open", p, err)
 	}
 	if err := h.Chmod(perm.Perm()); err != nil {
 		h.Close()
-		return nil, pathErr("chmod", p, err)
+		return nil, vfs.PathError("chmod", p, err)
 	}
 	return &file{f: h, name: p}, nil
 }
@@ -42,13 +44,13 @@ func (f *FS) Chmod(p string, perm fs.FileMode) error {
 		return err
 	}
 	if fi == nil {
-		return pathErr("chmod", p, syscall.ENOENT)
+		return vfs.PathError("chmod", p, syscall.ENOENT)
 	}
 	if fi.Mode()&fs.ModeSymlink != 0 {
-		return pathErr("chmod", p, syscall.ELOOP)
+		return vfs.PathError("chmod", p, syscall.ELOOP)
 	}
 	if err := os.Chmod(f.host(res), perm.Perm()); err != nil {
-		return pathErr("chmod", p, err)
+		return vfs.PathError("chmod", p, err)
 	}
 	return nil
 }
@@ -64,19 +66,19 @@ func (f *FS) Rename(from, to string) error {
 		return err
 	}
 	if sfi == nil {
-		return pathErr("rename", from, syscall.ENOENT)
+		return vfs.PathError("rename", from, syscall.ENOENT)
 	}
 	dst, _, err := f.entry("rename", to)
 	if err != nil {
 		return err
 	}
 	if src == "/" || dst == "/" {
-		return pathErr("rename", from, syscall.EBUSY)
+		return vfs.PathError("rename", from, syscall.EBUSY)
 	}
 	// syscall.Rename, not os.Rename: Go refuses any existing directory as
 	// the destination; the kernel lets a directory replace an empty one.
 	if err := syscall.Rename(f.host(src), f.host(dst)); err != nil {
-		return pathErr("rename", from, err)
+		return vfs.PathError("rename", from, err)
 	}
 	return nil
 }
@@ -85,20 +87,33 @@ func (f *FS) Rename(from, to string) error {
 // symlink is removed, not followed, and no link below p is followed. A
 // missing p is not an error.
 func (f *FS) RemoveAll(p string) error {
+	return f.remove(p, true, os.RemoveAll)
+}
+
+// Remove removes one file, symlink or empty directory, like unlink(2) and
+// rmdir(2): a final symlink is removed, not followed.
+func (f *FS) Remove(p string) error {
+	return f.remove(p, false, os.Remove)
+}
+
+// remove removes the entry p names (its last component not followed) with
+// rm, given its host path; missingOK says a missing p is no error.
+func (f *FS) remove(p string, missingOK bool, rm func(string) error) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	res, fi, err := f.entry("remove", p)
-	if err != nil {
+	switch {
+	case err != nil:
 		return err
-	}
-	if fi == nil {
+	case fi == nil && missingOK:
 		return nil
+	case fi == nil:
+		return vfs.PathError("remove", p, syscall.ENOENT)
+	case res == "/":
+		return vfs.PathError("remove", p, syscall.EBUSY)
 	}
-	if res == "/" {
-		return pathErr("remove", p, syscall.EBUSY)
-	}
-	if err := os.RemoveAll(f.host(res)); err != nil {
-		return pathErr("remove", p, err)
+	if err := rm(f.host(res)); err != nil {
+		return vfs.PathError("remove", p, err)
 	}
 	return nil
 }

@@ -24,7 +24,7 @@ func TestMutations(t *testing.T) {
 	must(f.MkdirAll("/full/x"))
 	must(f.MkdirAll("/keep"))
 	must(f.WriteFile("/keep/secret", []byte("s")))
-	must(f.Symlink("/src/link", "/keep"))
+	must(f.Symlink("/keep", "/src/link"))
 
 	// rename(2): a directory replaces an empty one, not a full one.
 	if err := f.Rename("/src", "/full"); !errors.Is(err, syscall.ENOTEMPTY) && !errors.Is(err, syscall.EEXIST) {

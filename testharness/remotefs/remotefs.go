@@ -5,11 +5,13 @@
 //
 // Symlinks are stored as real symlinks holding their target exactly as a case
 // gives it. An absolute target is absolute on the remote host, so the
-// operating system must never follow a link: every path is resolved here,
-// component by component (Lstat + Readlink), confined to the root, with at
-// most [MaxSymlinks] links per lookup, and ".." at the remote "/" staying at
+// operating system must never follow a link: every path is resolved by the
+// harness's one resolver (vfs.Canonicalize and vfs.Entry over the root's
+// entries, Lstat + Readlink), confined to the root, with at most
+// vfs.MaxSymlinks links per lookup, and ".." at the remote "/" staying at
 // "/". Only paths free of symlinks are handed to the operating system, and
-// files are opened with O_NOFOLLOW as a second line of defence.
+// files are opened with O_NOFOLLOW as a second line of defence. *FS is a
+// vfs.FS.
 //
 // Errors are *fs.PathError values naming the remote path, wrapping the
 // system error (so errors.Is(err, fs.ErrNotExist) works).
@@ -28,41 +30,9 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+
+	"github.com/pikaci/vmexec/testharness/vfs"
 )
-
-// MaxSymlinks is how many symlinks one lookup may follow before it fails with
-// ELOOP, as on Linux. (GNU readlink detects true loops instead of counting, so
-// it would resolve a chain of more than 40 distinct links; the kernel, and so
-// every command that then uses the path, would not.) In Missing mode a lookup
-// that reaches the limit keeps the link as it is and goes on, as readlink -m
-// does for a loop.
-const MaxSymlinks = 40
-
-// Mode says which components of a path must exist when it is canonicalized,
-// as the options of GNU readlink and realpath do.
-type Mode int
-
-const (
-	// AllButLast: every component but the last must exist
-	// (readlink -f, realpath).
-	AllButLast Mode = iota
-	// Existing: every component must exist (readlink -e, realpath -e).
-	Existing
-	// Missing: no component need exist (readlink -m, realpath -m).
-	Missing
-)
-
-func (m Mode) String() string {
-	switch m {
-	case AllButLast:
-		return "all-but-last"
-	case Existing:
-		return "existing"
-	case Missing:
-		return "missing"
-	}
-	return fmt.Sprintf("Mode(%d)", int(m))
-}
 
 // FS is a remote host's filesystem laid out under a root directory. It is
 // safe for concurrent use.
@@ -92,29 +62,6 @@ func New(root string) (*FS, error) {
 	return &FS{root: real}, nil
 }
 
-// pathErr builds the error for remote path p, keeping only the system error
-// of err so no host path leaks into the message.
-func pathErr(op, p string, err error) error {
-	var errno syscall.Errno
-	if errors.As(err, &errno) {
-		return &fs.PathError{Op: op, Path: p, Err: errno}
-	}
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		err = fs.ErrNotExist
-	case errors.Is(err, fs.ErrExist):
-		err = fs.ErrExist
-	case errors.Is(err, fs.ErrPermission):
-		err = fs.ErrPermission
-	default:
-		var pe *fs.PathError
-		if errors.As(err, &pe) {
-			err = pe.Err
-		}
-	}
-	return &fs.PathError{Op: op, Path: p, Err: err}
-}
-
 // host returns the host path of a canonical remote path (absolute, clean,
 // without "." or ".." components).
 func (f *FS) host(canonical string) string {
@@ -124,134 +71,27 @@ func (f *FS) host(canonical string) string {
 	return f.root + canonical
 }
 
-func join(comps []string) string {
-	return "/" + strings.Join(comps, "/")
-}
-
-// hasComponent reports whether rest, the unparsed remainder of a path, still
-// names a component (anything but slashes).
-func hasComponent(rest string) bool {
-	return strings.TrimLeft(rest, "/") != ""
-}
-
-// canonicalize resolves p like GNU canonicalize_filename_mode: it returns the
-// canonical remote path and, when the result exists, its Lstat info (nil when
-// the last component is missing). A relative p is relative to the remote "/".
+// tree is the root's entries by canonical remote path, for the resolver.
 // The caller holds f.mu.
-func (f *FS) canonicalize(op, p string, mode Mode) (string, fs.FileInfo, error) {
-	if p == "" {
-		return "", nil, pathErr(op, p, syscall.ENOENT)
-	}
-	var dest []string
-	rest := p
-	links := 0
-	var last fs.FileInfo
-	// blind > 0: dest[blind-1] is a link kept unresolved (Missing mode), so
-	// the OS must not look at any path below it: it would follow the link.
-	blind := 0
-	for {
-		rest = strings.TrimLeft(rest, "/")
-		if rest == "" {
-			break
-		}
-		comp := rest
-		if i := strings.IndexByte(rest, '/'); i >= 0 {
-			comp, rest = rest[:i], rest[i:]
-		} else {
-			rest = ""
-		}
-		switch comp {
-		case ".":
-			continue
-		case "..":
-			if len(dest) > 0 {
-				dest = dest[:len(dest)-1]
-			}
-			if len(dest) < blind {
-				blind = 0
-			}
-			// The parent of an existing directory exists and is a
-			// directory (or we are at "/").
-			last = nil
-			continue
-		}
-		dest = append(dest, comp)
-		if blind > 0 {
-			continue // only in Missing mode
-		}
-		cur := join(dest)
-		fi, err := os.Lstat(f.host(cur))
-		switch {
-		case err == nil && fi.Mode()&fs.ModeSymlink != 0:
-			links++
-			if links > MaxSymlinks {
-				if mode == Missing {
-					// GNU readlink -m keeps a looping link as it is.
-					last = nil
-					blind = len(dest)
-					continue
-				}
-				return "", nil, pathErr(op, p, syscall.ELOOP)
-			}
-			target, err := os.Readlink(f.host(cur))
-			if err != nil {
-				return "", nil, pathErr(op, p, err)
-			}
-			if target == "" {
-				return "", nil, pathErr(op, p, syscall.ENOENT)
-			}
-			if strings.HasPrefix(target, "/") {
-				dest = dest[:0]
-			} else {
-				dest = dest[:len(dest)-1]
-			}
-			rest = target + rest
-			last = nil
-		case err == nil:
-			last = fi
-			if !fi.IsDir() && strings.Contains(rest, "/") {
-				// Something follows a non-directory: "file/x",
-				// "file/..", or a trailing slash.
-				if mode == Missing {
-					last = nil
-					continue
-				}
-				return "", nil, pathErr(op, p, syscall.ENOTDIR)
-			}
-		case errors.Is(err, fs.ErrNotExist):
-			last = nil
-			switch mode {
-			case Missing:
-				continue
-			case AllButLast:
-				if !hasComponent(rest) {
-					continue
-				}
-			}
-			return "", nil, pathErr(op, p, syscall.ENOENT)
-		default:
-			if mode == Missing && errors.Is(err, syscall.ENOTDIR) {
-				last = nil
-				continue
-			}
-			return "", nil, pathErr(op, p, err)
-		}
-	}
-	res := join(dest)
-	if last == nil && blind == 0 {
-		// Refresh: ".." or a followed link may end on an existing entry.
-		fi, err := os.Lstat(f.host(res))
-		if err == nil {
-			last = fi
-		}
-	}
-	return res, last, nil
+type tree struct{ f *FS }
+
+func (t tree) Lstat(p string) (fs.FileInfo, error) { return os.Lstat(t.f.host(p)) }
+func (t tree) Readlink(p string) (string, error)   { return os.Readlink(t.f.host(p)) }
+
+// canonicalize resolves p with vfs.Canonicalize. The caller holds f.mu.
+func (f *FS) canonicalize(op, p string, mode vfs.Mode) (string, fs.FileInfo, error) {
+	return vfs.Canonicalize(tree{f}, op, p, mode)
+}
+
+// entry resolves p with vfs.Entry. The caller holds f.mu.
+func (f *FS) entry(op, p string) (string, fs.FileInfo, error) {
+	return vfs.Entry(tree{f}, op, p)
 }
 
 // Canonicalize returns the canonical remote path of p, following every
 // symlink, with the existence rules of mode. The result is absolute, clean
 // and free of symlinks. A relative p is taken relative to the remote "/".
-func (f *FS) Canonicalize(p string, mode Mode) (string, error) {
+func (f *FS) Canonicalize(p string, mode vfs.Mode) (string, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	res, _, err := f.canonicalize("canonicalize", p, mode)
@@ -262,7 +102,7 @@ func (f *FS) Canonicalize(p string, mode Mode) (string, error) {
 func (f *FS) Resolve(p string) (string, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	res, _, err := f.canonicalize("readlink", p, AllButLast)
+	res, _, err := f.canonicalize("readlink", p, vfs.AllButLast)
 	return res, err
 }
 
@@ -270,72 +110,8 @@ func (f *FS) Resolve(p string) (string, error) {
 func (f *FS) Realpath(p string) (string, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	res, _, err := f.canonicalize("realpath", p, AllButLast)
+	res, _, err := f.canonicalize("realpath", p, vfs.AllButLast)
 	return res, err
-}
-
-// splitLast splits p into the raw parent path and the last component, without
-// cleaning (a lexical clean would be wrong once symlinks are involved).
-// Trailing slashes are dropped. The last component of "/" is "".
-func splitLast(p string) (parent, name string) {
-	t := strings.TrimRight(p, "/")
-	if t == "" {
-		if p == "" {
-			return "", ""
-		}
-		return "/", ""
-	}
-	i := strings.LastIndexByte(t, '/')
-	switch {
-	case i < 0:
-		return ".", t
-	case i == 0:
-		return "/", t[1:]
-	default:
-		return t[:i], t[i+1:]
-	}
-}
-
-// entry resolves p the way the kernel resolves the target of a syscall that
-// does not follow a final symlink (lstat, mkdir, symlink): the parent must
-// exist and is followed; the last component is taken as is, unless p ends in
-// a slash, which asks for the directory a final symlink points to. It returns
-// the canonical remote path of the entry and its Lstat info (nil if missing).
-// The caller holds f.mu.
-func (f *FS) entry(op, p string) (string, fs.FileInfo, error) {
-	if p == "" {
-		return "", nil, pathErr(op, p, syscall.ENOENT)
-	}
-	parent, name := splitLast(p)
-	if name == "" || name == "." || name == ".." {
-		return f.canonicalize(op, p, Existing)
-	}
-	dir, dfi, err := f.canonicalize(op, parent, Existing)
-	if err != nil {
-		return "", nil, pathErr(op, p, err)
-	}
-	if dfi == nil || !dfi.IsDir() {
-		return "", nil, pathErr(op, p, syscall.ENOTDIR)
-	}
-	res := strings.TrimSuffix(dir, "/") + "/" + name
-	fi, err := os.Lstat(f.host(res))
-	if errors.Is(err, fs.ErrNotExist) {
-		return res, nil, nil
-	}
-	if err != nil {
-		return "", nil, pathErr(op, p, err)
-	}
-	if strings.HasSuffix(p, "/") {
-		if fi.Mode()&fs.ModeSymlink != 0 {
-			if res, fi, err = f.canonicalize(op, p, Existing); err != nil {
-				return "", nil, err
-			}
-		}
-		if fi == nil || !fi.IsDir() {
-			return "", nil, pathErr(op, p, syscall.ENOTDIR)
-		}
-	}
-	return res, fi, nil
 }
 
 // mkdir is mkdir(2) on the remote: the parent must exist, the last component
@@ -346,10 +122,10 @@ func (f *FS) mkdir(p string, perm fs.FileMode) error {
 		return err
 	}
 	if fi != nil || res == "/" {
-		return pathErr("mkdir", p, syscall.EEXIST)
+		return vfs.PathError("mkdir", p, syscall.EEXIST)
 	}
 	if err := os.Mkdir(f.host(res), perm); err != nil {
-		return pathErr("mkdir", p, err)
+		return vfs.PathError("mkdir", p, err)
 	}
 	return nil
 }
@@ -374,7 +150,7 @@ func (f *FS) MkdirAll(p string) error {
 
 func (f *FS) mkdirAll(p string) error {
 	if p == "" {
-		return pathErr("mkdir", p, syscall.ENOENT)
+		return vfs.PathError("mkdir", p, syscall.ENOENT)
 	}
 	for _, prefix := range prefixes(p) {
 		err := f.mkdir(prefix, 0o755)
@@ -382,17 +158,17 @@ func (f *FS) mkdirAll(p string) error {
 			continue
 		}
 		if !errors.Is(err, syscall.EEXIST) {
-			return pathErr("mkdir", p, err)
+			return vfs.PathError("mkdir", p, err)
 		}
-		_, fi, serr := f.canonicalize("mkdir", prefix, Existing)
+		_, fi, serr := f.canonicalize("mkdir", prefix, vfs.Existing)
 		if serr != nil && prefix != p {
-			return pathErr("mkdir", p, serr)
+			return vfs.PathError("mkdir", p, serr)
 		}
 		if fi == nil || !fi.IsDir() {
 			if prefix == p {
-				return pathErr("mkdir", p, syscall.EEXIST)
+				return vfs.PathError("mkdir", p, syscall.EEXIST)
 			}
-			return pathErr("mkdir", p, syscall.ENOTDIR)
+			return vfs.PathError("mkdir", p, syscall.ENOTDIR)
 		}
 	}
 	return nil
@@ -403,7 +179,7 @@ func (f *FS) mkdirAll(p string) error {
 func (f *FS) mkdirParents(parent string) error {
 	err := f.mkdirAll(parent)
 	if errors.Is(err, syscall.EEXIST) {
-		return pathErr("mkdir", parent, syscall.ENOTDIR)
+		return vfs.PathError("mkdir", parent, syscall.ENOTDIR)
 	}
 	return err
 }
@@ -431,28 +207,29 @@ func prefixes(p string) []string {
 	return out
 }
 
-// Symlink creates linkPath holding target verbatim, creating linkPath's
-// missing parent directories first. An absolute target is absolute on the
-// remote host; a relative one is relative to the link's directory.
-func (f *FS) Symlink(linkPath, target string) error {
+// Symlink creates linkPath holding target verbatim (the order of
+// symlink(2)), creating linkPath's missing parent directories first. An
+// absolute target is absolute on the remote host; a relative one is
+// relative to the link's directory.
+func (f *FS) Symlink(target, linkPath string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	parent, name := splitLast(linkPath)
+	parent, name := vfs.SplitLast(linkPath)
 	if name == "" || name == "." || name == ".." {
-		return pathErr("symlink", linkPath, syscall.EEXIST)
+		return vfs.PathError("symlink", linkPath, syscall.EEXIST)
 	}
 	if err := f.mkdirParents(parent); err != nil {
-		return pathErr("symlink", linkPath, err)
+		return vfs.PathError("symlink", linkPath, err)
 	}
 	res, fi, err := f.entry("symlink", linkPath)
 	if err != nil {
 		return err
 	}
 	if fi != nil {
-		return pathErr("symlink", linkPath, syscall.EEXIST)
+		return vfs.PathError("symlink", linkPath, syscall.EEXIST)
 	}
 	if err := os.Symlink(target, f.host(res)); err != nil {
-		return pathErr("symlink", linkPath, err)
+		return vfs.PathError("symlink", linkPath, err)
 	}
 	return nil
 }
@@ -462,12 +239,12 @@ func (f *FS) Symlink(linkPath, target string) error {
 func (f *FS) WriteFile(p string, data []byte) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	parent, name := splitLast(p)
+	parent, name := vfs.SplitLast(p)
 	if name == "" || name == "." || name == ".." {
-		return pathErr("write", p, syscall.EISDIR)
+		return vfs.PathError("write", p, syscall.EISDIR)
 	}
 	if err := f.mkdirParents(parent); err != nil {
-		return pathErr("write", p, err)
+		return vfs.PathError("write", p, err)
 	}
 	w, err := f.openFile("write", p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
@@ -475,19 +252,17 @@ func (f *FS) WriteFile(p string, data []byte) error {
 	}
 	if _, err := w.Write(data); err != nil {
 		w.Close()
-		return pathErr("write", p, err)
+		return vfs.PathError("write", p, err)
 	}
 	if err := w.Close(); err != nil {
-		return pathErr("write", p, err)
+		return vfs.PathError("write", p, err)
 	}
 	return nil
 }
 
 // File is an open remote file. It hides the host file so the root stays
 // private.
-type File interface {
-	io.ReadWriteCloser
-}
+type File = io.ReadWriteCloser
 
 type file struct {
 	f    *os.File
@@ -497,7 +272,7 @@ type file struct {
 func (x *file) Read(b []byte) (int, error) {
 	n, err := x.f.Read(b)
 	if err != nil && err != io.EOF {
-		err = pathErr("read", x.name, err)
+		err = vfs.PathError("read", x.name, err)
 	}
 	return n, err
 }
@@ -505,14 +280,14 @@ func (x *file) Read(b []byte) (int, error) {
 func (x *file) Write(b []byte) (int, error) {
 	n, err := x.f.Write(b)
 	if err != nil {
-		err = pathErr("write", x.name, err)
+		err = vfs.PathError("write", x.name, err)
 	}
 	return n, err
 }
 
 func (x *file) Close() error {
 	if err := x.f.Close(); err != nil {
-		return pathErr("close", x.name, err)
+		return vfs.PathError("close", x.name, err)
 	}
 	return nil
 }
@@ -532,23 +307,23 @@ func (f *FS) OpenFile(p string, flag int, perm fs.FileMode) (File, error) {
 }
 
 func (f *FS) openFile(op, p string, flag int, perm fs.FileMode) (File, error) {
-	mode := Existing
+	mode := vfs.Existing
 	if flag&os.O_CREATE != 0 {
-		mode = AllButLast
+		mode = vfs.AllButLast
 	}
 	res, fi, err := f.canonicalize(op, p, mode)
 	if err != nil {
 		return nil, err
 	}
 	if fi == nil && strings.HasSuffix(p, "/") {
-		return nil, pathErr(op, p, syscall.EISDIR)
+		return nil, vfs.PathError(op, p, syscall.EISDIR)
 	}
 	if fi != nil && fi.IsDir() && flag&(os.O_WRONLY|os.O_RDWR) != 0 {
-		return nil, pathErr(op, p, syscall.EISDIR)
+		return nil, vfs.PathError(op, p, syscall.EISDIR)
 	}
 	h, err := os.OpenFile(f.host(res), flag|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, perm)
 	if err != nil {
-		return nil, pathErr(op, p, err)
+		return nil, vfs.PathError(op, p, err)
 	}
 	return &file{f: h, name: p}, nil
 }
@@ -557,21 +332,21 @@ func (f *FS) openFile(op, p string, flag int, perm fs.FileMode) (File, error) {
 func (f *FS) ReadFile(p string) ([]byte, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	res, fi, err := f.canonicalize("read", p, Existing)
+	res, fi, err := f.canonicalize("read", p, vfs.Existing)
 	if err != nil {
 		return nil, err
 	}
 	if fi != nil && fi.IsDir() {
-		return nil, pathErr("read", p, syscall.EISDIR)
+		return nil, vfs.PathError("read", p, syscall.EISDIR)
 	}
 	h, err := os.OpenFile(f.host(res), os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, pathErr("read", p, err)
+		return nil, vfs.PathError("read", p, err)
 	}
 	defer h.Close()
 	b, err := io.ReadAll(h)
 	if err != nil {
-		return nil, pathErr("read", p, err)
+		return nil, vfs.PathError("read", p, err)
 	}
 	return b, nil
 }
@@ -585,44 +360,36 @@ func (f *FS) Readlink(p string) (string, error) {
 		return "", err
 	}
 	if fi == nil {
-		return "", pathErr("readlink", p, syscall.ENOENT)
+		return "", vfs.PathError("readlink", p, syscall.ENOENT)
 	}
 	if fi.Mode()&fs.ModeSymlink == 0 {
-		return "", pathErr("readlink", p, syscall.EINVAL)
+		return "", vfs.PathError("readlink", p, syscall.EINVAL)
 	}
 	t, err := os.Readlink(f.host(res))
 	if err != nil {
-		return "", pathErr("readlink", p, err)
+		return "", vfs.PathError("readlink", p, err)
 	}
 	return t, nil
 }
 
-// fileInfo reports a host entry under its remote name.
-type fileInfo struct {
-	fs.FileInfo
-	name string
-}
-
-func (i fileInfo) Name() string { return i.name }
-
 func remoteInfo(canonical string, fi fs.FileInfo) fs.FileInfo {
-	_, name := splitLast(canonical)
+	_, name := vfs.SplitLast(canonical)
 	if name == "" {
 		name = "/"
 	}
-	return fileInfo{FileInfo: fi, name: name}
+	return vfs.Named(fi, name)
 }
 
 // Stat is stat(2) on the remote: symlinks are followed, confined.
 func (f *FS) Stat(p string) (fs.FileInfo, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	res, fi, err := f.canonicalize("stat", p, Existing)
+	res, fi, err := f.canonicalize("stat", p, vfs.Existing)
 	if err != nil {
 		return nil, err
 	}
 	if fi == nil {
-		return nil, pathErr("stat", p, syscall.ENOENT)
+		return nil, vfs.PathError("stat", p, syscall.ENOENT)
 	}
 	return remoteInfo(res, fi), nil
 }
@@ -636,7 +403,7 @@ func (f *FS) Lstat(p string) (fs.FileInfo, error) {
 		return nil, err
 	}
 	if fi == nil {
-		return nil, pathErr("lstat", p, syscall.ENOENT)
+		return nil, vfs.PathError("lstat", p, syscall.ENOENT)
 	}
 	return remoteInfo(res, fi), nil
 }
@@ -657,16 +424,16 @@ func (f *FS) IsDir(p string) bool {
 func (f *FS) ReadDir(p string) ([]fs.DirEntry, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	res, fi, err := f.canonicalize("readdir", p, Existing)
+	res, fi, err := f.canonicalize("readdir", p, vfs.Existing)
 	if err != nil {
 		return nil, err
 	}
 	if fi == nil || !fi.IsDir() {
-		return nil, pathErr("readdir", p, syscall.ENOTDIR)
+		return nil, vfs.PathError("readdir", p, syscall.ENOTDIR)
 	}
 	ents, err := os.ReadDir(f.host(res))
 	if err != nil {
-		return nil, pathErr("readdir", p, err)
+		return nil, vfs.PathError("readdir", p, err)
 	}
 	return ents, nil
 }
@@ -682,7 +449,7 @@ func (f *FS) Snapshot() (map[string]string, error) {
 	err := filepath.WalkDir(f.root, func(hp string, d fs.DirEntry, err error) error {
 		rp := "/" + strings.TrimPrefix(strings.TrimPrefix(hp, f.root), "/")
 		if err != nil {
-			return pathErr("snapshot", rp, err)
+			return vfs.PathError("snapshot", rp, err)
 		}
 		switch t := d.Type(); {
 		case t.IsDir():
@@ -690,19 +457,19 @@ func (f *FS) Snapshot() (map[string]string, error) {
 		case t&fs.ModeSymlink != 0:
 			target, err := os.Readlink(hp)
 			if err != nil {
-				return pathErr("snapshot", rp, err)
+				return vfs.PathError("snapshot", rp, err)
 			}
 			out[rp] = "symlink -> " + target
 		case t.IsRegular():
 			h, err := os.OpenFile(hp, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
 			if err != nil {
-				return pathErr("snapshot", rp, err)
+				return vfs.PathError("snapshot", rp, err)
 			}
 			sum := sha256.New()
 			_, err = io.Copy(sum, h)
 			h.Close()
 			if err != nil {
-				return pathErr("snapshot", rp, err)
+				return vfs.PathError("snapshot", rp, err)
 			}
 			out[rp] = "file sha256:" + hex.EncodeToString(sum.Sum(nil))
 		default:

@@ -15,6 +15,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/pikaci/vmexec/internal/testenv"
+	"github.com/pikaci/vmexec/testharness/vfs"
+	"github.com/pikaci/vmexec/testharness/vfs/vfstest"
 )
 
 // layout describes a tree: dirs, files (path → content), symlinks (path →
@@ -42,8 +44,8 @@ func newFS(tb testing.TB, l layout) *FS {
 		}
 	}
 	for _, s := range l.symlinks {
-		if err := f.Symlink(s[0], s[1]); err != nil {
-			tb.Fatalf("Symlink(%q, %q): %v", s[0], s[1], err)
+		if err := f.Symlink(s[1], s[0]); err != nil {
+			tb.Fatalf("Symlink(%q, %q): %v", s[1], s[0], err)
 		}
 	}
 	return f
@@ -85,14 +87,14 @@ func hostile(tb testing.TB) *FS {
 			{"/spacelink", "sp ace/it's\nnew"},
 		},
 	}
-	for i := 0; i <= MaxSymlinks; i++ {
+	for i := 0; i <= vfs.MaxSymlinks; i++ {
 		l.symlinks = append(l.symlinks, [2]string{fmt.Sprintf("/chain/%d", i), fmt.Sprintf("%d", i+1)})
 	}
-	l.dirs = append(l.dirs, fmt.Sprintf("/chain/%d", MaxSymlinks+1))
+	l.dirs = append(l.dirs, fmt.Sprintf("/chain/%d", vfs.MaxSymlinks+1))
 	f := newFS(tb, l)
 	// A link to this machine's real path of the root: on the remote it is
 	// just a path that does not exist.
-	if err := f.Symlink("/hostroot", f.root+"/etc"); err != nil {
+	if err := f.Symlink(f.root+"/etc", "/hostroot"); err != nil {
 		tb.Fatal(err)
 	}
 	return f
@@ -103,57 +105,57 @@ func TestCanonicalize(t *testing.T) {
 	tests := []struct {
 		name string
 		path string
-		mode Mode
+		mode vfs.Mode
 		want string
 		err  error // errno wanted, nil for success
 	}{
-		{"root", "/", AllButLast, "/", nil},
-		{"root many slashes", "////", AllButLast, "/", nil},
-		{"dotdot at root stays", "/../../..", AllButLast, "/", nil},
-		{"relative is from root", "a/b", AllButLast, "/a/b", nil},
-		{"empty", "", AllButLast, "", syscall.ENOENT},
-		{"plain dir", "/a/b/c", Existing, "/a/b/c", nil},
-		{"dot components", "/a/./b/./c/.", Existing, "/a/b/c", nil},
-		{"trailing slash on dir", "/a/b/", Existing, "/a/b", nil},
-		{"case-style absolute link", "/var/tmp/pikaci/runs/run/jobs/job/staged-linux-rust/workspace-build", Existing, "/nix/store/0f3k9q-workspace-build", nil},
-		{"through case link", "/var/tmp/pikaci/runs/run/jobs/job/staged-linux-rust/workspace-build/manifest.json", Existing, "/nix/store/0f3k9q-workspace-build/manifest.json", nil},
-		{"dotdot after link is physical", "/var/tmp/pikaci/runs/run/jobs/job/staged-linux-rust/workspace-build/..", Existing, "/nix/store", nil},
-		{"relative link", "/rel/c", Existing, "/a/b/c", nil},
-		{"relative link up to root", "/a/up", Existing, "/", nil},
-		{"relative link far above root", "/a/b/upup/etc", Existing, "/etc", nil},
-		{"absolute link with dotdot", "/esc", Existing, "/etc", nil},
-		{"relative link escaping", "/esc2", Existing, "/etc", nil},
-		{"link to remote etc passwd, all but last", "/passwd", AllButLast, "/etc/passwd", nil},
-		{"link to remote etc passwd, existing", "/passwd", Existing, "", syscall.ENOENT},
-		{"link to host root path", "/hostroot", AllButLast, "", syscall.ENOENT},
-		{"link to host root path, missing", "/hostroot", Missing, f.root + "/etc", nil},
-		{"loop", "/loop1", AllButLast, "", syscall.ELOOP},
-		{"self loop", "/self/x", AllButLast, "", syscall.ELOOP},
-		{"self loop, missing mode keeps the link", "/self/x/../y", Missing, "/self/y", nil},
-		{"loop, missing mode keeps the link", "/loop1/x", Missing, "/loop1/x", nil},
-		{"chain of MaxSymlinks", "/chain/1", Existing, fmt.Sprintf("/chain/%d", MaxSymlinks+1), nil},
-		{"chain of MaxSymlinks+1", "/chain/0", Existing, "", syscall.ELOOP},
-		{"dangling, parent missing", "/dangling", AllButLast, "", syscall.ENOENT},
-		{"dangling, parent missing, missing mode", "/dangling", Missing, "/nope/x", nil},
-		{"dangling last", "/dangling-last", AllButLast, "/missing-last", nil},
-		{"dangling last, existing", "/dangling-last", Existing, "", syscall.ENOENT},
-		{"missing last", "/a/b/new", AllButLast, "/a/b/new", nil},
-		{"missing last with trailing slash", "/a/b/new/", AllButLast, "/a/b/new", nil},
-		{"missing then dot", "/a/b/new/.", AllButLast, "", syscall.ENOENT},
-		{"missing then dotdot", "/a/b/new/..", AllButLast, "", syscall.ENOENT},
-		{"missing then dotdot, missing mode", "/a/b/new/..", Missing, "/a/b", nil},
-		{"missing middle", "/nope/x", AllButLast, "", syscall.ENOENT},
-		{"missing middle, missing mode", "/nope/x/../y", Missing, "/nope/y", nil},
-		{"file", "/tofile", Existing, "/d/file", nil},
-		{"file with trailing slash", "/d/file/", AllButLast, "", syscall.ENOTDIR},
-		{"under a file", "/d/file/x", AllButLast, "", syscall.ENOTDIR},
-		{"dotdot under a file", "/d/file/..", AllButLast, "", syscall.ENOTDIR},
-		{"dotdot under a file, missing mode", "/d/file/..", Missing, "/d", nil},
-		{"link to dotdot", "/a/b/../../dotdot/a", Existing, "/a", nil},
-		{"link with extra slashes", "/slashes/c", Existing, "/a/b/c", nil},
-		{"link back through link", "/a/b/c/back", Existing, "/a/b/c", nil},
-		{"spaces quotes newlines", "/spacelink/f \"q\"", Existing, "/sp ace/it's\nnew/f \"q\"", nil},
-		{"NUL byte", "/a\x00b", AllButLast, "", syscall.EINVAL},
+		{"root", "/", vfs.AllButLast, "/", nil},
+		{"root many slashes", "////", vfs.AllButLast, "/", nil},
+		{"dotdot at root stays", "/../../..", vfs.AllButLast, "/", nil},
+		{"relative is from root", "a/b", vfs.AllButLast, "/a/b", nil},
+		{"empty", "", vfs.AllButLast, "", syscall.ENOENT},
+		{"plain dir", "/a/b/c", vfs.Existing, "/a/b/c", nil},
+		{"dot components", "/a/./b/./c/.", vfs.Existing, "/a/b/c", nil},
+		{"trailing slash on dir", "/a/b/", vfs.Existing, "/a/b", nil},
+		{"case-style absolute link", "/var/tmp/pikaci/runs/run/jobs/job/staged-linux-rust/workspace-build", vfs.Existing, "/nix/store/0f3k9q-workspace-build", nil},
+		{"through case link", "/var/tmp/pikaci/runs/run/jobs/job/staged-linux-rust/workspace-build/manifest.json", vfs.Existing, "/nix/store/0f3k9q-workspace-build/manifest.json", nil},
+		{"dotdot after link is physical", "/var/tmp/pikaci/runs/run/jobs/job/staged-linux-rust/workspace-build/..", vfs.Existing, "/nix/store", nil},
+		{"relative link", "/rel/c", vfs.Existing, "/a/b/c", nil},
+		{"relative link up to root", "/a/up", vfs.Existing, "/", nil},
+		{"relative link far above root", "/a/b/upup/etc", vfs.Existing, "/etc", nil},
+		{"absolute link with dotdot", "/esc", vfs.Existing, "/etc", nil},
+		{"relative link escaping", "/esc2", vfs.Existing, "/etc", nil},
+		{"link to remote etc passwd, all but last", "/passwd", vfs.AllButLast, "/etc/passwd", nil},
+		{"link to remote etc passwd, existing", "/passwd", vfs.Existing, "", syscall.ENOENT},
+		{"link to host root path", "/hostroot", vfs.AllButLast, "", syscall.ENOENT},
+		{"link to host root path, missing", "/hostroot", vfs.Missing, f.root + "/etc", nil},
+		{"loop", "/loop1", vfs.AllButLast, "", syscall.ELOOP},
+		{"self loop", "/self/x", vfs.AllButLast, "", syscall.ELOOP},
+		{"self loop, missing mode keeps the link", "/self/x/../y", vfs.Missing, "/self/y", nil},
+		{"loop, missing mode keeps the link", "/loop1/x", vfs.Missing, "/loop1/x", nil},
+		{"chain of vfs.MaxSymlinks", "/chain/1", vfs.Existing, fmt.Sprintf("/chain/%d", vfs.MaxSymlinks+1), nil},
+		{"chain of vfs.MaxSymlinks+1", "/chain/0", vfs.Existing, "", syscall.ELOOP},
+		{"dangling, parent missing", "/dangling", vfs.AllButLast, "", syscall.ENOENT},
+		{"dangling, parent missing, missing mode", "/dangling", vfs.Missing, "/nope/x", nil},
+		{"dangling last", "/dangling-last", vfs.AllButLast, "/missing-last", nil},
+		{"dangling last, existing", "/dangling-last", vfs.Existing, "", syscall.ENOENT},
+		{"missing last", "/a/b/new", vfs.AllButLast, "/a/b/new", nil},
+		{"missing last with trailing slash", "/a/b/new/", vfs.AllButLast, "/a/b/new", nil},
+		{"missing then dot", "/a/b/new/.", vfs.AllButLast, "", syscall.ENOENT},
+		{"missing then dotdot", "/a/b/new/..", vfs.AllButLast, "", syscall.ENOENT},
+		{"missing then dotdot, missing mode", "/a/b/new/..", vfs.Missing, "/a/b", nil},
+		{"missing middle", "/nope/x", vfs.AllButLast, "", syscall.ENOENT},
+		{"missing middle, missing mode", "/nope/x/../y", vfs.Missing, "/nope/y", nil},
+		{"file", "/tofile", vfs.Existing, "/d/file", nil},
+		{"file with trailing slash", "/d/file/", vfs.AllButLast, "", syscall.ENOTDIR},
+		{"under a file", "/d/file/x", vfs.AllButLast, "", syscall.ENOTDIR},
+		{"dotdot under a file", "/d/file/..", vfs.AllButLast, "", syscall.ENOTDIR},
+		{"dotdot under a file, missing mode", "/d/file/..", vfs.Missing, "/d", nil},
+		{"link to dotdot", "/a/b/../../dotdot/a", vfs.Existing, "/a", nil},
+		{"link with extra slashes", "/slashes/c", vfs.Existing, "/a/b/c", nil},
+		{"link back through link", "/a/b/c/back", vfs.Existing, "/a/b/c", nil},
+		{"spaces quotes newlines", "/spacelink/f \"q\"", vfs.Existing, "/sp ace/it's\nnew/f \"q\"", nil},
+		{"NUL byte", "/a\x00b", vfs.AllButLast, "", syscall.EINVAL},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -194,7 +196,7 @@ func checkPathErr(tb testing.TB, f *FS, err error, remote string) {
 func TestResolveAndRealpathAreAllButLast(t *testing.T) {
 	f := hostile(t)
 	for _, p := range []string{"/dangling-last", "/rel/c", "/a/b/new", "/esc"} {
-		want, err := f.Canonicalize(p, AllButLast)
+		want, err := f.Canonicalize(p, vfs.AllButLast)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -243,7 +245,7 @@ func TestCanonicalizeMatchesGNUReadlink(t *testing.T) {
 		"/a/missing/x", "/a/./b/../b/./c", "/a//b///c//", "/a/toxy/g", "/a/toxy/../z/g",
 		"/a/b/chain", "/a/b/chain/", "/a/f/.", "/x y", "/a/l/up/dl",
 	}
-	flags := map[Mode]string{AllButLast: "-f", Existing: "-e", Missing: "-m"}
+	flags := map[vfs.Mode]string{vfs.AllButLast: "-f", vfs.Existing: "-e", vfs.Missing: "-m"}
 	for _, p := range paths {
 		for mode, flag := range flags {
 			t.Run(fmt.Sprintf("%s %s", flag, p), func(t *testing.T) {
@@ -525,7 +527,7 @@ func TestSnapshot(t *testing.T) {
 func TestSymlinkRefusesExisting(t *testing.T) {
 	f := newFS(t, layout{dirs: []string{"/a"}, symlinks: [][2]string{{"/l", "x"}}})
 	for _, p := range []string{"/a", "/l", "/"} {
-		if err := f.Symlink(p, "y"); !errors.Is(err, syscall.EEXIST) {
+		if err := f.Symlink("y", p); !errors.Is(err, syscall.EEXIST) {
 			t.Errorf("Symlink(%q) = %v, want EEXIST", p, err)
 		}
 	}
@@ -557,4 +559,9 @@ func TestNewRejectsBadRoot(t *testing.T) {
 	if fi, err := os.Stat(filepath.Join(dir, "x", "y")); err != nil || !fi.IsDir() {
 		t.Errorf("MkdirAll under a symlinked root: %v", err)
 	}
+}
+
+// The remote's filesystem resolves paths and links as the one model does.
+func TestRemoteFSFollowsTheOneModel(t *testing.T) {
+	vfstest.Run(t, newFS(t, layout{}), "")
 }

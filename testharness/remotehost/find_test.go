@@ -24,7 +24,7 @@ func TestFindEmptiesDir(t *testing.T) {
 	if err := fsys.WriteFile("/w/art/f", []byte("x")); err != nil {
 		t.Fatal(err)
 	}
-	s := &shell{fs: fsys}
+	s := newShell(fsys, "pikaci")
 	var out, errb bytes.Buffer
 	if st := s.run(context.Background(), "find /w -name x", (*os.File)(nil), &out, &errb); st == 0 {
 		t.Errorf("find -name: status 0, want a refusal")

@@ -5,8 +5,9 @@
 //   - It has its own ed25519 host key and accepts exactly one client key, also
 //     generated, for one user; (*Host).WriteClientFiles hands both to a plugin
 //     as an OpenSSH client config, a private key and a known_hosts line.
-//   - "exec" requests are recorded verbatim and run with bash semantics
-//     (mvdan.cc/sh) over a [remotefs.FS]: the programs mkdir, cat, head (-c
+//   - "exec" requests are recorded verbatim and run by the harness's one
+//     shell (vshell, bash semantics) over a [remotefs.FS] with the remote's
+//     program set: the programs mkdir, cat, head (-c
 //     only), stat (-c %s only), readlink and realpath exist, and for the
 //     snapshot transfer of contract v2 `tar -x -f - -C DIR`, `mv -T`,
 //     `rm [-rf]` and `find DIR -mindepth 1 -maxdepth 1 -exec rm -rf -- {} +`;
@@ -133,7 +134,7 @@ func Start(ctx context.Context, fsys *remotefs.FS, opts Options) (*Host, error) 
 	h := &Host{
 		fs:      fsys,
 		user:    user,
-		shell:   &shell{fs: fsys, user: user},
+		shell:   newShell(fsys, user),
 		ln:      ln,
 		port:    ln.Addr().(*net.TCPAddr).Port,
 		hostKey: hostKey,

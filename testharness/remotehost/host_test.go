@@ -60,7 +60,7 @@ func caseFS(tb testing.TB) *remotefs.FS {
 		"/dangling": "/nowhere",
 		"/tofile":   "d/file",
 	} {
-		if err := fsys.Symlink(link, target); err != nil {
+		if err := fsys.Symlink(target, link); err != nil {
 			tb.Fatal(err)
 		}
 	}

@@ -8,22 +8,14 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/pikaci/vmexec/testharness/remotefs"
+	"github.com/pikaci/vmexec/testharness/vfs"
+	"github.com/pikaci/vmexec/testharness/vshell"
 )
 
-// program is one of the remote's few programs. It returns its exit status.
-type program func(s *shell, io *stdio, args []string) int
-
-type stdio struct {
-	dir      string
-	in       io.Reader
-	out, err io.Writer
-	name     string // the program's name, for messages
-}
-
-func (p *stdio) errorf(format string, args ...any) {
-	fmt.Fprintf(p.err, p.name+": "+format+"\n", args...)
-}
+// program is one of the remote's few programs, run by the one shell
+// (vshell) with the remote's filesystem at hand. It returns its exit
+// status.
+type program func(s *shell, p *vshell.Cmd, args []string) int
 
 var programs = map[string]program{
 	"mkdir":    mkdirProgram,
@@ -35,7 +27,7 @@ var programs = map[string]program{
 }
 
 // mkdir [-p|--parents] [--] DIR...
-func mkdirProgram(s *shell, p *stdio, args []string) int {
+func mkdirProgram(s *shell, p *vshell.Cmd, args []string) int {
 	flags, dirs, ok := options(p, args, "p", map[string]byte{"parents": 'p'})
 	if !ok {
 		return 1
@@ -47,12 +39,12 @@ func mkdirProgram(s *shell, p *stdio, args []string) int {
 	for _, d := range dirs {
 		var err error
 		if flags['p'] > 0 {
-			err = s.fs.MkdirAll(abs(p.dir, d))
+			err = s.fs.MkdirAll(vfs.Abs(p.Dir, d))
 		} else {
-			err = s.fs.Mkdir(abs(p.dir, d), 0o755)
+			err = s.fs.Mkdir(vfs.Abs(p.Dir, d), 0o755)
 		}
 		if err != nil {
-			p.errorf("cannot create directory %s: %s", quote(d), strerror(err))
+			p.Errorf("cannot create directory %s: %s", quote(d), vfs.Strerror(err))
 			status = 1
 		}
 	}
@@ -60,7 +52,7 @@ func mkdirProgram(s *shell, p *stdio, args []string) int {
 }
 
 // cat [-u] [--] [FILE|-]...
-func catProgram(s *shell, p *stdio, args []string) int {
+func catProgram(s *shell, p *vshell.Cmd, args []string) int {
 	_, files, ok := options(p, args, "u", nil)
 	if !ok {
 		return 1
@@ -71,22 +63,22 @@ func catProgram(s *shell, p *stdio, args []string) int {
 	status := 0
 	for _, f := range files {
 		if f == "-" {
-			if p.in != nil {
-				if _, err := io.Copy(p.out, p.in); err != nil {
-					p.errorf("-: %s", strerror(err))
+			if p.Stdin != nil {
+				if _, err := io.Copy(p.Stdout, p.Stdin); err != nil {
+					p.Errorf("-: %s", vfs.Strerror(err))
 					status = 1
 				}
 			}
 			continue
 		}
-		b, err := s.fs.ReadFile(abs(p.dir, f))
+		b, err := s.fs.ReadFile(vfs.Abs(p.Dir, f))
 		if err != nil {
-			p.errorf("%s: %s", quoteIfNeeded(f), strerror(err))
+			p.Errorf("%s: %s", quoteIfNeeded(f), vfs.Strerror(err))
 			status = 1
 			continue
 		}
-		if _, err := p.out.Write(b); err != nil {
-			p.errorf("write error: %s", strerror(err))
+		if _, err := p.Stdout.Write(b); err != nil {
+			p.Errorf("write error: %s", vfs.Strerror(err))
 			return 1
 		}
 	}
@@ -95,7 +87,7 @@ func catProgram(s *shell, p *stdio, args []string) int {
 
 // head -c N [--] [FILE|-]... : the first N bytes of each file (GNU's
 // headers for several files are left out: nothing here asks for them).
-func headProgram(s *shell, p *stdio, args []string) int {
+func headProgram(s *shell, p *vshell.Cmd, args []string) int {
 	var n int64 = -1
 	var rest []string
 	for i := 0; i < len(args); i++ {
@@ -109,20 +101,20 @@ func headProgram(s *shell, p *stdio, args []string) int {
 		case a == "-c" && i+1 < len(args):
 			v, err := strconv.ParseInt(args[i+1], 10, 64)
 			if err != nil || v < 0 {
-				p.errorf("invalid number of bytes: %s", quote(args[i+1]))
+				p.Errorf("invalid number of bytes: %s", quote(args[i+1]))
 				return 1
 			}
 			n = v
 			i++
 		case strings.HasPrefix(a, "-") && a != "-":
-			p.errorf("invalid option -- '%s'", strings.TrimPrefix(a, "-"))
+			p.Errorf("invalid option -- '%s'", strings.TrimPrefix(a, "-"))
 			return 1
 		default:
 			rest = append(rest, a)
 		}
 	}
 	if n < 0 {
-		p.errorf("only -c N is available on the conformance remote")
+		p.Errorf("only -c N is available on the conformance remote")
 		return 1
 	}
 	if len(rest) == 0 {
@@ -132,22 +124,22 @@ func headProgram(s *shell, p *stdio, args []string) int {
 	for _, f := range rest {
 		var r io.Reader
 		if f == "-" {
-			if p.in == nil {
+			if p.Stdin == nil {
 				continue
 			}
-			r = p.in
+			r = p.Stdin
 		} else {
-			fh, err := s.fs.OpenFile(abs(p.dir, f), os.O_RDONLY, 0)
+			fh, err := s.fs.OpenFile(vfs.Abs(p.Dir, f), os.O_RDONLY, 0)
 			if err != nil {
-				p.errorf("cannot open %s for reading: %s", quote(f), strerror(err))
+				p.Errorf("cannot open %s for reading: %s", quote(f), vfs.Strerror(err))
 				status = 1
 				continue
 			}
 			defer fh.Close()
 			r = fh
 		}
-		if _, err := io.Copy(p.out, io.LimitReader(r, n)); err != nil {
-			p.errorf("error reading %s: %s", quote(f), strerror(err))
+		if _, err := io.Copy(p.Stdout, io.LimitReader(r, n)); err != nil {
+			p.Errorf("error reading %s: %s", quote(f), vfs.Strerror(err))
 			status = 1
 		}
 	}
@@ -155,7 +147,7 @@ func headProgram(s *shell, p *stdio, args []string) int {
 }
 
 // stat [-L] -c %s [--] FILE... : each file's size in bytes, one a line.
-func statProgram(s *shell, p *stdio, args []string) int {
+func statProgram(s *shell, p *vshell.Cmd, args []string) int {
 	follow, format := false, ""
 	var files []string
 	for i := 0; i < len(args); i++ {
@@ -170,14 +162,14 @@ func statProgram(s *shell, p *stdio, args []string) int {
 			format = args[i+1]
 			i++
 		case strings.HasPrefix(a, "-"):
-			p.errorf("invalid option -- '%s'", strings.TrimPrefix(a, "-"))
+			p.Errorf("invalid option -- '%s'", strings.TrimPrefix(a, "-"))
 			return 1
 		default:
 			files = append(files, a)
 		}
 	}
 	if format != "%s" {
-		p.errorf("only -c %%s is available on the conformance remote")
+		p.Errorf("only -c %%s is available on the conformance remote")
 		return 1
 	}
 	if len(files) == 0 {
@@ -188,22 +180,22 @@ func statProgram(s *shell, p *stdio, args []string) int {
 		var fi fs.FileInfo
 		var err error
 		if follow {
-			fi, err = s.fs.Stat(abs(p.dir, f))
+			fi, err = s.fs.Stat(vfs.Abs(p.Dir, f))
 		} else {
-			fi, err = s.fs.Lstat(abs(p.dir, f))
+			fi, err = s.fs.Lstat(vfs.Abs(p.Dir, f))
 		}
 		if err != nil {
-			p.errorf("cannot stat %s: %s", quote(f), strerror(err))
+			p.Errorf("cannot stat %s: %s", quote(f), vfs.Strerror(err))
 			status = 1
 			continue
 		}
-		fmt.Fprintf(p.out, "%d\n", fi.Size())
+		fmt.Fprintf(p.Stdout, "%d\n", fi.Size())
 	}
 	return status
 }
 
 // readlink [-f|-e|-m] [-n] [-z] [-q|-s|-v] [--] FILE...
-func readlinkProgram(s *shell, p *stdio, args []string) int {
+func readlinkProgram(s *shell, p *vshell.Cmd, args []string) int {
 	flags, files, ok := options(p, args, "femnqsvz", map[string]byte{
 		"canonicalize": 'f', "canonicalize-existing": 'e', "canonicalize-missing": 'm',
 		"no-newline": 'n', "quiet": 'q', "silent": 's', "verbose": 'v', "zero": 'z',
@@ -214,12 +206,12 @@ func readlinkProgram(s *shell, p *stdio, args []string) int {
 	if len(files) == 0 {
 		return missingOperand(p)
 	}
-	canon, mode := false, remotefs.AllButLast
+	canon, mode := false, vfs.AllButLast
 	last := 0 // the last of -f, -e, -m wins
 	for _, m := range []struct {
 		flag byte
-		mode remotefs.Mode
-	}{{'f', remotefs.AllButLast}, {'e', remotefs.Existing}, {'m', remotefs.Missing}} {
+		mode vfs.Mode
+	}{{'f', vfs.AllButLast}, {'e', vfs.Existing}, {'m', vfs.Missing}} {
 		if flags[m.flag] > last {
 			canon, mode, last = true, m.mode, flags[m.flag]
 		}
@@ -230,7 +222,7 @@ func readlinkProgram(s *shell, p *stdio, args []string) int {
 	}
 	if flags['n'] > 0 {
 		if len(files) > 1 {
-			p.errorf("ignoring --no-newline with multiple arguments")
+			p.Errorf("ignoring --no-newline with multiple arguments")
 		} else {
 			end = ""
 		}
@@ -240,24 +232,24 @@ func readlinkProgram(s *shell, p *stdio, args []string) int {
 		var out string
 		var err error
 		if canon {
-			out, err = s.fs.Canonicalize(abs(p.dir, f), mode)
+			out, err = s.fs.Canonicalize(vfs.Abs(p.Dir, f), mode)
 		} else {
-			out, err = s.fs.Readlink(abs(p.dir, f))
+			out, err = s.fs.Readlink(vfs.Abs(p.Dir, f))
 		}
 		if err != nil {
 			if flags['v'] > 0 {
-				p.errorf("%s: %s", quoteIfNeeded(f), strerror(err))
+				p.Errorf("%s: %s", quoteIfNeeded(f), vfs.Strerror(err))
 			}
 			status = 1
 			continue
 		}
-		fmt.Fprint(p.out, out+end)
+		fmt.Fprint(p.Stdout, out+end)
 	}
 	return status
 }
 
 // realpath [-e|-m] [-q] [-z] [--] FILE...
-func realpathProgram(s *shell, p *stdio, args []string) int {
+func realpathProgram(s *shell, p *vshell.Cmd, args []string) int {
 	flags, files, ok := options(p, args, "emqzE", map[string]byte{
 		"canonicalize": 'E', "canonicalize-existing": 'e', "canonicalize-missing": 'm',
 		"quiet": 'q', "zero": 'z',
@@ -268,11 +260,11 @@ func realpathProgram(s *shell, p *stdio, args []string) int {
 	if len(files) == 0 {
 		return missingOperand(p)
 	}
-	mode, last := remotefs.AllButLast, 0 // the last of -E, -e, -m wins
+	mode, last := vfs.AllButLast, 0 // the last of -E, -e, -m wins
 	for _, m := range []struct {
 		flag byte
-		mode remotefs.Mode
-	}{{'E', remotefs.AllButLast}, {'e', remotefs.Existing}, {'m', remotefs.Missing}} {
+		mode vfs.Mode
+	}{{'E', vfs.AllButLast}, {'e', vfs.Existing}, {'m', vfs.Missing}} {
 		if flags[m.flag] > last {
 			mode, last = m.mode, flags[m.flag]
 		}
@@ -283,15 +275,15 @@ func realpathProgram(s *shell, p *stdio, args []string) int {
 	}
 	status := 0
 	for _, f := range files {
-		out, err := s.fs.Canonicalize(abs(p.dir, f), mode)
+		out, err := s.fs.Canonicalize(vfs.Abs(p.Dir, f), mode)
 		if err != nil {
 			if flags['q'] == 0 {
-				p.errorf("%s: %s", quoteIfNeeded(f), strerror(err))
+				p.Errorf("%s: %s", quoteIfNeeded(f), vfs.Strerror(err))
 			}
 			status = 1
 			continue
 		}
-		fmt.Fprint(p.out, out+end)
+		fmt.Fprint(p.Stdout, out+end)
 	}
 	return status
 }

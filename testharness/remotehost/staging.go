@@ -9,7 +9,8 @@ import (
 	"path"
 	"strings"
 
-	"github.com/pikaci/vmexec/testharness/remotefs"
+	"github.com/pikaci/vmexec/testharness/vfs"
+	"github.com/pikaci/vmexec/testharness/vshell"
 )
 
 // The staging transfer of contract v2 needs three more programs on the remote:
@@ -30,10 +31,10 @@ func init() {
 // has a ".." component, or lies below a symlink (one the archive made, say)
 // is refused: nothing is written outside DIR. Hard links, devices and FIFOs
 // are refused. Ownership is never restored: the remote has one user.
-func tarProgram(s *shell, p *stdio, args []string) int {
+func tarProgram(s *shell, p *vshell.Cmd, args []string) int {
 	usage := func(format string, a ...any) int {
-		p.errorf(format, a...)
-		fmt.Fprintf(p.err, "Try '%s --help' for more information.\n", p.name)
+		p.Errorf(format, a...)
+		fmt.Fprintf(p.Stderr, "Try '%s --help' for more information.\n", p.Name)
 		return 2
 	}
 	extract, file, dir := false, "", ""
@@ -64,33 +65,33 @@ func tarProgram(s *shell, p *stdio, args []string) int {
 	if !extract || file != "-" || dir == "" {
 		return usage("only `tar -x -f - -C DIR` is %s", "available on the conformance remote")
 	}
-	root, err := s.fs.Canonicalize(abs(p.dir, dir), remotefs.Existing)
+	root, err := s.fs.Canonicalize(vfs.Abs(p.Dir, dir), vfs.Existing)
 	if err != nil || !s.fs.IsDir(root) {
-		p.errorf("%s: Cannot open: %s", dir, "No such file or directory")
+		p.Errorf("%s: Cannot open: %s", dir, "No such file or directory")
 		return 2
 	}
-	if p.in == nil {
-		p.errorf("-: Cannot read: no standard input")
+	if p.Stdin == nil {
+		p.Errorf("-: Cannot read: no standard input")
 		return 2
 	}
-	tr := tar.NewReader(p.in)
+	tr := tar.NewReader(p.Stdin)
 	for {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
-			p.errorf("Unexpected EOF in archive (%v)", err)
-			p.errorf("Error is not recoverable: exiting now")
+			p.Errorf("Unexpected EOF in archive (%v)", err)
+			p.Errorf("Error is not recoverable: exiting now")
 			return 2
 		}
 		if err := s.extract(root, h, tr); err != nil {
-			p.errorf("%s: %v", h.Name, err)
-			p.errorf("Exiting with failure status due to previous errors")
+			p.Errorf("%s: %v", h.Name, err)
+			p.Errorf("Exiting with failure status due to previous errors")
 			return 2
 		}
 	}
-	_, _ = io.Copy(io.Discard, p.in) // GNU tar reads its input to the end
+	_, _ = io.Copy(io.Discard, p.Stdin) // GNU tar reads its input to the end
 	return 0
 }
 
@@ -143,7 +144,7 @@ func (s *shell) extract(root string, h *tar.Header, body io.Reader) error {
 		}
 		return f.Close()
 	case tar.TypeSymlink:
-		if err := s.fs.Symlink(target, h.Linkname); err != nil {
+		if err := s.fs.Symlink(h.Linkname, target); err != nil {
 			return fmt.Errorf("cannot create symlink to %s: %w", quote(h.Linkname), errors.Unwrap(err))
 		}
 		return nil
@@ -153,31 +154,31 @@ func (s *shell) extract(root string, h *tar.Header, body io.Reader) error {
 
 // mv -T [--] SOURCE DEST: rename(2), DEST never taken as a directory to
 // move into.
-func mvProgram(s *shell, p *stdio, args []string) int {
+func mvProgram(s *shell, p *vshell.Cmd, args []string) int {
 	flags, ops, ok := options(p, args, "T", map[string]byte{"no-target-directory": 'T'})
 	if !ok {
 		return 1
 	}
 	if flags['T'] == 0 {
-		p.errorf("only `mv -T SOURCE DEST` is available on the conformance remote")
+		p.Errorf("only `mv -T SOURCE DEST` is available on the conformance remote")
 		return 1
 	}
 	if len(ops) != 2 {
 		if len(ops) < 2 {
 			return missingOperand(p)
 		}
-		p.errorf("extra operand %s", quote(ops[2]))
+		p.Errorf("extra operand %s", quote(ops[2]))
 		return 1
 	}
-	if err := s.fs.Rename(abs(p.dir, ops[0]), abs(p.dir, ops[1])); err != nil {
-		p.errorf("cannot move %s to %s: %s", quote(ops[0]), quote(ops[1]), strerror(err))
+	if err := s.fs.Rename(vfs.Abs(p.Dir, ops[0]), vfs.Abs(p.Dir, ops[1])); err != nil {
+		p.Errorf("cannot move %s to %s: %s", quote(ops[0]), quote(ops[1]), vfs.Strerror(err))
 		return 1
 	}
 	return 0
 }
 
 // rm [-r|-R] [-f] [--] FILE...
-func rmProgram(s *shell, p *stdio, args []string) int {
+func rmProgram(s *shell, p *vshell.Cmd, args []string) int {
 	flags, ops, ok := options(p, args, "rRf", map[string]byte{"recursive": 'r', "force": 'f'})
 	if !ok {
 		return 1
@@ -191,26 +192,26 @@ func rmProgram(s *shell, p *stdio, args []string) int {
 	}
 	status := 0
 	for _, op := range ops {
-		target := abs(p.dir, op)
+		target := vfs.Abs(p.Dir, op)
 		fi, err := s.fs.Lstat(target)
 		switch {
 		case err != nil && errors.Is(err, fs.ErrNotExist):
 			if !force {
-				p.errorf("cannot remove %s: No such file or directory", quote(op))
+				p.Errorf("cannot remove %s: No such file or directory", quote(op))
 				status = 1
 			}
 			continue
 		case err != nil:
-			p.errorf("cannot remove %s: %s", quote(op), strerror(err))
+			p.Errorf("cannot remove %s: %s", quote(op), vfs.Strerror(err))
 			status = 1
 			continue
 		case fi.IsDir() && !recursive:
-			p.errorf("cannot remove %s: Is a directory", quote(op))
+			p.Errorf("cannot remove %s: Is a directory", quote(op))
 			status = 1
 			continue
 		}
 		if err := s.fs.RemoveAll(target); err != nil {
-			p.errorf("cannot remove %s: %s", quote(op), strerror(err))
+			p.Errorf("cannot remove %s: %s", quote(op), vfs.Strerror(err))
 			status = 1
 		}
 	}

@@ -1,27 +1,12 @@
 package remotehost
 
 import (
-	"errors"
 	"fmt"
-	"io/fs"
 	"strconv"
 	"strings"
-	"syscall"
-)
 
-// strerror renders err as the C library does ("No such file or directory").
-func strerror(err error) string {
-	var errno syscall.Errno
-	if errors.As(err, &errno) {
-		msg := errno.Error()
-		return strings.ToUpper(msg[:1]) + msg[1:]
-	}
-	var pe *fs.PathError
-	if errors.As(err, &pe) {
-		return pe.Err.Error()
-	}
-	return err.Error()
-}
+	"github.com/pikaci/vmexec/testharness/vshell"
+)
 
 // quote renders a file name as GNU coreutils' quote() does in the C locale:
 // always in single quotes.
@@ -48,7 +33,7 @@ func quoteIfNeeded(s string) string {
 // "-" as an operand. A flag's value is 1 + the position of its last
 // occurrence (0: absent), so "the last of -f, -e, -m wins" can be decided.
 // It reports an error message as GNU does.
-func options(p *stdio, args []string, shorts string, longs map[string]byte) (map[byte]int, []string, bool) {
+func options(p *vshell.Cmd, args []string, shorts string, longs map[string]byte) (map[byte]int, []string, bool) {
 	flags := map[byte]int{}
 	n := 0
 	var operands []string
@@ -61,8 +46,8 @@ func options(p *stdio, args []string, shorts string, longs map[string]byte) (map
 		case strings.HasPrefix(a, "--"):
 			c, ok := longs[a[2:]]
 			if !ok {
-				p.errorf("unrecognized option %s", quote(a))
-				fmt.Fprintf(p.err, "Try '%s --help' for more information.\n", p.name)
+				p.Errorf("unrecognized option %s", quote(a))
+				fmt.Fprintf(p.Stderr, "Try '%s --help' for more information.\n", p.Name)
 				return nil, nil, false
 			}
 			n++
@@ -70,8 +55,8 @@ func options(p *stdio, args []string, shorts string, longs map[string]byte) (map
 		case len(a) > 1 && a[0] == '-':
 			for j := 1; j < len(a); j++ {
 				if !strings.ContainsRune(shorts, rune(a[j])) {
-					p.errorf("invalid option -- '%c'", a[j])
-					fmt.Fprintf(p.err, "Try '%s --help' for more information.\n", p.name)
+					p.Errorf("invalid option -- '%c'", a[j])
+					fmt.Fprintf(p.Stderr, "Try '%s --help' for more information.\n", p.Name)
 					return nil, nil, false
 				}
 				n++
@@ -84,8 +69,8 @@ func options(p *stdio, args []string, shorts string, longs map[string]byte) (map
 	return flags, operands, true
 }
 
-func missingOperand(p *stdio) int {
-	p.errorf("missing operand")
-	fmt.Fprintf(p.err, "Try '%s --help' for more information.\n", p.name)
+func missingOperand(p *vshell.Cmd) int {
+	p.Errorf("missing operand")
+	fmt.Fprintf(p.Stderr, "Try '%s --help' for more information.\n", p.Name)
 	return 1
 }

@@ -5,6 +5,8 @@ import (
 	"io/fs"
 	"path"
 	"slices"
+
+	"github.com/pikaci/vmexec/testharness/vfs"
 )
 
 // find PATH [-type f|d|l|p|s|b|c] [-print|-print0]: the one form a plugin
@@ -37,7 +39,7 @@ func findProgram(s *stdio, args []string) int {
 	walk = func(p string) {
 		fi, err := s.p.cfg.FS.Lstat(s.abs(p))
 		if err != nil {
-			s.errorf("%s: %s", p, strerror(err))
+			s.errorf("%s: %s", p, vfs.Strerror(err))
 			status = 1
 			return
 		}
@@ -49,7 +51,7 @@ func findProgram(s *stdio, args []string) int {
 		}
 		ents, err := s.p.cfg.FS.ReadDir(s.abs(p))
 		if err != nil {
-			s.errorf("%s: %s", p, strerror(err))
+			s.errorf("%s: %s", p, vfs.Strerror(err))
 			status = 1
 			return
 		}

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pikaci/vmexec/testharness/vfs"
 	"mvdan.cc/sh/v3/expand"
 	"mvdan.cc/sh/v3/interp"
 	"mvdan.cc/sh/v3/syntax"
@@ -128,7 +129,7 @@ func catProgram(s *stdio, args []string) int {
 		} else {
 			fh, err := s.p.cfg.FS.OpenFile(s.abs(f), os.O_RDONLY, 0)
 			if err != nil {
-				s.errorf("can't open '%s': %s", f, strerror(err))
+				s.errorf("can't open '%s': %s", f, vfs.Strerror(err))
 				status = 1
 				continue
 			}
@@ -136,7 +137,7 @@ func catProgram(s *stdio, args []string) int {
 			r = fh
 		}
 		if _, err := io.Copy(s.hc.Stdout, r); err != nil {
-			s.errorf("%s: %s", f, strerror(err))
+			s.errorf("%s: %s", f, vfs.Strerror(err))
 			status = 1
 		}
 	}
@@ -206,14 +207,14 @@ func mkdirProgram(s *stdio, args []string) int {
 			err = s.p.cfg.FS.Mkdir(s.abs(d), 0o755)
 		}
 		if err != nil {
-			s.errorf("can't create directory '%s': %s", d, strerror(err))
+			s.errorf("can't create directory '%s': %s", d, vfs.Strerror(err))
 			status = 1
 		}
 	}
 	return status
 }
 
-func mkdirAll(fsys FS, p string) error {
+func mkdirAll(fsys vfs.FS, p string) error {
 	comps := strings.Split(p, "/")
 	cur := ""
 	for _, c := range comps {
@@ -257,7 +258,7 @@ func lnProgram(s *stdio, args []string) int {
 		_ = s.p.cfg.FS.Remove(link)
 	}
 	if err := s.p.cfg.FS.Symlink(ops[0], link); err != nil {
-		s.errorf("%s: %s", ops[1], strerror(err))
+		s.errorf("%s: %s", ops[1], vfs.Strerror(err))
 		return 1
 	}
 	return 0
@@ -276,7 +277,7 @@ func lsProgram(s *stdio, args []string) int {
 	for _, o := range ops {
 		fi, err := s.p.cfg.FS.Stat(s.abs(o))
 		if err != nil {
-			s.errorf("%s: %s", o, strerror(err))
+			s.errorf("%s: %s", o, vfs.Strerror(err))
 			status = 1
 			continue
 		}
@@ -286,7 +287,7 @@ func lsProgram(s *stdio, args []string) int {
 		}
 		ents, err := s.p.cfg.FS.ReadDir(s.abs(o))
 		if err != nil {
-			s.errorf("%s: %s", o, strerror(err))
+			s.errorf("%s: %s", o, vfs.Strerror(err))
 			status = 1
 			continue
 		}
@@ -314,14 +315,14 @@ func rmProgram(s *stdio, args []string) int {
 	for _, o := range ops {
 		err := removeAll(s.p.cfg.FS, s.abs(o), fl['r'] || fl['R'])
 		if err != nil && !(fl['f'] && errors.Is(err, fs.ErrNotExist)) {
-			s.errorf("can't remove '%s': %s", o, strerror(err))
+			s.errorf("can't remove '%s': %s", o, vfs.Strerror(err))
 			status = 1
 		}
 	}
 	return status
 }
 
-func removeAll(fsys FS, p string, recursive bool) error {
+func removeAll(fsys vfs.FS, p string, recursive bool) error {
 	fi, err := fsys.Lstat(p)
 	if err != nil {
 		return err
@@ -353,7 +354,7 @@ func touchProgram(s *stdio, args []string) int {
 	for _, o := range ops {
 		f, err := s.p.cfg.FS.OpenFile(s.abs(o), os.O_WRONLY|os.O_CREATE, 0o644)
 		if err != nil {
-			s.errorf("%s: %s", o, strerror(err))
+			s.errorf("%s: %s", o, vfs.Strerror(err))
 			status = 1
 			continue
 		}
@@ -401,7 +402,7 @@ func envProgram(s *stdio, args []string) int {
 
 // mkfifo PATH...
 func mkfifoProgram(s *stdio, args []string) int {
-	mk, ok := s.p.cfg.FS.(FIFOer)
+	mk, ok := s.p.cfg.FS.(vfs.FIFOer)
 	if !ok {
 		s.errorf("named pipes are not available here")
 		return 1
@@ -409,7 +410,7 @@ func mkfifoProgram(s *stdio, args []string) int {
 	status := 0
 	for _, o := range args {
 		if err := mk.Mkfifo(s.abs(o), 0o644); err != nil {
-			s.errorf("cannot create fifo '%s': %s", o, strerror(err))
+			s.errorf("cannot create fifo '%s': %s", o, vfs.Strerror(err))
 			status = 1
 		}
 	}
@@ -419,7 +420,7 @@ func mkfifoProgram(s *stdio, args []string) int {
 // chmod MODE FILE... : MODE is octal (set-id and sticky bits included) or
 // symbolic ([ugoa]*[+-=][rwxst]*, comma-separated).
 func chmodProgram(s *stdio, args []string) int {
-	at, ok := s.p.cfg.FS.(Attrer)
+	at, ok := s.p.cfg.FS.(vfs.Attrer)
 	if !ok {
 		s.errorf("changing modes is not available here")
 		return 1
@@ -435,7 +436,7 @@ func chmodProgram(s *stdio, args []string) int {
 	for _, o := range args[1:] {
 		fi, err := s.p.cfg.FS.Stat(s.abs(o))
 		if err != nil {
-			s.errorf("%s: %s", o, strerror(err))
+			s.errorf("%s: %s", o, vfs.Strerror(err))
 			status = 1
 			continue
 		}
@@ -445,7 +446,7 @@ func chmodProgram(s *stdio, args []string) int {
 			return 1
 		}
 		if err := at.Chmod(s.abs(o), mode); err != nil {
-			s.errorf("%s: %s", o, strerror(err))
+			s.errorf("%s: %s", o, vfs.Strerror(err))
 			status = 1
 		}
 	}
@@ -535,7 +536,7 @@ func parseMode(spec string, cur fs.FileMode) (fs.FileMode, bool) {
 // chown OWNER[:GROUP] FILE... : numeric ids, or names the guest's
 // /etc/passwd and /etc/group know.
 func chownProgram(s *stdio, args []string) int {
-	at, ok := s.p.cfg.FS.(Attrer)
+	at, ok := s.p.cfg.FS.(vfs.Attrer)
 	if !ok {
 		s.errorf("changing owners is not available here")
 		return 1
@@ -564,7 +565,7 @@ func chownProgram(s *stdio, args []string) int {
 	status := 0
 	for _, o := range args[1:] {
 		if err := at.Chown(s.abs(o), uid, gid); err != nil {
-			s.errorf("%s: %s", o, strerror(err))
+			s.errorf("%s: %s", o, vfs.Strerror(err))
 			status = 1
 		}
 	}

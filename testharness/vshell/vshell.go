@@ -1,8 +1,10 @@
-// Package vshell runs commands in the harness's virtual machines: a POSIX
-// shell interpreter (mvdan.cc/sh, the one the virtual remote host uses) over
-// a filesystem given as an interface, with a few busybox-like programs
-// (sleep, cat, kill, mkdir, ln, ls, rm, touch, id, env, mkfifo, which,
-// chmod, chown; see Programs) and signals.
+// Package vshell is the harness's one shell: it runs commands in every
+// virtual machine, a shell interpreter (mvdan.cc/sh) over a vfs.FS, with
+// signals and one program set per machine. A guest's set is a few
+// busybox-like programs (sleep, cat, kill, mkdir, ln, ls, rm, touch, id,
+// env, mkfifo, which, chmod, chown, find; see Programs) under POSIX sh; the
+// virtual remote host gives its own Set (Config.Set: bash, GNU-like
+// programs and messages).
 //
 // A Process models what a CI job sees of a Linux process started by the
 // Incus exec API:
@@ -44,35 +46,9 @@ import (
 	"mvdan.cc/sh/v3/expand"
 	"mvdan.cc/sh/v3/interp"
 	"mvdan.cc/sh/v3/syntax"
+
+	"github.com/pikaci/vmexec/testharness/vfs"
 )
-
-// FS is the filesystem a process sees. Paths are absolute and not cleaned
-// ("a/../b" must be resolved by the FS, following symlinks as the kernel
-// does). Errors should be *fs.PathError values wrapping a syscall.Errno, so
-// programs can print the C library's message.
-type FS interface {
-	OpenFile(path string, flag int, perm fs.FileMode) (io.ReadWriteCloser, error)
-	Stat(path string) (fs.FileInfo, error)
-	Lstat(path string) (fs.FileInfo, error)
-	ReadDir(path string) ([]fs.DirEntry, error)
-	Mkdir(path string, perm fs.FileMode) error
-	Symlink(target, path string) error
-	Readlink(path string) (string, error)
-	Remove(path string) error
-}
-
-// FIFOer is implemented by filesystems that can make named pipes (mkfifo).
-type FIFOer interface {
-	Mkfifo(path string, perm fs.FileMode) error
-}
-
-// Attrer is implemented by filesystems that can change a file's mode (its
-// permission, set-id and sticky bits) and owner (-1 keeps an id); both
-// follow a symlink, as chmod(2) and chown(2) do (chmod, chown).
-type Attrer interface {
-	Chmod(path string, mode fs.FileMode) error
-	Chown(path string, uid, gid int) error
-}
 
 // Signal numbers the processes know, as on Linux x86_64.
 const (
@@ -105,7 +81,7 @@ const NotFound = "not found"
 
 // Config describes one process.
 type Config struct {
-	FS FS
+	FS vfs.FS // the machine's filesystem, as the process sees it
 	// Argv is run as is: ["sh", "-c", script, ...] (or bash, /bin/sh)
 	// runs script; ["sh"] reads the script from Stdin; anything else is one
 	// simple command (a program or a builtin).
@@ -118,6 +94,8 @@ type Config struct {
 	Stdin    io.Reader // nil: no input
 	Stdout   io.Writer // nil: discarded
 	Stderr   io.Writer // nil: discarded
+	// Set is the machine's program set; nil: a guest's (Programs).
+	Set *Set
 }
 
 // Process is a running command. Its methods are safe for concurrent use.
@@ -185,6 +163,9 @@ func Start(ctx context.Context, cfg Config) (*Process, error) {
 	} else {
 		script, params, err = scriptOf(cfg.Argv, cfg.Stdin)
 		name = "sh" // $0
+		if cfg.Set != nil {
+			name = "" // bash names no script in its syntax errors
+		}
 		if isShell(cfg.Argv[0]) && len(cfg.Argv) > 3 && cfg.Argv[1] == "-c" {
 			name = cfg.Argv[3]
 		}
@@ -192,9 +173,9 @@ func Start(ctx context.Context, cfg Config) (*Process, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.file, err = syntax.NewParser(syntax.Variant(syntax.LangPOSIX)).Parse(strings.NewReader(script), name)
+	p.file, err = syntax.NewParser(syntax.Variant(p.lang())).Parse(strings.NewReader(script), name)
 	if err != nil {
-		return nil, fmt.Errorf("vshell: sh: %w", err)
+		return nil, fmt.Errorf("vshell: %s: %w", p.shell(), err)
 	}
 	p.markBackground()
 
@@ -252,6 +233,31 @@ func Start(ctx context.Context, cfg Config) (*Process, error) {
 	}()
 	go p.run()
 	return p, nil
+}
+
+// lang is the language scripts are parsed as: bash for a Set's shell,
+// POSIX sh for a guest's.
+func (p *Process) lang() syntax.LangVariant {
+	if p.cfg.Set != nil {
+		return syntax.LangBash
+	}
+	return syntax.LangPOSIX
+}
+
+// shell is the shell's name in its messages.
+func (p *Process) shell() string {
+	if p.cfg.Set != nil && p.cfg.Set.Shell != "" {
+		return p.cfg.Set.Shell
+	}
+	return "sh"
+}
+
+// dirs are the directories an argv0 may name a program in.
+func (p *Process) dirs() []string {
+	if p.cfg.Set != nil {
+		return p.cfg.Set.Dirs
+	}
+	return []string{"/bin/", "/usr/bin/", "/sbin/", "/usr/sbin/"}
 }
 
 func isShell(name string) bool {
@@ -388,7 +394,7 @@ func (p *Process) run() {
 	case p.mainCtx.Err() != nil:
 		status = 137 // replaced by the signal's status below
 	default:
-		fmt.Fprintf(p.cfg.Stderr, "sh: %v\n", err)
+		fmt.Fprintf(p.cfg.Stderr, "%s: %v\n", p.shell(), err)
 		status = 2
 	}
 	if p.takePending() != 0 && !p.isDead() {
@@ -672,7 +678,7 @@ func (p *Process) exec(ctx context.Context, args []string) error {
 	hc := interp.HandlerCtx(ctx)
 	name := args[0]
 	base := name
-	for _, dir := range []string{"/bin/", "/usr/bin/", "/sbin/", "/usr/sbin/"} {
+	for _, dir := range p.dirs() {
 		if rest, ok := strings.CutPrefix(name, dir); ok && !strings.Contains(rest, "/") {
 			base = rest
 		}
@@ -696,13 +702,23 @@ func (p *Process) exec(ctx context.Context, args []string) error {
 	case progLookup, progWait:
 		base = name
 	}
-	prog, ok := programs[base]
-	if !ok {
-		fmt.Fprintf(hc.Stderr, "sh: %s: %s\n", name, NotFound)
-		return interp.ExitStatus(127)
-	}
 	io := &stdio{ctx: ctx, hc: hc, p: p, name: base, bg: p.bgID(hc.Pos)}
-	status := prog(io, args[1:])
+	var status int
+	if set := p.cfg.Set; set != nil && name != progKill && name != progWait {
+		// A Set's own programs; kill and wait stay the process's.
+		var ok bool
+		if status, ok = io.runSet(set, name, base, args[1:]); !ok {
+			set.NotFound(hc.Stderr, name)
+			return interp.ExitStatus(127)
+		}
+	} else {
+		prog, ok := programs[base]
+		if !ok {
+			fmt.Fprintf(hc.Stderr, "sh: %s: %s\n", name, NotFound)
+			return interp.ExitStatus(127)
+		}
+		status = prog(io, args[1:])
+	}
 	if status != 0 {
 		return interp.ExitStatus(uint8(status))
 	}
@@ -722,30 +738,7 @@ func (s *stdio) errorf(format string, args ...any) {
 	fmt.Fprintf(s.hc.Stderr, s.name+": "+format+"\n", args...)
 }
 
-func (s *stdio) abs(p string) string { return abs(s.hc.Dir, p) }
-
-// abs makes p absolute against dir, without cleaning: "link/.." must reach
-// the filesystem as it is.
-func abs(dir, p string) string {
-	if p == "" || strings.HasPrefix(p, "/") {
-		return p
-	}
-	return strings.TrimSuffix(dir, "/") + "/" + p
-}
-
-// strerror renders err as the C library does ("No such file or directory").
-func strerror(err error) string {
-	var errno syscall.Errno
-	if errors.As(err, &errno) {
-		msg := errno.Error()
-		return strings.ToUpper(msg[:1]) + msg[1:]
-	}
-	var pe *fs.PathError
-	if errors.As(err, &pe) {
-		return pe.Err.Error()
-	}
-	return err.Error()
-}
+func (s *stdio) abs(p string) string { return vfs.Abs(s.hc.Dir, p) }
 
 // errnoText is an errno printed as the C library does, so a failed
 // redirection reads as busybox sh prints it:
@@ -753,7 +746,7 @@ func strerror(err error) string {
 // treats an *fs.PathError from the open handler as a non-fatal failure.)
 type errnoText struct{ err error }
 
-func (e errnoText) Error() string { return strerror(e.err) }
+func (e errnoText) Error() string { return vfs.Strerror(e.err) }
 func (e errnoText) Unwrap() error { return e.err }
 
 type devNull struct{}
@@ -766,7 +759,10 @@ func (p *Process) open(ctx context.Context, path string, flag int, perm os.FileM
 	if path == "/dev/null" {
 		return devNull{}, nil
 	}
-	f, err := p.cfg.FS.OpenFile(abs(interp.HandlerCtx(ctx).Dir, path), flag, perm)
+	f, err := p.cfg.FS.OpenFile(vfs.Abs(interp.HandlerCtx(ctx).Dir, path), flag, perm)
+	if err != nil && p.cfg.Set != nil {
+		return nil, err // an *fs.PathError: the interpreter prints it, status 1
+	}
 	if err != nil {
 		verb := "open"
 		if flag&os.O_CREATE != 0 {
@@ -778,11 +774,11 @@ func (p *Process) open(ctx context.Context, path string, flag int, perm os.FileM
 }
 
 func (p *Process) readDir(ctx context.Context, path string) ([]fs.DirEntry, error) {
-	return p.cfg.FS.ReadDir(abs(interp.HandlerCtx(ctx).Dir, path))
+	return p.cfg.FS.ReadDir(vfs.Abs(interp.HandlerCtx(ctx).Dir, path))
 }
 
 func (p *Process) stat(ctx context.Context, name string, follow bool) (fs.FileInfo, error) {
-	name = abs(interp.HandlerCtx(ctx).Dir, name)
+	name = vfs.Abs(interp.HandlerCtx(ctx).Dir, name)
 	if follow {
 		return p.cfg.FS.Stat(name)
 	}
@@ -792,7 +788,7 @@ func (p *Process) stat(ctx context.Context, name string, follow bool) (fs.FileIn
 // access: the process may read and write everything (the filesystem
 // refuses writes it cannot take); executing needs an x bit on a file.
 func (p *Process) access(ctx context.Context, path string, mode interp.AccessMode) error {
-	fi, err := p.cfg.FS.Stat(abs(interp.HandlerCtx(ctx).Dir, path))
+	fi, err := p.cfg.FS.Stat(vfs.Abs(interp.HandlerCtx(ctx).Dir, path))
 	if err != nil {
 		return err
 	}
@@ -865,8 +861,8 @@ var (
 
 // readScript reads the script argv0 names: an executable file starting
 // with #! naming a shell (the only interpreter there is).
-func readScript(fsys FS, argv0, dir string) (string, error) {
-	p := abs(dir, argv0)
+func readScript(fsys vfs.FS, argv0, dir string) (string, error) {
+	p := vfs.Abs(dir, argv0)
 	fi, err := fsys.Stat(p)
 	switch {
 	case err != nil:

@@ -9,6 +9,7 @@ import (
 
 	"github.com/pikaci/vmexec/testharness/incusfake"
 	"github.com/pikaci/vmexec/testharness/remotefs"
+	"github.com/pikaci/vmexec/testharness/vfs/vfstest"
 )
 
 // A guest's disk devices are backed by the virtual remote's private
@@ -22,7 +23,7 @@ func TestGuestDevicesOnRemoteFS(t *testing.T) {
 	for _, err := range []error{
 		fsys.WriteFile("/srv/src/in.txt", []byte("input\n")),
 		fsys.MkdirAll("/srv/out"),
-		fsys.Symlink("/srv/src/etc", "/etc"),
+		fsys.Symlink("/etc", "/srv/src/etc"),
 		fsys.WriteFile("/etc/hostname", []byte("remote-host\n")),
 	} {
 		if err != nil {
@@ -30,7 +31,7 @@ func TestGuestDevicesOnRemoteFS(t *testing.T) {
 		}
 	}
 	inc := incusfake.New(incusfake.Options{SourceExists: fsys.Exists})
-	inc.SetHostFS(remoteHostFS{fsys})
+	inc.SetHostFS(fsys)
 	inc.AddImage("default", "bb", "", nil)
 	ts := httptest.NewServer(inc)
 	t.Cleanup(func() {
@@ -85,4 +86,9 @@ func TestGuestDevicesOnRemoteFS(t *testing.T) {
 	if fsys.Exists("/srv/src/new") {
 		t.Error("a read-only device was written")
 	}
+	// A guest's read-write device on the remote resolves paths and links
+	// as the one model does, every link inside the guest.
+	t.Run("one model", func(t *testing.T) {
+		vfstest.Run(t, inc.Guest("default", "c1"), "/out")
+	})
 }
