@@ -96,7 +96,8 @@ type Server struct {
 	beforePut func(project, name string)
 	hold      chan struct{} // non-nil: new update operations wait for it to close
 
-	guest guestState // the lifecycle calls and virtual guests (guest.go)
+	guest   guestState   // the lifecycle calls and virtual guests (guest.go)
+	cluster clusterState // the members, when SetMembers made it a cluster (cluster.go)
 }
 
 // New returns a server with the default project and no instance.
@@ -155,10 +156,19 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.requests = append(s.requests, req)
 	s.mu.Unlock()
 
+	if s.unreachableInstance(w, r) {
+		return
+	}
 	if s.serveGuest(w, r) {
 		return
 	}
 	path := strings.TrimSuffix(r.URL.Path, "/")
+	if path == "/1.0/cluster/members" || strings.HasPrefix(path, "/1.0/cluster/members/") {
+		name := strings.TrimPrefix(strings.TrimPrefix(path, "/1.0/cluster/members"), "/")
+		if !strings.Contains(name, "/") && s.serveMembers(w, r, name) {
+			return
+		}
+	}
 	switch {
 	case path == "/1.0":
 		if r.Method != http.MethodGet {
