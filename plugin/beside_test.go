@@ -42,33 +42,49 @@ func TestPlanBesideAFailingPlanCancelsTheReadsAndWaitsForThem(t *testing.T) {
 	}
 }
 
-func TestPlanBesideFailingReadsCancelThePlanAndWaitForIt(t *testing.T) {
+// A failing read does not cut the plan short: the same job gets the same
+// error whichever ends first, and an error in the job's input wins over the
+// daemon's.
+func TestPlanBesideAFailingReadLetsThePlanDecide(t *testing.T) {
 	readErr := shared.Errorf(shared.ErrNotFound, "runtime.image", "bb", "image bb is missing")
-	var planEnded atomic.Bool
-	_, _, err := planBeside(t.Context(), besideSpec(),
-		fetchFunc(func(ctx context.Context, _ devices.Query) (devices.Answer, error) {
-			<-ctx.Done() // remote reads that only end when cancelled
-			planEnded.Store(true)
-			return devices.Answer{}, ctx.Err()
-		}),
-		func(context.Context) (int, error) { return 0, readErr })
-	if !errors.Is(err, readErr) {
-		t.Errorf("error %v, want the reads' %v (not the cancellation it caused)", err, readErr)
-	}
-	if !planEnded.Load() {
-		t.Errorf("planBeside returned with the plan's remote reads still running")
+	t.Run("the plan fails too: its error", func(t *testing.T) {
+		planErr := errors.New("payload deps has no manifest")
+		readDone := make(chan struct{})
+		_, _, err := planBeside(t.Context(), besideSpec(),
+			fetchFunc(func(ctx context.Context, _ devices.Query) (devices.Answer, error) {
+				<-readDone // the read has failed already
+				if ctx.Err() != nil {
+					return devices.Answer{}, ctx.Err()
+				}
+				return devices.Answer{}, planErr
+			}),
+			func(context.Context) (int, error) { close(readDone); return 0, readErr })
+		if !errors.Is(err, planErr) {
+			t.Errorf("error %v, want the plan's %v", err, planErr)
+		}
+	})
+	t.Run("the plan succeeds: the read's error", func(t *testing.T) {
+		_, _, err := planBeside(t.Context(), besideSpec(), emptyFetch(),
+			func(context.Context) (int, error) { return 0, readErr })
+		if !errors.Is(err, readErr) {
+			t.Errorf("error %v, want the read's %v", err, readErr)
+		}
+	})
+}
+
+// emptyFetch answers every query: nothing to read, every path there.
+func emptyFetch() fetchFunc {
+	return func(_ context.Context, q devices.Query) (devices.Answer, error) {
+		a := devices.Answer{Files: make([]devices.File, len(q.Read)), Resolved: make([]devices.Resolved, len(q.Resolve))}
+		for i, p := range q.Resolve {
+			a.Resolved[i] = devices.Resolved{Path: p, Exists: true}
+		}
+		return a, nil
 	}
 }
 
 func TestPlanBesideReturnsTheReadsValueWhenBothSucceed(t *testing.T) {
-	v, _, err := planBeside(t.Context(), besideSpec(),
-		fetchFunc(func(_ context.Context, q devices.Query) (devices.Answer, error) {
-			a := devices.Answer{Files: make([]devices.File, len(q.Read)), Resolved: make([]devices.Resolved, len(q.Resolve))}
-			for i, p := range q.Resolve {
-				a.Resolved[i] = devices.Resolved{Path: p, Exists: true}
-			}
-			return a, nil
-		}),
+	v, _, err := planBeside(t.Context(), besideSpec(), emptyFetch(),
 		func(context.Context) (int, error) { return 42, nil })
 	if err != nil || v != 42 {
 		t.Errorf("planBeside = %d, %v; want 42, nil", v, err)

@@ -130,8 +130,10 @@ var signalMoments = []moment{
 	{name: "readiness-probe", phase: host.PhasePrepareRuntime, method: "POST", path: "/exec", nth: 1},
 	{name: "job-started", phase: host.PhaseWaitForCompletion, stdout: "started\n"},
 	{name: "job-running", phase: host.PhaseWaitForCompletion, stdout: "started\n", delay: 700 * time.Millisecond},
-	{name: "collection-first-file", phase: host.PhaseCollectArtifacts, method: "GET", path: "/files", nth: 1, after: "done\n"},
-	{name: "collection-midway", phase: host.PhaseCollectArtifacts, method: "GET", path: "/files", nth: 40, after: "done\n"},
+	// The guest has tar: the collection is one exec of it (its script
+	// ends in "-cf - ."), signalled as it is sent and while it is held.
+	{name: "collection-started", phase: host.PhaseCollectArtifacts, method: "POST", path: "/exec", body: `-cf - .`, nth: 1, after: "done\n"},
+	{name: "collection-in-flight", phase: host.PhaseCollectArtifacts, method: "POST", path: "/exec", body: `-cf - .`, nth: 1, after: "done\n", hold: 300 * time.Millisecond},
 	{name: "cleanup-stop", phase: "", method: "PUT", path: "/state", body: `"stop"`, nth: 1, after: "done\n"},
 	{name: "cleanup-delete", phase: "", method: "DELETE", path: "/1.0/instances/", nth: 1, after: "done\n"},
 	{name: "cleanup-delete-held", phase: "", method: "DELETE", path: "/1.0/instances/", nth: 1, after: "done\n", hold: 300 * time.Millisecond},

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -595,13 +596,17 @@ func TestPrepareRuntimeDryRunOfAVirtualMachine(t *testing.T) {
 		Image: shared.Image{Project: wholeJobProject, Alias: lxdtest.ImageAlias, Fingerprint: w.fingerprint},
 		Type:  incus.TypeVirtualMachine, Profiles: []string{"default", "extra", "more"},
 		Config: map[string]string{"limits.cpu": "2", "limits.memory": "4GiB", shared.LabelRun: "run-1", shared.LabelJob: job.Job.ID,
-			shared.LabelCreated: res.Config[shared.LabelCreated]},
+			shared.LabelCreated: res.Config[shared.LabelCreated], shared.LabelHeartbeat: res.Config[shared.LabelCreated],
+			shared.LabelNonce: res.Config[shared.LabelNonce]},
 		Devices:  shared.Devices{snap: {"type": "disk", "source": l.SnapshotDir, "path": "/workspace/snapshot", "readonly": "true", "shift": "false"}},
 		Warnings: []string{devices.WarnNoVirtiofsBus},
 		DryRun:   true,
 	}
 	if diff := cmp.Diff(want, res); diff != "" {
 		t.Errorf("dry run (-want +got):\n%s", diff)
+	}
+	if n := res.Config[shared.LabelNonce]; !nonceShape.MatchString(n) {
+		t.Errorf("nonce %q: want 24 hex digits", n)
 	}
 	if _, err := w.lxd.Instance(t.Context(), wholeJobProject, l.Instance); !errors.Is(err, shared.ErrNotFound) {
 		t.Errorf("the dry run created the instance: %v", err)
@@ -620,3 +625,6 @@ func TestRunJobSinkFailureStopsTheJob(t *testing.T) {
 	}
 	w.noJobProcess(t, l.Instance, "marker-sink")
 }
+
+// nonceShape is a run nonce: 12 random bytes in hex.
+var nonceShape = regexp.MustCompile(`^[0-9a-f]{24}$`)

@@ -329,7 +329,13 @@ func (c *collector) walk(ctx context.Context, top Entry, inFlight int) error {
 				c.mu.Lock()
 				if err != nil && c.err == nil {
 					c.err = err
-					cancel(err)
+					// A limit stops the walk but lets the copies in
+					// flight end (each within its own bound), so what
+					// was read before the limit stays, whichever worker
+					// met it first; any other failure ends them too.
+					if !errors.Is(err, ErrLimit) {
+						cancel(err)
+					}
 				}
 				c.pending--
 				c.wake.Broadcast()

@@ -440,3 +440,64 @@ func TestCollectByteCapHoldsWithReadsInFlight(t *testing.T) {
 		t.Errorf("%d bytes on disk, result %+v: want whole files only, at most 1050 bytes", onDisk, res)
 	}
 }
+
+// A limit met by one read does not cut short another read in flight: a
+// file read before it stays, whichever worker met the limit first.
+func TestCollectLimitLetsTheReadsInFlightEnd(t *testing.T) {
+	release := make(chan struct{})
+	g := heldGuest{fakeGuest: fakeGuest{
+		art:              {typ: "directory"},
+		art + "/a.txt":   {typ: "file", mode: 0o644, body: "abc\n"},
+		art + "/big.txt": {typ: "file", mode: 0o644, body: strings.Repeat("x", 26)},
+	}, hold: art + "/a.txt", release: release, trigger: art + "/big.txt"}
+	dest := filepath.Join(t.TempDir(), "artifacts")
+	res, err := artifacts.Collect(t.Context(), g, art, dest, artifacts.Limits{MaxBytes: 10}, artifacts.Options{InFlight: 2})
+	if !errors.Is(err, artifacts.ErrLimit) {
+		t.Fatalf("error %v, want ErrLimit", err)
+	}
+	if got := treeOf(t, dest); got["a.txt"] == "" || res.Files != 1 || res.Bytes != 4 {
+		t.Errorf("tree %v, result %+v: want a.txt (read while the limit was met) kept and counted", got, res)
+	}
+}
+
+// heldGuest holds the body of hold until trigger is read.
+type heldGuest struct {
+	fakeGuest
+	hold, trigger string
+	release       chan struct{}
+}
+
+func (g heldGuest) GetFile(ctx context.Context, p string) (artifacts.Entry, error) {
+	e, err := g.fakeGuest.GetFile(ctx, p)
+	switch p {
+	case g.trigger:
+		close(g.release)
+	case g.hold:
+		e.Body = &heldBody{ctx: ctx, release: g.release, r: e.Body}
+	}
+	return e, err
+}
+
+type heldBody struct {
+	ctx     context.Context
+	release chan struct{}
+	r       io.ReadCloser
+}
+
+// Read waits for the release, then a little more: time for a limit met
+// at the trigger to end this read, if it would.
+func (b *heldBody) Read(p []byte) (int, error) {
+	select {
+	case <-b.release:
+	case <-b.ctx.Done():
+		return 0, b.ctx.Err()
+	}
+	select {
+	case <-time.After(200 * time.Millisecond):
+		return b.r.Read(p)
+	case <-b.ctx.Done():
+		return 0, b.ctx.Err()
+	}
+}
+
+func (b *heldBody) Close() error { return b.r.Close() }
