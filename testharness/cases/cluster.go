@@ -20,9 +20,10 @@ const (
 	// MemberFaultHang: the member's daemon hangs (a create aimed at it is
 	// never answered, and lands when it wakes: a ghost).
 	MemberFaultHang = "hang"
-	// MemberFaultLostMidJob: the member's daemon dies the moment the job's
-	// command starts there (the job runs on, its /wait fails with 500
-	// EOF, its exec stream never closes, its exit code is lost).
+	// MemberFaultLostMidJob: the member's daemon dies once the job's
+	// command has printed its first line there (the job runs on, its later
+	// output and its exit code are lost, its /wait fails with 500 EOF, its
+	// exec stream never closes).
 	MemberFaultLostMidJob = "lost-mid-job"
 )
 

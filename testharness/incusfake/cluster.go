@@ -7,12 +7,15 @@ package incusfake
 // is that note's section 5.2). What the note did not measure is said so.
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"maps"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pikaci/vmexec/shared"
@@ -248,9 +251,11 @@ func (s *Server) faultLocked(m *member, fault string, offlineAfter time.Duration
 	}
 }
 
-// LoseMemberOnExec arms MemberLost: the member dies the moment an exec of
-// argv starts on one of its instances (the job runs on; §5.4), and shows
-// Offline offlineAfter later.
+// LoseMemberOnExec arms MemberLost: the member dies while an exec of argv
+// runs on one of its instances (the job runs on; §5.4), and shows Offline
+// offlineAfter later. A websocket exec's member dies right after the job's
+// first line of output went through (as the note's "printed ws-start, then hung");
+// a record-output exec's as its command starts.
 func (s *Server) LoseMemberOnExec(name string, argv []string, offlineAfter time.Duration) error {
 	if len(argv) == 0 {
 		return shared.Errorf(shared.ErrInvalidInput, "argv", "", "incusfake: LoseMemberOnExec needs the job's argv")
@@ -574,6 +579,53 @@ func (s *Server) loseIfArmed(rec *ExecRecord) {
 	}
 	m.loseOn = nil
 	s.faultLocked(m, MemberLost, m.offline)
+}
+
+// lossGate wraps a websocket exec's output when LoseMemberOnExec waits
+// for it: the first line goes through, then the member dies, and what the
+// job writes after its first line is not relayed (the daemon that relays it is dead; the
+// note saw the output stop and the stream hang, §5.4). Other execs get
+// stdout and stderr back as they are.
+func (s *Server) lossGate(rec *ExecRecord, stdout, stderr io.Writer) (io.Writer, io.Writer) {
+	s.mu.Lock()
+	inst := s.projects[rec.Project][rec.Instance]
+	armed := false
+	if inst != nil && s.clustered() {
+		m := s.memberNamed(s.locationOf(inst))
+		armed = m != nil && m.loseOn != nil && slices.Equal(m.loseOn, rec.Command)
+	}
+	s.mu.Unlock()
+	if !armed {
+		return stdout, stderr
+	}
+	g := &gate{lose: func() { s.loseIfArmed(rec) }}
+	return gateWriter{g, stdout}, gateWriter{g, stderr}
+}
+
+// gate lets writes through until a first line has gone, then drops them.
+type gate struct {
+	mu   sync.Mutex
+	shut bool
+	lose func()
+}
+
+type gateWriter struct {
+	g *gate
+	w io.Writer
+}
+
+func (gw gateWriter) Write(p []byte) (int, error) {
+	gw.g.mu.Lock()
+	defer gw.g.mu.Unlock()
+	if gw.g.shut {
+		return len(p), nil
+	}
+	n, err := gw.w.Write(p)
+	if bytes.IndexByte(p, '\n') >= 0 {
+		gw.g.shut = true
+		gw.g.lose()
+	}
+	return n, err
 }
 
 // holdLostExec, for an exec whose member died, records the exit status

@@ -242,7 +242,7 @@ func TestClusterMemberLostMidJob(t *testing.T) {
 	f := newClusterFixture(t)
 	f.wantOp(f.async(f.do(http.MethodPost, "/1.0/instances?target=m2", bbBody("c1", nil))), "Success", "")
 	f.wantOp(f.async(f.do(http.MethodPut, "/1.0/instances/c1/state", map[string]any{"action": "start"})), "Success", "")
-	argv := []string{"sh", "-c", "echo start; sleep 0.3; echo done"}
+	argv := []string{"sh", "-c", "echo start; sleep 0.3; echo done >&2"}
 	if err := f.s.LoseMemberOnExec("m2", argv, 50*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
@@ -256,11 +256,17 @@ func TestClusterMemberLostMidJob(t *testing.T) {
 	if x := f.s.Execs()[0]; x.Return != 0 {
 		t.Fatalf("the job's process did not run to its end on the lost member: return %d", x.Return)
 	}
-	// The websocket never closes.
-	select {
-	case <-r.stdout.grew:
-	default:
+	// The output before the loss came through, nothing after it.
+	r.stdout.mu.Lock()
+	out := string(r.stdout.data)
+	r.stdout.mu.Unlock()
+	r.stderr.mu.Lock()
+	errOut := string(r.stderr.data)
+	r.stderr.mu.Unlock()
+	if out != "start\n" || errOut != "" {
+		t.Errorf("relayed stdout %q, stderr %q; want the first output alone", out, errOut)
 	}
+	// The websocket never closes.
 	done := make(chan struct{})
 	go func() { r.wg.Wait(); close(done) }()
 	select {
@@ -269,8 +275,8 @@ func TestClusterMemberLostMidJob(t *testing.T) {
 	case <-time.After(300 * time.Millisecond):
 	}
 	// §5.4: the /wait fails at once with 500 …: EOF.
-	e := f.do(http.MethodGet, "/1.0/operations/"+r.id+"/wait?timeout=50", nil)
-	if want := `Get "https://10.213.77.2:8443/1.0/operations/` + r.id + `/wait?timeout=50": EOF`; e.Code != 500 || e.Error != want {
+	e := f.do(http.MethodGet, "/1.0/operations/"+r.id+"/wait?timeout=5", nil)
+	if want := `Get "https://10.213.77.2:8443/1.0/operations/` + r.id + `/wait?timeout=5": EOF`; e.Code != 500 || e.Error != want {
 		t.Errorf("wait on a lost member: %d %q, want 500 %q", e.Code, e.Error, want)
 	}
 	if st := f.s.MemberStatus("m2"); st != MemberOffline {

@@ -270,9 +270,9 @@ func (s *Server) runWebsocketExec(op *operation, rec *ExecRecord, rt *guest, tim
 		s.finishOp(op, "Instance is not running", nil)
 		return
 	}
-	proc, status := s.startProcess(rec, rt, sess.stdinR, sess.stdout, sess.stderr, sess.cancel)
+	stdout, stderr := s.lossGate(rec, sess.stdout, sess.stderr)
+	proc, status := s.startProcess(rec, rt, sess.stdinR, stdout, stderr, sess.cancel)
 	if proc != nil {
-		s.loseIfArmed(rec)
 		sess.mu.Lock()
 		sess.proc = proc
 		pending, gone := sess.signals, sess.ctlGone
