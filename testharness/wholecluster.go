@@ -144,11 +144,15 @@ func startFaults(c *cases.WholeCase, inc *incusfake.Server) error {
 			err = inc.SetMemberFault(m.Name, incusfake.MemberDown, offlineAfter(c))
 		case cases.MemberFaultHang:
 			err = inc.SetMemberFault(m.Name, incusfake.MemberHang, offlineAfter(c))
-		case cases.MemberFaultLostMidJob:
+		case cases.MemberFaultLostMidJob, cases.MemberFaultHungMidJob:
 			if c.Job.Command == nil || len(c.Job.Command.Argv) == 0 {
-				return fmt.Errorf("member %s: lost-mid-job needs command.argv", m.Name)
+				return fmt.Errorf("member %s: %s needs command.argv", m.Name, m.Fault)
 			}
-			err = inc.LoseMemberOnExec(m.Name, c.Job.Command.Argv, offlineAfter(c))
+			fault := incusfake.MemberLost
+			if m.Fault == cases.MemberFaultHungMidJob {
+				fault = incusfake.MemberHang
+			}
+			err = inc.FailMemberOnExec(m.Name, fault, c.Job.Command.Argv, offlineAfter(c))
 		}
 		if err != nil {
 			return err
@@ -158,14 +162,15 @@ func startFaults(c *cases.WholeCase, inc *incusfake.Server) error {
 }
 
 // healAfterCalls brings back the members that died (down, lost mid-job)
-// once the job's calls ended, as a restarted daemon: Cleanup meets them
-// answering. A hung member stays hung until after Cleanup (healHung).
+// or hung while the job ran, once the job's calls ended, as a restarted or
+// woken daemon: Cleanup meets them answering. A member that hung before
+// the job stays hung until after Cleanup (checkGhost).
 func (r *WholeRemote) healAfterCalls(c *cases.WholeCase) {
 	if c.Cluster == nil {
 		return
 	}
 	for _, m := range c.Cluster.Members {
-		if m.Fault == cases.MemberFaultDown || m.Fault == cases.MemberFaultLostMidJob {
+		if m.Fault == cases.MemberFaultDown || m.Fault == cases.MemberFaultLostMidJob || m.Fault == cases.MemberFaultHungMidJob {
 			_ = r.Incus.HealMember(m.Name)
 		}
 	}

@@ -22,13 +22,18 @@ const (
 	MemberFaultHang = "hang"
 	// MemberFaultLostMidJob: the member's daemon dies once the job's
 	// command has printed its first line there (the job runs on, its later
-	// output and its exit code are lost, its /wait fails with 500 EOF, its
-	// exec stream never closes).
+	// output and its exit code are lost, the wait in flight fails with 500
+	// EOF, its exec streams end).
 	MemberFaultLostMidJob = "lost-mid-job"
+	// MemberFaultHungMidJob: the member's daemon hangs once the job's
+	// command has printed its first line there (its exec streams stay open
+	// and silent, no wait is answered, the member shows Offline after
+	// offline_after_ms), until the job's calls end.
+	MemberFaultHungMidJob = "hung-mid-job"
 )
 
 // MemberFaults lists the values of ClusterMember.Fault.
-var MemberFaults = []string{"", MemberFaultDown, MemberFaultHang, MemberFaultLostMidJob}
+var MemberFaults = []string{"", MemberFaultDown, MemberFaultHang, MemberFaultLostMidJob, MemberFaultHungMidJob}
 
 // Member statuses a case may give.
 var memberStatuses = []string{"", "Online", "Offline", "Evacuated"}

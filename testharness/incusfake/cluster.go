@@ -32,15 +32,21 @@ const (
 const (
 	// MemberHang is a hung daemon (SIGSTOP, §5.1): the TCP stack accepts,
 	// nothing answers. A create aimed at it (?target=) is never answered,
-	// and is applied when the member wakes up (HealMember): a ghost.
+	// and is applied when the member wakes up (HealMember): a ghost. A
+	// job running there goes on; its exec streams stay open and silent and
+	// no wait for it is answered until the member wakes, when its output
+	// and exit code come (measured by the cluster contract).
 	MemberHang = "hang"
 	// MemberDown is a killed daemon (§5.2): a create aimed at it is
 	// refused at once with 500 "Unable to connect", nothing created; the
 	// status stays Online until the offline threshold.
 	MemberDown = "down"
 	// MemberLost is a daemon that dies while a job runs there (§5.4): the
-	// job's processes go on, the forwarded /wait of its operations answers
-	// 500 "…: EOF", and a forwarded exec websocket never closes. After
+	// job's processes go on, a /wait in flight answers 500 "…: EOF", a
+	// later one 500 "Missing event connection…", the exec streams end
+	// without an exit code and what the job prints later is lost (measured
+	// by plugin/internal/incus's cluster contract; the note's "websocket
+	// never closes" was lxc exec waiting on something else). After
 	// HealMember (the daemon restarted) its operations are gone (404): the
 	// exit code is lost. Creates aimed at it are refused as MemberDown's.
 	MemberLost = "lost"
@@ -89,11 +95,13 @@ type member struct {
 	message string
 	fault   string
 	healed  chan struct{} // closed by HealMember; made with a fault
+	died    chan struct{} // closed when the daemon dies (down, lost)
 	pending []func()      // creates sent while hung: applied on heal (ghosts)
 	// loseOn arms MemberLost: the member dies when an exec of this argv
 	// starts on one of its instances; offline is how long after that its
 	// status turns Offline (negative: never).
 	loseOn  []string
+	onExec  string // the fault FailMemberOnExec arms
 	offline time.Duration
 	timer   *time.Timer
 }
@@ -127,7 +135,7 @@ func (s *Server) SetMembers(members ...Member) error {
 		m.Groups = slices.Clone(m.Groups)
 		// The url is https:// + cluster.https_address (§3.1); never
 		// dialled, it only appears in messages.
-		list = append(list, &member{Member: m, url: fmt.Sprintf("https://10.213.77.%d:8443", i+1), message: statusMessage(m.Status)})
+		list = append(list, &member{Member: m, url: fmt.Sprintf("https://10.213.77.%d:8443", i+1), message: statusMessage(m.Status), died: make(chan struct{})})
 	}
 	if len(list) == 0 {
 		return shared.Errorf(shared.ErrInvalidInput, "members", "", "incusfake: a cluster needs at least one member")
@@ -213,7 +221,7 @@ func (s *Server) MemberStatus(name string) string {
 // SetMemberFault gives a member one of MemberFaults at once; its status
 // turns Offline offlineAfter later (measured: about 20 s with
 // cluster.offline_threshold 11, §5.1; negative: never). MemberLost given
-// here means the member died already; LoseMemberOnExec arms it for the
+// here means the member died already; FailMemberOnExec arms it for the
 // moment a job starts.
 func (s *Server) SetMemberFault(name, fault string, offlineAfter time.Duration) error {
 	if !slices.Contains(MemberFaults, fault) {
@@ -235,6 +243,14 @@ func (s *Server) faultLocked(m *member, fault string, offlineAfter time.Duration
 		m.healed = make(chan struct{})
 	}
 	m.fault = fault
+	if m.dead() {
+		select {
+		case <-m.died:
+		default:
+			close(m.died)
+		}
+		s.dropStreams(m)
+	}
 	if m.timer != nil {
 		m.timer.Stop()
 		m.timer = nil
@@ -251,14 +267,18 @@ func (s *Server) faultLocked(m *member, fault string, offlineAfter time.Duration
 	}
 }
 
-// LoseMemberOnExec arms MemberLost: the member dies while an exec of argv
-// runs on one of its instances (the job runs on; §5.4), and shows Offline
-// offlineAfter later. A websocket exec's member dies right after the job's
-// first line of output went through (as the note's "printed ws-start, then hung");
-// a record-output exec's as its command starts.
-func (s *Server) LoseMemberOnExec(name string, argv []string, offlineAfter time.Duration) error {
+// FailMemberOnExec arms a fault for the moment a job runs on the
+// member: MemberLost (its daemon dies: the job runs on, §5.4) or
+// MemberHang (its daemon hangs). It strikes right after the first line of
+// output of a websocket exec of argv went through (as the note's "printed
+// ws-start"), or as a record-output exec of argv starts; the member shows
+// Offline offlineAfter later.
+func (s *Server) FailMemberOnExec(name, fault string, argv []string, offlineAfter time.Duration) error {
 	if len(argv) == 0 {
-		return shared.Errorf(shared.ErrInvalidInput, "argv", "", "incusfake: LoseMemberOnExec needs the job's argv")
+		return shared.Errorf(shared.ErrInvalidInput, "argv", "", "incusfake: FailMemberOnExec needs the job's argv")
+	}
+	if fault != MemberLost && fault != MemberHang {
+		return shared.Errorf(shared.ErrInvalidInput, "fault", fault, "incusfake: a job's member can be %s or %s, not %s", MemberLost, MemberHang, shared.Show(fault))
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -266,7 +286,7 @@ func (s *Server) LoseMemberOnExec(name string, argv []string, offlineAfter time.
 	if err != nil {
 		return err
 	}
-	m.loseOn, m.offline = slices.Clone(argv), offlineAfter
+	m.loseOn, m.onExec, m.offline = slices.Clone(argv), fault, offlineAfter
 	return nil
 }
 
@@ -299,11 +319,24 @@ func (s *Server) HealMember(name string) error {
 		m.timer.Stop()
 		m.timer = nil
 	}
+	if m.dead() {
+		// The restarted daemon knows none of the operations it ran.
+		for id, op := range s.gs().ops {
+			if op.location == m.Name && !isDone(op) {
+				delete(s.gs().ops, id)
+			}
+		}
+	}
 	m.fault, m.loseOn = "", nil
 	m.Status, m.message = MemberOnline, statusMessage(MemberOnline)
 	pending := m.pending
 	m.pending = nil
 	close(m.healed)
+	select {
+	case <-m.died:
+		m.died = make(chan struct{}) // a new daemon
+	default:
+	}
 	s.mu.Unlock()
 	for _, apply := range pending {
 		apply()
@@ -540,31 +573,65 @@ func (s *Server) clusterOp(op *operation, loc string, projectQuery bool) {
 	op.projectQuery = projectQuery
 }
 
-// lostWait answers the /wait of an operation whose member died (§5.4: a
-// 500 "Get …/wait?timeout=N: EOF", right away) and reports whether it did.
+// lostWait answers a /wait (or a GET) sent for an operation of a member
+// that is dead already: 500 "Missing event connection with target cluster member"
+// after the event-connection delay, as any call forwarded to a dead member
+// (measured by plugin/internal/incus's cluster contract; §5.2). It
+// reports whether it answered.
 func (s *Server) lostWait(w http.ResponseWriter, r *http.Request, op *operation) bool {
 	s.mu.Lock()
 	m := s.memberNamed(op.location)
-	lost := m != nil && m.fault == MemberLost && s.opLive(op)
-	var u string
-	if lost {
-		u = m.url + "/1.0/operations/" + op.id + "/wait"
-		if t := r.URL.Query().Get("timeout"); t != "" {
-			u += "?timeout=" + t
-		}
-	}
+	dead := m.dead() && s.opLive(op)
+	delay := s.missingEventDelay()
 	s.mu.Unlock()
-	if lost {
-		writeError(w, http.StatusInternalServerError, fmt.Sprintf("Get %q: EOF", u))
+	if !dead {
+		return false
 	}
-	return lost
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		writeError(w, http.StatusInternalServerError, "Missing event connection with target cluster member")
+	case <-r.Context().Done():
+	}
+	return true
+}
+
+// opDied is closed when the operation's member dies (nil off a cluster):
+// a /wait in flight then fails at once with 500 "Get …/wait…: EOF"
+// (§5.4, and the cluster contract). Call with s.mu held.
+func (s *Server) opDied(op *operation) <-chan struct{} {
+	if m := s.memberNamed(op.location); m != nil {
+		return m.died
+	}
+	return nil
+}
+
+// diedWait answers a /wait that was in flight when its member died.
+func (s *Server) diedWait(w http.ResponseWriter, r *http.Request, op *operation) {
+	s.mu.Lock()
+	u := s.memberNamed(op.location).url + "/1.0/operations/" + op.id + "/wait"
+	s.mu.Unlock()
+	if t := r.URL.Query().Get("timeout"); t != "" {
+		u += "?timeout=" + t
+	}
+	writeError(w, http.StatusInternalServerError, fmt.Sprintf("Get %q: EOF", u))
+}
+
+// missingEventDelay is the delay before a dead member's 500. Call with
+// s.mu held.
+func (s *Server) missingEventDelay() time.Duration {
+	if s.cluster.missingEvent == 0 {
+		return DefaultMissingEventDelay
+	}
+	return s.cluster.missingEvent
 }
 
 // opLive: the operation is still known (not forgotten). Call with s.mu
 // held.
 func (s *Server) opLive(op *operation) bool { return s.gs().ops[op.id] == op }
 
-// loseIfArmed kills the member when rec is the exec LoseMemberOnExec
+// loseIfArmed strikes the member when rec is the exec FailMemberOnExec
 // waits for.
 func (s *Server) loseIfArmed(rec *ExecRecord) {
 	s.mu.Lock()
@@ -578,36 +645,52 @@ func (s *Server) loseIfArmed(rec *ExecRecord) {
 		return
 	}
 	m.loseOn = nil
-	s.faultLocked(m, MemberLost, m.offline)
+	s.faultLocked(m, m.onExec, m.offline)
 }
 
-// lossGate wraps a websocket exec's output when LoseMemberOnExec waits
-// for it: the first line goes through, then the member dies, and what the
-// job writes after its first line is not relayed (the daemon that relays it is dead; the
-// note saw the output stop and the stream hang, §5.4). Other execs get
-// stdout and stderr back as they are.
+// lossGate wraps a clustered websocket exec's output as its member
+// relays it: once the member is dead, what the job writes is lost; while
+// it hangs, the writes wait (nothing is relayed) and go out once it wakes
+// (measured on a real cluster by plugin/internal/incus's cluster
+// contract). When FailMemberOnExec waits for this exec, the first line
+// goes through, then the fault strikes. Off a cluster stdout and stderr
+// come back as they are.
 func (s *Server) lossGate(rec *ExecRecord, stdout, stderr io.Writer) (io.Writer, io.Writer) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	inst := s.projects[rec.Project][rec.Instance]
-	armed := false
-	if inst != nil && s.clustered() {
-		m := s.memberNamed(s.locationOf(inst))
-		armed = m != nil && m.loseOn != nil && slices.Equal(m.loseOn, rec.Command)
-	}
-	s.mu.Unlock()
-	if !armed {
+	if inst == nil || !s.clustered() {
 		return stdout, stderr
 	}
-	g := &gate{lose: func() { s.loseIfArmed(rec) }}
+	m := s.memberNamed(s.locationOf(inst))
+	if m == nil {
+		return stdout, stderr
+	}
+	g := &gate{
+		armed: m.loseOn != nil && slices.Equal(m.loseOn, rec.Command),
+		lose:  func() { s.loseIfArmed(rec) },
+		state: func() (string, <-chan struct{}, <-chan struct{}) {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			return m.fault, m.healed, s.gs().shutdown
+		},
+	}
 	return gateWriter{g, stdout}, gateWriter{g, stderr}
 }
 
-// gate lets writes through until a first line has gone, then drops them.
+// gate relays writes as the member can: lost when it is dead, held while
+// it hangs; an armed one strikes the member once a first line went
+// through.
 type gate struct {
-	mu   sync.Mutex
-	shut bool
-	lose func()
+	mu     sync.Mutex
+	armed  bool
+	struck chan struct{} // an armed gate's: closed once the fault struck
+	lose   func()
+	state  func() (fault string, healed, shutdown <-chan struct{})
 }
+
+// drainer is an output buffer that says when its relay took everything.
+type drainer interface{ drained() bool }
 
 type gateWriter struct {
 	g *gate
@@ -617,35 +700,64 @@ type gateWriter struct {
 func (gw gateWriter) Write(p []byte) (int, error) {
 	gw.g.mu.Lock()
 	defer gw.g.mu.Unlock()
-	if gw.g.shut {
+	if gw.g.struck != nil {
+		<-gw.g.struck // nothing more goes out before the fault
+	}
+	fault, healed, shutdown := gw.g.state()
+	switch fault {
+	case MemberLost, MemberDown:
 		return len(p), nil
+	case MemberHang:
+		select {
+		case <-healed:
+		case <-shutdown:
+			return len(p), nil
+		}
 	}
 	n, err := gw.w.Write(p)
-	if bytes.IndexByte(p, '\n') >= 0 {
-		gw.g.shut = true
-		gw.g.lose()
+	if gw.g.armed && bytes.IndexByte(p, '\n') >= 0 {
+		// The first line is relayed before the fault strikes.
+		gw.g.armed = false
+		gw.g.struck = make(chan struct{})
+		go func() {
+			defer close(gw.g.struck)
+			if d, ok := gw.w.(drainer); ok {
+				for deadline := time.Now().Add(5 * time.Second); !d.drained() && time.Now().Before(deadline); {
+					time.Sleep(5 * time.Millisecond)
+				}
+			}
+			gw.g.lose()
+		}()
 	}
 	return n, err
 }
 
-// holdLostExec, for an exec whose member died, records the exit status
-// its process ended with (the process ran on, §5.4) and holds the exec as
-// the forward does: its operation never ends and its websockets never
-// close, until the member heals (then the operation is gone, 404) or the
-// server shuts down. It reports whether it held the exec.
+// holdLostExec is called when an exec's process ended. For a member that
+// hangs, it waits until the member wakes (nothing is relayed meanwhile,
+// the streams stay open), then lets the exec end as usual. For a member
+// that died, it records the exit status the process ended with (the
+// process ran on, §5.4) and keeps the operation unfinished until the
+// member is back, when the operation is gone (404: the exit code is lost;
+// its streams ended at the death, dropStreams). It reports whether the
+// exec must not end as usual.
 func (s *Server) holdLostExec(op *operation, rec *ExecRecord, status int) bool {
 	s.mu.Lock()
 	m := s.memberNamed(op.location)
-	if m == nil || m.fault != MemberLost {
+	if m == nil || m.fault == "" {
 		s.mu.Unlock()
 		return false
 	}
-	rec.Return = status
-	healed, shutdown := m.healed, s.gs().shutdown
+	fault, healed, shutdown := m.fault, m.healed, s.gs().shutdown
+	if fault != MemberHang {
+		rec.Return = status
+	}
 	s.mu.Unlock()
 	select {
 	case <-healed:
 	case <-shutdown:
+	}
+	if fault == MemberHang {
+		return false
 	}
 	if op.exec != nil {
 		op.exec.closeAll()
@@ -656,6 +768,52 @@ func (s *Server) holdLostExec(op *operation, rec *ExecRecord, status int) bool {
 	}
 	s.mu.Unlock()
 	return true
+}
+
+// dropStreams cuts the exec streams of the member's running execs, as its
+// death does (measured by the cluster contract: they end, without the exit
+// code). Call with s.mu held.
+func (s *Server) dropStreams(m *member) {
+	var sess []*execSession
+	for _, op := range s.gs().ops {
+		if op.exec != nil && op.location == m.Name {
+			select {
+			case <-op.done:
+			default:
+				sess = append(sess, op.exec)
+			}
+		}
+	}
+	go func() {
+		// The control socket stays: its close would kill the job, which
+		// a dead daemon cannot do.
+		for _, x := range sess {
+			for _, fd := range []string{"0", "1", "2"} {
+				x.closeFD(fd)
+			}
+		}
+	}()
+}
+
+// hangAnswer holds a /wait for an operation of a hung member until it
+// wakes (nothing answers meanwhile, §5.1 and the cluster contract). It
+// reports false when the client gave up first.
+func (s *Server) hangAnswer(r *http.Request, op *operation) bool {
+	s.mu.Lock()
+	m := s.memberNamed(op.location)
+	if m == nil || m.fault != MemberHang {
+		s.mu.Unlock()
+		return true
+	}
+	healed, shutdown := m.healed, s.gs().shutdown
+	s.mu.Unlock()
+	select {
+	case <-healed:
+		return true
+	case <-shutdown:
+	case <-r.Context().Done():
+	}
+	return false
 }
 
 // unreachableInstance answers a call about one instance whose member is
@@ -673,10 +831,7 @@ func (s *Server) unreachableInstance(w http.ResponseWriter, r *http.Request) boo
 		s.mu.Unlock()
 		return false
 	}
-	delay := s.cluster.missingEvent
-	if delay == 0 {
-		delay = DefaultMissingEventDelay
-	}
+	delay := s.missingEventDelay()
 	s.mu.Unlock()
 	t := time.NewTimer(delay)
 	defer t.Stop()
@@ -748,5 +903,14 @@ func (s *Server) renderMember(m *member, i int) map[string]any {
 		"roles": roles, "failure_domain": "default", "description": "", "config": maps.Clone(m.Config),
 		"groups": slices.Clone(m.Groups), "server_name": m.Name, "url": m.url, "database": true,
 		"status": m.Status, "message": m.message, "architecture": "x86_64",
+	}
+}
+
+func isDone(op *operation) bool {
+	select {
+	case <-op.done:
+		return true
+	default:
+		return false
 	}
 }

@@ -238,65 +238,156 @@ func TestClusterHungMemberNeverAnswersTheCreateAndAppliesItOnWaking(t *testing.T
 	}
 }
 
+// runningOn starts an instance on member.
+func (f *fixture) runningOn(name, member string) {
+	f.t.Helper()
+	f.wantOp(f.async(f.do(http.MethodPost, "/1.0/instances?target="+member, bbBody(name, nil))), "Success", "")
+	f.wantOp(f.async(f.do(http.MethodPut, "/1.0/instances/"+name+"/state", map[string]any{"action": "start"})), "Success", "")
+}
+
+func (st *stream) text() string {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return string(st.data)
+}
+
 func TestClusterMemberLostMidJob(t *testing.T) {
 	f := newClusterFixture(t)
-	f.wantOp(f.async(f.do(http.MethodPost, "/1.0/instances?target=m2", bbBody("c1", nil))), "Success", "")
-	f.wantOp(f.async(f.do(http.MethodPut, "/1.0/instances/c1/state", map[string]any{"action": "start"})), "Success", "")
-	argv := []string{"sh", "-c", "echo start; sleep 0.3; echo done >&2"}
-	if err := f.s.LoseMemberOnExec("m2", argv, 50*time.Millisecond); err != nil {
+	f.runningOn("c1", "m2")
+	r := f.startExec("c1", map[string]any{"command": []string{"sh", "-c", "echo start; sleep 0.5; echo done; echo gone >&2"}})
+	deadline := time.Now().Add(10 * time.Second)
+	for r.stdout.text() != "start\n" && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	// A /wait in flight when the member dies.
+	inFlight := make(chan envelope, 1)
+	go func() { inFlight <- f.do(http.MethodGet, "/1.0/operations/"+r.id+"/wait?timeout=30", nil) }()
+	time.Sleep(100 * time.Millisecond)
+	if err := f.s.SetMemberFault("m2", MemberLost, 50*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
-	r := f.startExec("c1", map[string]any{"command": argv})
-	// §5.4: the job runs on; its exit code is recorded here but never
-	// reaches the client.
-	deadline := time.Now().Add(10 * time.Second)
+	// §5.4: the wait in flight fails at once with 500 …: EOF.
+	select {
+	case e := <-inFlight:
+		if want := `Get "https://10.213.77.2:8443/1.0/operations/` + r.id + `/wait?timeout=30": EOF`; e.Code != 500 || e.Error != want {
+			t.Errorf("the wait in flight: %d %q, want 500 %q", e.Code, e.Error, want)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the wait in flight did not end when the member died")
+	}
+	// The job runs on; its exit code is recorded here, never sent.
 	for time.Now().Before(deadline) && f.s.Execs()[0].Return == -1 {
 		time.Sleep(10 * time.Millisecond)
 	}
 	if x := f.s.Execs()[0]; x.Return != 0 {
 		t.Fatalf("the job's process did not run to its end on the lost member: return %d", x.Return)
 	}
-	// The output before the loss came through, nothing after it.
-	r.stdout.mu.Lock()
-	out := string(r.stdout.data)
-	r.stdout.mu.Unlock()
-	r.stderr.mu.Lock()
-	errOut := string(r.stderr.data)
-	r.stderr.mu.Unlock()
-	if out != "start\n" || errOut != "" {
-		t.Errorf("relayed stdout %q, stderr %q; want the first output alone", out, errOut)
+	// Nothing it printed after the death came; its streams ended at the
+	// death, without the EOF message.
+	if out, errOut := r.stdout.text(), r.stderr.text(); out != "start\n" || errOut != "" {
+		t.Errorf("relayed stdout %q, stderr %q; want what came before the death alone", out, errOut)
 	}
-	// The websocket never closes.
 	done := make(chan struct{})
 	go func() { r.wg.Wait(); close(done) }()
 	select {
 	case <-done:
-		t.Fatal("the exec's output websockets closed though the member is lost")
-	case <-time.After(300 * time.Millisecond):
+		if r.stdout.emptyText {
+			t.Error("the stream of a dead member ended with the EOF message")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the exec's output streams stayed open after its member died")
 	}
-	// §5.4: the /wait fails at once with 500 …: EOF.
-	e := f.do(http.MethodGet, "/1.0/operations/"+r.id+"/wait?timeout=5", nil)
-	if want := `Get "https://10.213.77.2:8443/1.0/operations/` + r.id + `/wait?timeout=5": EOF`; e.Code != 500 || e.Error != want {
-		t.Errorf("wait on a lost member: %d %q, want 500 %q", e.Code, e.Error, want)
-	}
+	// A wait sent after the death, and a call for its instance: 500
+	// Missing event connection after the delay.
+	f.wantError(f.do(http.MethodGet, "/1.0/operations/"+r.id+"/wait?timeout=5", nil), 500, "Missing event connection with target cluster member")
+	f.wantError(f.do(http.MethodGet, "/1.0/instances/c1", nil), 500, "Missing event connection with target cluster member")
 	if st := f.s.MemberStatus("m2"); st != MemberOffline {
 		t.Errorf("m2 %s", st)
 	}
-	// §5.2: a call for its instance: 500 Missing event connection.
-	f.wantError(f.do(http.MethodGet, "/1.0/instances/c1", nil), 500, "Missing event connection with target cluster member")
 	// The member comes back: the operation is gone (the exit code is
-	// lost), the websockets close, the instance is reachable again.
+	// lost), the instance is reachable again.
 	if err := f.s.HealMember("m2"); err != nil {
 		t.Fatal(err)
-	}
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the websockets stayed open after the member came back")
 	}
 	f.wantError(f.do(http.MethodGet, "/1.0/operations/"+r.id, nil), 404, "Operation not found")
 	if got := f.instance("default", "c1")["location"]; got != "m2" {
 		t.Errorf("location %v", got)
+	}
+}
+
+func TestClusterLoseMemberOnExecDiesAfterTheJobsFirstLine(t *testing.T) {
+	f := newClusterFixture(t)
+	f.runningOn("c1", "m2")
+	argv := []string{"sh", "-c", "echo start; sleep 0.2; echo done"}
+	if err := f.s.FailMemberOnExec("m2", MemberLost, argv, -1); err != nil {
+		t.Fatal(err)
+	}
+	// Another command does not trigger it.
+	_, _, op := f.exec("c1", map[string]any{"command": []string{"echo", "other"}})
+	if op.Status != "Success" || f.s.MemberFault("m2") != "" {
+		t.Fatalf("another exec: %s, m2's fault %q", op.Status, f.s.MemberFault("m2"))
+	}
+	r := f.startExec("c1", map[string]any{"command": argv})
+	deadline := time.Now().Add(10 * time.Second)
+	for f.s.MemberFault("m2") == "" && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if fault := f.s.MemberFault("m2"); fault != MemberLost {
+		t.Fatalf("m2's fault %q after the job's first line", fault)
+	}
+	if st := f.s.MemberStatus("m2"); st != MemberOnline {
+		t.Errorf("m2 %s with offlineAfter -1", st)
+	}
+	time.Sleep(400 * time.Millisecond) // the job ends, there
+	if out := r.stdout.text(); out != "start\n" {
+		t.Errorf("relayed %q, want the first line alone", out)
+	}
+}
+
+func TestClusterMemberHungMidJobHoldsTheStreamsUntilItWakes(t *testing.T) {
+	f := newClusterFixture(t)
+	f.runningOn("c1", "m2")
+	argv := []string{"sh", "-c", "echo start; sleep 0.2; echo done; exit 3"}
+	if err := f.s.FailMemberOnExec("m2", MemberHang, argv, 50*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	r := f.startExec("c1", map[string]any{"command": argv})
+	deadline := time.Now().Add(10 * time.Second)
+	for f.s.MemberFault("m2") == "" && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if fault := f.s.MemberFault("m2"); fault != MemberHang {
+		t.Fatalf("m2's fault %q after the job's first line", fault)
+	}
+	// Nothing answers a wait, the streams stay open and silent.
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, f.ts.URL+"/1.0/operations/"+r.id+"/wait?timeout=0", nil)
+	resp, err := f.ts.Client().Do(req)
+	cancel()
+	if err == nil {
+		resp.Body.Close()
+		t.Errorf("a wait for the job on a hung member answered %d", resp.StatusCode)
+	}
+	done := make(chan struct{})
+	go func() { r.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		t.Fatal("the streams ended though the member only hangs")
+	case <-time.After(500 * time.Millisecond): // the job ended, there
+	}
+	if out := r.stdout.text(); out != "start\n" {
+		t.Errorf("relayed %q while hung, want the first line alone", out)
+	}
+	if st := f.s.MemberStatus("m2"); st != MemberOffline {
+		t.Errorf("m2 %s", st)
+	}
+	// It wakes: the output and the exit code come.
+	if err := f.s.HealMember("m2"); err != nil {
+		t.Fatal(err)
+	}
+	op := r.finish(f)
+	if out := r.stdout.text(); out != "start\ndone\n" || op.Metadata["return"] != float64(3) {
+		t.Errorf("after waking: output %q, op %+v", out, op)
 	}
 }
 

@@ -575,6 +575,14 @@ func (b *chunkBuf) next() ([]byte, bool) {
 	return chunk, true
 }
 
+// drained reports whether the relay has taken every byte written so far
+// (cluster.go's gate waits for it).
+func (b *chunkBuf) drained() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.buf) == 0
+}
+
 func (b *chunkBuf) Close() error {
 	b.mu.Lock()
 	b.closed = true

@@ -185,6 +185,9 @@ func (s *Server) serveGuestOp(w http.ResponseWriter, r *http.Request, rest strin
 	case sub == "" && r.Method == http.MethodDelete:
 		writeError(w, http.StatusBadRequest, "This operation can't be cancelled")
 	case sub == "" && r.Method == http.MethodGet:
+		if s.lostWait(w, r, op) { // a dead member's: cluster.go
+			return true
+		}
 		s.writeOpSync(w, op)
 	case sub == "wait" && r.Method == http.MethodGet:
 		if s.lostWait(w, r, op) {
@@ -205,9 +208,18 @@ func (s *Server) serveGuestOp(w http.ResponseWriter, r *http.Request, rest strin
 			ctx, cancel = context.WithTimeout(ctx, time.Duration(timeout)*time.Second)
 			defer cancel()
 		}
+		s.mu.Lock()
+		died := s.opDied(op)
+		s.mu.Unlock()
 		select {
 		case <-op.done:
 		case <-ctx.Done():
+		case <-died:
+			s.diedWait(w, r, op) // cluster.go
+			return true
+		}
+		if !s.hangAnswer(r, op) { // cluster.go
+			return true
 		}
 		s.writeOpSync(w, op)
 	case sub == "websocket" && r.Method == http.MethodGet:
