@@ -19,6 +19,10 @@
 // Every asynchronous call, an update's included, makes one kind of
 // operation (operations.go), answered at /1.0/operations/<id>.
 //
+// Clusters (cluster.go): SetMembers makes the server a cluster's one API,
+// with ?target=, locations, member status, member-local disk sources and
+// the member faults a real LXD cluster shows.
+//
 // Our plugin's Incus client runs its contract suites (the device update's
 // and the lifecycle's) against this fake and against a real LXD daemon,
 // each locally and through a real sshd, which is what keeps the fake
