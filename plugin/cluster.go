@@ -25,9 +25,6 @@ var (
 	// SSH) is left out of placement: the cluster keeps saying Online for
 	// up to its offline threshold.
 	memberDownFor = 3 * time.Minute
-	// createSendTimeout bounds a targeted create's POST (not its
-	// operation): a create forwarded to a hung member never answers.
-	createSendTimeout = 30 * time.Second
 	// memberWatchEvery is how often RunJob reads its member's status.
 	memberWatchEvery = 3 * time.Second
 	// probeTimeout bounds each member read of placement (status, marker).

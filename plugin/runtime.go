@@ -182,7 +182,7 @@ func (e *Executor) prepareRuntimeOn(ctx context.Context, req shared.RuntimeReque
 		// LXD 5.0.2's evacuation crashes the member on an instance with a
 		// host-path disk unless it is stopped in place.
 		res.Config["cluster.evacuate"] = "stop"
-		create.Target, create.SendTimeout = spec.Remote.Member, createSendTimeout
+		create.Target, create.SendTimeout = spec.Remote.Member, incus.TargetedCreateSendTimeout
 	}
 	if req.DryRun {
 		return res, nil

@@ -73,6 +73,13 @@ func runWholeCase(ctx context.Context, e shared.Executor, c *cases.WholeCase) (r
 	ck := &check{}
 	ctx, cancel := context.WithTimeout(ctx, WholeCaseTimeout)
 	defer cancel()
+	if c.Cluster != nil && !hasCapability(ctx, e, shared.CapabilityCluster) {
+		// The job cannot be run; the contract's refusal is checked.
+		runClusterRefusal(ctx, ck, je, remote)
+		res.Failures = ck.failures
+		res.Passed = len(ck.failures) == 0
+		return res
+	}
 	wholeRun(ctx, ck, je, c, remote)
 	res.Failures = ck.failures
 	res.Passed = len(ck.failures) == 0
@@ -88,6 +95,10 @@ type outcome struct {
 	run        shared.RunResult
 	ran        bool
 	collect    shared.CollectResult
+	// On a cluster: the placement the phases returned, and the member
+	// the snapshot was staged on.
+	placement   *shared.Placement
+	stageMember string
 
 	mu             sync.Mutex
 	stdout, stderr strings.Builder
@@ -136,18 +147,26 @@ func wholeRun(ctx context.Context, ck *check, e shared.JobExecutor, c *cases.Who
 		f    func(ctx context.Context) error
 	}{
 		{cases.CallPrepareDirectories, func(ctx context.Context) error {
-			_, err := e.PrepareDirectories(ctx, shared.PrepareRequest{Spec: job.JobSpec})
+			res, err := e.PrepareDirectories(ctx, shared.PrepareRequest{Spec: job.JobSpec})
+			// The host sends the member with every later phase.
+			if o.placement = mergePlacement(o.placement, res.Placement); o.placement != nil {
+				job.Remote.Member = o.placement.Member
+			}
 			return err
 		}},
 		{cases.CallStage, func(ctx context.Context) error {
-			snapParentBefore = remoteTree(ck, r, path.Dir(snapDir))
+			o.stageMember = job.Remote.Member
+			snapParentBefore = remoteTree(ck, r.memberFS(o.stageMember), path.Dir(snapDir))
 			var err error
 			o.stage, err = e.StageWorkspaceSnapshot(ctx, shared.StageRequest{Job: job})
 			o.stageRan = err == nil
 			return err
 		}},
 		{cases.CallPrepareRuntime, func(ctx context.Context) error {
-			_, err := e.PrepareRuntime(ctx, shared.RuntimeRequest{Job: job})
+			res, err := e.PrepareRuntime(ctx, shared.RuntimeRequest{Job: job})
+			if o.placement = mergePlacement(o.placement, res.Placement); o.placement != nil {
+				job.Remote.Member = o.placement.Member
+			}
 			return err
 		}},
 		{cases.CallRunJob, func(ctx context.Context) error {
@@ -194,6 +213,7 @@ func wholeRun(ctx context.Context, ck *check, e shared.JobExecutor, c *cases.Who
 	}
 	var cleanupErr error
 	r.safety.heal() // the fault lasts until the job's calls end
+	r.healAfterCalls(c)
 	if reachedRuntime {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shared.CleanupTimeout)
 		_, cleanupErr = e.Cleanup(cctx, shared.CleanupRequest{Job: job})
@@ -205,6 +225,7 @@ func wholeRun(ctx context.Context, ck *check, e shared.JobExecutor, c *cases.Who
 	checkCreate(ck, c, r)
 	checkExec(ck, c, r, o, argv)
 	checkArtifacts(ck, c, r, o, localBefore)
+	checkPlacement(ck, c, r, o.placement)
 
 	// Cleanup: the instance is gone, and a second Cleanup succeeds.
 	if reachedRuntime {
@@ -223,6 +244,7 @@ func wholeRun(ctx context.Context, ck *check, e shared.JobExecutor, c *cases.Who
 		case res.Deleted:
 			ck.failf("a second Cleanup says it deleted instance %s, which the first one had deleted", res.Instance)
 		}
+		checkGhost(ctx, ck, e, c, r, job, instance)
 	} else if instance != "" && len(r.Incus.CreateRequests()) > 0 {
 		ck.failf("an instance was created though PrepareRuntime was never called")
 	}
@@ -262,11 +284,11 @@ func execRunning(r *WholeRemote, argv []string) bool {
 	return false
 }
 
-func remoteTree(ck *check, r *WholeRemote, dir string) map[string]string {
+func remoteTree(ck *check, fsys treeFS, dir string) map[string]string {
 	if dir == "" || dir == "." {
 		return nil
 	}
-	t, err := Tree(r.FS, dir, true)
+	t, err := Tree(fsys, dir, true)
 	if err != nil {
 		ck.failf("harness: remote tree of %s: %v", dir, err)
 	}
@@ -293,7 +315,7 @@ func checkStage(ck *check, c *cases.WholeCase, r *WholeRemote, o *outcome, snapD
 		return
 	}
 	parent := path.Dir(snapDir)
-	after := remoteTree(ck, r, parent)
+	after := remoteTree(ck, r.memberFS(o.stageMember), parent)
 	for p := range after {
 		if strings.HasPrefix(p, ".pikaci-sync-snapshot-") && !strings.Contains(p, "/") {
 			ck.failf("temporary directory %s is left behind in %s after StageWorkspaceSnapshot", p, parent)
@@ -320,7 +342,7 @@ func checkStage(ck *check, c *cases.WholeCase, r *WholeRemote, o *outcome, snapD
 	if !o.stage.Reused && o.stage.BytesSent <= 0 {
 		ck.failf("StageWorkspaceSnapshot sent the snapshot but reports %d bytes sent", o.stage.BytesSent)
 	}
-	got := remoteTree(ck, r, snapDir)
+	got := remoteTree(ck, r.memberFS(o.stageMember), snapDir)
 	if d := cmp.Diff(w.Tree, got); d != "" {
 		ck.failf("the remote snapshot dir %s differs from want/stage.json's tree (-want +got):\n%s", snapDir, d)
 	}
@@ -335,13 +357,14 @@ func checkCreate(ck *check, c *cases.WholeCase, r *WholeRemote) {
 		}
 		return
 	}
-	if len(reqs) != 1 {
+	if len(reqs) != 1 && c.Cluster == nil {
 		ck.failf("%d instance create requests were made; want exactly one", len(reqs))
-		if len(reqs) == 0 {
-			return
-		}
 	}
-	q := reqs[0]
+	q, ok := createToCheck(c, reqs)
+	if !ok {
+		ck.failf("no instance create request was made; want one")
+		return
+	}
 	cfg := maps.Clone(q.Config)
 	created, ok := cfg[shared.LabelCreated]
 	delete(cfg, shared.LabelCreated)

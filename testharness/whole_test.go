@@ -29,7 +29,7 @@ func TestBrokenWholePluginsFail(t *testing.T) {
 		{fault: ""},
 		{
 			fault:     "leak-instance",
-			failCases: []string{"whole/run-missing-cwd"},
+			failCases: []string{"whole/cluster-member-hung-mid-job", "whole/cluster-member-lost", "whole/run-missing-cwd"},
 			wantAll:   []string{"instance pikaci-6fd8c7b5193e still exists after Cleanup (after a job whose RunJob failed): the instance leaked"},
 			allowed:   []string{"the instance leaked"},
 		},

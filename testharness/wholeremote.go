@@ -33,6 +33,20 @@ type WholeRemote struct {
 	Job       shared.WholeJob
 	LocalRoot string
 	Project   string
+	// Members are, in a cluster case, each member's virtual remote host
+	// (the API member's is Remote's FS and SSH); nil otherwise.
+	Members map[string]*MemberHost
+}
+
+// Close stops the remote, every member's too.
+func (r *WholeRemote) Close() error {
+	err := r.Remote.Close()
+	for _, h := range r.Members {
+		if h.SSH != nil && h.SSH != r.SSH {
+			h.SSH.Close()
+		}
+	}
+	return err
 }
 
 // StartWholeRemote lays a whole-job case out in dir (which must exist and
@@ -58,6 +72,12 @@ func StartWholeRemote(ctx context.Context, c *cases.WholeCase, dir string) (*Who
 	inc := incusfake.New(incusfake.Options{MissingExtensions: c.MissingExtensions, SourceExists: fsys.Exists})
 	inc.SetHostFS(fsys)
 	project := c.Job.Remote.Incus.ProjectOrDefault()
+	var members map[string]*MemberHost
+	if c.Cluster != nil {
+		if members, err = clusterFS(c, dir, fsys, inc); err != nil {
+			return nil, fmt.Errorf("case %s: cluster: %w", c.Name, err)
+		}
+	}
 	for _, p := range slices.Sorted(mapsKeys(c.Images)) {
 		for _, alias := range slices.Sorted(mapsKeys(c.Images[p])) {
 			inc.AddImage(p, alias, c.Images[p][alias], nil)
@@ -83,6 +103,14 @@ func StartWholeRemote(ctx context.Context, c *cases.WholeCase, dir string) (*Who
 			}
 		}
 	}
+	if c.Cluster != nil {
+		if err := placeInstances(c, inc, project); err != nil {
+			return nil, fmt.Errorf("case %s: %w", c.Name, err)
+		}
+		if err := startFaults(c, inc); err != nil {
+			return nil, fmt.Errorf("case %s: %w", c.Name, err)
+		}
+	}
 	sr, handler, err := startSafety(ctx, c.Safety, &seedingHandler{inc: inc, guest: c.Guest, seeded: map[string]bool{}})
 	if err != nil {
 		return nil, fmt.Errorf("virtual remote for case %s: %w", c.Name, err)
@@ -100,14 +128,19 @@ func StartWholeRemote(ctx context.Context, c *cases.WholeCase, dir string) (*Who
 		host.Close()
 		return nil, fmt.Errorf("virtual remote for case %s: %w", c.Name, err)
 	}
-	job, err := layLocal(c, local)
-	if err != nil {
-		sr.close()
-		host.Close()
+	r := &Remote{FS: fsys, SSH: host, Incus: inc, SSHConfig: cfg, project: project, safety: sr}
+	wr := &WholeRemote{Remote: r, LocalRoot: local, Project: project, Members: members}
+	if c.Cluster != nil {
+		if wr.SSHConfig, err = startMembers(ctx, c, members, host, cfg, clientDir, handler); err != nil {
+			wr.Close()
+			return nil, fmt.Errorf("virtual cluster for case %s: %w", c.Name, err)
+		}
+	}
+	if wr.Job, err = layLocal(c, local); err != nil {
+		wr.Close()
 		return nil, fmt.Errorf("case %s: %w", c.Name, err)
 	}
-	r := &Remote{FS: fsys, SSH: host, Incus: inc, SSHConfig: cfg, project: project, safety: sr}
-	return &WholeRemote{Remote: r, Job: job, LocalRoot: local, Project: project}, nil
+	return wr, nil
 }
 
 func mapsKeys[M ~map[string]V, V any](m M) func(func(string) bool) {

@@ -67,6 +67,10 @@ type WholeCase struct {
 	// Live: the job's first output chunk must reach the host while the
 	// job's process still runs in the guest.
 	Live bool
+	// Cluster, when set, makes this a cluster case (cluster.go);
+	// MemberFiles are each member's remote files (member/<name>/<path>).
+	Cluster     *Cluster
+	MemberFiles map[string]map[string][]byte
 
 	// The local snapshot (relative path → entry) and the guest image's
 	// own files (absolute guest path → entry).
@@ -83,6 +87,7 @@ type WholeCase struct {
 	WantResult    *WantResult
 	WantArtifacts *WantArtifacts
 	WantError     *WantError
+	WantPlacement *WantPlacement
 }
 
 // WholeInstance is an instance on the Incus server before the job.
@@ -93,6 +98,9 @@ type WholeInstance struct {
 	// Config is set on the instance (labels such as user.pikaci.run: the
 	// plugin deletes a stale instance only when they are the job's).
 	Config map[string]string `json:"config,omitempty"`
+	// Location is, in a cluster case, the member it is on (default: the
+	// first).
+	Location string `json:"location,omitempty"`
 }
 
 // Entry is one file of the local snapshot or the guest image: a regular
@@ -166,6 +174,7 @@ type wholeJSON struct {
 	Guest     entriesJSON       `json:"guest"`
 	Live      bool              `json:"live"`
 	Safety    *Safety           `json:"safety"`
+	Cluster   *Cluster          `json:"cluster"`
 }
 
 type beforeJSON struct {
@@ -263,6 +272,11 @@ func ParseWhole(name string, data []byte) (*WholeCase, error) {
 			err = strictjson.Decode(f.Data, c.WantArtifacts)
 		case f.Name == fileWantError:
 			c.WantError, err = parseWantError(f.Data)
+		case f.Name == fileWantPlacement:
+			c.WantPlacement = &WantPlacement{}
+			err = strictjson.Decode(f.Data, c.WantPlacement)
+		case strings.HasPrefix(f.Name, memberPrefix):
+			err = c.parseMemberFile(f.Name, f.Data)
 		default:
 			return nil, fmt.Errorf("unknown file %s in a whole-job case", f.Name)
 		}
@@ -276,7 +290,10 @@ func ParseWhole(name string, data []byte) (*WholeCase, error) {
 	if err := c.fromJSON(j); err != nil {
 		return nil, fmt.Errorf("%s: %w", fileCase, err)
 	}
-	return c, c.checkWants()
+	if err := c.checkWants(); err != nil {
+		return nil, err
+	}
+	return c, c.checkCluster()
 }
 
 func cleanAbs(name, prefix string) (string, error) {
@@ -322,6 +339,7 @@ func (c *WholeCase) fromJSON(j *wholeJSON) error {
 		return err
 	}
 	c.Safety = j.Safety
+	c.Cluster = j.Cluster
 	c.RemoteDirs = j.Before.RemoteDirs
 	c.RemoteSymlinks = j.Before.RemoteSymlinks
 	if c.RemoteSymlinks == nil {

@@ -124,7 +124,7 @@ func (s *Server) serveExec(w http.ResponseWriter, r *http.Request, name string) 
 		writeError(w, http.StatusBadRequest, "incusfake: an exec needs a command")
 		return
 	}
-	rt.fs.setMounts(s.hostFS(), inst.put.Devices) // devices may have changed
+	rt.fs.setMounts(s.hostFSOf(inst), inst.put.Devices) // devices may have changed
 	env := map[string]string{"PATH": DefaultPath, "LANG": "C.UTF-8"}
 	if req.User == 0 {
 		env["HOME"], env["USER"] = "/root", "root"
@@ -165,6 +165,7 @@ func (s *Server) serveExec(w http.ResponseWriter, r *http.Request, name string) 
 	} else {
 		op = s.newOp(project, "task", "Executing command", instanceResources(name), nil)
 	}
+	s.clusterOp(op, s.locationOf(inst), true)
 	rec.OperationID = op.id
 	s.gs().execs = append(s.gs().execs, rec)
 	timeout := s.gs().connectTimeout
@@ -269,7 +270,8 @@ func (s *Server) runWebsocketExec(op *operation, rec *ExecRecord, rt *guest, tim
 		s.finishOp(op, "Instance is not running", nil)
 		return
 	}
-	proc, status := s.startProcess(rec, rt, sess.stdinR, sess.stdout, sess.stderr, sess.cancel)
+	stdout, stderr := s.lossGate(rec, sess.stdout, sess.stderr)
+	proc, status := s.startProcess(rec, rt, sess.stdinR, stdout, stderr, sess.cancel)
 	if proc != nil {
 		sess.mu.Lock()
 		sess.proc = proc
@@ -288,6 +290,9 @@ func (s *Server) runWebsocketExec(op *operation, rec *ExecRecord, rt *guest, tim
 		<-proc.Done()
 		s.forget(rt, proc)
 		status = proc.ExitStatus()
+		if s.holdLostExec(op, rec, status) {
+			return
+		}
 	} else {
 		sess.closeFD("control")
 	}
@@ -319,12 +324,16 @@ func (s *Server) runTaskExec(op *operation, rec *ExecRecord, rt *guest, project,
 	if proc != nil {
 		// The operation ends with the main process; background children
 		// keep running in the instance.
+		s.loseIfArmed(rec)
 		<-proc.Exited()
 		status = proc.ExitStatus()
 		go func() {
 			<-proc.Done()
 			s.forget(rt, proc)
 		}()
+		if s.holdLostExec(op, rec, status) {
+			return
+		}
 	}
 	s.finishExec(op, rec, status, extra)
 }
@@ -564,6 +573,14 @@ func (b *chunkBuf) next() ([]byte, bool) {
 	b.buf = b.buf[n:]
 	b.cond.Broadcast()
 	return chunk, true
+}
+
+// drained reports whether the relay has taken every byte written so far
+// (cluster.go's gate waits for it).
+func (b *chunkBuf) drained() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.buf) == 0
 }
 
 func (b *chunkBuf) Close() error {

@@ -31,7 +31,7 @@ func (s *Server) serveFiles(w http.ResponseWriter, r *http.Request, name string)
 	}
 	rt := s.runtime(project, name)
 	if rt.running {
-		rt.fs.setMounts(s.hostFS(), inst.put.Devices)
+		rt.fs.setMounts(s.hostFSOf(inst), inst.put.Devices)
 	}
 	s.mu.Unlock()
 	p := r.URL.Query().Get("path")
@@ -166,7 +166,7 @@ func (s *Server) serveFilePush(w http.ResponseWriter, r *http.Request, name stri
 	}
 	rt := s.runtime(project, name)
 	if rt.running {
-		rt.fs.setMounts(s.hostFS(), inst.put.Devices)
+		rt.fs.setMounts(s.hostFSOf(inst), inst.put.Devices)
 	}
 	s.mu.Unlock()
 	p := r.FormValue("path") // parses (and consumes) a form body

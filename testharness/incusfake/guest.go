@@ -94,6 +94,8 @@ type CreateRequest struct {
 	Ephemeral   bool
 	Start       bool
 	Description string
+	// Target is the request's ?target= (a cluster member), "" without.
+	Target string
 }
 
 // CreateSource is the request's source object.
@@ -459,19 +461,22 @@ func validName(name string) error {
 	return nil
 }
 
+// createBody is a create request's body.
+type createBody struct {
+	Name        string            `json:"name"`
+	Type        string            `json:"type"`
+	Source      CreateSource      `json:"source"`
+	Config      map[string]string `json:"config"`
+	Devices     shared.Devices    `json:"devices"`
+	Profiles    []string          `json:"profiles"`
+	Ephemeral   bool              `json:"ephemeral"`
+	Start       bool              `json:"start"`
+	Description string            `json:"description"`
+}
+
 func (s *Server) serveCreate(w http.ResponseWriter, r *http.Request) {
 	project := projectOf(r)
-	var req struct {
-		Name        string            `json:"name"`
-		Type        string            `json:"type"`
-		Source      CreateSource      `json:"source"`
-		Config      map[string]string `json:"config"`
-		Devices     shared.Devices    `json:"devices"`
-		Profiles    []string          `json:"profiles"`
-		Ephemeral   bool              `json:"ephemeral"`
-		Start       bool              `json:"start"`
-		Description string            `json:"description"`
-	}
+	var req createBody
 	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
@@ -490,7 +495,7 @@ func (s *Server) serveCreate(w http.ResponseWriter, r *http.Request) {
 	s.gs().creates = append(s.gs().creates, CreateRequest{
 		Project: project, Name: req.Name, Type: req.Type, Source: req.Source,
 		Profiles: slices.Clone(req.Profiles), Config: maps.Clone(req.Config), Devices: cloneDevices(req.Devices),
-		Ephemeral: req.Ephemeral, Start: req.Start, Description: req.Description,
+		Ephemeral: req.Ephemeral, Start: req.Start, Description: req.Description, Target: r.URL.Query().Get("target"),
 	})
 	_, projectExists := s.projects[project]
 	var img Image
@@ -512,6 +517,27 @@ func (s *Server) serveCreate(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.mu.Unlock()
+	// On a cluster the member checks the request (cluster.go); one that
+	// hangs applies it later, answering no one.
+	rest := func(w http.ResponseWriter, loc string) {
+		s.createOn(w, project, req, img, imgOK, projectExists, missingProfile, loc)
+	}
+	loc, ok := s.routeCreate(w, r, project, func(loc string) { rest(discardWriter{}, loc) })
+	if ok {
+		rest(w, loc)
+	}
+}
+
+// discardWriter answers no one: a create a hung member applies late.
+type discardWriter struct{}
+
+func (discardWriter) Header() http.Header         { return http.Header{} }
+func (discardWriter) Write(p []byte) (int, error) { return len(p), nil }
+func (discardWriter) WriteHeader(int)             {}
+
+// createOn checks a create request and runs it on member loc ("" on a
+// single host).
+func (s *Server) createOn(w http.ResponseWriter, project string, req createBody, img Image, imgOK, projectExists bool, missingProfile, loc string) {
 	switch {
 	case !projectExists:
 		writeError(w, http.StatusNotFound, "Failed loading project: Project not found")
@@ -535,9 +561,10 @@ func (s *Server) serveCreate(w http.ResponseWriter, r *http.Request) {
 
 	s.mu.Lock()
 	op := s.newOp(project, "task", "Creating instance", instanceResources(req.Name), nil)
+	s.clusterOp(op, loc, true)
 	s.mu.Unlock()
 	go func() {
-		errMsg := s.create(project, req.Name, req.Type, req.Source.Type, img, imgOK, req.Config, req.Devices, req.Profiles, req.Ephemeral, req.Description)
+		errMsg := s.create(project, req.Name, req.Type, req.Source.Type, img, imgOK, req.Config, req.Devices, req.Profiles, req.Ephemeral, req.Description, loc)
 		if errMsg == "" && req.Start {
 			errMsg = s.start(project, req.Name)
 		}
@@ -547,7 +574,7 @@ func (s *Server) serveCreate(w http.ResponseWriter, r *http.Request) {
 }
 
 // create is the body of a create operation; it returns Incus's error.
-func (s *Server) create(project, name, typ, srcType string, img Image, imgOK bool, config map[string]string, devices shared.Devices, profiles []string, ephemeral bool, description string) string {
+func (s *Server) create(project, name, typ, srcType string, img Image, imgOK bool, config map[string]string, devices shared.Devices, profiles []string, ephemeral bool, description, loc string) string {
 	const prefix = "Failed creating instance record: "
 	const initPrefix = prefix + "Failed initialising instance: "
 	if srcType == "image" && !imgOK {
@@ -592,7 +619,7 @@ func (s *Server) create(project, name, typ, srcType string, img Image, imgOK boo
 		if d["type"] != "disk" || d["pool"] != "" || d["source"] == "" || d["required"] == "false" {
 			continue
 		}
-		if !s.sourceExists(d["source"]) {
+		if !s.sourceExistsOn(loc, d["source"]) {
 			return initPrefix + fmt.Sprintf("Failed add validation for device %q: Missing source path %q for disk %q", dev, d["source"], dev)
 		}
 	}
@@ -630,6 +657,7 @@ func (s *Server) create(project, name, typ, srcType string, img Image, imgOK boo
 		Ephemeral: ephemeral, Profiles: slices.Clone(profiles), Description: description,
 	}}
 	s.projects[project][name] = inst
+	s.placeLocked(inst, loc)
 	if err := layTree(s.runtime(project, name).fs.root, img.Tree); err != nil {
 		delete(s.projects[project], name)
 		delete(s.gs().guests, inst)
@@ -656,7 +684,7 @@ func (s *Server) start(project, name string) string {
 		inst.put.Config = map[string]string{}
 	}
 	inst.put.Config["volatile.last_state.power"] = "RUNNING"
-	rt.fs.setMounts(s.hostFS(), inst.put.Devices)
+	rt.fs.setMounts(s.hostFSOf(inst), inst.put.Devices)
 	return ""
 }
 
@@ -792,6 +820,7 @@ func (s *Server) serveDelete(w http.ResponseWriter, r *http.Request, name string
 		default:
 			delete(s.projects[project], name)
 			delete(s.gs().guests, cur)
+			s.forgetLocation(cur)
 		}
 		s.mu.Unlock()
 		s.finishOp(op, errMsg, nil)
@@ -830,7 +859,7 @@ func (s *Server) renderInstance(project string, inst *instance) map[string]any {
 		"ephemeral": p.Ephemeral, "profiles": slices.Clone(p.Profiles), "stateful": p.Stateful,
 		"description": p.Description, "created_at": created, "expanded_config": expandedCfg,
 		"expanded_devices": expandedDev, "name": inst.name, "status": status, "status_code": code,
-		"last_used_at": "1970-01-01T00:00:00Z", "location": "none", "type": inst.typ, "project": project,
+		"last_used_at": "1970-01-01T00:00:00Z", "location": s.locationOf(inst), "type": inst.typ, "project": project,
 	}
 }
 
@@ -852,7 +881,7 @@ func (s *Server) serveList(w http.ResponseWriter, r *http.Request) {
 	var out []any
 	for _, pn := range projects {
 		for _, n := range slices.Sorted(maps.Keys(s.projects[pn])) {
-			obj := s.renderInstance(pn, s.projects[pn][n])
+			obj := s.listItem(s.projects[pn][n], s.renderInstance(pn, s.projects[pn][n]))
 			if !filter.match(obj) {
 				continue
 			}

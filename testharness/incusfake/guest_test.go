@@ -112,7 +112,8 @@ func (f *fixture) async(e envelope) string {
 	if err := json.Unmarshal(e.Metadata, &op); err != nil {
 		f.t.Fatal(err)
 	}
-	if e.Header.Get("Location") != "/1.0/operations/"+op.ID || e.Op != "/1.0/operations/"+op.ID {
+	// A cluster's operation URL carries ?project= (cluster.go).
+	if e.Header.Get("Location") != "/1.0/operations/"+op.ID || strings.SplitN(e.Op, "?", 2)[0] != "/1.0/operations/"+op.ID {
 		f.t.Fatalf("Location %q, operation %q for op %s", e.Header.Get("Location"), e.Op, op.ID)
 	}
 	return op.ID

@@ -199,7 +199,7 @@ func (s *Server) serveInstanceGet(w http.ResponseWriter, r *http.Request, name s
 		"status":           status,
 		"status_code":      statusCode,
 		"last_used_at":     "1970-01-01T00:00:00Z",
-		"location":         "none",
+		"location":         s.locationOf(inst),
 		"type":             inst.typ,
 		"project":          project,
 	}

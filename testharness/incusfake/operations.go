@@ -53,6 +53,10 @@ type operation struct {
 	code                   int
 	err                    string
 	exec                   *execSession // websocket exec: its sockets
+	// location is the cluster member it runs on ("": none);
+	// projectQuery adds ?project= to its URL (cluster.go).
+	location     string
+	projectQuery bool
 }
 
 // Operation statuses and codes, as Incus has them.
@@ -142,7 +146,7 @@ func (op *operation) render() map[string]any {
 		"metadata":    meta,
 		"may_cancel":  op.mayCancel,
 		"err":         op.err,
-		"location":    "none",
+		"location":    op.locationOrNone(),
 	}
 }
 
@@ -160,7 +164,7 @@ func (s *Server) writeAsync(w http.ResponseWriter, op *operation) {
 		"type":        "async",
 		"status":      "Operation created",
 		"status_code": 100,
-		"operation":   "/1.0/operations/" + op.id,
+		"operation":   s.opURL(op),
 		"error_code":  0,
 		"error":       "",
 		"metadata":    json.RawMessage(data),
@@ -181,8 +185,14 @@ func (s *Server) serveGuestOp(w http.ResponseWriter, r *http.Request, rest strin
 	case sub == "" && r.Method == http.MethodDelete:
 		writeError(w, http.StatusBadRequest, "This operation can't be cancelled")
 	case sub == "" && r.Method == http.MethodGet:
+		if s.lostWait(w, r, op) { // a dead member's: cluster.go
+			return true
+		}
 		s.writeOpSync(w, op)
 	case sub == "wait" && r.Method == http.MethodGet:
+		if s.lostWait(w, r, op) {
+			return true
+		}
 		timeout := -1
 		if v := r.URL.Query().Get("timeout"); v != "" {
 			t, err := strconv.Atoi(v)
@@ -198,9 +208,18 @@ func (s *Server) serveGuestOp(w http.ResponseWriter, r *http.Request, rest strin
 			ctx, cancel = context.WithTimeout(ctx, time.Duration(timeout)*time.Second)
 			defer cancel()
 		}
+		s.mu.Lock()
+		died := s.opDied(op)
+		s.mu.Unlock()
 		select {
 		case <-op.done:
 		case <-ctx.Done():
+		case <-died:
+			s.diedWait(w, r, op) // cluster.go
+			return true
+		}
+		if !s.hangAnswer(r, op) { // cluster.go
+			return true
 		}
 		s.writeOpSync(w, op)
 	case sub == "websocket" && r.Method == http.MethodGet:
@@ -243,4 +262,11 @@ func (s *Server) serveOpList(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Unlock()
 	writeSync(w, http.StatusOK, "", out)
+}
+
+func (op *operation) locationOrNone() string {
+	if op.location == "" {
+		return "none"
+	}
+	return op.location
 }

@@ -19,6 +19,10 @@
 // Every asynchronous call, an update's included, makes one kind of
 // operation (operations.go), answered at /1.0/operations/<id>.
 //
+// Clusters (cluster.go): SetMembers makes the server a cluster's one API,
+// with ?target=, locations, member status, member-local disk sources and
+// the member faults a real LXD cluster shows.
+//
 // Our plugin's Incus client runs its contract suites (the device update's
 // and the lifecycle's) against this fake and against a real LXD daemon,
 // each locally and through a real sshd, which is what keeps the fake
@@ -96,7 +100,8 @@ type Server struct {
 	beforePut func(project, name string)
 	hold      chan struct{} // non-nil: new update operations wait for it to close
 
-	guest guestState // the lifecycle calls and virtual guests (guest.go)
+	guest   guestState   // the lifecycle calls and virtual guests (guest.go)
+	cluster clusterState // the members, when SetMembers made it a cluster (cluster.go)
 }
 
 // New returns a server with the default project and no instance.
@@ -155,10 +160,19 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.requests = append(s.requests, req)
 	s.mu.Unlock()
 
+	if s.unreachableInstance(w, r) {
+		return
+	}
 	if s.serveGuest(w, r) {
 		return
 	}
 	path := strings.TrimSuffix(r.URL.Path, "/")
+	if path == "/1.0/cluster/members" || strings.HasPrefix(path, "/1.0/cluster/members/") {
+		name := strings.TrimPrefix(strings.TrimPrefix(path, "/1.0/cluster/members"), "/")
+		if !strings.Contains(name, "/") && s.serveMembers(w, r, name) {
+			return
+		}
+	}
 	switch {
 	case path == "/1.0":
 		if r.Method != http.MethodGet {

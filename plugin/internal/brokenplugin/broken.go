@@ -63,6 +63,8 @@ var Faults = []string{
 	FaultUpdateIgnoresDeadline,
 	FaultReadUnboundedAnswer,
 	FaultWaitForOutputEnd,
+	FaultIgnoreMember,
+	FaultTrustHungCreate,
 }
 
 // WrongKey and WrongValue are what FaultWrongDeviceKey adds to every device.
@@ -95,7 +97,9 @@ type broken struct {
 }
 
 func newBroken(fault string, inner *plugin.Executor, log hclog.Logger) *broken {
-	return &broken{inner: inner, fault: fault, log: log}
+	b := &broken{inner: inner, fault: fault, log: log}
+	b.startCluster()
+	return b
 }
 
 // Describe implements shared.Executor: the real plugin's description, with
@@ -150,6 +154,7 @@ func (b *broken) sshPool() (*sshpool.Pool, error) {
 
 // PrepareDirectories implements shared.Executor.
 func (b *broken) PrepareDirectories(ctx context.Context, req shared.PrepareRequest) (shared.PrepareResult, error) {
+	req.Spec.Remote = b.ignoreMember(req.Spec.Remote)
 	switch b.fault {
 	case FaultQuoting:
 		l, err := layout.Derive(req.Spec)

@@ -70,6 +70,7 @@ var whole = &wholeState{runFailed: map[string]bool{}}
 
 // StageWorkspaceSnapshot implements shared.JobExecutor.
 func (b *broken) StageWorkspaceSnapshot(ctx context.Context, req shared.StageRequest) (shared.StageResult, error) {
+	req.Job.Remote = b.ignoreMember(req.Job.Remote)
 	switch b.fault {
 	case FaultResendSnapshot:
 		if !req.DryRun {
@@ -145,6 +146,7 @@ func (b *broken) publishHalf(ctx context.Context, job shared.WholeJob) {
 
 // PrepareRuntime implements shared.JobExecutor.
 func (b *broken) PrepareRuntime(ctx context.Context, req shared.RuntimeRequest) (shared.RuntimeResult, error) {
+	req.Job.Remote = b.ignoreMember(req.Job.Remote)
 	if b.fault == FaultReadUnboundedAnswer && !req.DryRun {
 		if err := b.readWholeServerAnswer(ctx, req.Job.Remote); err != nil {
 			return shared.RuntimeResult{}, err

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/pikaci/vmexec/shared"
 )
@@ -60,6 +61,13 @@ func (c *Client) Member(ctx context.Context, name string) (Member, error) {
 	}
 	return m, nil
 }
+
+// TargetedCreateSendTimeout is the bound our plugin gives a targeted
+// create's POST (CreateRequest.SendTimeout; not its operation's wait): a
+// create forwarded to a hung member never answers (incus-cluster.md §5.1).
+// A variable only so that brokenplugin's trust-hung-create fault can take
+// the bound away; nothing else changes it.
+var TargetedCreateSendTimeout = 30 * time.Second
 
 // CreateUncertainError is a create aimed at a member whose POST got no
 // answer in time (or whose connection broke before it): nothing says
