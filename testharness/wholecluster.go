@@ -65,7 +65,7 @@ func clusterFS(c *cases.WholeCase, dir string, fsys *remotefs.FS, inc *incusfake
 		hosts[m.Name] = &MemberHost{FS: mfs}
 		members = append(members, incusfake.Member{
 			Name: m.Name, Status: m.Status, Config: m.Config, Groups: m.Groups,
-			HostFS: remoteHostFS{mfs}, SourceExists: mfs.Exists,
+			HostFS: mfs, SourceExists: mfs.Exists,
 		})
 	}
 	return hosts, inc.SetMembers(members...)
