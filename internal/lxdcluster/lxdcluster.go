@@ -1,5 +1,5 @@
 // Package lxdcluster runs a real LXD cluster of three members on this
-// machine for tests, as /work/shared/notes/cluster-up.sh does by hand:
+// machine for tests, as the team's cluster-up.sh does by hand (docs/notes-incus-cluster.md, §2):
 //
 //   - one network namespace per member (<prefix>-m<i>, address
 //     10.213.77.<i> on eth0), and a bridge namespace (<prefix>-br) joining

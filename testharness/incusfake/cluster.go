@@ -2,7 +2,7 @@ package incusfake
 
 // Clusters: a fake whose SetMembers made it a cluster of members behind one
 // API, as an Incus or LXD cluster is (any member answers for all). Every
-// behaviour below is what /work/shared/notes/incus-cluster.md measured on
+// behaviour below is what docs/notes-incus-cluster.md measured on
 // a real 3-member LXD 5.0.2 cluster; each cites its section there ("§5.2"
 // is that note's section 5.2). What the note did not measure is said so.
 

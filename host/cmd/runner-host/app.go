@@ -19,7 +19,6 @@ import (
 	"github.com/pikaci/vmexec/shared"
 )
 
-// Exit codes.
 // Exit codes. A verb that ran and failed exits with the system-failure
 // code (exitSystemFailure, 125, unless --system-failure-exit-code or
 // SYSTEM_FAILURE_EXIT_CODE say otherwise; see exit.go); a whole job that
@@ -55,7 +54,7 @@ type Verb struct {
 // itself from an init function.
 var verbs = map[string]Verb{
 	"plugins": {Summary: "load every plugin and print NAME VERSION protocol=N sha256=HEX", Parse: parsePlugins},
-	"run":     {Summary: "run a job's phases through a plugin and report each with its timing", Parse: parseRun},
+	"run":     {Summary: "run a job through a plugin: the whole job (with runtime and command) or the version 1 phases; exits with the job's code", Parse: parseRun},
 }
 
 // usageError is a command line that cannot run; Main exits with exitUsage.

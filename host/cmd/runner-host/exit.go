@@ -118,13 +118,18 @@ func (c exitCodes) forRecord(rec host.Record, signalCode int) (code int, ok bool
 }
 
 // exitStatus prints a verb's error and returns the exit code it stands for:
-// an *exitError's code, the system-failure code for any other error.
+// an *exitError's code, exitUsage for a command line found wrong while the
+// verb ran, the system-failure code for any other error.
 func exitStatus(stderr io.Writer, err error, codes exitCodes) int {
 	if e, ok := errors.AsType[*exitError](err); ok {
 		if e.err != nil {
 			fmt.Fprintln(stderr, "runner-host:", e.err)
 		}
 		return e.code
+	}
+	if e, ok := errors.AsType[*usageError](err); ok {
+		fmt.Fprintln(stderr, "runner-host:", e)
+		return exitUsage
 	}
 	fmt.Fprintln(stderr, "runner-host:", err)
 	return codes.system

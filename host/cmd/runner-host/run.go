@@ -69,16 +69,24 @@ func parseRun(_ context.Context, app *App, args []string) (func(context.Context)
 func parseRunFlags(app *App, verb string, args []string) (runFlags, error) {
 	var f runFlags
 	var phaseList string
-	fs := newFlagSet(app, verb, "--job FILE [--config FILE] [--plugin-dir DIR] [--plugin NAME] [--ssh-config FILE] [--phases LIST] [--dry-run] [--json]")
+	synopsis := "--job FILE [--config FILE] [--plugin-dir DIR] [--plugin NAME] [--ssh-config FILE] [--phases LIST] [--dry-run] [--json] [--quiet]"
+	if verb == "check" {
+		synopsis = "--job FILE [--config FILE] [--plugin-dir DIR] [--plugin NAME] [--ssh-config FILE] [--json]"
+	}
+	fs := newFlagSet(app, verb, synopsis)
 	f.register(fs)
 	f.registerConfig(fs)
 	fs.StringVar(&f.jobFile, "job", "", "JSON file with the job's `job`, `host` and `remote` objects; with `runtime` and `command` (and optionally `artifacts`) as well, the whole job runs through protocol 2 (required)")
 	fs.StringVar(&f.plugin, "plugin", "remote-linux-vm", "plugin to run the job with")
 	fs.StringVar(&f.sshConfig, "ssh-config", "", "OpenSSH client config the plugin reads (default ~/.ssh/config, which may be absent, as for ssh)")
-	fs.StringVar(&phaseList, "phases", defaultPhases, "comma-separated phases to run, in order")
-	fs.BoolVar(&f.dryRun, "dry-run", false, "change nothing; report what each phase would do")
-	fs.BoolVar(&f.json, "json", false, "print the report (a whole job: the run record) as JSON on stdout; the job's output then goes to stderr, each line prefixed by its stream")
-	fs.BoolVar(&f.quiet, "quiet", false, "print only the job's output and errors: no progress lines, no summary")
+	if verb == "check" {
+		fs.BoolVar(&f.json, "json", false, "print the checks as JSON on stdout")
+	} else {
+		fs.StringVar(&phaseList, "phases", defaultPhases, "comma-separated phases to run, in order")
+		fs.BoolVar(&f.dryRun, "dry-run", false, "change nothing; report what each phase would do")
+		fs.BoolVar(&f.json, "json", false, "print the report (a whole job: the run record) as JSON on stdout; the job's output then goes to stderr, each line prefixed by its stream")
+		fs.BoolVar(&f.quiet, "quiet", false, "print only the job's output and errors: no progress lines, no summary")
+	}
 	if err := fs.Parse(args); err != nil {
 		return f, err
 	}
@@ -91,9 +99,11 @@ func parseRunFlags(app *App, verb string, args []string) (runFlags, error) {
 	if err := host.CheckName(f.plugin); err != nil {
 		return f, usagef("--plugin: %w", err)
 	}
-	var err error
-	if f.phases, err = parsePhases(phaseList); err != nil {
-		return f, err
+	if verb != "check" {
+		var err error
+		if f.phases, err = parsePhases(phaseList); err != nil {
+			return f, err
+		}
 	}
 	return f, f.resolve(app)
 }

@@ -39,7 +39,7 @@ type sweepFlags struct {
 func parseSweep(_ context.Context, app *App, args []string) (func(context.Context) error, error) {
 	var f sweepFlags
 	var olderThan string
-	fs := newFlagSet(app, "sweep", "[--config FILE] --ssh-config FILE --host H --project P --older-than DURATION [--work-dir DIR [--member NAME=SSH_HOST]...] [--live FILE] [--dry-run] [--json]")
+	fs := newFlagSet(app, "sweep", "[--config FILE] [--ssh-config FILE] --host H --project P [--incus-endpoint URL] --older-than DURATION [--work-dir DIR [--member NAME=SSH_HOST]...] [--live FILE] [--dry-run] [--json]")
 	f.register(fs)
 	f.registerConfig(fs)
 	fs.StringVar(&f.plugin, "plugin", "remote-linux-vm", "plugin to sweep with (it must speak protocol 2)")
@@ -242,7 +242,10 @@ func (a *App) printSweep(f sweepFlags, req shared.SweepRequest, res shared.Sweep
 	for _, p := range res.Skipped {
 		fmt.Fprintf(a.Stdout, "left %s\n", p)
 	}
-	if len(res.Deleted) == 0 {
+	for _, u := range res.Unreachable {
+		fmt.Fprintf(a.Stdout, "left %s: its member did not answer\n", u)
+	}
+	if len(res.Deleted) == 0 && len(res.Unreachable) == 0 {
 		// Say what was looked at, so that an empty answer is not mistaken
 		// for a sweep of the wrong project or host.
 		project := f.remote.Incus.ProjectOrDefault()

@@ -335,8 +335,32 @@ func TestRunWholeJobRefusesPhases(t *testing.T) {
 	dir := pluginDir(t, "whole")
 	job, _ := wholeJobFile(t, "j", []string{"exit", "0"}, nil)
 	code, _, stderr := runMain(t, "run", "--plugin-dir", dir, "--plugin", "whole", "--job", job, "--phases", "prepare-directories")
-	if code == exitOK || !strings.Contains(stderr, "--phases applies to a job without runtime and command") {
-		t.Errorf("exit %d, stderr %q", code, stderr)
+	// Found wrong once the job file is read, it is still the command
+	// line's fault: the usage code, not the system-failure code.
+	if code != exitUsage || !strings.Contains(stderr, "--phases applies to a job without runtime and command") {
+		t.Errorf("exit %d, stderr %q; want %d", code, stderr, exitUsage)
+	}
+	// check takes none of run's flags that only a run reads.
+	for _, flag := range []string{"--phases=prepare-directories", "--dry-run", "--quiet"} {
+		code, _, stderr := runMain(t, "check", "--plugin-dir", dir, "--plugin", "whole", "--job", job, flag)
+		if code != exitUsage || !strings.Contains(stderr, "flag provided but not defined") {
+			t.Errorf("check %s: exit %d, stderr %q; want a usage error", flag, code, stderr)
+		}
+	}
+}
+
+// TestSweepNamesTheInstancesOfAMemberThatDidNotAnswer: the text output
+// says what a cluster sweep left on a member that did not answer, and does
+// not claim there was nothing to delete.
+func TestSweepNamesTheInstancesOfAMemberThatDidNotAnswer(t *testing.T) {
+	var out bytes.Buffer
+	a := &App{Stdout: &out}
+	f := sweepFlags{olderThan: time.Hour}
+	f.remote.Host, f.remote.Incus.Project = "api", "ci"
+	a.printSweep(f, shared.SweepRequest{}, shared.SweepResult{Unreachable: []string{"pikaci-abc on m3"}})
+	want := "left pikaci-abc on m3: its member did not answer\n"
+	if out.String() != want {
+		t.Errorf("printed %q, want %q", out.String(), want)
 	}
 }
 

@@ -1,7 +1,7 @@
 package incus
 
 // Clusters: the members and their status, and what a create aimed at one
-// member (?target=) can end in. Facts in /work/shared/notes/incus-cluster.md
+// member (?target=) can end in. Facts in docs/notes-incus-cluster.md
 // (measured on LXD 5.0.2).
 
 import (
