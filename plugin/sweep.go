@@ -159,15 +159,24 @@ func DiskHosts(remote shared.Remote, workDir string, list []incus.InstanceInfo) 
 		}
 	}
 	members := remote.Incus.Cluster.Members
+	// A host is left alone when any member on it did not list: two members
+	// may share an ssh_host, and the silent one's live runs are unknown.
+	unknownHost := map[string]bool{}
+	for name := range unknown {
+		if m, ok := members[name]; ok {
+			unknownHost[m.SSHHost] = true
+		}
+	}
 	for _, name := range slices.Sorted(maps.Keys(members)) {
 		h := members[name].SSHHost
 		if unknown[name] {
 			skipped = append(skipped, fmt.Sprintf("%s:%s: member %s did not list its instances, so which of its runs live is unknown", h, workDir, name))
 			continue
 		}
-		if !slices.Contains(hosts, h) { // two members on one host: its disk once
-			hosts = append(hosts, h)
+		if unknownHost[h] || slices.Contains(hosts, h) { // two members on one host: its disk once
+			continue
 		}
+		hosts = append(hosts, h)
 	}
 	return hosts, skipped
 }

@@ -46,4 +46,14 @@ func TestDiskHostsSkipsAMemberThatDidNotListItsInstances(t *testing.T) {
 	if diff := cmp.Diff([]string{"h3:/w: member m3 did not list its instances, so which of its runs live is unknown"}, skipped); diff != "" {
 		t.Errorf("skipped (-want +got):\n%s", diff)
 	}
+	// m4 shares h1 with m1: when m4 does not list, h1 holds runs of its
+	// that may live, so h1 is left too, though m1 listed.
+	list = append(list, incus.InstanceInfo{Name: "c", Location: "m4"})
+	hosts, skipped = plugin.DiskHosts(cluster, "/w", list)
+	if diff := cmp.Diff([]string{"h2"}, hosts); diff != "" {
+		t.Errorf("with m4 silent, hosts (-want +got):\n%s", diff)
+	}
+	if len(skipped) != 2 {
+		t.Errorf("with m4 silent, skipped %q; want m3's and m4's", skipped)
+	}
 }

@@ -25,10 +25,12 @@ const SweepDiskTimeout = 10 * time.Minute
 
 // sweepDiskScript runs on the remote host as
 //
-//	sh -c SCRIPT pikaci-sweep WORK_DIR AGE_SECS DRY LIVE_RUNS [LIVE_SOURCE...]
+//	sh -c SCRIPT pikaci-sweep WORK_DIR AGE_SECS DRY
 //
-// LIVE_RUNS holds the live runs' ids, one a line; each LIVE_SOURCE is the
-// source of a disk device of a live instance. It prints records of four
+// with sweepDiskInput on its standard input: the live runs' ids (one a
+// line) and the sources of the disk devices of the live instances, as
+// quoted shell words (the lists can be long: never on the command line,
+// whose one argument Linux caps at 128 KiB). It prints records of four
 // NUL-terminated fields: STATUS KIND PATH DETAIL, STATUS being removed,
 // would (a dry run), failed (DETAIL: rm's message) or skipped (DETAIL:
 // why), KIND run, temp or snapshot; or the one record "absent WORK_DIR":
@@ -38,14 +40,31 @@ const SweepDiskTimeout = 10 * time.Minute
 // it: up to 3 levels for a run dir (its jobs, their dirs and files) and
 // its temporary snapshot dirs whole; a snapshot dir's own, which a
 // transfer, a publish and a reuse (StageWorkspaceSnapshot touches it)
-// change, and its temporary dirs whole. Nothing is followed: a link where
+// change, and its temporary dirs whole. A snapshot dir is first renamed
+// aside (.pikaci-sweep-*, in snapshots/) and its age read again: one a
+// job reused in the meantime is renamed back, never removed under it.
+// Nothing is followed: a link where
 // a directory was expected is named and left, runs/ and snapshots/ must
 // resolve inside the work dir, and rm never crosses into another
 // filesystem. Once timeout(1), its parent, is gone (the session was
 // killed: the sweep was interrupted), it removes nothing more.
 const sweepDiskScript = `set -u
-w=$1 age=$2 dry=$3 live=$4
-shift 4
+w=$1 age=$2 dry=$3 live= plain= odd=
+input=$(cat) && eval "$input" || exit 3
+eval "set -- $odd"
+n=$#
+while [ "$n" -gt 0 ]; do
+	r=$(readlink -m -- "$1") || exit 3
+	set -- "$@" "$1" "$r"; shift; n=$((n - 1))
+done
+rp=
+if [ -n "$plain" ]; then rp=$(eval "readlink -m -- $plain") || exit 3; fi
+eval "set -- \"\$@\" $plain"
+if [ -n "$rp" ]; then
+	while IFS= read -r r; do set -- "$@" "$r"; done <<RESOLVED
+$rp
+RESOLVED
+fi
 now=$(date +%s) || exit 3
 say() { printf '%s\0' "$1" "$2" "$3" "$4"; }
 newest() {
@@ -57,7 +76,16 @@ old() { [ $((now - $1)) -gt "$age" ]; }
 remove() {
 	kill -0 "$PPID" 2>/dev/null || exit 4
 	if [ "$dry" = 1 ]; then say would "$2" "$1" ""; return; fi
-	if e=$(rm -rf --one-file-system -- "$1" 2>&1); then say removed "$2" "$1" ""; else say failed "$2" "$1" "$e"; fi
+	if e=$(rm -rf --one-file-system -- "${3:-$1}" 2>&1); then say removed "$2" "$1" ""; else say failed "$2" "$1" "$e"; fi
+}
+retire() {
+	if [ "$dry" = 1 ]; then remove "$1" snapshot; return; fi
+	kill -0 "$PPID" 2>/dev/null || exit 4
+	a="${1%/*}/.pikaci-sweep-$$-${1##*/}"
+	if ! e=$(mv -T -- "$1" "$a" 2>&1); then say failed snapshot "$1" "$e"; return; fi
+	if old "$(newest "$a" 0)"; then remove "$1" snapshot "$a"; return; fi
+	if mv -T -- "$a" "$1" 2>/dev/null; then say skipped snapshot "$1" "used while the sweep looked at it, kept"; return; fi
+	remove "$1" snapshot "$a"
 }
 root=$(readlink -e -- "$w") && [ -d "$root" ] || { printf '%s\0' absent "$w"; exit 0; }
 inside() { r=$(readlink -m -- "$1") || return 1; case $r in "$root"/*) return 0;; esac; return 1; }
@@ -93,10 +121,10 @@ if top "$w/snapshots" snapshot; then
 			[ -d "$x" ] && [ ! -L "$x" ] && t=$(later "$t" "$(newest "$x" "")")
 		done
 		used=0 rh=$(readlink -m -- "$h")
-		for s in "$@"; do
-			rs=$(readlink -m -- "$s") && case $rs in "$rh"|"$rh"/*) used=1; break;; esac
+		for rs in "$@"; do
+			case $rs in "$rh"|"$rh"/*|"$h"|"$h"/*) used=1; break;; esac
 		done
-		if [ "$used" = 0 ] && old "$t"; then remove "$h" snapshot; continue; fi
+		if [ "$used" = 0 ] && old "$t"; then retire "$h"; continue; fi
 		for x in "$h"/.pikaci-sync-snapshot-*; do
 			{ [ -e "$x" ] || [ -L "$x" ]; } && dir "$x" temp || continue
 			old "$(newest "$x" "")" && remove "$x" temp
@@ -107,19 +135,35 @@ exit 0
 `
 
 // sweepDiskCommand is the one remote command that sweeps workDir on a
-// host, every argument quoted.
-func sweepDiskCommand(workDir string, olderThan time.Duration, dry bool, liveRuns, liveSources []string) string {
+// host, every argument quoted; sweepDiskInput goes on its standard input.
+func sweepDiskCommand(workDir string, olderThan time.Duration, dry bool) string {
 	d := "0"
 	if dry {
 		d = "1"
 	}
 	secs := int64(SweepDiskTimeout / time.Second)
 	args := []string{"exec timeout -k 5", strconv.FormatInt(secs, 10), "sh -c", layout.Quote(sweepDiskScript), "pikaci-sweep",
-		layout.Quote(workDir), strconv.FormatInt(int64(olderThan/time.Second), 10), d, layout.Quote(strings.Join(liveRuns, "\n"))}
-	for _, s := range liveSources {
-		args = append(args, layout.Quote(s))
-	}
+		layout.Quote(workDir), strconv.FormatInt(int64(olderThan/time.Second), 10), d}
 	return strings.Join(args, " ")
+}
+
+// sweepDiskInput is what sweepDiskScript reads and evaluates: the live
+// runs (live), and the live sources as quoted words, those without a
+// newline (plain: the script resolves them with one readlink, one a line)
+// apart from those with one (odd: one readlink each). The script compares
+// a snapshot dir with each source as given and as resolved.
+func sweepDiskInput(liveRuns, liveSources []string) []byte {
+	var plain, odd []string
+	for _, s := range liveSources {
+		if strings.Contains(s, "\n") {
+			odd = append(odd, layout.Quote(s))
+		} else {
+			plain = append(plain, layout.Quote(s))
+		}
+	}
+	return []byte("live=" + layout.Quote(strings.Join(liveRuns, "\n")) +
+		"\nplain=" + layout.Quote(strings.Join(plain, " ")) +
+		"\nodd=" + layout.Quote(strings.Join(odd, " ")) + "\n")
 }
 
 // diskLive returns the live runs (from live's "run:job" pairs and the
@@ -128,8 +172,14 @@ func sweepDiskCommand(workDir string, olderThan time.Duration, dry bool, liveRun
 func diskLive(list []incus.InstanceInfo, live, deleted []string, now time.Time) (runs, sources []string) {
 	runSet, srcSet := map[string]bool{}, map[string]bool{}
 	for _, l := range live {
-		run, _, _ := strings.Cut(l, ":")
-		runSet[run] = true
+		// A run id may hold ':' itself ("a:b:job" is run "a:b", job "job",
+		// or run "a", job "b:job"): every run the entry can name is kept,
+		// as keeping too much is safe.
+		for i, c := range l {
+			if c == ':' {
+				runSet[l[:i]] = true
+			}
+		}
 	}
 	for _, inst := range list {
 		run, ok := inst.Config[shared.LabelRun]
@@ -163,11 +213,27 @@ func beatFresh(cfg map[string]string, now time.Time) bool {
 func sweepDisk(ctx context.Context, pool *sshpool.Pool, host, workDir string, olderThan time.Duration, dry bool, liveRuns, liveSources []string, res *shared.SweepResult) error {
 	ctx, cancel := context.WithTimeout(ctx, SweepDiskTimeout+10*time.Second)
 	defer cancel()
-	out, err := pool.Run(ctx, host, sweepDiskCommand(workDir, olderThan, dry, liveRuns, liveSources))
+	out, err := pool.RunInput(ctx, host, sweepDiskCommand(workDir, olderThan, dry), sweepDiskInput(liveRuns, liveSources))
 	if err != nil {
+		// What was removed before the failure (a timeout, a lost session)
+		// is still said: the whole records that came.
+		_ = parseSweepDisk(wholeRecords(out.Stdout), host, workDir, res)
 		return fmt.Errorf("sweep work dir %s on %s (bound %s): %w", shared.Show(workDir), host, SweepDiskTimeout, err)
 	}
 	return parseSweepDisk(out.Stdout, host, workDir, res)
+}
+
+// wholeRecords is out cut after its last whole record of four fields.
+func wholeRecords(out []byte) []byte {
+	end, n := 0, 0
+	for i, b := range out {
+		if b == 0 {
+			if n++; n%4 == 0 {
+				end = i + 1
+			}
+		}
+	}
+	return out[:end]
 }
 
 // parseSweepDisk reads sweepDiskScript's records into res; the failed

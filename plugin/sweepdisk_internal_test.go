@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -49,7 +50,9 @@ func runSweepScript(tb testing.TB, w string, older time.Duration, dry bool, runs
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, "bash", "-c", sweepDiskCommand(w, older, dry, runs, sources)).Output()
+	cmd := exec.CommandContext(ctx, "bash", "-c", sweepDiskCommand(w, older, dry))
+	cmd.Stdin = bytes.NewReader(sweepDiskInput(runs, sources))
+	out, err := cmd.Output()
 	if err != nil {
 		tb.Fatalf("sweep script: %v", err)
 	}
@@ -85,7 +88,18 @@ func TestSweepDiskRemovesOldUnusedEntriesAndNeverFollowsALink(t *testing.T) {
 		w + "/snapshots/h-old", w + "/snapshots/h-used", w + "/snapshots/h-young/.pikaci-sync-snapshot-bb", outside} {
 		ageTree(t, p, 2*time.Hour)
 	}
-	sources := []string{w + "/snapshots/h-used/snapshot"}
+	// The live sources: one that a link leads to (resolved before it is
+	// compared), and past 128 KiB of them, more than one argument of a
+	// command line may hold.
+	if err := os.Symlink(w+"/snapshots/h-used", w+"/used-link"); err != nil {
+		t.Fatal(err)
+	}
+	sources := []string{w + "/used-link/snapshot", w + "/snapshots/h-used\nnl/snapshot"}
+	mkdirs(t, w+"/snapshots/h-used\nnl/snapshot")
+	ageTree(t, w+"/snapshots/h-used\nnl", 2*time.Hour)
+	for i := range 1500 {
+		sources = append(sources, fmt.Sprintf("%s/snapshots/gone-%04d/snapshot/%s", w, i, strings.Repeat("x", 60)))
+	}
 
 	dry := runSweepScript(t, w, time.Hour, true, []string{"live"}, sources)
 	want := []string{"h:" + w + "/runs/old", "h:" + w + "/runs/young/.pikaci-sync-snapshot-aa",
@@ -113,7 +127,7 @@ func TestSweepDiskRemovesOldUnusedEntriesAndNeverFollowsALink(t *testing.T) {
 		}
 	}
 	for _, p := range []string{outside + "/keep/file", w + "/runs/live/jobs/j", w + "/runs/young/jobs/j",
-		w + "/snapshots/h-used/snapshot", w + "/snapshots/h-young/snapshot", w + "/runs/link-out", w + "/snapshots/link-out"} {
+		w + "/snapshots/h-used/snapshot", w + "/snapshots/h-used\nnl/snapshot", w + "/snapshots/h-young/snapshot", w + "/runs/link-out", w + "/snapshots/link-out"} {
 		if _, err := os.Lstat(p); err != nil {
 			t.Errorf("%s after the sweep: %v; want it kept", p, err)
 		}
@@ -160,8 +174,9 @@ func TestDiskLiveCountsFreshKeptInstancesOnly(t *testing.T) {
 		{Name: "c", Config: map[string]string{shared.LabelRun: "r-deleted", shared.LabelHeartbeat: fresh}, Devices: disk("/w/snapshots/h3/snapshot")},
 		{Name: "d", Config: map[string]string{shared.LabelJob: "unlabelled"}, Devices: disk("/w/snapshots/h4/snapshot")},
 	}
-	runs, sources := diskLive(list, []string{"r-given:job"}, []string{"c"}, now)
-	if diff := cmp.Diff([]string{"r-fresh", "r-given"}, runs, cmpSorted); diff != "" {
+	// "r:x:job" may be run "r" or run "r:x" (a run id may hold ':'): both kept.
+	runs, sources := diskLive(list, []string{"r-given:job", "r:x:job"}, []string{"c"}, now)
+	if diff := cmp.Diff([]string{"r", "r-fresh", "r-given", "r:x"}, runs, cmpSorted); diff != "" {
 		t.Errorf("live runs (-want +got):\n%s", diff)
 	}
 	if diff := cmp.Diff([]string{"/w/snapshots/h1/snapshot"}, sources); diff != "" {
@@ -187,7 +202,7 @@ func TestSweepDiskStopsRemovingOnceItsSessionIsKilled(t *testing.T) {
 	ageTree(t, w+"/runs", 2*time.Hour)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "bash", "-c", sweepDiskCommand(w, time.Hour, false, nil, nil))
+	cmd := exec.CommandContext(ctx, "bash", "-c", sweepDiskCommand(w, time.Hour, false))
 	// A pipe of our own, read to the end: the script's output stays open
 	// after the kill, so only the script's own check can stop it.
 	out, pw, err := os.Pipe()

@@ -359,3 +359,45 @@ func TestConfigOfAnyShapeMergesUnderAJob(t *testing.T) {
 		}
 	}
 }
+
+// TestSweepTakesTheConfigsEndpointOnlyForTheConfigsHost: the config's
+// Incus endpoint (and certificates) belong to its remote.host; a --host
+// naming another host does not take them, else an https endpoint would
+// sweep the config's host's instances and then the other host's disk.
+func TestSweepTakesTheConfigsEndpointOnlyForTheConfigsHost(t *testing.T) {
+	path := configFile(t, "[remote]\nhost = \"a\"\n\n[remote.incus]\nproject = \"p\"\nendpoint = \"https://a.example:8443\"\n")
+	for _, tt := range []struct{ host, wantEndpoint string }{
+		{"", "https://a.example:8443"},
+		{"a", "https://a.example:8443"},
+		{"b", ""},
+	} {
+		var f sweepFlags
+		f.config, f.remote.Host = path, tt.host
+		if err := f.withConfig(&App{}); err != nil {
+			t.Fatalf("--host %q: %v", tt.host, err)
+		}
+		if f.remote.Incus.Endpoint != tt.wantEndpoint {
+			t.Errorf("--host %q: endpoint %q, want %q", tt.host, f.remote.Incus.Endpoint, tt.wantEndpoint)
+		}
+	}
+}
+
+// TestConfigShowHidesEnvValues: config show names each command.env entry
+// and where it came from, never its value (a job's environment often holds
+// tokens, and the output lands in logs), as text and as JSON.
+func TestConfigShowHidesEnvValues(t *testing.T) {
+	const secret = "s3cret-token-value"
+	job, _ := wholeJobFile(t, "env", []string{"exit", "0"}, func(m map[string]any) {
+		m["command"].(map[string]any)["env"] = map[string]any{"API_TOKEN": secret}
+	})
+	got := shownValues(t, nil, "--job", job)["command.env.API_TOKEN"]
+	if want := `"(18 bytes, not shown)"`; got[0] != want || !strings.HasPrefix(got[1], "job ") {
+		t.Errorf("command.env.API_TOKEN shown as %q from %q; want %s from the job", got[0], got[1], want)
+	}
+	for _, args := range [][]string{{"config", "show", "--job", job}, {"config", "show", "--json", "--job", job}} {
+		code, stdout, _ := runnerHostBin(t, nil, args...)
+		if code != 0 || strings.Contains(stdout, secret) || !strings.Contains(stdout, "API_TOKEN") {
+			t.Errorf("%v: exit %d; the output shows the value or lacks the name:\n%s", args, code, stdout)
+		}
+	}
+}

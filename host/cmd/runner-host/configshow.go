@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"text/tabwriter"
+	"unicode/utf8"
 
 	"github.com/pikaci/vmexec/shared"
 )
@@ -94,7 +95,7 @@ func (a *App) configShow(f configShowFlags) error {
 	if err := checkJobKind(merged, jobName, cfg); err != nil {
 		return err
 	}
-	shown := withDefaults(merged)
+	shown := hideEnvValues(withDefaults(merged))
 
 	jobKeys, err := flatKeys(raw)
 	if err != nil {
@@ -126,7 +127,7 @@ func (a *App) configShow(f configShowFlags) error {
 	// KEY  FROM  VALUE: the value last, as it may be long (an argv).
 	tw := tabwriter.NewWriter(a.Stdout, 0, 4, 2, ' ', 0)
 	for _, v := range values {
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", v.Key, v.From, v.Value)
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", terminalSafe(v.Key), terminalSafe(v.From), v.Value)
 	}
 	return tw.Flush()
 }
@@ -197,6 +198,32 @@ func withDefaults(job shared.WholeJob) shared.WholeJob {
 		job.Artifacts = &a
 	}
 	return job
+}
+
+// hideEnvValues replaces each command.env value by its length: a job's
+// environment often holds tokens, and config show's output lands in logs.
+// The names stay, and where each came from.
+func hideEnvValues(job shared.WholeJob) shared.WholeJob {
+	if job.Command == nil || len(job.Command.Env) == 0 {
+		return job
+	}
+	c := *job.Command
+	c.Env = make(map[string]string, len(job.Command.Env))
+	for k, v := range job.Command.Env {
+		c.Env[k] = fmt.Sprintf("(%d bytes, not shown)", len(v))
+	}
+	job.Command = &c
+	return job
+}
+
+// terminalSafe is s as it is, or quoted and escaped (shared.Show) when it
+// holds a control character or is not UTF-8: a key from a job file must
+// not drive the operator's terminal.
+func terminalSafe(s string) string {
+	if !utf8.ValidString(s) || strings.IndexFunc(s, shared.IsControl) >= 0 {
+		return shared.Show(s)
+	}
+	return s
 }
 
 type flatValue struct {

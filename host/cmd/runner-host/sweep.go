@@ -171,6 +171,10 @@ func (f *sweepFlags) withConfig(app *App) error {
 	}
 	applySSHConfig(&f.sshConfig, cfg)
 	if r := cfg.file.Remote; r != nil {
+		// The config's endpoint is its host's: a --host naming another
+		// host does not take it (an https endpoint would sweep the
+		// config's host's instances, then the other host's disk).
+		sameHost := f.remote.Host == "" || f.remote.Host == r.Host
 		if f.remote.Host == "" {
 			f.remote.Host = r.Host
 		}
@@ -178,7 +182,7 @@ func (f *sweepFlags) withConfig(app *App) error {
 			if f.remote.Incus.Project == "" {
 				f.remote.Incus.Project = in.Project
 			}
-			if f.remote.Incus.Endpoint == "" {
+			if f.remote.Incus.Endpoint == "" && sameHost {
 				f.remote.Incus.Endpoint = in.Endpoint
 				f.remote.Incus.ClientCert, f.remote.Incus.ClientKey, f.remote.Incus.ServerCert = in.ClientCert, in.ClientKey, in.ServerCert
 			}
