@@ -65,6 +65,8 @@ var Faults = []string{
 	FaultWaitForOutputEnd,
 	FaultIgnoreMember,
 	FaultTrustHungCreate,
+	FaultIgnoreCluster,
+	SingleHostOnly,
 }
 
 // WrongKey and WrongValue are what FaultWrongDeviceKey adds to every device.
@@ -112,7 +114,7 @@ func (b *broken) Describe(ctx context.Context) (shared.Info, error) {
 	if b.fault != "" {
 		info.Version += "+broken." + b.fault
 	}
-	return info, nil
+	return b.withoutCluster(info), nil
 }
 
 // Configure implements shared.Executor.
@@ -154,6 +156,9 @@ func (b *broken) sshPool() (*sshpool.Pool, error) {
 
 // PrepareDirectories implements shared.Executor.
 func (b *broken) PrepareDirectories(ctx context.Context, req shared.PrepareRequest) (shared.PrepareResult, error) {
+	if err := b.refuseCluster(req.Spec); err != nil {
+		return shared.PrepareResult{}, err
+	}
 	req.Spec.Remote = b.ignoreMember(req.Spec.Remote)
 	switch b.fault {
 	case FaultQuoting:

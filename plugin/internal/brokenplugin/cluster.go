@@ -2,6 +2,7 @@ package main
 
 import (
 	"maps"
+	"slices"
 
 	"github.com/pikaci/vmexec/plugin/internal/incus"
 	"github.com/pikaci/vmexec/shared"
@@ -17,7 +18,34 @@ const (
 	// bound of its own, trusting the member to answer: a hung member
 	// never does.
 	FaultTrustHungCreate = "trust-hung-create"
+	// FaultIgnoreCluster describes the plugin without the incus-cluster
+	// capability and still runs a cluster job: the contract wants such a
+	// plugin to refuse it.
+	FaultIgnoreCluster = "ignore-cluster"
+	// SingleHostOnly is no fault but the plugin as a single-host plugin
+	// should be: without the capability, refusing remote.incus.cluster in
+	// PrepareDirectories. The harness's tests set it beside
+	// FaultIgnoreCluster.
+	SingleHostOnly = "single-host-only"
 )
+
+// withoutCluster drops the incus-cluster capability under
+// FaultIgnoreCluster and SingleHostOnly.
+func (b *broken) withoutCluster(info shared.Info) shared.Info {
+	if b.fault == FaultIgnoreCluster || b.fault == SingleHostOnly {
+		info.Capabilities = slices.DeleteFunc(slices.Clone(info.Capabilities), func(c string) bool { return c == shared.CapabilityCluster })
+	}
+	return info
+}
+
+// refuseCluster is SingleHostOnly's refusal of a cluster job.
+func (b *broken) refuseCluster(spec shared.JobSpec) error {
+	if b.fault != SingleHostOnly || !spec.Remote.IsCluster() {
+		return nil
+	}
+	return shared.Errorf(shared.ErrInvalidInput, "remote.incus.cluster", "",
+		"remote.incus.cluster: this plugin runs jobs on single hosts only")
+}
 
 // startCluster applies the faults that hold for the whole process.
 func (b *broken) startCluster() {
