@@ -18,6 +18,12 @@ import (
 func clusterClient(t *testing.T) (*lxdcluster.Cluster, *Client) {
 	t.Helper()
 	cl := lxdcluster.Shared(t)
+	// A test before may have killed and restarted a member, and under load
+	// a member's heartbeat can come late (the threshold is 11 s): each
+	// test starts from a cluster whose members are all Online.
+	for _, m := range cl.Members {
+		cl.WaitStatus(t, m.Name, "Online", time.Minute)
+	}
 	c := NewUnix(cl.Members[0].Socket)
 	t.Cleanup(c.Close)
 	return cl, c
