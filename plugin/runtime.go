@@ -132,6 +132,13 @@ func (e *Executor) prepareRuntimeOn(ctx context.Context, req shared.RuntimeReque
 		}
 		r.fingerprint, err = c.ImageAlias(ctx, project, rt.Image)
 		if errors.Is(err, shared.ErrNotFound) {
+			// LXD answers an alias in a project that does not exist as a
+			// missing alias: say which is missing.
+			if perr := c.Project(ctx, project); errors.Is(perr, shared.ErrNotFound) {
+				return r, shared.Errorf(shared.ErrNotFound, "remote.incus.project", project,
+					"project %s does not exist on host %s: create it first (incus project create %s; lxc on LXD): %w",
+					shared.Show(project), shared.Show(spec.Remote.Host), project, perr)
+			}
 			err = shared.Errorf(shared.ErrNotFound, "runtime.image", rt.Image,
 				"image %s is not in project %s on host %s: import it first (incus image import … --alias %s --project %s): %w",
 				shared.Show(rt.Image), shared.Show(project), shared.Show(spec.Remote.Host), rt.Image, project, err)

@@ -268,6 +268,27 @@ func TestPrepareRuntimeMissingImage(t *testing.T) {
 	}
 }
 
+// TestPrepareRuntimeMissingProjectIsNamed: LXD answers an image alias in a
+// project that does not exist as a missing alias; the error says the
+// project is missing (and how to create it), not "import the image".
+func TestPrepareRuntimeMissingProjectIsNamed(t *testing.T) {
+	w := newWholeEnv(t)
+	job := w.job(t, "true")
+	job.Remote.Incus.Project = "no-such-project"
+	_, err := w.e.PrepareRuntime(t.Context(), shared.RuntimeRequest{Job: job})
+	if !errors.Is(err, shared.ErrNotFound) {
+		t.Fatalf("error kind %v, want ErrNotFound: %v", shared.KindOf(err), err)
+	}
+	for _, want := range []string{`project "no-such-project" does not exist on host "vm-host"`, "incus project create no-such-project"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %s", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), "import it first") {
+		t.Errorf("error %q still says to import the image", err)
+	}
+}
+
 func TestRunJobExitCodeOutputAndUser(t *testing.T) {
 	w := newWholeEnv(t)
 	job := w.job(t, "sh", "-c", `pwd; cat hello.txt; echo "HOME=$HOME USER=$USER FOO=$FOO"; id -u; id -g; echo oops >&2; exit 3`)

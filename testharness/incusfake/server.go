@@ -196,6 +196,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		default:
 			writeError(w, http.StatusMethodNotAllowed, "Method not allowed")
 		}
+	case strings.HasPrefix(path, "/1.0/projects/"):
+		// The fake has no project model: every project exists (a real
+		// daemon answers 404 "Project not found" for one that does not).
+		name := strings.TrimPrefix(path, "/1.0/projects/")
+		if r.Method != http.MethodGet || name == "" || strings.Contains(name, "/") {
+			writeError(w, http.StatusNotFound, "not found")
+			return
+		}
+		writeSync(w, http.StatusOK, "", map[string]any{"name": name, "description": "", "config": map[string]any{}})
 	case strings.HasPrefix(path, "/1.0/operations/"):
 		rest := strings.TrimPrefix(path, "/1.0/operations/")
 		id, _ := strings.CutSuffix(rest, "/wait")
