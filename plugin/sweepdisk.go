@@ -49,7 +49,7 @@ const SweepDiskTimeout = 10 * time.Minute
 // filesystem. Once timeout(1), its parent, is gone (the session was
 // killed: the sweep was interrupted), it removes nothing more.
 const sweepDiskScript = `set -u
-w=$1 age=$2 dry=$3 live= plain= odd=
+w=$1 age=$2 dry=$3 live= plain= odd= retired=0
 input=$(cat) && eval "$input" || exit 3
 eval "set -- $odd"
 n=$#
@@ -81,7 +81,7 @@ remove() {
 retire() {
 	if [ "$dry" = 1 ]; then remove "$1" snapshot; return; fi
 	kill -0 "$PPID" 2>/dev/null || exit 4
-	a="${1%/*}/.pikaci-sweep-$$-${1##*/}"
+	retired=$((retired + 1)); a="${1%/*}/.pikaci-sweep-$$-$retired"
 	if ! e=$(mv -T -- "$1" "$a" 2>&1); then say failed snapshot "$1" "$e"; return; fi
 	if old "$(newest "$a" 0)"; then remove "$1" snapshot "$a"; return; fi
 	if mv -T -- "$a" "$1" 2>/dev/null; then say skipped snapshot "$1" "used while the sweep looked at it, kept"; return; fi
