@@ -210,6 +210,10 @@ type WholeJobOptions struct {
 	// OnPhase, when set, is called as each phase ends, with the phase and
 	// the record so far (what the phase did is in it); for progress lines.
 	OnPhase func(phase PhaseRecord, rec Record)
+	// OnPhaseStart, when set, is called as PrepareDirectories,
+	// StageWorkspaceSnapshot, PrepareRuntime and CollectArtifacts start
+	// (the phases around the job, which print nothing of their own).
+	OnPhaseStart func(name string)
 	// OnPreflight, when set, is called once the preflight passed, with its
 	// checks.
 	OnPreflight func(checks []shared.Check)
@@ -435,6 +439,9 @@ func (r *wholeRun) record(name string, start, end time.Time, err error) {
 
 // phase runs f as the named phase and records it.
 func (r *wholeRun) phase(ctx context.Context, name string, f func() error) error {
+	if r.opts.OnPhaseStart != nil {
+		r.opts.OnPhaseStart(name)
+	}
 	start := r.opts.Now()
 	err := ctx.Err()
 	if err == nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -16,6 +17,39 @@ type progress struct {
 	w     io.Writer
 	job   shared.WholeJob
 	start time.Time
+	// tty: w is a terminal, where the phase in progress is shown while it
+	// runs and replaced by its line when it ends.
+	tty     bool
+	showing bool
+}
+
+// isTerminal reports whether w is a character device (a terminal).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// phaseStart is host.WholeJobOptions.OnPhaseStart: on a terminal, the
+// phase in progress, on a line the phase's own line replaces.
+func (p *progress) phaseStart(name string) {
+	if !p.tty {
+		return
+	}
+	p.clear()
+	fmt.Fprintf(p.w, "runner-host: %s …", name)
+	p.showing = true
+}
+
+// clear erases the phase-in-progress line, if one is shown.
+func (p *progress) clear() {
+	if p.showing {
+		fmt.Fprint(p.w, "\r\x1b[K")
+		p.showing = false
+	}
 }
 
 // preflight is host.WholeJobOptions.OnPreflight.
@@ -33,6 +67,7 @@ func plural(n int, what string) string {
 
 // phase is host.WholeJobOptions.OnPhase.
 func (p *progress) phase(ph host.PhaseRecord, rec host.Record) {
+	p.clear()
 	d := secs(ph.DurationMS)
 	if ph.Error != "" {
 		fmt.Fprintf(p.w, "runner-host: ✗ %s failed after %s\n", ph.Name, d)

@@ -47,9 +47,9 @@ func (a *App) runWhole(ctx context.Context, f runFlags, job shared.WholeJob) err
 	// The preflight first: a wrong image or project is found in the first
 	// seconds, before anything changed.
 	opts := host.WholeJobOptions{Stdout: a.Stdout, Stderr: a.Stderr, DryRun: f.dryRun, Preflight: true}
-	prog := &progress{w: a.Stderr, job: job, start: time.Now()}
+	prog := &progress{w: a.Stderr, job: job, start: time.Now(), tty: isTerminal(a.Stderr)}
 	if !f.quiet {
-		opts.OnPhase, opts.OnPreflight = prog.phase, prog.preflight
+		opts.OnPhase, opts.OnPreflight, opts.OnPhaseStart = prog.phase, prog.preflight, prog.phaseStart
 	}
 	var prefixed []*lineWriter
 	if f.json {

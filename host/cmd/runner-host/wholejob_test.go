@@ -591,3 +591,23 @@ func TestSweepWorkDirAndMemberValuesAreChecked(t *testing.T) {
 		}
 	}
 }
+
+// TestProgressShowsThePhaseInProgressOnATerminalOnly: on a terminal the
+// phase in progress is shown while it runs and erased when its own line
+// comes; elsewhere (a pipe, a log file) only the phase's line is written.
+func TestProgressShowsThePhaseInProgressOnATerminalOnly(t *testing.T) {
+	for _, tty := range []bool{true, false} {
+		var out bytes.Buffer
+		p := &progress{w: &out, tty: tty}
+		p.phaseStart(host.PhasePrepareDirectories)
+		p.phase(host.PhaseRecord{Name: host.PhasePrepareDirectories, DurationMS: 12}, host.Record{})
+		got := out.String()
+		inProgress := "runner-host: " + host.PhasePrepareDirectories + " …\r\x1b[K"
+		if tty != strings.HasPrefix(got, inProgress) {
+			t.Errorf("tty %v: output %q; want the in-progress line and its erasure only on a terminal", tty, got)
+		}
+		if !strings.HasSuffix(got, "runner-host: remote directories ready in "+secs(12)+"\n") || strings.Count(got, "\n") != 1 {
+			t.Errorf("tty %v: output %q; want the phase's one line last", tty, got)
+		}
+	}
+}
