@@ -223,6 +223,17 @@ func sweepDisk(ctx context.Context, pool *sshpool.Pool, host, workDir string, ol
 	return parseSweepDisk(out.Stdout, host, workDir, res)
 }
 
+// maxSweepFailures bounds the failed removals a disk sweep's error names.
+const maxSweepFailures = 10
+
+// truncate is s cut to at most n bytes, marked when cut.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
 // wholeRecords is out cut after its last whole record of four fields.
 func wholeRecords(out []byte) []byte {
 	end, n := 0, 0
@@ -260,15 +271,21 @@ func parseSweepDisk(out []byte, host, workDir string, res *shared.SweepResult) e
 		case "skipped":
 			res.Skipped = append(res.Skipped, host+":"+p+": "+detail)
 		case "failed":
-			failed = append(failed, fmt.Sprintf("%s: %s", shared.Show(p), strings.TrimSpace(detail)))
+			failed = append(failed, fmt.Sprintf("%s: %s", shared.Show(p), shared.Show(truncate(strings.TrimSpace(detail), 512))))
 		default:
 			return shared.Errorf(shared.ErrUnavailable, "remote.host", host,
 				"sweep work dir %s on %s: unexpected record %s", shared.Show(workDir), host, shared.Show(status))
 		}
 	}
 	if len(failed) > 0 {
+		// rm's messages are the remote's words: each is quoted, and at most
+		// maxSweepFailures are named.
+		more := ""
+		if n := len(failed) - maxSweepFailures; n > 0 {
+			failed, more = failed[:maxSweepFailures], fmt.Sprintf("; and %d more", n)
+		}
 		return shared.Errorf(shared.ErrUnavailable, "remote.work_dir", workDir,
-			"sweep work dir %s on %s: could not remove %s", shared.Show(workDir), host, strings.Join(failed, "; "))
+			"sweep work dir %s on %s: could not remove %s%s", shared.Show(workDir), host, strings.Join(failed, "; "), more)
 	}
 	return nil
 }

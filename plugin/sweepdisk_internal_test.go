@@ -260,3 +260,27 @@ func TestSweepDiskStopsRemovingOnceItsSessionIsKilled(t *testing.T) {
 	}
 	t.Logf("%d of %d run dirs left", last, n)
 }
+
+// TestSweepDiskFailuresAreQuotedAndBounded: rm's messages are the remote's
+// words; the error quotes each (no escape sequence reaches a terminal) and
+// names at most maxSweepFailures of them, counting the rest.
+func TestSweepDiskFailuresAreQuotedAndBounded(t *testing.T) {
+	var out []byte
+	for i := range maxSweepFailures + 5 {
+		for _, f := range []string{"failed", "snapshot", fmt.Sprintf("/w/snapshots/h%02d", i), "rm: cannot remove: \x1b[31mPermission denied" + strings.Repeat("x", 1000)} {
+			out = append(append(out, f...), 0)
+		}
+	}
+	var res shared.SweepResult
+	err := parseSweepDisk(out, "h", "/w", &res)
+	if err == nil {
+		t.Fatal("no error for failed removals")
+	}
+	msg := err.Error()
+	if strings.Contains(msg, "\x1b") || !strings.Contains(msg, `\x1b[31m`) {
+		t.Errorf("error holds the raw escape, or not the quoted one: %q", msg)
+	}
+	if !strings.Contains(msg, "; and 5 more") || strings.Contains(msg, "h10") || len(msg) > 10*700 {
+		t.Errorf("error names more than %d failures or does not count the rest (%d bytes): %q", maxSweepFailures, len(msg), msg)
+	}
+}

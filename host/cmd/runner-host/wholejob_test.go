@@ -611,3 +611,16 @@ func TestProgressShowsThePhaseInProgressOnATerminalOnly(t *testing.T) {
 		}
 	}
 }
+
+// TestSweepPrintsAPathWithAControlCharacterEscaped: the paths a sweep
+// names come from a remote listing; one holding an escape sequence is
+// printed quoted and escaped.
+func TestSweepPrintsAPathWithAControlCharacterEscaped(t *testing.T) {
+	var out bytes.Buffer
+	a := &App{Stdout: &out}
+	a.printSweep(sweepFlags{olderThan: time.Hour}, shared.SweepRequest{WorkDir: "/w"},
+		shared.SweepResult{Deleted: []string{"pikaci-a"}, Removed: []string{"h:/w/runs/\x1b]0;owned\a"}})
+	if strings.ContainsAny(out.String(), "\x1b\a") || !strings.Contains(out.String(), `removed "h:/w/runs/\x1b]0;owned\a"`) {
+		t.Errorf("printed %q; want the path quoted and escaped", out.String())
+	}
+}
