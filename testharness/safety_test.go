@@ -21,6 +21,7 @@ var SafetyFaults = []struct {
 	FailCases []string // exactly the safety cases that must fail
 	WantAll   []string // each in some failure
 	Allowed   []string // every failure contains one of these
+	LongOnly  bool     // skipped under -short: it waits out a 30 s bound of the harness
 }{
 	{
 		Fault:     "accept-unknown-host-key",
@@ -48,6 +49,7 @@ var SafetyFaults = []struct {
 		FailCases: []string{"whole/safety-silent-remote-connect-timeout"},
 		WantAll:   []string{"the remote accepts TCP and never speaks, and the SSH config sets ConnectTimeout 2"},
 		Allowed:   []string{"the remote accepts TCP and never speaks", "does not contain \"ConnectTimeout\"", "does not contain \"pika-build\""},
+		LongOnly:  true,
 	},
 	{
 		Fault:     "update-ignores-deadline",
@@ -60,12 +62,14 @@ var SafetyFaults = []struct {
 		FailCases: []string{"whole/safety-incus-endless-answer"},
 		WantAll:   []string{"PrepareRuntime did not return before the deadline the harness gave it (30s): the Incus API answers with a body that never ends"},
 		Allowed:   []string{"a body that never ends", "does not contain \"larger than\""},
+		LongOnly:  true,
 	},
 	{
 		Fault:     "wait-for-output-end",
 		FailCases: []string{"whole/safety-guest-holds-output"},
 		WantAll:   []string{"RunJob did not return before the deadline the harness gave it (30s): the case's bound_secs"},
 		Allowed:   []string{"RunJob did not return before the deadline", "RunJob failed", "still runs in the guest after RunJob returned"},
+		LongOnly:  true,
 	},
 }
 
@@ -97,6 +101,7 @@ func TestBrokenSafetyPluginsFail(t *testing.T) {
 		FailCases []string
 		WantAll   []string
 		Allowed   []string
+		LongOnly  bool
 	}{{Fault: ""}}, SafetyFaults...)
 	for _, tt := range tests {
 		name := tt.Fault
@@ -105,6 +110,9 @@ func TestBrokenSafetyPluginsFail(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
+			if tt.LongOnly && testing.Short() {
+				t.Skip("-short: this fault waits out a 30 s bound of the harness; make test runs it")
+			}
 			// Under -short a fault runs only against the cases that catch
 			// it (the control against them all); make test runs them all.
 			cfg, all := testharness.Config{Plugin: brokenPlugin(t, tt.Fault), Run: safetyRun}, all
