@@ -81,7 +81,7 @@ var Kinds = []error{ErrInvalidInput, ErrNotFound, ErrConflict, ErrPermission, Er
 // escaped so a log line stays one line and shows the value as it is (C1
 // controls, bidi formatting characters and invalid UTF-8 included).
 func Show(v string) string {
-	if !utf8.ValidString(v) || strings.IndexFunc(v, IsControl) >= 0 {
+	if !plain(v) {
 		return strconv.Quote(v)
 	}
 	var b strings.Builder
@@ -90,6 +90,23 @@ func Show(v string) string {
 	b.WriteString(v)
 	b.WriteByte('"')
 	return b.String()
+}
+
+// ShowBare is v as it is, or Show(v) when it holds a control character
+// or is not UTF-8: for output where quotes around every value would be
+// noise (a command line, a path a sweep removed), but which must never
+// drive the reader's terminal.
+func ShowBare(v string) string {
+	if plain(v) {
+		return v
+	}
+	return Show(v)
+}
+
+// plain reports whether v shows as it is: valid UTF-8 without a control
+// character.
+func plain(v string) bool {
+	return utf8.ValidString(v) && strings.IndexFunc(v, IsControl) < 0
 }
 
 // IsControl reports whether r counts as a control character in an input value

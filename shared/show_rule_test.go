@@ -61,3 +61,18 @@ func TestShowFollowsTheDocumentedQuotingRule(t *testing.T) {
 		}
 	}
 }
+
+// TestShowBareQuotesOnlyWhatMustBe: a plain value as it is; one holding a
+// control character, or not UTF-8, as Show gives it.
+func TestShowBareQuotesOnlyWhatMustBe(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{
+		{"rm -rf '/w/runs/x'", "rm -rf '/w/runs/x'"},
+		{"a\x1b]0;t\a", `"a\x1b]0;t\a"`},
+		{"bidi\u202e", `"bidi\u202e"`},
+		{"bad\xff", `"bad\xff"`},
+	} {
+		if got := ShowBare(tt.in); got != tt.want {
+			t.Errorf("ShowBare(%q) = %s, want %s", tt.in, got, tt.want)
+		}
+	}
+}

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"text/tabwriter"
-	"unicode/utf8"
 
 	"github.com/pikaci/vmexec/shared"
 )
@@ -127,7 +126,7 @@ func (a *App) configShow(f configShowFlags) error {
 	// KEY  FROM  VALUE: the value last, as it may be long (an argv).
 	tw := tabwriter.NewWriter(a.Stdout, 0, 4, 2, ' ', 0)
 	for _, v := range values {
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", terminalSafe(v.Key), terminalSafe(v.From), v.Value)
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", shared.ShowBare(v.Key), shared.ShowBare(v.From), v.Value)
 	}
 	return tw.Flush()
 }
@@ -214,16 +213,6 @@ func hideEnvValues(job shared.WholeJob) shared.WholeJob {
 	}
 	job.Command = &c
 	return job
-}
-
-// terminalSafe is s as it is, or quoted and escaped (shared.Show) when it
-// holds a control character or is not UTF-8: a key from a job file must
-// not drive the operator's terminal.
-func terminalSafe(s string) string {
-	if !utf8.ValidString(s) || strings.IndexFunc(s, shared.IsControl) >= 0 {
-		return shared.Show(s)
-	}
-	return s
 }
 
 type flatValue struct {

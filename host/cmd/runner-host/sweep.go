@@ -240,16 +240,16 @@ func (a *App) printSweep(f sweepFlags, req shared.SweepRequest, res shared.Sweep
 	// Paths come from a remote listing: one holding a control character
 	// is printed quoted and escaped, never raw to the terminal.
 	for _, name := range res.Deleted {
-		fmt.Fprintf(a.Stdout, "%s %s\n", verb, terminalSafe(name))
+		fmt.Fprintf(a.Stdout, "%s %s\n", verb, shared.ShowBare(name))
 	}
 	for _, p := range res.Removed {
-		fmt.Fprintf(a.Stdout, "%s %s\n", rm, terminalSafe(p))
+		fmt.Fprintf(a.Stdout, "%s %s\n", rm, shared.ShowBare(p))
 	}
 	for _, p := range res.Skipped {
-		fmt.Fprintf(a.Stdout, "left %s\n", terminalSafe(p))
+		fmt.Fprintf(a.Stdout, "left %s\n", shared.ShowBare(p))
 	}
 	for _, u := range res.Unreachable {
-		fmt.Fprintf(a.Stdout, "left %s: its member did not answer\n", terminalSafe(u))
+		fmt.Fprintf(a.Stdout, "left %s: its member did not answer\n", shared.ShowBare(u))
 	}
 	if len(res.Deleted) == 0 && len(res.Unreachable) == 0 {
 		// Say what was looked at, so that an empty answer is not mistaken

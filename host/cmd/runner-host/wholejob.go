@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/pikaci/vmexec/host"
 	"github.com/pikaci/vmexec/shared"
@@ -132,7 +131,7 @@ func printDryRun(w io.Writer, info shared.Info, job shared.WholeJob, rec host.Re
 		}
 		return
 	}
-	fmt.Fprintf(w, "prepare_directories: would run on %s:\n  %s\n", shared.Show(p.Directories.Host), showCommand(p.Directories.Command))
+	fmt.Fprintf(w, "prepare_directories: would run on %s:\n  %s\n", shared.Show(p.Directories.Host), shared.ShowBare(p.Directories.Command))
 	s := p.Snapshot
 	if s.Reused {
 		fmt.Fprintf(w, "stage_workspace_snapshot: %s on %s already holds content_hash %s: nothing to send\n", shared.Show(s.Destination), shared.Show(s.Host), shared.Show(s.ContentHash))
@@ -172,15 +171,6 @@ func printDryRun(w io.Writer, info shared.Info, job shared.WholeJob, rec host.Re
 	a := p.Artifacts
 	fmt.Fprintf(w, "collect_artifacts: would copy guest dir %s into %s: at most %d bytes, %d entries, %d s\n",
 		shared.Show(a.Path), shared.Show(a.Dir), a.MaxBytes, a.MaxFiles, a.TimeoutSecs)
-}
-
-// showCommand is a shell command as it is, unless it holds a control
-// character (then quoted, so it cannot act on the terminal).
-func showCommand(cmd string) string {
-	if strings.IndexFunc(cmd, shared.IsControl) >= 0 || !utf8.ValidString(cmd) {
-		return shared.Show(cmd)
-	}
-	return cmd
 }
 
 // showList is each value quoted by shared.Show, space-separated.
