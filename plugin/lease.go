@@ -41,6 +41,18 @@ func newNonce() (string, error) {
 	return hex.EncodeToString(b[:]), nil
 }
 
+// heartbeat is an instance's last heartbeat (its creation, without one)
+// as written and as a time; ok is false when it cannot be read. Each
+// caller decides what an unreadable one means.
+func heartbeat(cfg map[string]string) (raw string, t time.Time, ok bool) {
+	raw = cfg[shared.LabelHeartbeat]
+	if raw == "" {
+		raw = cfg[shared.LabelCreated]
+	}
+	t, err := time.Parse(time.RFC3339, raw)
+	return raw, t, err == nil
+}
+
 // checkLive refuses to start a run while the job's instance belongs to a
 // run whose heartbeat is fresh. It returns whether an instance of the job's
 // name exists (a stale one, to delete).
@@ -51,12 +63,8 @@ func checkLive(ctx context.Context, c *incus.Client, project, name string, now t
 		// reports it.
 		return nil
 	}
-	beat := inst.Config[shared.LabelHeartbeat]
-	if beat == "" {
-		beat = inst.Config[shared.LabelCreated]
-	}
-	t, err := time.Parse(time.RFC3339, beat)
-	if err != nil {
+	beat, t, ok := heartbeat(inst.Config)
+	if !ok {
 		return nil // no heartbeat we can read: stale
 	}
 	if age := now.Sub(t); age < shared.StaleAfter {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pikaci/vmexec/plugin/internal/incus"
+	"github.com/pikaci/vmexec/plugin/internal/sshpool"
 	"github.com/pikaci/vmexec/shared"
 	"github.com/pikaci/vmexec/shared/layout"
 )
@@ -33,7 +34,7 @@ func (e *Executor) Sweep(ctx context.Context, req shared.SweepRequest) (shared.S
 			return shared.SweepResult{}, err
 		}
 	}
-	_, ep, err := e.wholeJobEndpoint(ctx, req.Remote)
+	pool, ep, err := e.wholeJobEndpoint(ctx, req.Remote)
 	if err != nil {
 		return shared.SweepResult{}, err
 	}
@@ -56,28 +57,28 @@ func (e *Executor) Sweep(ctx context.Context, req shared.SweepRequest) (shared.S
 	res := shared.SweepResult{Deleted: []string{}, DryRun: req.DryRun, Unreachable: Unreachable(list)}
 	now := time.Now()
 	victims := SweepVictims(list, req.Live, req.OlderThan, now)
+	var deleteErr error
 	if req.DryRun {
 		res.Deleted = victims
-		return res, e.sweepDisks(ctx, req, list, victims, now, &res)
-	}
-	var errs []error
-	for _, name := range victims {
-		deleted, err := ep.client.DeleteInstance(ctx, project, name)
-		if err != nil {
-			errs = append(errs, err)
-			continue
+	} else {
+		var errs []error
+		for _, name := range victims {
+			deleted, err := ep.client.DeleteInstance(ctx, project, name)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if deleted {
+				res.Deleted = append(res.Deleted, name)
+			}
 		}
-		if deleted {
-			res.Deleted = append(res.Deleted, name)
+		if err := errors.Join(errs...); err != nil {
+			deleteErr = fmt.Errorf("sweep project %s on %s: %w", shared.Show(project), shared.Show(req.Remote.Host), err)
 		}
 	}
-	if err := errors.Join(errs...); err != nil {
-		err = fmt.Errorf("sweep project %s on %s: %w", shared.Show(project), shared.Show(req.Remote.Host), err)
-		// The disk is swept all the same; an instance not deleted keeps
-		// its run live.
-		return res, errors.Join(err, e.sweepDisks(ctx, req, list, res.Deleted, now, &res))
-	}
-	return res, e.sweepDisks(ctx, req, list, res.Deleted, now, &res)
+	// The disk is swept all the same; an instance not deleted keeps its
+	// run live.
+	return res, errors.Join(deleteErr, sweepDisks(ctx, pool, req, list, res.Deleted, now, &res))
 }
 
 // sweepDisks sweeps req.WorkDir, when set, on remote.host or, on a
@@ -85,13 +86,9 @@ func (e *Executor) Sweep(ctx context.Context, req shared.SweepRequest) (shared.S
 // A member with instances it could not list (Unreachable) is left alone:
 // which of its runs live is unknown. deleted are the instances this sweep
 // deleted: their runs are not live.
-func (e *Executor) sweepDisks(ctx context.Context, req shared.SweepRequest, list []incus.InstanceInfo, deleted []string, now time.Time, res *shared.SweepResult) error {
+func sweepDisks(ctx context.Context, pool *sshpool.Pool, req shared.SweepRequest, list []incus.InstanceInfo, deleted []string, now time.Time, res *shared.SweepResult) error {
 	if req.WorkDir == "" {
 		return nil
-	}
-	pool, err := e.sshPool()
-	if err != nil {
-		return err
 	}
 	runs, sources := diskLive(list, req.Live, deleted, now)
 	hosts, skipped := DiskHosts(req.Remote, req.WorkDir, list)

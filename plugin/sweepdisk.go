@@ -69,7 +69,7 @@ now=$(date +%s) || exit 3
 say() { printf '%s\0' "$1" "$2" "$3" "$4"; }
 newest() {
 	if [ -n "$2" ]; then find "$1" -maxdepth "$2" -printf '%T@\n' 2>/dev/null
-	else find "$1" -printf '%T@\n' 2>/dev/null; fi | sort -rn | { IFS=. read -r s _ && echo "$s" || echo 0; }
+	else find "$1" -printf '%T@\n' 2>/dev/null; fi | awk '$1 > m { m = $1 } END { printf "%d\n", m }'
 }
 later() { if [ "$2" -gt "$1" ]; then echo "$2"; else echo "$1"; fi; }
 old() { [ $((now - $1)) -gt "$age" ]; }
@@ -200,12 +200,8 @@ func diskLive(list []incus.InstanceInfo, live, deleted []string, now time.Time) 
 // creation, without one) is younger than shared.StaleAfter, or cannot be
 // read (not ours to judge: kept).
 func beatFresh(cfg map[string]string, now time.Time) bool {
-	beat := cfg[shared.LabelHeartbeat]
-	if beat == "" {
-		beat = cfg[shared.LabelCreated]
-	}
-	t, err := time.Parse(time.RFC3339, beat)
-	return err != nil || now.Sub(t) < shared.StaleAfter
+	_, t, ok := heartbeat(cfg)
+	return !ok || now.Sub(t) < shared.StaleAfter
 }
 
 // sweepDisk sweeps workDir on host with one command and adds what it did to

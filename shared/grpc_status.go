@@ -82,13 +82,7 @@ func fromStatus(method string, err error) error {
 	if !ok {
 		return fmt.Errorf("plugin call %s: %w", method, err)
 	}
-	var detail *executorpb.ErrorDetail
-	for _, d := range st.Details() {
-		if ed, ok := d.(*executorpb.ErrorDetail); ok {
-			detail = ed
-			break
-		}
-	}
+	detail := detailOf[*executorpb.ErrorDetail](err)
 	if detail == nil {
 		// No detail: the status comes from gRPC itself, not from our server.
 		switch st.Code() {
@@ -123,7 +117,7 @@ func fromStatus(method string, err error) error {
 }
 
 // detailOf returns the first detail of type T a failed call's gRPC error
-// carries beside its ErrorDetail, or nil.
+// carries (its ErrorDetail, or one beside it), or nil.
 func detailOf[T any](err error) T {
 	var zero T
 	st, ok := status.FromError(err)
