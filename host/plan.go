@@ -2,7 +2,6 @@ package host
 
 import (
 	"maps"
-	"path/filepath"
 	"slices"
 	"strings"
 
@@ -90,7 +89,7 @@ func newPlan(job shared.WholeJob) *Plan {
 	}
 	return &Plan{
 		Command: PlanCommand{Argv: c.Argv, EnvNames: names, Cwd: c.Cwd, User: c.User, TimeoutSecs: c.TimeoutSecs},
-		Artifacts: PlanArtifacts{Path: a.Path, Dir: filepath.Join(job.Host.JobDir, "artifacts"),
+		Artifacts: PlanArtifacts{Path: a.Path, Dir: shared.ArtifactsDirOf(job.Host.JobDir),
 			MaxBytes: a.MaxBytes, MaxFiles: a.MaxFiles, TimeoutSecs: a.TimeoutSecs},
 	}
 }

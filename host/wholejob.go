@@ -313,15 +313,12 @@ func RunWholeJob(ctx context.Context, e shared.JobExecutor, job shared.WholeJob,
 	return r.rec, err
 }
 
-// ArtifactsDir is the folder of host.job_dir that CollectArtifacts fills.
-const ArtifactsDir = "artifacts"
-
 // emptyArtifacts removes <jobDir>/artifacts, an earlier run's copy, before
 // this run's collection, so that what is there after it is what this
 // run's record counts. A link
 // there is removed, never followed.
 func emptyArtifacts(jobDir string) error {
-	dir := filepath.Join(jobDir, ArtifactsDir)
+	dir := shared.ArtifactsDirOf(jobDir)
 	if err := os.RemoveAll(dir); err != nil {
 		return shared.Errorf(kindOfFSError(err), "host.job_dir", jobDir,
 			"remove the earlier run's artifacts %s: %w", shared.Show(dir), err)

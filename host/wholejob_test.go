@@ -765,7 +765,7 @@ func TestRunWholeJobCollectionFailedPartWayKeepsItsCounts(t *testing.T) {
 // not followed.
 func TestRunWholeJobEmptiesAnEarlierRunsArtifacts(t *testing.T) {
 	job := testWholeJob(t)
-	old := filepath.Join(job.Host.JobDir, ArtifactsDir, "sub", "old.txt")
+	old := filepath.Join(shared.ArtifactsDirOf(job.Host.JobDir), "sub", "old.txt")
 	if err := os.MkdirAll(filepath.Dir(old), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -775,7 +775,7 @@ func TestRunWholeJobEmptiesAnEarlierRunsArtifacts(t *testing.T) {
 	if _, err := RunWholeJob(t.Context(), &fakeJob{}, job, WholeJobOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Lstat(filepath.Join(job.Host.JobDir, ArtifactsDir)); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Lstat(shared.ArtifactsDirOf(job.Host.JobDir)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("artifacts dir after a run that collected nothing: %v; want it gone with the earlier run's files", err)
 	}
 
@@ -784,7 +784,7 @@ func TestRunWholeJobEmptiesAnEarlierRunsArtifacts(t *testing.T) {
 	if err := os.WriteFile(keep, []byte("not ours"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Symlink(outside, filepath.Join(job.Host.JobDir, ArtifactsDir)); err != nil {
+	if err := os.Symlink(outside, shared.ArtifactsDirOf(job.Host.JobDir)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := RunWholeJob(t.Context(), &fakeJob{}, job, WholeJobOptions{}); err != nil {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -56,7 +55,7 @@ func (e *Executor) CollectArtifacts(ctx context.Context, req shared.CollectReque
 			shared.Show(spec.Job.ID), shared.Show(l.Instance), shared.Show(inst.Status))
 	}
 	g := guest{client: ep.client, project: spec.Remote.Incus.Project, instance: l.Instance}
-	dest := filepath.Join(spec.Host.JobDir, "artifacts")
+	dest := shared.ArtifactsDirOf(spec.Host.JobDir)
 	lim := artifacts.Limits{MaxBytes: a.MaxBytes, MaxFiles: a.MaxFiles}
 	res, err := g.collectTar(ctx, a.Path, dest, lim)
 	if errors.Is(err, errNoTar) {

@@ -281,10 +281,7 @@ func (e *Executor) ConfigureDevices(ctx context.Context, req shared.DevicesReque
 // endpoint returns the cached Incus client for the job's remote.
 func (e *Executor) endpoint(ctx context.Context, pool *sshpool.Pool, r shared.Remote) (*incusEndpoint, error) {
 	in := r.Incus
-	raw := in.Endpoint
-	if raw == "" {
-		raw = "unix://" + shared.DefaultIncusSocket
-	}
+	raw := in.EndpointOrDefault()
 	key := r.Host + "\x00" + raw + "\x00" + in.ClientCert + "\x00" + in.ClientKey + "\x00" + in.ServerCert
 	e.mu.Lock()
 	ep, ok := e.clients[key]

@@ -98,10 +98,7 @@ func (e *Executor) Preflight(ctx context.Context, req shared.PreflightRequest) (
 	if err != nil {
 		return shared.PreflightResult{}, err
 	}
-	raw := job.Remote.Incus.Endpoint
-	if raw == "" {
-		raw = "unix://" + shared.DefaultIncusSocket
-	}
+	raw := job.Remote.Incus.EndpointOrDefault()
 	ok = check(fmt.Sprintf("Incus API at %s", raw), func(ctx context.Context) (string, string, error) {
 		s, err := ep.serverInfo(ctx)
 		if err != nil {

@@ -10,7 +10,10 @@
 // layout and devices; the generated protobuf code in executorpb.
 package shared
 
-import "context"
+import (
+	"context"
+	"path/filepath"
+)
 
 // ProtocolVersion is executor protocol version 1: Describe, Configure and
 // the two calls of Executor. Version 2 (ProtocolWholeJob) adds the whole
@@ -103,6 +106,19 @@ func (in Incus) ProjectOrDefault() string {
 
 // DefaultIncusSocket is where Incus listens on its host.
 const DefaultIncusSocket = "/var/lib/incus/unix.socket"
+
+// EndpointOrDefault is the endpoint, or the default socket's unix:// URL
+// when none is given.
+func (in Incus) EndpointOrDefault() string {
+	if in.Endpoint == "" {
+		return "unix://" + DefaultIncusSocket
+	}
+	return in.Endpoint
+}
+
+// ArtifactsDirOf is the folder of a job dir (host.job_dir) that
+// CollectArtifacts fills: <job_dir>/artifacts.
+func ArtifactsDirOf(jobDir string) string { return filepath.Join(jobDir, "artifacts") }
 
 // Remote is the remote host that runs the VMs.
 type Remote struct {

@@ -8,6 +8,7 @@ package testharness
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -57,7 +58,7 @@ func clusterFS(c *cases.WholeCase, dir string, fsys *remotefs.FS, inc *incusfake
 				return nil, err
 			}
 		}
-		for _, p := range slices.Sorted(mapsKeys(c.MemberFiles[m.Name])) {
+		for _, p := range slices.Sorted(maps.Keys(c.MemberFiles[m.Name])) {
 			if err := mfs.WriteFile(p, c.MemberFiles[m.Name][p]); err != nil {
 				return nil, fmt.Errorf("member %s file %s: %w", m.Name, p, err)
 			}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"net/http"
 	"os"
 	"path"
@@ -78,12 +79,12 @@ func StartWholeRemote(ctx context.Context, c *cases.WholeCase, dir string) (*Who
 			return nil, fmt.Errorf("case %s: cluster: %w", c.Name, err)
 		}
 	}
-	for _, p := range slices.Sorted(mapsKeys(c.Images)) {
-		for _, alias := range slices.Sorted(mapsKeys(c.Images[p])) {
+	for _, p := range slices.Sorted(maps.Keys(c.Images)) {
+		for _, alias := range slices.Sorted(maps.Keys(c.Images[p])) {
 			inc.AddImage(p, alias, c.Images[p][alias], nil)
 		}
 	}
-	for _, p := range slices.Sorted(mapsKeys(c.Profiles)) {
+	for _, p := range slices.Sorted(maps.Keys(c.Profiles)) {
 		for _, name := range c.Profiles[p] {
 			prof := incusfake.Profile{}
 			if name == "default" { // a project's own default profile, with its root disk
@@ -143,16 +144,6 @@ func StartWholeRemote(ctx context.Context, c *cases.WholeCase, dir string) (*Who
 	return wr, nil
 }
 
-func mapsKeys[M ~map[string]V, V any](m M) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
-}
-
 // rebase puts an absolute local path of the case under root.
 func rebase(root, p string) string {
 	if p == "" || !path.IsAbs(p) {
@@ -188,7 +179,7 @@ func layLocal(c *cases.WholeCase, root string) (shared.WholeJob, error) {
 
 // writeEntries lays entries out on this machine, parents first.
 func writeEntries(entries map[string]cases.Entry, at func(string) string) error {
-	names := slices.Sorted(mapsKeys(entries))
+	names := slices.Sorted(maps.Keys(entries))
 	for _, name := range names {
 		e, p := entries[name], at(name)
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {

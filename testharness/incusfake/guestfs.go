@@ -28,11 +28,6 @@ import (
 // this machine's.
 type HostFS = vfs.FS
 
-// fifoMaker is implemented by filesystems that can make named pipes.
-type fifoMaker interface {
-	Mkfifo(path string, perm fs.FileMode) error
-}
-
 // attrSetter is implemented by filesystems that can change a file's mode
 // and owner (chmod, chown). Neither follows a symlink in the last
 // component: the guest resolves links itself.
@@ -608,7 +603,7 @@ func (g *GuestFS) Mkfifo(p string, perm fs.FileMode) error {
 	if fi != nil {
 		return perr("mkfifo", p, syscall.EEXIST)
 	}
-	mk, ok := be.(fifoMaker)
+	mk, ok := be.(vfs.FIFOer)
 	if !ok {
 		return perr("mkfifo", p, syscall.EPERM)
 	}

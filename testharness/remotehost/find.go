@@ -21,7 +21,7 @@ func findProgram(s *shell, p *vshell.Cmd, args []string) int {
 		p.Errorf("only `find DIR -mindepth 1 -maxdepth 1 -exec rm -rf -- {} +` is %s", NotAvailable[len("not "):])
 		return 1
 	}
-	dir := vfs.Abs(p.Dir, args[0])
+	dir := p.Abs(args[0])
 	ents, err := s.fs.ReadDir(dir)
 	if err != nil {
 		p.Errorf("%s: %s", quote(args[0]), vfs.Strerror(err))

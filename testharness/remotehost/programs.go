@@ -39,9 +39,9 @@ func mkdirProgram(s *shell, p *vshell.Cmd, args []string) int {
 	for _, d := range dirs {
 		var err error
 		if flags['p'] > 0 {
-			err = s.fs.MkdirAll(vfs.Abs(p.Dir, d))
+			err = s.fs.MkdirAll(p.Abs(d))
 		} else {
-			err = s.fs.Mkdir(vfs.Abs(p.Dir, d), 0o755)
+			err = s.fs.Mkdir(p.Abs(d), 0o755)
 		}
 		if err != nil {
 			p.Errorf("cannot create directory %s: %s", quote(d), vfs.Strerror(err))
@@ -71,7 +71,7 @@ func catProgram(s *shell, p *vshell.Cmd, args []string) int {
 			}
 			continue
 		}
-		b, err := s.fs.ReadFile(vfs.Abs(p.Dir, f))
+		b, err := s.fs.ReadFile(p.Abs(f))
 		if err != nil {
 			p.Errorf("%s: %s", quoteIfNeeded(f), vfs.Strerror(err))
 			status = 1
@@ -129,7 +129,7 @@ func headProgram(s *shell, p *vshell.Cmd, args []string) int {
 			}
 			r = p.Stdin
 		} else {
-			fh, err := s.fs.OpenFile(vfs.Abs(p.Dir, f), os.O_RDONLY, 0)
+			fh, err := s.fs.OpenFile(p.Abs(f), os.O_RDONLY, 0)
 			if err != nil {
 				p.Errorf("cannot open %s for reading: %s", quote(f), vfs.Strerror(err))
 				status = 1
@@ -180,9 +180,9 @@ func statProgram(s *shell, p *vshell.Cmd, args []string) int {
 		var fi fs.FileInfo
 		var err error
 		if follow {
-			fi, err = s.fs.Stat(vfs.Abs(p.Dir, f))
+			fi, err = s.fs.Stat(p.Abs(f))
 		} else {
-			fi, err = s.fs.Lstat(vfs.Abs(p.Dir, f))
+			fi, err = s.fs.Lstat(p.Abs(f))
 		}
 		if err != nil {
 			p.Errorf("cannot stat %s: %s", quote(f), vfs.Strerror(err))
@@ -232,9 +232,9 @@ func readlinkProgram(s *shell, p *vshell.Cmd, args []string) int {
 		var out string
 		var err error
 		if canon {
-			out, err = s.fs.Canonicalize(vfs.Abs(p.Dir, f), mode)
+			out, err = s.fs.Canonicalize(p.Abs(f), mode)
 		} else {
-			out, err = s.fs.Readlink(vfs.Abs(p.Dir, f))
+			out, err = s.fs.Readlink(p.Abs(f))
 		}
 		if err != nil {
 			if flags['v'] > 0 {
@@ -275,7 +275,7 @@ func realpathProgram(s *shell, p *vshell.Cmd, args []string) int {
 	}
 	status := 0
 	for _, f := range files {
-		out, err := s.fs.Canonicalize(vfs.Abs(p.Dir, f), mode)
+		out, err := s.fs.Canonicalize(p.Abs(f), mode)
 		if err != nil {
 			if flags['q'] == 0 {
 				p.Errorf("%s: %s", quoteIfNeeded(f), vfs.Strerror(err))

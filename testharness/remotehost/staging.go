@@ -65,7 +65,7 @@ func tarProgram(s *shell, p *vshell.Cmd, args []string) int {
 	if !extract || file != "-" || dir == "" {
 		return usage("only `tar -x -f - -C DIR` is %s", "available on the conformance remote")
 	}
-	root, err := s.fs.Canonicalize(vfs.Abs(p.Dir, dir), vfs.Existing)
+	root, err := s.fs.Canonicalize(p.Abs(dir), vfs.Existing)
 	if err != nil || !s.fs.IsDir(root) {
 		p.Errorf("%s: Cannot open: %s", dir, "No such file or directory")
 		return 2
@@ -170,7 +170,7 @@ func mvProgram(s *shell, p *vshell.Cmd, args []string) int {
 		p.Errorf("extra operand %s", quote(ops[2]))
 		return 1
 	}
-	if err := s.fs.Rename(vfs.Abs(p.Dir, ops[0]), vfs.Abs(p.Dir, ops[1])); err != nil {
+	if err := s.fs.Rename(p.Abs(ops[0]), p.Abs(ops[1])); err != nil {
 		p.Errorf("cannot move %s to %s: %s", quote(ops[0]), quote(ops[1]), vfs.Strerror(err))
 		return 1
 	}
@@ -192,7 +192,7 @@ func rmProgram(s *shell, p *vshell.Cmd, args []string) int {
 	}
 	status := 0
 	for _, op := range ops {
-		target := vfs.Abs(p.Dir, op)
+		target := p.Abs(op)
 		fi, err := s.fs.Lstat(target)
 		switch {
 		case err != nil && errors.Is(err, fs.ErrNotExist):

@@ -181,9 +181,7 @@ func mustJSON(v any) json.RawMessage {
 // stands for a default replaced by the default.
 func withDefaults(job shared.WholeJob) shared.WholeJob {
 	job.Remote.Incus.Project = job.Remote.Incus.ProjectOrDefault()
-	if job.Remote.Incus.Endpoint == "" {
-		job.Remote.Incus.Endpoint = "unix://" + shared.DefaultIncusSocket
-	}
+	job.Remote.Incus.Endpoint = job.Remote.Incus.EndpointOrDefault()
 	if job.Runtime != nil {
 		rt := job.Runtime.WithDefaults()
 		job.Runtime = &rt

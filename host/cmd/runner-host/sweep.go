@@ -188,10 +188,7 @@ func (f *sweepFlags) withConfig(app *App) error {
 			}
 		}
 	}
-	if err := f.requireRemote(); err != nil {
-		return &exitError{code: exitUsage, err: err}
-	}
-	return nil
+	return f.requireRemote()
 }
 
 func (a *App) sweep(ctx context.Context, f sweepFlags) error {
