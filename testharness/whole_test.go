@@ -31,7 +31,11 @@ func TestBrokenWholePluginsFail(t *testing.T) {
 			fault:     "leak-instance",
 			failCases: []string{"whole/cluster-member-hung-mid-job", "whole/cluster-member-lost", "whole/run-missing-cwd"},
 			wantAll:   []string{"instance pikaci-6fd8c7b5193e still exists after Cleanup (after a job whose RunJob failed): the instance leaked"},
-			allowed:   []string{"the instance leaked"},
+			// On a member that hung mid-job, RunJob cannot end the job's
+			// process: Cleanup's delete does. Skipped, the process may run
+			// on when the harness looks (whether it still does depends on
+			// how long the job's sleep outlasts RunJob's failure).
+			allowed: []string{"the instance leaked", "still runs in the guest after RunJob returned"},
 		},
 		{
 			fault:     "follow-artifact-link",
