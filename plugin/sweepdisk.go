@@ -57,14 +57,8 @@ while [ "$n" -gt 0 ]; do
 	r=$(readlink -m -- "$1") || exit 3
 	set -- "$@" "$1" "$r"; shift; n=$((n - 1))
 done
-rp=
-if [ -n "$plain" ]; then rp=$(eval "readlink -m -- $plain") || exit 3; fi
-eval "set -- \"\$@\" $plain"
-if [ -n "$rp" ]; then
-	while IFS= read -r r; do set -- "$@" "$r"; done <<RESOLVED
-$rp
-RESOLVED
-fi
+plains=
+if [ -n "$plain" ]; then plains=$(eval "printf '%s\n' $plain && readlink -m -- $plain") || exit 3; fi
 now=$(date +%s) || exit 3
 say() { printf '%s\0' "$1" "$2" "$3" "$4"; }
 newest() {
@@ -124,6 +118,10 @@ if top "$w/snapshots" snapshot; then
 		for rs in "$@"; do
 			case $rs in "$rh"|"$rh"/*|"$h"|"$h"/*) used=1; break;; esac
 		done
+		if [ "$used" = 0 ] && [ -n "$plains" ] && printf '%s\n' "$plains" | H=$h RH=$rh awk '
+			function under(s, d) { return s == d || index(s, d "/") == 1 }
+			under($0, ENVIRON["H"]) || under($0, ENVIRON["RH"]) { found = 1; exit }
+			END { exit !found }'; then used=1; fi
 		if [ "$used" = 0 ] && old "$t"; then retire "$h"; continue; fi
 		for x in "$h"/.pikaci-sync-snapshot-*; do
 			{ [ -e "$x" ] || [ -L "$x" ]; } && dir "$x" temp || continue

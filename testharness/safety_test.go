@@ -73,6 +73,19 @@ var SafetyFaults = []struct {
 	},
 }
 
+// shortSafetyCases are the cases the control runs under -short: those
+// the faults that -short runs run.
+func shortSafetyCases() []string {
+	var sel []string
+	for _, f := range SafetyFaults {
+		if !f.LongOnly {
+			sel = append(sel, f.FailCases...)
+		}
+	}
+	slices.Sort(sel)
+	return slices.Compact(sel)
+}
+
 // TestBrokenSafetyPluginsFail: each safety fault fails exactly the safety
 // cases that catch it, each failure naming the rule it broke; the control
 // passes them all.
@@ -114,10 +127,15 @@ func TestBrokenSafetyPluginsFail(t *testing.T) {
 				t.Skip("-short: this fault waits out a 30 s bound of the harness; make test runs it")
 			}
 			// Under -short a fault runs only against the cases that catch
-			// it (the control against them all); make test runs them all.
+			// it, the control against every case a fault runs; make test runs
+			// them all.
 			cfg, all := testharness.Config{Plugin: brokenPlugin(t, tt.Fault), Run: safetyRun}, all
-			if testing.Short() && tt.Fault != "" {
-				cfg.Run, all = exactly(tt.FailCases), tt.FailCases
+			if testing.Short() {
+				sel := tt.FailCases
+				if tt.Fault == "" {
+					sel = shortSafetyCases()
+				}
+				cfg.Run, all = exactly(sel), sel
 			}
 			results, err := testharness.RunCases(t.Context(), cfg, nil)
 			if err != nil {

@@ -40,6 +40,10 @@ type clusterSetup struct {
 	// freeze hangs the member's daemon (SIGSTOP), thaw resumes it and
 	// waits until it is Online.
 	freeze, thaw func(t *testing.T, member string)
+	// hang is how long the contract watches a hung member for an answer
+	// that must not come: 3 s on the real cluster; the fake, whose hung
+	// member answers nothing until it is thawed, is watched for less.
+	hang time.Duration
 }
 
 // lockedBuffer is a bytes.Buffer safe for a writer and a reader.
@@ -221,7 +225,7 @@ func runClusterContract(t *testing.T, s clusterSetup) {
 			}
 		}()
 		t.Cleanup(func() { _, _ = c.DeleteInstance(context.Background(), "", name) })
-		err := c.CreateInstance(ctx, "", CreateRequest{Name: name, Type: TypeContainer, Alias: s.alias, Profiles: []string{"default"}, Target: b, SendTimeout: 3 * time.Second})
+		err := c.CreateInstance(ctx, "", CreateRequest{Name: name, Type: TypeContainer, Alias: s.alias, Profiles: []string{"default"}, Target: b, SendTimeout: s.hang})
 		var u *CreateUncertainError
 		if !errors.As(err, &u) {
 			t.Fatalf("create on the hung %s: %v (%T), want no answer (*CreateUncertainError)", b, err, err)
@@ -343,8 +347,8 @@ func runClusterContract(t *testing.T, s clusterSetup) {
 				s.thaw(t, b)
 			}
 		}()
-		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err = c.do(wctx, http.MethodGet, "/1.0/operations/"+p.opID+"/wait?timeout=3", nil, nil)
+		wctx, cancel := context.WithTimeout(ctx, s.hang*5/3)
+		_, err = c.do(wctx, http.MethodGet, fmt.Sprintf("/1.0/operations/%s/wait?timeout=%d", p.opID, int(s.hang.Seconds())), nil, nil)
 		cancel()
 		if err == nil {
 			t.Errorf("a wait for the job on the hung %s was answered", b)
@@ -354,7 +358,7 @@ func runClusterContract(t *testing.T, s clusterSetup) {
 			t.Errorf("the output streams ended though the member only hangs")
 		case <-p.Done():
 			t.Errorf("the job ended though its member hangs")
-		case <-time.After(3 * time.Second): // the job ended 3 s ago, there
+		case <-time.After(s.hang): // the job's 1 s sleep ended, there
 		}
 		if got := out.String(); got != "start\n" {
 			t.Errorf("output %q while the member hangs, want the first line alone", got)
@@ -390,7 +394,7 @@ func TestClusterContractFake(t *testing.T) {
 	c := NewUnix(startFake(t, fake))
 	t.Cleanup(c.Close)
 	t.Cleanup(fake.Shutdown)
-	runClusterContract(t, clusterSetup{c: c, members: []string{"m1", "m2", "m3"}, alias: lxdtest.ImageAlias,
+	runClusterContract(t, clusterSetup{c: c, members: []string{"m1", "m2", "m3"}, alias: lxdtest.ImageAlias, hang: time.Second,
 		kill: func(t *testing.T, m string) {
 			if err := fake.SetMemberFault(m, incusfake.MemberDown, -1); err != nil {
 				t.Fatal(err)
@@ -426,7 +430,7 @@ func TestClusterContractFake(t *testing.T) {
 
 func TestClusterContractLXD(t *testing.T) {
 	cl, c := clusterClient(t)
-	runClusterContract(t, clusterSetup{c: c, members: []string{"m1", "m2", "m3"}, alias: lxdtest.ImageAlias,
+	runClusterContract(t, clusterSetup{c: c, members: []string{"m1", "m2", "m3"}, alias: lxdtest.ImageAlias, hang: 3 * time.Second,
 		kill:       func(t *testing.T, m string) { cl.Member(m).Kill(t) },
 		restart:    func(t *testing.T, m string) { cl.Member(m).Restart(t) },
 		killMidJob: func(t *testing.T, m string) { cl.Member(m).Kill(t) },
