@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -45,45 +46,53 @@ func clusterBenchJob(b *testing.B, c *lxdcluster.Cluster, root, snap, hash strin
 // BenchmarkClusterWholeJob runs the same job of `true` (snapshot already
 // staged, every phase plus cleanup, the plugin loaded through host/) on
 // member m2 of the cluster, reached through m1's API, and on the single-host
-// LXD daemon. It prints
+// LXD daemon, in turn, round after round (-benchtime Nx). It prints
 //
-//	BENCH cluster-whole-job cluster=… single=… ratio=<cluster/single>
+//	BENCH cluster-whole-job cluster=… single=… ratio=<cluster/single>[lo..hi] rounds=N load=…
+//	BENCH cluster-whole-job-phases cluster|single <phase>=<median> …
 //
 // (the goal is ≤ 1.3: placement and forwarding overhead; the cluster's
-// dqlite costs count in it too).
+// dqlite costs count in it too); the phase lines (warm-up round included)
+// show where the difference lies.
 func BenchmarkClusterWholeJob(b *testing.B) {
 	w := newWholeBench(b)
 	c := lxdcluster.Shared(b)
 	cp := loadPlugin(b, c.SSHConfig)
 	ctx := context.Background()
-	run := func(b *testing.B, p *host.Plugin, job shared.WholeJob) {
+	phases := map[string]map[string][]time.Duration{"cluster": {}, "single": {}}
+	var order []string
+	run := func(b *testing.B, variant string, p *host.Plugin, job shared.WholeJob) time.Duration {
+		start := time.Now()
 		rec, err := host.RunWholeJob(ctx, p, job, host.WholeJobOptions{})
+		d := time.Since(start)
 		if err != nil || rec.ExitCode == nil || *rec.ExitCode != 0 {
 			b.Fatalf("whole job: %+v, %v", rec, err)
 		}
+		for _, ph := range rec.Phases {
+			if !slices.Contains(order, ph.Name) {
+				order = append(order, ph.Name)
+			}
+			phases[variant][ph.Name] = append(phases[variant][ph.Name], time.Duration(ph.DurationMS)*time.Millisecond)
+		}
+		return d
 	}
-	var cluster, single time.Duration
-	b.Run("cluster", func(b *testing.B) {
-		run(b, cp, clusterBenchJob(b, c, w.root, w.snap, benchHash, []string{"m2"}, "true")) // warm up, stage
-		b.ResetTimer()
-		for b.Loop() {
-			run(b, cp, clusterBenchJob(b, c, w.root, w.snap, benchHash, []string{"m2"}, "true"))
-		}
-		cluster = b.Elapsed() / time.Duration(b.N)
-	})
-	b.Run("single", func(b *testing.B) {
-		job, _ := w.job(b, "true")
-		run(b, w.p, job)
-		b.ResetTimer()
-		for b.Loop() {
+	times := rounds(b,
+		variant{"cluster", func(b *testing.B) time.Duration {
+			return run(b, "cluster", cp, clusterBenchJob(b, c, w.root, w.snap, benchHash, []string{"m2"}, "true"))
+		}, false},
+		variant{"single", func(b *testing.B) time.Duration {
 			job, _ := w.job(b, "true")
-			run(b, w.p, job)
+			return run(b, "single", w.p, job)
+		}, false})
+	benchLine("cluster-whole-job", times, []string{"cluster", "single"}, [3]string{"ratio", "cluster", "single"})
+	for _, v := range []string{"cluster", "single"} {
+		var parts []string
+		for _, name := range order {
+			if ds := phases[v][name]; len(ds) > 0 {
+				parts = append(parts, fmt.Sprintf("%s=%v", name, medianOf(ds)))
+			}
 		}
-		single = b.Elapsed() / time.Duration(b.N)
-	})
-	if cluster > 0 && single > 0 {
-		fmt.Printf("BENCH cluster-whole-job cluster=%v single=%v ratio=%.2f\n",
-			cluster.Round(time.Millisecond), single.Round(time.Millisecond), float64(cluster)/float64(single))
+		fmt.Printf("BENCH cluster-whole-job-phases %s %s\n", v, strings.Join(parts, " "))
 	}
 }
 
