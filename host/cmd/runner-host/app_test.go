@@ -411,3 +411,33 @@ func TestVersionHelpVerbAndJobFromStdin(t *testing.T) {
 		t.Errorf("--job - with a bad file: exit %d, stderr %q; want an error naming <stdin>", code, errOut.String())
 	}
 }
+
+// With --log-format json every line the host logs on stderr is one JSON
+// object with hclog's keys; with text (the default) none is.
+func TestLogFormatJSONMakesEveryLogLineAJSONObject(t *testing.T) {
+	dir := pluginDir(t, "alpha")
+	for _, format := range []string{"json", "text"} {
+		t.Run(format, func(t *testing.T) {
+			code, _, stderr := runMain(t, "plugins", "--plugin-dir", dir, "--log-level", "debug", "--log-format", format)
+			if code != 0 {
+				t.Fatalf("exit code %d, want 0", code)
+			}
+			lines := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n")
+			if len(lines) < 2 {
+				t.Fatalf("%d log lines at debug level, want some: %q", len(lines), stderr)
+			}
+			for _, line := range lines {
+				var obj map[string]any
+				err := json.Unmarshal([]byte(line), &obj)
+				switch {
+				case format == "json" && err != nil:
+					t.Errorf("line %q is not one JSON object: %v", line, err)
+				case format == "json" && (obj["@level"] == nil || obj["@message"] == nil || obj["@module"] == nil):
+					t.Errorf("line %q lacks @level, @message or @module", line)
+				case format == "text" && err == nil:
+					t.Errorf("line %q is JSON under --log-format text", line)
+				}
+			}
+		})
+	}
+}
