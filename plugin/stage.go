@@ -261,7 +261,15 @@ func (e *Executor) transfer(ctx context.Context, pool *sshpool.Pool, host, local
 	w := <-wc
 
 	err := runErr
-	if w.err != nil && !errors.Is(w.err, errTransferEnded) && !errors.Is(err, w.err) {
+	switch {
+	case w.err == nil:
+	case errors.Is(w.err, errTransferEnded) && err == nil:
+		// The remote tar exited 0 before it read the whole stream: what
+		// it extracted is a cut snapshot, never published.
+		err = fmt.Errorf("the remote tar ended before it read the whole snapshot (%d bytes sent): %w", w.n, w.err)
+	case errors.Is(w.err, errTransferEnded):
+		// The remote's failure says why it stopped reading.
+	case !errors.Is(err, w.err):
 		err = errors.Join(w.err, err) // the local side's failure first
 	}
 	if err == nil {

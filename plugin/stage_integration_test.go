@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -364,6 +365,54 @@ func TestStageLocalhost(t *testing.T) {
 	again, err := e.StageWorkspaceSnapshot(t.Context(), shared.StageRequest{Job: job})
 	if err != nil || !again.Reused {
 		t.Errorf("second stage: %+v, %v; want reused", again, err)
+	}
+}
+
+// A remote tar that exits 0 before it read the whole stream (here: it
+// reads 4 KiB, extracts that, and says nothing) leaves a cut snapshot in
+// the temporary dir: it is refused, never published, and removed; the
+// next stage sends the snapshot again.
+func TestStagePublishesNothingWhenTheRemoteTarStopsEarly(t *testing.T) {
+	tar, err := exec.LookPath("tar")
+	if err != nil {
+		t.Skip("no tar here")
+	}
+	bin := t.TempDir()
+	fake := "#!/bin/sh\nhead -c 4096 | " + layout.Quote(tar) + " \"$@\" 2>/dev/null\nexit 0\n"
+	if err := os.WriteFile(filepath.Join(bin, "tar"), []byte(fake), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e := plugin.New(nil)
+	t.Cleanup(func() { e.Close() })
+	local := filepath.Join(t.TempDir(), "snap")
+	writeSnapshot(t, local, "cut", 300)
+	spec := e2eSpec(t, filepath.Join(t.TempDir(), "work dir"), "/nonexistent")
+	spec.Remote.Host = "localhost"
+	spec.Host.StagedPayloads = nil
+	spec.Host.SnapshotContentHash = "cut"
+	spec.Host.SnapshotDir = local
+	job := shared.WholeJob{JobSpec: spec}
+	dir := snapshotDirOf(t, job)
+
+	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	_, err = e.StageWorkspaceSnapshot(t.Context(), shared.StageRequest{Job: job})
+	if err == nil || !strings.Contains(err.Error(), "the remote tar ended before it read the whole snapshot") {
+		t.Fatalf("error %v, want the cut stream named", err)
+	}
+	if _, err := os.Lstat(dir); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("snapshot dir after a cut stream: %v; want none", err)
+	}
+	if left := tempDirsIn(t, filepath.Dir(dir)); len(left) != 0 {
+		t.Errorf("temporary dirs left: %q", left)
+	}
+
+	t.Setenv("PATH", strings.TrimPrefix(os.Getenv("PATH"), bin+string(os.PathListSeparator)))
+	res, err := e.StageWorkspaceSnapshot(t.Context(), shared.StageRequest{Job: job})
+	if err != nil || res.Reused {
+		t.Fatalf("stage with a real tar: %+v, %v; want it sent", res, err)
+	}
+	if diff := cmp.Diff(treeOf(t, local), treeOf(t, res.SnapshotDir)); diff != "" {
+		t.Errorf("staged snapshot differs (-local +staged):\n%s", diff)
 	}
 }
 

@@ -274,10 +274,12 @@ func describeEnd(o *outcome) string {
 }
 
 // execRunning reports whether the job's exec (argv) is still running in
-// the fake.
+// the fake. One in an instance that is gone runs no more, though the fake
+// may not have recorded its end yet (the delete stops it, its operation
+// ends a moment later).
 func execRunning(r *WholeRemote, argv []string) bool {
 	for _, x := range r.Incus.Execs() {
-		if slices.Equal(x.Command, argv) && x.Return == -1 {
+		if slices.Equal(x.Command, argv) && x.Return == -1 && r.Incus.Exists(x.Project, x.Instance) {
 			return true
 		}
 	}
