@@ -223,10 +223,27 @@ func (c *collector) filesLimitLocked(guestPath string) error {
 		shared.Show(guestPath), c.lim.MaxFiles, c.res.Files, ErrLimit)
 }
 
+// MaxWarnings bounds the warnings of one collection, MaxWarning the bytes
+// of each: the guest chooses what they name (a link's target may be
+// 200 KiB of control characters, escaped four times its size).
+const (
+	MaxWarnings = 1000
+	MaxWarning  = 1024
+)
+
 func (c *collector) warnf(format string, args ...any) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.res.Warnings = append(c.res.Warnings, fmt.Sprintf(format, args...))
+	switch n := len(c.res.Warnings); {
+	case n < MaxWarnings:
+		w := fmt.Sprintf(format, args...)
+		if len(w) > MaxWarning {
+			w = strings.ToValidUTF8(w[:MaxWarning], "") + "… (cut)"
+		}
+		c.res.Warnings = append(c.res.Warnings, w)
+	case n == MaxWarnings:
+		c.res.Warnings = append(c.res.Warnings, fmt.Sprintf("more warnings past the first %d are left out", MaxWarnings))
+	}
 }
 
 func isNotFound(err error) bool {

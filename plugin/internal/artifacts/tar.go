@@ -100,11 +100,14 @@ func CollectTar(ctx context.Context, stream io.ReadCloser, guestDir, destDir str
 	return res, err
 }
 
-// budgetReader fails once more than left bytes are read from it.
+// budgetReader fails once more than left bytes are read from it. It keeps
+// the last block it read, and whether the stream said EOF.
 type budgetReader struct {
 	r    io.Reader
 	left int64
 	over bool
+	eof  bool
+	tail [512]byte
 }
 
 var errBudget = errors.New("read budget exhausted")
@@ -119,7 +122,38 @@ func (b *budgetReader) Read(p []byte) (int, error) {
 	}
 	n, err := b.r.Read(p)
 	b.left -= int64(n)
+	if n >= len(b.tail) {
+		copy(b.tail[:], p[n-len(b.tail):n])
+	} else {
+		copy(b.tail[:], b.tail[n:])
+		copy(b.tail[len(b.tail)-n:], p[:n])
+	}
+	if err == io.EOF {
+		b.eof = true
+	}
 	return n, err
+}
+
+// cut reports whether the archive's end came from the stream's end, not
+// from its end-of-archive blocks: the last block read was not zeros. (A
+// last file whose content ends in a zero block looks whole: a guest that
+// wants to cut its archive short can leave entries out just as well.)
+func (b *budgetReader) cut() bool {
+	return b.eof && b.tail != [512]byte{}
+}
+
+// ctxReader fails once ctx ended: a sparse entry's holes are read without
+// touching the stream, whose close would not stop them.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }
 
 type tarCollector struct {
@@ -145,6 +179,11 @@ func (t *tarCollector) run(ctx context.Context) error {
 		t.br.left, t.br.over = MaxHeader+2*512, false
 		hdr, err := t.tr.Next()
 		if err == io.EOF {
+			if t.br.cut() {
+				// An archive ends with zero blocks; a stream that stops
+				// right after an entry was cut short.
+				return fmt.Errorf("collect artifacts: the guest's archive of %s ends without its end-of-archive blocks: it was cut short", shared.Show(t.guestDir))
+			}
 			return nil
 		}
 		if err != nil {
@@ -159,9 +198,21 @@ func (t *tarCollector) run(ctx context.Context) error {
 	}
 }
 
+// MaxName bounds an entry's name (Linux's PATH_MAX), MaxDepth its
+// components: each level is one more directory to make and to walk.
+const (
+	MaxName  = 4096
+	MaxDepth = 256
+)
+
+// tooLong reports whether name is over MaxName or MaxDepth.
+func tooLong(name string) bool {
+	return len(name) > MaxName || strings.Count(strings.TrimSuffix(name, "/"), "/") >= MaxDepth+1
+}
+
 // entryName is hdr's name relative to guestDir, "" for guestDir itself.
 func entryName(name string) (string, bool) {
-	if strings.ContainsRune(name, 0) || strings.HasPrefix(name, "/") {
+	if strings.ContainsRune(name, 0) || strings.HasPrefix(name, "/") || tooLong(name) {
 		return "", false
 	}
 	n := strings.TrimSuffix(name, "/")
@@ -179,6 +230,10 @@ func entryName(name string) (string, bool) {
 
 func (t *tarCollector) entry(ctx context.Context, hdr *tar.Header) error {
 	rel, ok := entryName(hdr.Name)
+	if !ok && tooLong(hdr.Name) {
+		return t.refuse(shortName(hdr.Name), "a name of %d bytes and %d levels, over %d bytes or %d levels",
+			len(hdr.Name), strings.Count(hdr.Name, "/")+1, MaxName, MaxDepth)
+	}
 	if !ok {
 		return t.refuse(hdr.Name, "not a name inside the directory")
 	}
@@ -203,7 +258,7 @@ func (t *tarCollector) entry(ctx context.Context, hdr *tar.Header) error {
 	if !isFile && hdr.Size != 0 {
 		return t.refuse(hdr.Name, "a %s with %d bytes of content", typeName(hdr.Typeflag), hdr.Size)
 	}
-	if err := t.parents(hdr.Name, rel); err != nil {
+	if err := t.parents(ctx, hdr.Name, rel); err != nil {
 		return err
 	}
 	guestPath := path.Join(t.guestDir, rel)
@@ -214,7 +269,7 @@ func (t *tarCollector) entry(ctx context.Context, hdr *tar.Header) error {
 	case isFile:
 		t.seen[rel] = 'f'
 		t.br.left = hdr.Size + 512
-		return t.file(ctx, rel, guestPath, Entry{Mode: fs.FileMode(hdr.Mode).Perm(), Size: hdr.Size, Body: io.NopCloser(t.tr)})
+		return t.file(ctx, rel, guestPath, Entry{Mode: fs.FileMode(hdr.Mode).Perm(), Size: hdr.Size, Body: io.NopCloser(ctxReader{ctx, t.tr})})
 	case hdr.Typeflag == tar.TypeSymlink:
 		t.seen[rel] = 'l'
 		target := hdr.Linkname
@@ -234,8 +289,8 @@ func (t *tarCollector) entry(ctx context.Context, hdr *tar.Header) error {
 
 // parents makes rel's parent directories, refusing any that this archive
 // made a link, a file or a skipped entry, or that exists here as anything
-// but a directory.
-func (t *tarCollector) parents(name, rel string) error {
+// but a directory. Each one it makes counts as an entry.
+func (t *tarCollector) parents(ctx context.Context, name, rel string) error {
 	for i := 0; i < len(rel); i++ {
 		if rel[i] != '/' {
 			continue
@@ -247,6 +302,13 @@ func (t *tarCollector) parents(name, rel string) error {
 		case 0:
 		default:
 			return t.refuse(name, "its parent %s is not a directory in the archive", shared.Show(dir))
+		}
+		if ctx.Err() != nil {
+			return ctxErr(ctx)
+		}
+		t.entries++
+		if t.lim.MaxFiles > 0 && t.entries > t.lim.MaxFiles {
+			return t.filesLimit(path.Join(t.guestDir, dir))
 		}
 		t.seen[dir] = 'd'
 		if err := t.mkdir(dir); err != nil {
@@ -305,4 +367,13 @@ func typeName(flag byte) string {
 		return "hard link"
 	}
 	return fmt.Sprintf("entry of tar type %q", flag)
+}
+
+// shortName is a name cut to what an error can show.
+func shortName(name string) string {
+	const keep = 256
+	if len(name) <= keep {
+		return name
+	}
+	return strings.ToValidUTF8(name[:keep], "") + "…"
 }

@@ -298,3 +298,152 @@ func TestCollectTarDeclaredSizeOverTheCap(t *testing.T) {
 		t.Fatalf("error %v, want the byte cap", err)
 	}
 }
+
+// A name of thousands of levels would make as many directories, each one
+// walked again from the root: it is refused before any is made, and the
+// directories a name implies count against max_files.
+func TestCollectTarRefusesADeepNameAndCountsImpliedDirectories(t *testing.T) {
+	deep := "./" + strings.Repeat("a/", 2000) + "f"
+	dest := t.TempDir()
+	_, err := artifacts.CollectTar(t.Context(), stream(tarOf(t, dirE("./"), fileE(deep, "x"))), art, dest, limits())
+	if !errors.Is(err, artifacts.ErrRefused) || !strings.Contains(err.Error(), "2002 levels, over 4096 bytes or 256 levels") {
+		t.Fatalf("error %v, want the deep name refused", err)
+	}
+	if _, err := os.Lstat(filepath.Join(dest, "a")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a directory of the deep name was made: %v", err)
+	}
+	if len(err.Error()) > 2048 {
+		t.Errorf("the error is %d bytes long; want the name cut", len(err.Error()))
+	}
+
+	lim := limits()
+	lim.MaxFiles = 3
+	_, err = artifacts.CollectTar(t.Context(), stream(tarOf(t, dirE("./"), fileE("./a/b/c/d/f", "x"))), art, t.TempDir(), lim)
+	if err == nil || !strings.Contains(err.Error(), "artifacts.max_files") {
+		t.Errorf("one file below four implied directories, max_files 3: %v; want the entry cap", err)
+	}
+}
+
+// An archive that stops right after an entry, without its end-of-archive
+// blocks, was cut short (a tar killed between two records): an error, not
+// a collection of what came.
+func TestCollectTarRefusesAnArchiveCutAtAnEntry(t *testing.T) {
+	whole := tarOf(t, dirE("./"), fileE("./a", "alpha"), fileE("./b", "bravo"))
+	cut := whole[:len(whole)-1024] // Go's writer ends with two zero blocks
+	_, err := artifacts.CollectTar(t.Context(), stream(cut), art, t.TempDir(), limits())
+	if err == nil || !strings.Contains(err.Error(), "ends without its end-of-archive blocks") {
+		t.Fatalf("error %v, want the cut archive named", err)
+	}
+	res, err := artifacts.CollectTar(t.Context(), stream(whole), art, t.TempDir(), limits())
+	if err != nil || res.Files != 2 {
+		t.Errorf("the whole archive: %+v, %v", res, err)
+	}
+}
+
+// cancelAt reads r and cancels once at bytes were read.
+type cancelAt struct {
+	r      io.Reader
+	at     int
+	read   int
+	cancel context.CancelFunc
+}
+
+func (c *cancelAt) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.read += n
+	if c.read >= c.at {
+		c.cancel()
+	}
+	return n, err
+}
+
+func (c *cancelAt) Close() error { return nil }
+
+// A sparse entry's holes are read without touching the stream: the end of
+// the collection's context stops them too, not only the stream's close.
+func TestCollectTarStopsASparseEntryAtTheDeadline(t *testing.T) {
+	const realSize = 256 << 20
+	recs := paxRecord("GNU.sparse.major", "1") + paxRecord("GNU.sparse.minor", "0") +
+		paxRecord("GNU.sparse.name", "./s") + paxRecord("GNU.sparse.realsize", fmt.Sprint(realSize))
+	var a []byte
+	a = append(a, tarOf(t, dirE("./"))...)
+	a = a[:len(a)-1024]
+	a = append(a, rawHeader("./PaxHeaders/s", 'x', len(recs))...)
+	a = append(a, padBlock([]byte(recs))...)
+	a = append(a, rawHeader("./GNUSparseFile.0/s", '0', 512)...)
+	a = append(a, padBlock([]byte("0\n"))...) // the map: no data, all hole
+	headerEnd := len(a)
+	a = append(a, make([]byte, 1024)...)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	dest := t.TempDir()
+	lim := artifacts.Limits{MaxBytes: 1 << 40, MaxFiles: 10}
+	_, err := artifacts.CollectTar(ctx, &cancelAt{r: bytes.NewReader(a), at: headerEnd, cancel: cancel}, art, dest, lim)
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("error %v, want the cancellation", err)
+	}
+	if fi, err := os.Stat(filepath.Join(dest, "s")); err == nil && fi.Size() > 1<<20 {
+		t.Errorf("%d bytes of holes written after the context ended", fi.Size())
+	}
+}
+
+// rawHeader is a ustar header block.
+func rawHeader(name string, flag byte, size int) []byte {
+	b := make([]byte, 512)
+	copy(b[0:100], name)
+	copy(b[100:108], "0000644\x00")
+	copy(b[108:116], "0000000\x00")
+	copy(b[116:124], "0000000\x00")
+	copy(b[124:136], fmt.Sprintf("%011o\x00", size))
+	copy(b[136:148], "00000000000\x00")
+	b[156] = flag
+	copy(b[257:263], "ustar\x00")
+	copy(b[263:265], "00")
+	copy(b[148:156], "        ")
+	sum := 0
+	for _, c := range b {
+		sum += int(c)
+	}
+	copy(b[148:156], fmt.Sprintf("%06o\x00 ", sum))
+	return b
+}
+
+// paxRecord is one PAX record: its length counts its own digits.
+func paxRecord(k, v string) string {
+	s := " " + k + "=" + v + "\n"
+	n := len(s) + 1
+	for len(fmt.Sprint(n))+len(s) != n {
+		n++
+	}
+	return fmt.Sprint(n) + s
+}
+
+func padBlock(b []byte) []byte {
+	if r := len(b) % 512; r != 0 {
+		b = append(b, make([]byte, 512-r)...)
+	}
+	return b
+}
+
+// The guest names what a warning says (a link's target may be 200 KiB of
+// control characters): each warning is cut, and their number bounded.
+func TestCollectTarBoundsItsWarnings(t *testing.T) {
+	entries := []tarEntry{dirE("./")}
+	for i := range artifacts.MaxWarnings + 50 {
+		entries = append(entries, linkE(fmt.Sprintf("./l%04d", i), "/"+strings.Repeat("\x01", 2000)))
+	}
+	lim := limits()
+	lim.MaxFiles = 0
+	res, err := artifacts.CollectTar(t.Context(), stream(tarOf(t, entries...)), art, t.TempDir(), lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Warnings) != artifacts.MaxWarnings+1 || !strings.Contains(res.Warnings[artifacts.MaxWarnings], "left out") {
+		t.Fatalf("%d warnings, the last %q; want %d and a line saying the rest are left out", len(res.Warnings), res.Warnings[len(res.Warnings)-1], artifacts.MaxWarnings+1)
+	}
+	for _, w := range res.Warnings {
+		if len(w) > artifacts.MaxWarning+len("… (cut)") {
+			t.Fatalf("a warning of %d bytes: %.80q…", len(w), w)
+		}
+	}
+}
