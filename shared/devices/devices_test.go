@@ -396,6 +396,12 @@ func TestBuildRefusesEscapes(t *testing.T) {
 			r.link("/nix/store/x-build/s", "/nix/store/x-build2")
 			r.mkdirAll("/nix/store/x-build2")
 		}, []string{`"sib"`, `"/nix/store/x-build2"`}},
+		{"snapshot dir is a link planted out of the work dir", func(r *memRemote) {
+			delete(r.dirs, "/var/tmp/pikaci/snapshots/abc123/snapshot")
+			delete(r.dirs, "/var/tmp/pikaci/snapshots/abc123")
+			r.link("/var/tmp/pikaci/snapshots/abc123", "/home/victim")
+			r.mkdirAll("/home/victim/snapshot")
+		}, []string{"/var/tmp/pikaci/snapshots/abc123/snapshot", `resolves to "/home/victim/snapshot", outside the work dir /var/tmp/pikaci`}},
 		{"manifest is a symlink out of the root", func(r *memRemote) {
 			delete(r.files, buildDir+"/"+ManifestPath)
 			r.file("/etc/shadow", "root:secret-hash:19000:0:99999:7:::\n")
@@ -418,6 +424,23 @@ func TestBuildRefusesEscapes(t *testing.T) {
 				t.Errorf("error echoes the file: %v", err)
 			}
 		})
+	}
+}
+
+// A work dir that is itself a link is fine: the snapshot is inside it once
+// both are resolved.
+func TestBuildWorkDirThatIsALink(t *testing.T) {
+	r := newMemRemote()
+	r.mkdirAll("/data/pikaci/snapshots/abc123/snapshot")
+	r.link("/var/tmp/pikaci", "/data/pikaci")
+	r.file("/data/pikaci/runs/run/jobs/job/staged-linux-rust/workspace-deps/"+ManifestPath, manifest(mount("workspace_deps_root", ".", "/staged/linux-rust/workspace-deps", true)))
+	r.file("/data/pikaci/runs/run/jobs/job/staged-linux-rust/workspace-build/"+ManifestPath, manifest(mount("workspace_build_root", ".", "/staged/linux-rust/workspace-build", true)))
+	p, err := Build(context.Background(), seedSpec(), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := p.Devices[0].Resolved; got != "/data/pikaci/snapshots/abc123/snapshot" {
+		t.Errorf("snapshot resolved to %s", got)
 	}
 }
 

@@ -234,10 +234,14 @@ func build(ctx context.Context, spec shared.JobSpec, r Remote, ahead bool) (Plan
 		anc = ancestors(snapshot.Source)
 		q.Resolve = append(q.Resolve, anc...)
 	}
+	// Last, the work dir: the snapshot must resolve inside it.
+	q.Resolve = append(q.Resolve, l.WorkDir)
 	a, err := fetch(ctx, r, q)
 	if err != nil {
 		return Plan{}, err
 	}
+	work := a.Resolved[len(a.Resolved)-1]
+	a.Resolved = a.Resolved[:len(a.Resolved)-1]
 	if own := a.Resolved[0]; ahead && (own.Err != nil || !own.Exists) {
 		p, ok := planned(snapshot.Source, own, anc, a.Resolved[len(a.Resolved)-len(anc):])
 		if ok {
@@ -245,6 +249,13 @@ func build(ctx context.Context, spec shared.JobSpec, r Remote, ahead bool) (Plan
 		}
 	}
 
+	if own := a.Resolved[0]; own.Err == nil && own.Exists && work.Err == nil && work.Exists && !Inside(own.Path, work.Path) {
+		// A link planted at snapshots/<hash> (or in runs/) would share a
+		// tree of the remote host that is not the job's.
+		return Plan{}, shared.Errorf(shared.ErrPermission, "snapshot_dir", snapshot.Source,
+			"the snapshot dir %s resolves to %s, outside the work dir %s (resolved: %s): a snapshot is only shared from the work dir",
+			snapshot.Source, shared.Show(own.Path), l.WorkDir, shared.Show(work.Path))
+	}
 	resolved := make(map[string]Resolved, len(q.Resolve))
 	for i, p := range q.Resolve[:1+len(payloads)] {
 		resolved[p] = a.Resolved[i]
