@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/pikaci/vmexec/plugin/internal/incus"
@@ -205,7 +206,7 @@ func (e *Executor) prepareRuntimeOn(ctx context.Context, req shared.RuntimeReque
 		e.log.Warn(msg)
 		res.Warnings = append(res.Warnings, msg)
 	}
-	if _, err := pool.Run(ctx, spec.Remote.SSHHost(), emptyDirCommand(l.ArtifactsDir)); err != nil {
+	if _, err := pool.Run(ctx, spec.Remote.SSHHost(), emptyDirCommand(l.WorkDir, l.ArtifactsDir)); err != nil {
 		return res, fmt.Errorf("prepare runtime of job %s: empty the artifacts dir %s: %w", shared.Show(l.JobID), shared.Show(l.ArtifactsDir), err)
 	}
 	if err := c.CreateInstance(ctx, project, create); err != nil {
@@ -251,11 +252,17 @@ func withLogTail(ctx context.Context, c *incus.Client, project, name, typ string
 	return fmt.Errorf("%w; %s of instance %s ends with: %s", err, file, name, shared.Show(tail))
 }
 
-// emptyDirCommand empties dir (creating it when missing) in one command,
-// every path quoted.
-func emptyDirCommand(dir string) string {
+// emptyDirCommand empties dir, a dir below workDir (creating it when
+// missing), in one command, every path quoted. Before it touches anything
+// it checks that dir resolves to the same place below the resolved work
+// dir: a link planted on the way (jobs/<job> -> someone's home) is
+// refused, not emptied.
+func emptyDirCommand(workDir, dir string) string {
 	q := layout.Quote(dir)
-	return "set -euo pipefail; mkdir -p -- " + q + "; find " + q + " -mindepth 1 -maxdepth 1 -exec rm -rf -- {} +"
+	rel := strings.TrimPrefix(dir, strings.TrimSuffix(workDir, "/")+"/")
+	return "set -euo pipefail; w=$(readlink -e -- " + layout.Quote(workDir) + "); d=$(readlink -m -- " + q + "); e=${w%/}/" + layout.Quote(rel) +
+		"; if [ \"$d\" != \"$e\" ]; then printf '%s resolves to %s, not to %s: a link on the way, left alone\\n' " + q + " \"$d\" \"$e\" >&2; exit 3; fi" +
+		"; mkdir -p -- " + q + "; find " + q + " -mindepth 1 -maxdepth 1 -exec rm -rf -- {} +"
 }
 
 // waitReady execs `true` in the instance, backing off from

@@ -19,8 +19,9 @@ import (
 )
 
 func TestEmptyDirCommandQuotesAndEmpties(t *testing.T) {
-	dir := t.TempDir() + "/it's a dir"
-	cmd := emptyDirCommand(dir)
+	work := t.TempDir()
+	dir := work + "/runs/r/jobs/it's a job/artifacts"
+	cmd := emptyDirCommand(work, dir)
 	if !strings.Contains(cmd, `'`+strings.ReplaceAll(dir, `'`, `'"'"'`)+`'`) {
 		t.Fatalf("command %q does not quote %q", cmd, dir)
 	}
@@ -39,6 +40,42 @@ func TestEmptyDirCommandQuotesAndEmpties(t *testing.T) {
 	out, err := exec.Command("ls", "-A", dir).Output()
 	if err != nil || len(out) != 0 {
 		t.Errorf("dir after emptying: %q, %v", out, err)
+	}
+}
+
+// A link planted on the way to the artifacts dir (jobs/<job> -> another
+// tree) is refused, naming where it leads; nothing there is removed or
+// made. A work dir that is itself a link is fine.
+func TestEmptyDirCommandRefusesALinkOnTheWay(t *testing.T) {
+	base := t.TempDir()
+	work, victim := base+"/work", base+"/victim"
+	for _, d := range []string{work + "/runs/r/jobs", victim + "/artifacts/precious"} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink(victim, work+"/runs/r/jobs/j"); err != nil {
+		t.Fatal(err)
+	}
+	dir := work + "/runs/r/jobs/j/artifacts"
+	out, err := exec.Command("bash", "-c", emptyDirCommand(work, dir)).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), dir+" resolves to "+victim+"/artifacts, not to "+work+"/runs/r/jobs/j/artifacts: a link on the way") {
+		t.Errorf("through a planted link: %v, %s; want a refusal naming it", err, out)
+	}
+	if _, err := os.Stat(victim + "/artifacts/precious"); err != nil {
+		t.Errorf("the victim's dir after the refusal: %v", err)
+	}
+
+	linked := base + "/linked-work"
+	if err := os.Symlink(work, linked); err != nil {
+		t.Fatal(err)
+	}
+	ok := linked + "/runs/r/jobs/fine/artifacts"
+	if out, err := exec.Command("bash", "-c", emptyDirCommand(linked, ok)).CombinedOutput(); err != nil {
+		t.Errorf("a work dir that is a link: %v, %s", err, out)
+	}
+	if fi, err := os.Stat(work + "/runs/r/jobs/fine/artifacts"); err != nil || !fi.IsDir() {
+		t.Errorf("artifacts dir below a linked work dir: %v", err)
 	}
 }
 
