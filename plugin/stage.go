@@ -274,8 +274,9 @@ func (e *Executor) transfer(ctx context.Context, pool *sshpool.Pool, host, local
 	}
 	if err == nil {
 		q := layout.Quote(dir)
-		publish := "if test -e " + q + " || test -L " + q + "; then rm -rf -- " + qt +
-			"; else mv -T -- " + qt + " " + q + " || { test -e " + q + " || exit 1; rm -rf -- " + qt + "; }; fi; " +
+		rmTemp := "{ chmod -R u+rwx -- " + qt + " 2>/dev/null; rm -rf -- " + qt + "; }"
+		publish := "if test -e " + q + " || test -L " + q + "; then " + rmTemp +
+			"; else mv -T -- " + qt + " " + q + " || { test -e " + q + " || exit 1; " + rmTemp + "; }; fi; " +
 			markerCommand(dir)
 		var out sshpool.Result
 		if out, err = pool.Run(ctx, host, publish); err == nil {
@@ -297,7 +298,9 @@ func (e *Executor) transfer(ctx context.Context, pool *sshpool.Pool, host, local
 	err = fmt.Errorf("stage snapshot %s into %s on %s: %w", local, shared.Show(dir), host, err)
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), StageCleanupTimeout)
 	defer cancel()
-	if _, cerr := pool.Run(cctx, host, "rm -rf -- "+qt); cerr != nil {
+	// The snapshot may hold read-only dirs: made writable first, or rm
+	// fails on their contents for any user but root.
+	if _, cerr := pool.Run(cctx, host, "chmod -R u+rwx -- "+qt+" 2>/dev/null; rm -rf -- "+qt); cerr != nil {
 		err = errors.Join(err, fmt.Errorf("remove temporary dir %s on %s: %w", shared.Show(tmp), host, cerr))
 	}
 	return 0, err

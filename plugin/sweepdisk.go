@@ -70,6 +70,9 @@ old() { [ $((now - $1)) -gt "$age" ]; }
 remove() {
 	kill -0 "$PPID" 2>/dev/null || exit 4
 	if [ "$dry" = 1 ]; then say would "$2" "$1" ""; return; fi
+	# A snapshot may hold read-only dirs (a module cache): made writable
+	# first, or rm fails on their contents for any user but root.
+	find "${3:-$1}" -xdev -type d ! -perm -u=rwx -exec chmod u+rwx -- {} \; 2>/dev/null
 	if e=$(rm -rf --one-file-system -- "${3:-$1}" 2>&1); then say removed "$2" "$1" ""; else say failed "$2" "$1" "$e"; fi
 }
 retire() {

@@ -3,6 +3,7 @@ package plugin
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -282,5 +283,66 @@ func TestSweepDiskFailuresAreQuotedAndBounded(t *testing.T) {
 	}
 	if !strings.Contains(msg, "; and 5 more") || strings.Contains(msg, "h10") || len(msg) > 10*700 {
 		t.Errorf("error names more than %d failures or does not count the rest (%d bytes): %q", maxSweepFailures, len(msg), msg)
+	}
+}
+
+// A snapshot may hold read-only dirs (a Go module cache does): the sweep,
+// run as the work dir's owner and not as root, removes them all the same.
+// (Root passes over modes: as root the test runs the sweep as nobody.)
+func TestSweepDiskRemovesReadOnlyDirsAsTheirOwner(t *testing.T) {
+	var wrap []string
+	uid, gid := os.Getuid(), os.Getgid()
+	if uid == 0 {
+		setpriv, err := exec.LookPath("setpriv")
+		if err != nil {
+			t.Skip("root without setpriv: no way to run as another user")
+		}
+		uid, gid = 65534, 65534
+		wrap = []string{setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"}
+	}
+	base := t.TempDir()
+	for d := base; d != filepath.Dir(d) && strings.HasPrefix(d, os.TempDir()+"/"); d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil { // reachable by nobody
+			t.Fatal(err)
+		}
+	}
+	w := filepath.Join(base, "work")
+	ro := w + "/snapshots/h-old/snapshot/pkg/mod/example.com/m@v1"
+	mkdirs(t, ro, w+"/runs")
+	if err := os.WriteFile(ro+"/go.mod", []byte("module m\n"), 0o444); err != nil {
+		t.Fatal(err)
+	}
+	if err := filepath.Walk(w, func(p string, _ os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(p, uid, gid)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{ro, filepath.Dir(ro), w + "/snapshots/h-old/snapshot/pkg/mod"} {
+		if err := os.Chmod(d, 0o555); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { _ = exec.Command("chmod", "-R", "u+rwx", w).Run() })
+	ageTree(t, w, 2*time.Hour)
+
+	args := append(wrap, "bash", "-c", sweepDiskCommand(w, time.Hour, false))
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Stdin = bytes.NewReader(sweepDiskInput(nil, nil))
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("sweep script: %v", err)
+	}
+	var res shared.SweepResult
+	if err := parseSweepDisk(out, "h", w, &res); err != nil {
+		t.Fatal(err) // rm's failure is an error naming what it could not remove
+	}
+	if want := []string{"h:" + w + "/snapshots/h-old"}; !slices.Equal(res.Removed, want) {
+		t.Errorf("removed %q; want %q", res.Removed, want)
+	}
+	if _, err := os.Lstat(w + "/snapshots/h-old"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the snapshot after the sweep: %v; want it gone", err)
 	}
 }
