@@ -192,6 +192,10 @@ func (g guest) waitTar(ctx context.Context, proc *incus.Process) (int, error) {
 	return proc.Wait(wctx)
 }
 
+// artifactFileTimeout bounds each file API read of a collection; 0:
+// artifacts.FileTimeout. A variable for tests.
+var artifactFileTimeout time.Duration
+
 // collectFiles collects dir through the file API, the special files
 // listed first with one exec: the file API must never be asked for a FIFO.
 func (g guest) collectFiles(ctx context.Context, dir, dest string, lim artifacts.Limits) (shared.CollectResult, error) {
@@ -200,7 +204,7 @@ func (g guest) collectFiles(ctx context.Context, dir, dest string, lim artifacts
 		return shared.CollectResult{Dir: dest}, err
 	}
 	src := incusFiles{client: g.client, project: g.project, instance: g.instance, special: special}
-	res, err := artifacts.Collect(ctx, src, dir, dest, lim, artifacts.Options{})
+	res, err := artifacts.Collect(ctx, src, dir, dest, lim, artifacts.Options{FileTimeout: artifactFileTimeout})
 	res.Warnings = append(warnings, res.Warnings...)
 	return res, err
 }

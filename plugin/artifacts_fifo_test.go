@@ -5,6 +5,7 @@ package plugin_test
 // GET of a FIFO makes the next force stop fail and the delete hang).
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -13,9 +14,11 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/pikaci/vmexec/plugin"
 	"github.com/pikaci/vmexec/shared"
 	"github.com/pikaci/vmexec/shared/layout"
 )
@@ -54,6 +57,52 @@ func TestCollectArtifactsSkipsFIFOsWithoutReadingThem(t *testing.T) {
 	res2, err := w.e.Cleanup(t.Context(), shared.CleanupRequest{Job: job})
 	if err != nil || !res2.Deleted {
 		t.Fatalf("Cleanup after collecting FIFOs: %+v, %v", res2, err)
+	}
+	if _, err := w.lxd.Instance(t.Context(), wholeJobProject, l.Instance); !errors.Is(err, shared.ErrNotFound) {
+		t.Errorf("instance left: %v", err)
+	}
+}
+
+// A guest that has no tar and whose sh lies about the special files (it
+// prints the listing's end marker, nothing else): the FIFO is read through
+// the file API after all. The read is given up on at its bound, and the
+// server is made to end it (an empty file written there), so that the
+// instance still goes at once: the collection is a system failure naming
+// the path, and Cleanup deletes the instance.
+func TestCollectArtifactsEndsAFIFOReadTheListingHid(t *testing.T) {
+	defer plugin.SetArtifactFileTimeout(2 * time.Second)()
+	w := newWholeEnv(t)
+	job := w.job(t, "true")
+	job.Artifacts = &shared.Artifacts{Path: "/out"}
+	l, _ := layout.Derive(job.JobSpec)
+	t.Cleanup(func() { os.RemoveAll(job.Host.JobDir) })
+	w.prepare(t, job)
+	// The lying sh, in every dir of PATH that has one: $2 is the script,
+	// $5 the listing's nonce.
+	hostile := `set -e; mkdir -p /out; echo kept > /out/a; mkfifo /out/p
+for p in /bin/busybox /usr/bin/busybox /sbin/busybox /usr/sbin/busybox; do [ -x "$p" ] && [ ! -L "$p" ] && bb=$p; done
+cat > /tmp/lying-sh <<EOS
+#!$bb ash
+case \$2 in *find*) printf 'end %s\0' \$((\$5 + 1)); exit 0;; esac
+exec $bb ash "\$@"
+EOS
+busybox chmod 755 /tmp/lying-sh
+for d in /bin /sbin /usr/bin /usr/sbin /usr/local/bin /usr/local/sbin; do
+	busybox rm -f "$d/tar"
+	if [ -e "$d/sh" ]; then busybox cp /tmp/lying-sh "$d/sh.new"; busybox mv -f "$d/sh.new" "$d/sh"; fi
+done`
+	if code, out := w.guest(t, l.Instance, "sh", "-c", hostile); code != 0 {
+		t.Fatalf("guest setup: exit %d: %s", code, out)
+	}
+	_, err := w.e.CollectArtifacts(t.Context(), shared.CollectRequest{Job: job})
+	if err == nil || !strings.Contains(err.Error(), `"/out/p" did not answer within 2s`) {
+		t.Fatalf("CollectArtifacts: %v; want the FIFO's read bounded and named", err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	res, err := w.e.Cleanup(ctx, shared.CleanupRequest{Job: job})
+	if err != nil || !res.Deleted {
+		t.Fatalf("Cleanup after a FIFO read was given up on: %+v, %v", res, err)
 	}
 	if _, err := w.lxd.Instance(t.Context(), wholeJobProject, l.Instance); !errors.Is(err, shared.ErrNotFound) {
 		t.Errorf("instance left: %v", err)

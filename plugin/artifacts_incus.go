@@ -33,6 +33,14 @@ func (f incusFiles) GetFile(ctx context.Context, path string) (artifacts.Entry, 
 		return artifacts.Entry{Type: what + " (not read)", Size: -1}, nil
 	}
 	file, err := f.client.GetFile(ctx, f.project, f.instance, path)
+	var bound *incus.RequestTimeoutError
+	if err != nil && (ctx.Err() != nil || errors.As(err, &bound)) {
+		// No answer before it was given up on: a FIFO the listing did not
+		// name (the guest answers the listing, and may lie, or make one
+		// since). Left waiting, its read blocks the instance's stop and
+		// delete.
+		unblockRead(ctx, f.client, f.project, f.instance, path)
+	}
 	if err != nil {
 		// A missing path answers 404 "Not Found"; a missing instance
 		// answers 404 "Instance not found", which is an error.
@@ -50,6 +58,19 @@ func (f incusFiles) GetFile(ctx context.Context, path string) (artifacts.Entry, 
 		Target:  file.Target,
 		Body:    file.Body,
 	}, nil
+}
+
+// unblockReadBound bounds unblockRead.
+const unblockReadBound = 10 * time.Second
+
+// unblockRead ends a file API read of path that got no answer, a FIFO's
+// waiting for a writer: the server writes an empty file there, which opens
+// the FIFO for writing and closes it. No program of the guest's takes
+// part. Its failure changes nothing: the read was given up on already.
+func unblockRead(ctx context.Context, c *incus.Client, project, instance, path string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), unblockReadBound)
+	defer cancel()
+	_ = c.PushEmptyFile(ctx, project, instance, path)
 }
 
 // Bounds of the special-file listing: its exec, and its output.

@@ -18,3 +18,11 @@ func SetTerminateBound(d time.Duration) (restore func()) {
 	terminateBound = d
 	return func() { terminateBound = old }
 }
+
+// SetArtifactFileTimeout sets the bound on each file API read of a
+// collection, for a test, and returns a function restoring it.
+func SetArtifactFileTimeout(d time.Duration) (restore func()) {
+	old := artifactFileTimeout
+	artifactFileTimeout = d
+	return func() { artifactFileTimeout = old }
+}

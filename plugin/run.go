@@ -205,33 +205,18 @@ const maxSymlinkHops = 8
 // answers. A variable for tests.
 var guestFileTimeout = artifacts.FileTimeout
 
-// unblockBound bounds unblockFIFO.
-const unblockBound = 10 * time.Second
-
 // guestReadTimeout is the error of a guest read that did not answer within
-// guestFileTimeout, nil for any other failure. Before it returns it
-// unblocks the read (see unblockFIFO).
+// guestFileTimeout, nil for any other failure. Before it returns it ends
+// the read in the server (unblockRead): on LXD 5.0 a file API read of a
+// FIFO given up on goes on there, and the instance's force stop (Cleanup)
+// fails with "operation timed out" until it ends.
 func guestReadTimeout(ctx, fctx context.Context, c *incus.Client, project, name, field, value, path string, err error) error {
 	if ctx.Err() != nil || !errors.Is(fctx.Err(), context.DeadlineExceeded) {
 		return nil
 	}
-	unblockFIFO(ctx, c, project, name, path)
+	unblockRead(ctx, c, project, name, path)
 	return shared.Errorf(shared.ErrUnavailable, field, value,
 		"%s did not answer within %s in the guest (a FIFO?): %w", shared.Show(path), guestFileTimeout, err)
-}
-
-// unblockFIFO opens path for writing and closes it at once, when it is a
-// FIFO, so that the file API read we gave up on ends: on LXD 5.0 that
-// read otherwise goes on in the server, and the instance's force stop
-// (Cleanup) fails with "operation timed out" until it does. It needs a
-// shell in the guest; without one nothing is lost but the stop.
-func unblockFIFO(ctx context.Context, c *incus.Client, project, name, path string) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), unblockBound)
-	defer cancel()
-	_, _ = c.Exec(ctx, project, name, incus.ExecRequest{
-		Command: []string{"sh", "-c", `[ -p "$1" ] && : > "$1"`, "sh", path},
-		Stdout:  io.Discard, Stderr: io.Discard,
-	})
 }
 
 // guestChecks runs RunJob's reads of the guest before the job at once:

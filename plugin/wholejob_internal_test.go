@@ -110,7 +110,11 @@ func TestWaitReadyTimesOutNamingTheInstance(t *testing.T) {
 	if err := c.CreateInstance(ctx, "default", incus.CreateRequest{Name: name, Type: incus.TypeContainer, Alias: lxdtest.ImageAlias, Profiles: []string{"default"}}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.DeleteInstance(context.Background(), "default", name) })
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		c.DeleteInstance(ctx, "default", name)
+	})
 	err := waitReady(ctx, c, "default", name, 1500*time.Millisecond)
 	if !errors.Is(err, shared.ErrUnavailable) {
 		t.Fatalf("error kind %v, want ErrUnavailable: %v", shared.KindOf(err), err)
@@ -190,7 +194,8 @@ func TestRunJobChecksGiveUpOnAFIFO(t *testing.T) {
 }
 
 // On LXD a file API read of a FIFO given up on goes on in the server and
-// makes the instance's force stop time out; the checks unblock it, so the
+// makes the instance's force stop time out; the checks end it through the
+// server, with no program of the guest's (this guest has no sh), so the
 // instance can still be cleaned up.
 func TestRunJobChecksOnAFIFOLeaveTheInstanceDeletable(t *testing.T) {
 	d := lxdtest.Shared(t)
@@ -202,12 +207,16 @@ func TestRunJobChecksOnAFIFOLeaveTheInstanceDeletable(t *testing.T) {
 	if err := c.CreateInstance(ctx, "default", incus.CreateRequest{Name: name, Type: incus.TypeContainer, Alias: lxdtest.ImageAlias, Profiles: []string{"default"}}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.DeleteInstance(context.Background(), "default", name) })
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		c.DeleteInstance(ctx, "default", name)
+	})
 	if err := c.Start(ctx, "default", name); err != nil {
 		t.Fatal(err)
 	}
 	var out strings.Builder
-	code, err := c.Exec(ctx, "default", name, incus.ExecRequest{Command: []string{"sh", "-c", "mkfifo /pipe && rm /etc/passwd && mkfifo /etc/passwd"}, Stdout: &out, Stderr: &out})
+	code, err := c.Exec(ctx, "default", name, incus.ExecRequest{Command: []string{"sh", "-c", "mkfifo /pipe && rm /etc/passwd && mkfifo /etc/passwd && for d in /bin /sbin /usr/bin /usr/sbin; do busybox rm -f $d/sh; done"}, Stdout: &out, Stderr: &out})
 	if err != nil || code != 0 {
 		t.Fatalf("guest setup: %d, %v: %s", code, err, out.String())
 	}
