@@ -104,6 +104,11 @@ func Derive(spec shared.JobSpec) (Layout, error) {
 		if err != nil {
 			return Layout{}, err
 		}
+		if own := ownDir(rel); own != "" {
+			return Layout{}, shared.Errorf(shared.ErrInvalidInput, payloadField(i, "local_dir"), p.LocalDir,
+				"%s %s is the job dir's %s dir or lies in it (%s): that dir is the executor's own, emptied and written by it; stage payloads beside it",
+				payloadField(i, "local_dir"), shared.Show(p.LocalDir), own, shared.Show(path.Join(spec.Host.JobDir, own)))
+		}
 		l.Payloads = append(l.Payloads, Payload{
 			Name:      p.Name,
 			LocalDir:  p.LocalDir,
@@ -140,6 +145,22 @@ func (l Layout) checkLengths() error {
 		}
 	}
 	return nil
+}
+
+// OwnDirs are the job dir's subdirs that the executor makes and owns, on
+// the runner host and on the remote: a payload may not be one, or lie in
+// one (the artifacts dir is emptied before each run and collected into).
+var OwnDirs = []string{"artifacts", "vm"}
+
+// ownDir is the dir of OwnDirs that rel (relative to the job dir) is or
+// lies in, "" for none.
+func ownDir(rel string) string {
+	for _, d := range OwnDirs {
+		if rel == d || strings.HasPrefix(rel, d+"/") {
+			return d
+		}
+	}
+	return ""
 }
 
 func payloadField(i int, field string) string {

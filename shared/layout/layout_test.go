@@ -139,6 +139,29 @@ func TestPayloadDirsMirrorAnyLayout(t *testing.T) {
 	}
 }
 
+// A payload that is, or lies in, the job dir's artifacts or vm dir (the
+// executor's own: the artifacts dir is emptied before the job) is refused,
+// naming the field and the value; a name that merely starts alike is fine.
+func TestPayloadInTheExecutorsOwnDirIsRefused(t *testing.T) {
+	for _, tc := range []struct{ local, want string }{
+		{"/tmp/run/jobs/job/artifacts", `host.staged_payloads[0].local_dir "/tmp/run/jobs/job/artifacts" is the job dir's artifacts dir`},
+		{"/tmp/run/jobs/job/artifacts/deps", `"/tmp/run/jobs/job/artifacts/deps" is the job dir's artifacts dir or lies in it`},
+		{"/tmp/run/jobs/job/vm", `"/tmp/run/jobs/job/vm" is the job dir's vm dir`},
+		{"/tmp/run/jobs/job/artifacts-deps", ""},
+		{"/tmp/run/jobs/job/staged/artifacts", ""},
+	} {
+		s := seedSpec()
+		s.Host.StagedPayloads = []shared.StagedPayload{{Name: "p", LocalDir: tc.local}}
+		_, err := Derive(s)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: %v; want it accepted", tc.local, err)
+		case tc.want != "" && (!errors.Is(err, shared.ErrInvalidInput) || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: %v; want ErrInvalidInput containing %q", tc.local, err, tc.want)
+		}
+	}
+}
+
 func TestQuote(t *testing.T) {
 	tests := []struct{ in, want string }{
 		{"", "''"},
