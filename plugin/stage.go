@@ -11,6 +11,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -148,7 +149,9 @@ type remoteState struct {
 func markerCommand(dir string) string {
 	m := layout.Quote(path.Join(dir, shared.SnapshotMarker))
 	d := layout.Quote(dir)
-	return "if test -f " + m + "; then echo marker && cat -- " + m +
+	// At most one byte past a marker's size is read: a marker that is a
+	// link to a huge file is refused without draining it.
+	return "if test -f " + m + "; then echo marker && head -c " + strconv.Itoa(stage.MaxMarker+1) + " -- " + m +
 		"; elif test -e " + d + " || test -L " + d + "; then echo other; else echo none; fi"
 }
 

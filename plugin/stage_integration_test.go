@@ -416,6 +416,32 @@ func TestStagePublishesNothingWhenTheRemoteTarStopsEarly(t *testing.T) {
 	}
 }
 
+// A remote marker of 2 MiB (a link to a huge file, say) is refused having
+// read one byte past a marker's limit, not drained whole.
+func TestStageReadsAnOversizedRemoteMarkerOnlyToItsLimit(t *testing.T) {
+	e := plugin.New(nil)
+	t.Cleanup(func() { e.Close() })
+	local := filepath.Join(t.TempDir(), "snap")
+	writeSnapshot(t, local, "big", 1)
+	spec := e2eSpec(t, filepath.Join(t.TempDir(), "work dir"), "/nonexistent")
+	spec.Remote.Host = "localhost"
+	spec.Host.StagedPayloads = nil
+	spec.Host.SnapshotContentHash = "big"
+	spec.Host.SnapshotDir = local
+	job := shared.WholeJob{JobSpec: spec}
+	dir := snapshotDirOf(t, job)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, shared.SnapshotMarker), make([]byte, 2<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.StageWorkspaceSnapshot(t.Context(), shared.StageRequest{Job: job})
+	if want := fmt.Sprintf("%d bytes, more than the %d a marker may have", 1<<20+1, 1<<20); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("error %v; want one containing %q", err, want)
+	}
+}
+
 // A remote snapshot dir that resolves outside the work dir (a symlink
 // planted at snapshots/<hash>, pointing at a tree with a matching marker)
 // is refused like any other path that leaves its root, not reused; a work
