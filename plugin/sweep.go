@@ -34,6 +34,9 @@ func (e *Executor) Sweep(ctx context.Context, req shared.SweepRequest) (shared.S
 			return shared.SweepResult{}, err
 		}
 	}
+	if err := shared.CheckLive(req.Live); err != nil {
+		return shared.SweepResult{}, err
+	}
 	pool, ep, err := e.wholeJobEndpoint(ctx, req.Remote)
 	if err != nil {
 		return shared.SweepResult{}, err

@@ -2,6 +2,7 @@ package shared
 
 import (
 	"context"
+	"strings"
 	"time"
 )
 
@@ -351,6 +352,19 @@ type SweepRequest struct {
 	// not used for that long that no live instance mounts. No link is
 	// followed.
 	WorkDir string `json:"work_dir,omitempty"`
+}
+
+// CheckLive refuses a Live entry that is not "run:job" with both parts
+// non-empty: a bare run id would keep nothing, and its run dir would be
+// swept under a job that runs.
+func CheckLive(live []string) error {
+	for i, l := range live {
+		run, job, ok := strings.Cut(l, ":")
+		if !ok || run == "" || job == "" {
+			return Errorf(ErrInvalidInput, "live", l, "live[%d] %s is not RUN:JOB", i, Show(l))
+		}
+	}
+	return nil
 }
 
 // SweepResult names the instances deleted (or, for a dry run, that would

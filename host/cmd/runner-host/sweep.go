@@ -139,8 +139,7 @@ func readLive(path string) ([]string, error) {
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
-		run, job, ok := strings.Cut(line, ":")
-		if !ok || run == "" || job == "" {
+		if err := shared.CheckLive([]string{line}); err != nil {
 			return nil, shared.Errorf(shared.ErrInvalidInput, "live", line, "%s line %d: %s is not RUN:JOB", path, n, shared.Show(line))
 		}
 		live = append(live, line)
