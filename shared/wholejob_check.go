@@ -235,15 +235,20 @@ func checkString(field, v string) error {
 }
 
 // CheckToken checks one non-empty token, as runtime.image and a cluster
-// member's ssh_host are checked: no space and no control character. The
+// member's ssh_host are checked: no space and no control character, not
+// "." or "..". The
 // runner's config file checks its remote.host and project with it.
 func CheckToken(field, v string) error { return checkToken(field, v) }
 
 // checkToken checks one non-empty token: no space and no control
-// character.
+// character, and not "." or ".." (which a URL path such as
+// /1.0/profiles/<name> would take for a step up).
 func checkToken(field, v string) error {
 	if v == "" {
 		return Errorf(ErrInvalidInput, field, v, "%s is empty", field)
+	}
+	if v == "." || v == ".." {
+		return Errorf(ErrInvalidInput, field, v, "%s %s is not a name", field, Show(v))
 	}
 	if err := checkString(field, v); err != nil {
 		return err

@@ -53,6 +53,8 @@ func CheckCases() []CheckCase {
 		{"instance type", func(w *shared.WholeJob) { w.Runtime.InstanceType = "vm" }, "runtime.instance_type", "vm"},
 		{"empty profile", func(w *shared.WholeJob) { w.Runtime.Profiles = []string{"ci", ""} }, "runtime.profiles[1]", ""},
 		{"profile with slash", func(w *shared.WholeJob) { w.Runtime.Profiles = []string{"a/b"} }, "runtime.profiles[0]", "a/b"},
+		{"profile that is ..", func(w *shared.WholeJob) { w.Runtime.Profiles = []string{".."} }, "runtime.profiles[0]", ".."},
+		{"image that is .", func(w *shared.WholeJob) { w.Runtime.Image = "." }, "runtime.image", "."},
 		{"negative cpu", func(w *shared.WholeJob) { w.Runtime.Limits.CPU = -1 }, "runtime.limits.cpu", "-1"},
 		{"memory unit", func(w *shared.WholeJob) { w.Runtime.Limits.Memory = "4G" }, "runtime.limits.memory", "4G"},
 		{"memory fraction", func(w *shared.WholeJob) { w.Runtime.Limits.Memory = "1.5GiB" }, "runtime.limits.memory", "1.5GiB"},
