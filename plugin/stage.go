@@ -242,6 +242,11 @@ func (e *Executor) transfer(ctx context.Context, pool *sshpool.Pool, host, local
 	}
 	tmp := path.Join(path.Dir(dir), tempPrefix+hex.EncodeToString(rnd[:]))
 	qt := layout.Quote(tmp)
+	// The stream's last entry: found after the extract, the remote tar
+	// read the whole stream. A tar that stopped early with the rest still
+	// in the SSH window (up to 2 MiB) is not seen on this side.
+	end := streamEndPrefix + hex.EncodeToString(rnd[:])
+	qe := layout.Quote(path.Join(tmp, end))
 
 	// The stream is complete only when WriteTar returns nil: tar on the
 	// remote might take a cut stream for a short one, so the publish is a
@@ -253,7 +258,7 @@ func (e *Executor) transfer(ctx context.Context, pool *sshpool.Pool, host, local
 	}
 	wc := make(chan wrote, 1)
 	go func() {
-		n, err := stage.WriteTar(ctx, pw, local)
+		n, err := stage.WriteTar(ctx, pw, local, end)
 		pw.CloseWithError(err) // nil: EOF
 		wc <- wrote{n, err}
 	}()
@@ -269,7 +274,7 @@ func (e *Executor) transfer(ctx context.Context, pool *sshpool.Pool, host, local
 	case errors.Is(w.err, errTransferEnded) && err == nil:
 		// The remote tar exited 0 before it read the whole stream: what
 		// it extracted is a cut snapshot, never published.
-		err = fmt.Errorf("the remote tar ended before it read the whole snapshot (%d bytes sent): %w", w.n, w.err)
+		err = fmt.Errorf("the snapshot stream was cut short: the remote tar ended before it read it whole (%d bytes sent): %w", w.n, w.err)
 	case errors.Is(w.err, errTransferEnded):
 		// The remote's failure says why it stopped reading.
 	case !errors.Is(err, w.err):
@@ -278,7 +283,9 @@ func (e *Executor) transfer(ctx context.Context, pool *sshpool.Pool, host, local
 	if err == nil {
 		q := layout.Quote(dir)
 		rmTemp := "{ chmod -R u+rwx -- " + qt + " 2>/dev/null; rm -rf -- " + qt + "; }"
-		publish := "if test -e " + q + " || test -L " + q + "; then " + rmTemp +
+		publish := "if ! test -f " + qe + " || test -L " + qe + "; then echo 'the snapshot stream was cut short: its last entry did not arrive' >&2; exit 4; fi; " +
+			"rm -f -- " + qe + "; " +
+			"if test -e " + q + " || test -L " + q + "; then " + rmTemp +
 			"; else mv -T -- " + qt + " " + q + " || { test -e " + q + " || exit 1; " + rmTemp + "; }; fi; " +
 			markerCommand(dir)
 		var out sshpool.Result
@@ -310,6 +317,9 @@ func (e *Executor) transfer(ctx context.Context, pool *sshpool.Pool, host, local
 }
 
 var errTransferEnded = errors.New("snapshot transfer ended")
+
+// streamEndPrefix names the snapshot stream's last entry (see transfer).
+const streamEndPrefix = ".pikaci-stream-end-"
 
 // keyedLocks is a mutex per key whose lock waits respect a context.
 type keyedLocks struct {

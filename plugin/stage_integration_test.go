@@ -371,7 +371,7 @@ func TestStageLocalhost(t *testing.T) {
 // A remote tar that exits 0 before it read the whole stream (here: it
 // reads 4 KiB, extracts that, and says nothing) leaves a cut snapshot in
 // the temporary dir: it is refused, never published, and removed; the
-// next stage sends the snapshot again.
+// next stage sends the snapshot again (and the end entry is not in it).
 func TestStagePublishesNothingWhenTheRemoteTarStopsEarly(t *testing.T) {
 	tar, err := exec.LookPath("tar")
 	if err != nil {
@@ -382,37 +382,49 @@ func TestStagePublishesNothingWhenTheRemoteTarStopsEarly(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(bin, "tar"), []byte(fake), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	e := plugin.New(nil)
-	t.Cleanup(func() { e.Close() })
-	local := filepath.Join(t.TempDir(), "snap")
-	writeSnapshot(t, local, "cut", 300)
-	spec := e2eSpec(t, filepath.Join(t.TempDir(), "work dir"), "/nonexistent")
-	spec.Remote.Host = "localhost"
-	spec.Host.StagedPayloads = nil
-	spec.Host.SnapshotContentHash = "cut"
-	spec.Host.SnapshotDir = local
-	job := shared.WholeJob{JobSpec: spec}
-	dir := snapshotDirOf(t, job)
+	// A stream larger than the pipe to the remote: its writer is still
+	// blocked when the remote ends. One that fits: the writer is done
+	// first, and only the stream's last entry, missing, tells.
+	for _, tc := range []struct {
+		name  string
+		extra int
+	}{{"larger than the pipe", 300}, {"within the pipe", 3}} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := plugin.New(nil)
+			t.Cleanup(func() { e.Close() })
+			hash := fmt.Sprintf("cut-%d", tc.extra)
+			local := filepath.Join(t.TempDir(), "snap")
+			writeSnapshot(t, local, hash, tc.extra)
+			spec := e2eSpec(t, filepath.Join(t.TempDir(), "work dir"), "/nonexistent")
+			spec.Remote.Host = "localhost"
+			spec.Host.StagedPayloads = nil
+			spec.Host.SnapshotContentHash = hash
+			spec.Host.SnapshotDir = local
+			job := shared.WholeJob{JobSpec: spec}
+			dir := snapshotDirOf(t, job)
 
-	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
-	_, err = e.StageWorkspaceSnapshot(t.Context(), shared.StageRequest{Job: job})
-	if err == nil || !strings.Contains(err.Error(), "the remote tar ended before it read the whole snapshot") {
-		t.Fatalf("error %v, want the cut stream named", err)
-	}
-	if _, err := os.Lstat(dir); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("snapshot dir after a cut stream: %v; want none", err)
-	}
-	if left := tempDirsIn(t, filepath.Dir(dir)); len(left) != 0 {
-		t.Errorf("temporary dirs left: %q", left)
-	}
+			path := os.Getenv("PATH")
+			t.Setenv("PATH", bin+string(os.PathListSeparator)+path)
+			_, err := e.StageWorkspaceSnapshot(t.Context(), shared.StageRequest{Job: job})
+			if err == nil || !strings.Contains(err.Error(), "the snapshot stream was cut short") {
+				t.Fatalf("error %v, want the cut stream named", err)
+			}
+			if _, err := os.Lstat(dir); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("snapshot dir after a cut stream: %v; want none", err)
+			}
+			if left := tempDirsIn(t, filepath.Dir(dir)); len(left) != 0 {
+				t.Errorf("temporary dirs left: %q", left)
+			}
 
-	t.Setenv("PATH", strings.TrimPrefix(os.Getenv("PATH"), bin+string(os.PathListSeparator)))
-	res, err := e.StageWorkspaceSnapshot(t.Context(), shared.StageRequest{Job: job})
-	if err != nil || res.Reused {
-		t.Fatalf("stage with a real tar: %+v, %v; want it sent", res, err)
-	}
-	if diff := cmp.Diff(treeOf(t, local), treeOf(t, res.SnapshotDir)); diff != "" {
-		t.Errorf("staged snapshot differs (-local +staged):\n%s", diff)
+			t.Setenv("PATH", path)
+			res, err := e.StageWorkspaceSnapshot(t.Context(), shared.StageRequest{Job: job})
+			if err != nil || res.Reused {
+				t.Fatalf("stage with a real tar: %+v, %v; want it sent", res, err)
+			}
+			if diff := cmp.Diff(treeOf(t, local), treeOf(t, res.SnapshotDir)); diff != "" {
+				t.Errorf("staged snapshot differs (-local +staged):\n%s", diff)
+			}
+		})
 	}
 }
 

@@ -69,7 +69,7 @@ func readTar(tb testing.TB, b []byte) []entry {
 func TestWriteTar(t *testing.T) {
 	root := tree(t)
 	var buf bytes.Buffer
-	n, err := stage.WriteTar(t.Context(), &buf, root)
+	n, err := stage.WriteTar(t.Context(), &buf, root, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +91,7 @@ func TestWriteTar(t *testing.T) {
 
 	// Deterministic: the same tree gives the same bytes.
 	var again bytes.Buffer
-	if _, err := stage.WriteTar(t.Context(), &again, root); err != nil {
+	if _, err := stage.WriteTar(t.Context(), &again, root, ""); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(buf.Bytes(), again.Bytes()) {
@@ -105,7 +105,7 @@ func TestWriteTarRefusesFIFO(t *testing.T) {
 	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, err := stage.WriteTar(t.Context(), io.Discard, root)
+	_, err := stage.WriteTar(t.Context(), io.Discard, root, "")
 	if !errors.Is(err, stage.ErrUnsupportedType) || !errors.Is(err, shared.ErrInvalidInput) {
 		t.Fatalf("error %v, want ErrUnsupportedType of kind invalid input", err)
 	}
@@ -134,7 +134,7 @@ func TestWriteTarRoot(t *testing.T) {
 		{"missing root", filepath.Join(dir, "nope"), shared.ErrNotFound},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := stage.WriteTar(t.Context(), io.Discard, tc.root)
+			_, err := stage.WriteTar(t.Context(), io.Discard, tc.root, "")
 			if !errors.Is(err, tc.kind) || !strings.Contains(err.Error(), tc.root) {
 				t.Errorf("error %v, want %v naming %s", err, tc.kind, tc.root)
 			}
@@ -145,7 +145,7 @@ func TestWriteTarRoot(t *testing.T) {
 func TestWriteTarCancelled(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
-	if _, err := stage.WriteTar(ctx, io.Discard, tree(t)); !errors.Is(err, context.Canceled) {
+	if _, err := stage.WriteTar(ctx, io.Discard, tree(t), ""); !errors.Is(err, context.Canceled) {
 		t.Errorf("error %v, want context.Canceled", err)
 	}
 }

@@ -56,8 +56,13 @@ func (c *counter) Write(p []byte) (int, error) {
 // path and wrapping ErrUnsupportedType; what was written before stays
 // written, so a caller must treat the stream as failed.
 //
+// end, when not empty, names an empty file written as the archive's last
+// entry: a remote that finds it after extracting read the whole stream (a
+// reader that stopped early, with the rest left in the buffers on the way,
+// goes unnoticed on the writing side).
+//
 // ctx is checked between entries and while a file's content is copied.
-func WriteTar(ctx context.Context, w io.Writer, localDir string) (int64, error) {
+func WriteTar(ctx context.Context, w io.Writer, localDir, end string) (int64, error) {
 	fi, err := os.Lstat(localDir)
 	if err != nil {
 		return 0, shared.Errorf(shared.ErrNotFound, "host.snapshot_dir", localDir, "snapshot %s: %w", localDir, err)
@@ -74,6 +79,11 @@ func WriteTar(ctx context.Context, w io.Writer, localDir string) (int64, error) 
 	buf := make([]byte, 256<<10)
 	if err := writeDir(ctx, tw, localDir, "", buf); err != nil {
 		return c.n, err
+	}
+	if end != "" {
+		if err := tw.WriteHeader(&tar.Header{Name: end, Typeflag: tar.TypeReg, Mode: 0o600, Format: tar.FormatPAX}); err != nil {
+			return c.n, fmt.Errorf("snapshot %s: finish tar stream: %w", localDir, err)
+		}
 	}
 	if err := tw.Close(); err != nil {
 		return c.n, fmt.Errorf("snapshot %s: finish tar stream: %w", localDir, err)
