@@ -66,11 +66,11 @@ func TestCollectArtifactsSkipsFIFOsWithoutReadingThem(t *testing.T) {
 // A guest that has no tar and whose sh lies about the special files (it
 // prints the listing's end marker, nothing else): the FIFO is read through
 // the file API after all. The read is given up on at its bound, and the
-// server is made to end it (an empty file written there), so that the
+// server is made to end it (it appends nothing there), so that the
 // instance still goes at once: the collection is a system failure naming
 // the path, and Cleanup deletes the instance.
 func TestCollectArtifactsEndsAFIFOReadTheListingHid(t *testing.T) {
-	defer plugin.SetArtifactFileTimeout(2 * time.Second)()
+	defer plugin.SetArtifactFileTimeout(5 * time.Second)()
 	w := newWholeEnv(t)
 	job := w.job(t, "true")
 	job.Artifacts = &shared.Artifacts{Path: "/out"}
@@ -95,7 +95,7 @@ done`
 		t.Fatalf("guest setup: exit %d: %s", code, out)
 	}
 	_, err := w.e.CollectArtifacts(t.Context(), shared.CollectRequest{Job: job})
-	if err == nil || !strings.Contains(err.Error(), `"/out/p" did not answer within 2s`) {
+	if err == nil || !strings.Contains(err.Error(), `"/out/p" did not answer within 5s`) {
 		t.Fatalf("CollectArtifacts: %v; want the FIFO's read bounded and named", err)
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)

@@ -64,13 +64,14 @@ func (f incusFiles) GetFile(ctx context.Context, path string) (artifacts.Entry, 
 const unblockReadBound = 10 * time.Second
 
 // unblockRead ends a file API read of path that got no answer, a FIFO's
-// waiting for a writer: the server writes an empty file there, which opens
-// the FIFO for writing and closes it. No program of the guest's takes
-// part. Its failure changes nothing: the read was given up on already.
+// waiting for a writer: the server appends nothing there, which opens the
+// FIFO for writing and closes it, and leaves a regular file as it is. No
+// program of the guest's takes part. Its failure changes nothing: the read
+// was given up on already.
 func unblockRead(ctx context.Context, c *incus.Client, project, instance, path string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), unblockReadBound)
 	defer cancel()
-	_ = c.PushEmptyFile(ctx, project, instance, path)
+	_ = c.AppendNothing(ctx, project, instance, path)
 }
 
 // Bounds of the special-file listing: its exec, and its output.

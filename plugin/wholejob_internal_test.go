@@ -216,9 +216,15 @@ func TestRunJobChecksOnAFIFOLeaveTheInstanceDeletable(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out strings.Builder
-	code, err := c.Exec(ctx, "default", name, incus.ExecRequest{Command: []string{"sh", "-c", "mkfifo /pipe && rm /etc/passwd && mkfifo /etc/passwd && for d in /bin /sbin /usr/bin /usr/sbin; do busybox rm -f $d/sh; done"}, Stdout: &out, Stderr: &out})
+	code, err := c.Exec(ctx, "default", name, incus.ExecRequest{Command: []string{"sh", "-c", "mkfifo /pipe && echo kept > /kept && rm /etc/passwd && mkfifo /etc/passwd && for d in /bin /sbin /usr/bin /usr/sbin; do busybox rm -f $d/sh; done"}, Stdout: &out, Stderr: &out})
 	if err != nil || code != 0 {
 		t.Fatalf("guest setup: %d, %v: %s", code, err, out.String())
+	}
+	// What ends a read given up on leaves a regular file as it is.
+	unblockRead(ctx, c, "default", name, "/kept")
+	out.Reset()
+	if code, err := c.Exec(ctx, "default", name, incus.ExecRequest{Command: []string{"busybox", "cat", "/kept"}, Stdout: &out, Stderr: &out}); err != nil || code != 0 || out.String() != "kept\n" {
+		t.Errorf("/kept after unblockRead: %d, %v, %q; want it untouched", code, err, out.String())
 	}
 	old := guestFileTimeout
 	guestFileTimeout = time.Second

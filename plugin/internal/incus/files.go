@@ -171,21 +171,21 @@ func (b cancelOnClose) Close() error {
 	return err
 }
 
-// PushEmptyFile writes an empty file at path in the instance through the
-// file API (overwriting what is there). On a FIFO it opens it for writing
-// and closes it: a read of that FIFO that waits for a writer, such as a
-// GetFile given up on, ends. The server does it, not a program of the
+// AppendNothing appends zero bytes to path in the instance through the
+// file API: a regular file is left as it is, and a FIFO is opened for
+// writing and closed, which ends a read of it that waits for a writer
+// (a GetFile given up on). The server does it, not a program of the
 // guest's, which a hostile job may have replaced.
-func (c *Client) PushEmptyFile(ctx context.Context, project, instance, path string) error {
+func (c *Client) AppendNothing(ctx context.Context, project, instance, path string) error {
 	project = normProject(project)
 	reqPath := "/1.0/instances/" + url.PathEscape(instance) + "/files?path=" + url.QueryEscape(path) + "&project=" + url.QueryEscape(project)
 	h := http.Header{}
 	for _, p := range []string{"X-Incus-", "X-LXD-"} {
 		h.Set(p+"type", "file")
-		h.Set(p+"write", "overwrite")
+		h.Set(p+"write", "append")
 	}
 	if _, err := c.do(ctx, http.MethodPost, reqPath, nil, h); err != nil {
-		return wrapKind(err, "path", path, "incus: write an empty %s in instance %s in project %s: %w",
+		return wrapKind(err, "path", path, "incus: append to %s in instance %s in project %s: %w",
 			shared.Show(path), shared.Show(instance), shared.Show(project), err)
 	}
 	return nil
