@@ -260,7 +260,8 @@ func withLogTail(ctx context.Context, c *incus.Client, project, name, typ string
 func emptyDirCommand(workDir, dir string) string {
 	q := layout.Quote(dir)
 	rel := strings.TrimPrefix(dir, strings.TrimSuffix(workDir, "/")+"/")
-	return "set -euo pipefail; w=$(readlink -e -- " + layout.Quote(workDir) + "); d=$(readlink -m -- " + q + "); e=${w%/}/" + layout.Quote(rel) +
+	qw := layout.Quote(workDir)
+	return "set -euo pipefail; w=$(readlink -e -- " + qw + ") || { printf 'the work dir %s does not exist\\n' " + qw + " >&2; exit 3; }; d=$(readlink -m -- " + q + "); e=${w%/}/" + layout.Quote(rel) +
 		"; if [ \"$d\" != \"$e\" ]; then printf '%s resolves to %s, not to %s: a link on the way, left alone\\n' " + q + " \"$d\" \"$e\" >&2; exit 3; fi" +
 		"; mkdir -p -- " + q + "; find " + q + " -mindepth 1 -maxdepth 1 -exec rm -rf -- {} +"
 }

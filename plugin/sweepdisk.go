@@ -72,7 +72,7 @@ remove() {
 	if [ "$dry" = 1 ]; then say would "$2" "$1" ""; return; fi
 	# A snapshot may hold read-only dirs (a module cache): made writable
 	# first, or rm fails on their contents for any user but root.
-	find "${3:-$1}" -xdev -type d ! -perm -u=rwx -exec chmod u+rwx -- {} \; 2>/dev/null
+	find "${3:-$1}" -xdev -type d ! -perm -u=rwx -exec chmod u+rwx -- {} + 2>/dev/null
 	if e=$(rm -rf --one-file-system -- "${3:-$1}" 2>&1); then say removed "$2" "$1" ""; else say failed "$2" "$1" "$e"; fi
 }
 retire() {

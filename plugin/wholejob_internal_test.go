@@ -66,6 +66,12 @@ func TestEmptyDirCommandRefusesALinkOnTheWay(t *testing.T) {
 		t.Errorf("the victim's dir after the refusal: %v", err)
 	}
 
+	gone := base + "/no work dir"
+	out, err = exec.Command("bash", "-c", emptyDirCommand(gone, gone+"/runs/r/jobs/j/artifacts")).CombinedOutput()
+	if err == nil || string(out) != "the work dir "+gone+" does not exist\n" {
+		t.Errorf("without a work dir: %v, %q; want it named", err, out)
+	}
+
 	linked := base + "/linked-work"
 	if err := os.Symlink(work, linked); err != nil {
 		t.Fatal(err)

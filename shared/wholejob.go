@@ -356,11 +356,11 @@ type SweepRequest struct {
 
 // CheckLive refuses a Live entry that is not "run:job" with both parts
 // non-empty: a bare run id would keep nothing, and its run dir would be
-// swept under a job that runs.
+// swept under a job that runs. A run id or a job may hold ':' itself, so
+// any ':' with something on each side will do.
 func CheckLive(live []string) error {
 	for i, l := range live {
-		run, job, ok := strings.Cut(l, ":")
-		if !ok || run == "" || job == "" {
+		if len(l) < 3 || !strings.Contains(l[1:len(l)-1], ":") {
 			return Errorf(ErrInvalidInput, "live", l, "live[%d] %s is not RUN:JOB", i, Show(l))
 		}
 	}

@@ -401,7 +401,12 @@ func TestBuildRefusesEscapes(t *testing.T) {
 			delete(r.dirs, "/var/tmp/pikaci/snapshots/abc123")
 			r.link("/var/tmp/pikaci/snapshots/abc123", "/home/victim")
 			r.mkdirAll("/home/victim/snapshot")
-		}, []string{"/var/tmp/pikaci/snapshots/abc123/snapshot", `resolves to "/home/victim/snapshot", outside the work dir /var/tmp/pikaci`}},
+		}, []string{"/var/tmp/pikaci/snapshots/abc123/snapshot", `resolves to "/home/victim/snapshot", not to "/var/tmp/pikaci/snapshots/abc123/snapshot" below the work dir /var/tmp/pikaci: a link on the way`}},
+		{"snapshot dir is a link to another place in the work dir", func(r *memRemote) {
+			delete(r.dirs, "/var/tmp/pikaci/snapshots/abc123/snapshot")
+			r.link("/var/tmp/pikaci/snapshots/abc123/snapshot", "/var/tmp/pikaci/runs/other/jobs/j/deps")
+			r.mkdirAll("/var/tmp/pikaci/runs/other/jobs/j/deps")
+		}, []string{`resolves to "/var/tmp/pikaci/runs/other/jobs/j/deps"`, "a link on the way"}},
 		{"manifest is a symlink out of the root", func(r *memRemote) {
 			delete(r.files, buildDir+"/"+ManifestPath)
 			r.file("/etc/shadow", "root:secret-hash:19000:0:99999:7:::\n")

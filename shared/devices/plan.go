@@ -249,12 +249,20 @@ func build(ctx context.Context, spec shared.JobSpec, r Remote, ahead bool) (Plan
 		}
 	}
 
-	if own := a.Resolved[0]; own.Err == nil && own.Exists && work.Err == nil && work.Exists && !Inside(own.Path, work.Path) {
-		// A link planted at snapshots/<hash> (or in runs/) would share a
-		// tree of the remote host that is not the job's.
-		return Plan{}, shared.Errorf(shared.ErrPermission, "snapshot_dir", snapshot.Source,
-			"the snapshot dir %s resolves to %s, outside the work dir %s (resolved: %s): a snapshot is only shared from the work dir",
-			snapshot.Source, shared.Show(own.Path), l.WorkDir, shared.Show(work.Path))
+	if own := a.Resolved[0]; own.Err == nil && own.Exists {
+		// The snapshot dir must resolve to its own place below the
+		// resolved work dir: a link planted at snapshots/<hash> (or in
+		// runs/) would share a tree that is not the job's snapshot.
+		rel := strings.TrimPrefix(snapshot.Source, strings.TrimSuffix(l.WorkDir, "/")+"/")
+		switch {
+		case work.Err == nil && work.Exists && own.Path != path.Join(work.Path, rel):
+			return Plan{}, shared.Errorf(shared.ErrPermission, "snapshot_dir", snapshot.Source,
+				"the snapshot dir %s resolves to %s, not to %s below the work dir %s: a link on the way; a snapshot is only shared from its own place",
+				snapshot.Source, shared.Show(own.Path), shared.Show(path.Join(work.Path, rel)), l.WorkDir)
+		case !ahead && (work.Err != nil || !work.Exists):
+			return Plan{}, shared.Errorf(shared.ErrNotFound, "remote.work_dir", l.WorkDir,
+				"the work dir %s cannot be resolved on the remote host, so the snapshot dir %s cannot be checked to lie in it", l.WorkDir, snapshot.Source)
+		}
 	}
 	resolved := make(map[string]Resolved, len(q.Resolve))
 	for i, p := range q.Resolve[:1+len(payloads)] {

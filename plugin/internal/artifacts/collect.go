@@ -189,6 +189,7 @@ type collector struct {
 
 	mu       sync.Mutex // guards res, met, reserved, and the walk's state below
 	met      int64      // entries met, the top directory not counted
+	dropped  int        // warnings past MaxWarnings, left out
 	reserved int64      // declared sizes of files being copied, not yet written
 	// The walk: entries to read, entries queued or being read, the
 	// first error.
@@ -234,15 +235,20 @@ const (
 func (c *collector) warnf(format string, args ...any) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	switch n := len(c.res.Warnings); {
-	case n < MaxWarnings:
+	if len(c.res.Warnings) < MaxWarnings {
 		w := fmt.Sprintf(format, args...)
 		if len(w) > MaxWarning {
 			w = strings.ToValidUTF8(w[:MaxWarning], "") + "… (cut)"
 		}
 		c.res.Warnings = append(c.res.Warnings, w)
-	case n == MaxWarnings:
-		c.res.Warnings = append(c.res.Warnings, fmt.Sprintf("more warnings past the first %d are left out", MaxWarnings))
+		return
+	}
+	c.dropped++
+	more := fmt.Sprintf("%d more warnings past the first %d are left out", c.dropped, MaxWarnings)
+	if len(c.res.Warnings) == MaxWarnings {
+		c.res.Warnings = append(c.res.Warnings, more)
+	} else {
+		c.res.Warnings[MaxWarnings] = more
 	}
 }
 

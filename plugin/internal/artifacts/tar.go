@@ -63,9 +63,14 @@ func ctxErr(ctx context.Context) error {
 //     relative to the link's directory unless absolute) is inside
 //     guestDir; FIFOs, sockets and devices are skipped and named in the
 //     warnings; set-uid, set-gid and sticky bits are dropped;
+//   - a name over MaxName bytes or MaxDepth levels is refused before any
+//     directory of it is made, and so is an archive that stops without its
+//     end-of-archive blocks (cut short);
 //   - the byte cap counts what is written (a hard link counts its file's
 //     size, as two reads of it would), the entry cap every entry but the
-//     top directory;
+//     top directory, and every directory a name implies that the archive
+//     did not hold;
+//   - warnings are cut at MaxWarning bytes, and at most MaxWarnings kept;
 //   - when ctx ends, the stream is closed and the error is ctx's cause
 //     (see WithTimeout).
 //
@@ -205,9 +210,16 @@ const (
 	MaxDepth = 256
 )
 
+// depth is the number of components of an entry's name, "./" and a
+// trailing "/" not counted.
+func depth(name string) int {
+	n := strings.TrimPrefix(strings.TrimSuffix(name, "/"), "./")
+	return strings.Count(n, "/") + 1
+}
+
 // tooLong reports whether name is over MaxName or MaxDepth.
 func tooLong(name string) bool {
-	return len(name) > MaxName || strings.Count(strings.TrimSuffix(name, "/"), "/") >= MaxDepth+1
+	return len(name) > MaxName || depth(name) > MaxDepth
 }
 
 // entryName is hdr's name relative to guestDir, "" for guestDir itself.
@@ -232,7 +244,7 @@ func (t *tarCollector) entry(ctx context.Context, hdr *tar.Header) error {
 	rel, ok := entryName(hdr.Name)
 	if !ok && tooLong(hdr.Name) {
 		return t.refuse(shortName(hdr.Name), "a name of %d bytes and %d levels, over %d bytes or %d levels",
-			len(hdr.Name), strings.Count(hdr.Name, "/")+1, MaxName, MaxDepth)
+			len(hdr.Name), depth(hdr.Name), MaxName, MaxDepth)
 	}
 	if !ok {
 		return t.refuse(hdr.Name, "not a name inside the directory")
@@ -332,7 +344,7 @@ func (t *tarCollector) mkdir(rel string) error {
 func (t *tarCollector) hardLink(hdr *tar.Header, rel, guestPath string) error {
 	target, ok := entryName(hdr.Linkname)
 	if !ok || target == "" || t.seen[target] != 'f' {
-		return t.refuse(hdr.Name, "a hard link to %s, not a file of the archive", shared.Show(hdr.Linkname))
+		return t.refuse(hdr.Name, "a hard link to %s, not a file of the archive", shared.Show(shortName(hdr.Linkname)))
 	}
 	fi, err := t.root.Lstat(target)
 	if err != nil {

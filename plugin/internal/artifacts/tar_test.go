@@ -306,7 +306,7 @@ func TestCollectTarRefusesADeepNameAndCountsImpliedDirectories(t *testing.T) {
 	deep := "./" + strings.Repeat("a/", 2000) + "f"
 	dest := t.TempDir()
 	_, err := artifacts.CollectTar(t.Context(), stream(tarOf(t, dirE("./"), fileE(deep, "x"))), art, dest, limits())
-	if !errors.Is(err, artifacts.ErrRefused) || !strings.Contains(err.Error(), "2002 levels, over 4096 bytes or 256 levels") {
+	if !errors.Is(err, artifacts.ErrRefused) || !strings.Contains(err.Error(), "2001 levels, over 4096 bytes or 256 levels") {
 		t.Fatalf("error %v, want the deep name refused", err)
 	}
 	if _, err := os.Lstat(filepath.Join(dest, "a")); !errors.Is(err, os.ErrNotExist) {
@@ -314,6 +314,17 @@ func TestCollectTarRefusesADeepNameAndCountsImpliedDirectories(t *testing.T) {
 	}
 	if len(err.Error()) > 2048 {
 		t.Errorf("the error is %d bytes long; want the name cut", len(err.Error()))
+	}
+
+	// 256 levels pass, 257 do not, with or without "./".
+	for name, ok := range map[string]bool{
+		"./" + strings.Repeat("d/", 255) + "f": true, strings.Repeat("d/", 255) + "f": true,
+		"./" + strings.Repeat("d/", 256) + "f": false, strings.Repeat("d/", 256) + "f": false,
+	} {
+		_, err := artifacts.CollectTar(t.Context(), stream(tarOf(t, dirE("./"), fileE(name, "x"))), art, t.TempDir(), limits())
+		if ok != (err == nil) {
+			t.Errorf("a name of %d levels: %v", strings.Count(name, "/")+1, err)
+		}
 	}
 
 	lim := limits()
@@ -438,7 +449,7 @@ func TestCollectTarBoundsItsWarnings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Warnings) != artifacts.MaxWarnings+1 || !strings.Contains(res.Warnings[artifacts.MaxWarnings], "left out") {
+	if len(res.Warnings) != artifacts.MaxWarnings+1 || !strings.Contains(res.Warnings[artifacts.MaxWarnings], "50 more warnings past the first 1000 are left out") {
 		t.Fatalf("%d warnings, the last %q; want %d and a line saying the rest are left out", len(res.Warnings), res.Warnings[len(res.Warnings)-1], artifacts.MaxWarnings+1)
 	}
 	for _, w := range res.Warnings {
