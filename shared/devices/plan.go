@@ -234,7 +234,7 @@ func build(ctx context.Context, spec shared.JobSpec, r Remote, ahead bool) (Plan
 		anc = ancestors(snapshot.Source)
 		q.Resolve = append(q.Resolve, anc...)
 	}
-	// Last, the work dir: the snapshot must resolve inside it.
+	// Last, the work dir: the snapshot must resolve to its own place below it.
 	q.Resolve = append(q.Resolve, l.WorkDir)
 	a, err := fetch(ctx, r, q)
 	if err != nil {
