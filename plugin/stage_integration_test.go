@@ -340,18 +340,26 @@ func (c *countdownContext) Err() error {
 	return nil
 }
 
-// TestStageLocalhost: for localhost the same commands run in a local bash.
-func TestStageLocalhost(t *testing.T) {
-	e := plugin.New(nil)
+// localhostStage is a plugin and a job that stages a new local snapshot
+// of hash (writeSnapshot's, with extra files) to localhost, whose
+// commands run in a local bash; local is the snapshot.
+func localhostStage(t *testing.T, hash string, extra int) (e *plugin.Executor, job shared.WholeJob, local string) {
+	t.Helper()
+	e = plugin.New(nil)
 	t.Cleanup(func() { e.Close() })
-	local := filepath.Join(t.TempDir(), "snap")
-	writeSnapshot(t, local, "loc", 5)
+	local = filepath.Join(t.TempDir(), "snap")
+	writeSnapshot(t, local, hash, extra)
 	spec := e2eSpec(t, filepath.Join(t.TempDir(), "work dir"), "/nonexistent")
 	spec.Remote.Host = "localhost"
 	spec.Host.StagedPayloads = nil
-	spec.Host.SnapshotContentHash = "loc"
+	spec.Host.SnapshotContentHash = hash
 	spec.Host.SnapshotDir = local
-	job := shared.WholeJob{JobSpec: spec}
+	return e, shared.WholeJob{JobSpec: spec}, local
+}
+
+// TestStageLocalhost: for localhost the same commands run in a local bash.
+func TestStageLocalhost(t *testing.T) {
+	e, job, local := localhostStage(t, "loc", 5)
 	res, err := e.StageWorkspaceSnapshot(t.Context(), shared.StageRequest{Job: job})
 	if err != nil {
 		t.Fatal(err)
@@ -390,17 +398,7 @@ func TestStagePublishesNothingWhenTheRemoteTarStopsEarly(t *testing.T) {
 		extra int
 	}{{"larger than the pipe", 300}, {"within the pipe", 3}} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := plugin.New(nil)
-			t.Cleanup(func() { e.Close() })
-			hash := fmt.Sprintf("cut-%d", tc.extra)
-			local := filepath.Join(t.TempDir(), "snap")
-			writeSnapshot(t, local, hash, tc.extra)
-			spec := e2eSpec(t, filepath.Join(t.TempDir(), "work dir"), "/nonexistent")
-			spec.Remote.Host = "localhost"
-			spec.Host.StagedPayloads = nil
-			spec.Host.SnapshotContentHash = hash
-			spec.Host.SnapshotDir = local
-			job := shared.WholeJob{JobSpec: spec}
+			e, job, local := localhostStage(t, fmt.Sprintf("cut-%d", tc.extra), tc.extra)
 			dir := snapshotDirOf(t, job)
 
 			path := os.Getenv("PATH")
@@ -431,16 +429,7 @@ func TestStagePublishesNothingWhenTheRemoteTarStopsEarly(t *testing.T) {
 // A remote marker of 2 MiB (a link to a huge file, say) is refused having
 // read one byte past a marker's limit, not drained whole.
 func TestStageReadsAnOversizedRemoteMarkerOnlyToItsLimit(t *testing.T) {
-	e := plugin.New(nil)
-	t.Cleanup(func() { e.Close() })
-	local := filepath.Join(t.TempDir(), "snap")
-	writeSnapshot(t, local, "big", 1)
-	spec := e2eSpec(t, filepath.Join(t.TempDir(), "work dir"), "/nonexistent")
-	spec.Remote.Host = "localhost"
-	spec.Host.StagedPayloads = nil
-	spec.Host.SnapshotContentHash = "big"
-	spec.Host.SnapshotDir = local
-	job := shared.WholeJob{JobSpec: spec}
+	e, job, _ := localhostStage(t, "big", 1)
 	dir := snapshotDirOf(t, job)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
