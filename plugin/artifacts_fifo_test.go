@@ -5,11 +5,9 @@ package plugin_test
 // GET of a FIFO makes the next force stop fail and the delete hang).
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -20,16 +18,12 @@ import (
 
 	"github.com/pikaci/vmexec/plugin"
 	"github.com/pikaci/vmexec/shared"
-	"github.com/pikaci/vmexec/shared/layout"
 )
 
 func TestCollectArtifactsSkipsFIFOsWithoutReadingThem(t *testing.T) {
 	w := newWholeEnv(t)
 	job := w.job(t, "true")
-	job.Artifacts = &shared.Artifacts{Path: "/out"}
-	l, _ := layout.Derive(job.JobSpec)
-	t.Cleanup(func() { os.RemoveAll(job.Host.JobDir) })
-	w.prepare(t, job)
+	l := w.prepareWithArtifacts(t, &job, "/out")
 	code, out := w.guest(t, l.Instance, "sh", "-c", `mkdir -p "/out/sub dir" && echo kept > "/out/it's a file" && mkfifo /out/pipe "/out/sub dir/fifo two" && ln -s /out/pipe /out/link-to-pipe`)
 	if code != 0 {
 		t.Fatalf("guest setup: exit %d: %s", code, out)
@@ -73,10 +67,7 @@ func TestCollectArtifactsEndsAFIFOReadTheListingHid(t *testing.T) {
 	defer plugin.SetArtifactFileTimeout(5 * time.Second)()
 	w := newWholeEnv(t)
 	job := w.job(t, "true")
-	job.Artifacts = &shared.Artifacts{Path: "/out"}
-	l, _ := layout.Derive(job.JobSpec)
-	t.Cleanup(func() { os.RemoveAll(job.Host.JobDir) })
-	w.prepare(t, job)
+	l := w.prepareWithArtifacts(t, &job, "/out")
 	// The lying sh, in every dir of PATH that has one: $2 is the script,
 	// $5 the listing's nonce.
 	hostile := `set -e; mkdir -p /out; echo kept > /out/a; mkfifo /out/p
@@ -98,15 +89,7 @@ done`
 	if err == nil || !strings.Contains(err.Error(), `"/out/p" did not answer within 5s`) {
 		t.Fatalf("CollectArtifacts: %v; want the FIFO's read bounded and named", err)
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
-	defer cancel()
-	res, err := w.e.Cleanup(ctx, shared.CleanupRequest{Job: job})
-	if err != nil || !res.Deleted {
-		t.Fatalf("Cleanup after a FIFO read was given up on: %+v, %v", res, err)
-	}
-	if _, err := w.lxd.Instance(t.Context(), wholeJobProject, l.Instance); !errors.Is(err, shared.ErrNotFound) {
-		t.Errorf("instance left: %v", err)
-	}
+	w.cleanupDeletes(t, job, l.Instance) // a FIFO read was given up on
 }
 
 // A guest without sh: the special files cannot be listed, so no file may be
@@ -115,10 +98,7 @@ done`
 func TestCollectArtifactsWithoutShellIsASystemFailure(t *testing.T) {
 	w := newWholeEnv(t)
 	job := w.job(t, "true")
-	job.Artifacts = &shared.Artifacts{Path: "/out"}
-	l, _ := layout.Derive(job.JobSpec)
-	t.Cleanup(func() { os.RemoveAll(job.Host.JobDir) })
-	w.prepare(t, job)
+	l := w.prepareWithArtifacts(t, &job, "/out")
 	if code, out := w.guest(t, l.Instance, "sh", "-c", `mkdir /out && echo x > /out/a`); code != 0 {
 		t.Fatalf("guest setup: exit %d: %s", code, out)
 	}

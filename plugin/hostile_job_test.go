@@ -53,10 +53,7 @@ func TestRunJobLeavesNoProcessThatLetGoOfTheOutput(t *testing.T) {
 func TestRunJobEndsAChildHoldingTheOutputWithoutLosingTheArtifacts(t *testing.T) {
 	w := newWholeEnv(t)
 	job := w.job(t, "sh", "-c", `mkdir -p /out && mount -t tmpfs tmpfs /out && echo result > /out/r.txt && { sleep 1702 & } && echo started`)
-	job.Artifacts = &shared.Artifacts{Path: "/out"}
-	l, _ := layout.Derive(job.JobSpec)
-	t.Cleanup(func() { os.RemoveAll(job.Host.JobDir) })
-	w.prepare(t, job)
+	l := w.prepareWithArtifacts(t, &job, "/out")
 	c := newChunks()
 	res, err := w.e.RunJob(t.Context(), shared.RunRequest{Job: job}, c.sink)
 	if err != nil || res.ExitCode != 0 {
@@ -97,10 +94,7 @@ func TestJobThatReplacesShAndPlantsAFIFOCannotKeepItsInstanceAlive(t *testing.T)
 	w := newWholeEnv(t)
 	// The new sh runs `busybox true`: it exits 0 and prints nothing.
 	job := w.job(t, "sh", "-c", `mkdir -p /out && mkfifo /out/pipe && echo x > /out/a && printf '#!/bin/busybox true\n' > /bin/sh.new && chmod 755 /bin/sh.new && mv /bin/sh.new /bin/sh`)
-	job.Artifacts = &shared.Artifacts{Path: "/out"}
-	l, _ := layout.Derive(job.JobSpec)
-	t.Cleanup(func() { os.RemoveAll(job.Host.JobDir) })
-	w.prepare(t, job)
+	l := w.prepareWithArtifacts(t, &job, "/out")
 	if res, err := w.e.RunJob(t.Context(), shared.RunRequest{Job: job}, newChunks().sink); err != nil || res.ExitCode != 0 {
 		t.Fatalf("RunJob = %+v, %v; want exit 0", res, err)
 	}
@@ -108,15 +102,7 @@ func TestJobThatReplacesShAndPlantsAFIFOCannotKeepItsInstanceAlive(t *testing.T)
 	if !errors.Is(err, shared.ErrUnavailable) {
 		t.Errorf("CollectArtifacts = %+v, %v; want ErrUnavailable (nothing read)", cres, err)
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), shared.CleanupTimeout)
-	defer cancel()
-	res, err := w.e.Cleanup(ctx, shared.CleanupRequest{Job: job})
-	if err != nil || !res.Deleted {
-		t.Fatalf("Cleanup = %+v, %v; want the instance deleted", res, err)
-	}
-	if _, err := w.lxd.Instance(t.Context(), wholeJobProject, l.Instance); !errors.Is(err, shared.ErrNotFound) {
-		t.Errorf("instance left after Cleanup: %v", err)
-	}
+	w.cleanupDeletes(t, job, l.Instance)
 }
 
 // Issue 17.10: Cleanup right after a PrepareRuntime cancelled while the
@@ -222,10 +208,7 @@ func TestPrepareRuntimeWithTheDaemonStoppedAfterTheCreateIsBounded(t *testing.T)
 func TestCollectArtifactsWithAReplacedShIsASystemFailure(t *testing.T) {
 	w := newWholeEnv(t)
 	job := w.job(t, "true")
-	job.Artifacts = &shared.Artifacts{Path: "/out"}
-	l, _ := layout.Derive(job.JobSpec)
-	t.Cleanup(func() { os.RemoveAll(job.Host.JobDir) })
-	w.prepare(t, job)
+	l := w.prepareWithArtifacts(t, &job, "/out")
 	if code, out := w.guest(t, l.Instance, "sh", "-c", `mkdir -p /out && mkfifo /out/pipe && printf '#!/bin/busybox true\n' > /bin/sh.new && chmod 755 /bin/sh.new && mv /bin/sh.new /bin/sh`); code != 0 {
 		t.Fatalf("guest setup: exit %d: %s", code, out)
 	}

@@ -107,6 +107,35 @@ func (w *wholeEnv) prepare(t *testing.T, job shared.WholeJob) shared.RuntimeResu
 	return res
 }
 
+// prepareWithArtifacts sets job's artifacts path, prepares it
+// (PrepareRuntime), removes its local job dir when the test ends, and
+// returns its layout.
+func (w *wholeEnv) prepareWithArtifacts(t *testing.T, job *shared.WholeJob, path string) layout.Layout {
+	t.Helper()
+	job.Artifacts = &shared.Artifacts{Path: path}
+	l, err := layout.Derive(job.JobSpec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(job.Host.JobDir) })
+	w.prepare(t, *job)
+	return l
+}
+
+// cleanupDeletes runs Cleanup within shared.CleanupTimeout and fails t
+// unless it deleted the job's instance and the instance is gone.
+func (w *wholeEnv) cleanupDeletes(t *testing.T, job shared.WholeJob, instance string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), shared.CleanupTimeout)
+	defer cancel()
+	if res, err := w.e.Cleanup(ctx, shared.CleanupRequest{Job: job}); err != nil || !res.Deleted {
+		t.Fatalf("Cleanup = %+v, %v; want the instance deleted", res, err)
+	}
+	if _, err := w.lxd.Instance(t.Context(), wholeJobProject, instance); !errors.Is(err, shared.ErrNotFound) {
+		t.Errorf("instance %s left after Cleanup: %v", instance, err)
+	}
+}
+
 // guest runs a command in the instance outside the plugin.
 func (w *wholeEnv) guest(t *testing.T, instance string, argv ...string) (int, string) {
 	t.Helper()
