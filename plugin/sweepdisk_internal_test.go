@@ -49,9 +49,17 @@ func mkdirs(tb testing.TB, dirs ...string) {
 // runSweepScript runs sweepDiskCommand in a local bash, as sshd would.
 func runSweepScript(tb testing.TB, w string, older time.Duration, dry bool, runs, sources []string) shared.SweepResult {
 	tb.Helper()
+	return runSweepScriptAs(tb, nil, w, older, dry, runs, sources)
+}
+
+// runSweepScriptAs is runSweepScript with bash run under the command
+// wrap (a setpriv to another user), when given.
+func runSweepScriptAs(tb testing.TB, wrap []string, w string, older time.Duration, dry bool, runs, sources []string) shared.SweepResult {
+	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "bash", "-c", sweepDiskCommand(w, older, dry))
+	args := append(slices.Clone(wrap), "bash", "-c", sweepDiskCommand(w, older, dry))
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
 	cmd.Stdin = bytes.NewReader(sweepDiskInput(runs, sources))
 	out, err := cmd.Output()
 	if err != nil {
@@ -328,17 +336,8 @@ func TestSweepDiskRemovesReadOnlyDirsAsTheirOwner(t *testing.T) {
 	t.Cleanup(func() { _ = exec.Command("chmod", "-R", "u+rwx", w).Run() })
 	ageTree(t, w, 2*time.Hour)
 
-	args := append(wrap, "bash", "-c", sweepDiskCommand(w, time.Hour, false))
-	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Stdin = bytes.NewReader(sweepDiskInput(nil, nil))
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("sweep script: %v", err)
-	}
-	var res shared.SweepResult
-	if err := parseSweepDisk(out, "h", w, &res); err != nil {
-		t.Fatal(err) // rm's failure is an error naming what it could not remove
-	}
+	// rm's failure would be an error naming what it could not remove.
+	res := runSweepScriptAs(t, wrap, w, time.Hour, false, nil, nil)
 	if want := []string{"h:" + w + "/snapshots/h-old"}; !slices.Equal(res.Removed, want) {
 		t.Errorf("removed %q; want %q", res.Removed, want)
 	}
