@@ -224,13 +224,6 @@ func sweepDisk(ctx context.Context, pool *sshpool.Pool, host, workDir string, ol
 const maxSweepFailures = 10
 
 // truncate is s cut to at most n bytes, marked when cut.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
-}
-
 // wholeRecords is out cut after its last whole record of four fields.
 func wholeRecords(out []byte) []byte {
 	end, n := 0, 0
@@ -268,7 +261,7 @@ func parseSweepDisk(out []byte, host, workDir string, res *shared.SweepResult) e
 		case "skipped":
 			res.Skipped = append(res.Skipped, host+":"+p+": "+detail)
 		case "failed":
-			failed = append(failed, fmt.Sprintf("%s: %s", shared.Show(p), shared.Show(truncate(strings.TrimSpace(detail), 512))))
+			failed = append(failed, fmt.Sprintf("%s: %s", shared.Show(p), shared.Show(shared.Shorten(strings.TrimSpace(detail), 512))))
 		default:
 			return shared.Errorf(shared.ErrUnavailable, "remote.host", host,
 				"sweep work dir %s on %s: unexpected record %s", shared.Show(workDir), host, shared.Show(status))

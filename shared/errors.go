@@ -103,6 +103,22 @@ func ShowBare(v string) string {
 	return Show(v)
 }
 
+// Shorten is v cut to at most n bytes (on a character boundary when v is
+// UTF-8 there) with "…" after it, or v itself when it is no longer: for a
+// value a remote or a guest chose, before it goes into a message.
+func Shorten(v string, n int) string {
+	if len(v) <= n {
+		return v
+	}
+	for i := n; i > 0 && i > n-utf8.UTFMax; i-- {
+		if utf8.RuneStart(v[i]) {
+			n = i
+			break
+		}
+	}
+	return v[:n] + "…"
+}
+
 // plain reports whether v shows as it is: valid UTF-8 without a control
 // character.
 func plain(v string) bool {

@@ -17,3 +17,21 @@ func TestShowEscapesWhatALogWouldHide(t *testing.T) {
 		}
 	}
 }
+
+// Shorten cuts at n bytes, back to a character boundary, and says so.
+func TestShortenCutsOnACharacterBoundary(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		n    int
+		want string
+	}{
+		{"abc", 3, "abc"},
+		{"abcd", 3, "abc…"},
+		{"aéé", 4, "aé…"},           // é is 2 bytes: byte 4 is inside the second
+		{"a\xff\xffb", 2, "a\xff…"}, // not UTF-8 there: cut where asked
+	} {
+		if got := Shorten(tc.in, tc.n); got != tc.want {
+			t.Errorf("Shorten(%q, %d) = %q; want %q", tc.in, tc.n, got, tc.want)
+		}
+	}
+}

@@ -236,11 +236,7 @@ func (c *collector) warnf(format string, args ...any) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.res.Warnings) < MaxWarnings {
-		w := fmt.Sprintf(format, args...)
-		if len(w) > MaxWarning {
-			w = strings.ToValidUTF8(w[:MaxWarning], "") + "… (cut)"
-		}
-		c.res.Warnings = append(c.res.Warnings, w)
+		c.res.Warnings = append(c.res.Warnings, shared.Shorten(fmt.Sprintf(format, args...), MaxWarning))
 		return
 	}
 	c.dropped++

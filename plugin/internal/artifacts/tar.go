@@ -217,6 +217,9 @@ func depth(name string) int {
 	return strings.Count(n, "/") + 1
 }
 
+// maxShown bounds a name in an error.
+const maxShown = 256
+
 // tooLong reports whether name is over MaxName or MaxDepth.
 func tooLong(name string) bool {
 	return len(name) > MaxName || depth(name) > MaxDepth
@@ -243,7 +246,7 @@ func entryName(name string) (string, bool) {
 func (t *tarCollector) entry(ctx context.Context, hdr *tar.Header) error {
 	rel, ok := entryName(hdr.Name)
 	if !ok && tooLong(hdr.Name) {
-		return t.refuse(shortName(hdr.Name), "a name of %d bytes and %d levels, over %d bytes or %d levels",
+		return t.refuse(shared.Shorten(hdr.Name, maxShown), "a name of %d bytes and %d levels, over %d bytes or %d levels",
 			len(hdr.Name), depth(hdr.Name), MaxName, MaxDepth)
 	}
 	if !ok {
@@ -344,7 +347,7 @@ func (t *tarCollector) mkdir(rel string) error {
 func (t *tarCollector) hardLink(hdr *tar.Header, rel, guestPath string) error {
 	target, ok := entryName(hdr.Linkname)
 	if !ok || target == "" || t.seen[target] != 'f' {
-		return t.refuse(hdr.Name, "a hard link to %s, not a file of the archive", shared.Show(shortName(hdr.Linkname)))
+		return t.refuse(hdr.Name, "a hard link to %s, not a file of the archive", shared.Show(shared.Shorten(hdr.Linkname, maxShown)))
 	}
 	fi, err := t.root.Lstat(target)
 	if err != nil {
@@ -379,13 +382,4 @@ func typeName(flag byte) string {
 		return "hard link"
 	}
 	return fmt.Sprintf("entry of tar type %q", flag)
-}
-
-// shortName is a name cut to what an error can show.
-func shortName(name string) string {
-	const keep = 256
-	if len(name) <= keep {
-		return name
-	}
-	return strings.ToValidUTF8(name[:keep], "") + "…"
 }
