@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/pikaci/vmexec/plugin/internal/incus"
@@ -259,7 +258,7 @@ func withLogTail(ctx context.Context, c *incus.Client, project, name, typ string
 // refused, not emptied.
 func emptyDirCommand(workDir, dir string) string {
 	q := layout.Quote(dir)
-	rel := strings.TrimPrefix(dir, strings.TrimSuffix(workDir, "/")+"/")
+	rel := layout.OwnPlace(workDir, "", dir) // below the resolved work dir, "$w"
 	qw := layout.Quote(workDir)
 	return "set -euo pipefail; w=$(readlink -e -- " + qw + ") || { printf 'the work dir %s does not exist\\n' " + qw + " >&2; exit 3; }; d=$(readlink -m -- " + q + "); e=${w%/}/" + layout.Quote(rel) +
 		"; if [ \"$d\" != \"$e\" ]; then printf '%s resolves to %s, not to %s: a link on the way, left alone\\n' " + q + " \"$d\" \"$e\" >&2; exit 3; fi" +

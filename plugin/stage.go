@@ -12,7 +12,6 @@ import (
 	"path"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -201,10 +200,10 @@ func readRemoteMarkerUse(ctx context.Context, pool *sshpool.Pool, host, workDir,
 			"resolve snapshot dir %s on %s: unexpected answer %s", shared.Show(dir), host, shared.Show(string(out.Stdout)))
 	}
 	root, real := string(fields[0]), string(fields[1])
-	if !strings.HasPrefix(real, strings.TrimSuffix(root, "/")+"/") {
+	if want := layout.OwnPlace(workDir, root, dir); real != want {
 		return remoteState{}, shared.Errorf(shared.ErrInvalidInput, "snapshot_dir", dir,
-			"snapshot dir %s on %s resolves to %s, outside the work dir %s (which resolves to %s): a link leads out of it; refusing to reuse or write it",
-			shared.Show(dir), host, shared.Show(real), shared.Show(workDir), shared.Show(root))
+			"snapshot dir %s on %s resolves to %s, not to %s below the work dir %s: a link leads elsewhere; refusing to reuse or write it",
+			shared.Show(dir), host, shared.Show(real), shared.Show(want), shared.Show(workDir))
 	}
 	return parseMarkerOutput(fields[2], host, dir)
 }

@@ -253,12 +253,11 @@ func build(ctx context.Context, spec shared.JobSpec, r Remote, ahead bool) (Plan
 		// The snapshot dir must resolve to its own place below the
 		// resolved work dir: a link planted at snapshots/<hash> (or in
 		// runs/) would share a tree that is not the job's snapshot.
-		rel := strings.TrimPrefix(snapshot.Source, strings.TrimSuffix(l.WorkDir, "/")+"/")
-		switch {
-		case work.Err == nil && work.Exists && own.Path != path.Join(work.Path, rel):
+		switch want := layout.OwnPlace(l.WorkDir, work.Path, snapshot.Source); {
+		case work.Err == nil && work.Exists && own.Path != want:
 			return Plan{}, shared.Errorf(shared.ErrPermission, "snapshot_dir", snapshot.Source,
 				"the snapshot dir %s resolves to %s, not to %s below the work dir %s: a link on the way; a snapshot is only shared from its own place",
-				snapshot.Source, shared.Show(own.Path), shared.Show(path.Join(work.Path, rel)), l.WorkDir)
+				snapshot.Source, shared.Show(own.Path), shared.Show(want), l.WorkDir)
 		case !ahead && (work.Err != nil || !work.Exists):
 			return Plan{}, shared.Errorf(shared.ErrNotFound, "remote.work_dir", l.WorkDir,
 				"the work dir %s cannot be resolved on the remote host, so the snapshot dir %s cannot be checked to lie in it", l.WorkDir, snapshot.Source)

@@ -147,6 +147,15 @@ func (l Layout) checkLengths() error {
 	return nil
 }
 
+// OwnPlace is where p, a path below workDir, must resolve once workDir
+// resolves to resolvedWork: the work dir may be a link, nothing below it
+// may be (a link planted in runs/ or snapshots/ would lead a job's
+// mount, or its removal, to a tree that is not the job's).
+func OwnPlace(workDir, resolvedWork, p string) string {
+	rel := strings.TrimPrefix(p, strings.TrimSuffix(workDir, "/")+"/")
+	return path.Join(resolvedWork, rel)
+}
+
 // OwnDirs are the job dir's subdirs that the executor makes and owns, on
 // the runner host and on the remote: a payload may not be one, or lie in
 // one (the artifacts dir is emptied before each run and collected into).

@@ -399,3 +399,17 @@ func TestTooLongValueErrorsNameTheValue(t *testing.T) {
 		})
 	}
 }
+
+// OwnPlace: below the resolved work dir, at the same relative path; a
+// work dir of / included.
+func TestOwnPlace(t *testing.T) {
+	for _, tc := range []struct{ work, resolved, p, want string }{
+		{"/var/tmp/pikaci", "/data/pikaci", "/var/tmp/pikaci/snapshots/h/snapshot", "/data/pikaci/snapshots/h/snapshot"},
+		{"/", "/", "/runs/r/jobs/j/artifacts", "/runs/r/jobs/j/artifacts"},
+		{"/w", "", "/w/runs/r/jobs/j/artifacts", "runs/r/jobs/j/artifacts"},
+	} {
+		if got := OwnPlace(tc.work, tc.resolved, tc.p); got != tc.want {
+			t.Errorf("OwnPlace(%q, %q, %q) = %q; want %q", tc.work, tc.resolved, tc.p, got, tc.want)
+		}
+	}
+}
