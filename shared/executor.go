@@ -116,9 +116,17 @@ func (in Incus) EndpointOrDefault() string {
 	return in.Endpoint
 }
 
+// The job dir's folders that are the executor's own, on the runner host
+// (host.job_dir) and on the remote (the remote job dir): what
+// CollectArtifacts fills, and the instance's own files.
+const (
+	ArtifactsDirName = "artifacts"
+	VMDirName        = "vm"
+)
+
 // ArtifactsDirOf is the folder of a job dir (host.job_dir) that
 // CollectArtifacts fills: <job_dir>/artifacts.
-func ArtifactsDirOf(jobDir string) string { return filepath.Join(jobDir, "artifacts") }
+func ArtifactsDirOf(jobDir string) string { return filepath.Join(jobDir, ArtifactsDirName) }
 
 // Remote is the remote host that runs the VMs.
 type Remote struct {

@@ -87,8 +87,8 @@ func Derive(spec shared.JobSpec) (Layout, error) {
 		Local:       shared.IsLocalHost(spec.Remote.Host),
 	}
 	l.JobDir = path.Join(l.RunDir, "jobs", spec.Job.ID)
-	l.VMDir = path.Join(l.JobDir, "vm")
-	l.ArtifactsDir = path.Join(l.JobDir, "artifacts")
+	l.VMDir = path.Join(l.JobDir, shared.VMDirName)
+	l.ArtifactsDir = path.Join(l.JobDir, shared.ArtifactsDirName)
 	if spec.Job.Staged && hash != "" {
 		l.SnapshotDir = path.Join(w, "snapshots", hash, "snapshot")
 	} else {
@@ -159,7 +159,7 @@ func OwnPlace(workDir, resolvedWork, p string) string {
 // OwnDirs are the job dir's subdirs that the executor makes and owns, on
 // the runner host and on the remote: a payload may not be one, or lie in
 // one (the artifacts dir is emptied before each run and collected into).
-var OwnDirs = []string{"artifacts", "vm"}
+var OwnDirs = []string{shared.ArtifactsDirName, shared.VMDirName}
 
 // ownDir is the dir of OwnDirs that rel (relative to the job dir) is or
 // lies in, "" for none.

@@ -234,7 +234,7 @@ func (b *broken) CollectArtifacts(ctx context.Context, req shared.CollectRequest
 		if f.Type != incus.FileTypeFile {
 			continue
 		}
-		_ = os.WriteFile(filepath.Join(req.Job.Host.JobDir, "artifacts", filepath.FromSlash(rel)), data, 0o644)
+		_ = os.WriteFile(filepath.Join(shared.ArtifactsDirOf(req.Job.Host.JobDir), filepath.FromSlash(rel)), data, 0o644)
 	}
 	return res, err
 }
